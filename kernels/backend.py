@@ -1,0 +1,414 @@
+"""The public op API, shared by every backend.
+
+`Backend` validates inputs (with `kernels.shapes`), allocates outputs on the backend's
+memory and hands plain arrays and ints to the backend's compute modules:
+
+    self.gemm        kernels/<backend>/gemm.py        matmul
+    self.conv        kernels/<backend>/conv.py        conv2d_forward, conv2d_backward
+    self.pool        kernels/<backend>/pool.py        max/avg_pool2d_forward/backward
+    self.optim       kernels/<backend>/optim.py       adam_step, sgd_step
+    self.activation  kernels/<backend>/activation.py  relu/sigmoid/tanh/softmax _forward/_backward
+    self.loss        kernels/<backend>/loss.py        softmax_cross_entropy, crossentropy, mse, accuracy
+    self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2, take_rows, scale
+    self.reduce      kernels/<backend>/reduce.py      column_sum, sum, argmax
+
+A subclass supplies memory management (`asarray`, `to_numpy`, `empty`, `zeros`,
+`synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
+compute functions receive already-validated, C-contiguous arrays and write into the
+outputs they are given; they return nothing unless documented (`sum`, `accuracy`,
+`l1_l2_penalty` return Python numbers).
+"""
+import numpy as np
+
+from kernels import shapes
+
+
+class Backend:
+    name = "base"
+
+    # ------------------------------------------------------------------ helpers
+    def _prepare(self, op, **named):
+        """Native-array and contiguity checks for every array argument (None passes)."""
+        out = []
+        for name, arr in named.items():
+            if arr is None:
+                out.append(None)
+                continue
+            self._check_native(op, name, arr)
+            out.append(self._contiguous(arr))
+        return out if len(out) > 1 else out[0]
+
+    def _flat(self, arr):
+        return self.reshape(arr, (arr.size,))
+
+    def reshape(self, arr, shape):
+        """A view with a new shape (C-contiguous arrays only; the size must match)."""
+        shape = tuple(int(s) for s in shape)
+        if int(np.prod(shape)) != arr.size:
+            raise ValueError(f"reshape: cannot reshape {tuple(arr.shape)} ({arr.size} elements) to {shape}")
+        return arr.reshape(shape)
+
+    # ------------------------------------------------------------------ GEMM
+    def matmul(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
+        """c = op(a) @ op(b) (+ bias over rows); op transposes when asked."""
+        a, b, bias = self._prepare("matmul", a=a, b=b, bias=bias)
+        if out is not None:
+            self._check_native("matmul", "out", out)
+            if not self._is_c_contiguous(out):
+                raise ValueError("matmul: out must be C-contiguous")
+        m, n, _ = shapes.matmul_shapes(a, b, trans_a, trans_b, bias, out)
+        if out is None:
+            out = self.empty((m, n), a.dtype)
+        self.gemm.matmul(a, b, bool(trans_a), bool(trans_b), bias, out)
+        return out
+
+    # ------------------------------------------------------------------ convolution
+    def conv2d(self, x, w, bias=None, *, strides=(1, 1), padding="valid"):
+        """NHWC x, (KH, KW, C_in, C_out) w -> NHWC y (+ bias per output channel)."""
+        op = "conv2d"
+        x, w, bias = self._prepare(op, x=x, w=w, bias=bias)
+        (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
+        if bias is not None:
+            shapes.check_float(op, "bias", bias)
+            shapes.check_same_dtype(op, [("x", x), ("bias", bias)])
+            shapes.check_shape(op, "bias", bias, (w.shape[3],))
+        y = self.empty((x.shape[0], oh, ow, w.shape[3]), x.dtype)
+        self.conv.conv2d_forward(x, w, bias, y, sh, sw, pt, pl)
+        return y
+
+    def conv2d_backward(self, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True):
+        """-> (dx, dw, db); dx is None when compute_dx=False (a first layer needs no dx)."""
+        op = "conv2d_backward"
+        x, w, dy = self._prepare(op, x=x, w=w, dy=dy)
+        (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_same_dtype(op, [("x", x), ("dy", dy)])
+        shapes.check_shape(op, "dy", dy, (x.shape[0], oh, ow, w.shape[3]))
+        dx = self.empty(x.shape, x.dtype) if compute_dx else None
+        dw = self.empty(w.shape, w.dtype)
+        db = self.empty((w.shape[3],), w.dtype)
+        self.conv.conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pt, pl)
+        return dx, dw, db
+
+    # ------------------------------------------------------------------ pooling
+    def _pool_input(self, op, x):
+        x = self._prepare(op, x=x)
+        shapes.check_float(op, "x", x)
+        shapes.check_ndim(op, "x", x, 4, "NHWC")
+        shapes.check_nonempty(op, "x", x)
+        return x
+
+    def max_pool2d(self, x, *, pool_size=(2, 2), strides=None, padding="valid"):
+        """-> (y, indices); indices (int32, y's shape) hold h * W + w of each max in x."""
+        op = "max_pool2d"
+        x = self._pool_input(op, x)
+        (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = shapes.pool_shapes(op, x.shape, pool_size, strides, padding)
+        y = self.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+        indices = self.empty(y.shape, np.int32)
+        self.pool.max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pt, pl)
+        return y, indices
+
+    def max_pool2d_backward(self, dy, indices, x_shape):
+        op = "max_pool2d_backward"
+        dy, indices = self._prepare(op, dy=dy, indices=indices)
+        x_shape = shapes.check_x_shape(op, x_shape)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+        shapes.check_int(op, "indices", indices)
+        if np.dtype(indices.dtype) != np.int32:
+            raise TypeError(f"{op}: indices must be the int32 array max_pool2d returned, got {indices.dtype}")
+        shapes.check_shape(op, "indices", indices, dy.shape)
+        if dy.shape[0] != x_shape[0] or dy.shape[3] != x_shape[3]:
+            raise ValueError(f"{op}: dy.shape={tuple(dy.shape)} does not match x_shape={x_shape} "
+                             "in batch or channels")
+        dx = self.empty(x_shape, dy.dtype)
+        self.pool.max_pool2d_backward(dy, indices, dx)
+        return dx
+
+    def avg_pool2d(self, x, *, pool_size=(2, 2), strides=None, padding="valid"):
+        """Average over the window's cells inside x ("same" padding cells are not counted)."""
+        op = "avg_pool2d"
+        x = self._pool_input(op, x)
+        (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = shapes.pool_shapes(op, x.shape, pool_size, strides, padding)
+        y = self.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+        self.pool.avg_pool2d_forward(x, y, ph, pw, sh, sw, pt, pl)
+        return y
+
+    def avg_pool2d_backward(self, dy, x_shape, *, pool_size=(2, 2), strides=None, padding="valid"):
+        op = "avg_pool2d_backward"
+        dy = self._prepare(op, dy=dy)
+        x_shape = shapes.check_x_shape(op, x_shape)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+        (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = shapes.pool_shapes(op, x_shape, pool_size, strides, padding)
+        shapes.check_shape(op, "dy", dy, (x_shape[0], oh, ow, x_shape[3]))
+        dx = self.empty(x_shape, dy.dtype)
+        self.pool.avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pt, pl)
+        return dx
+
+    # ------------------------------------------------------------------ optimizers
+    def _optim_arrays(self, op, param, named):
+        self._check_native(op, "param", param)
+        if not self._is_c_contiguous(param):
+            raise ValueError(f"{op}: param must be C-contiguous (it is updated in place)")
+        shapes.check_float(op, "param", param)
+        flats = [self._flat(param)]
+        for name, arr in named:
+            if arr is None:
+                flats.append(None)
+                continue
+            self._check_native(op, name, arr)
+            if not self._is_c_contiguous(arr):
+                raise ValueError(f"{op}: {name} must be C-contiguous")
+            shapes.check_float(op, name, arr)
+            shapes.check_same_dtype(op, [("param", param), (name, arr)])
+            shapes.check_same_shape(op, [("param", param), (name, arr)])
+            flats.append(self._flat(arr))
+        return flats
+
+    def adam_step(self, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step, weight_decay=0.0):
+        """One fused, in-place Adam step (Keras's form); decoupled weight decay when non-zero."""
+        op = "adam_step"
+        if int(step) < 1:
+            raise ValueError(f"{op}: step counts from 1, got {step}")
+        for name, val, lo, hi in (("beta1", beta1, 0.0, 1.0), ("beta2", beta2, 0.0, 1.0)):
+            if not lo <= float(val) < hi:
+                raise ValueError(f"{op}: {name} must be in [0, 1), got {val}")
+        p, g, m_, v_ = self._optim_arrays(op, param, [("grad", grad), ("m", m), ("v", v)])
+        self.optim.adam_step(p, g, m_, v_, float(lr), float(beta1), float(beta2), float(eps),
+                             int(step), float(weight_decay))
+
+    def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        """One fused, in-place SGD step (Keras's form: v = momentum * v - lr * g)."""
+        op = "sgd_step"
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"{op}: momentum must be in [0, 1), got {momentum}")
+        if momentum > 0.0 and velocity is None:
+            raise ValueError(f"{op}: momentum={momentum} needs a velocity array, got None")
+        p, g, vel = self._optim_arrays(op, param, [("grad", grad), ("velocity", velocity)])
+        self.optim.sgd_step(p, g, vel, float(lr), float(momentum), bool(nesterov), float(weight_decay))
+
+    # ------------------------------------------------------------------ activations
+    def _unary(self, op, x):
+        x = self._prepare(op, x=x)
+        shapes.check_float(op, "x", x)
+        shapes.check_nonempty(op, "x", x)
+        return x
+
+    def _unary_backward(self, op, y, dy):
+        y, dy = self._prepare(op, y=y, dy=dy)
+        shapes.check_float(op, "y", y)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_same_dtype(op, [("y", y), ("dy", dy)])
+        shapes.check_same_shape(op, [("y", y), ("dy", dy)])
+        return y, dy
+
+    def _elementwise_forward(self, op, fn, x):
+        x = self._unary(op, x)
+        y = self.empty(x.shape, x.dtype)
+        fn(self._flat(x), self._flat(y))
+        return y
+
+    def _elementwise_backward(self, op, fn, y, dy):
+        y, dy = self._unary_backward(op, y, dy)
+        dx = self.empty(y.shape, y.dtype)
+        fn(self._flat(y), self._flat(dy), self._flat(dx))
+        return dx
+
+    def relu(self, x):
+        return self._elementwise_forward("relu", self.activation.relu_forward, x)
+
+    def relu_backward(self, y, dy):
+        """dx from the forward output y (y > 0 exactly where x > 0)."""
+        return self._elementwise_backward("relu_backward", self.activation.relu_backward, y, dy)
+
+    def sigmoid(self, x):
+        return self._elementwise_forward("sigmoid", self.activation.sigmoid_forward, x)
+
+    def sigmoid_backward(self, y, dy):
+        return self._elementwise_backward("sigmoid_backward", self.activation.sigmoid_backward, y, dy)
+
+    def tanh(self, x):
+        return self._elementwise_forward("tanh", self.activation.tanh_forward, x)
+
+    def tanh_backward(self, y, dy):
+        return self._elementwise_backward("tanh_backward", self.activation.tanh_backward, y, dy)
+
+    def softmax(self, x):
+        """Softmax over the last axis of a 2-D (N, C) array."""
+        op = "softmax"
+        x = self._unary(op, x)
+        shapes.check_ndim(op, "x", x, 2, "(N, C)")
+        y = self.empty(x.shape, x.dtype)
+        self.activation.softmax_forward(x, y)
+        return y
+
+    def softmax_backward(self, y, dy):
+        op = "softmax_backward"
+        y, dy = self._unary_backward(op, y, dy)
+        shapes.check_ndim(op, "y", y, 2, "(N, C)")
+        dx = self.empty(y.shape, y.dtype)
+        self.activation.softmax_backward(y, dy, dx)
+        return dx
+
+    # ------------------------------------------------------------------ losses
+    def _loss_inputs(self, op, pred, labels):
+        pred, labels = self._prepare(op, pred=pred, labels=labels)
+        shapes.check_float(op, "logits", pred)
+        shapes.check_ndim(op, "logits", pred, 2, "(N, C)")
+        shapes.check_nonempty(op, "logits", pred)
+        onehot = shapes.check_labels(op, pred, labels)
+        return pred, labels, onehot
+
+    def softmax_cross_entropy(self, logits, labels):
+        """Fused softmax + cross-entropy: -> (losses (N,), dlogits = (softmax - onehot) / N).
+
+        labels are integer class ids (N,) or one-hot rows (N, C). Stable for huge logits
+        (the row max is subtracted before exp).
+        """
+        op = "softmax_cross_entropy"
+        logits, labels, onehot = self._loss_inputs(op, logits, labels)
+        losses = self.empty((logits.shape[0],), logits.dtype)
+        dlogits = self.empty(logits.shape, logits.dtype)
+        self.loss.softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
+        return losses, dlogits
+
+    def crossentropy(self, probs, labels, *, eps=1e-7):
+        """Cross-entropy of probabilities (Keras clips them to [eps, 1 - eps]).
+
+        -> (losses (N,), dprobs); dprobs is the mean-loss gradient, zero where clipped.
+        """
+        op = "crossentropy"
+        probs, labels, onehot = self._loss_inputs(op, probs, labels)
+        losses = self.empty((probs.shape[0],), probs.dtype)
+        dprobs = self.empty(probs.shape, probs.dtype)
+        self.loss.crossentropy(probs, labels, onehot, float(eps), losses, dprobs)
+        return losses, dprobs
+
+    def mse(self, pred, target):
+        """Mean squared error per sample: -> (losses (N,), dpred of the mean over samples)."""
+        op = "mse"
+        pred, target = self._prepare(op, pred=pred, target=target)
+        shapes.check_float(op, "pred", pred)
+        shapes.check_float(op, "target", target)
+        shapes.check_same_dtype(op, [("pred", pred), ("target", target)])
+        shapes.check_same_shape(op, [("pred", pred), ("target", target)])
+        shapes.check_nonempty(op, "pred", pred)
+        n = pred.shape[0]
+        p2 = self.reshape(pred, (n, pred.size // n))
+        t2 = self.reshape(target, (n, pred.size // n))
+        losses = self.empty((n,), pred.dtype)
+        dpred = self.empty(p2.shape, pred.dtype)
+        self.loss.mse(p2, t2, losses, dpred)
+        return losses, self.reshape(dpred, pred.shape)
+
+    def accuracy(self, scores, labels):
+        """Number of rows whose argmax equals the label (an int on the host)."""
+        op = "accuracy"
+        scores, labels, onehot = self._loss_inputs(op, scores, labels)
+        return int(self.loss.accuracy(scores, labels, onehot))
+
+    # ------------------------------------------------------------------ elementwise
+    def bias_add(self, x, b):
+        """y = x + b over the last axis (b has x.shape[-1] entries)."""
+        op = "bias_add"
+        x, b = self._prepare(op, x=x, b=b)
+        shapes.check_float(op, "x", x)
+        shapes.check_float(op, "b", b)
+        shapes.check_same_dtype(op, [("x", x), ("b", b)])
+        shapes.check_nonempty(op, "x", x)
+        shapes.check_shape(op, "b", b, (x.shape[-1],))
+        y = self.empty(x.shape, x.dtype)
+        c = x.shape[-1]
+        self.elementwise.bias_add(self.reshape(x, (x.size // c, c)), b, self.reshape(y, (x.size // c, c)))
+        return y
+
+    def dropout(self, x, rate, seed):
+        """-> (y, mask): mask is 0 or 1 / (1 - rate), drawn from a counter-based hash of
+        (seed, element index), so both backends draw the same mask for the same seed."""
+        op = "dropout"
+        x = self._unary(op, x)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+        if not 0 <= int(seed) < 2 ** 63:
+            raise ValueError(f"{op}: seed must be in [0, 2**63), got {seed}")
+        y = self.empty(x.shape, x.dtype)
+        mask = self.empty(x.shape, x.dtype)
+        self.elementwise.dropout_forward(self._flat(x), self._flat(y), self._flat(mask), float(rate), int(seed))
+        return y, mask
+
+    def dropout_backward(self, dy, mask):
+        op = "dropout_backward"
+        dy, mask = self._prepare(op, dy=dy, mask=mask)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_float(op, "mask", mask)
+        shapes.check_same_dtype(op, [("dy", dy), ("mask", mask)])
+        shapes.check_same_shape(op, [("dy", dy), ("mask", mask)])
+        dx = self.empty(dy.shape, dy.dtype)
+        self.elementwise.multiply(self._flat(dy), self._flat(mask), self._flat(dx))
+        return dx
+
+    def l1_l2_grad(self, w, dw, *, l1=0.0, l2=0.0):
+        """In place: dw += l1 * sign(w) + 2 * l2 * w (the gradient of Keras's l1_l2 penalty)."""
+        op = "l1_l2_grad"
+        self._check_native(op, "w", w)
+        self._check_native(op, "dw", dw)
+        shapes.check_float(op, "w", w)
+        shapes.check_float(op, "dw", dw)
+        shapes.check_same_dtype(op, [("w", w), ("dw", dw)])
+        shapes.check_same_shape(op, [("w", w), ("dw", dw)])
+        if not (self._is_c_contiguous(w) and self._is_c_contiguous(dw)):
+            raise ValueError(f"{op}: w and dw must be C-contiguous")
+        self.elementwise.l1_l2_grad(self._flat(w), self._flat(dw), float(l1), float(l2))
+
+    def l1_l2_penalty(self, w, *, l1=0.0, l2=0.0):
+        """l1 * sum|w| + l2 * sum(w^2), a Python float."""
+        op = "l1_l2_penalty"
+        w = self._prepare(op, w=w)
+        shapes.check_float(op, "w", w)
+        return float(self.elementwise.l1_l2_penalty(self._flat(w), float(l1), float(l2)))
+
+    def scale(self, x, alpha):
+        """y = alpha * x."""
+        x = self._unary("scale", x)
+        y = self.empty(x.shape, x.dtype)
+        self.elementwise.scale(self._flat(x), float(alpha), self._flat(y))
+        return y
+
+    def take_rows(self, x, indices):
+        """y[i] = x[indices[i]] along axis 0 (batches drawn from a device-resident dataset)."""
+        op = "take_rows"
+        x, indices = self._prepare(op, x=x, indices=indices)
+        shapes.check_int(op, "indices", indices)
+        shapes.check_ndim(op, "indices", indices, 1)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"{op}: x must have at least one row, got shape {tuple(x.shape)}")
+        rest = x.size // x.shape[0]
+        y = self.empty((indices.shape[0],) + tuple(x.shape[1:]), x.dtype)
+        self.elementwise.take_rows(self.reshape(x, (x.shape[0], rest)), indices,
+                                   self.reshape(y, (indices.shape[0], rest)))
+        return y
+
+    # ------------------------------------------------------------------ reductions
+    def column_sum(self, x):
+        """Sum over every axis but the last (a bias gradient): (..., C) -> (C,)."""
+        op = "column_sum"
+        x = self._unary(op, x)
+        c = x.shape[-1]
+        out = self.empty((c,), x.dtype)
+        self.reduce.column_sum(self.reshape(x, (x.size // c, c)), out)
+        return out
+
+    def sum(self, x):
+        """Sum of every element, a Python float."""
+        x = self._unary("sum", x)
+        return float(self.reduce.sum(self._flat(x)))
+
+    def argmax(self, x):
+        """Row-wise argmax of a 2-D (N, C) array -> int32 (N,)."""
+        op = "argmax"
+        x = self._unary(op, x)
+        shapes.check_ndim(op, "x", x, 2, "(N, C)")
+        out = self.empty((x.shape[0],), np.int32)
+        self.reduce.argmax(x, out)
+        return out

@@ -1,0 +1,63 @@
+"""What `numbanet info` reports: versions, backends, CPU and threading."""
+import importlib.metadata
+import os
+import platform
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect():
+    """-> dict of everything `numbanet info` prints."""
+    import numba
+    import kernels
+
+    gpu_ok, gpu_detail = kernels.gpu_status()
+    features = ""
+    try:
+        from numba.misc.numba_sysinfo import get_sysinfo  # numba's own CPU feature probe
+        info = get_sysinfo()
+        features = info.get("CPU Features", "")
+        cpu_name = info.get("CPU Name", "")
+    except Exception:
+        import llvmlite.binding as llvm
+        cpu_name = llvm.get_host_cpu_name()
+    # Asking for the threading layer needs a parallel function to have run once.
+    from kernels.cpu.threads import threading_layer
+    return {
+        "versions": {d: _version(d) for d in ("numbanet", "numba", "llvmlite", "numpy", "numba-cuda")},
+        "python": platform.python_version(),
+        "backends": {"cpu": "available", "gpu": ("available: " if gpu_ok else "unavailable: ") + gpu_detail},
+        "default_backend": os.environ.get("NUMBANET_BACKEND", "auto"),
+        "cpu": {"model": cpu_model(), "llvm_cpu_name": cpu_name, "features": features,
+                "logical_cpus": os.cpu_count()},
+        "threading": {"layer": threading_layer(), "threads": numba.get_num_threads()},
+    }
+
+
+def format_info(info):
+    lines = ["numbanet " + info["versions"]["numbanet"] + " on Python " + info["python"], "", "versions:"]
+    lines += [f"  {k:<11} {v}" for k, v in info["versions"].items()]
+    lines += ["", "backends:"] + [f"  {k:<11} {v}" for k, v in info["backends"].items()]
+    lines += [f"  default     NUMBANET_BACKEND={info['default_backend']}", "", "cpu:"]
+    c = info["cpu"]
+    lines += [f"  model       {c['model']}", f"  llvm name   {c['llvm_cpu_name']}",
+              f"  cpus        {c['logical_cpus']}", f"  features    {c['features']}"]
+    t = info["threading"]
+    lines += ["", "numba threading:", f"  layer       {t['layer']}", f"  threads     {t['threads']}"]
+    return "\n".join(lines)

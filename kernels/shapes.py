@@ -1,0 +1,199 @@
+"""Shape arithmetic and input validation, written once for every backend.
+
+The backends only compute: `kernels.backend.Backend` calls these checks before it
+hands arrays to `kernels/cpu/*` or `kernels/gpu/*`. Every error names the op, what it
+expected and what it got, and nothing here casts, broadcasts or truncates.
+"""
+import math
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(op, name, value):
+    """An int or a pair of ints -> a tuple of two positive ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+    for v in (a, b):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{op}: {name} must hold positive ints, got {value!r}")
+    return int(a), int(b)
+
+
+def check_float(op, name, arr):
+    """arr must be a float32 or float64 array (no silent casts of ints or float16)."""
+    dtype = getattr(arr, "dtype", None)
+    if dtype is None:
+        raise TypeError(f"{op}: {name} must be an array, got {type(arr).__name__}")
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {np.dtype(dtype)} "
+                        f"({name}.shape={tuple(arr.shape)})")
+    return np.dtype(dtype)
+
+
+def check_int(op, name, arr):
+    dtype = getattr(arr, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        got = np.dtype(dtype) if dtype is not None else type(arr).__name__
+        raise TypeError(f"{op}: {name} must be an integer array, got {got}")
+    return np.dtype(dtype)
+
+
+def check_ndim(op, name, arr, ndim, layout=None):
+    if arr.ndim != ndim:
+        what = f"{ndim}-D" + (f" {layout}" if layout else "")
+        raise ValueError(f"{op}: {name} must be {what}, got {arr.ndim}-D ({name}.shape={tuple(arr.shape)})")
+
+
+def check_same_dtype(op, named):
+    """named: list of (name, array); all must share the first one's dtype."""
+    first_name, first = named[0]
+    for name, arr in named[1:]:
+        if arr is not None and np.dtype(arr.dtype) != np.dtype(first.dtype):
+            raise TypeError(f"{op}: {name} is {np.dtype(arr.dtype)} but {first_name} is "
+                            f"{np.dtype(first.dtype)}; pass arrays of one dtype")
+
+
+def check_shape(op, name, arr, shape):
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
+
+
+def check_nonempty(op, name, arr):
+    if arr.size == 0:
+        raise ValueError(f"{op}: {name} is empty ({name}.shape={tuple(arr.shape)}); "
+                         "every dimension must be at least 1")
+
+
+# --------------------------------------------------------------------------- padding
+
+def resolve_padding(op, padding, in_hw, kernel_hw, strides):
+    """-> (out_h, out_w, pad_top, pad_left, pad_bottom, pad_right).
+
+    "valid": no padding; "same": TensorFlow's rule, total = max((ceil(H/s)-1)*s + K - H, 0),
+    the smaller half on top/left; an int p or a pair (ph, pw): symmetric explicit padding.
+    """
+    (h, w), (kh, kw), (sh, sw) = in_hw, kernel_hw, strides
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            pads = (0, 0, 0, 0)
+        elif mode == "same":
+            th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
+            tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
+            pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    else:
+        if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+            padding = (int(padding), int(padding))
+        try:
+            ph, pw = padding
+            ok = all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in (ph, pw))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints >= 0, got {padding!r}")
+        pads = (int(ph), int(pw), int(ph), int(pw))
+    pt, pl, pb, pr = pads
+    out_h = (h + pt + pb - kh) // sh + 1
+    out_w = (w + pl + pr - kw) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: window {kh}x{kw} does not fit the {h}x{w} input with padding "
+                         f"{padding!r} (output would be {out_h}x{out_w})")
+    return out_h, out_w, pt, pl, pb, pr
+
+
+# --------------------------------------------------------------------------- per-op checks
+
+def matmul_shapes(a, b, trans_a, trans_b, bias, out):
+    op = "matmul"
+    check_float(op, "a", a)
+    check_float(op, "b", b)
+    check_ndim(op, "a", a, 2)
+    check_ndim(op, "b", b, 2)
+    check_same_dtype(op, [("a", a), ("b", b), ("bias", bias), ("out", out)])
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {m}x{ka}, op(b) is {kb}x{n} "
+                         f"(a.shape={tuple(a.shape)}, trans_a={trans_a}, b.shape={tuple(b.shape)}, trans_b={trans_b})")
+    if m == 0 or n == 0 or ka == 0:
+        raise ValueError(f"{op}: empty operand (a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)})")
+    if bias is not None:
+        check_float(op, "bias", bias)
+        check_shape(op, "bias", bias, (n,))
+    if out is not None:
+        check_float(op, "out", out)
+        check_shape(op, "out", out, (m, n))
+    return m, n, ka
+
+
+def conv2d_shapes(op, x, w, strides, padding):
+    """-> (strides, (out_h, out_w, pt, pl, pb, pr))."""
+    check_float(op, "x", x)
+    check_float(op, "w", w)
+    check_ndim(op, "x", x, 4, "NHWC")
+    check_ndim(op, "w", w, 4, "(KH, KW, C_in, C_out)")
+    check_same_dtype(op, [("x", x), ("w", w)])
+    check_nonempty(op, "x", x)
+    check_nonempty(op, "w", w)
+    if x.shape[3] != w.shape[2]:
+        raise ValueError(f"{op}: x has {x.shape[3]} channels but w expects {w.shape[2]} "
+                         f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
+    strides = pair(op, "strides", strides)
+    geometry = resolve_padding(op, padding, x.shape[1:3], w.shape[0:2], strides)
+    return strides, geometry
+
+
+def pool_shapes(op, x_shape, pool_size, strides, padding):
+    """-> (pool_size, strides, (out_h, out_w, pt, pl, pb, pr))."""
+    pool_size = pair(op, "pool_size", pool_size)
+    strides = pool_size if strides is None else pair(op, "strides", strides)
+    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
+        geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides)
+    else:
+        raise ValueError(f"{op}: padding must be 'valid' or 'same', got {padding!r}")
+    return pool_size, strides, geometry
+
+
+def check_x_shape(op, x_shape):
+    try:
+        shape = tuple(int(s) for s in x_shape)
+    except TypeError:
+        raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
+    return shape
+
+
+def check_same_shape(op, named):
+    first_name, first = named[0]
+    for name, arr in named[1:]:
+        if tuple(arr.shape) != tuple(first.shape):
+            raise ValueError(f"{op}: {name}.shape={tuple(arr.shape)} differs from "
+                             f"{first_name}.shape={tuple(first.shape)}")
+
+
+def check_labels(op, logits, labels):
+    """Integer class labels (N,) or one-hot / probability rows (N, C). -> True if one-hot."""
+    n, c = logits.shape
+    if labels.ndim == 1:
+        check_int(op, "labels", labels)
+        if labels.shape[0] != n:
+            raise ValueError(f"{op}: labels has {labels.shape[0]} rows but logits has {n} "
+                             f"(labels.shape={tuple(labels.shape)}, logits.shape={tuple(logits.shape)})")
+        return False
+    if labels.ndim == 2:
+        check_float(op, "labels", labels)
+        check_same_dtype(op, [("logits", logits), ("labels", labels)])
+        if tuple(labels.shape) != (n, c):
+            raise ValueError(f"{op}: one-hot labels must have shape {(n, c)}, got {tuple(labels.shape)}")
+        return True
+    raise ValueError(f"{op}: labels must be integer class ids (N,) or one-hot rows (N, C), "
+                     f"got shape {tuple(labels.shape)}")

@@ -1,0 +1,1 @@
+"""numbanet's Keras-style training API over the kernel backends."""
