@@ -1,0 +1,152 @@
+"""Conv2D on the CPU, NHWC activations and (KH, KW, C_in, C_out) weights.
+
+Each image is lowered to a patch matrix P (OH*OW, KH*KW*C_in) in a buffer owned by one
+prange iteration (never a whole-batch im2col), and the products go through gemm_nn:
+
+    forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out))
+    backward: dW  += P_n^T @ dy_n         (per-chunk partial sums, reduced in chunk order)
+              dP_n = dy_n @ W^T, then col2im scatter-adds dP_n into dx_n
+
+Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
+and their gradients are dropped. The batch is split into fixed contiguous chunks, one per
+prange iteration: each iteration owns its images' rows of y and dx and its own partial
+dW/db, so there are no races and the sums are added in a fixed order.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from kernels.cpu.gemm import gemm_nn
+
+
+@numba.njit(cache=True)
+def _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, patches):
+    """patches[oh*OW + ow, (kh*KW + kw)*C + c] = x[n, oh*sh - pt + kh, ow*sw - pl + kw, c] (0 outside)."""
+    h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    for oh in range(oh_):
+        for ow in range(ow_):
+            row = patches[oh * ow_ + ow]
+            for kh in range(kh_):
+                ih = oh * sh - pt + kh
+                for kw in range(kw_):
+                    iw = ow * sw - pl + kw
+                    base = (kh * kw_ + kw) * c_in
+                    if 0 <= ih < h and 0 <= iw < w:
+                        src = x[n, ih, iw]
+                        for c in range(c_in):
+                            row[base + c] = src[c]
+                    else:
+                        for c in range(c_in):
+                            row[base + c] = 0
+
+
+@numba.njit(cache=True)
+def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
+    """The adjoint of _im2col for one image: dxn[ih, iw, c] += every patch entry that read it."""
+    h, w, c_in = dxn.shape
+    for oh in range(oh_):
+        for ow in range(ow_):
+            row = dpatches[oh * ow_ + ow]
+            for kh in range(kh_):
+                ih = oh * sh - pt + kh
+                if ih < 0 or ih >= h:
+                    continue
+                for kw in range(kw_):
+                    iw = ow * sw - pl + kw
+                    if iw < 0 or iw >= w:
+                        continue
+                    base = (kh * kw_ + kw) * c_in
+                    dst = dxn[ih, iw]
+                    for c in range(c_in):
+                        dst[c] += row[base + c]
+
+
+@numba.njit(cache=True)
+def _gemm_tn_add(a, b, out):
+    """out += a^T @ b for a (M, K), b (M, N): rank-1 updates along M, vectorized over N."""
+    m, k = a.shape
+    for i in range(m):
+        arow = a[i]
+        brow = b[i]
+        for p in range(k):
+            av = arow[p]
+            orow = out[p]
+            for j in range(brow.shape[0]):
+                orow[j] += av * brow[j]
+
+
+@numba.njit(cache=True, parallel=True)
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
+    n_, oh_, ow_, c_out = y.shape
+    kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
+    kdim = kh_ * kw_ * c_in
+    wmat = w.reshape((kdim, c_out))
+    for n in prange(n_):
+        patches = np.empty((oh_ * ow_, kdim), dtype=x.dtype)
+        _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
+        yn = y[n].reshape((oh_ * ow_, c_out))
+        if bias is None:
+            gemm_nn(patches, wmat, yn, False)
+        else:
+            for i in range(oh_ * ow_):
+                for j in range(c_out):
+                    yn[i, j] = bias[j]
+            gemm_nn(patches, wmat, yn, True)
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
+    n_, oh_, ow_, c_out = dy.shape
+    kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
+    kdim = kh_ * kw_ * c_in
+    rows = oh_ * ow_
+    wmat = w.reshape((kdim, c_out))
+    # W^T copied once so that dP = dy_n @ W^T runs as a row-major gemm_nn.
+    wt = np.empty((c_out, kdim), dtype=w.dtype)
+    for p in range(kdim):
+        for j in range(c_out):
+            wt[j, p] = wmat[p, j]
+    dw_part = np.zeros((nchunks, kdim, c_out), dtype=w.dtype)
+    db_part = np.zeros((nchunks, c_out), dtype=w.dtype)
+    for t in prange(nchunks):
+        lo = t * n_ // nchunks
+        hi = (t + 1) * n_ // nchunks
+        patches = np.empty((rows, kdim), dtype=x.dtype)
+        dpatches = np.empty((rows, kdim), dtype=x.dtype)
+        dwt = dw_part[t]
+        dbt = db_part[t]
+        for n in range(lo, hi):
+            dyn = dy[n].reshape((rows, c_out))
+            for i in range(rows):
+                for j in range(c_out):
+                    dbt[j] += dyn[i, j]
+            _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
+            _gemm_tn_add(patches, dyn, dwt)
+            if dx is not None:
+                gemm_nn(dyn, wt, dpatches, False)
+                dxn = dx[n]
+                for ih in range(dxn.shape[0]):
+                    for iw in range(dxn.shape[1]):
+                        for c in range(c_in):
+                            dxn[ih, iw, c] = 0
+                _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left)
+    dwmat = dw.reshape((kdim, c_out))
+    for p in prange(kdim):
+        for j in range(c_out):
+            dwmat[p, j] = dw_part[0, p, j]
+        for t in range(1, nchunks):
+            for j in range(c_out):
+                dwmat[p, j] += dw_part[t, p, j]
+    for j in range(c_out):
+        db[j] = db_part[0, j]
+        for t in range(1, nchunks):
+            db[j] += db_part[t, j]
+
+
+def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
+    """dx (skipped when None), dw, db of L given dL/dy = dy; arrays validated and C-contiguous."""
+    # Fixed chunks, one per thread (not one per prange step), so the partial sums and so
+    # dw and db do not depend on how the scheduler hands out iterations. Read here, not in
+    # the kernel: numba.get_num_threads() inside @njit would defeat cache=True.
+    nchunks = max(1, min(x.shape[0], numba.get_num_threads()))
+    _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
