@@ -1,0 +1,147 @@
+"""matmul: every backend against float64 NumPy `@`, including the edge shapes of the tiled kernel."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import check_op, randn
+
+# `be` only selects a backend object, so sharing it across generated examples is safe.
+HYPOTHESIS = settings(max_examples=6 if simulated() else 25, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def matmul_op(be, a, b, bias=None, *, trans_a=False, trans_b=False):
+    return be.matmul(a, b, trans_a=trans_a, trans_b=trans_b, bias=bias)
+
+
+def matmul_ref(a, b, bias=None, *, trans_a=False, trans_b=False):
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    c = (a64.T if trans_a else a64) @ (b64.T if trans_b else b64)
+    if bias is not None:
+        c = c + bias.astype(np.float64)
+    return c.astype(a.dtype)
+
+
+def operands(m, n, k, trans_a, trans_b, dtype, seed=0):
+    a = randn((k, m) if trans_a else (m, k), dtype, seed)
+    b = randn((n, k) if trans_b else (k, n), dtype, seed + 1)
+    return a, b
+
+
+def shrink(small, *dims):
+    return tuple(min(d, 5) for d in dims) if small else dims
+
+
+# Sizes straddle the kernel's tiles (MR=6, NR=64, MC=96, KC=256) and include primes,
+# single rows/columns and K both tiny and longer than one KC slice.
+SHAPES = [
+    (1, 1, 1), (1, 67, 13), (67, 1, 13), (5, 7, 1), (6, 64, 256), (7, 65, 257),
+    (97, 129, 31), (101, 3, 600), (2, 2, 1000), (193, 70, 5),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_matmul_shapes(be, small, m, n, k, dtype):
+    m, n, k = shrink(small, m, n, k)
+    a, b = operands(m, n, k, False, False, dtype)
+    check_op(be, matmul_op, [a, b], matmul_ref, k=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_transposes_and_bias(be, small, trans_a, trans_b, dtype):
+    m, n, k = shrink(small, 37, 71, 300)
+    a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=3)
+    bias = randn((n,), dtype, seed=9)
+    check_op(be, matmul_op, [a, b, bias], matmul_ref, kwargs={"trans_a": trans_a, "trans_b": trans_b}, k=k)
+
+
+@HYPOTHESIS
+@given(m=st.integers(1, 140), n=st.integers(1, 140), k=st.integers(1, 300),
+       trans_a=st.booleans(), trans_b=st.booleans(), with_bias=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_matmul_hypothesis(be, small, m, n, k, trans_a, trans_b, with_bias, dtype):
+    m, n, k = shrink(small, m, n, k)
+    a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=m * 7 + n)
+    inputs = [a, b, randn((n,), dtype, seed=2) if with_bias else None]
+    check_op(be, matmul_op, inputs, matmul_ref, kwargs={"trans_a": trans_a, "trans_b": trans_b}, k=k)
+
+
+def test_matmul_out_is_written_and_returned(be, small):
+    m, n, k = shrink(small, 30, 70, 20)
+    a, b = operands(m, n, k, False, False, np.float32, seed=5)
+    out = be.asarray(np.full((m, n), np.nan, np.float32))
+    got = be.matmul(be.asarray(a), be.asarray(b), out=out)
+    assert got is out
+    np.testing.assert_allclose(be.to_numpy(out), matmul_ref(a, b), rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_non_contiguous_inputs(be, small):
+    """Slices and transposed views are handled by the public op (copied, never misread)."""
+    m, n, k = shrink(small, 23, 45, 31)
+    big_a = randn((2 * m, 3 * k), np.float64, seed=11)
+    big_b = randn((n, k), np.float64, seed=12)
+    a = big_a[::2, 1::3]
+    b_view = big_b.T
+    assert not a.flags.c_contiguous and not b_view.flags.c_contiguous
+    # The cpu backend takes the views themselves; another backend gets them uploaded.
+    on_backend = (lambda v: v) if be.name == "cpu" else be.asarray
+    got = be.to_numpy(be.matmul(on_backend(a), on_backend(b_view)))
+    np.testing.assert_allclose(got, a @ b_view, rtol=1e-10, atol=1e-10 * k)
+
+
+def test_matmul_float32_stays_float32(be, small):
+    """A float32 product must not be computed in float64: its error is float32-sized."""
+    m, n, k = shrink(small, 8, 8, 4000)
+    a, b = operands(m, n, k, False, False, np.float32, seed=21)
+    got = be.to_numpy(be.matmul(be.asarray(a), be.asarray(b)))
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert got.dtype == np.float32
+    rounded = exact.astype(np.float32)
+    # Accumulating 4000 float32 products leaves errors far above one rounding of the exact
+    # result; a kernel accumulating in float64 would match that rounding almost everywhere.
+    if not small:
+        assert np.mean(got != rounded) > 0.5
+
+
+# --------------------------------------------------------------------------- bad input
+
+def bad(be, *arrays):
+    return [be.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays]
+
+
+@pytest.mark.parametrize("a_shape,b_shape,kwargs,match", [
+    ((3, 4), (5, 6), {}, r"matmul: inner dimensions differ"),
+    ((3, 4), (6, 4), {}, r"matmul: inner dimensions differ"),
+    ((3, 4, 1), (4, 2), {}, r"matmul: a must be 2-D"),
+    ((3, 4), (4,), {}, r"matmul: b must be 2-D"),
+    ((0, 4), (4, 2), {}, r"matmul: empty operand"),
+    ((4, 3), (4, 2), {"trans_a": False}, r"matmul: inner dimensions differ.*trans_a=False"),
+])
+def test_matmul_rejects_bad_shapes(be, a_shape, b_shape, kwargs, match):
+    a, b = bad(be, np.ones(a_shape, np.float32), np.ones(b_shape, np.float32))
+    with pytest.raises(ValueError, match=match):
+        be.matmul(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, np.int64])
+def test_matmul_rejects_non_float(be, dtype):
+    a, b = bad(be, np.ones((2, 3), dtype), np.ones((3, 2), dtype))
+    with pytest.raises(TypeError, match=r"matmul: a must be float32 or float64, got"):
+        be.matmul(a, b)
+
+
+def test_matmul_rejects_mixed_dtypes_and_bad_bias_or_out(be):
+    a32, b64 = bad(be, np.ones((2, 3), np.float32), np.ones((3, 2), np.float64))
+    with pytest.raises(TypeError, match=r"matmul: b is float64 but a is float32"):
+        be.matmul(a32, b64)
+    a, b, bias = bad(be, np.ones((2, 3), np.float32), np.ones((3, 2), np.float32), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"matmul: bias must have shape \(2,\), got \(3,\)"):
+        be.matmul(a, b, bias=bias)
+    out = be.asarray(np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"matmul: out must have shape \(2, 2\)"):
+        be.matmul(a, b, out=out)
