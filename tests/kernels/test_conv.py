@@ -1,0 +1,240 @@
+"""conv2d and conv2d_backward against a NumPy reference on padded arrays and finite differences."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import check_grad, check_op, randn
+
+HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# --------------------------------------------------------------------------- reference
+
+def geometry(h, w, kh, kw, strides, padding):
+    """(oh, ow, pt, pl, pb, pr), written here independently of kernels.shapes."""
+    sh, sw = strides
+    if padding == "valid":
+        pt = pl = pb = pr = 0
+    elif padding == "same":
+        th = max((-(-h // sh) - 1) * sh + kh - h, 0)
+        tw = max((-(-w // sw) - 1) * sw + kw - w, 0)
+        pt, pl, pb, pr = th // 2, tw // 2, th - th // 2, tw - tw // 2
+    else:
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        pt, pl, pb, pr = ph, pw, ph, pw
+    return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, pt, pl, pb, pr
+
+
+def windows(x, kh, kw, strides, padding):
+    """Zero-pad x, return padded x and the (oh, ow, pt, pl) of the output."""
+    n, h, w, c = x.shape
+    oh, ow, pt, pl, pb, pr = geometry(h, w, kh, kw, strides, padding)
+    xp = np.zeros((n, h + pt + pb, w + pl + pr, c))
+    xp[:, pt:pt + h, pl:pl + w] = x
+    return xp, oh, ow
+
+
+def conv_ref(x, w, bias=None, *, strides=(1, 1), padding="valid"):
+    kh, kw = w.shape[:2]
+    sh, sw = strides
+    xp, oh, ow = windows(x.astype(np.float64), kh, kw, strides, padding)
+    y = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            y += np.einsum("nhwc,co->nhwo", patch, w[i, j].astype(np.float64))
+    if bias is not None:
+        y += bias.astype(np.float64)
+    return y.astype(x.dtype)
+
+
+def conv_backward_ref(x, w, dy, *, strides=(1, 1), padding="valid"):
+    kh, kw = w.shape[:2]
+    sh, sw = strides
+    n, h, wd, c = x.shape
+    xp, oh, ow = windows(x.astype(np.float64), kh, kw, strides, padding)
+    _, _, pt, pl, _, _ = geometry(h, wd, kh, kw, strides, padding)
+    dy64 = dy.astype(np.float64)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros(w.shape)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + sh * (oh - 1) + 1, sh)
+            cols = slice(j, j + sw * (ow - 1) + 1, sw)
+            dw[i, j] = np.einsum("nhwc,nhwo->co", xp[:, rows, cols], dy64)
+            dxp[:, rows, cols] += np.einsum("nhwo,co->nhwc", dy64, w[i, j].astype(np.float64))
+    dx = dxp[:, pt:pt + h, pl:pl + wd]
+    db = dy64.sum(axis=(0, 1, 2))
+    return dx.astype(x.dtype), dw.astype(x.dtype), db.astype(x.dtype)
+
+
+def conv_op(be, x, w, bias=None, *, strides=(1, 1), padding="valid"):
+    return be.conv2d(x, w, bias, strides=strides, padding=padding)
+
+
+def conv_backward_op(be, x, w, dy, *, strides=(1, 1), padding="valid"):
+    return be.conv2d_backward(x, w, dy, strides=strides, padding=padding)
+
+
+def out_shape(x_shape, w_shape, strides, padding):
+    oh, ow, *_ = geometry(x_shape[1], x_shape[2], w_shape[0], w_shape[1], strides, padding)
+    return (x_shape[0], oh, ow, w_shape[3])
+
+
+def run_both(be, x_shape, w_shape, strides, padding, dtype, with_bias=True, seed=0):
+    """Forward and backward against the references; k = the longest sum an output holds."""
+    x = randn(x_shape, dtype, seed)
+    w = randn(w_shape, dtype, seed + 1)
+    bias = randn((w_shape[3],), dtype, seed + 2) if with_bias else None
+    kw = {"strides": strides, "padding": padding}
+    k_fwd = w_shape[0] * w_shape[1] * w_shape[2]
+    check_op(be, conv_op, [x, w, bias], conv_ref, kwargs=kw, k=k_fwd)
+    dy = randn(out_shape(x_shape, w_shape, strides, padding), dtype, seed + 3)
+    k_bwd = x_shape[0] * dy.shape[1] * dy.shape[2] + w_shape[0] * w_shape[1] * w_shape[3]
+    check_op(be, conv_backward_op, [x, w, dy], conv_backward_ref, kwargs=kw, k=k_bwd)
+
+
+# --------------------------------------------------------------------------- fixed cases
+
+CASES = [
+    # x shape, w shape, strides, padding
+    ((2, 7, 9, 3), (3, 3, 3, 5), (1, 1), "valid"),
+    ((1, 8, 7, 1), (5, 5, 1, 4), (2, 2), "same"),        # batch 1, odd total padding
+    ((3, 6, 5, 32), (1, 1, 32, 8), (1, 1), "same"),      # 1x1, 32 channels
+    ((2, 9, 8, 3), (7, 7, 3, 3), (2, 1), (2, 3)),        # 7x7, explicit asymmetric pair
+    ((1, 5, 5, 2), (2, 4, 2, 3), (1, 2), 1),             # even kernel, explicit int
+    ((2, 4, 4, 3), (4, 4, 3, 2), (3, 3), "same"),        # stride 3, window near the border
+    ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", CASES)
+def test_conv2d_fixed(be, small, x_shape, w_shape, strides, padding, dtype):
+    if small:
+        x_shape = (1, min(x_shape[1], 4), min(x_shape[2], 4), min(x_shape[3], 3))
+        w_shape = (min(w_shape[0], 3), min(w_shape[1], 3), x_shape[3], min(w_shape[3], 2))
+    run_both(be, x_shape, w_shape, strides, padding, dtype)
+
+
+def test_conv2d_without_bias_and_dx_skipped(be, small):
+    x_shape, w_shape = ((2, 6, 6, 3), (3, 3, 3, 4)) if not small else ((1, 4, 4, 2), (3, 3, 2, 2))
+    x, w = randn(x_shape, np.float64, 5), randn(w_shape, np.float64, 6)
+    check_op(be, conv_op, [x, w], conv_ref, kwargs={"padding": "same"}, k=w.size)
+    dy = randn(out_shape(x_shape, w_shape, (1, 1), "same"), np.float64, 7)
+    dx, dw, db = be.conv2d_backward(*[be.asarray(a) for a in (x, w, dy)], padding="same", compute_dx=False)
+    assert dx is None
+    _, dw_ref, db_ref = conv_backward_ref(x, w, dy, padding="same")
+    np.testing.assert_allclose(be.to_numpy(dw), dw_ref, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(be.to_numpy(db), db_ref, rtol=1e-10, atol=1e-9)
+
+
+def test_conv2d_article_layer_shapes(be, small):
+    """The second conv of the article's CNN, at a reduced batch (the tiles the fast path uses)."""
+    if small:
+        run_both(be, (1, 5, 5, 4), (3, 3, 4, 3), (1, 1), "valid", np.float32)
+    else:
+        run_both(be, (5, 13, 13, 32), (3, 3, 32, 64), (1, 1), "valid", np.float32)
+        run_both(be, (5, 28, 28, 1), (3, 3, 1, 32), (1, 1), "valid", np.float32)
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11), c_in=st.sampled_from([1, 2, 3, 5]),
+       c_out=st.integers(1, 6), kh=st.integers(1, 7), kw=st.integers(1, 7), sh=st.integers(1, 3),
+       sw=st.integers(1, 3), padding=st.one_of(st.sampled_from(["valid", "same"]), st.integers(0, 3)),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_conv2d_hypothesis(be, small, n, h, w, c_in, c_out, kh, kw, sh, sw, padding, dtype):
+    if small:
+        n, h, w, c_in, c_out, kh, kw = 1, min(h, 4), min(w, 4), min(c_in, 2), min(c_out, 2), min(kh, 3), min(kw, 3)
+    oh, ow, *_ = geometry(h, w, kh, kw, (sh, sw), padding)
+    if oh < 1 or ow < 1:
+        with pytest.raises(ValueError, match=r"conv2d: window .* does not fit"):
+            be.conv2d(be.asarray(randn((n, h, w, c_in), dtype)), be.asarray(randn((kh, kw, c_in, c_out), dtype)),
+                      strides=(sh, sw), padding=padding)
+        return
+    run_both(be, (n, h, w, c_in), (kh, kw, c_in, c_out), (sh, sw), padding, dtype, seed=h * 13 + w)
+
+
+# --------------------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
+    ((2, 6, 5, 3), (3, 3, 3, 4), (1, 1), "same"),
+    ((1, 7, 7, 2), (5, 5, 2, 3), (2, 2), "same"),
+    ((2, 5, 6, 1), (1, 1, 1, 2), (2, 1), (1, 2)),
+])
+def test_conv2d_backward_finite_differences(be, small, x_shape, w_shape, strides, padding):
+    if small:
+        x_shape, w_shape = (1, 4, 4, 2), (3, 3, 2, 2)
+    x = randn(x_shape, np.float64, 1)
+    w = randn(w_shape, np.float64, 2)
+    b = randn((w_shape[3],), np.float64, 3)
+    r = randn(out_shape(x_shape, w_shape, strides, padding), np.float64, 4)
+    kw = {"strides": strides, "padding": padding}
+
+    def loss(be, x, w, b):
+        return float(np.sum(be.to_numpy(be.conv2d(x, w, b, **kw)) * r))
+
+    def backward(be, x, w, b):
+        dx, dw, db = be.conv2d_backward(x, w, be.asarray(r), **kw)
+        return dx, dw, db
+
+    check_grad(be, loss, backward, [x, w, b], wrt=[0, 1, 2], samples=8 if small else 24)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def up(be, *arrays):
+    return [be.asarray(a) for a in arrays]
+
+
+def test_conv2d_rejects_bad_input(be):
+    x, w = up(be, np.ones((2, 5, 5, 3), np.float32), np.ones((3, 3, 1, 4), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: x has 3 channels but w expects 1"):
+        be.conv2d(x, w)
+    x3, w = up(be, np.ones((5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: x must be 4-D NHWC, got 3-D"):
+        be.conv2d(x3, w)
+    x, w3 = up(be, np.ones((1, 5, 5, 3), np.float32), np.ones((3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: w must be 4-D"):
+        be.conv2d(x, w3)
+    x0, w = up(be, np.ones((0, 5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: x is empty"):
+        be.conv2d(x0, w)
+    x, w = up(be, np.ones((1, 5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: padding must be"):
+        be.conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match=r"conv2d: strides must hold positive ints"):
+        be.conv2d(x, w, strides=(0, 1))
+    b_bad = be.asarray(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: bias must have shape \(4,\)"):
+        be.conv2d(x, w, b_bad)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16])
+def test_conv2d_rejects_non_float(be, dtype):
+    x, w = up(be, np.ones((1, 5, 5, 3), dtype), np.ones((3, 3, 3, 4), dtype))
+    with pytest.raises(TypeError, match=r"conv2d: x must be float32 or float64, got"):
+        be.conv2d(x, w)
+    with pytest.raises(TypeError, match=r"conv2d_backward: x must be float32 or float64"):
+        be.conv2d_backward(x, w, x)
+
+
+def test_conv2d_rejects_mixed_dtypes(be):
+    x, w = up(be, np.ones((1, 5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float64))
+    with pytest.raises(TypeError, match=r"conv2d: w is float64 but x is float32"):
+        be.conv2d(x, w)
+
+
+def test_conv2d_backward_rejects_bad_dy(be):
+    x, w = up(be, np.ones((2, 5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32))
+    dy = be.asarray(np.ones((2, 3, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_backward: dy must have shape \(2, 3, 3, 4\), got \(2, 3, 3, 5\)"):
+        be.conv2d_backward(x, w, dy)
+    dy64 = be.asarray(np.ones((2, 3, 3, 4), np.float64))
+    with pytest.raises(TypeError, match=r"conv2d_backward: dy is float64 but x is float32"):
+        be.conv2d_backward(x, w, dy64)
+    x_bad = be.asarray(np.ones((2, 5, 5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_backward: x has 2 channels but w expects 3"):
+        be.conv2d_backward(x_bad, w, be.asarray(np.ones((2, 3, 3, 4), np.float32)))
