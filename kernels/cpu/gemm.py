@@ -1,14 +1,13 @@
 """GEMM on the CPU, BLIS-style: packed panels, cache blocking, a register-blocked micro-kernel.
 
-out = op(a) @ op(b) (+ bias over rows). op(a) is cut into MC x KC blocks packed as MR-row
-panels, op(b) into KC x N slices packed as NR-column panels; packing reads a or b in
-either orientation, so the transposes cost nothing beyond the copy. The micro-kernel
-updates an MR x NR tile of `out` (kept in L1) from one packed a panel and one packed b
-panel; its inner loop over NR contiguous columns is what LLVM vectorizes into FMAs.
-Edge tiles just run with smaller bounds.
+out = op(a) @ op(b) (+ bias over rows). For each KC-deep slice, op(b) is packed into
+NR-column panels and each MC-row block of op(a) into MR-row panels; packing reads a and b
+in either orientation, so the transposes cost nothing beyond the copy, and pads edge
+panels with zeros so the micro-kernel (kernels/cpu/_gemm_micro.py: MR x NR accumulators
+in registers, SLP-vectorized FMAs) always runs full; only the write-back checks bounds.
 
 Threads split the rows of op(a) (prange over MC blocks); each owns its rows of `out`, so
-no two iterations write the same element and the result does not depend on the schedule.
+no two iterations write the same element and the sums are added in a fixed order.
 
 `gemm_nn` (a small serial a @ b on C-ordered operands) is exported for conv.py, which runs
 it once per image inside its own prange.
@@ -17,19 +16,24 @@ import numba
 import numpy as np
 from numba import prange
 
-MR = 6     # rows of op(a) sharing each loaded vector of packed b
-NR = 64    # columns per b panel: four 16-float vectors per row of the tile
-MC = 96    # rows per thread block (a multiple of MR)
-KC = 256   # depth of one packed slice: MC*KC of a and KC*NR of b stay in L1/L2
+from kernels.cpu._gemm_micro import MR, NR, micro
+
+MC = 128   # rows of op(a) per thread block (a multiple of MR): 128 x KC packed fits L2
+KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
 
 
 @numba.njit(cache=True)
 def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
-    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r]: each panel's MR values per p adjacent."""
-    for i in range(mc):
+    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r]; rows past mc are zero so the
+    micro-kernel always runs full (their results are never written back)."""
+    npanels = (mc + MR - 1) // MR
+    for i in range(npanels * MR):
         ip = i // MR
         r = i - ip * MR
-        if trans_a:
+        if i >= mc:
+            for p in range(kc):
+                ap[ip, p, r] = 0
+        elif trans_a:
             for p in range(kc):
                 ap[ip, p, r] = a[p0 + p, i0 + i]
         else:
@@ -39,9 +43,12 @@ def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
 
 @numba.njit(cache=True)
 def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
-    """op(b)[p0:p0+kc, jp*NR:jp*NR+nr] -> bp[jp, p, :nr], rows contiguous for the micro-kernel."""
+    """op(b)[p0:p0+kc, jp*NR:jp*NR+NR] -> bp[jp, p, c], zero columns past n."""
     j0 = jp * NR
     nr = min(NR, n - j0)
+    for p in range(kc):
+        for c in range(nr, NR):
+            bp[jp, p, c] = 0
     if trans_b:
         for c in range(nr):
             for p in range(kc):
@@ -52,41 +59,17 @@ def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
                 bp[jp, p, c] = b[p0 + p, j0 + c]
 
 
-@numba.njit(cache=True, fastmath={"contract"})
-def _micro(ap, ip, mr, bp, jp, nr, kc, out, i0, j0):
-    """out[i0:i0+mr, j0:j0+nr] += packed a panel @ packed b panel.
-
-    nr is a run-time bound on purpose: a constant trip count gets fully unrolled into
-    scalars (Numba runs no SLP vectorizer), a variable one is loop-vectorized into
-    16-wide FMAs. The mr rows of `out` stay in L1 across the whole kc loop."""
-    for p in range(kc):
-        brow = bp[jp, p]
-        arow = ap[ip, p]
-        for r in range(mr):
-            av = arow[r]
-            # A slice, so the vector loop indexes from 0 and needs no negative-index fix-up.
-            orow = out[i0 + r, j0:j0 + nr]
-            for c in range(nr):
-                orow[c] += av * brow[c]
-
-
 @numba.njit(cache=True, parallel=True)
 def _gemm_packed(a, b, trans_a, trans_b, bias, out):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     nbp = (n + NR - 1) // NR
     nblocks = (m + MC - 1) // MC
-    bp = np.empty((nbp, min(KC, k), NR), dtype=out.dtype)
-    # One packed-a buffer per row block, allocated once; each prange iteration owns its own.
-    ap_all = np.empty((nblocks, MC // MR, min(KC, k), MR), dtype=out.dtype)
-    for blk in prange(nblocks):
-        for i in range(blk * MC, min(m, blk * MC + MC)):
-            if bias is None:
-                for j in range(n):
-                    out[i, j] = 0
-            else:
-                for j in range(n):
-                    out[i, j] = bias[j]
+    kc_max = min(KC, k)
+    bp = np.empty((nbp, kc_max, NR), dtype=out.dtype)
+    # Scratch per row block, allocated once: each prange iteration owns its own.
+    ap_all = np.empty((nblocks, MC // MR, kc_max, MR), dtype=out.dtype)
+    tiles = np.empty((nblocks, MR, NR), dtype=out.dtype)
     for p0 in range(0, k, KC):
         kc = min(KC, k - p0)
         for jp in prange(nbp):
@@ -95,13 +78,25 @@ def _gemm_packed(a, b, trans_a, trans_b, bias, out):
             i0 = blk * MC
             mc = min(MC, m - i0)
             ap = ap_all[blk]
+            tile = tiles[blk]
             _pack_a(a, trans_a, i0, mc, p0, kc, ap)
+            # jp outer, ip inner: one b panel stays in L1 while the block's a panels stream.
             for jp in range(nbp):
                 j0 = jp * NR
                 nr = min(NR, n - j0)
                 for ip in range((mc + MR - 1) // MR):
-                    mr = min(MR, mc - ip * MR)
-                    _micro(ap, ip, mr, bp, jp, nr, kc, out, i0 + ip * MR, j0)
+                    micro(ap[ip], bp[jp], kc, tile)
+                    for r in range(min(MR, mc - ip * MR)):
+                        orow = out[i0 + ip * MR + r, j0:j0 + nr]
+                        if p0 > 0:
+                            for c in range(nr):
+                                orow[c] += tile[r, c]
+                        elif bias is None:
+                            for c in range(nr):
+                                orow[c] = tile[r, c]
+                        else:
+                            for c in range(nr):
+                                orow[c] = tile[r, c] + bias[j0 + c]
 
 
 @numba.njit(cache=True)
