@@ -1,22 +1,23 @@
 """Conv2D on the CPU, NHWC activations and (KH, KW, C_in, C_out) weights.
 
 Each image is lowered to a patch matrix P (OH*OW, KH*KW*C_in) in a buffer owned by one
-prange iteration (never a whole-batch im2col), and the products go through gemm_nn:
+prange iteration (never a whole-batch im2col), and the products run on gemm.py's packed
+micro-kernel (the weights are packed once per call, the image's operands per image):
 
     forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out))
     backward: dW  += P_n^T @ dy_n         (per-chunk partial sums, reduced in chunk order)
               dP_n = dy_n @ W^T, then col2im scatter-adds dP_n into dx_n
 
 Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
-and their gradients are dropped. The batch is split into fixed contiguous chunks, one per
-prange iteration: each iteration owns its images' rows of y and dx and its own partial
-dW/db, so there are no races and the sums are added in a fixed order.
+and their gradients are dropped. Each prange iteration owns whole images (their rows of
+y and dx) and its own partial dW/db, so there are no races and the sums are added in a
+fixed order.
 """
 import numba
 import numpy as np
 from numba import prange
 
-from kernels.cpu.gemm import gemm_nn
+from kernels.cpu.gemm import MR, NR, gemm_packed_serial, pack_a, pack_b
 
 
 @numba.njit(cache=True)
@@ -62,17 +63,8 @@ def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
 
 
 @numba.njit(cache=True)
-def _gemm_tn_add(a, b, out):
-    """out += a^T @ b for a (M, K), b (M, N): rank-1 updates along M, vectorized over N."""
-    m, k = a.shape
-    for i in range(m):
-        arow = a[i]
-        brow = b[i]
-        for p in range(k):
-            av = arow[p]
-            orow = out[p]
-            for j in range(brow.shape[0]):
-                orow[j] += av * brow[j]
+def _panels(size, width):
+    return (size + width - 1) // width
 
 
 @numba.njit(cache=True, parallel=True)
@@ -80,18 +72,23 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
-    wmat = w.reshape((kdim, c_out))
+    rows = oh_ * ow_
+    wpack = np.empty((_panels(c_out, NR), kdim, NR), dtype=w.dtype)
+    pack_b(w.reshape((kdim, c_out)), False, c_out, 0, kdim, wpack)
     for n in prange(n_):
-        patches = np.empty((oh_ * ow_, kdim), dtype=x.dtype)
+        patches = np.empty((rows, kdim), dtype=x.dtype)
+        ppack = np.empty((_panels(rows, MR), kdim, MR), dtype=x.dtype)
+        tile = np.empty((MR, NR), dtype=x.dtype)
         _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
-        yn = y[n].reshape((oh_ * ow_, c_out))
+        pack_a(patches, False, rows, kdim, ppack)
+        yn = y[n].reshape((rows, c_out))
         if bias is None:
-            gemm_nn(patches, wmat, yn, False)
+            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, yn, False, tile)
         else:
-            for i in range(oh_ * ow_):
+            for i in range(rows):
                 for j in range(c_out):
                     yn[i, j] = bias[j]
-            gemm_nn(patches, wmat, yn, True)
+            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, yn, True, tile)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -100,19 +97,20 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
-    wmat = w.reshape((kdim, c_out))
-    # W^T copied once so that dP = dy_n @ W^T runs as a row-major gemm_nn.
-    wt = np.empty((c_out, kdim), dtype=w.dtype)
-    for p in range(kdim):
-        for j in range(c_out):
-            wt[j, p] = wmat[p, j]
+    # W^T packed once: dP = dy_n @ W^T needs it as the B operand (c_out deep, kdim wide).
+    wtpack = np.empty((_panels(kdim, NR), c_out, NR), dtype=w.dtype)
+    pack_b(w.reshape((kdim, c_out)), True, kdim, 0, c_out, wtpack)
     dw_part = np.zeros((nchunks, kdim, c_out), dtype=w.dtype)
     db_part = np.zeros((nchunks, c_out), dtype=w.dtype)
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
         patches = np.empty((rows, kdim), dtype=x.dtype)
+        ptpack = np.empty((_panels(kdim, MR), rows, MR), dtype=x.dtype)
+        dybpack = np.empty((_panels(c_out, NR), rows, NR), dtype=x.dtype)
+        dyapack = np.empty((_panels(rows, MR), c_out, MR), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
+        tile = np.empty((MR, NR), dtype=x.dtype)
         dwt = dw_part[t]
         dbt = db_part[t]
         for n in range(lo, hi):
@@ -121,9 +119,12 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
                 for j in range(c_out):
                     dbt[j] += dyn[i, j]
             _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
-            _gemm_tn_add(patches, dyn, dwt)
+            pack_a(patches, True, kdim, rows, ptpack)
+            pack_b(dyn, False, c_out, 0, rows, dybpack)
+            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, tile)
             if dx is not None:
-                gemm_nn(dyn, wt, dpatches, False)
+                pack_a(dyn, False, rows, c_out, dyapack)
+                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, tile)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):

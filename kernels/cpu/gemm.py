@@ -9,8 +9,8 @@ in registers, SLP-vectorized FMAs) always runs full; only the write-back checks 
 Threads split the rows of op(a) (prange over MC blocks); each owns its rows of `out`, so
 no two iterations write the same element and the sums are added in a fixed order.
 
-`gemm_nn` (a small serial a @ b on C-ordered operands) is exported for conv.py, which runs
-it once per image inside its own prange.
+`pack_a`, `pack_b` and `gemm_packed_serial` are exported for conv.py, which packs and
+multiplies one image at a time inside its own prange.
 """
 import numba
 import numpy as np
@@ -100,44 +100,35 @@ def _gemm_packed(a, b, trans_a, trans_b, bias, out):
 
 
 @numba.njit(cache=True)
-def gemm_nn(a, b, out, accumulate):
-    """out (+)= a @ b for C-ordered a (M, K), b (K, N), serially (conv calls it per image).
+def pack_b(b, trans_b, n, p0, kc, bp):
+    """All NR-column panels of op(b)[p0:p0+kc, :n] into bp (serially)."""
+    for jp in range((n + NR - 1) // NR):
+        _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
 
-    Four rows of a share each loaded row of b; the j loop over a row of `out` is the
-    vectorized one. Meant for the moderate N of conv channels, where B stays in cache."""
-    m, k = a.shape
-    n = b.shape[1]
-    if not accumulate:
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = 0
-    i = 0
-    while i + 4 <= m:
-        o0 = out[i]
-        o1 = out[i + 1]
-        o2 = out[i + 2]
-        o3 = out[i + 3]
-        for p in range(k):
-            a0 = a[i, p]
-            a1 = a[i + 1, p]
-            a2 = a[i + 2, p]
-            a3 = a[i + 3, p]
-            bp = b[p]
-            for j in range(n):
-                bv = bp[j]
-                o0[j] += a0 * bv
-                o1[j] += a1 * bv
-                o2[j] += a2 * bv
-                o3[j] += a3 * bv
-        i += 4
-    while i < m:
-        o = out[i]
-        for p in range(k):
-            av = a[i, p]
-            bp = b[p]
-            for j in range(n):
-                o[j] += av * bp[j]
-        i += 1
+
+@numba.njit(cache=True)
+def pack_a(a, trans_a, m, kc, ap):
+    """All MR-row panels of op(a)[:m, :kc] into ap (serially)."""
+    _pack_a(a, trans_a, 0, m, 0, kc, ap)
+
+
+@numba.njit(cache=True)
+def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, tile):
+    """out[:m, :n] (+)= A @ B from already packed panels of A (m x kc) and B (kc x n), on
+    one thread: conv.py calls it per image inside its own prange."""
+    for jp in range((n + NR - 1) // NR):
+        j0 = jp * NR
+        nr = min(NR, n - j0)
+        for ip in range((m + MR - 1) // MR):
+            micro(ap[ip], bp[jp], kc, tile)
+            for r in range(min(MR, m - ip * MR)):
+                orow = out[ip * MR + r, j0:j0 + nr]
+                if accumulate:
+                    for c in range(nr):
+                        orow[c] += tile[r, c]
+                else:
+                    for c in range(nr):
+                        orow[c] = tile[r, c]
 
 
 def matmul(a, b, trans_a, trans_b, bias, out):
