@@ -157,6 +157,18 @@ def test_conv2d_hypothesis(be, small, n, h, w, c_in, c_out, kh, kw, sh, sw, padd
     run_both(be, (n, h, w, c_in), (kh, kw, c_in, c_out), (sh, sw), padding, dtype, seed=h * 13 + w)
 
 
+def test_conv2d_backward_is_deterministic(be, small):
+    """Partial sums per fixed batch chunk, reduced in order: repeated runs agree bit for bit."""
+    x_shape, w_shape = ((9, 8, 8, 5), (3, 3, 5, 7)) if not small else ((2, 4, 4, 2), (3, 3, 2, 2))
+    x, w = be.asarray(randn(x_shape, np.float32, 31)), be.asarray(randn(w_shape, np.float32, 32))
+    dy = be.asarray(randn(out_shape(x_shape, w_shape, (1, 1), "same"), np.float32, 33))
+    first = [be.to_numpy(g) for g in be.conv2d_backward(x, w, dy, padding="same")]
+    for _ in range(3):
+        again = be.conv2d_backward(x, w, dy, padding="same")
+        for g, f in zip(again, first):
+            np.testing.assert_array_equal(be.to_numpy(g), f)
+
+
 # --------------------------------------------------------------------------- gradients
 
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", [

@@ -34,11 +34,11 @@ def shrink(small, *dims):
     return tuple(min(d, 5) for d in dims) if small else dims
 
 
-# Sizes straddle the kernel's tiles (MR=6, NR=64, MC=96, KC=256) and include primes,
-# single rows/columns and K both tiny and longer than one KC slice.
+# Sizes straddle the kernel's tiles (MR=8, NR=16, MC=128, KC=256) and include primes,
+# single rows/columns and K both tiny and longer than one or two KC slices.
 SHAPES = [
-    (1, 1, 1), (1, 67, 13), (67, 1, 13), (5, 7, 1), (6, 64, 256), (7, 65, 257),
-    (97, 129, 31), (101, 3, 600), (2, 2, 1000), (193, 70, 5),
+    (1, 1, 1), (1, 67, 13), (67, 1, 13), (5, 7, 1), (8, 16, 256), (9, 17, 257),
+    (128, 32, 7), (129, 15, 31), (101, 3, 600), (2, 2, 1000), (257, 33, 5), (7, 127, 513),
 ]
 
 
@@ -92,6 +92,16 @@ def test_matmul_non_contiguous_inputs(be, small):
     on_backend = (lambda v: v) if be.name == "cpu" else be.asarray
     got = be.to_numpy(be.matmul(on_backend(a), on_backend(b_view)))
     np.testing.assert_allclose(got, a @ b_view, rtol=1e-10, atol=1e-10 * k)
+
+
+def test_matmul_is_deterministic(be, small):
+    """Threads own disjoint rows of out, so repeated runs agree bit for bit."""
+    m, n, k = shrink(small, 300, 70, 600)
+    a, b = operands(m, n, k, False, True, np.float32, seed=17)
+    a, b = be.asarray(a), be.asarray(b)
+    first = be.to_numpy(be.matmul(a, b, trans_b=True))
+    for _ in range(3):
+        np.testing.assert_array_equal(be.to_numpy(be.matmul(a, b, trans_b=True)), first)
 
 
 def test_matmul_float32_stays_float32(be, small):
