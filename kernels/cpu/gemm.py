@@ -6,8 +6,9 @@ in either orientation, so the transposes cost nothing beyond the copy, and pads 
 panels with zeros so the micro-kernel (kernels/cpu/_gemm_micro.py: MR x NR accumulators
 in registers, SLP-vectorized FMAs) always runs full; only the write-back checks bounds.
 
-Threads split the rows of op(a) (prange over MC blocks); each owns its rows of `out`, so
-no two iterations write the same element and the sums are added in a fixed order.
+Threads split `out` into work items (an MC-row block x a group of NR-column panels); each
+owns its tiles of `out`, so no two iterations write the same element and every element's
+sum is added in the same order whatever the schedule.
 
 `pack_a`, `pack_b` and `gemm_packed_serial` are exported for conv.py, which packs and
 multiplies one image at a time inside its own prange.
@@ -60,28 +61,33 @@ def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
 
 
 @numba.njit(cache=True, parallel=True)
-def _gemm_packed(a, b, trans_a, trans_b, bias, out):
+def _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     nbp = (n + NR - 1) // NR
     nblocks = (m + MC - 1) // MC
+    # Work item = (row block, group of b panels): a short, wide out (a Dense layer's
+    # batch of 128 rows) still gives every thread work.
+    nitems = nblocks * ngroups
     kc_max = min(KC, k)
     bp = np.empty((nbp, kc_max, NR), dtype=out.dtype)
-    # Scratch per row block, allocated once: each prange iteration owns its own.
-    ap_all = np.empty((nblocks, MC // MR, kc_max, MR), dtype=out.dtype)
-    tiles = np.empty((nblocks, MR, NR), dtype=out.dtype)
+    # Scratch per work item, allocated once: each prange iteration owns its own.
+    ap_all = np.empty((nitems, MC // MR, kc_max, MR), dtype=out.dtype)
+    tiles = np.empty((nitems, MR, NR), dtype=out.dtype)
     for p0 in range(0, k, KC):
         kc = min(KC, k - p0)
         for jp in prange(nbp):
             _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
-        for blk in prange(nblocks):
+        for item in prange(nitems):
+            blk = item // ngroups
+            g = item - blk * ngroups
             i0 = blk * MC
             mc = min(MC, m - i0)
-            ap = ap_all[blk]
-            tile = tiles[blk]
+            ap = ap_all[item]
+            tile = tiles[item]
             _pack_a(a, trans_a, i0, mc, p0, kc, ap)
             # jp outer, ip inner: one b panel stays in L1 while the block's a panels stream.
-            for jp in range(nbp):
+            for jp in range(g * nbp // ngroups, (g + 1) * nbp // ngroups):
                 j0 = jp * NR
                 nr = min(NR, n - j0)
                 for ip in range((mc + MR - 1) // MR):
@@ -133,4 +139,10 @@ def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, tile):
 
 def matmul(a, b, trans_a, trans_b, bias, out):
     """out = op(a) @ op(b) (+ bias over rows); arrays validated and C-contiguous."""
-    _gemm_packed(a, b, trans_a, trans_b, bias, out)
+    m, n = out.shape
+    nblocks = -(-m // MC)
+    nbp = -(-n // NR)
+    # Enough work items for two per thread, splitting columns only when rows run out.
+    # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
+    ngroups = max(1, min(nbp, -(-2 * numba.get_num_threads() // nblocks)))
+    _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups)
