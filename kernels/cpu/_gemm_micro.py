@@ -12,7 +12,7 @@ Local scalars are what LLVM keeps in registers; its SLP vectorizer then packs ea
 of NR scalars into one 512-bit (float32) or two (float64) FMA registers. Numba leaves the
 SLP vectorizer off by default, so this one function is compiled eagerly, for the two
 float dtypes, with it switched on (a loop over a small array instead keeps the tile in
-memory and runs about 3x slower; see gemm.py).
+memory and ran about 3x slower here).
 """
 import numba
 from numba import types
@@ -28,7 +28,6 @@ def _micro_py(ap, bp, kc, tile):
     """tile[:, :] = ap[:kc].T @ bp[:kc] for packed panels ap (>= kc, MR) and bp (>= kc, NR)."""
     # The first step initialises the accumulators from a product, not from a literal 0:
     # float32 * int would type them as float64.
-
     b00, b01, b02, b03, b04, b05, b06, b07, b08, b09, b10, b11, b12, b13, b14, b15 = (
         bp[0, 0], bp[0, 1], bp[0, 2], bp[0, 3],
         bp[0, 4], bp[0, 5], bp[0, 6], bp[0, 7],
