@@ -66,35 +66,43 @@ def _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups):
     k = a.shape[0] if trans_a else a.shape[1]
     nbp = (n + NR - 1) // NR
     nblocks = (m + MC - 1) // MC
+    nslices = (k + KC - 1) // KC
     # Work item = (row block, group of b panels): a short, wide out (a Dense layer's
     # batch of 128 rows) still gives every thread work.
     nitems = nblocks * ngroups
     kc_max = min(KC, k)
-    bp = np.empty((nbp, kc_max, NR), dtype=out.dtype)
+    # All of op(b) is packed up front (one copy of b), so the threads meet at two
+    # barriers per call instead of two per KC slice.
+    bp = np.empty((nslices, nbp, kc_max, NR), dtype=out.dtype)
+    for job in prange(nslices * nbp):
+        s = job // nbp
+        jp = job - s * nbp
+        p0 = s * KC
+        _pack_b_panel(b, trans_b, jp, n, p0, min(KC, k - p0), bp[s])
     # Scratch per work item, allocated once: each prange iteration owns its own.
     ap_all = np.empty((nitems, MC // MR, kc_max, MR), dtype=out.dtype)
     tiles = np.empty((nitems, MR, NR), dtype=out.dtype)
-    for p0 in range(0, k, KC):
-        kc = min(KC, k - p0)
-        for jp in prange(nbp):
-            _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
-        for item in prange(nitems):
-            blk = item // ngroups
-            g = item - blk * ngroups
-            i0 = blk * MC
-            mc = min(MC, m - i0)
-            ap = ap_all[item]
-            tile = tiles[item]
+    for item in prange(nitems):
+        blk = item // ngroups
+        g = item - blk * ngroups
+        i0 = blk * MC
+        mc = min(MC, m - i0)
+        ap = ap_all[item]
+        tile = tiles[item]
+        for s in range(nslices):
+            p0 = s * KC
+            kc = min(KC, k - p0)
             _pack_a(a, trans_a, i0, mc, p0, kc, ap)
+            bps = bp[s]
             # jp outer, ip inner: one b panel stays in L1 while the block's a panels stream.
             for jp in range(g * nbp // ngroups, (g + 1) * nbp // ngroups):
                 j0 = jp * NR
                 nr = min(NR, n - j0)
                 for ip in range((mc + MR - 1) // MR):
-                    micro(ap[ip], bp[jp], kc, tile)
+                    micro(ap[ip], bps[jp], kc, tile)
                     for r in range(min(MR, mc - ip * MR)):
                         orow = out[i0 + ip * MR + r, j0:j0 + nr]
-                        if p0 > 0:
+                        if s > 0:
                             for c in range(nr):
                                 orow[c] += tile[r, c]
                         elif bias is None:
