@@ -81,14 +81,7 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
         tile = np.empty((MR, NR), dtype=x.dtype)
         _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
         pack_a(patches, False, rows, kdim, ppack)
-        yn = y[n].reshape((rows, c_out))
-        if bias is None:
-            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, yn, False, tile)
-        else:
-            for i in range(rows):
-                for j in range(c_out):
-                    yn[i, j] = bias[j]
-            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, yn, True, tile)
+        gemm_packed_serial(ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, tile)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -121,10 +114,10 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
             _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
             pack_a(patches, True, kdim, rows, ptpack)
             pack_b(dyn, False, c_out, 0, rows, dybpack)
-            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, tile)
+            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, None, tile)
             if dx is not None:
                 pack_a(dyn, False, rows, c_out, dyapack)
-                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, tile)
+                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, None, tile)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):

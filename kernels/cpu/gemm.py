@@ -127,9 +127,10 @@ def pack_a(a, trans_a, m, kc, ap):
 
 
 @numba.njit(cache=True)
-def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, tile):
-    """out[:m, :n] (+)= A @ B from already packed panels of A (m x kc) and B (kc x n), on
-    one thread: conv.py calls it per image inside its own prange."""
+def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, bias, tile):
+    """out[:m, :n] (+)= A @ B (+ bias over rows when not accumulating) from already packed
+    panels of A (m x kc) and B (kc x n), on one thread: conv.py calls it per image inside
+    its own prange. The bias rides on the single write of each tile, not a second pass."""
     for jp in range((n + NR - 1) // NR):
         j0 = jp * NR
         nr = min(NR, n - j0)
@@ -140,9 +141,12 @@ def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, tile):
                 if accumulate:
                     for c in range(nr):
                         orow[c] += tile[r, c]
-                else:
+                elif bias is None:
                     for c in range(nr):
                         orow[c] = tile[r, c]
+                else:
+                    for c in range(nr):
+                        orow[c] = tile[r, c] + bias[j0 + c]
 
 
 def matmul(a, b, trans_a, trans_b, bias, out):
