@@ -107,6 +107,7 @@ CASES = [
     ((1, 5, 5, 2), (2, 4, 2, 3), (1, 2), 1),             # even kernel, explicit int
     ((2, 4, 4, 3), (4, 4, 3, 2), (3, 3), "same"),        # stride 3, window near the border
     ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid"),
+    ((2, 9, 9, 7), (3, 3, 7, 33), (1, 1), "same"),       # C_out and KH*KW*C_in off the 8x16 tile
 ]
 
 
