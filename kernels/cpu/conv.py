@@ -63,6 +63,26 @@ def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
 
 
 @numba.njit(cache=True)
+def _pack_dy_and_sum(dyn, dypack, dbt):
+    """dyn (rows, C_out) -> NR-column panels dypack[jp, row, c] (zero past C_out), and
+    dbt += its column sums: one read of dy serves both dW's B operand and db."""
+    rows, c_out = dyn.shape
+    npanels = dypack.shape[0]
+    for p in range(rows):
+        src = dyn[p]
+        for jp in range(npanels):
+            j0 = jp * NR
+            dst = dypack[jp, p]
+            nr = min(NR, c_out - j0)
+            for c in range(nr):
+                v = src[j0 + c]
+                dst[c] = v
+                dbt[j0 + c] += v
+            for c in range(nr, NR):
+                dst[c] = 0
+
+
+@numba.njit(cache=True)
 def _panels(size, width):
     return (size + width - 1) // width
 
@@ -108,12 +128,9 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
         dbt = db_part[t]
         for n in range(lo, hi):
             dyn = dy[n].reshape((rows, c_out))
-            for i in range(rows):
-                for j in range(c_out):
-                    dbt[j] += dyn[i, j]
+            _pack_dy_and_sum(dyn, dybpack, dbt)
             _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
             pack_a(patches, True, kdim, rows, ptpack)
-            pack_b(dyn, False, c_out, 0, rows, dybpack)
             gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, None, tile)
             if dx is not None:
                 pack_a(dyn, False, rows, c_out, dyapack)
