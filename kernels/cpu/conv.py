@@ -20,13 +20,25 @@ from numba import prange
 from kernels.cpu.gemm import MR, NR, gemm_packed_serial, pack_a, pack_b
 
 
+@numba.njit(cache=True, inline="always")
+def _put(dst, transposed, row, col, v):
+    if transposed:
+        dst[col // MR, row, col % MR] = v
+    else:
+        dst[row // MR, col, row % MR] = v
+
+
 @numba.njit(cache=True)
-def _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, patches):
-    """patches[oh*OW + ow, (kh*KW + kw)*C + c] = x[n, oh*sh - pt + kh, ow*sw - pl + kw, c] (0 outside)."""
+def _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
+    """Image n's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = x[n, oh*sh - pt + kh,
+    ow*sw - pl + kw, c] (0 outside x), written straight into the micro-kernel's MR-row
+    panels: of P itself (dst[row // MR, col, row % MR]) or, when transposed, of P^T
+    (dst[col // MR, row, col % MR]). Panel rows past the matrix are zeroed."""
     h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    dst[dst.shape[0] - 1] = 0
     for oh in range(oh_):
         for ow in range(ow_):
-            row = patches[oh * ow_ + ow]
+            row = oh * ow_ + ow
             for kh in range(kh_):
                 ih = oh * sh - pt + kh
                 for kw in range(kw_):
@@ -35,15 +47,18 @@ def _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, patches):
                     if 0 <= ih < h and 0 <= iw < w:
                         src = x[n, ih, iw]
                         for c in range(c_in):
-                            row[base + c] = src[c]
+                            _put(dst, transposed, row, base + c, src[c])
                     else:
                         for c in range(c_in):
-                            row[base + c] = 0
+                            # A store of int 0 casts to dst's dtype; a float32/int
+                            # conditional expression would compute in float64.
+                            _put(dst, transposed, row, base + c, 0)
 
 
 @numba.njit(cache=True)
 def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
-    """The adjoint of _im2col for one image: dxn[ih, iw, c] += every patch entry that read it."""
+    """The adjoint of the patch lowering for one image: dxn[ih, iw, c] += every entry of
+    dpatches (rows, KH*KW*C_in, not packed) that was read from x[n, ih, iw, c]."""
     h, w, c_in = dxn.shape
     for oh in range(oh_):
         for ow in range(ow_):
@@ -96,11 +111,9 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     wpack = np.empty((_panels(c_out, NR), kdim, NR), dtype=w.dtype)
     pack_b(w.reshape((kdim, c_out)), False, c_out, 0, kdim, wpack)
     for n in prange(n_):
-        patches = np.empty((rows, kdim), dtype=x.dtype)
         ppack = np.empty((_panels(rows, MR), kdim, MR), dtype=x.dtype)
         tile = np.empty((MR, NR), dtype=x.dtype)
-        _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
-        pack_a(patches, False, rows, kdim, ppack)
+        _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
         gemm_packed_serial(ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, tile)
 
 
@@ -118,7 +131,6 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
-        patches = np.empty((rows, kdim), dtype=x.dtype)
         ptpack = np.empty((_panels(kdim, MR), rows, MR), dtype=x.dtype)
         dybpack = np.empty((_panels(c_out, NR), rows, NR), dtype=x.dtype)
         dyapack = np.empty((_panels(rows, MR), c_out, MR), dtype=x.dtype)
@@ -129,8 +141,7 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
         for n in range(lo, hi):
             dyn = dy[n].reshape((rows, c_out))
             _pack_dy_and_sum(dyn, dybpack, dbt)
-            _im2col(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, patches)
-            pack_a(patches, True, kdim, rows, ptpack)
+            _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
             gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, None, tile)
             if dx is not None:
                 pack_a(dyn, False, rows, c_out, dyapack)
