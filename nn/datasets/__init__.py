@@ -1,0 +1,4 @@
+"""Datasets, as in keras.datasets."""
+from . import mnist
+
+__all__ = ["mnist"]
