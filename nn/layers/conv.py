@@ -1,0 +1,79 @@
+"""Conv2D over NHWC activations with a (KH, KW, C_in, filters) kernel."""
+from kernels import shapes
+from nn import activations, initializers, regularizers
+from nn.layers.base import ActivationMixin, Layer
+
+
+class Conv2D(ActivationMixin, Layer):
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None, input_shape=None, name=None):
+        super().__init__(name=name, input_shape=input_shape)
+        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+            raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
+        self.filters = filters
+        self.kernel_size = shapes.pair("Conv2D", "kernel_size", kernel_size)
+        self.strides = shapes.pair("Conv2D", "strides", strides)
+        if isinstance(padding, str):
+            padding = padding.lower()
+        if padding not in ("valid", "same"):
+            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = padding
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"layer '{self.name}' (Conv2D) expects images of shape (height, width, channels), "
+                             f"got per-sample shape {input_shape}")
+        oh, ow = shapes.resolve_padding(f"layer '{self.name}' (Conv2D)", self.padding, input_shape[:2],
+                                        self.kernel_size, self.strides)[:2]
+        return (oh, ow, self.filters)
+
+    def initial_params(self, input_shape):
+        kshape = self.kernel_size + (input_shape[2], self.filters)
+        p = {"kernel": initializers.initialize(self.kernel_initializer, kshape, self.dtype)}
+        if self.use_bias:
+            p["bias"] = initializers.initialize(self.bias_initializer, (self.filters,), self.dtype)
+        return p
+
+    def forward(self, x, training=False, logits=False):
+        self._saved_x = x
+        z = self.be.conv2d(x, self.params["kernel"], self.params.get("bias"), strides=self.strides,
+                           padding=self.padding)
+        return self._activate(z, logits)
+
+    def backward(self, dy, logits=False):
+        be = self.be
+        dz = self._deactivate(dy, logits)
+        dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
+                                        padding=self.padding, compute_dx=self.need_dx)
+        if self.kernel_regularizer is not None:
+            self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
+        self.grads = {"kernel": dw}
+        if self.use_bias:
+            if self.bias_regularizer is not None:
+                self.bias_regularizer.add_gradient(be, self.params["bias"], db)
+            self.grads["bias"] = db
+        return dx
+
+    def regularization_penalty(self):
+        total = 0.0
+        if self.kernel_regularizer is not None:
+            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"])
+        if self.bias_regularizer is not None and self.use_bias:
+            total += self.bias_regularizer.penalty(self.be, self.params["bias"])
+        return total
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                   padding=self.padding, activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
+                   kernel_regularizer=None if self.kernel_regularizer is None else self.kernel_regularizer.get_config(),
+                   bias_regularizer=None if self.bias_regularizer is None else self.bias_regularizer.get_config())
+        return cfg

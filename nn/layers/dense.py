@@ -1,0 +1,71 @@
+"""Dense: y = activation(x @ kernel + bias)."""
+from nn import activations, initializers, regularizers
+from nn.layers.base import ActivationMixin, Layer
+
+
+class Dense(ActivationMixin, Layer):
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 input_shape=None, name=None, input_dim=None):
+        if input_shape is None and input_dim is not None:
+            input_shape = (input_dim,)
+        super().__init__(name=name, input_shape=input_shape)
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+        self.units = units
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"layer '{self.name}' (Dense) expects inputs of shape (batch, features), "
+                             f"got per-sample shape {input_shape}; put a Flatten() before it")
+        return (self.units,)
+
+    def initial_params(self, input_shape):
+        p = {"kernel": initializers.initialize(self.kernel_initializer, (input_shape[0], self.units), self.dtype)}
+        if self.use_bias:
+            p["bias"] = initializers.initialize(self.bias_initializer, (self.units,), self.dtype)
+        return p
+
+    def forward(self, x, training=False, logits=False):
+        be = self.be
+        self._saved_x = x
+        z = be.matmul(x, self.params["kernel"], bias=self.params.get("bias"))
+        return self._activate(z, logits)
+
+    def backward(self, dy, logits=False):
+        be = self.be
+        dz = self._deactivate(dy, logits)
+        dw = be.matmul(self._saved_x, dz, trans_a=True)
+        if self.kernel_regularizer is not None:
+            self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
+        self.grads = {"kernel": dw}
+        if self.use_bias:
+            db = be.column_sum(dz)
+            if self.bias_regularizer is not None:
+                self.bias_regularizer.add_gradient(be, self.params["bias"], db)
+            self.grads["bias"] = db
+        if not self.need_dx:
+            return None
+        return be.matmul(dz, self.params["kernel"], trans_b=True)
+
+    def regularization_penalty(self):
+        total = 0.0
+        if self.kernel_regularizer is not None:
+            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"])
+        if self.bias_regularizer is not None and self.use_bias:
+            total += self.bias_regularizer.penalty(self.be, self.params["bias"])
+        return total
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
+                   kernel_regularizer=None if self.kernel_regularizer is None else self.kernel_regularizer.get_config(),
+                   bias_regularizer=None if self.bias_regularizer is None else self.bias_regularizer.get_config())
+        return cfg

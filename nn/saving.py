@@ -1,0 +1,116 @@
+"""One-file model saving: a .npz holding a JSON config (as uint8), the weights and the
+optimizer state. Written to a temporary file in the target's directory and renamed over
+it, so an interrupted save leaves the previous file intact. Loaded with
+allow_pickle=False: nothing is ever unpickled.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+import kernels
+from nn import layers as layers_mod
+from nn import losses as losses_mod
+from nn import optimizers as optimizers_mod
+
+FORMAT = "numbanet-model"
+VERSION = 1
+
+
+def save_model(model, filepath):
+    filepath = os.fspath(filepath)
+    if not model.built:
+        raise ValueError(f"save: the model is not built yet, nothing to save to {filepath}")
+    weights = model.get_weights()
+    config = {"format": FORMAT, "version": VERSION, "model": model.get_config(), "n_weights": len(weights)}
+    arrays = {f"weight_{i:04d}": w for i, w in enumerate(weights)}
+    if model.compiled:
+        opt = model.optimizer
+        state = opt.get_state(model.be)
+        names = sorted(state)
+        config["compile"] = {
+            "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
+            "metrics": list(model.metrics),
+            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(),
+                          "iterations": opt.iterations, "state": names},
+        }
+        arrays.update({f"opt_{i:04d}": state[k] for i, k in enumerate(names)})
+    arrays["config"] = np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(filepath))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _bad(filepath, why):
+    return ValueError(f"load_model: {filepath} is not a valid numbanet model file: {why}")
+
+
+def load_model(filepath, backend=None):
+    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
+    from nn.models import Sequential
+    filepath = os.fspath(filepath)
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"load_model: no such file: {filepath}")
+    try:
+        with np.load(filepath, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _bad(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
+    if "config" not in arrays or arrays["config"].dtype != np.uint8 or arrays["config"].ndim != 1:
+        raise _bad(filepath, "it holds no config record")
+    try:
+        config = json.loads(arrays["config"].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(filepath, f"its config is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise _bad(filepath, f"its format is {config.get('format') if isinstance(config, dict) else None!r}, "
+                             f"expected {FORMAT!r}")
+    if config.get("version") != VERSION:
+        raise _bad(filepath, f"format version {config.get('version')!r}, this numbanet reads {VERSION}")
+    try:
+        mcfg = config["model"]
+        model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
+        for entry in mcfg["layers"]:
+            model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
+        model.build(backend=kernels.get_backend(backend) if backend is not None else None)
+        n = int(config["n_weights"])
+        weights = [arrays[f"weight_{i:04d}"] for i in range(n)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
+    try:
+        model.set_weights(weights)
+    except (ValueError, TypeError) as exc:
+        raise _bad(filepath, f"its weights do not match its architecture ({exc})") from None
+    for w, name in zip(weights, (f"weight_{i:04d}" for i in range(n))):
+        if w.dtype != model.dtype:
+            raise _bad(filepath, f"{name} has dtype {w.dtype} but the model is {model.dtype}")
+    if "compile" in config:
+        try:
+            c = config["compile"]
+            ocfg = c["optimizer"]
+            opt = optimizers_mod.from_config(ocfg["class_name"], ocfg["config"], ocfg["iterations"])
+            model.compile(optimizer=opt, loss=losses_mod.from_config(c["loss"]["class_name"], c["loss"]["config"]),
+                          metrics=c["metrics"])
+            state = {name: arrays[f"opt_{i:04d}"] for i, name in enumerate(ocfg["state"])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from None
+        shapes = {key: tuple(layer.params[k].shape) for key, layer, k in model._params()}
+        for name, arr in state.items():
+            key = name.rsplit("/", 1)[0]
+            if key not in shapes or tuple(arr.shape) != shapes[key] or arr.dtype != model.dtype:
+                raise _bad(filepath, f"optimizer state {name} (shape {arr.shape}, {arr.dtype}) matches no weight")
+        opt.set_state(model.be, state)
+    return model

@@ -1,0 +1,66 @@
+"""Small helpers: the library-owned RNG, the default float type, one-hot labels."""
+import numpy as np
+
+_FLOAT_NAMES = ("float32", "float64")
+_floatx = "float32"
+# One generator for initializers, shuffling and dropout seeds, so that one call to
+# set_random_seed makes the weights and the whole training run repeat exactly.
+_rng = np.random.default_rng()
+
+
+def set_random_seed(seed):
+    """Reseed the library's RNG (initial weights, shuffling, dropout masks)."""
+    global _rng
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"set_random_seed: seed must be a non-negative int, got {seed!r}")
+    _rng = np.random.default_rng(int(seed))
+
+
+def get_rng():
+    return _rng
+
+
+def floatx():
+    """The dtype new models use when none is given ("float32" unless set_floatx changed it)."""
+    return _floatx
+
+
+def set_floatx(dtype):
+    global _floatx
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in _FLOAT_NAMES:
+        raise ValueError(f"set_floatx: dtype must be 'float32' or 'float64', got {dtype!r}")
+    _floatx = name
+
+
+def check_float_name(owner, dtype):
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
+    if name not in _FLOAT_NAMES:
+        raise ValueError(f"{owner}: dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+def to_categorical(y, num_classes=None, dtype="float32"):
+    """Integer class ids (N,) or (N, 1) -> one-hot rows (N, num_classes)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"to_categorical: y must be class ids of shape (N,) or (N, 1), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if y.size and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise TypeError(f"to_categorical: y must hold integer class ids, got dtype {y.dtype} with fractions")
+        y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise ValueError(f"to_categorical: class ids must be >= 0, got {int(y.min())}")
+    top = int(y.max()) + 1 if y.size else 0
+    if num_classes is None:
+        num_classes = top
+    elif top > num_classes:
+        raise ValueError(f"to_categorical: class id {top - 1} is out of range for num_classes={num_classes}")
+    out = np.zeros((y.shape[0], int(num_classes)), dtype=dtype)
+    out[np.arange(y.shape[0]), y] = 1
+    return out
