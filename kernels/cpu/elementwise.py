@@ -1,0 +1,113 @@
+"""Elementwise ops: bias add, scaling, dropout, L1/L2 penalty and its gradient, row gather."""
+import numba
+import numpy as np
+from numba import prange
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@numba.njit(cache=True)
+def counter_uniform(seed, i):
+    """A uniform in [0, 1) from (seed, element index): splitmix64 of seed + (i+1)*golden.
+
+    kernels/gpu/elementwise.py must compute exactly this function, so that both backends
+    draw the same dropout mask for the same seed. All arithmetic stays in uint64: mixing
+    int64 and uint64 in numba promotes to float64 and would silently break the hash.
+    """
+    z = np.uint64(seed) + np.uint64(i + 1) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(parallel=True, cache=True)
+def dropout_forward(x, y, mask, rate, seed):
+    keep_scale = x.dtype.type(1.0 / (1.0 - rate))
+    zero = x.dtype.type(0)
+    for i in prange(x.shape[0]):
+        mi = keep_scale if counter_uniform(seed, i) >= rate else zero
+        mask[i] = mi
+        y[i] = x[i] * mi
+
+
+@numba.njit(parallel=True, cache=True)
+def multiply(a, b, out):
+    for i in prange(a.shape[0]):
+        out[i] = a[i] * b[i]
+
+
+@numba.njit(parallel=True, cache=True)
+def _scale(x, alpha, y):
+    for i in prange(x.shape[0]):
+        y[i] = alpha * x[i]
+
+
+def scale(x, alpha, y):
+    _scale(x, x.dtype.type(alpha), y)
+
+
+@numba.njit(parallel=True, cache=True)
+def bias_add(x, b, y):
+    n, c = x.shape
+    for r in prange(n):
+        for k in range(c):
+            y[r, k] = x[r, k] + b[k]
+
+
+@numba.njit(cache=True)
+def _indices_in_range(indices, n):
+    for i in range(indices.shape[0]):
+        if indices[i] < 0 or indices[i] >= n:
+            return i
+    return -1
+
+
+@numba.njit(parallel=True, cache=True)
+def _take_rows(x, indices, y):
+    rest = x.shape[1]
+    for r in prange(indices.shape[0]):
+        src = indices[r]
+        for k in range(rest):
+            y[r, k] = x[src, k]
+
+
+def take_rows(x, indices, y):
+    bad = _indices_in_range(indices, x.shape[0])
+    if bad >= 0:
+        raise ValueError(f"take_rows: indices[{bad}]={int(indices[bad])} is out of range for "
+                         f"x with {x.shape[0]} rows")
+    _take_rows(x, indices, y)
+
+
+@numba.njit(parallel=True, cache=True)
+def _l1_l2_grad(w, dw, l1, two_l2):
+    zero = w.dtype.type(0)
+    for i in prange(w.shape[0]):
+        wi = w[i]
+        sign = w.dtype.type(1) if wi > zero else (w.dtype.type(-1) if wi < zero else zero)
+        dw[i] += l1 * sign + two_l2 * wi
+
+
+def l1_l2_grad(w, dw, l1, l2):
+    t = w.dtype.type
+    _l1_l2_grad(w, dw, t(l1), t(2.0 * l2))
+
+
+@numba.njit(cache=True)
+def _abs_and_square_sums(w):
+    # float64 accumulation: the result is a returned scalar, not an array.
+    sa = 0.0
+    sq = 0.0
+    for i in range(w.shape[0]):
+        wi = np.float64(w[i])
+        sa += abs(wi)
+        sq += wi * wi
+    return sa, sq
+
+
+def l1_l2_penalty(w, l1, l2):
+    sa, sq = _abs_and_square_sums(w)
+    return l1 * sa + l2 * sq

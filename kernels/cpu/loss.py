@@ -1,0 +1,132 @@
+"""Losses with their gradients in one pass, and the accuracy count.
+
+Labels are integer class ids (N,) or float one-hot / probability rows (N, C); each loss
+has one kernel per label form, picked by the `onehot` flag the backend passes.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+
+@numba.njit(cache=True)
+def _check_labels(labels, c):
+    for i in range(labels.shape[0]):
+        if labels[i] < 0 or labels[i] >= c:
+            # numba raises only constant messages; the caller rewrites it with the label.
+            raise ValueError("label out of range")
+
+
+def _labels_in_range(op, labels, c):
+    try:
+        _check_labels(labels, c)
+    except ValueError:
+        bad = labels[(labels < 0) | (labels >= c)]
+        raise ValueError(f"{op}: label {int(bad[0])} is out of range for {c} classes "
+                         f"(labels must be in [0, {c}))") from None
+
+
+@numba.njit(parallel=True, cache=True)
+def _softmax_ce_rows(z, y, onehot, labels, losses, dz):
+    n, c = z.shape
+    inv_n = z.dtype.type(1.0 / n)
+    for r in prange(n):
+        mx = z[r, 0]
+        for k in range(1, c):
+            if z[r, k] > mx:
+                mx = z[r, k]
+        total = z.dtype.type(0)
+        for k in range(c):
+            total += math.exp(z[r, k] - mx)
+        lse = mx + math.log(total)
+        inv_total = z.dtype.type(1) / total
+        # Computed relative to the row max so logits of 1e4 stay finite.
+        loss = z.dtype.type(0)
+        for k in range(c):
+            t = y[r, k] if onehot else (z.dtype.type(1) if labels[r] == k else z.dtype.type(0))
+            loss += t * (lse - z[r, k])
+            dz[r, k] = (math.exp(z[r, k] - mx) * inv_total - t) * inv_n
+        losses[r] = loss
+
+
+def softmax_cross_entropy(logits, labels, onehot, losses, dlogits):
+    if onehot:
+        _softmax_ce_rows(logits, labels, True, np.zeros(1, np.int64), losses, dlogits)
+    else:
+        _labels_in_range("softmax_cross_entropy", labels, logits.shape[1])
+        _softmax_ce_rows(logits, logits, False, labels, losses, dlogits)
+
+
+@numba.njit(parallel=True, cache=True)
+def _crossentropy_rows(p, y, onehot, labels, eps, losses, dp):
+    n, c = p.shape
+    lo = p.dtype.type(eps)
+    hi = p.dtype.type(1.0 - eps)
+    inv_n = p.dtype.type(1.0 / n)
+    zero = p.dtype.type(0)
+    for r in prange(n):
+        loss = zero
+        for k in range(c):
+            t = y[r, k] if onehot else (p.dtype.type(1) if labels[r] == k else zero)
+            pk = p[r, k]
+            clipped = min(max(pk, lo), hi)
+            loss -= t * math.log(clipped)
+            # Clipping has zero derivative outside [eps, 1 - eps].
+            dp[r, k] = -t / clipped * inv_n if lo <= pk <= hi else zero
+        losses[r] = loss
+
+
+def crossentropy(probs, labels, onehot, eps, losses, dprobs):
+    if onehot:
+        _crossentropy_rows(probs, labels, True, np.zeros(1, np.int64), eps, losses, dprobs)
+    else:
+        _labels_in_range("crossentropy", labels, probs.shape[1])
+        _crossentropy_rows(probs, probs, False, labels, eps, losses, dprobs)
+
+
+@numba.njit(parallel=True, cache=True)
+def mse(pred, target, losses, dpred):
+    n, d = pred.shape
+    inv_d = pred.dtype.type(1.0 / d)
+    scale = pred.dtype.type(2.0 / (n * d))
+    for r in prange(n):
+        acc = pred.dtype.type(0)
+        for k in range(d):
+            diff = pred[r, k] - target[r, k]
+            acc += diff * diff
+            dpred[r, k] = scale * diff
+        losses[r] = acc * inv_d
+
+
+@numba.njit(cache=True)
+def _row_argmax(x, r):
+    best = 0
+    for k in range(1, x.shape[1]):
+        if x[r, k] > x[r, best]:
+            best = k
+    return best
+
+
+@numba.njit(cache=True)
+def _accuracy_int(scores, labels):
+    hits = 0
+    for r in range(scores.shape[0]):
+        if _row_argmax(scores, r) == labels[r]:
+            hits += 1
+    return hits
+
+
+@numba.njit(cache=True)
+def _accuracy_onehot(scores, labels):
+    hits = 0
+    for r in range(scores.shape[0]):
+        if _row_argmax(scores, r) == _row_argmax(labels, r):
+            hits += 1
+    return hits
+
+
+def accuracy(scores, labels, onehot):
+    if onehot:
+        return int(_accuracy_onehot(scores, labels))
+    return int(_accuracy_int(scores, labels))
