@@ -1,0 +1,185 @@
+"""max/avg pooling against NumPy loop references, and backward ops by finite differences."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import check_grad, check_op, randn
+
+HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def geometry(h, w, ph, pw, sh, sw, padding):
+    """(oh, ow, pt, pl), written here independently of kernels.shapes (TensorFlow's rule)."""
+    if padding == "valid":
+        return (h - ph) // sh + 1, (w - pw) // sw + 1, 0, 0
+    th = max((-(-h // sh) - 1) * sh + ph - h, 0)
+    tw = max((-(-w // sw) - 1) * sw + pw - w, 0)
+    return -(-h // sh), -(-w // sw), th // 2, tw // 2
+
+
+def pool_ref(x, pool, strides, padding, kind):
+    n, h, w, c = x.shape
+    ph, pw = pool
+    sh, sw = strides
+    oh, ow, pt, pl = geometry(h, w, ph, pw, sh, sw, padding)
+    y = np.zeros((n, oh, ow, c), x.dtype)
+    idx = np.zeros((n, oh, ow, c), np.int32)
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for ch in range(c):
+                    cells = [(hh, ww) for hh in range(i * sh - pt, i * sh - pt + ph)
+                             for ww in range(j * sw - pl, j * sw - pl + pw) if 0 <= hh < h and 0 <= ww < w]
+                    vals = np.array([x[b, hh, ww, ch] for hh, ww in cells], np.float64)
+                    if kind == "max":
+                        k = int(np.argmax(vals))
+                        y[b, i, j, ch] = vals[k]
+                        idx[b, i, j, ch] = cells[k][0] * w + cells[k][1]
+                    else:
+                        y[b, i, j, ch] = vals.mean()
+    return y, idx
+
+
+def run_max(be, x, pool, strides, padding):
+    return be.max_pool2d(x, pool_size=pool, strides=strides, padding=padding)[0]
+
+
+def check_max(be, x, pool, strides, padding):
+    """Values through check_op; the int32 indices compared exactly with the reference's."""
+    check_op(be, lambda be, x: run_max(be, x, pool, strides, padding), [x],
+             lambda x: pool_ref(x, pool, strides or pool, padding, "max")[0])
+    _, idx = be.max_pool2d(be.asarray(x), pool_size=pool, strides=strides, padding=padding)
+    idx = be.to_numpy(idx)
+    assert idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, pool_ref(x, pool, strides or pool, padding, "max")[1])
+
+
+def run_avg(be, x, pool, strides, padding):
+    return be.avg_pool2d(x, pool_size=pool, strides=strides, padding=padding)
+
+
+def distinct(shape, dtype, seed=0):
+    """Inputs without ties (a permutation), so the max and its index are unique."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 - 3.0).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool,strides,padding", [((2, 2), None, "valid"), ((3, 3), (2, 2), "same"),
+                                                  ((2, 3), (1, 2), "valid"), ((3, 3), (1, 1), "same")])
+def test_pool_fixed(be, dtype, pool, strides, padding):
+    x = distinct((2, 7, 6, 3), dtype)
+    s = strides or pool
+    check_max(be, x, pool, strides, padding)
+    check_op(be, lambda be, x: run_avg(be, x, pool, strides, padding), [x],
+             lambda x: pool_ref(x, pool, s, padding, "avg")[0], k=pool[0] * pool[1])
+
+
+def test_max_pool_ties_pick_first(be):
+    x = np.ones((1, 4, 4, 1), np.float32)
+    _, idx = be.max_pool2d(be.asarray(x))
+    # The first cell of each 2x2 window in row-major order: (0,0), (0,2), (2,0), (2,2).
+    assert be.to_numpy(idx).reshape(-1).tolist() == [0, 2, 8, 10]
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 4),
+       p=st.sampled_from([2, 3]), s=st.sampled_from([1, 2, 3]), padding=st.sampled_from(["valid", "same"]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_pool_shapes_hypothesis(be, small, n, h, w, c, p, s, padding, dtype):
+    if padding == "valid" and (h < p or w < p):
+        return
+    if small:
+        n, h, w, c = 1, min(h, 4), min(w, 4), 1
+        if padding == "valid" and (h < p or w < p):
+            return
+    x = distinct((n, h, w, c), dtype, seed=h * 31 + w)
+    check_max(be, x, (p, p), (s, s), padding)
+    check_op(be, lambda be, x: run_avg(be, x, (p, p), (s, s), padding), [x],
+             lambda x: pool_ref(x, (p, p), (s, s), padding, "avg")[0], k=p * p)
+
+
+@pytest.mark.parametrize("pool,strides,padding", [((2, 2), None, "valid"), ((3, 3), (1, 1), "same"),
+                                                  ((3, 3), (2, 2), "same"), ((2, 2), (3, 3), "valid")])
+def test_max_pool_backward_finite_differences(be, pool, strides, padding):
+    x = distinct((2, 6, 5, 2), np.float64)
+    y, _ = be.max_pool2d(be.asarray(x), pool_size=pool, strides=strides, padding=padding)
+    r = randn(be.to_numpy(y).shape, np.float64, seed=3)
+
+    def loss(be, x, r):
+        y, _ = be.max_pool2d(x, pool_size=pool, strides=strides, padding=padding)
+        return float(np.sum(be.to_numpy(y) * be.to_numpy(r)))
+
+    def backward(be, x, r):
+        _, idx = be.max_pool2d(x, pool_size=pool, strides=strides, padding=padding)
+        return be.max_pool2d_backward(r, idx, x.shape)
+
+    check_grad(be, loss, backward, [x, r], wrt=[0], samples=30)
+
+
+@pytest.mark.parametrize("pool,strides,padding", [((2, 2), None, "valid"), ((3, 3), (1, 1), "same"),
+                                                  ((3, 2), (2, 3), "same")])
+def test_avg_pool_backward_finite_differences(be, pool, strides, padding):
+    x = randn((2, 7, 5, 2), np.float64)
+    y = be.avg_pool2d(be.asarray(x), pool_size=pool, strides=strides, padding=padding)
+    r = randn(be.to_numpy(y).shape, np.float64, seed=3)
+
+    def loss(be, x, r):
+        y = be.avg_pool2d(x, pool_size=pool, strides=strides, padding=padding)
+        return float(np.sum(be.to_numpy(y) * be.to_numpy(r)))
+
+    def backward(be, x, r):
+        return be.avg_pool2d_backward(r, x.shape, pool_size=pool, strides=strides, padding=padding)
+
+    check_grad(be, loss, backward, [x, r], wrt=[0], samples=30)
+
+
+def test_max_pool_backward_overlapping_windows_accumulate(be):
+    # A single peak shared by every 3x3 window (stride 1) collects all their gradients.
+    x = np.zeros((1, 4, 4, 1), np.float64)
+    x[0, 1, 1, 0] = 5.0
+    x[0, 2, 2, 0] = 4.0
+    y, idx = be.max_pool2d(be.asarray(x), pool_size=3, strides=1)
+    dy = np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    dx = be.to_numpy(be.max_pool2d_backward(be.asarray(dy), idx, x.shape))
+    want = np.zeros_like(x)
+    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        win = x[0, i:i + 3, j:j + 3, 0]
+        a, b = np.unravel_index(np.argmax(win), win.shape)
+        want[0, i + a, j + b, 0] += dy[0, i, j, 0]
+    np.testing.assert_array_equal(dx, want)
+    assert want[0, 1, 1, 0] == 10.0
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+def test_pool_bad_input(be, op):
+    f = getattr(be, op)
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((4, 4, 1), np.float32)))
+    with pytest.raises(TypeError, match=op):
+        f(be.asarray(np.zeros((1, 4, 4, 1), np.int32)))
+    with pytest.raises(TypeError, match=op):
+        f(be.asarray(np.zeros((1, 4, 4, 1), np.float16)))
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((0, 4, 4, 1), np.float32)))
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((1, 1, 4, 1), np.float32)), pool_size=2)
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((1, 4, 4, 1), np.float32)), padding=1)
+
+
+def test_pool_backward_bad_input(be):
+    x = be.asarray(np.zeros((1, 4, 4, 2), np.float32))
+    y, idx = be.max_pool2d(x)
+    with pytest.raises(TypeError, match="max_pool2d_backward"):
+        be.max_pool2d_backward(y, be.asarray(np.zeros((1, 2, 2, 2), np.int64)), (1, 4, 4, 2))
+    with pytest.raises(ValueError, match="max_pool2d_backward"):
+        be.max_pool2d_backward(y, idx, (1, 4, 4, 3))
+    with pytest.raises(ValueError, match="max_pool2d_backward"):
+        be.max_pool2d_backward(y, idx, (4, 4, 2))
+    with pytest.raises(ValueError, match="avg_pool2d_backward"):
+        be.avg_pool2d_backward(y, (1, 6, 6, 2))
+    with pytest.raises(TypeError, match="avg_pool2d_backward"):
+        be.avg_pool2d_backward(be.asarray(np.zeros((1, 2, 2, 2), np.int32)), (1, 4, 4, 2))
