@@ -1,0 +1,126 @@
+"""The gpu backend: hand-written numba.cuda kernels on Numba device arrays.
+
+Importing this package imports numba.cuda; kernels/__init__.py does so only when the gpu
+backend is asked for. Under NUMBA_ENABLE_CUDASIM=1 the same kernels run on Numba's CUDA
+simulator (Python per thread: for tests on tiny shapes only).
+"""
+import numpy as np
+from numba import cuda
+
+from kernels.backend import Backend
+from kernels.gpu.launch import THREADS_1D, blocks_1d
+
+
+@cuda.jit
+def _fill_zero(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = 0
+
+
+class GpuBackend(Backend):
+    name = "gpu"
+
+    def __init__(self):
+        from kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
+        self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
+        self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
+
+    def __repr__(self):
+        return "<numbanet gpu backend>"
+
+    # ------------------------------------------------------------------ memory
+    def asarray(self, host_array):
+        """Host -> device copy (C order, dtype unchanged). A device array is returned as is."""
+        if _is_device_array(host_array):
+            return host_array
+        return cuda.to_device(np.ascontiguousarray(host_array))
+
+    def to_numpy(self, array):
+        if isinstance(array, np.ndarray):
+            return array
+        return array.copy_to_host()
+
+    def empty(self, shape, dtype="float32"):
+        return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+    def zeros(self, shape, dtype="float32"):
+        a = cuda.device_array(shape, dtype=np.dtype(dtype))
+        if a.size:
+            flat = a.reshape(a.size)
+            _fill_zero[blocks_1d(a.size), THREADS_1D](flat)
+        return a
+
+    def copy(self, array):
+        out = cuda.device_array(array.shape, dtype=array.dtype)
+        out.copy_to_device(self._contiguous(array))
+        return out
+
+    def synchronize(self):
+        cuda.synchronize()
+
+    def _check_native(self, op, name, arr):
+        if not _is_device_array(arr):
+            raise TypeError(f"{op}: {name} must be a numba device array on the gpu backend, "
+                            f"got {type(arr).__name__}; upload host arrays with be.asarray(...)")
+
+    def _is_c_contiguous(self, arr):
+        return arr.is_c_contiguous()
+
+    def _contiguous(self, arr):
+        if arr.is_c_contiguous():
+            return arr
+        # A device-side copy into C order: a host round trip would cost two PCIe transfers.
+        out = cuda.device_array(arr.shape, dtype=arr.dtype)
+        _copy_strided(arr, out)
+        return out
+
+
+def _is_device_array(arr):
+    # numba.cuda.is_cuda_array is missing on the simulator; device arrays (real or fake)
+    # are the objects with copy_to_host that are not host ndarrays.
+    return hasattr(arr, "copy_to_host") and not isinstance(arr, np.ndarray)
+
+
+def _copy_strided(src, dst):
+    """dst (C-contiguous) = src (any strides), element by element on the device."""
+    if src.ndim not in _COPY:
+        raise ValueError(f"gpu backend: cannot make a {src.ndim}-D non-contiguous array contiguous "
+                         "(1-D to 4-D supported)")
+    if dst.size:
+        _COPY[src.ndim][blocks_1d(dst.size), THREADS_1D](src, dst)
+
+
+@cuda.jit
+def _copy1(src, dst):
+    for t in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[t] = src[t]
+
+
+@cuda.jit
+def _copy2(src, dst):
+    b = dst.shape[1]
+    for t in range(cuda.grid(1), dst.shape[0] * b, cuda.gridsize(1)):
+        dst[t // b, t % b] = src[t // b, t % b]
+
+
+@cuda.jit
+def _copy3(src, dst):
+    b, c = dst.shape[1], dst.shape[2]
+    for t in range(cuda.grid(1), dst.shape[0] * b * c, cuda.gridsize(1)):
+        k = t % c
+        r = t // c
+        dst[r // b, r % b, k] = src[r // b, r % b, k]
+
+
+@cuda.jit
+def _copy4(src, dst):
+    a, b, c, d = dst.shape
+    for t in range(cuda.grid(1), a * b * c * d, cuda.gridsize(1)):
+        l = t % d
+        r = t // d
+        k = r % c
+        r //= c
+        dst[r // b, r % b, k, l] = src[r // b, r % b, k, l]
+
+
+_COPY = {1: _copy1, 2: _copy2, 3: _copy3, 4: _copy4}

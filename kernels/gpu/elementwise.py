@@ -1,0 +1,111 @@
+"""Elementwise ops on the gpu: one thread per element in grid-stride loops (consecutive
+threads, consecutive addresses: coalesced), scalars cast to the array dtype on the host as
+the cpu backend does, so float32 arrays are updated in float32 arithmetic on both.
+
+dropout draws its mask from the same counter-based hash as kernels/cpu/elementwise.py
+(splitmix64 of seed + (i + 1) * golden ratio), so the masks are identical bit for bit and
+need no RNG state on the device. Every operand of the hash is uint64: numba promotes
+int64 op uint64 to float64, which would silently break it.
+"""
+import numpy as np
+from numba import cuda, uint64
+
+from kernels.gpu import reduce
+from kernels.gpu.launch import THREADS_1D, blocks_1d, first_out_of_range
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+@cuda.jit(device=True, inline=True)
+def counter_uniform(seed, i):
+    z = uint64(seed) + uint64(i + 1) * _GOLDEN
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    z = z ^ (z >> _S31)
+    return float(z >> _S11) * (1.0 / 9007199254740992.0)
+
+
+@cuda.jit
+def _dropout(x, y, mask, rate, seed, keep_scale):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        mi = keep_scale if counter_uniform(seed, i) >= rate else keep_scale * 0
+        mask[i] = mi
+        y[i] = x[i] * mi
+
+
+def dropout_forward(x, y, mask, rate, seed):
+    keep_scale = x.dtype.type(1.0 / (1.0 - rate))
+    _dropout[blocks_1d(x.shape[0]), THREADS_1D](x, y, mask, float(rate), np.uint64(seed), keep_scale)
+
+
+@cuda.jit
+def _multiply(a, b, out):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        out[i] = a[i] * b[i]
+
+
+def multiply(a, b, out):
+    _multiply[blocks_1d(a.shape[0]), THREADS_1D](a, b, out)
+
+
+@cuda.jit
+def _scale(x, alpha, y):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        y[i] = alpha * x[i]
+
+
+def scale(x, alpha, y):
+    _scale[blocks_1d(x.shape[0]), THREADS_1D](x, x.dtype.type(alpha), y)
+
+
+@cuda.jit
+def _bias_add(x, b, y):
+    # Flat index over (rows, C): coalesced; b (C values) stays in L1 across rows.
+    c = x.shape[1]
+    for t in range(cuda.grid(1), x.shape[0] * c, cuda.gridsize(1)):
+        r = t // c
+        k = t - r * c
+        y[r, k] = x[r, k] + b[k]
+
+
+def bias_add(x, b, y):
+    _bias_add[blocks_1d(x.size), THREADS_1D](x, b, y)
+
+
+@cuda.jit
+def _take_rows(x, indices, y):
+    rest = x.shape[1]
+    for t in range(cuda.grid(1), y.shape[0] * rest, cuda.gridsize(1)):
+        r = t // rest
+        k = t - r * rest
+        y[r, k] = x[indices[r], k]
+
+
+def take_rows(x, indices, y):
+    bad = first_out_of_range(indices, x.shape[0])
+    if bad is not None:
+        raise ValueError(f"take_rows: indices[{bad[0]}]={bad[1]} is out of range for "
+                         f"x with {x.shape[0]} rows")
+    if y.size:
+        _take_rows[blocks_1d(y.size), THREADS_1D](x, indices, y)
+
+
+@cuda.jit
+def _l1_l2_grad(w, dw, l1, two_l2):
+    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        wi = w[i]
+        zero = wi * 0
+        sign = zero + 1 if wi > zero else (zero - 1 if wi < zero else zero)
+        dw[i] += l1 * sign + two_l2 * wi
+
+
+def l1_l2_grad(w, dw, l1, l2):
+    t = w.dtype.type
+    _l1_l2_grad[blocks_1d(w.shape[0]), THREADS_1D](w, dw, t(l1), t(2.0 * l2))
+
+
+def l1_l2_penalty(w, l1, l2):
+    return reduce.l1_l2_sum(w, l1, l2)

@@ -1,0 +1,167 @@
+"""GEMM on the gpu: a shared-memory, register-tiled kernel, generic in where its operands
+come from (plain matrices here; implicit im2col patches in kernels/gpu/conv.py).
+
+Tiling. A block computes a BM x BN = 64 x 64 tile of C with 16 x 16 = 256 threads, each
+owning TM x TN = 4 x 4 outputs held in registers (cuda.local.array, unrolled by the
+compiler since the sizes are constants). Per K-step of BK = 8 the block stages a 64 x 8
+slice of op(A) and an 8 x 64 slice of op(B) in shared memory: 2 elements per thread per
+operand. Each thread then does 8 x 4 x 4 = 128 FMAs from 8 x (4 + 4) shared loads, a 2:1
+FMA:load ratio in place of the 1:2 of a naive kernel, which is what lets the kernel run
+from registers instead of being bound by shared-memory bandwidth.
+
+Thread-to-output mapping is strided: thread (ty, tx) owns rows ty + 16 r and columns
+tx + 16 c. Consecutive tx then read consecutive words of the B tile (one bank each, no
+conflicts) and write consecutive columns of C (coalesced 128-byte stores), while the A
+tile reads are broadcasts (a warp spans only two ty values).
+
+Global loads are coalesced by choosing, per operand layout, which tile index runs fastest
+across the thread id: K fastest when K is the contiguous axis of A, M fastest when A is
+transposed, and likewise for B. The A tile is stored K-major (As[k, i]) so the inner loop
+reads a row; it is padded by 4 words so that the K-fastest stores (stride BM + 4) land in
+distinct banks.
+
+Edges: out-of-range elements are loaded as zero, so the inner loop never branches, and
+every thread reaches every syncthreads() (no early return); only the final store is
+guarded. Accumulators have the input's dtype (float32 for float32, float64 for float64):
+one kernel specialization per dtype. Each output is summed by one thread over k in
+increasing order, so results are bit-identical run to run (no atomics, no split-K).
+"""
+import numpy as np
+from numba import cuda, float32, float64
+
+from kernels.gpu.launch import dummy
+
+BM, BN, BK = 64, 64, 8
+TM, TN = 4, 4
+TY, TX = BM // TM, BN // TN          # 16 x 16 threads
+NT = TY * TX                         # 256
+APAD = 4
+LOADS_A = BM * BK // NT              # 2
+LOADS_B = BK * BN // NT              # 2
+
+
+def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t):
+    """A tiled-GEMM kernel out[i, j] = sum_p load_a(A, geo, i, p) * load_b(B, geo, p, j) (+ bias[j]).
+
+    load_a / load_b are device functions reading one element (callers make sure the
+    indices are in range); a_k_fast / b_n_fast say which tile index should run fastest
+    across threads for coalesced loads.
+    """
+    @cuda.jit
+    def kernel(A, B, bias, has_bias, out, M, N, K, geo):
+        As = cuda.shared.array((BK, BM + APAD), acc_t)
+        Bs = cuda.shared.array((BK, BN), acc_t)
+        acc = cuda.local.array((TM, TN), acc_t)
+        a_reg = cuda.local.array(TM, acc_t)
+        b_reg = cuda.local.array(TN, acc_t)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TX + tx
+        row0 = cuda.blockIdx.y * BM
+        col0 = cuda.blockIdx.x * BN
+        for r in range(TM):
+            for c in range(TN):
+                acc[r, c] = 0
+        for k0 in range(0, K, BK):
+            for l in range(LOADS_A):
+                e = tid + l * NT
+                if a_k_fast:
+                    kk = e % BK
+                    ii = e // BK
+                else:
+                    ii = e % BM
+                    kk = e // BM
+                gi = row0 + ii
+                gk = k0 + kk
+                v = acc_t(0)
+                if gi < M and gk < K:
+                    v = load_a(A, geo, gi, gk)
+                As[kk, ii] = v
+            for l in range(LOADS_B):
+                e = tid + l * NT
+                if b_n_fast:
+                    jj = e % BN
+                    kk = e // BN
+                else:
+                    kk = e % BK
+                    jj = e // BK
+                gj = col0 + jj
+                gk = k0 + kk
+                v = acc_t(0)
+                if gj < N and gk < K:
+                    v = load_b(B, geo, gk, gj)
+                Bs[kk, jj] = v
+            cuda.syncthreads()
+            for kk in range(BK):
+                for r in range(TM):
+                    a_reg[r] = As[kk, ty + TY * r]
+                for c in range(TN):
+                    b_reg[c] = Bs[kk, tx + TX * c]
+                for r in range(TM):
+                    for c in range(TN):
+                        acc[r, c] += a_reg[r] * b_reg[c]
+            # The next iteration overwrites the tiles: wait until every thread has read them.
+            cuda.syncthreads()
+        for r in range(TM):
+            gi = row0 + ty + TY * r
+            if gi < M:
+                for c in range(TN):
+                    gj = col0 + tx + TX * c
+                    if gj < N:
+                        v = acc[r, c]
+                        if has_bias:
+                            v += bias[gj]
+                        out[gi, gj] = v
+    return kernel
+
+
+def launch_tiled(kernel, A, B, bias, out, M, N, K, geo):
+    """Grid over (column tiles, row tiles); bias None -> a dummy and has_bias=0."""
+    has_bias = bias is not None
+    if not has_bias:
+        bias = dummy(out.dtype)
+    grid = (-(-N // BN), -(-M // BM))
+    kernel[grid, (TX, TY)](A, B, bias, has_bias, out, M, N, K, geo)
+
+
+@cuda.jit(device=True, inline=True)
+def _a_n(A, geo, i, p):
+    return A[i, p]
+
+
+@cuda.jit(device=True, inline=True)
+def _a_t(A, geo, i, p):
+    return A[p, i]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_n(B, geo, p, j):
+    return B[p, j]
+
+
+@cuda.jit(device=True, inline=True)
+def _b_t(B, geo, p, j):
+    return B[j, p]
+
+
+_ACC = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+_kernels = {}
+
+
+def _matmul_kernel(dtype, trans_a, trans_b):
+    key = (np.dtype(dtype), trans_a, trans_b)
+    if key not in _kernels:
+        # K is contiguous in A unless A is transposed; N is contiguous in B unless B is.
+        _kernels[key] = make_tiled_kernel(_a_t if trans_a else _a_n, _b_t if trans_b else _b_n,
+                                          not trans_a, not trans_b, _ACC[key[0]])
+    return _kernels[key]
+
+
+NO_GEO = (0,) * 12
+
+
+def matmul(a, b, trans_a, trans_b, bias, out):
+    """out = op(a) @ op(b) (+ bias over rows); arrays validated and C-contiguous."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    launch_tiled(_matmul_kernel(out.dtype, trans_a, trans_b), a, b, bias, out, m, n, k, NO_GEO)

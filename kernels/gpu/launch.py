@@ -1,0 +1,49 @@
+"""Launch-configuration helpers shared by the gpu compute modules."""
+from numba import cuda
+
+# 256 threads = 8 warps per block: enough warps per SM to hide global-memory latency
+# while leaving room for several resident blocks (registers are the limiter on H100/H200).
+THREADS_1D = 256
+
+# Grid-stride loops cover any size; capping the grid keeps launch overhead constant for
+# huge arrays (132 SMs x 16 blocks of 256 threads saturate an H200).
+MAX_BLOCKS_1D = 132 * 16
+
+
+def blocks_1d(n, threads=THREADS_1D):
+    return max(1, min(MAX_BLOCKS_1D, -(-int(n) // threads)))
+
+
+_dummies = {}
+
+
+def dummy(dtype):
+    """A one-element device array standing in for an optional argument (None)."""
+    import numpy as np
+    key = np.dtype(dtype).str
+    if key not in _dummies:
+        _dummies[key] = cuda.device_array(1, dtype=dtype)
+    return _dummies[key]
+
+
+@cuda.jit
+def _first_out_of_range(idx, n, first):
+    # atomic.min on an int is order-independent: the result is the lowest bad position,
+    # whichever thread gets there first.
+    for i in range(cuda.grid(1), idx.shape[0], cuda.gridsize(1)):
+        v = idx[i]
+        if v < 0 or v >= n:
+            cuda.atomic.min(first, 0, i)
+
+
+def first_out_of_range(idx, n):
+    """-> (position, value) of the first entry of idx outside [0, n), or None. One int
+    goes up and one comes back; the value is fetched only when there is a bad entry."""
+    import numpy as np
+    size = idx.shape[0]
+    first = cuda.to_device(np.array([size], dtype=np.int64))
+    _first_out_of_range[blocks_1d(size), THREADS_1D](idx, n, first)
+    at = int(first.copy_to_host()[0])
+    if at == size:
+        return None
+    return at, int(idx[at:at + 1].copy_to_host()[0])

@@ -1,0 +1,57 @@
+"""Fused optimizer steps on the gpu: one kernel launch per parameter tensor, each thread
+reading p, g and the state once and writing them once (the step is memory bound; a
+kernel per formula term would multiply the traffic). Formulas and the float64 -> dtype
+casts of the scalars match kernels/cpu/optim.py, so float32 steps agree to rounding.
+"""
+import math
+
+from numba import cuda
+
+from kernels.gpu.launch import THREADS_1D, blocks_1d
+
+
+@cuda.jit
+def _adam(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        pi = p[i] - lr_wd * p[i]
+        gi = g[i]
+        mi = b1 * m[i] + one_b1 * gi
+        vi = b2 * v[i] + one_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - alpha * mi / (math.sqrt(vi) + eps)
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
+    # Bias correction folded into one step size, computed once on the host in float64.
+    alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    t = p.dtype.type
+    _adam[blocks_1d(p.shape[0]), THREADS_1D](p, g, m, v, t(lr * weight_decay), t(beta1), t(1.0 - beta1),
+                                             t(beta2), t(1.0 - beta2), t(alpha), t(eps))
+
+
+@cuda.jit
+def _sgd_plain(p, g, lr, lr_wd):
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        p[i] = p[i] - lr_wd * p[i] - lr * g[i]
+
+
+@cuda.jit
+def _sgd_momentum(p, g, vel, lr, lr_wd, mom, nesterov):
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        pi = p[i] - lr_wd * p[i]
+        vi = mom * vel[i] - lr * g[i]
+        vel[i] = vi
+        if nesterov:
+            p[i] = pi + mom * vi - lr * g[i]
+        else:
+            p[i] = pi + vi
+
+
+def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
+    t = p.dtype.type
+    grid = blocks_1d(p.shape[0]), THREADS_1D
+    if momentum == 0.0:
+        _sgd_plain[grid](p, g, t(lr), t(lr * weight_decay))
+    else:
+        _sgd_momentum[grid](p, g, velocity, t(lr), t(lr * weight_decay), t(momentum), bool(nesterov))

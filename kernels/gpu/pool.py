@@ -1,0 +1,129 @@
+"""Pooling on the gpu, NHWC: one thread per output (forward) or per input cell (avg
+backward) with the channel index fastest across threads, so a warp touches 32 consecutive
+channels of one pixel: coalesced loads and stores.
+
+max_pool2d_backward gets only dy, the indices and dx (no window geometry: see
+kernels/backend.py), so it cannot enumerate the windows covering a cell. Instead one
+thread owns one (image, channel) plane, zeroes it and adds dy into the recorded argmax
+cells in a fixed window order: overlapping windows add into the same cell from the same
+thread, never racing, and no atomics are needed, so the result is deterministic. Threads
+of a warp are consecutive channels of one pixel, so each step is still coalesced.
+avg_pool2d_backward is a true gather: a dx cell sums dy / count over the windows that
+cover it, computed from the geometry.
+"""
+from numba import cuda
+
+from kernels.gpu.launch import THREADS_1D, blocks_1d
+
+
+@cuda.jit
+def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
+    n, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
+    for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        j = r % ow
+        r //= ow
+        i = r % oh
+        b = r // oh
+        best = x[0, 0, 0, 0] * 0
+        best_at = -1
+        for di in range(ph):
+            hh = i * sh - pt + di
+            if hh < 0 or hh >= h:
+                continue
+            for dj in range(pw):
+                ww = j * sw - pl + dj
+                if ww < 0 or ww >= w:
+                    continue
+                val = x[b, hh, ww, ch]
+                if best_at < 0 or val > best:
+                    best = val
+                    best_at = hh * w + ww
+        y[b, i, j, ch] = best
+        indices[b, i, j, ch] = best_at
+
+
+def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
+    _max_forward[blocks_1d(y.size), THREADS_1D](x, y, indices, ph, pw, sh, sw, pad_top, pad_left)
+
+
+@cuda.jit
+def _max_backward(dy, indices, dx):
+    n, h, w, c = dx.shape
+    _, oh, ow, _ = dy.shape
+    t = cuda.grid(1)
+    if t < n * c:
+        b = t // c
+        ch = t - b * c
+        for hh in range(h):
+            for ww in range(w):
+                dx[b, hh, ww, ch] = 0
+        for i in range(oh):
+            for j in range(ow):
+                at = indices[b, i, j, ch]
+                dx[b, at // w, at % w, ch] += dy[b, i, j, ch]
+
+
+def max_pool2d_backward(dy, indices, dx):
+    planes = dx.shape[0] * dx.shape[3]
+    _max_backward[-(-planes // THREADS_1D), THREADS_1D](dy, indices, dx)
+
+
+@cuda.jit(device=True, inline=True)
+def _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w):
+    h0 = max(i * sh - pt, 0)
+    h1 = min(i * sh - pt + ph, h)
+    w0 = max(j * sw - pl, 0)
+    w1 = min(j * sw - pl + pw, w)
+    return (h1 - h0) * (w1 - w0)
+
+
+@cuda.jit
+def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
+    n, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
+    for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        j = r % ow
+        r //= ow
+        i = r % oh
+        b = r // oh
+        acc = x[0, 0, 0, 0] * 0
+        for hh in range(max(i * sh - pt, 0), min(i * sh - pt + ph, h)):
+            for ww in range(max(j * sw - pl, 0), min(j * sw - pl + pw, w)):
+                acc += x[b, hh, ww, ch]
+        y[b, i, j, ch] = acc / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)
+
+
+def avg_pool2d_forward(x, y, ph, pw, sh, sw, pad_top, pad_left):
+    _avg_forward[blocks_1d(y.size), THREADS_1D](x, y, ph, pw, sh, sw, pad_top, pad_left)
+
+
+@cuda.jit
+def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
+    n, h, w, c = dx.shape
+    _, oh, ow, _ = dy.shape
+    for t in range(cuda.grid(1), n * h * w * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        ww = r % w
+        r //= w
+        hh = r % h
+        b = r // h
+        # Windows i cover hh when i*sh - pt <= hh < i*sh - pt + ph.
+        i0 = max(0, (hh + pt - ph) // sh + 1)
+        i1 = min(oh - 1, (hh + pt) // sh)
+        j0 = max(0, (ww + pl - pw) // sw + 1)
+        j1 = min(ow - 1, (ww + pl) // sw)
+        acc = dy[0, 0, 0, 0] * 0
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                acc += dy[b, i, j, ch] / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)
+        dx[b, hh, ww, ch] = acc
+
+
+def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pad_top, pad_left):
+    _avg_backward[blocks_1d(dx.size), THREADS_1D](dy, dx, ph, pw, sh, sw, pad_top, pad_left)
