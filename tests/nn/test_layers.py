@@ -1,0 +1,159 @@
+"""Every layer with parameters, checked by finite differences in float64 through the model API,
+plus shapes, configs and the layers' own input checks."""
+import numpy as np
+import pytest
+
+from gradcheck import check_model_gradients
+from nn import regularizers
+from nn.layers import Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from nn.models import Sequential
+
+
+def _data(shape, classes, n=6, seed=0, onehot=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + shape)
+    y = rng.integers(0, classes, n)
+    if onehot:
+        y = np.eye(classes)[y]
+    return x, y
+
+
+def test_dense_with_bias_softmax_crossentropy_gradients():
+    m = Sequential([Dense(5, activation="tanh", input_shape=(4,)), Dense(3, activation="softmax")], dtype="float64")
+    m.compile("sgd", "categorical_crossentropy")
+    x, y = _data((4,), 3)
+    assert check_model_gradients(m, x, y) == 4 * 5 + 5 + 5 * 3 + 3
+
+
+def test_dense_without_bias_with_regularizers_mse_gradients():
+    m = Sequential([Dense(4, activation="sigmoid", use_bias=False, kernel_regularizer=regularizers.l1_l2(0.01, 0.02),
+                          input_shape=(3,)),
+                    Dense(2, kernel_regularizer=regularizers.l2(0.05), bias_regularizer=regularizers.l1(0.03))],
+                   dtype="float64")
+    m.compile("sgd", "mse")
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    y = np.random.default_rng(2).standard_normal((5, 2))
+    check_model_gradients(m, x, y)
+    # the penalty is part of the reported loss, as in Keras
+    w = m.get_weights()
+    pen = 0.01 * np.abs(w[0]).sum() + 0.02 * (w[0] ** 2).sum() + 0.05 * (w[1] ** 2).sum() + 0.03 * np.abs(w[2]).sum()
+    plain = Sequential([Dense(4, activation="sigmoid", use_bias=False, input_shape=(3,)), Dense(2)], dtype="float64")
+    plain.compile("sgd", "mse")
+    plain.set_weights(w)
+    assert np.isclose(m.evaluate(x, y, verbose=0), plain.evaluate(x, y, verbose=0) + pen, rtol=1e-12)
+
+
+def test_conv_with_bias_maxpool_gradients():
+    m = Sequential([Conv2D(3, (3, 3), activation="relu", input_shape=(6, 6, 2)), MaxPooling2D((2, 2)), Flatten(),
+                    Dense(3, activation="softmax")], dtype="float64")
+    m.compile("adam", "sparse_categorical_crossentropy")
+    x, y = _data((6, 6, 2), 3)
+    check_model_gradients(m, x, y)
+
+
+def test_conv_same_strided_no_bias_regularized_avgpool_gradients():
+    m = Sequential([Conv2D(2, 3, strides=2, padding="same", activation="tanh", use_bias=False,
+                           kernel_regularizer=regularizers.l2(0.1), input_shape=(7, 7, 1)),
+                    AveragePooling2D((2, 2), padding="same"), Flatten(), Dense(2)], dtype="float64")
+    m.compile("sgd", "mean_squared_error")
+    assert m.layers[0].output_shape == (4, 4, 2) and m.layers[1].output_shape == (2, 2, 2)
+    x = np.random.default_rng(3).standard_normal((4, 7, 7, 1))
+    y = np.random.default_rng(4).standard_normal((4, 2))
+    check_model_gradients(m, x, y)
+
+
+def test_dense_output_shape_and_forward_match_numpy():
+    m = Sequential([Dense(3, activation="relu", input_shape=(4,))], dtype="float64")
+    x = np.random.default_rng(5).standard_normal((7, 4))
+    w, b = m.get_weights()
+    b = np.array([0.1, -0.2, 0.3])
+    m.set_weights([w, b])
+    np.testing.assert_allclose(m.predict(x), np.maximum(x @ w + b, 0), rtol=1e-12)
+
+
+def test_conv_forward_matches_loop_reference():
+    m = Sequential([Conv2D(2, (2, 3), input_shape=(4, 5, 3))], dtype="float64")
+    w, _ = m.get_weights()
+    b = np.array([0.5, -1.0])
+    m.set_weights([w, b])
+    x = np.random.default_rng(6).standard_normal((2, 4, 5, 3))
+    want = np.zeros((2, 3, 3, 2))
+    for i in range(3):
+        for j in range(3):
+            want[:, i, j] = np.einsum("nabc,abcf->nf", x[:, i:i + 2, j:j + 3], w) + b
+    np.testing.assert_allclose(m.predict(x), want, rtol=1e-12)
+    assert w.shape == (2, 3, 3, 2)
+
+
+def test_pooling_and_flatten_shapes():
+    m = Sequential([MaxPooling2D(pool_size=(2, 2), input_shape=(5, 5, 3)), Flatten()])
+    assert m.layers[0].output_shape == (2, 2, 3) and m.output_shape == (12,)
+    x = np.random.default_rng(7).standard_normal((2, 5, 5, 3)).astype("float32")
+    want = x[:, :4, :4].reshape(2, 2, 2, 2, 2, 3).max(axis=(2, 4)).reshape(2, 12)
+    np.testing.assert_array_equal(m.predict(x), want)
+
+
+@pytest.mark.parametrize("name,ref", [("relu", lambda z: np.maximum(z, 0)), ("sigmoid", lambda z: 1 / (1 + np.exp(-z))),
+                                      ("tanh", np.tanh), ("linear", lambda z: z),
+                                      ("softmax", lambda z: np.exp(z) / np.exp(z).sum(1, keepdims=True))])
+def test_activation_layer_forward(name, ref):
+    m = Sequential([Activation(name, input_shape=(4,))], dtype="float64")
+    x = np.random.default_rng(8).standard_normal((3, 4))
+    np.testing.assert_allclose(m.predict(x), ref(x), rtol=1e-12, atol=1e-15)
+
+
+def test_activation_layer_softmax_output_gradients():
+    m = Sequential([Dense(3, input_shape=(4,)), Activation("softmax")], dtype="float64")
+    m.compile("sgd", "categorical_crossentropy")
+    assert m._fused
+    x, y = _data((4,), 3, onehot=True)
+    check_model_gradients(m, x, y)
+
+
+def test_dropout_is_identity_at_inference_and_scales_in_training():
+    m = Sequential([Dropout(0.5, input_shape=(1000,))])
+    x = np.ones((2, 1000), dtype="float32")
+    np.testing.assert_array_equal(m.predict(x), x)
+    y = m.layers[0].forward(x, training=True)
+    kept = y != 0
+    assert 0.4 < kept.mean() < 0.6
+    np.testing.assert_allclose(y[kept], 2.0)
+    dx = m.layers[0].backward(np.ones_like(x))
+    np.testing.assert_array_equal(dx, y)
+    # a fresh seed per step: the next mask differs
+    assert not np.array_equal(m.layers[0].forward(x, training=True), y)
+
+
+def test_layer_argument_errors():
+    with pytest.raises(ValueError, match="units must be a positive int, got 0"):
+        Dense(0)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        Dense(3, activation="swish")
+    with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):
+        Conv2D(2, 3, padding="full")
+    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\), got 1.5"):
+        Dropout(1.5)
+    with pytest.raises(ValueError, match="initializer must be one of"):
+        Dense(2, kernel_initializer="nope")
+
+
+def test_dense_after_images_asks_for_flatten():
+    with pytest.raises(ValueError, match=r"layer 'dense.*' \(Dense\) expects inputs of shape \(batch, features\), "
+                                         r"got per-sample shape \(4, 4, 1\); put a Flatten\(\) before it"):
+        Sequential([Conv2D(1, 1, input_shape=(4, 4, 1)), Dense(2)])
+
+
+def test_conv_window_larger_than_input():
+    with pytest.raises(ValueError, match="window 5x5 does not fit the 3x3 input"):
+        Sequential([Conv2D(1, 5, input_shape=(3, 3, 1))])
+
+
+def test_glorot_uniform_limits_and_zero_bias():
+    m = Sequential([Conv2D(32, (3, 3), input_shape=(28, 28, 1)), Flatten(), Dense(50)])
+    k, b, dk, db = m.get_weights()
+    lim_conv = np.sqrt(6 / (9 * 1 + 9 * 32))
+    assert np.abs(k).max() <= lim_conv and np.abs(k).max() > 0.9 * lim_conv
+    lim_dense = np.sqrt(6 / (26 * 26 * 32 + 50))
+    assert np.abs(dk).max() <= lim_dense and np.abs(dk).max() > 0.9 * lim_dense
+    assert not b.any() and not db.any()
+    assert k.dtype == np.float32
