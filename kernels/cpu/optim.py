@@ -27,9 +27,8 @@ def _adam_chunk(p, g, m, v, lo, hi, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
 
 
 @numba.njit(parallel=True, cache=True)
-def _adam_parallel(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
+def _adam_parallel(chunks, p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
     n = p.shape[0]
-    chunks = numba.get_num_threads() * 4
     size = (n + chunks - 1) // chunks
     for k in prange(chunks):
         lo = k * size
@@ -44,7 +43,9 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
     t = p.dtype.type
     args = (t(lr * weight_decay), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(alpha), t(eps))
     if p.shape[0] >= _PARALLEL_MIN:
-        _adam_parallel(p, g, m, v, *args)
+        # A few chunks per thread balance the load; the count is passed in because
+        # numba.get_num_threads() inside a cached kernel defeats the cache.
+        _adam_parallel(4 * numba.get_num_threads(), p, g, m, v, *args)
     else:
         _adam_chunk(p, g, m, v, 0, p.shape[0], *args)
 

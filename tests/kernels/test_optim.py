@@ -1,0 +1,129 @@
+"""Adam and SGD steps against NumPy implementations of Keras 3's formulas, over several steps."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import assert_close, randn
+
+HYPOTHESIS = settings(max_examples=4 if simulated() else 15, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def adam_ref(p, g, m, v, lr, b1, b2, eps, step, wd):
+    p, m, v = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    g = g.astype(np.float64)
+    if wd:
+        p = p - lr * wd * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    alpha = lr * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+    return p - alpha * m / (np.sqrt(v) + eps), m, v
+
+
+def sgd_ref(p, g, vel, lr, momentum, nesterov, wd):
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    if wd:
+        p = p - lr * wd * p
+    if momentum == 0:
+        return p - lr * g, vel
+    vel = momentum * vel.astype(np.float64) - lr * g
+    return (p + momentum * vel - lr * g if nesterov else p + vel), vel
+
+
+def run_adam(be, shape, dtype, steps, wd, lr=1e-2, b1=0.9, b2=0.999, eps=1e-7):
+    p = randn(shape, dtype)
+    m = np.zeros(shape, dtype)
+    v = np.zeros(shape, dtype)
+    dp, dm, dv = be.asarray(p.copy()), be.asarray(m.copy()), be.asarray(v.copy())
+    rp, rm, rv = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    for step in range(1, steps + 1):
+        g = randn(shape, dtype, seed=step)
+        be.adam_step(dp, be.asarray(g), dm, dv, lr=lr, beta1=b1, beta2=b2, eps=eps, step=step, weight_decay=wd)
+        rp, rm, rv = adam_ref(rp, g, rm, rv, lr, b1, b2, eps, step, wd)
+    scale = 1.0 if np.dtype(dtype) == np.float32 else 1.0
+    for got, want, what in ((dp, rp, "param"), (dm, rm, "m"), (dv, rv, "v")):
+        # float32: every step rounds, so allow a few ulps per step.
+        assert_close(be.to_numpy(got), want.astype(dtype), dtype, k=4 * steps, scale=scale, what=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_adam_several_steps(be, dtype, wd):
+    run_adam(be, (7, 5), dtype, steps=5, wd=wd)
+
+
+def test_adam_large_parallel_path(be, small):
+    # Above the single-thread threshold the cpu kernel splits into chunks.
+    run_adam(be, (300 if small else 200_003,), np.float32, steps=3, wd=0.004)
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 300), steps=st.integers(1, 4), dtype=st.sampled_from([np.float32, np.float64]),
+       wd=st.sampled_from([0.0, 0.05]))
+def test_adam_hypothesis(be, n, steps, dtype, wd):
+    run_adam(be, (n,), dtype, steps, wd)
+
+
+def test_adam_first_step_moves_by_lr(be):
+    # With bias correction the first step is lr * g / (|g| + eps) ~ lr * sign(g).
+    p = np.zeros(4, np.float64)
+    g = np.array([3.0, -0.5, 2.0, -7.0])
+    m, v = np.zeros(4), np.zeros(4)
+    dp = be.asarray(p)
+    be.adam_step(dp, be.asarray(g), be.asarray(m), be.asarray(v), lr=0.1, step=1, eps=0.0)
+    np.testing.assert_allclose(be.to_numpy(dp), -0.1 * np.sign(g), rtol=1e-12)
+
+
+def run_sgd(be, dtype, steps, momentum, nesterov, wd, lr=0.05):
+    shape = (6, 3)
+    p = randn(shape, dtype)
+    vel = np.zeros(shape, dtype)
+    dp, dvel = be.asarray(p.copy()), be.asarray(vel.copy())
+    rp, rvel = p.astype(np.float64), vel.astype(np.float64)
+    for step in range(steps):
+        g = randn(shape, dtype, seed=10 + step)
+        be.sgd_step(dp, be.asarray(g), dvel if momentum else None, lr=lr, momentum=momentum,
+                    nesterov=nesterov, weight_decay=wd)
+        rp, rvel = sgd_ref(rp, g, rvel, lr, momentum, nesterov, wd)
+    assert_close(be.to_numpy(dp), rp.astype(dtype), dtype, k=4 * steps, what="param")
+    if momentum:
+        assert_close(be.to_numpy(dvel), rvel.astype(dtype), dtype, k=4 * steps, what="velocity")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_sgd_several_steps(be, dtype, momentum, nesterov, wd):
+    run_sgd(be, dtype, 4, momentum, nesterov, wd)
+
+
+def test_sgd_without_momentum_is_p_minus_lr_g(be):
+    p = randn((5,), np.float64)
+    g = randn((5,), np.float64, seed=1)
+    dp = be.asarray(p.copy())
+    be.sgd_step(dp, be.asarray(g), lr=0.3)
+    np.testing.assert_allclose(be.to_numpy(dp), p - 0.3 * g, rtol=1e-15)
+
+
+def test_optim_bad_input(be):
+    p = be.asarray(np.zeros((3, 2), np.float32))
+    ok = be.asarray(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="adam_step"):
+        be.adam_step(p, ok, ok, ok, lr=0.1, step=0)
+    with pytest.raises(ValueError, match="adam_step"):
+        be.adam_step(p, be.asarray(np.zeros((2, 3), np.float32)), ok, ok, lr=0.1, step=1)
+    with pytest.raises(TypeError, match="adam_step"):
+        be.adam_step(p, be.asarray(np.zeros((3, 2), np.float64)), ok, ok, lr=0.1, step=1)
+    with pytest.raises(TypeError, match="adam_step"):
+        be.adam_step(be.asarray(np.zeros((3, 2), np.int32)), ok, ok, ok, lr=0.1, step=1)
+    with pytest.raises(TypeError, match="adam_step"):
+        be.adam_step(p, be.asarray(np.zeros((3, 2), np.float16)), ok, ok, lr=0.1, step=1)
+    with pytest.raises(ValueError, match="adam_step"):
+        be.adam_step(p, ok, ok, ok, lr=0.1, step=1, beta1=1.0)
+    with pytest.raises(ValueError, match="sgd_step"):
+        be.sgd_step(p, ok, None, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="sgd_step"):
+        be.sgd_step(p, be.asarray(np.zeros((6,), np.float32)), lr=0.1)
+    with pytest.raises(TypeError, match="sgd_step"):
+        be.sgd_step(p, be.asarray(np.zeros((3, 2), np.int64)), lr=0.1)
