@@ -1,0 +1,329 @@
+"""The benchmark cases shared by `numbanet bench` (bench/runner.py) and the pytest suite.
+
+A case is one op at one shape. `prepare(case, impl)` turns it into a `Prepared`: a
+zero-argument `run` that does the timed work on fresh, deterministic inputs, the
+`sync` that waits for it (a no-op on the CPU), and `result()` that brings the output
+(or the updated parameters) back to the host for the smoke tests' checks.
+
+impl names: the numbanet backends ("cpu", "gpu") and the references ("numpy",
+"torch", "cupy", in bench/references.py). An impl that cannot run a case here raises
+`Missing` with the reason; runners report that instead of failing.
+"""
+import dataclasses
+import importlib
+
+import numpy as np
+
+OURS = ("cpu", "gpu")
+REFERENCES = ("numpy", "torch", "cupy")
+OPS = ("gemm", "conv", "pool", "optim", "train_step")
+UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "train_step": "GFLOP/s"}
+
+
+class Missing(Exception):
+    """This implementation cannot run this case here (not installed, not built, no GPU)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    op: str          # the table / pytest-benchmark group: one of OPS
+    kind: str        # what runs: matmul, conv2d_forward, max_pool2d_backward, adam, ...
+    label: str       # the shape as printed
+    size: int        # x axis of the plot (GEMM: the square size or M)
+    params: tuple    # kind-specific, see make_inputs
+    work: float      # FLOPs (GFLOP/s units) or bytes moved (GB/s units) per call
+
+    @property
+    def unit(self):
+        return UNITS[self.op]
+
+    @property
+    def id(self):
+        return f"{self.kind}-{self.label}"
+
+
+@dataclasses.dataclass
+class Prepared:
+    run: object
+    sync: object
+    result: object
+
+
+# ---------------------------------------------------------------------- case lists
+def _gemm(m, k, n, trans_a=False, trans_b=False, label=None, size=None):
+    t = ("T" if trans_a else "N") + ("T" if trans_b else "N")
+    label = label or f"{m}x{k}x{n} {t}"
+    return Case("gemm", "matmul", label, size or m, (m, k, n, trans_a, trans_b), 2.0 * m * k * n)
+
+
+def _conv_flops(x_shape, w_shape):
+    n, h, w_, _ = x_shape
+    kh, kw, cin, cout = w_shape
+    return 2.0 * n * (h - kh + 1) * (w_ - kw + 1) * kh * kw * cin * cout
+
+
+def _conv(x_shape, w_shape, backward, layer):
+    kind = "conv2d_backward" if backward else "conv2d_forward"
+    label = f"{layer} {'bwd' if backward else 'fwd'} x{tuple(x_shape)} w{tuple(w_shape)}"
+    # Backward computes dx and dw, each as much work as the forward product.
+    flops = _conv_flops(x_shape, w_shape) * (2 if backward else 1)
+    return Case("conv", kind, label, x_shape[1], (tuple(x_shape), tuple(w_shape)), flops)
+
+
+def _pool(x_shape, backward):
+    n, h, w, c = x_shape
+    y = n * (h // 2) * (w // 2) * c
+    # forward reads x, writes y and the int32 indices; backward reads dy and indices, writes dx
+    nbytes = 4 * (n * h * w * c + 2 * y)
+    kind = "max_pool2d_backward" if backward else "max_pool2d_forward"
+    return Case("pool", kind, f"{'bwd' if backward else 'fwd'} x{tuple(x_shape)} 2x2", h, (tuple(x_shape),), float(nbytes))
+
+
+def _optim(kind, n):
+    # Adam reads p, g, m, v and writes p, m, v; SGD with momentum reads p, g, v, writes p, v.
+    per = 28 if kind == "adam" else 20
+    label = f"{kind} {n // 1_000_000}M params" if n >= 1_000_000 else f"{kind} {n} params"
+    return Case("optim", kind, label, n, (n,), float(per * n))
+
+
+# The article's CNN: conv 3x3x1x32 relu, pool 2, conv 3x3x32x64 relu, pool 2, flatten, dense 128 relu, dense 10.
+CNN_LAYERS = (((28, 28, 1), (3, 3, 1, 32)), ((13, 13, 32), (3, 3, 32, 64)))
+
+
+def _train_step_flops(batch):
+    conv = [_conv_flops((batch,) + x, w) for x, w in CNN_LAYERS]
+    dense = [2.0 * batch * 1600 * 128, 2.0 * batch * 128 * 10]
+    # forward + (dw, dx) per layer, less the first layer's dx, which training skips
+    return 3 * (sum(conv) + sum(dense)) - conv[0]
+
+
+def _train_step(batch):
+    return Case("train_step", "train_step", f"article CNN, batch {batch}", batch, (batch,),
+                _train_step_flops(batch))
+
+
+def cnn_gemm_cases(batch=128):
+    """The article's CNN's products: Dense layers forward/backward and the convs' implicit GEMMs."""
+    return [
+        _gemm(batch, 1600, 128, label=f"dense1 fwd {batch}x1600x128 NN"),
+        _gemm(1600, batch, 128, trans_a=True, label=f"dense1 dW 1600x{batch}x128 TN"),
+        _gemm(batch, 128, 1600, trans_b=True, label=f"dense1 dx {batch}x128x1600 NT"),
+        _gemm(batch, 128, 10, label=f"dense2 fwd {batch}x128x10 NN"),
+        _gemm(128, batch, 10, trans_a=True, label=f"dense2 dW 128x{batch}x10 TN"),
+        _gemm(batch, 10, 128, trans_b=True, label=f"dense2 dx {batch}x10x128 NT"),
+        _gemm(batch * 26 * 26, 9, 32, label=f"conv1 implicit {batch * 26 * 26}x9x32 NN"),
+        _gemm(batch * 11 * 11, 288, 64, label=f"conv2 implicit {batch * 11 * 11}x288x64 NN"),
+    ]
+
+
+def full_cases():
+    cases = [_gemm(s, s, s, label=f"{s}x{s}x{s}") for s in (256, 512, 1024, 2048)]
+    cases += cnn_gemm_cases()
+    for i, (x, w) in enumerate(CNN_LAYERS, 1):
+        cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
+    for x in ((128, 26, 26, 32), (128, 11, 11, 64)):
+        cases += [_pool(x, False), _pool(x, True)]
+    cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
+    cases.append(_train_step(128))
+    return cases
+
+
+def quick_cases():
+    """Under a minute on the 2-core machine: one of each op at the shapes the targets name."""
+    cases = [_gemm(s, s, s, label=f"{s}x{s}x{s}") for s in (256, 512, 1024)]
+    cases += [cnn_gemm_cases()[0], cnn_gemm_cases()[7]]
+    x, w = CNN_LAYERS[1]
+    cases += [_conv((128,) + x, w, False, "conv2"), _conv((128,) + x, w, True, "conv2")]
+    cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
+    cases += [_optim("adam", 1_000_000), _optim("sgd", 1_000_000)]
+    cases.append(_train_step(128))
+    return cases
+
+
+def tiny_cases():
+    """Every op at toy sizes: for the runner's tests and the pytest smoke run's checks."""
+    return [
+        _gemm(32, 24, 16, label="32x24x16"),
+        _gemm(24, 16, 8, trans_a=True, trans_b=True),
+        _conv((2, 8, 8, 3), (3, 3, 3, 4), False, "tiny"),
+        _conv((2, 8, 8, 3), (3, 3, 3, 4), True, "tiny"),
+        _pool((2, 6, 6, 3), False),
+        _pool((2, 7, 7, 3), True),
+        _optim("adam", 1000),
+        _optim("sgd", 1000),
+        _train_step(4),
+    ]
+
+
+def cases_for(ops, quick=False, tiny=False):
+    chosen = tiny_cases() if tiny else quick_cases() if quick else full_cases()
+    return [c for c in chosen if c.op in ops]
+
+
+# ---------------------------------------------------------------------- inputs
+ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
+SGD = dict(lr=1e-2, momentum=0.9)
+
+
+def make_inputs(case, seed=0):
+    """Host float32 inputs, the same for every impl (the smoke tests compare outputs)."""
+    rng = np.random.default_rng(seed)
+    f32 = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    k, p = case.kind, case.params
+    if k == "matmul":
+        m, kk, n, ta, tb = p
+        return {"a": f32(*((kk, m) if ta else (m, kk))), "b": f32(*((n, kk) if tb else (kk, n)))}
+    if k.startswith("conv2d"):
+        xs, ws = p
+        x, w = f32(*xs), f32(*ws) * np.float32(0.1)
+        n, h, wd, _ = xs
+        dy = f32(n, h - ws[0] + 1, wd - ws[1] + 1, ws[3])
+        return {"x": x, "w": w, "b": f32(ws[3]), "dy": dy}
+    if k.startswith("max_pool2d"):
+        (xs,) = p
+        n, h, w, c = xs
+        return {"x": f32(*xs), "dy": f32(n, h // 2, w // 2, c)}
+    if k in ("adam", "sgd"):
+        (n,) = p
+        return {"param": f32(n), "grad": f32(n), "m": np.abs(f32(n)) * np.float32(0.01),
+                "v": np.abs(f32(n)) * np.float32(0.01)}
+    if k == "train_step":
+        (batch,) = p
+        return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
+                "y": rng.integers(0, 10, size=batch).astype(np.int64)}
+    raise ValueError(f"make_inputs: unknown case kind {k!r}")
+
+
+# ---------------------------------------------------------------------- ours
+def load_backend(name):
+    """The numbanet backend `name`, or Missing with the reason it cannot run here.
+
+    While kernels are being written a backend's `__init__` can fail on a compute module
+    that does not exist yet; the modules that do exist are still benchmarked, and an op
+    whose module is absent is reported as missing.
+    """
+    import kernels
+    if name not in kernels.available_backends():
+        raise Missing(f"backend {name} unavailable: {kernels.gpu_status()[1]}" if name == "gpu"
+                      else f"backend {name} unavailable")
+    try:
+        return kernels.get_backend(name)
+    except ImportError:
+        cls = {"cpu": ("kernels.cpu", "CpuBackend"), "gpu": ("kernels.gpu", "GpuBackend")}[name]
+        be = object.__new__(getattr(importlib.import_module(cls[0]), cls[1]))
+        be._missing_modules = {}
+        for attr in ("gemm", "conv", "pool", "optim", "activation", "loss", "elementwise", "reduce"):
+            try:
+                setattr(be, attr, importlib.import_module(f"{cls[0]}.{attr}"))
+            except ImportError as exc:
+                be._missing_modules[attr] = str(exc)
+        return be
+
+
+_MODULE_OF = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_backward": "conv",
+              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim"}
+
+
+def _prepare_ours(case, be, inp):
+    mod = _MODULE_OF.get(case.kind)
+    missing = getattr(be, "_missing_modules", {})
+    if mod in missing:
+        raise Missing(f"kernels.{be.name}.{mod} not built yet")
+    if case.kind == "train_step" and missing:
+        raise Missing(f"kernels.{be.name} incomplete: {', '.join(sorted(missing))} not built yet")
+    d = {k: be.asarray(v) for k, v in inp.items() if k != "y"}
+    sync = be.synchronize
+    k = case.kind
+    if k == "matmul":
+        _, _, _, ta, tb = case.params
+        out = [None]
+
+        def run():
+            out[0] = be.matmul(d["a"], d["b"], trans_a=ta, trans_b=tb)
+        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
+    if k == "conv2d_forward":
+        out = [None]
+
+        def run():
+            out[0] = be.conv2d(d["x"], d["w"], d["b"])
+        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
+    if k == "conv2d_backward":
+        out = [None]
+
+        def run():
+            out[0] = be.conv2d_backward(d["x"], d["w"], d["dy"])
+        return Prepared(run, sync, lambda: tuple(be.to_numpy(a) for a in out[0]))
+    if k == "max_pool2d_forward":
+        out = [None]
+
+        def run():
+            out[0] = be.max_pool2d(d["x"])
+        return Prepared(run, sync, lambda: be.to_numpy(out[0][0]))
+    if k == "max_pool2d_backward":
+        _, idx = be.max_pool2d(d["x"])
+        x_shape = tuple(inp["x"].shape)
+        out = [None]
+
+        def run():
+            out[0] = be.max_pool2d_backward(d["dy"], idx, x_shape)
+        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
+    if k == "adam":
+        step = [0]
+
+        def run():
+            step[0] += 1
+            be.adam_step(d["param"], d["grad"], d["m"], d["v"], step=step[0], **ADAM)
+        return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
+    if k == "sgd":
+        def run():
+            be.sgd_step(d["param"], d["grad"], d["m"], **SGD)
+        return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
+    if k == "train_step":
+        return _prepare_train_step(be, inp)
+    raise ValueError(f"prepare: unknown case kind {k!r}")
+
+
+def _prepare_train_step(be, inp):
+    try:
+        from nn.models import Sequential
+        from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+        from nn.optimizers import Adam
+    except ImportError as exc:
+        raise Missing(f"the training API is not built yet ({exc})") from None
+    import kernels
+    previous = kernels.get_backend()
+    kernels.set_backend(be.name)
+    try:
+        model = Sequential()
+        model.add(Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)))
+        model.add(MaxPooling2D(pool_size=(2, 2)))
+        model.add(Conv2D(64, kernel_size=(3, 3), activation="relu"))
+        model.add(MaxPooling2D(pool_size=(2, 2)))
+        model.add(Flatten())
+        model.add(Dense(128, activation="relu"))
+        model.add(Dense(10, activation="softmax"))
+        model.compile(optimizer=Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
+    finally:
+        kernels.set_backend(previous.name)
+    x, y = inp["x"], inp["y"]
+    out = [None]
+
+    def run():
+        out[0] = model.train_on_batch(x, y)
+    return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
+
+
+# ---------------------------------------------------------------------- entry point
+def prepare(case, impl, seed=0):
+    """-> Prepared for `impl` on `case`; raises Missing when it cannot run here."""
+    inp = make_inputs(case, seed)
+    if impl in OURS:
+        return _prepare_ours(case, load_backend(impl), inp)
+    if impl in REFERENCES:
+        from bench import references
+        return references.prepare(impl, case, inp)
+    raise ValueError(f"prepare: unknown implementation {impl!r}: expected one of {OURS + REFERENCES}")
+
+
+def device_of(impl):
+    return "gpu" if impl in ("gpu", "cupy") else "cpu"

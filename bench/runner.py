@@ -1,0 +1,298 @@
+"""`numbanet bench`: our backends against NumPy, PyTorch CPU and CuPy, one table per op.
+
+Timing: every implementation's first call is timed on its own (compile time for ours),
+one more untimed call warms it, then the repeats go round-robin over the
+implementations, in an order rotated each repeat, so that drift of a shared, noisy
+machine lands on ours and the references alike. Medians and the interquartile range are
+reported; ratios are taken within the same run.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bench import cases as C
+
+FAIR_ENV_NOTE = ("note: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and can slow NumPy's reference; "
+                 "for a fair reference run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench`")
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="fewer cases and repeats (under a minute on 2 cores)")
+    parser.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of GFLOP/s against GEMM size (needs matplotlib)")
+    parser.add_argument("--ops", default=",".join(C.OPS),
+                        help=f"comma-separated ops to run, from {','.join(C.OPS)} (default: all)")
+    parser.add_argument("--backends", default=",".join(C.OURS + C.REFERENCES),
+                        help="comma-separated implementations: our backends cpu,gpu and the references "
+                             "numpy,torch,cupy (default: all that are available)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per case (default 7, 3 with --quick)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes, for the tests
+    return parser
+
+
+def _split(text, allowed, what):
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"numbanet bench: --{what} expects a comma-separated list from "
+                         f"{','.join(allowed)}, got {text!r}")
+    return names
+
+
+# ---------------------------------------------------------------------- machine
+def machine_info():
+    import numba
+    from kernels.info import cpu_model
+    import kernels
+    from bench.references import openblas_info
+
+    gpu_ok, gpu_detail = kernels.gpu_status()
+    info = {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
+    try:
+        from bench.references import torch_module
+        torch = torch_module()
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except C.Missing:
+        info["torch"] = None
+    return info
+
+
+def format_header(info):
+    ob = info["openblas"]
+    lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']}"
+             + (f"; torch threads: {info['torch_threads']}" if info.get("torch") else ""),
+             f"GPU: {info['gpu']}",
+             f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
+             f"NumPy BLAS: {ob.get('config', '')} core kernel: {ob.get('corename', 'unknown')} "
+             f"threads: {ob.get('threads', '?')} (via {ob.get('source')})"]
+    if info.get("OMP_WAIT_POLICY"):
+        lines.append(f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}")
+    env = [f"{k}={ob[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if ob.get(k) is not None]
+    if env:
+        lines.append(f"environment: {' '.join(env)}")
+        lines.append(FAIR_ENV_NOTE)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- timing
+def _time_call(p):
+    t0 = time.perf_counter()
+    p.run()
+    p.sync()
+    return time.perf_counter() - t0
+
+
+def run_case(case, impls, repeats, log=None):
+    """-> one row per impl: status ok/missing/error, first-call time, the timed repeats."""
+    rows, live = [], []
+    for impl in impls:
+        row = {"op": case.op, "kind": case.kind, "case": case.label, "size": case.size, "impl": impl,
+               "ours": impl in C.OURS, "device": C.device_of(impl), "unit": case.unit, "work": case.work}
+        try:
+            p = C.prepare(case, impl)
+            row["first_call_s"] = _time_call(p)  # numba compiles (or loads its cache) here
+            _time_call(p)
+            row.update(status="ok", times_s=[])
+            live.append((row, p))
+        except C.Missing as exc:
+            row.update(status="missing", reason=str(exc))
+        except Exception as exc:  # ours or a reference broke: reported, and the run fails
+            row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+        rows.append(row)
+    for r in range(repeats):
+        shift = r % max(len(live), 1)
+        for row, p in live[shift:] + live[:shift]:
+            try:
+                row["times_s"].append(_time_call(p))
+            except Exception as exc:
+                row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+        live = [(row, p) for row, p in live if row["status"] == "ok"]
+    for row in rows:
+        if row["status"] == "ok":
+            t = np.asarray(row["times_s"])
+            q1, med, q3 = np.percentile(t, [25, 50, 75])
+            row.update(median_s=float(med), q1_s=float(q1), q3_s=float(q3), min_s=float(t.min()),
+                       max_s=float(t.max()), rate=case.work / med / 1e9)
+    _ratios(rows)
+    if log:
+        log(f"  {case.op:<10} {case.label}: " + ", ".join(
+            f"{r['impl']} {r['median_s'] * 1e3:.3g} ms" if r["status"] == "ok" else f"{r['impl']} {r['status']}"
+            for r in rows))
+    return rows
+
+
+def _ratios(rows):
+    """ratio = reference time / our time (above 1: ours is faster); GPU/CPU = cpu time / gpu time."""
+    med = {r["impl"]: r["median_s"] for r in rows if r["status"] == "ok"}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        for ref in ("numpy", "torch"):
+            r[f"vs_{ref}"] = med[ref] / r["median_s"] if ref in med and r["impl"] != ref else None
+        if r["impl"] == "gpu" and "cpu" in med:
+            r["gpu_over_cpu"] = med["cpu"] / r["median_s"]
+        elif r["impl"] == "cupy" and "numpy" in med:
+            r["gpu_over_cpu"] = med["numpy"] / r["median_s"]
+        else:
+            r["gpu_over_cpu"] = None
+
+
+# ---------------------------------------------------------------------- output
+def _ms(s):
+    return f"{s * 1e3:.3f}" if s < 1 else f"{s * 1e3:.0f}"
+
+
+def _x(v):
+    return "" if v is None else f"{v:.2f}x"
+
+
+def format_tables(rows):
+    """One markdown table per op, in run order."""
+    out = []
+    for op in C.OPS:
+        op_rows = [r for r in rows if r["op"] == op]
+        if not op_rows:
+            continue
+        unit = op_rows[0]["unit"]
+        out.append(f"### {op} ({unit})")
+        out.append("")
+        head = ["shape", "backend", "median ms", "IQR ms", unit, "vs NumPy", "vs PyTorch", "GPU/CPU", "first call s"]
+        table = [head]
+        for r in op_rows:
+            if r["status"] != "ok":
+                table.append([r["case"], r["impl"], r["status"], "", "", "", "", "", ""])
+                continue
+            table.append([r["case"], r["impl"], _ms(r["median_s"]), f"{_ms(r['q1_s'])}-{_ms(r['q3_s'])}",
+                          f"{r['rate']:.1f}", _x(r["vs_numpy"]), _x(r["vs_torch"]), _x(r["gpu_over_cpu"]),
+                          f"{r['first_call_s']:.2f}"])
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+        fmt = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
+        out.append(fmt(table[0]))
+        out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        out += [fmt(row) for row in table[1:]]
+        out.append("")
+    out.append("median and IQR over the timed repeats; vs NumPy/PyTorch = reference time / this time "
+               "(above 1x: faster than the reference); GPU/CPU = cpu (or numpy) time / gpu (or cupy) time; "
+               "first call = the untimed-in-median first call (ours: Numba compile or cache load).")
+    return "\n".join(out)
+
+
+def write_json(path, payload):
+    """Atomic: a temp file beside PATH, then os.replace, so a reader never sees half a file."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_plot(path, rows):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ("--plot needs matplotlib, which is not installed: pip install 'numbanet[plot]' "
+                "(or pip install matplotlib)")
+    square = [r for r in rows if r["op"] == "gemm" and r["status"] == "ok" and r["case"].count("x") == 2
+              and len(set(r["case"].split("x"))) == 1]
+    if not square:
+        return "--plot: no square GEMM cases ran, nothing to plot"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for impl in dict.fromkeys(r["impl"] for r in square):
+        pts = sorted((r["size"], r["rate"]) for r in square if r["impl"] == impl)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N (N x N x N float32 GEMM)")
+    ax.set_ylabel("GFLOP/s")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+# ---------------------------------------------------------------------- entry point
+def run(case_list, impls, repeats, log=None):
+    rows = []
+    for case in case_list:
+        rows += run_case(case, impls, repeats, log)
+    return rows
+
+
+def main(args, out=None):
+    out = out or sys.stdout
+    err = sys.stderr
+    try:
+        ops = _split(args.ops, C.OPS, "ops")
+        impls = _split(args.backends, C.OURS + C.REFERENCES, "backends")
+    except ValueError as exc:
+        print(exc, file=err)
+        return 2
+    repeats = args.repeats if args.repeats is not None else (3 if (args.quick or args.tiny) else 7)
+    if repeats < 1:
+        print(f"numbanet bench: --repeats must be at least 1, got {repeats}", file=err)
+        return 2
+    started = time.perf_counter()
+    # Numba's OpenMP workers, PyTorch's and OpenBLAS's threads share the cores in this one
+    # process; an OpenMP runtime that spin-waits after each parallel region starves the
+    # next implementation's threads (on 2 cores: 0.01 ms calls measured at 10+ ms).
+    # PASSIVE makes idle workers sleep. An explicit OMP_WAIT_POLICY is kept.
+    omp_policy_set = "OMP_WAIT_POLICY" not in os.environ
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    info = machine_info()
+    info["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"] + (" (set by numbanet bench)" if omp_policy_set else "")
+    print(format_header(info), file=out)
+    print("", file=out)
+    case_list = C.cases_for(ops, quick=args.quick, tiny=args.tiny)
+    rows = run(case_list, impls, repeats, log=lambda s: print(s, file=err, flush=True))
+    print(format_tables(rows), file=out)
+    missing = {}
+    for r in rows:
+        if r["status"] == "missing":
+            missing.setdefault((r["impl"], r["reason"]), []).append(r["op"])
+    if missing:
+        print("\nmissing (not failures):", file=out)
+        for (impl, reason), op_list in missing.items():
+            print(f"  {impl} [{','.join(dict.fromkeys(op_list))}]: {reason}", file=out)
+    errors = [r for r in rows if r["status"] == "error"]
+    for r in errors:
+        print(f"ERROR {r['op']} {r['case']} on {r['impl']}: {r['reason']}", file=err)
+    elapsed = time.perf_counter() - started
+    print(f"\nnumbanet bench{' --quick' if args.quick else ''}: {len(case_list)} cases, {repeats} repeats, "
+          f"{elapsed:.1f} s ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", file=out)
+    status = 1 if errors else 0
+    if args.json:
+        write_json(args.json, {"machine": info, "repeats": repeats, "quick": bool(args.quick),
+                               "elapsed_s": elapsed, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "results": rows})
+        print(f"wrote {args.json}", file=out)
+    if args.plot:
+        problem = write_plot(args.plot, rows)
+        if problem:
+            print(problem, file=err)
+            status = status or 2
+        else:
+            print(f"wrote {args.plot}", file=out)
+    return status
+
+
+if __name__ == "__main__":
+    parser = add_arguments(argparse.ArgumentParser(prog="numbanet bench"))
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,159 @@
+"""The `numbanet bench` runner, in-process on the toy case set (`--tiny`)."""
+import argparse
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from bench import cases as C
+from bench import runner
+
+
+def _args(*argv):
+    return runner.add_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    out = io.StringIO()
+    rc = runner.main(_args("--tiny", "--repeats", "2", "--backends", "cpu,numpy,cupy", "--json", str(path)), out=out)
+    return rc, out.getvalue(), json.loads(path.read_text())
+
+
+def test_json_holds_every_op_with_numpy_beside_ours(tiny_run):
+    rc, _, data = tiny_run
+    assert rc == 0
+    rows = data["results"]
+    for case in C.tiny_cases():
+        by_impl = {r["impl"]: r for r in rows if r["kind"] == case.kind and r["case"] == case.label}
+        assert by_impl["numpy"]["status"] == "ok", case
+        assert by_impl["cpu"]["status"] == "ok", (case, by_impl["cpu"].get("reason"))
+        ours, ref = by_impl["cpu"], by_impl["numpy"]
+        assert len(ours["times_s"]) == 2
+        assert ours["q1_s"] <= ours["median_s"] <= ours["q3_s"]
+        assert ours["min_s"] <= ours["median_s"] <= ours["max_s"]
+        assert math.isclose(ours["rate"], case.work / ours["median_s"] / 1e9)
+        assert math.isclose(ours["vs_numpy"], ref["median_s"] / ours["median_s"])
+        assert ours["first_call_s"] > 0
+    assert {r["op"] for r in rows} == set(C.OPS)
+    assert data["machine"]["logical_cpus"] == os.cpu_count()
+    assert "corename" in data["machine"]["openblas"] or "config" in data["machine"]["openblas"]
+
+
+def test_table_prints_one_table_per_op(tiny_run):
+    _, text, _ = tiny_run
+    for op in C.OPS:
+        assert f"### {op} ({C.UNITS[op]})" in text
+    table_lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    # every table row has the same columns as its header
+    assert all(ln.count("|") == 10 for ln in table_lines)
+    assert any("| cpu " in ln for ln in table_lines) and any("| numpy " in ln for ln in table_lines)
+    assert "CPU:" in text and "GPU:" in text and "NumPy BLAS:" in text
+
+
+def test_missing_reference_reported_not_failed(tiny_run, monkeypatch):
+    rc, text, data = tiny_run
+    import importlib.util
+    if importlib.util.find_spec("cupy") is None:
+        cupy_rows = [r for r in data["results"] if r["impl"] == "cupy"]
+        assert cupy_rows and all(r["status"] == "missing" for r in cupy_rows)
+        assert "missing (not failures):" in text and "cupy [" in text
+    # a reference whose import fails is reported as missing, and the run still succeeds
+    from bench import references
+
+    def gone(case, inp):
+        raise C.Missing("PyTorch is not installed (test)")
+    monkeypatch.setitem(references._PREPARE, "torch", gone)
+    out = io.StringIO()
+    rc = runner.main(_args("--tiny", "--repeats", "1", "--ops", "gemm", "--backends", "cpu,numpy,torch"), out=out)
+    assert rc == 0
+    assert "torch [gemm]: PyTorch is not installed (test)" in out.getvalue()
+    assert "| torch   | missing" in out.getvalue()
+
+
+def test_error_in_an_implementation_fails_the_run(monkeypatch):
+    from bench import references
+
+    def broken(case, inp):
+        raise RuntimeError("boom")
+    monkeypatch.setitem(references._PREPARE, "numpy", broken)
+    out = io.StringIO()
+    rc = runner.main(_args("--tiny", "--repeats", "1", "--ops", "optim", "--backends", "numpy"), out=out)
+    assert rc == 1
+    assert "| numpy   | error" in out.getvalue()
+
+
+def test_ratios_against_an_independent_computation():
+    rows = [{"impl": i, "status": "ok", "median_s": t} for i, t in
+            (("cpu", 2.0), ("gpu", 0.5), ("numpy", 4.0), ("torch", 1.0), ("cupy", 0.25))]
+    runner._ratios(rows)
+    r = {row["impl"]: row for row in rows}
+    assert r["cpu"]["vs_numpy"] == 2.0 and r["cpu"]["vs_torch"] == 0.5
+    assert r["gpu"]["gpu_over_cpu"] == 4.0 and r["cupy"]["gpu_over_cpu"] == 16.0
+    assert r["numpy"]["vs_numpy"] is None and r["cpu"]["gpu_over_cpu"] is None
+
+
+def test_round_robin_rotates_the_order():
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self):
+            order.append(self.name)
+
+        def sync(self):
+            pass
+    case = C.tiny_cases()[0]
+    real = C.prepare
+    try:
+        C.prepare = lambda c, impl, seed=0: Fake(impl)
+        rows = runner.run_case(case, ["cpu", "numpy", "torch"], repeats=3)
+    finally:
+        C.prepare = real
+    timed = order[6:]  # first call and warm-up: two calls each, in impl order
+    assert timed == ["cpu", "numpy", "torch", "numpy", "torch", "cpu", "torch", "cpu", "numpy"]
+    assert all(len(r["times_s"]) == 3 for r in rows)
+
+
+def test_bad_filters_are_rejected():
+    err_out = io.StringIO()
+    assert runner.main(_args("--tiny", "--ops", "gemm,nope"), out=err_out) == 2
+    assert runner.main(_args("--tiny", "--backends", "cpu,blas"), out=err_out) == 2
+    assert runner.main(_args("--tiny", "--repeats", "0"), out=err_out) == 2
+
+
+def test_json_write_is_atomic_and_complete(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("old")
+    runner.write_json(str(path), {"a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_plot_written_or_clear_message(tmp_path):
+    rows = [{"op": "gemm", "status": "ok", "case": f"{n}x{n}x{n}", "size": n, "impl": "cpu", "rate": float(n)}
+            for n in (32, 64)]
+    path = tmp_path / "p.png"
+    problem = runner.write_plot(str(path), rows)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install" in problem and "matplotlib" in problem
+        assert not path.exists()
+    else:
+        assert problem is None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_openblas_env_note_printed_only_when_set():
+    info = {"cpu_model": "x", "logical_cpus": 2, "numba_threads": 2, "gpu": "none", "numpy": np.__version__,
+            "numba": "0", "openblas": {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": None,
+                                       "corename": "Haswell", "source": "t"}}
+    assert "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench" in runner.format_header(info)
+    info["openblas"]["OPENBLAS_CORETYPE"] = None
+    assert "env -u" not in runner.format_header(info)
