@@ -1,0 +1,98 @@
+"""relu/sigmoid/tanh/softmax and their gradients against NumPy and finite differences."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import check_grad, check_op, randn
+
+HYPOTHESIS = settings(max_examples=4 if simulated() else 15, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def sigmoid_ref(x):
+    x = x.astype(np.float64)
+    return (np.exp(-np.logaddexp(0.0, -x)))
+
+
+REFS = {
+    "relu": lambda x: np.where(x > 0, x, 0).astype(x.dtype),
+    "sigmoid": lambda x: sigmoid_ref(x).astype(x.dtype),
+    "tanh": lambda x: np.tanh(x.astype(np.float64)).astype(x.dtype),
+    "softmax": lambda x: (lambda e: (e / e.sum(1, keepdims=True)).astype(x.dtype))(
+        np.exp(x.astype(np.float64) - x.max(1, keepdims=True))),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
+def test_forward(be, name, dtype):
+    x = randn((5, 7), dtype, scale=3.0)
+    check_op(be, lambda be, x: getattr(be, name)(x), [x], REFS[name], k=7)
+
+
+@HYPOTHESIS
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
+       name=st.sampled_from(["relu", "sigmoid", "tanh"]))
+def test_elementwise_forward_any_shape(be, shape, dtype, name):
+    x = randn(tuple(shape), dtype, scale=4.0)
+    check_op(be, lambda be, x: getattr(be, name)(x), [x], REFS[name])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softmax_stable_for_huge_inputs(be, dtype):
+    x = np.array([[-1e4, -100.0, 0.0, 100.0, 1e4]], dtype)
+    s = be.to_numpy(be.sigmoid(be.asarray(x)))
+    assert np.all(np.isfinite(s))
+    np.testing.assert_allclose(s[0, [0, 2, 4]], [0.0, 0.5, 1.0], atol=1e-30)
+    y = be.to_numpy(be.softmax(be.asarray(x)))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, [[0, 0, 0, 0, 1]], atol=1e-30)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
+def test_backward_finite_differences(be, name):
+    x = randn((4, 6), np.float64, scale=2.0)
+    if name == "relu":
+        x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink
+    r = randn((4, 6), np.float64, seed=5)
+
+    def loss(be, x, r):
+        return float(np.sum(be.to_numpy(getattr(be, name)(x)) * be.to_numpy(r)))
+
+    def backward(be, x, r):
+        return getattr(be, name + "_backward")(getattr(be, name)(x), r)
+
+    check_grad(be, loss, backward, [x, r], wrt=[0])
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
+def test_backward_reference_float32(be, name):
+    y = REFS[name](randn((3, 5), np.float32))
+    dy = randn((3, 5), np.float32, seed=2)
+    refs = {
+        "relu": lambda y, dy: np.where(y > 0, dy, 0).astype(y.dtype),
+        "sigmoid": lambda y, dy: dy * y * (1 - y),
+        "tanh": lambda y, dy: dy * (1 - y * y),
+        "softmax": lambda y, dy: (y * (dy - (dy * y).sum(1, keepdims=True))).astype(y.dtype),
+    }
+    check_op(be, lambda be, y, dy: getattr(be, name + "_backward")(y, dy), [y, dy], refs[name], k=5)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
+def test_bad_input(be, name):
+    f = getattr(be, name)
+    b = getattr(be, name + "_backward")
+    with pytest.raises(TypeError, match=name):
+        f(be.asarray(np.zeros((2, 3), np.int32)))
+    with pytest.raises(TypeError, match=name):
+        f(be.asarray(np.zeros((2, 3), np.float16)))
+    with pytest.raises(ValueError, match=name):
+        f(be.asarray(np.zeros((0, 3), np.float32)))
+    with pytest.raises(ValueError, match=name + "_backward"):
+        b(be.asarray(np.zeros((2, 3), np.float32)), be.asarray(np.zeros((3, 2), np.float32)))
+    with pytest.raises(TypeError, match=name + "_backward"):
+        b(be.asarray(np.zeros((2, 3), np.float32)), be.asarray(np.zeros((2, 3), np.float64)))
+    if name == "softmax":
+        with pytest.raises(ValueError, match="softmax"):
+            f(be.asarray(np.zeros((2, 3, 4), np.float32)))
