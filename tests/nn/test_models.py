@@ -1,0 +1,236 @@
+"""Sequential: fit / evaluate / predict / train_on_batch, learning, determinism, bad input."""
+import numpy as np
+import pytest
+
+import nn
+from nn import utils
+from nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from nn.models import Sequential
+
+
+def _blobs(n=200, seed=0):
+    """Two Gaussian blobs in 2-D, linearly separable."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.uint8)
+    x = rng.standard_normal((n, 2)) * 0.5 + np.where(y[:, None] == 1, 2.0, -2.0)
+    return x.astype("float32"), y
+
+
+def _mlp(**kw):
+    m = Sequential([Dense(8, activation="relu", input_shape=(2,)), Dense(2, activation="softmax")], **kw)
+    return m
+
+
+def _images(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 6, 6, 1)).astype("float32"), rng.integers(0, 3, n)
+
+
+def _cnn():
+    m = Sequential()
+    m.add(Conv2D(2, kernel_size=(3, 3), activation="relu", input_shape=(6, 6, 1)))
+    m.add(MaxPooling2D(pool_size=(2, 2)))
+    m.add(Flatten())
+    m.add(Dense(3, activation="softmax"))
+    m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("opt", [nn.optimizers.SGD(learning_rate=0.1), nn.optimizers.Adam(learning_rate=0.01)])
+def test_learns_separable_problem(opt):
+    x, y = _blobs()
+    m = _mlp()
+    m.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = m.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]
+    loss, acc = m.evaluate(x, y, verbose=0)
+    assert acc >= 0.97
+    # evaluate's accuracy agrees with predict's argmax
+    assert acc == np.mean(m.predict(x).argmax(1) == y)
+    assert h is m.history
+
+
+def test_history_keys_and_validation_split_takes_last_fraction():
+    x, y = _blobs(100)
+    m = _mlp()
+    m.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    h = m.fit(x, y, epochs=3, batch_size=10, validation_split=0.2, verbose=0)
+    assert sorted(h.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert all(len(v) == 3 for v in h.history.values())
+    # the last epoch's val figures are evaluate() on the last 20 samples with the final weights
+    vl, va = m.evaluate(x[80:], y[80:], verbose=0)
+    assert np.isclose(h.history["val_loss"][-1], vl, rtol=1e-6) and h.history["val_accuracy"][-1] == va
+
+
+def test_validation_data_and_no_metrics():
+    x, y = _blobs(60)
+    m = _mlp()
+    m.compile("sgd", "categorical_crossentropy")
+    h = m.fit(x[:40], y[:40], epochs=2, validation_data=(x[40:], y[40:]), verbose=0)
+    assert sorted(h.history) == ["loss", "val_loss"]
+    assert isinstance(m.evaluate(x, y, verbose=0), float)
+
+
+def test_epoch_loss_is_sample_weighted_mean_of_batch_losses():
+    x, y = _blobs(25)
+    m = _mlp()
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    w0 = m.get_weights()
+    h = m.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0)
+    m2 = _mlp()
+    m2.compile("sgd", "sparse_categorical_crossentropy")
+    m2.set_weights(w0)
+    losses = [m2.train_on_batch(x[i:i + 10], y[i:i + 10]) for i in (0, 10, 20)]
+    assert np.isclose(h.history["loss"][0], (10 * losses[0] + 10 * losses[1] + 5 * losses[2]) / 25, rtol=1e-6)
+    for a, b in zip(m.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_article_style_cnn_shapes_and_integer_labels():
+    x, y = _images()
+    m = _cnn()
+    m.fit(x, y.astype(np.uint8), batch_size=4, epochs=1, verbose=0)
+    p = m.predict(x, batch_size=3)
+    assert p.shape == (8, 3) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    res = m.evaluate(x, nn.utils.to_categorical(y, 3), verbose=0)
+    assert len(res) == 2 and 0.0 <= res[1] <= 1.0
+    assert np.isclose(res[0], m.evaluate(x, y, verbose=0)[0], rtol=1e-6)
+
+
+def test_same_seed_same_weights_and_training():
+    def run():
+        utils.set_random_seed(7)
+        m = Sequential([Dense(8, activation="relu", input_shape=(2,)), Dropout(0.3), Dense(2, activation="softmax")])
+        m.compile("adam", "sparse_categorical_crossentropy")
+        w0 = m.get_weights()
+        m.fit(*_blobs(64), batch_size=8, epochs=2, verbose=0)
+        return w0, m.get_weights()
+    (a0, a1), (b0, b1) = run(), run()
+    for p, q in zip(a0 + a1, b0 + b1):
+        np.testing.assert_array_equal(p, q)
+    utils.set_random_seed(8)
+    assert not np.array_equal(Sequential([Dense(8, input_shape=(2,))]).get_weights()[0], a0[0])
+
+
+def test_float64_model_and_set_floatx():
+    m = _mlp(dtype="float64")
+    assert m.get_weights()[0].dtype == np.float64
+    utils.set_floatx("float64")
+    assert _mlp().get_weights()[0].dtype == np.float64
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        Sequential(dtype="float16")
+
+
+def test_build_on_first_fit_without_input_shape():
+    m = Sequential([Dense(4, activation="relu"), Dense(2, activation="softmax")])
+    assert not m.built
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    m.fit(*_blobs(20), verbose=0)
+    assert m.layers[0].input_shape == (2,) and len(m.get_weights()) == 4
+
+
+def test_summary_table(capsys):
+    m = _cnn()
+    m.summary()
+    out = capsys.readouterr().out
+    assert f'Model: "{m.name}"' in out
+    assert "(None, 4, 4, 2)" in out and "(None, 2, 2, 2)" in out and "(None, 8)" in out
+    total = (3 * 3 * 1 * 2 + 2) + (8 * 3 + 3)
+    assert f"Total params: {total:,}" in out
+    assert "Conv2D" in out and "MaxPooling2D" in out and "Flatten" in out and "Dense" in out
+
+
+def test_set_weights_checks_and_roundtrip():
+    m = _mlp()
+    w = [np.full(a.shape, 0.5, a.dtype) for a in m.get_weights()]
+    m.set_weights(w)
+    for a, b in zip(m.get_weights(), w):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"has shape \(2, 8\), got \(3, 8\)"):
+        m.set_weights([np.zeros((3, 8))] + w[1:])
+    with pytest.raises(ValueError, match="the model has 4 weight arrays, got 3"):
+        m.set_weights(w[:3])
+
+
+def test_to_same_backend_keeps_training():
+    m = _mlp()
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(*_blobs(32), verbose=0)
+    w = m.get_weights()
+    assert m.to("cpu") is m
+    for a, b in zip(m.get_weights(), w):
+        np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def _compiled_cnn_data():
+    return _cnn(), _images()
+
+
+def test_wrong_image_shape():
+    m, (x, y) = _compiled_cnn_data()
+    with pytest.raises(ValueError, match=r"fit: x has per-sample shape \(6, 6\) but layer 'conv2d.*' expects "
+                                         r"\(6, 6, 1\)"):
+        m.fit(x[..., 0], y, verbose=0)
+    with pytest.raises(ValueError, match=r"predict: x has per-sample shape \(5, 6, 1\)"):
+        m.predict(x[:, :5])
+
+
+def test_lengths_differ():
+    m, (x, y) = _compiled_cnn_data()
+    with pytest.raises(ValueError, match="x and y have different lengths \\(x has 8 samples, y has 7 samples"):
+        m.fit(x, y[:7], verbose=0)
+
+
+def test_label_out_of_range():
+    m, (x, y) = _compiled_cnn_data()
+    y = y.copy()
+    y[2] = 3
+    with pytest.raises(ValueError, match=r"label 3 in y is out of range: layer 'dense.*' has 3 classes, "
+                                         r"expected labels in \[0, 2\]"):
+        m.evaluate(x, y, verbose=0)
+    y[2] = -1
+    with pytest.raises(ValueError, match="label -1 in y is out of range"):
+        m.fit(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("bs", [0, -4, 2.5])
+def test_bad_batch_size(bs):
+    m, (x, y) = _compiled_cnn_data()
+    with pytest.raises(ValueError, match=f"fit: batch_size must be a positive int, got {bs}"):
+        m.fit(x, y, batch_size=bs, verbose=0)
+    with pytest.raises(ValueError, match="predict: batch_size must be a positive int"):
+        m.predict(x, batch_size=bs)
+
+
+def test_empty_data():
+    m, (x, y) = _compiled_cnn_data()
+    with pytest.raises(ValueError, match=r"fit: x is empty .*x.shape=\(0, 6, 6, 1\)"):
+        m.fit(x[:0], y[:0], verbose=0)
+
+
+def test_nan_in_x():
+    m, (x, y) = _compiled_cnn_data()
+    x = x.copy()
+    x[1, 2, 3, 0] = np.nan
+    x[4, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="fit: x holds 2 NaN or infinite values"):
+        m.fit(x, y, verbose=0)
+
+
+def test_wrong_dtypes_are_refused_not_cast():
+    m, (x, y) = _compiled_cnn_data()
+    with pytest.raises(TypeError, match="fit: x has dtype float64 but the model runs in float32"):
+        m.fit(x.astype("float64"), y, verbose=0)
+    with pytest.raises(TypeError, match="predict: x has dtype uint8 but the model runs in float32"):
+        m.predict((x * 255).astype(np.uint8))
+    with pytest.raises(TypeError, match="class labels y must be integers, got dtype float32"):
+        m.fit(x, y.astype("float32"), verbose=0)
+
+
+def test_fit_before_compile():
+    x, y = _blobs(10)
+    with pytest.raises(RuntimeError, match="call model.compile"):
+        _mlp().fit(x, y, verbose=0)
