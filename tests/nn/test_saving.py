@@ -1,0 +1,140 @@
+"""One-file saving: round trip, bit-identical resumed training, corrupt files, atomic writes."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import nn
+from nn import saving, utils
+from nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from nn.models import Sequential, load_model
+
+
+def _model(opt="adam"):
+    m = Sequential([Conv2D(2, 3, activation="relu", input_shape=(6, 6, 1),
+                           kernel_regularizer=nn.regularizers.l2(0.01)),
+                    MaxPooling2D(2), Flatten(), Dropout(0.2), Dense(3, activation="softmax")])
+    m.compile(opt, "categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.random((24, 6, 6, 1)).astype("float32"), rng.integers(0, 3, 24)
+
+
+def test_save_load_predict_identical(tmp_path):
+    m = _model()
+    x, y = _data()
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    path = tmp_path / "model.npz"
+    m.save(path)
+    m2 = load_model(path)
+    np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+    assert [type(l).__name__ for l in m2.layers] == [type(l).__name__ for l in m.layers]
+    assert m2.layers[0].kernel_regularizer.l2 == 0.01 and m2.layers[3].rate == 0.2
+    assert m2.evaluate(x, y, verbose=0) == m.evaluate(x, y, verbose=0)
+    assert m2.optimizer.iterations == m.optimizer.iterations == 3
+
+
+def test_file_holds_no_pickles(tmp_path):
+    m = _model()
+    m.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+        cfg = json.loads(data["config"].tobytes())
+    assert cfg["model"]["layers"][0]["class_name"] == "Conv2D"
+
+
+@pytest.mark.parametrize("opt", ["adam", lambda: nn.optimizers.SGD(0.05, momentum=0.9)])
+def test_resumed_training_matches_uninterrupted(tmp_path, opt):
+    x, y = _data()
+    make = (lambda: _model(opt())) if callable(opt) else (lambda: _model(opt))
+    utils.set_random_seed(3)
+    a = make()
+    a.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    a.save(tmp_path / "ckpt.npz")
+    utils.set_random_seed(99)  # the second epoch's shuffling and dropout seeds
+    a.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    b = load_model(tmp_path / "ckpt.npz")
+    utils.set_random_seed(99)
+    b.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_uncompiled_model_round_trip(tmp_path):
+    m = Sequential([Dense(3, input_shape=(2,))], dtype="float64")
+    m.save(tmp_path / "u.npz")
+    m2 = load_model(tmp_path / "u.npz")
+    assert not m2.compiled and m2.dtype == np.float64
+    np.testing.assert_array_equal(m2.get_weights()[0], m.get_weights()[0])
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"load_model: {path} is not a valid numbanet model file"):
+        load_model(path)
+
+
+def test_garbage_and_foreign_files(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="junk.npz is not a valid numbanet model file"):
+        load_model(junk)
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(ValueError, match="other.npz is not a valid numbanet model file: it holds no config"):
+        load_model(other)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_model(tmp_path / "missing.npz")
+
+
+def _rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def test_mismatched_weights_and_bad_json(tmp_path):
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    _rewrite(path, weight_0000=np.zeros((2, 2), "float32"))
+    with pytest.raises(ValueError, match="its weights do not match its architecture"):
+        load_model(path)
+    _model().save(path)
+    _rewrite(path, config=np.frombuffer(b"{not json", dtype=np.uint8))
+    with pytest.raises(ValueError, match="its config is not valid JSON"):
+        load_model(path)
+    _model().save(path)
+    with np.load(path, allow_pickle=False) as data:
+        cfg = json.loads(data["config"].tobytes())
+    cfg["model"]["layers"][0]["class_name"] = "LSTM"
+    _rewrite(path, config=np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8))
+    with pytest.raises(ValueError, match="its architecture cannot be rebuilt .*unknown layer class 'LSTM'"):
+        load_model(path)
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    m = _model()
+    m.save(path)
+    before = path.read_bytes()
+
+    def failing_savez(f, **arrays):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saving.np, "savez", failing_savez)
+    m.fit(*_data(), epochs=1, verbose=0)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+    assert zipfile.is_zipfile(path)
