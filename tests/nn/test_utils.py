@@ -1,0 +1,63 @@
+"""to_categorical, the library RNG, initializers, regularizer objects, activation names."""
+import numpy as np
+import pytest
+
+from nn import activations, initializers, regularizers, utils
+
+
+def test_to_categorical_matches_eye():
+    y = np.array([2, 0, 1, 2], dtype=np.uint8)
+    np.testing.assert_array_equal(utils.to_categorical(y), np.eye(3, dtype="float32")[y])
+    assert utils.to_categorical(y, num_classes=5).shape == (4, 5)
+    np.testing.assert_array_equal(utils.to_categorical(y[:, None], 3), np.eye(3)[y])
+    with pytest.raises(ValueError, match="class id 2 is out of range for num_classes=2"):
+        utils.to_categorical(y, 2)
+    with pytest.raises(ValueError, match="class ids must be >= 0, got -1"):
+        utils.to_categorical(np.array([-1, 0]))
+
+
+def test_set_random_seed_repeats_draws():
+    utils.set_random_seed(5)
+    a = initializers.initialize("glorot_uniform", (4, 3), "float32")
+    utils.set_random_seed(5)
+    b = initializers.initialize("glorot_uniform", (4, 3), "float32")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        utils.set_random_seed(-1)
+
+
+@pytest.mark.parametrize("shape,fan_in,fan_out", [((5, 7), 5, 7), ((3, 3, 2, 8), 18, 72)])
+def test_fans_and_glorot_spread(shape, fan_in, fan_out):
+    assert initializers.fans(shape) == (fan_in, fan_out)
+    utils.set_random_seed(0)
+    w = initializers.initialize("glorot_uniform", (200,) + shape[1:] if len(shape) == 2 else shape, "float64")
+    fi, fo = initializers.fans(w.shape)
+    lim = np.sqrt(6 / (fi + fo))
+    assert np.abs(w).max() <= lim
+    assert abs(w.std() - lim / np.sqrt(3)) < 0.15 * lim
+
+
+def test_regularizer_defaults_and_lookup():
+    assert (regularizers.l1().l1, regularizers.l1().l2) == (0.01, 0.0)
+    assert (regularizers.l2().l1, regularizers.l2().l2) == (0.0, 0.01)
+    r = regularizers.get("l1_l2")
+    assert (r.l1, r.l2) == (0.01, 0.01)
+    with pytest.raises(ValueError, match="regularizer must be None"):
+        regularizers.get("l3")
+
+
+def test_regularizer_penalty_and_gradient_match_numpy():
+    import kernels
+    be = kernels.get_backend()
+    w = np.random.default_rng(0).standard_normal((4, 3))
+    r = regularizers.l1_l2(0.02, 0.03)
+    assert np.isclose(r.penalty(be, be.asarray(w)), 0.02 * np.abs(w).sum() + 0.03 * (w ** 2).sum(), rtol=1e-12)
+    dw = np.ones_like(w)
+    r.add_gradient(be, be.asarray(w), dw)
+    np.testing.assert_allclose(dw, 1 + 0.02 * np.sign(w) + 0.06 * w, rtol=1e-12)
+
+
+def test_activation_names():
+    assert activations.get(None) == "linear" and activations.get("ReLU") == "relu"
+    with pytest.raises(ValueError, match="activation must be one of linear, relu, sigmoid, tanh, softmax"):
+        activations.get("gelu")
