@@ -39,13 +39,14 @@ def _softmax_ce_rows(z, y, onehot, labels, losses, dz):
         total = z.dtype.type(0)
         for k in range(c):
             total += math.exp(z[r, k] - mx)
-        lse = mx + math.log(total)
+        log_total = math.log(total)
         inv_total = z.dtype.type(1) / total
-        # Computed relative to the row max so logits of 1e4 stay finite.
+        # lse - z_k as (max - z_k) + log(total): relative to the row max, so logits of 1e4
+        # neither overflow nor lose the loss's digits to a large intermediate.
         loss = z.dtype.type(0)
         for k in range(c):
             t = y[r, k] if onehot else (z.dtype.type(1) if labels[r] == k else z.dtype.type(0))
-            loss += t * (lse - z[r, k])
+            loss += t * ((mx - z[r, k]) + log_total)
             dz[r, k] = (math.exp(z[r, k] - mx) * inv_total - t) * inv_n
         losses[r] = loss
 
@@ -129,4 +130,5 @@ def _accuracy_onehot(scores, labels):
 def accuracy(scores, labels, onehot):
     if onehot:
         return int(_accuracy_onehot(scores, labels))
+    _labels_in_range("accuracy", labels, scores.shape[1])
     return int(_accuracy_int(scores, labels))

@@ -1,0 +1,184 @@
+"""softmax_cross_entropy, crossentropy, mse and accuracy against NumPy references."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import simulated
+from helpers import check_grad, check_op, randn
+
+HYPOTHESIS = settings(max_examples=4 if simulated() else 15, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def onehot(labels, c, dtype):
+    y = np.zeros((labels.shape[0], c), dtype)
+    y[np.arange(labels.shape[0]), labels] = 1
+    return y
+
+
+def as_rows(labels, c, dtype):
+    return onehot(labels, c, np.float64) if labels.ndim == 1 else labels.astype(np.float64)
+
+
+def softmax_ce_ref(z, labels):
+    z64 = z.astype(np.float64)
+    y = as_rows(labels, z.shape[1], z.dtype)
+    mx = z64.max(1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(z64 - mx).sum(1))
+    losses = lse - (y * z64).sum(1)
+    soft = np.exp(z64 - lse[:, None])
+    return losses.astype(z.dtype), ((soft - y) / z.shape[0]).astype(z.dtype)
+
+
+def crossentropy_ref(p, labels, eps=1e-7):
+    y = as_rows(labels, p.shape[1], p.dtype)
+    p64 = p.astype(np.float64)
+    pc = np.clip(p64, eps, 1 - eps)
+    losses = -(y * np.log(pc)).sum(1)
+    inside = (p64 >= eps) & (p64 <= 1 - eps)
+    d = np.where(inside, -y / pc / p.shape[0], 0.0)
+    return losses.astype(p.dtype), d.astype(p.dtype)
+
+
+def mse_ref(p, t):
+    n = p.shape[0]
+    d = (p.astype(np.float64) - t).reshape(n, -1)
+    return (d * d).mean(1).astype(p.dtype), (2 * d / d.size).reshape(p.shape).astype(p.dtype)
+
+
+def labels_for(n, c, seed=0):
+    return np.random.default_rng(seed).integers(0, c, n)
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 12), c=st.integers(1, 11), dtype=st.sampled_from([np.float32, np.float64]),
+       int_dtype=st.sampled_from([np.int32, np.int64, np.uint8]), scale=st.sampled_from([1.0, 30.0]))
+def test_softmax_cross_entropy(be, n, c, dtype, int_dtype, scale):
+    z = randn((n, c), dtype, scale=scale)
+    labels = labels_for(n, c).astype(int_dtype)
+    check_op(be, lambda be, z, l: be.softmax_cross_entropy(z, l), [z, labels], softmax_ce_ref, k=c, scale=scale)
+    y = onehot(labels, c, dtype)
+    check_op(be, lambda be, z, l: be.softmax_cross_entropy(z, l), [z, y], softmax_ce_ref, k=c, scale=scale)
+
+
+def test_int_labels_and_onehot_agree(be):
+    z = randn((6, 4), np.float32)
+    labels = labels_for(6, 4)
+    a = [be.to_numpy(r) for r in be.softmax_cross_entropy(be.asarray(z), be.asarray(labels))]
+    b = [be.to_numpy(r) for r in be.softmax_cross_entropy(be.asarray(z), be.asarray(onehot(labels, 4, np.float32)))]
+    for u, w in zip(a, b):
+        np.testing.assert_allclose(u, w, rtol=1e-6, atol=1e-7)
+
+
+def test_soft_labels(be):
+    z = randn((5, 3), np.float64)
+    y = np.random.default_rng(1).dirichlet(np.ones(3), 5)
+    check_op(be, lambda be, z, y: be.softmax_cross_entropy(z, y), [z, y], softmax_ce_ref, k=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_huge_logits(be, dtype):
+    z = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4 - 2.0], [-1e4, -1e4, -1e4]], dtype)
+    labels = np.array([0, 2, 1])
+    losses, dz = (be.to_numpy(r) for r in be.softmax_cross_entropy(be.asarray(z), be.asarray(labels)))
+    assert np.all(np.isfinite(losses)) and np.all(np.isfinite(dz))
+    want_l, want_d = softmax_ce_ref(z, labels)
+    np.testing.assert_allclose(losses, want_l, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dz, want_d, rtol=1e-5, atol=1e-6)
+    # Row 1: the label's logit is 2 below the max and the third is e^-1e4 away from
+    # mattering, so the loss is log(1 + e^2) to full precision.
+    np.testing.assert_allclose(losses[1], np.log1p(np.exp(2.0)), rtol=1e-6)
+
+
+def test_softmax_cross_entropy_gradient_finite_differences(be):
+    z = randn((4, 5), np.float64, scale=2.0)
+    labels = labels_for(4, 5)
+    check_grad(be, lambda be, z: float(np.mean(be.to_numpy(be.softmax_cross_entropy(z, be.asarray(labels))[0]))),
+               lambda be, z: be.softmax_cross_entropy(z, be.asarray(labels))[1], [z], wrt=[0])
+
+
+@pytest.mark.parametrize("op", ["softmax_cross_entropy", "crossentropy", "accuracy"])
+def test_label_out_of_range(be, op):
+    z = be.asarray(np.full((3, 4), 0.25, np.float32))
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match=rf"{op}.*{bad}"):
+            getattr(be, op)(z, be.asarray(np.array([0, bad, 1])))
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 10), c=st.integers(2, 9), dtype=st.sampled_from([np.float32, np.float64]))
+def test_crossentropy(be, n, c, dtype):
+    rng = np.random.default_rng(n * 10 + c)
+    p = rng.dirichlet(np.ones(c), n).astype(dtype)
+    p[0, 0] = 0.0  # clipped at eps: zero gradient there
+    labels = labels_for(n, c)
+    check_op(be, lambda be, p, l: be.crossentropy(p, l), [p, labels], crossentropy_ref, k=c, scale=1e7)
+    y = onehot(labels, c, dtype)
+    check_op(be, lambda be, p, l: be.crossentropy(p, l), [p, y], crossentropy_ref, k=c, scale=1e7)
+
+
+def test_crossentropy_gradient_finite_differences(be):
+    p = np.random.default_rng(3).dirichlet(np.ones(5), 4)
+    labels = labels_for(4, 5)
+    check_grad(be, lambda be, p: float(np.mean(be.to_numpy(be.crossentropy(p, be.asarray(labels))[0]))),
+               lambda be, p: be.crossentropy(p, be.asarray(labels))[1], [p], wrt=[0])
+
+
+@HYPOTHESIS
+@given(shape=st.lists(st.integers(1, 8), min_size=1, max_size=3), dtype=st.sampled_from([np.float32, np.float64]))
+def test_mse(be, shape, dtype):
+    p = randn(tuple(shape), dtype)
+    t = randn(tuple(shape), dtype, seed=1)
+    check_op(be, lambda be, p, t: be.mse(p, t), [p, t], mse_ref, k=int(np.prod(shape)), scale=4.0)
+
+
+def test_mse_gradient_finite_differences(be):
+    p = randn((3, 4), np.float64)
+    t = randn((3, 4), np.float64, seed=1)
+    check_grad(be, lambda be, p, t: float(np.mean(be.to_numpy(be.mse(p, t)[0]))),
+               lambda be, p, t: be.mse(p, t)[1], [p, t], wrt=[0])
+
+
+def test_accuracy(be):
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.0, 0.1, 0.9], [0.3, 0.3, 0.4]], np.float32)
+    labels = np.array([1, 1, 2, 0])
+    # Row 1 ties: the first max (class 0) counts, so it misses label 1.
+    want = sum(int(np.argmax(s) == l) for s, l in zip(scores, labels))
+    assert want == 2
+    assert be.accuracy(be.asarray(scores), be.asarray(labels)) == want
+    assert be.accuracy(be.asarray(scores), be.asarray(onehot(labels, 3, np.float32))) == want
+
+
+@pytest.mark.parametrize("op", ["softmax_cross_entropy", "crossentropy", "accuracy"])
+def test_bad_input(be, op):
+    f = getattr(be, op)
+    z = be.asarray(np.zeros((3, 4), np.float32))
+    lab = be.asarray(np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((3, 4, 1), np.float32)), lab)
+    with pytest.raises(TypeError, match=op):
+        f(be.asarray(np.zeros((3, 4), np.int32)), lab)
+    with pytest.raises(TypeError, match=op):
+        f(be.asarray(np.zeros((3, 4), np.float16)), lab)
+    with pytest.raises(ValueError, match=op):
+        f(be.asarray(np.zeros((0, 4), np.float32)), be.asarray(np.zeros(0, np.int64)))
+    with pytest.raises(ValueError, match=op):
+        f(z, be.asarray(np.array([0, 1])))
+    with pytest.raises(TypeError, match=op):
+        f(z, be.asarray(np.array([0.0, 1.0, 2.0], np.float32)))
+    with pytest.raises(TypeError, match=op):
+        f(z, be.asarray(np.zeros((3, 4), np.float64)))
+    with pytest.raises(ValueError, match=op):
+        f(z, be.asarray(np.zeros((3, 5), np.float32)))
+
+
+def test_mse_bad_input(be):
+    p = be.asarray(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="mse"):
+        be.mse(p, be.asarray(np.zeros((4, 3), np.float32)))
+    with pytest.raises(TypeError, match="mse"):
+        be.mse(p, be.asarray(np.zeros((3, 4), np.float64)))
+    with pytest.raises(TypeError, match="mse"):
+        be.mse(be.asarray(np.zeros((3, 4), np.int32)), p)
+    with pytest.raises(ValueError, match="mse"):
+        be.mse(be.asarray(np.zeros((0, 4), np.float32)), be.asarray(np.zeros((0, 4), np.float32)))
