@@ -32,7 +32,7 @@ def add_arguments(parser):
                         help="comma-separated implementations: our backends cpu,gpu and the references "
                              "numpy,torch,cupy (default: all that are available)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats per case (default 7, 3 with --quick)")
+                        help="timed repeats per case (default 7, 5 with --quick)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes, for the tests
     return parser
 
@@ -73,7 +73,8 @@ def format_header(info):
              + (f"; torch threads: {info['torch_threads']}" if info.get("torch") else ""),
              f"GPU: {info['gpu']}",
              f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
-             f"NumPy BLAS: {ob.get('config', '')} core kernel: {ob.get('corename', 'unknown')} "
+             f"NumPy BLAS: {ob.get('config') or 'OpenBLAS ' + str(ob.get('version'))}, "
+             f"core kernel: {ob.get('corename', 'unknown')}, "
              f"threads: {ob.get('threads', '?')} (via {ob.get('source')})"]
     if info.get("OMP_WAIT_POLICY"):
         lines.append(f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}")
@@ -159,8 +160,11 @@ def _x(v):
 def format_tables(rows):
     """One markdown table per op, in run order."""
     out = []
+    # An implementation missing from every case (no GPU, CuPy not installed) is left out of
+    # the tables; the "missing" list under them says why.
+    ran = {r["impl"] for r in rows if r["status"] != "missing"}
     for op in C.OPS:
-        op_rows = [r for r in rows if r["op"] == op]
+        op_rows = [r for r in rows if r["op"] == op and r["impl"] in ran]
         if not op_rows:
             continue
         unit = op_rows[0]["unit"]
@@ -245,7 +249,7 @@ def main(args, out=None):
     except ValueError as exc:
         print(exc, file=err)
         return 2
-    repeats = args.repeats if args.repeats is not None else (3 if (args.quick or args.tiny) else 7)
+    repeats = args.repeats if args.repeats is not None else (5 if args.quick else 3 if args.tiny else 7)
     if repeats < 1:
         print(f"numbanet bench: --repeats must be at least 1, got {repeats}", file=err)
         return 2
