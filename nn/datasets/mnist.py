@@ -67,7 +67,7 @@ def _mirrors(base_url):
     return [u if u.endswith("/") else u + "/" for u in urls]
 
 
-def load_data(data_dir=None, base_url=None, sha256=None, timeout=10.0):
+def load_data(data_dir=None, base_url=None, sha256=None, timeout=5.0):
     """Return ((x_train, y_train), (x_test, y_test)): uint8 images (N, 28, 28), uint8 labels.
 
     data_dir: the cache directory (default NUMBANET_DATA or ~/.cache/numbanet).
