@@ -23,7 +23,7 @@ def add_arguments(parser):
                         help="MNIST cache directory (default NUMBANET_DATA, else ~/.cache/numbanet)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT,
                         help=f"where to save the trained model (default ./{DEFAULT_OUTPUT})")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling (default 0)")
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="train on the first N training digits only (a quick smoke run)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -39,6 +39,17 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 

@@ -59,7 +59,7 @@ def test_train_saves_a_model_and_reports_accuracy(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"), ("--limit", "x"),
-                                        ("--backend", "tpu")])
+                                        ("--backend", "tpu"), ("--seed", "-3")])
 def test_bad_flags_are_refused(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", flag, value])
