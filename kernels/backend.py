@@ -317,9 +317,9 @@ class Backend:
         shapes.check_float(op, "b", b)
         shapes.check_same_dtype(op, [("x", x), ("b", b)])
         shapes.check_nonempty(op, "x", x)
-        shapes.check_shape(op, "b", b, (x.shape[-1],))
+        shapes.check_shape(op, "b", b, (x.shape[x.ndim - 1],))
         y = self.empty(x.shape, x.dtype)
-        c = x.shape[-1]
+        c = x.shape[x.ndim - 1]  # the CUDA simulator's shapes refuse negative indices
         self.elementwise.bias_add(self.reshape(x, (x.size // c, c)), b, self.reshape(y, (x.size // c, c)))
         return y
 
@@ -394,7 +394,7 @@ class Backend:
         """Sum over every axis but the last (a bias gradient): (..., C) -> (C,)."""
         op = "column_sum"
         x = self._unary(op, x)
-        c = x.shape[-1]
+        c = x.shape[x.ndim - 1]  # the CUDA simulator's shapes refuse negative indices
         out = self.empty((c,), x.dtype)
         self.reduce.column_sum(self.reshape(x, (x.size // c, c)), out)
         return out
