@@ -8,7 +8,7 @@ import numpy as np
 from numba import cuda
 
 from kernels.backend import Backend
-from kernels.gpu.launch import THREADS_1D, blocks_1d
+from kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit
@@ -47,7 +47,7 @@ class GpuBackend(Backend):
         a = cuda.device_array(shape, dtype=np.dtype(dtype))
         if a.size:
             flat = a.reshape(a.size)
-            _fill_zero[blocks_1d(a.size), THREADS_1D](flat)
+            _fill_zero[grid_1d(a.size)](flat)
         return a
 
     def copy(self, array):
@@ -87,7 +87,7 @@ def _copy_strided(src, dst):
         raise ValueError(f"gpu backend: cannot make a {src.ndim}-D non-contiguous array contiguous "
                          "(1-D to 4-D supported)")
     if dst.size:
-        _COPY[src.ndim][blocks_1d(dst.size), THREADS_1D](src, dst)
+        _COPY[src.ndim][grid_1d(dst.size)](src, dst)
 
 
 @cuda.jit

@@ -9,11 +9,11 @@ import math
 
 from numba import cuda
 
-from kernels.gpu.launch import THREADS_1D, blocks_1d
+from kernels.gpu.launch import grid_1d, rows_1d
 
 
 def _launch(kernel, n, *args):
-    kernel[blocks_1d(n), THREADS_1D](*args)
+    kernel[grid_1d(n)](*args)
 
 
 @cuda.jit
@@ -112,8 +112,8 @@ def tanh_backward(y, dy, dx):
 
 
 def softmax_forward(x, y):
-    _softmax_forward[-(-x.shape[0] // THREADS_1D), THREADS_1D](x, y)
+    _softmax_forward[rows_1d(x.shape[0])](x, y)
 
 
 def softmax_backward(y, dy, dx):
-    _softmax_backward[-(-y.shape[0] // THREADS_1D), THREADS_1D](y, dy, dx)
+    _softmax_backward[rows_1d(y.shape[0])](y, dy, dx)

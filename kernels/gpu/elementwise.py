@@ -11,7 +11,7 @@ import numpy as np
 from numba import cuda, uint64
 
 from kernels.gpu import reduce
-from kernels.gpu.launch import THREADS_1D, blocks_1d, first_out_of_range
+from kernels.gpu.launch import first_out_of_range, grid_1d
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -38,7 +38,7 @@ def _dropout(x, y, mask, rate, seed, keep_scale):
 
 def dropout_forward(x, y, mask, rate, seed):
     keep_scale = x.dtype.type(1.0 / (1.0 - rate))
-    _dropout[blocks_1d(x.shape[0]), THREADS_1D](x, y, mask, float(rate), np.uint64(seed), keep_scale)
+    _dropout[grid_1d(x.shape[0])](x, y, mask, float(rate), np.uint64(seed), keep_scale)
 
 
 @cuda.jit
@@ -48,7 +48,7 @@ def _multiply(a, b, out):
 
 
 def multiply(a, b, out):
-    _multiply[blocks_1d(a.shape[0]), THREADS_1D](a, b, out)
+    _multiply[grid_1d(a.shape[0])](a, b, out)
 
 
 @cuda.jit
@@ -58,7 +58,7 @@ def _scale(x, alpha, y):
 
 
 def scale(x, alpha, y):
-    _scale[blocks_1d(x.shape[0]), THREADS_1D](x, x.dtype.type(alpha), y)
+    _scale[grid_1d(x.shape[0])](x, x.dtype.type(alpha), y)
 
 
 @cuda.jit
@@ -72,7 +72,7 @@ def _bias_add(x, b, y):
 
 
 def bias_add(x, b, y):
-    _bias_add[blocks_1d(x.size), THREADS_1D](x, b, y)
+    _bias_add[grid_1d(x.size)](x, b, y)
 
 
 @cuda.jit
@@ -90,7 +90,7 @@ def take_rows(x, indices, y):
         raise ValueError(f"take_rows: indices[{bad[0]}]={bad[1]} is out of range for "
                          f"x with {x.shape[0]} rows")
     if y.size:
-        _take_rows[blocks_1d(y.size), THREADS_1D](x, indices, y)
+        _take_rows[grid_1d(y.size)](x, indices, y)
 
 
 @cuda.jit
@@ -104,7 +104,7 @@ def _l1_l2_grad(w, dw, l1, two_l2):
 
 def l1_l2_grad(w, dw, l1, l2):
     t = w.dtype.type
-    _l1_l2_grad[blocks_1d(w.shape[0]), THREADS_1D](w, dw, t(l1), t(2.0 * l2))
+    _l1_l2_grad[grid_1d(w.shape[0])](w, dw, t(l1), t(2.0 * l2))
 
 
 def l1_l2_penalty(w, l1, l2):

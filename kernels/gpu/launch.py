@@ -42,8 +42,23 @@ def first_out_of_range(idx, n):
     import numpy as np
     size = idx.shape[0]
     first = cuda.to_device(np.array([size], dtype=np.int64))
-    _first_out_of_range[blocks_1d(size), THREADS_1D](idx, n, first)
+    _first_out_of_range[grid_1d(size)](idx, n, first)
     at = int(first.copy_to_host()[0])
     if at == size:
         return None
     return at, int(idx[at:at + 1].copy_to_host()[0])
+
+
+def grid_1d(n):
+    """(blocks, threads) for a grid-stride kernel over n items: whole warps, no more
+    threads than items for small arrays (a 10-element bias needs one warp, not 8)."""
+    n = max(1, int(n))
+    threads = min(THREADS_1D, 32 * -(-n // 32))
+    return blocks_1d(n, threads), threads
+
+
+def rows_1d(n):
+    """(blocks, threads) for a kernel with one thread per item and no grid-stride loop."""
+    n = max(1, int(n))
+    threads = min(THREADS_1D, 32 * -(-n // 32))
+    return -(-n // threads), threads

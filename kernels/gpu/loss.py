@@ -12,130 +12,114 @@ import math
 import numpy as np
 from numba import cuda
 
-from kernels.gpu.launch import THREADS_1D
+from kernels.gpu.launch import first_out_of_range, rows_1d
 
 
-def _rows(n):
-    return -(-n // THREADS_1D)
+def _labels_in_range(op, labels, c):
+    bad = first_out_of_range(labels, c)
+    if bad is not None:
+        raise ValueError(f"{op}: label {bad[1]} is out of range for {c} classes "
+                         f"(labels must be in [0, {c}))")
 
 
-@cuda.jit(device=True, inline=True)
-def _row_logsumexp(z, i):
-    c = z.shape[1]
-    mx = z[i, 0]
-    for j in range(1, c):
-        mx = max(mx, z[i, j])
-    s = z[i, 0] * 0
-    for j in range(c):
-        s += math.exp(z[i, j] - mx)
-    return mx, s
+def _make_sce(onehot):
+    @cuda.jit
+    def kernel(z, labels, losses, dz, inv_n, one):
+        i = cuda.grid(1)
+        if i < z.shape[0]:
+            c = z.shape[1]
+            mx = z[i, 0]
+            for j in range(1, c):
+                if z[i, j] > mx:
+                    mx = z[i, j]
+            total = one * 0
+            for j in range(c):
+                total += math.exp(z[i, j] - mx)
+            log_total = math.log(total)
+            inv_total = one / total
+            # lse - z_j as (max - z_j) + log(total), relative to the row max as the cpu
+            # backend does: logits of 1e4 neither overflow nor cancel the loss's digits.
+            loss = one * 0
+            for j in range(c):
+                # onehot is a closure constant: numba prunes the other branch at compile
+                # time, so a 1-D label array is never indexed as 2-D.
+                if onehot:
+                    t = labels[i, j]
+                else:
+                    t = one if labels[i] == j else one * 0
+                loss += t * ((mx - z[i, j]) + log_total)
+                dz[i, j] = (math.exp(z[i, j] - mx) * inv_total - t) * inv_n
+            losses[i] = loss
+    return kernel
 
 
-@cuda.jit
-def _sce_int(z, labels, losses, dz):
-    i = cuda.grid(1)
-    n = z.shape[0]
-    if i < n:
-        mx, s = _row_logsumexp(z, i)
-        lab = labels[i]
-        losses[i] = math.log(s) + mx - z[i, lab]
-        for j in range(z.shape[1]):
-            p = math.exp(z[i, j] - mx) / s
-            if j == lab:
-                p -= 1
-            dz[i, j] = p / n
-
-
-@cuda.jit
-def _sce_onehot(z, y, losses, dz):
-    i = cuda.grid(1)
-    n = z.shape[0]
-    if i < n:
-        mx, s = _row_logsumexp(z, i)
-        lse = math.log(s) + mx
-        dot = z[i, 0] * 0
-        for j in range(z.shape[1]):
-            dot += y[i, j] * z[i, j]
-            dz[i, j] = (math.exp(z[i, j] - mx) / s - y[i, j]) / n
-        # sum_j y_j (lse - z_j), written as lse * sum y - sum y z so that soft labels work too.
-        ysum = y[i, 0] * 0
-        for j in range(z.shape[1]):
-            ysum += y[i, j]
-        losses[i] = lse * ysum - dot
+_sce = {True: _make_sce(True), False: _make_sce(False)}
 
 
 def softmax_cross_entropy(logits, labels, onehot, losses, dlogits):
-    k = _sce_onehot if onehot else _sce_int
-    k[_rows(logits.shape[0]), THREADS_1D](logits, labels, losses, dlogits)
+    if not onehot:
+        _labels_in_range("softmax_cross_entropy", labels, logits.shape[1])
+    t = logits.dtype.type
+    _sce[bool(onehot)][rows_1d(logits.shape[0])](logits, labels, losses, dlogits,
+                                                            t(1.0 / logits.shape[0]), t(1))
 
 
-@cuda.jit(device=True, inline=True)
-def _clip_term(p, y, eps, n):
-    """-> (loss term -y log(clip(p)), gradient -y/p/N inside the clip, 0 where clipped)."""
-    lo = eps
-    hi = 1 - eps
-    pc = min(max(p, lo), hi)
-    g = -y / p / n if (p >= lo and p <= hi) else p * 0
-    return -y * math.log(pc), g
+def _make_ce(onehot):
+    @cuda.jit
+    def kernel(p, labels, lo, hi, losses, dp, inv_n, one):
+        i = cuda.grid(1)
+        if i < p.shape[0]:
+            loss = one * 0
+            for j in range(p.shape[1]):
+                # onehot is a closure constant: numba prunes the other branch at compile
+                # time, so a 1-D label array is never indexed as 2-D.
+                if onehot:
+                    t = labels[i, j]
+                else:
+                    t = one if labels[i] == j else one * 0
+                pk = p[i, j]
+                clipped = min(max(pk, lo), hi)
+                loss -= t * math.log(clipped)
+                # Clipping has zero derivative outside [eps, 1 - eps].
+                dp[i, j] = -t / clipped * inv_n if (pk >= lo and pk <= hi) else one * 0
+            losses[i] = loss
+    return kernel
 
 
-@cuda.jit
-def _ce_int(p, labels, eps, losses, dp):
-    i = cuda.grid(1)
-    n = p.shape[0]
-    if i < n:
-        lab = labels[i]
-        loss = p[i, 0] * 0
-        for j in range(p.shape[1]):
-            y = 1.0 if j == lab else 0.0
-            t, g = _clip_term(p[i, j], y, eps, n)
-            loss += t
-            dp[i, j] = g
-        losses[i] = loss
-
-
-@cuda.jit
-def _ce_onehot(p, y, eps, losses, dp):
-    i = cuda.grid(1)
-    n = p.shape[0]
-    if i < n:
-        loss = p[i, 0] * 0
-        for j in range(p.shape[1]):
-            t, g = _clip_term(p[i, j], y[i, j], eps, n)
-            loss += t
-            dp[i, j] = g
-        losses[i] = loss
+_ce = {True: _make_ce(True), False: _make_ce(False)}
 
 
 def crossentropy(probs, labels, onehot, eps, losses, dprobs):
-    k = _ce_onehot if onehot else _ce_int
-    k[_rows(probs.shape[0]), THREADS_1D](probs, labels, eps, losses, dprobs)
+    if not onehot:
+        _labels_in_range("crossentropy", labels, probs.shape[1])
+    t = probs.dtype.type
+    _ce[bool(onehot)][rows_1d(probs.shape[0])](probs, labels, t(eps), t(1.0 - eps), losses,
+                                                          dprobs, t(1.0 / probs.shape[0]), t(1))
 
 
 @cuda.jit
-def _mse(p, t, losses, dp):
+def _mse(p, t, losses, dp, inv_d, scale):
     i = cuda.grid(1)
-    n, d = p.shape
-    if i < n:
-        acc = p[i, 0] * 0
-        for j in range(d):
+    if i < p.shape[0]:
+        acc = inv_d * 0
+        for j in range(p.shape[1]):
             e = p[i, j] - t[i, j]
             acc += e * e
-            dp[i, j] = 2 * e / (n * d)
-        losses[i] = acc / d
+            dp[i, j] = scale * e
+        losses[i] = acc * inv_d
 
 
 def mse(pred, target, losses, dpred):
-    _mse[_rows(pred.shape[0]), THREADS_1D](pred, target, losses, dpred)
+    n, d = pred.shape
+    t = pred.dtype.type
+    _mse[rows_1d(n)](pred, target, losses, dpred, t(1.0 / d), t(2.0 / (n * d)))
 
 
 @cuda.jit(device=True, inline=True)
 def _row_argmax(s, i):
-    best = s[i, 0]
     k = 0
     for j in range(1, s.shape[1]):
-        if s[i, j] > best:
-            best = s[i, j]
+        if s[i, j] > s[i, k]:
             k = j
     return k
 
@@ -160,7 +144,9 @@ _zero = np.zeros(1, dtype=np.int64)
 
 
 def accuracy(scores, labels, onehot):
+    if not onehot:
+        _labels_in_range("accuracy", labels, scores.shape[1])
     count = cuda.to_device(_zero)
     k = _acc_onehot if onehot else _acc_int
-    k[_rows(scores.shape[0]), THREADS_1D](scores, labels, count)
+    k[rows_1d(scores.shape[0])](scores, labels, count)
     return int(count.copy_to_host()[0])

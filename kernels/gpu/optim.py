@@ -7,7 +7,7 @@ import math
 
 from numba import cuda
 
-from kernels.gpu.launch import THREADS_1D, blocks_1d
+from kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit
@@ -26,7 +26,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
     # Bias correction folded into one step size, computed once on the host in float64.
     alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     t = p.dtype.type
-    _adam[blocks_1d(p.shape[0]), THREADS_1D](p, g, m, v, t(lr * weight_decay), t(beta1), t(1.0 - beta1),
+    _adam[grid_1d(p.shape[0])](p, g, m, v, t(lr * weight_decay), t(beta1), t(1.0 - beta1),
                                              t(beta2), t(1.0 - beta2), t(alpha), t(eps))
 
 
@@ -50,7 +50,7 @@ def _sgd_momentum(p, g, vel, lr, lr_wd, mom, nesterov):
 
 def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
     t = p.dtype.type
-    grid = blocks_1d(p.shape[0]), THREADS_1D
+    grid = grid_1d(p.shape[0])
     if momentum == 0.0:
         _sgd_plain[grid](p, g, t(lr), t(lr * weight_decay))
     else:

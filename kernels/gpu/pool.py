@@ -13,7 +13,7 @@ cover it, computed from the geometry.
 """
 from numba import cuda
 
-from kernels.gpu.launch import THREADS_1D, blocks_1d
+from kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit
@@ -46,7 +46,7 @@ def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
 
 
 def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
-    _max_forward[blocks_1d(y.size), THREADS_1D](x, y, indices, ph, pw, sh, sw, pad_top, pad_left)
+    _max_forward[grid_1d(y.size)](x, y, indices, ph, pw, sh, sw, pad_top, pad_left)
 
 
 @cuda.jit
@@ -68,7 +68,7 @@ def _max_backward(dy, indices, dx):
 
 def max_pool2d_backward(dy, indices, dx):
     planes = dx.shape[0] * dx.shape[3]
-    _max_backward[-(-planes // THREADS_1D), THREADS_1D](dy, indices, dx)
+    _max_backward[rows_1d(planes)](dy, indices, dx)
 
 
 @cuda.jit(device=True, inline=True)
@@ -99,7 +99,7 @@ def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
 
 
 def avg_pool2d_forward(x, y, ph, pw, sh, sw, pad_top, pad_left):
-    _avg_forward[blocks_1d(y.size), THREADS_1D](x, y, ph, pw, sh, sw, pad_top, pad_left)
+    _avg_forward[grid_1d(y.size)](x, y, ph, pw, sh, sw, pad_top, pad_left)
 
 
 @cuda.jit
@@ -126,4 +126,4 @@ def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
 
 
 def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pad_top, pad_left):
-    _avg_backward[blocks_1d(dx.size), THREADS_1D](dy, dx, ph, pw, sh, sw, pad_top, pad_left)
+    _avg_backward[grid_1d(dx.size)](dy, dx, ph, pw, sh, sw, pad_top, pad_left)

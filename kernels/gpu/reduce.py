@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from kernels.gpu.launch import THREADS_1D, blocks_1d
+from kernels.gpu.launch import THREADS_1D, blocks_1d, rows_1d
 
 CHUNK = 256
 
@@ -52,8 +52,8 @@ def column_sum(x, out):
     nchunks = -(-rows // CHUNK)
     partial = cuda.device_array((nchunks, cols), dtype=x.dtype)
     n = nchunks * cols
-    _column_partials[-(-n // THREADS_1D), THREADS_1D](x, partial, rows, cols, CHUNK)
-    _column_fold[-(-cols // THREADS_1D), THREADS_1D](partial, out)
+    _column_partials[rows_1d(n)](x, partial, rows, cols, CHUNK)
+    _column_fold[rows_1d(cols)](partial, out)
 
 
 def make_sum_kernel(term):
@@ -132,4 +132,4 @@ def _argmax_rows(x, out):
 
 
 def argmax(x, out):
-    _argmax_rows[-(-x.shape[0] // THREADS_1D), THREADS_1D](x, out)
+    _argmax_rows[rows_1d(x.shape[0])](x, out)
