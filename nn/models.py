@@ -75,10 +75,13 @@ class Sequential:
         self.be = backend if backend is not None else (self.be or kernels.get_backend())
         shape = tuple(int(s) for s in input_shape)
         for i, layer in enumerate(self.layers):
-            if not layer.built or layer.input_shape != shape or layer.be is not self.be:
+            if not layer.built or layer.input_shape != shape:
                 if i > 0:
                     layer.input_shape = None
                 layer.build(shape, self.be, self.dtype)
+            elif layer.be is not self.be:
+                # Same shapes on another backend: keep the weights, move them.
+                layer.move_to(self.be)
             layer.need_dx = i > 0
             shape = layer.output_shape
         self.built = True

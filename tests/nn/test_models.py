@@ -234,3 +234,30 @@ def test_fit_before_compile():
     x, y = _blobs(10)
     with pytest.raises(RuntimeError, match="call model.compile"):
         _mlp().fit(x, y, verbose=0)
+
+
+# --------------------------------------------------------------------------- backends
+
+def _tiny_run(backend_name, move_to=None):
+    import kernels
+    utils.set_random_seed(11)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3)).astype("float32")
+    y = rng.integers(0, 3, 8).astype(np.uint8)
+    m = Sequential([Dense(4, activation="relu", input_shape=(3,)), Dropout(0.25), Dense(3, activation="softmax")])
+    m.build(backend=kernels.get_backend(backend_name))
+    m.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    h1 = m.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    if move_to is not None:
+        m.to(move_to)  # weights and Adam's m, v move; training continues where it was
+    h2 = m.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    m.to("cpu")
+    return h1.history["loss"] + h2.history["loss"], m.get_weights()
+
+
+def test_training_on_each_backend_and_moving_between_them_matches_cpu(be):
+    want_loss, want_w = _tiny_run("cpu")
+    for run in (_tiny_run(be.name), _tiny_run("cpu", move_to=be.name), _tiny_run(be.name, move_to="cpu")):
+        np.testing.assert_allclose(run[0], want_loss, rtol=1e-5)
+        for a, b in zip(run[1], want_w):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
