@@ -1,0 +1,241 @@
+"""Every gpu op against the cpu op on the same small random inputs (float32 and float64),
+run-to-run determinism of the gpu kernels, and GEMM / conv shapes at the tile edges.
+
+The cpu backend is the reference here (its own tests check it against NumPy); both are
+compared through tests/helpers.py, with the tolerance of a sum of k terms. Shapes stay
+tiny: under NUMBA_ENABLE_CUDASIM every CUDA thread is a Python thread.
+"""
+import numpy as np
+import pytest
+
+import kernels
+from helpers import assert_close, download, randn, tolerances, upload
+
+DTYPES = [np.float32, np.float64]
+
+# The simulator runs the dropout hash in NumPy uint64 scalars, which wrap (as intended,
+# and as on the device) but warn; a real GPU never sees this.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in scalar multiply:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    ok, why = kernels.gpu_status()
+    assert ok, f"these tests need the gpu backend (real or NUMBA_ENABLE_CUDASIM=1): {why}"
+    return kernels.get_backend("gpu")
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return kernels.get_backend("cpu")
+
+
+def run(be, op, arrays):
+    out = download(be, op(be, *upload(be, *arrays) if len(arrays) > 1 else (upload(be, arrays[0]),)))
+    return out if isinstance(out, tuple) else (out,)
+
+
+def compare(gpu, cpu, op, arrays, dtype, k=1, exact=False):
+    got = run(gpu, op, arrays)
+    want = run(cpu, op, arrays)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None
+        elif isinstance(w, float):
+            # Host scalars (sum, penalty) come back as Python floats from both backends.
+            assert isinstance(g, float)
+            rtol, atol = tolerances(dtype, k)
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"output {i}")
+        elif exact or not np.issubdtype(np.asarray(w).dtype, np.floating):
+            np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
+        else:
+            assert_close(g, w, dtype, k=k, what=f"output {i}")
+    return got
+
+
+def onehot(labels, c, dtype):
+    y = np.zeros((labels.shape[0], c), dtype)
+    y[np.arange(labels.shape[0]), labels] = 1
+    return y
+
+
+def in_place(step):
+    """Wrap an in-place optimizer step as an op returning the updated arrays."""
+    def op(be, *arrays):
+        step(be, *arrays)
+        return tuple(a for a in arrays if a is not None)
+    return op
+
+
+LABELS = np.array([2, 0, 1], np.int64)
+
+# name -> (op(be, *arrays), inputs(dtype), k = longest reduction, exact?)
+CASES = {
+    "matmul_bias": (lambda be, a, b, c: be.matmul(a, b, bias=c),
+                    lambda d: [randn((5, 7), d, 1), randn((7, 3), d, 2), randn((3,), d, 3)], 7, False),
+    "matmul_tt": (lambda be, a, b: be.matmul(a, b, trans_a=True, trans_b=True),
+                  lambda d: [randn((7, 5), d, 1), randn((3, 7), d, 2)], 7, False),
+    "conv2d_same_s2": (lambda be, x, w, b: be.conv2d(x, w, b, strides=(2, 2), padding="same"),
+                       lambda d: [randn((2, 5, 5, 2), d, 1), randn((3, 3, 2, 3), d, 2), randn((3,), d, 3)], 18, False),
+    "conv2d_backward": (lambda be, x, w, dy: be.conv2d_backward(x, w, dy, padding="valid"),
+                        lambda d: [randn((2, 4, 4, 2), d, 1), randn((3, 3, 2, 3), d, 2), randn((2, 2, 2, 3), d, 3)],
+                        27, False),
+    "conv2d_backward_same_s2": (lambda be, x, w, dy: be.conv2d_backward(x, w, dy, strides=(2, 2), padding="same"),
+                                lambda d: [randn((1, 5, 4, 2), d, 1), randn((3, 2, 2, 2), d, 2),
+                                           randn((1, 3, 2, 2), d, 3)], 12, False),
+    "max_pool2d": (lambda be, x: be.max_pool2d(x, pool_size=(2, 2), strides=(1, 1)),
+                   lambda d: [randn((2, 3, 3, 2), d, 1)], 1, True),
+    "max_pool2d_backward": (lambda be, x, dy: be.max_pool2d_backward(
+                                dy, be.max_pool2d(x, pool_size=(2, 2), strides=(1, 1))[1], x.shape),
+                            lambda d: [randn((2, 3, 3, 2), d, 1), randn((2, 2, 2, 2), d, 2)], 4, False),
+    "avg_pool2d_same": (lambda be, x: be.avg_pool2d(x, pool_size=(2, 2), padding="same"),
+                        lambda d: [randn((1, 3, 5, 2), d, 1)], 4, False),
+    "avg_pool2d_backward": (lambda be, dy: be.avg_pool2d_backward(dy, (1, 3, 5, 2), pool_size=(2, 2),
+                                                                   strides=(1, 2), padding="same"),
+                            lambda d: [randn((1, 3, 3, 2), d, 1)], 4, False),
+    "adam_step": (in_place(lambda be, p, g, m, v: be.adam_step(p, g, m, v, lr=0.01, step=3, weight_decay=0.1)),
+                  lambda d: [randn((4, 3), d, 1), randn((4, 3), d, 2), randn((4, 3), d, 3),
+                             np.abs(randn((4, 3), d, 4))], 1, False),
+    "sgd_nesterov": (in_place(lambda be, p, g, v: be.sgd_step(p, g, v, lr=0.1, momentum=0.9, nesterov=True,
+                                                              weight_decay=0.01)),
+                     lambda d: [randn((7,), d, 1), randn((7,), d, 2), randn((7,), d, 3)], 1, False),
+    "sgd_plain": (in_place(lambda be, p, g: be.sgd_step(p, g, lr=0.1)),
+                  lambda d: [randn((7,), d, 1), randn((7,), d, 2)], 1, False),
+    "relu": (lambda be, x: be.relu(x), lambda d: [randn((3, 4), d, 1)], 1, True),
+    "relu_backward": (lambda be, x, dy: be.relu_backward(be.relu(x), dy),
+                      lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, True),
+    "sigmoid": (lambda be, x, dy: (be.sigmoid(x), be.sigmoid_backward(be.sigmoid(x), dy)),
+                lambda d: [randn((3, 4), d, 1, scale=5), randn((3, 4), d, 2)], 1, False),
+    "tanh": (lambda be, x, dy: (be.tanh(x), be.tanh_backward(be.tanh(x), dy)),
+             lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, False),
+    "softmax": (lambda be, x, dy: (be.softmax(x), be.softmax_backward(be.softmax(x), dy)),
+                lambda d: [randn((3, 4), d, 1, scale=3), randn((3, 4), d, 2)], 4, False),
+    "softmax_cross_entropy_int": (lambda be, z, y: be.softmax_cross_entropy(z, y),
+                                  lambda d: [randn((3, 4), d, 1, scale=3), LABELS], 4, False),
+    "softmax_cross_entropy_onehot": (lambda be, z, y: be.softmax_cross_entropy(z, y),
+                                     lambda d: [randn((3, 4), d, 1, scale=3), onehot(LABELS, 4, d)], 4, False),
+    "crossentropy": (lambda be, p, y: be.crossentropy(p, y, eps=0.05),
+                     lambda d: [np.linspace(0.01, 0.99, 12).reshape(3, 4).astype(d), LABELS], 4, False),
+    "mse": (lambda be, p, t: be.mse(p, t), lambda d: [randn((3, 2, 2), d, 1), randn((3, 2, 2), d, 2)], 4, False),
+    "accuracy": (lambda be, s, y: be.accuracy(s, y), lambda d: [randn((3, 4), d, 1), LABELS], 1, True),
+    "bias_add": (lambda be, x, b: be.bias_add(x, b), lambda d: [randn((2, 3, 4), d, 1), randn((4,), d, 2)], 1, True),
+    "dropout": (lambda be, x, dy: (lambda ym: ym + (be.dropout_backward(dy, ym[1]),))(be.dropout(x, 0.4, 12345)),
+                lambda d: [randn((5, 7), d, 1), randn((5, 7), d, 2)], 1, True),
+    "l1_l2": (lambda be, w, dw: (be.l1_l2_penalty(w, l1=0.01, l2=0.02),
+                                 (be.l1_l2_grad(w, dw, l1=0.01, l2=0.02), dw)[1]),
+              lambda d: [randn((4, 3), d, 1), randn((4, 3), d, 2)], 12, False),
+    "scale": (lambda be, x: be.scale(x, 0.3), lambda d: [randn((2, 5), d, 1)], 1, False),
+    "take_rows": (lambda be, x, i: be.take_rows(x, i),
+                  lambda d: [randn((4, 2, 3), d, 1), np.array([3, 0, 3, 1], np.int32)], 1, True),
+    "column_sum": (lambda be, x: be.column_sum(x), lambda d: [randn((3, 5, 4), d, 1)], 15, False),
+    "sum": (lambda be, x: be.sum(x), lambda d: [randn((3, 5, 4), d, 1)], 60, False),
+    "argmax": (lambda be, x: be.argmax(x), lambda d: [randn((5, 4), d, 1)], 1, True),
+}
+
+
+def test_every_op_family_is_covered():
+    names = " ".join(CASES)
+    for family in ("matmul", "conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d", "adam", "sgd", "relu",
+                   "sigmoid", "tanh", "softmax", "cross_entropy", "crossentropy", "mse", "accuracy", "bias_add",
+                   "dropout", "l1_l2", "scale", "take_rows", "column_sum", "sum", "argmax"):
+        assert family in names, f"no cross-backend case for {family}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_gpu_matches_cpu(gpu, cpu, name, dtype):
+    op, inputs, k, exact = CASES[name]
+    compare(gpu, cpu, op, inputs(dtype), dtype, k=k, exact=exact)
+
+
+@pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
+                                  "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int"])
+def test_gpu_is_deterministic(gpu, name):
+    op, inputs, _, _ = CASES[name]
+    arrays = inputs(np.float32)
+    first = run(gpu, op, arrays)
+    second = run(gpu, op, arrays)
+    for a, b in zip(first, second):
+        if isinstance(a, float):
+            assert a == b
+        else:
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (70, 3, 5), (3, 70, 5), (2, 3, 70), (65, 1, 9)])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_tile_edges(gpu, m, n, k, trans_a, trans_b):
+    """Shapes of 1 and shapes crossing the 64 x 64 x 8 block tile, every transpose, with bias."""
+    a = randn((k, m) if trans_a else (m, k), np.float64, 1)
+    b = randn((n, k) if trans_b else (k, n), np.float64, 2)
+    bias = randn((n,), np.float64, 3)
+    got = download(gpu, gpu.matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b,
+                                   bias=upload(gpu, bias)))
+    want = np.einsum("ik,kj->ij", a.T if trans_a else a, b.T if trans_b else b) + bias
+    assert_close(got, want, np.float64, k=k)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
+    ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid"),
+    ((1, 9, 9, 1), (1, 1, 1, 2), (1, 1), "valid"),      # 81 output rows: crosses the 64-row tile
+    ((1, 3, 3, 3), (3, 3, 3, 1), (1, 1), "same"),       # K = 27: crosses the 8-deep K tile
+    ((2, 4, 3, 1), (2, 3, 1, 2), (3, 2), "same"),
+])
+def test_conv2d_edges_against_numpy(gpu, x_shape, w_shape, strides, padding):
+    """Forward and all three gradients against a direct NumPy loop, float64."""
+    x = randn(x_shape, np.float64, 1)
+    w = randn(w_shape, np.float64, 2)
+    y = download(gpu, gpu.conv2d(*upload(gpu, x, w), strides=strides, padding=padding))
+    dy = randn(y.shape, np.float64, 3)
+    dx, dw, db = download(gpu, gpu.conv2d_backward(*upload(gpu, x, w, dy), strides=strides, padding=padding))
+    n, h, wd, c = x_shape
+    kh, kw, _, co = w_shape
+    oh, ow = y.shape[1], y.shape[2]
+    if padding == "same":
+        pt = max((oh - 1) * strides[0] + kh - h, 0) // 2
+        pl = max((ow - 1) * strides[1] + kw - wd, 0) // 2
+    else:
+        pt = pl = 0
+    want_y = np.zeros(y.shape)
+    want_dx = np.zeros(x.shape)
+    want_dw = np.zeros(w.shape)
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for p in range(kh):
+                    for q in range(kw):
+                        hh, ww = i * strides[0] - pt + p, j * strides[1] - pl + q
+                        if 0 <= hh < h and 0 <= ww < wd:
+                            want_y[b, i, j] += x[b, hh, ww] @ w[p, q]
+                            want_dx[b, hh, ww] += w[p, q] @ dy[b, i, j]
+                            want_dw[p, q] += np.outer(x[b, hh, ww], dy[b, i, j])
+    k = kh * kw * max(c, co) * n * oh * ow
+    assert_close(y, want_y, np.float64, k=k, what="y")
+    assert_close(dx, want_dx, np.float64, k=k, what="dx")
+    assert_close(dw, want_dw, np.float64, k=k, what="dw")
+    assert_close(db, dy.sum(axis=(0, 1, 2)), np.float64, k=k, what="db")
+
+
+def test_backend_rejects_host_arrays(gpu):
+    with pytest.raises(TypeError, match="matmul: a must be a numba device array.*be.asarray"):
+        gpu.matmul(np.ones((2, 2), np.float32), gpu.asarray(np.ones((2, 2), np.float32)))
+
+
+def test_memory_helpers(gpu):
+    z = gpu.zeros((3, 5), np.float64)
+    np.testing.assert_array_equal(gpu.to_numpy(z), np.zeros((3, 5)))
+    x = randn((4, 6), np.float32, 1)
+    d = gpu.asarray(x)
+    c = gpu.copy(d)
+    np.testing.assert_array_equal(gpu.to_numpy(c), x)
+    view = d[:, ::2]
+    assert not gpu._is_c_contiguous(view)
+    np.testing.assert_array_equal(gpu.to_numpy(gpu._contiguous(view)), x[:, ::2])
+
+
+def test_status_reports_the_simulator_honestly():
+    ok, detail = kernels.gpu_status()
+    assert ok and "gpu" in kernels.available_backends()
+    if kernels._simulator_on():
+        assert "simulator" in detail.lower()

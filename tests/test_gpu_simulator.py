@@ -1,0 +1,26 @@
+"""Runs the kernel tests on the gpu backend under Numba's CUDA simulator, in a subprocess.
+
+The simulator has to be chosen before numba.cuda is first imported, so it cannot be
+switched on inside this pytest process (which may already have imported numba.cuda).
+The subprocess runs tests/kernels (every op against its NumPy reference) and tests/gpu
+(every gpu op against the cpu op, determinism, tile edges) with the gpu backend.
+"""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Defined only outside the simulator: a pytest run that already has NUMBA_ENABLE_CUDASIM
+# set (the subprocess below, or a user running the suite that way) collects no test here
+# instead of starting itself again.
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
+    def test_gpu_backend_under_cuda_simulator():
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu")
+        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "-q", "-p", "no:cacheprovider"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"simulator run failed (exit {proc.returncode}):\n{output[-20000:]}"
+        passed = re.search(r"(\d+) passed", output)
+        assert passed and int(passed.group(1)) > 0, f"the simulator run ran no tests:\n{output[-5000:]}"
