@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The whole real-device check of the gpu backend in one command (< 5 minutes on an H200):
+#   1. the kernel test suite on cpu and the real gpu (tests/kernels, tests/gpu),
+#   2. float32 GEMM 4096^3: our tiled kernel vs cuBLAS through CuPy (TF32 off),
+#   3. one training step of the article's CNN at batch 128, gpu vs cpu, and a full
+#      60,000-sample epoch on the gpu (synthetic digits-shaped data: no download).
+# Outputs go under ${OUT:-out}/ (tests.log, gemm.txt, train.txt, summary.txt).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-out}"
+mkdir -p "$OUT"
+unset NUMBA_ENABLE_CUDASIM
+
+# Use the project's venv when there is one, else the system python with numba-cuda.
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+if ! $PY -c "import numba.cuda, numpy, pytest, hypothesis" 2>/dev/null; then
+    $PY -m pip install -q -e '.[test]' numba-cuda || { echo "cannot install the package" | tee "$OUT/summary.txt"; exit 1; }
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+$PY -c "import kernels; print('gpu status:', kernels.gpu_status())" | tee "$OUT/summary.txt"
+
+echo "== kernel tests on cpu and gpu" | tee -a "$OUT/summary.txt"
+start=$(date +%s)
+NUMBANET_TEST_BACKENDS=cpu,gpu timeout 240 $PY -m pytest tests/kernels tests/gpu -q -p no:cacheprovider -x \
+    > "$OUT/tests.log" 2>&1
+tests_rc=$?
+echo "tests exit $tests_rc in $(( $(date +%s) - start ))s: $(tail -1 "$OUT/tests.log")" | tee -a "$OUT/summary.txt"
+
+echo "== GEMM float32 4096^3" | tee -a "$OUT/summary.txt"
+CUPY_TF32=0 NVIDIA_TF32_OVERRIDE=0 timeout 120 $PY - <<'PY' 2>&1 | tee "$OUT/gemm.txt" | tee -a "$OUT/summary.txt"
+import time
+import numpy as np
+from numba import cuda
+import kernels
+
+be = kernels.get_backend("gpu")
+n = 4096
+rng = np.random.default_rng(0)
+a = be.asarray(rng.standard_normal((n, n), dtype=np.float32))
+b = be.asarray(rng.standard_normal((n, n), dtype=np.float32))
+c = be.empty((n, n), np.float32)
+
+def best(fn, reps=5):
+    fn(); cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter(); fn(); cuda.synchronize(); times.append(time.perf_counter() - t)
+    return min(times)
+
+ours = best(lambda: be.matmul(a, b, out=c))
+flops = 2 * n ** 3
+print(f"numbanet gemm: {ours * 1e3:.2f} ms, {flops / ours / 1e12:.2f} TFLOP/s")
+try:
+    import cupy as cp
+    ca, cb = cp.asarray(a), cp.asarray(b)
+    cref = cp.matmul(ca, cb)
+    err = float(cp.abs(cp.asarray(c) - cref).max() / cp.abs(cref).max())
+    t = best(lambda: cp.matmul(ca, cb))
+    print(f"cuBLAS (CuPy, TF32 off): {t * 1e3:.2f} ms, {flops / t / 1e12:.2f} TFLOP/s; "
+          f"ours = {100 * t / ours:.0f}% of cuBLAS (goal >= 50%); max rel diff {err:.2e}")
+except ImportError:
+    print("CuPy not importable: no cuBLAS comparison")
+PY
+
+echo "== article CNN, batch 128" | tee -a "$OUT/summary.txt"
+timeout 200 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
+import time
+import numpy as np
+import kernels
+from nn.models import Sequential
+from nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
+from nn.optimizers import Adam
+
+rng = np.random.default_rng(0)
+x = rng.random((60000, 28, 28, 1), dtype=np.float32)
+y = rng.integers(0, 10, 60000)
+
+def model_on(backend):
+    m = Sequential()
+    m.add(Conv2D(32, kernel_size=(3, 3), activation='relu', input_shape=(28, 28, 1)))
+    m.add(MaxPooling2D(pool_size=(2, 2)))
+    m.add(Conv2D(64, kernel_size=(3, 3), activation='relu'))
+    m.add(MaxPooling2D(pool_size=(2, 2)))
+    m.add(Flatten())
+    m.add(Dense(128, activation='relu'))
+    m.add(Dense(10, activation='softmax'))
+    m.compile(optimizer=Adam(), loss='categorical_crossentropy', metrics=['accuracy'])
+    m.build((None, 28, 28, 1), backend=kernels.get_backend(backend))
+    return m
+
+step = {}
+for backend, reps in (("gpu", 20), ("cpu", 3)):
+    m = model_on(backend)
+    xb, yb = x[:128], y[:128]
+    m.train_on_batch(xb, yb)                       # compile
+    kernels.get_backend(backend).synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        m.train_on_batch(xb, yb)
+    kernels.get_backend(backend).synchronize()
+    step[backend] = (time.perf_counter() - t) / reps
+    print(f"{backend}: {step[backend] * 1e3:.1f} ms per training step (batch 128)")
+print(f"gpu speed-up per step: {step['cpu'] / step['gpu']:.1f}x (goal >= 10x)")
+m = model_on("gpu")
+m.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)   # compile the fit path
+t = time.perf_counter()
+m.fit(x, y, batch_size=128, epochs=1, verbose=0)
+kernels.get_backend("gpu").synchronize()
+print(f"gpu epoch of 60,000 samples: {time.perf_counter() - t:.2f} s (goal < 2 s)")
+PY
+echo "summary in $OUT/summary.txt"
+exit $tests_rc
