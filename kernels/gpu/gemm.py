@@ -36,6 +36,7 @@ TM, TN = 4, 4
 TY, TX = BM // TM, BN // TN          # 16 x 16 threads
 NT = TY * TX                         # 256
 APAD = 4
+AS_COLS = BM + APAD                # a plain constant: shared.array needs literal sizes
 LOADS_A = BM * BK // NT              # 2
 LOADS_B = BK * BN // NT              # 2
 
@@ -49,7 +50,7 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t):
     """
     @cuda.jit
     def kernel(A, B, bias, has_bias, out, M, N, K, geo):
-        As = cuda.shared.array((BK, BM + APAD), acc_t)
+        As = cuda.shared.array((BK, AS_COLS), acc_t)
         Bs = cuda.shared.array((BK, BN), acc_t)
         acc = cuda.local.array((TM, TN), acc_t)
         a_reg = cuda.local.array(TM, acc_t)
