@@ -90,20 +90,20 @@ def _w_for_dx(w, geo, p, j):
 _kernels = {}
 
 
-def _kernel(which, dtype):
-    key = (which, np.dtype(dtype))
+def _kernel(which, dtype, config):
+    key = (which, np.dtype(dtype), config)
     if key not in _kernels:
         acc = gemm._ACC[key[1]]
         if which == "forward":
             # A = patches (ci fastest along K), B = w as a (KH*KW*C_in, C_out) matrix.
-            k = gemm.make_tiled_kernel(_patch, _rowmajor, True, True, acc)
+            k = gemm.make_tiled_kernel(_patch, _rowmajor, True, True, acc, config)
         elif which == "dw":
             # A = patches^T: its rows are (kh, kw, ci), contiguous in ci, so M runs fastest.
-            k = gemm.make_tiled_kernel(_patch_t, _rowmajor, False, True, acc)
+            k = gemm.make_tiled_kernel(_patch_t, _rowmajor, False, True, acc, config)
         else:
             # A = gathered dy (co fastest along K); B = w read as [kh, kw, ci, co]: co
             # (its K index) is contiguous, so K runs fastest.
-            k = gemm.make_tiled_kernel(_dy_gather, _w_for_dx, True, False, acc)
+            k = gemm.make_tiled_kernel(_dy_gather, _w_for_dx, True, False, acc, config)
         _kernels[key] = k
     return _kernels[key]
 
@@ -119,7 +119,7 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     geo = _geo(x, w, y, sh, sw, pad_top, pad_left)
     kh, kw, c, co = w.shape
     m = y.shape[0] * y.shape[1] * y.shape[2]
-    gemm.launch_tiled(_kernel("forward", x.dtype), x, w.reshape(kh * kw * c, co), bias,
+    gemm.launch_tiled(lambda cfg: _kernel("forward", x.dtype, cfg), x, w.reshape(kh * kw * c, co), bias,
                       y.reshape(m, co), m, co, kh * kw * c, geo)
 
 
@@ -129,10 +129,10 @@ def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
     kh, kw, c, co = w.shape
     m = dy.shape[0] * dy.shape[1] * dy.shape[2]
     dy2 = dy.reshape(m, co)
-    gemm.launch_tiled(_kernel("dw", x.dtype), x, dy2, None, dw.reshape(kh * kw * c, co),
+    gemm.launch_tiled(lambda cfg: _kernel("dw", x.dtype, cfg), x, dy2, None, dw.reshape(kh * kw * c, co),
                       kh * kw * c, co, m, geo)
     reduce.column_sum(dy2, db)
     if dx is not None:
         n, h, wd, _ = x.shape
-        gemm.launch_tiled(_kernel("dx", x.dtype), dy, w, None, dx.reshape(n * h * wd, c),
+        gemm.launch_tiled(lambda cfg: _kernel("dx", x.dtype, cfg), dy, w, None, dx.reshape(n * h * wd, c),
                           n * h * wd, c, kh * kw * co, geo)

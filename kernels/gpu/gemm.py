@@ -1,8 +1,8 @@
 """GEMM on the gpu: a shared-memory, register-tiled kernel, generic in where its operands
 come from (plain matrices here; implicit im2col patches in kernels/gpu/conv.py).
 
-Tiling. A block computes a BM x BN = 64 x 64 tile of C with 16 x 16 = 256 threads, each
-owning TM x TN = 4 x 4 outputs held in registers (cuda.local.array, unrolled by the
+Tiling. A block computes a BM x BN = 64 x 64 (or 128 x 128) tile of C with 16 x 16 = 256
+threads, each owning TM x TN = 4 x 4 (or 8 x 8) outputs held in registers (cuda.local.array, unrolled by the
 compiler since the sizes are constants). Per K-step of BK = 8 the block stages a 64 x 8
 slice of op(A) and an 8 x 64 slice of op(B) in shared memory: 2 elements per thread per
 operand. Each thread then does 8 x 4 x 4 = 128 FMAs from 8 x (4 + 4) shared loads, a 2:1
@@ -31,23 +31,35 @@ from numba import cuda, float32, float64
 
 from kernels.gpu.launch import dummy
 
-BM, BN, BK = 64, 64, 8
-TM, TN = 4, 4
-TY, TX = BM // TM, BN // TN          # 16 x 16 threads
-NT = TY * TX                         # 256
+BK = 8
 APAD = 4
-AS_COLS = BM + APAD                # a plain constant: shared.array needs literal sizes
-LOADS_A = BM * BK // NT              # 2
-LOADS_B = BK * BN // NT              # 2
+# (BM, BN, TM, TN): block tile and per-thread register tile; both use 16 x 16 threads.
+# SMALL suits the narrow products of a CNN (C_out of 32-64 would leave most of a 128-wide
+# tile idle); BIG, 128 x 128 with 8 x 8 outputs per thread (64 accumulators + 16 operands
+# in registers, 4 FMAs per shared load), is used when both M and N fill it.
+SMALL = (64, 64, 4, 4)
+BIG = (128, 128, 8, 8)
 
 
-def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t):
+def config_for(m, n):
+    return BIG if m >= BIG[0] and n >= BIG[1] else SMALL
+
+
+def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config=SMALL):
     """A tiled-GEMM kernel out[i, j] = sum_p load_a(A, geo, i, p) * load_b(B, geo, p, j) (+ bias[j]).
 
     load_a / load_b are device functions reading one element (callers make sure the
     indices are in range); a_k_fast / b_n_fast say which tile index should run fastest
-    across threads for coalesced loads.
+    across threads for coalesced loads. The tile sizes are closure constants, so the
+    compiler sees literal sizes and fully unrolls the register-tile loops.
     """
+    BM, BN, TM, TN = config
+    TY, TX = BM // TM, BN // TN
+    NT = TY * TX
+    AS_COLS = BM + APAD
+    LOADS_A = BM * BK // NT
+    LOADS_B = BK * BN // NT
+
     @cuda.jit
     def kernel(A, B, bias, has_bias, out, M, N, K, geo):
         As = cuda.shared.array((BK, AS_COLS), acc_t)
@@ -116,13 +128,15 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t):
     return kernel
 
 
-def launch_tiled(kernel, A, B, bias, out, M, N, K, geo):
-    """Grid over (column tiles, row tiles); bias None -> a dummy and has_bias=0."""
+def launch_tiled(kernel_for, A, B, bias, out, M, N, K, geo):
+    """Grid over (column tiles, row tiles) of the config fitting (M, N); kernel_for(config)
+    gives the kernel; bias None -> a dummy and has_bias=0."""
     has_bias = bias is not None
     if not has_bias:
         bias = dummy(out.dtype)
-    grid = (-(-N // BN), -(-M // BM))
-    kernel[grid, (TX, TY)](A, B, bias, has_bias, out, M, N, K, geo)
+    bm, bn, tm, tn = config = config_for(M, N)
+    grid = (-(-N // bn), -(-M // bm))
+    kernel_for(config)[grid, (bn // tn, bm // tm)](A, B, bias, has_bias, out, M, N, K, geo)
 
 
 @cuda.jit(device=True, inline=True)
@@ -149,12 +163,12 @@ _ACC = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 _kernels = {}
 
 
-def _matmul_kernel(dtype, trans_a, trans_b):
-    key = (np.dtype(dtype), trans_a, trans_b)
+def _matmul_kernel(dtype, trans_a, trans_b, config=SMALL):
+    key = (np.dtype(dtype), trans_a, trans_b, config)
     if key not in _kernels:
         # K is contiguous in A unless A is transposed; N is contiguous in B unless B is.
         _kernels[key] = make_tiled_kernel(_a_t if trans_a else _a_n, _b_t if trans_b else _b_n,
-                                          not trans_a, not trans_b, _ACC[key[0]])
+                                          not trans_a, not trans_b, _ACC[key[0]], config)
     return _kernels[key]
 
 
@@ -165,4 +179,5 @@ def matmul(a, b, trans_a, trans_b, bias, out):
     """out = op(a) @ op(b) (+ bias over rows); arrays validated and C-contiguous."""
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    launch_tiled(_matmul_kernel(out.dtype, trans_a, trans_b), a, b, bias, out, m, n, k, NO_GEO)
+    launch_tiled(lambda config: _matmul_kernel(out.dtype, trans_a, trans_b, config), a, b, bias, out,
+                 m, n, k, NO_GEO)

@@ -176,6 +176,19 @@ def test_gemm_tile_edges(gpu, m, n, k, trans_a, trans_b):
     assert_close(got, want, np.float64, k=k)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_gemm_big_tile_edges(gpu, trans_a, trans_b):
+    """M, N >= 128 select the 128 x 128 tile (8 x 8 per thread); 130 x 129 crosses its edges."""
+    from kernels.gpu import gemm
+    m, n, k = 130, 129, 9
+    assert gemm.config_for(m, n) == gemm.BIG
+    a = randn((k, m) if trans_a else (m, k), np.float32, 1)
+    b = randn((n, k) if trans_b else (k, n), np.float32, 2)
+    got = download(gpu, gpu.matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b))
+    want = np.einsum("ik,kj->ij", (a.T if trans_a else a).astype(np.float64), (b.T if trans_b else b))
+    assert_close(got, want.astype(np.float32), np.float32, k=k)
+
+
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
     ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid"),
     ((1, 9, 9, 1), (1, 1, 1, 2), (1, 1), "valid"),      # 81 output rows: crosses the 64-row tile
