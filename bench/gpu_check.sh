@@ -85,7 +85,7 @@ def model_on(backend):
     m.add(Dense(128, activation='relu'))
     m.add(Dense(10, activation='softmax'))
     m.compile(optimizer=Adam(), loss='categorical_crossentropy', metrics=['accuracy'])
-    m.build((None, 28, 28, 1), backend=kernels.get_backend(backend))
+    m.build((28, 28, 1), backend=kernels.get_backend(backend))
     return m
 
 step = {}
