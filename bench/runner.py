@@ -77,7 +77,8 @@ def format_header(info):
              f"core kernel: {ob.get('corename', 'unknown')}, "
              f"threads: {ob.get('threads', '?')} (via {ob.get('source')})"]
     if info.get("OMP_WAIT_POLICY"):
-        lines.append(f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}")
+        lines.append(f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}, "
+                     f"OPENBLAS_THREAD_TIMEOUT={info.get('OPENBLAS_THREAD_TIMEOUT') or 'unset (OpenBLAS threads spin ~0.1 s after each call)'}")
     env = [f"{k}={ob[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if ob.get(k) is not None]
     if env:
         lines.append(f"environment: {' '.join(env)}")
@@ -262,6 +263,8 @@ def main(args, out=None):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     info = machine_info()
     info["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"] + (" (set by numbanet bench)" if omp_policy_set else "")
+    # Set by `numbanet bench` before NumPy loaded OpenBLAS (nn/cli.py); read at load time only.
+    info["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     print(format_header(info), file=out)
     print("", file=out)
     case_list = C.cases_for(ops, quick=args.quick, tiny=args.tiny)

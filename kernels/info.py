@@ -28,15 +28,15 @@ def collect():
     import kernels
 
     gpu_ok, gpu_detail = kernels.gpu_status()
-    features = ""
+    # llvmlite's host probe is what Numba compiles for (numba's get_sysinfo wraps the same
+    # calls but also probes locale and NumPy internals that now warn on import).
+    import llvmlite.binding as llvm
+    cpu_name = llvm.get_host_cpu_name()
     try:
-        from numba.misc.numba_sysinfo import get_sysinfo  # numba's own CPU feature probe
-        info = get_sysinfo()
-        features = info.get("CPU Features", "")
-        cpu_name = info.get("CPU Name", "")
-    except Exception:
-        import llvmlite.binding as llvm
-        cpu_name = llvm.get_host_cpu_name()
+        feature_map = llvm.get_host_cpu_features()
+        features = " ".join(sorted(k for k, on in feature_map.items() if on))
+    except RuntimeError:  # llvmlite cannot read the features on some hosts
+        features = ""
     # Asking for the threading layer needs a parallel function to have run once.
     from kernels.cpu.threads import threading_layer
     return {

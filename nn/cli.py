@@ -41,7 +41,29 @@ def build_parser():
     return parser, train, bench
 
 
+# OpenBLAS reads this once, when NumPy loads it. Its default lets idle BLAS threads spin
+# for about 2**28 cycles (~0.1 s) after every NumPy product, and on 2 cores those spinning
+# threads halved the speed of whichever implementation the benchmark timed next
+# (measured: ours at 1024^3 fell from 167 to 74 GFLOP/s right after a NumPy call).
+# 2**4 cycles lets them sleep at once, as OMP_WAIT_POLICY=PASSIVE does for OpenMP.
+_BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _reexec_for_bench():
+    """Start `numbanet bench` again in a fresh interpreter with _BENCH_ENV set (values the
+    user set are kept): NumPy is already loaded here, too late to change OpenBLAS."""
+    env = dict(os.environ)
+    for key, value in _BENCH_ENV.items():
+        env.setdefault(key, value)
+    env["NUMBANET_BENCH_ENV"] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", "nn.cli", *sys.argv[1:]], env)
+
+
 def main(argv=None):
+    # Only a real command line is restarted; main(["bench", ...]) from Python runs as is.
+    if (argv is None and sys.argv[1:2] == ["bench"] and _HAVE_BENCH
+            and os.environ.get("NUMBANET_BENCH_ENV") != "1"):
+        _reexec_for_bench()
     parser, train, bench = build_parser()
     from nn.train import add_arguments as add_train_arguments
     add_train_arguments(train)

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from kernels.cpu.gemm import MR, NR, gemm_packed_serial, pack_a, pack_b
+from kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 
 
 @numba.njit(cache=True, inline="always")
@@ -103,7 +103,7 @@ def _panels(size, width):
 
 
 @numba.njit(cache=True, parallel=True)
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
+def _conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
@@ -118,7 +118,7 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
+def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
     n_, oh_, ow_, c_out = dy.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
@@ -136,16 +136,17 @@ def _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
         dyapack = np.empty((_panels(rows, MR), c_out, MR), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
         tile = np.empty((MR, NR), dtype=x.dtype)
+        nobias = np.empty(0, dtype=x.dtype)
         dwt = dw_part[t]
         dbt = db_part[t]
         for n in range(lo, hi):
             dyn = dy[n].reshape((rows, c_out))
             _pack_dy_and_sum(dyn, dybpack, dbt)
             _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
-            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, None, tile)
-            if dx is not None:
+            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, tile)
+            if compute_dx:
                 pack_a(dyn, False, rows, c_out, dyapack)
-                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, None, tile)
+                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, tile)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):
@@ -171,4 +172,13 @@ def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
     # dw and db do not depend on how the scheduler hands out iterations. Read here, not in
     # the kernel: numba.get_num_threads() inside @njit would defeat cache=True.
     nchunks = max(1, min(x.shape[0], numba.get_num_threads()))
-    _conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
+    # An empty dx stands in for None: one compiled kernel per dtype, not two.
+    compute_dx = dx is not None
+    if not compute_dx:
+        dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
+    _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
+
+
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
+    """y = conv(x, w) (+ bias); arrays validated and C-contiguous, y allocated."""
+    _conv2d_forward(x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)

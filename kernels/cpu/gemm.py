@@ -105,7 +105,7 @@ def _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups):
                         if s > 0:
                             for c in range(nr):
                                 orow[c] += tile[r, c]
-                        elif bias is None:
+                        elif bias.shape[0] == 0:
                             for c in range(nr):
                                 orow[c] = tile[r, c]
                         else:
@@ -128,9 +128,10 @@ def pack_a(a, trans_a, m, kc, ap):
 
 @numba.njit(cache=True)
 def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, bias, tile):
-    """out[:m, :n] (+)= A @ B (+ bias over rows when not accumulating) from already packed
-    panels of A (m x kc) and B (kc x n), on one thread: conv.py calls it per image inside
-    its own prange. The bias rides on the single write of each tile, not a second pass."""
+    """out[:m, :n] (+)= A @ B (+ bias over rows when not accumulating; an empty bias adds
+    nothing) from already packed panels of A (m x kc) and B (kc x n), on one thread:
+    conv.py calls it per image inside its own prange. The bias rides on the single write
+    of each tile, not a second pass."""
     for jp in range((n + NR - 1) // NR):
         j0 = jp * NR
         nr = min(NR, n - j0)
@@ -141,7 +142,7 @@ def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, bias, tile):
                 if accumulate:
                     for c in range(nr):
                         orow[c] += tile[r, c]
-                elif bias is None:
+                elif bias.shape[0] == 0:
                     for c in range(nr):
                         orow[c] = tile[r, c]
                 else:
@@ -149,8 +150,16 @@ def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, bias, tile):
                         orow[c] = tile[r, c] + bias[j0 + c]
 
 
+def no_bias(dtype):
+    """The empty array the kernels take for "no bias". None would be a second type, and
+    each kernel would be compiled twice per dtype (seconds each, on first use)."""
+    return np.empty(0, dtype=dtype)
+
+
 def matmul(a, b, trans_a, trans_b, bias, out):
     """out = op(a) @ op(b) (+ bias over rows); arrays validated and C-contiguous."""
+    if bias is None:
+        bias = no_bias(out.dtype)
     m, n = out.shape
     nblocks = -(-m // MC)
     nbp = -(-n // NR)
