@@ -154,3 +154,28 @@ def test_openblas_env_note_printed_only_when_set():
     assert "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench" in runner.format_header(info)
     info["openblas"]["OPENBLAS_CORETYPE"] = None
     assert "env -u" not in runner.format_header(info)
+
+
+def _cli_bench_header(env_overrides):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBANET_BENCH_ENV")}
+    env.update(env_overrides)
+    proc = subprocess.run([sys.executable, "-m", "nn.cli", "bench", "--tiny", "--repeats", "1", "--ops", "optim",
+                           "--backends", "cpu,numpy"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_command_line_restarts_with_quiet_blas_threads():
+    # From a command line, `numbanet bench` restarts itself with the settings that stop
+    # OpenBLAS and OpenMP threads spinning (they must be set before NumPy loads).
+    assert "OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4" in _cli_bench_header({})
+
+
+def test_command_line_keeps_the_users_blas_settings():
+    out = _cli_bench_header({"OPENBLAS_THREAD_TIMEOUT": "9", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert "OMP_WAIT_POLICY=ACTIVE, OPENBLAS_THREAD_TIMEOUT=9" in out
