@@ -47,7 +47,16 @@ def collect():
         "cpu": {"model": cpu_model(), "llvm_cpu_name": cpu_name, "features": features,
                 "logical_cpus": os.cpu_count()},
         "threading": {"layer": threading_layer(), "threads": numba.get_num_threads()},
+        "malloc": _malloc_status(),
     }
+
+
+def _malloc_status():
+    # What creating the cpu backend does to malloc (kernels/cpu/memory.py).
+    import kernels
+    kernels.get_backend("cpu")
+    from kernels.cpu.memory import status
+    return status()
 
 
 def format_info(info):
@@ -60,4 +69,6 @@ def format_info(info):
               f"  cpus        {c['logical_cpus']}", f"  features    {c['features']}"]
     t = info["threading"]
     lines += ["", "numba threading:", f"  layer       {t['layer']}", f"  threads     {t['threads']}"]
+    if info.get("malloc"):
+        lines += ["", "memory:", f"  malloc      {info['malloc']}"]
     return "\n".join(lines)

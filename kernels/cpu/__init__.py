@@ -10,6 +10,8 @@ class CpuBackend(Backend):
     def __init__(self):
         # Imported here so that `import kernels` compiles nothing until a backend is used.
         from kernels.cpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
+        from kernels.cpu.memory import keep_freed_memory
+        keep_freed_memory()
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
 
