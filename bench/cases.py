@@ -129,13 +129,15 @@ def full_cases():
 
 
 def quick_cases():
-    """Under a minute on the 2-core machine: one of each op at the shapes the targets name."""
-    cases = [_gemm(s, s, s, label=f"{s}x{s}x{s}") for s in (256, 512, 1024)]
+    """Under a minute on the 2-core machine: every shape a performance target names
+    (GEMM 1024^3 and 2048^3, both conv layers, Adam on 10M, the training step), plus
+    smaller GEMMs, the CNN's two main products, pooling and SGD."""
+    cases = [_gemm(s, s, s, label=f"{s}x{s}x{s}") for s in (256, 512, 1024, 2048)]
     cases += [cnn_gemm_cases()[0], cnn_gemm_cases()[7]]
-    x, w = CNN_LAYERS[1]
-    cases += [_conv((128,) + x, w, False, "conv2"), _conv((128,) + x, w, True, "conv2")]
+    for i, (x, w) in enumerate(CNN_LAYERS, 1):
+        cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
-    cases += [_optim("adam", 1_000_000), _optim("sgd", 1_000_000)]
+    cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
     cases.append(_train_step(128))
     return cases
 

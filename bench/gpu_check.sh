@@ -2,9 +2,11 @@
 # The whole real-device check of the gpu backend in one command (< 5 minutes on an H200):
 #   1. the kernel test suite on cpu and the real gpu (tests/kernels, tests/gpu),
 #   2. float32 GEMM 4096^3: our tiled kernel vs cuBLAS through CuPy (TF32 off),
-#   3. one training step of the article's CNN at batch 128, gpu vs cpu, and a full
+#   3. the kernel benchmarks, gpu against cpu and the references (numbanet bench --quick),
+#   4. one training step of the article's CNN at batch 128, gpu vs cpu, and a full
 #      60,000-sample epoch on the gpu (synthetic digits-shaped data: no download).
-# Outputs go under ${OUT:-out}/ (tests.log, gemm.txt, train.txt, summary.txt).
+# Outputs go under ${OUT:-out}/ (tests.log, gemm.txt, bench.txt, bench.json, train.txt,
+# summary.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"
@@ -61,6 +63,11 @@ try:
 except ImportError:
     print("CuPy not importable: no cuBLAS comparison")
 PY
+
+echo "== numbanet bench --quick (gpu, cpu, references)" | tee -a "$OUT/summary.txt"
+timeout 150 $PY -m nn.cli bench --quick --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+echo "bench exit $?" | tee -a "$OUT/summary.txt"
+grep -E "^\| .*\| (gpu|cupy) " "$OUT/bench.txt" | tee -a "$OUT/summary.txt"
 
 echo "== article CNN, batch 128" | tee -a "$OUT/summary.txt"
 timeout 200 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
