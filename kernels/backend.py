@@ -38,6 +38,22 @@ class Backend:
             out.append(self._contiguous(arr))
         return out if len(out) > 1 else out[0]
 
+    def _first_out_of_range(self, idx, n):
+        """(position, value) of the first entry of the int array idx outside [0, n), or None.
+
+        The cpu compute functions check class ids and row indices as they go, at no extra
+        cost, so the base answers None. The gpu backend scans on the device, which costs an
+        upload, a download and a sync per call: Sequential skips it (the _labels_checked and
+        _indices_checked arguments) for labels it checked on the host (_check_y) and for the
+        row indices fit drew from range(len(x)) itself."""
+        return None
+
+    def _labels_in_range(self, op, labels, c):
+        bad = self._first_out_of_range(labels, c)
+        if bad is not None:
+            raise ValueError(f"{op}: label {bad[1]} is out of range for {c} classes "
+                             f"(labels must be in [0, {c}))")
+
     def _flat(self, arr):
         return self.reshape(arr, (arr.size,))
 
@@ -252,22 +268,24 @@ class Backend:
         return dx
 
     # ------------------------------------------------------------------ losses
-    def _loss_inputs(self, op, pred, labels):
+    def _loss_inputs(self, op, pred, labels, labels_checked):
         pred, labels = self._prepare(op, pred=pred, labels=labels)
         shapes.check_float(op, "logits", pred)
         shapes.check_ndim(op, "logits", pred, 2, "(N, C)")
         shapes.check_nonempty(op, "logits", pred)
         onehot = shapes.check_labels(op, pred, labels)
+        if not onehot and not labels_checked:
+            self._labels_in_range(op, labels, pred.shape[1])
         return pred, labels, onehot
 
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, *, _labels_checked=False):
         """Fused softmax + cross-entropy: -> (losses (N,), dlogits = (softmax - onehot) / N).
 
         labels are integer class ids (N,) or one-hot rows (N, C). Stable for huge logits
         (the row max is subtracted before exp).
         """
         op = "softmax_cross_entropy"
-        logits, labels, onehot = self._loss_inputs(op, logits, labels)
+        logits, labels, onehot = self._loss_inputs(op, logits, labels, _labels_checked)
         losses = self.empty((logits.shape[0],), logits.dtype)
         dlogits = self.empty(logits.shape, logits.dtype)
         self.loss.softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
@@ -279,7 +297,7 @@ class Backend:
         -> (losses (N,), dprobs); dprobs is the mean-loss gradient, zero where clipped.
         """
         op = "crossentropy"
-        probs, labels, onehot = self._loss_inputs(op, probs, labels)
+        probs, labels, onehot = self._loss_inputs(op, probs, labels, False)
         losses = self.empty((probs.shape[0],), probs.dtype)
         dprobs = self.empty(probs.shape, probs.dtype)
         self.loss.crossentropy(probs, labels, onehot, float(eps), losses, dprobs)
@@ -302,10 +320,10 @@ class Backend:
         self.loss.mse(p2, t2, losses, dpred)
         return losses, self.reshape(dpred, pred.shape)
 
-    def accuracy(self, scores, labels):
+    def accuracy(self, scores, labels, *, _labels_checked=False):
         """Number of rows whose argmax equals the label (an int on the host)."""
         op = "accuracy"
-        scores, labels, onehot = self._loss_inputs(op, scores, labels)
+        scores, labels, onehot = self._loss_inputs(op, scores, labels, _labels_checked)
         return int(self.loss.accuracy(scores, labels, onehot))
 
     # ------------------------------------------------------------------ elementwise
@@ -375,7 +393,7 @@ class Backend:
         self.elementwise.scale(self._flat(x), float(alpha), self._flat(y))
         return y
 
-    def take_rows(self, x, indices):
+    def take_rows(self, x, indices, *, _indices_checked=False):
         """y[i] = x[indices[i]] along axis 0 (batches drawn from a device-resident dataset)."""
         op = "take_rows"
         x, indices = self._prepare(op, x=x, indices=indices)
@@ -383,6 +401,11 @@ class Backend:
         shapes.check_ndim(op, "indices", indices, 1)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{op}: x must have at least one row, got shape {tuple(x.shape)}")
+        if not _indices_checked:
+            bad = self._first_out_of_range(indices, x.shape[0])
+            if bad is not None:
+                raise ValueError(f"{op}: indices[{bad[0]}]={bad[1]} is out of range for "
+                                 f"x with {x.shape[0]} rows")
         rest = x.size // x.shape[0]
         y = self.empty((indices.shape[0],) + tuple(x.shape[1:]), x.dtype)
         self.elementwise.take_rows(self.reshape(x, (x.shape[0], rest)), indices,

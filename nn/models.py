@@ -204,14 +204,16 @@ class Sequential:
     def _loss_and_grad(self, out, yb):
         """-> (per-sample losses, dloss/dout) for the model output (or logits when fused)."""
         if self._fused:
-            return self.be.softmax_cross_entropy(out, yb)
+            # Every caller passes y through _check_y first: on the gpu, a range check here
+            # would cost an upload, a download and a sync per batch.
+            return self.be.softmax_cross_entropy(out, yb, _labels_checked=True)
         return self.loss.compute(self.be, out, yb)
 
     def _step_stats(self, out, yb, losses):
         """Host scalars: summed data loss, correct count (None without accuracy)."""
         be = self.be
         loss_sum = be.sum(losses)
-        correct = metrics_mod.correct(be, out, yb) if self.metrics else None
+        correct = metrics_mod.correct(be, out, yb, labels_checked=True) if self.metrics else None
         return loss_sum, correct
 
     def _penalty(self):
@@ -330,10 +332,15 @@ class Sequential:
                     order_dev = be.asarray(order)
                 loss_total, correct_total, seen = 0.0, 0, 0
                 for step in range(steps):
+                    for cb in cbs:
+                        cb.on_batch_begin(step)
                     lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                     if resident:
+                        # order is a permutation of range(n): no range check (on the gpu,
+                        # a round trip per call).
                         idx = order_dev[lo:hi]
-                        xb, yb = be.take_rows(x_dev, idx), be.take_rows(y_dev, idx)
+                        xb = be.take_rows(x_dev, idx, _indices_checked=True)
+                        yb = be.take_rows(y_dev, idx, _indices_checked=True)
                     else:
                         idx = order[lo:hi]
                         xb, yb = be.asarray(x[idx]), be.asarray(y[idx])

@@ -8,7 +8,7 @@ import numpy as np
 from numba import cuda
 
 from kernels.backend import Backend
-from kernels.gpu.launch import grid_1d, rows_1d
+from kernels.gpu.launch import first_out_of_range, grid_1d, rows_1d
 
 
 @cuda.jit
@@ -65,6 +65,9 @@ class GpuBackend(Backend):
 
     def _is_c_contiguous(self, arr):
         return arr.is_c_contiguous()
+
+    def _first_out_of_range(self, idx, n):
+        return first_out_of_range(idx, n)
 
     def _contiguous(self, arr):
         if arr.is_c_contiguous():

@@ -1,0 +1,326 @@
+"""Device residency (issue 4): inside a training step of Sequential.fit on the gpu backend,
+nothing crosses between host and device but the batch's upload (none when the dataset
+is resident) and the scalars the progress bar shows. Weights, gradients, optimizer state
+and activations stay on the device.
+
+The test does not trust the code to say so: it wraps every way numba.cuda can move data
+and counts what moves during fit, by direction, size and the line of numbanet that asked.
+
+  cuda.to_device                        host -> device
+  DeviceArray.copy_to_device            host -> device (device -> device is not counted)
+  DeviceArray.copy_to_host              device -> host; np.asarray(dev) on a real GPU too
+  DeviceArray[i] giving a scalar        device -> host on a real GPU
+  DeviceArray[...] = host values        host -> device on a real GPU
+  a host ndarray passed to a kernel     copied up and back by numba (In/Out/InOut hints)
+  cuda.mapped_array / managed_array     host memory the device reads over the bus
+  simulator: any other attribute        the simulator forwards unknown attributes (np.asarray,
+                                        .sum(), .item(), ...) to a host NumPy array
+
+Not wrapped, because they copy nothing: cuda.device_array(_like) (an allocation), slicing
+(a view on both the device and the simulator), cuda.pinned_array (a host allocation; a
+copy into it still goes through copy_to_host).
+
+Steps are the windows between Callback.on_batch_begin and on_batch_end: the batch gather
+or upload, forward, loss, backward and the optimizer update. Under the simulator every
+CUDA thread is a Python thread, so the model and the data are tiny.
+"""
+import os
+import traceback
+from collections import defaultdict, namedtuple
+
+import numpy as np
+import pytest
+from numba import cuda
+from numba.cuda import config as cuda_config
+
+import kernels
+import nn.models
+from nn.callbacks import Callback
+from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from nn.models import Sequential
+from nn.optimizers import Adam
+
+SIM = bool(cuda_config.ENABLE_CUDASIM)
+if SIM:
+    from numba.cuda.simulator import args as arg_hints
+    from numba.cuda.simulator import kernel as sim_kernel
+else:
+    from numba.cuda import args as arg_hints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEVICE_ARRAY = type(cuda.device_array(1))
+
+# One float64 or int64: be.sum's result, be.accuracy's count.
+SCALAR_BYTES = 8
+# A step may copy back the summed batch loss (be.sum, a float64) and the correct count
+# (be.accuracy, an int64): the progress bar shows both. The finite check is math.isfinite
+# on that loss, on the host. Nothing goes up: labels were range-checked on the host by
+# _check_y, the batch indices are fit's own permutation, and the accuracy count is
+# cleared by a kernel.
+MAX_SCALARS_PER_STEP = 2
+
+# Shapes chosen so that no weight (and so no gradient or Adam slot) has the byte size of
+# a scalar or a batch: a transfer of that size would be a weight crossing the bus.
+N, H, W, CLASSES, BATCH = 6, 6, 6, 3, 4
+Transfer = namedtuple("Transfer", "direction nbytes how where window epoch")
+
+
+def _caller():
+    """file:line (function) of the innermost numbanet frame that asked for the copy."""
+    for frame in reversed(traceback.extract_stack()):
+        rel = os.path.relpath(frame.filename, ROOT)
+        if rel.startswith(("kernels" + os.sep, "nn" + os.sep)):
+            return f"{rel}:{frame.lineno} ({frame.name})"
+    return "outside numbanet"
+
+
+def _nbytes(a):
+    return int(np.asarray(a).nbytes)
+
+
+def _in_kernel():
+    """True while a simulated kernel runs: its array reads and writes are device accesses."""
+    return SIM and sim_kernel._kernel_context is not None
+
+
+class Recorder:
+    """Transfers made while recording, each tagged with the step window it fell in."""
+
+    def __init__(self):
+        self.events = []
+        self.recording = False
+        self.window = None
+        self.epoch = None
+        self._inside = 0
+
+    def add(self, direction, nbytes, how):
+        if not self.recording or self._inside:
+            return
+        self.events.append(Transfer(direction, int(nbytes), how, _caller(), self.window, self.epoch))
+
+    def wrap(self, how, direction, size, fn):
+        """fn, recording one transfer per call; transfers it makes itself (to_device copying
+        through copy_to_device on a real GPU) are part of that one."""
+        recorder = self
+
+        def wrapper(*args, **kwargs):
+            moved = size(*args, **kwargs)
+            if moved is not None:
+                recorder.add(direction, moved, how)
+            recorder._inside += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                recorder._inside -= 1
+        return wrapper
+
+
+# Attributes the simulator forwards to its NumPy array that are metadata, not data.
+_METADATA = {"dtype", "size", "ndim", "strides", "itemsize", "flags"}
+
+
+@pytest.fixture
+def transfers(monkeypatch):
+    rec = Recorder()
+    monkeypatch.setattr(cuda, "to_device", rec.wrap("cuda.to_device", "up", lambda a, *r, **k: _nbytes(a),
+                                                    cuda.to_device))
+    monkeypatch.setattr(DEVICE_ARRAY, "copy_to_host", rec.wrap(
+        "copy_to_host", "down", lambda self, *r, **k: self.nbytes, DEVICE_ARRAY.copy_to_host))
+    monkeypatch.setattr(DEVICE_ARRAY, "copy_to_device", rec.wrap(
+        "copy_to_device", "up", lambda self, a, *r, **k: None if isinstance(a, DEVICE_ARRAY) else _nbytes(a),
+        DEVICE_ARRAY.copy_to_device))
+
+    get, set_ = DEVICE_ARRAY.__getitem__, DEVICE_ARRAY.__setitem__
+    put = rec.wrap("device_array[...] = host value", "up",
+                   lambda self, idx, value: None if isinstance(value, DEVICE_ARRAY) else _nbytes(value), set_)
+
+    # Simulated kernels index arrays from many Python threads at once: they bypass the
+    # recorder (and its counter) entirely.
+    def getitem(self, idx):
+        if _in_kernel():
+            return get(self, idx)
+        rec._inside += 1
+        try:
+            out = get(self, idx)
+        finally:
+            rec._inside -= 1
+        if not isinstance(out, DEVICE_ARRAY):
+            rec.add("down", np.dtype(self.dtype).itemsize, "device_array[...] -> scalar")
+        return out
+
+    def setitem(self, idx, value):
+        return set_(self, idx, value) if _in_kernel() else put(self, idx, value)
+
+    monkeypatch.setattr(DEVICE_ARRAY, "__getitem__", getitem)
+    monkeypatch.setattr(DEVICE_ARRAY, "__setitem__", setitem)
+
+    for hint in (arg_hints.In, arg_hints.Out, arg_hints.InOut):
+        monkeypatch.setattr(hint, "to_device", rec.wrap(
+            f"host array passed to a kernel ({hint.__name__})", "host",
+            lambda self, *r, **k: _nbytes(self.value) if isinstance(self.value, np.ndarray) else None,
+            hint.to_device))
+    for name in ("mapped_array", "managed_array"):
+        if hasattr(cuda, name):
+            monkeypatch.setattr(cuda, name, rec.wrap(f"cuda.{name}", "host", lambda *a, **k: 0,
+                                                     getattr(cuda, name)))
+    if SIM:
+        forward = DEVICE_ARRAY.__getattr__
+
+        def getattr_(self, name):
+            if name not in _METADATA and not _in_kernel():
+                rec.add("down", self._ary.nbytes, f"simulator: device_array.{name} read on the host")
+            return forward(self, name)
+
+        monkeypatch.setattr(DEVICE_ARRAY, "__getattr__", getattr_)
+    return rec
+
+
+class StepWindows(Callback):
+    def __init__(self, rec):
+        self.rec = rec
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rec.epoch = epoch
+
+    def on_batch_begin(self, batch, logs=None):
+        self.rec.window = (self.rec.epoch, batch)
+
+    def on_batch_end(self, batch, logs=None):
+        self.rec.window = None
+
+
+def tiny_cnn():
+    m = Sequential()
+    m.add(Conv2D(3, kernel_size=(3, 3), activation="relu", input_shape=(H, W, 1)))
+    m.add(MaxPooling2D(pool_size=(2, 2)))
+    m.add(Flatten())
+    m.add(Dense(CLASSES, activation="softmax"))
+    m.compile(optimizer=Adam(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"])
+    m.build((H, W, 1), backend=kernels.get_backend("gpu"))
+    return m
+
+
+def data():
+    rng = np.random.default_rng(4)
+    return rng.random((N, H, W, 1), dtype=np.float32), rng.integers(0, CLASSES, N)
+
+
+def fit_recorded(rec, epochs):
+    model = tiny_cnn()
+    x, y = data()
+    rec.recording = True
+    try:
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[StepWindows(rec)])
+    finally:
+        rec.recording = False
+    assert rec._inside == 0, f"recorder: {rec._inside} wrapped calls never returned; transfers went unseen"
+    assert model.optimizer.iterations == epochs * -(-N // BATCH), \
+        f"fit: expected {epochs * -(-N // BATCH)} optimizer steps, got {model.optimizer.iterations}"
+    return model, x
+
+
+def by_step(rec, epochs):
+    steps = defaultdict(list)
+    for e in rec.events:
+        if e.window is not None:
+            steps[e.window].append(e)
+    windows = [(ep, s) for ep in range(epochs) for s in range(-(-N // BATCH))]
+    return {w: steps[w] for w in windows}, [e for e in rec.events if e.window is None]
+
+
+def state_sizes(model):
+    """Byte sizes of every weight, gradient and optimizer slot."""
+    assert model.be.name == "gpu" and model.optimizer.slots, "fit: the model did not train on the gpu"
+    arrays = [a for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())]
+    arrays += [a for d in model.optimizer.slots.values() for a in d.values()]
+    return {int(a.nbytes) for a in arrays}
+
+
+def show(events):
+    return "\n  ".join(f"{e.direction} {e.nbytes} B via {e.how} at {e.where}" for e in events) or "(none)"
+
+
+def check_no_state_crosses(model, steps, legit_sizes):
+    sizes = state_sizes(model)
+    assert not sizes & legit_sizes, \
+        f"test setup: weight sizes {sorted(sizes)} overlap the expected transfer sizes {sorted(legit_sizes)}"
+    for w, events in steps.items():
+        moved = [e for e in events if e.nbytes in sizes]
+        assert not moved, (f"fit step {w}: a transfer has the size of a weight, gradient or optimizer slot "
+                           f"({sorted(sizes)} bytes); expected them to stay on the device, got:\n  {show(moved)}")
+
+
+def check_scalars(w, events):
+    downs = [e for e in events if e.direction == "down"]
+    assert downs, f"fit step {w}: expected the batch loss to come back, saw no download (is the recorder live?)"
+    big = [e for e in downs if e.nbytes > SCALAR_BYTES]
+    assert not big, f"fit step {w}: expected only scalar downloads (<= {SCALAR_BYTES} B), got:\n  {show(big)}"
+    assert len(downs) <= MAX_SCALARS_PER_STEP, \
+        f"fit step {w}: expected at most {MAX_SCALARS_PER_STEP} scalar downloads, got {len(downs)}:\n  {show(downs)}"
+    other = [e for e in events if e.direction == "host"]
+    assert not other, f"fit step {w}: expected no implicit or mapped copies, got:\n  {show(other)}"
+
+
+def test_the_recorder_sees_every_transfer_path(transfers):
+    """The wrappers are live: each copy below is counted once, with its size; views and
+    device-to-device copies are not counted."""
+    be = kernels.get_backend("gpu")
+
+    @cuda.jit
+    def double(a):
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            a[i] *= 2
+
+    host = np.arange(4, dtype=np.float32)
+    transfers.recording = True
+    dev = be.asarray(host)                       # up 16
+    dev.copy_to_device(host)                     # up 16
+    dev.copy_to_device(be.zeros((4,)))           # device to device: not counted
+    be.to_numpy(dev)                             # down 16
+    dev[1]                                       # down 4
+    dev[2:3] = host[:1]                          # up 4
+    dev[0:2]                                     # a view: not counted
+    double[1, 32](host)                          # host array to a kernel
+    double[1, 32](dev)                           # a device array: not counted
+    np.asarray(dev)                              # down 16
+    transfers.recording = False
+    got = [(e.direction, e.nbytes) for e in transfers.events]
+    want = [("up", 16), ("up", 16), ("down", 16), ("down", 4), ("up", 4), ("host", 16)]
+    if SIM:
+        want.append(("down", 16))  # the simulator copies the kernel's host argument back
+    want.append(("down", 16))
+    assert got == want, f"recorder: expected {want}, got {got}:\n  {show(transfers.events)}"
+
+
+def test_resident_fit_copies_only_scalars_per_step(transfers):
+    epochs = 2
+    model, x = fit_recorded(transfers, epochs)
+    steps, outside = by_step(transfers, epochs)
+    for w, events in steps.items():
+        ups = [e for e in events if e.direction == "up"]
+        assert not ups, f"fit step {w} (resident data): expected no uploads, got:\n  {show(ups)}"
+        check_scalars(w, events)
+    # Outside the steps: the dataset once (x, then int32 labels), then each epoch's
+    # shuffled order (int32), nothing else and nothing back.
+    want = [("up", x.nbytes), ("up", N * 4)] + [("up", N * 4)] * epochs
+    got = [(e.direction, e.nbytes) for e in outside]
+    assert got == want, (f"fit outside steps (resident data): expected {want}, got {got}:\n  {show(outside)}")
+    check_no_state_crosses(model, steps, {SCALAR_BYTES, x.nbytes, N * 4})
+
+
+def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch):
+    monkeypatch.setattr(nn.models, "_RESIDENT_BYTES", 0)
+    model, x = fit_recorded(transfers, 1)
+    steps, outside = by_step(transfers, 1)
+    legit = {SCALAR_BYTES}
+    for (epoch, step), events in steps.items():
+        rows = min(BATCH, N - step * BATCH)
+        want = [x[:rows].nbytes, rows * 4]  # the x batch, then its int32 labels
+        legit |= set(want)
+        ups = [e.nbytes for e in events if e.direction == "up"]
+        assert ups == want, (f"fit step {(epoch, step)} (data uploaded per batch): expected uploads of "
+                             f"{want} bytes (x batch, y batch), got {ups}:\n  {show(events)}")
+        check_scalars((epoch, step), events)
+    assert not outside, f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(outside)}"
+    check_no_state_crosses(model, steps, legit)
