@@ -183,3 +183,86 @@ def test_pool_backward_bad_input(be):
         be.avg_pool2d_backward(y, (1, 6, 6, 2))
     with pytest.raises(TypeError, match="avg_pool2d_backward"):
         be.avg_pool2d_backward(be.asarray(np.zeros((1, 2, 2, 2), np.int32)), (1, 4, 4, 2))
+
+
+# The cpu kernels vectorize over channels, specialize full 2x2 windows and run narrow
+# (few-channel) general windows channel by channel: these cover each path and its edges.
+WIDTHS = [1, 3, 7, 8, 17, 33]
+GEOMETRIES = [((2, 2), None, "valid", (2, 6, 8)),   # every window a full 2x2
+              ((2, 2), None, "same", (2, 7, 5)),    # last row/column windows cut by padding
+              ((3, 3), (2, 2), "same", (2, 7, 6)),  # general windows, padded on every side
+              ((3, 3), (1, 1), "same", (1, 5, 6)),  # overlapping windows
+              ((2, 3), (1, 2), "valid", (1, 5, 7))]
+
+
+def max_backward_ref(dy, idx, x_shape):
+    dx = np.zeros(x_shape, dy.dtype)
+    w = x_shape[2]
+    for b, i, j, ch in np.ndindex(*dy.shape):
+        at = int(idx[b, i, j, ch])
+        dx[b, at // w, at % w, ch] += dy[b, i, j, ch]
+    return dx
+
+
+def avg_backward_ref(dy, x_shape, pool, strides, padding):
+    _, h, w, _ = x_shape
+    (ph, pw), (sh, sw) = pool, strides
+    _, _, pt, pl = geometry(h, w, ph, pw, sh, sw, padding)
+    dx = np.zeros(x_shape, np.float64)
+    for b, i, j, ch in np.ndindex(*dy.shape):
+        cells = [(hh, ww) for hh in range(i * sh - pt, i * sh - pt + ph)
+                 for ww in range(j * sw - pl, j * sw - pl + pw) if 0 <= hh < h and 0 <= ww < w]
+        for hh, ww in cells:
+            dx[b, hh, ww, ch] += dy[b, i, j, ch] / len(cells)
+    return dx.astype(dy.dtype)
+
+
+def geometry_cases(small):
+    if small:  # the simulator: one tiny case per path
+        return [(pool, s, pad, (1,) + hw[1:]) for pool, s, pad, hw in GEOMETRIES[:3]]
+    return GEOMETRIES
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", WIDTHS)
+def test_pool_channel_widths(be, small, dtype, c):
+    if small and c > 3:
+        pytest.skip("the simulator covers narrow widths only")
+    for pool, strides, padding, nhw in geometry_cases(small):
+        x = distinct(nhw + (c,), dtype, seed=c)
+        s = strides or pool
+        check_max(be, x, pool, strides, padding)
+        check_op(be, lambda be, x: run_avg(be, x, pool, strides, padding), [x],
+                 lambda x: pool_ref(x, pool, s, padding, "avg")[0], k=pool[0] * pool[1])
+
+
+@pytest.mark.parametrize("c", [1, 3, 17])
+def test_max_pool_ties_and_negative_values_pick_first_valid_cell(be, small, c):
+    # Values from {-2, -1, 0} leave many ties in every window; all-negative windows at the
+    # "same" border show that padded cells never win (a padded 0 would).
+    if small and c > 3:
+        pytest.skip("the simulator covers narrow widths only")
+    rng = np.random.default_rng(c)
+    for pool, strides, padding, nhw in geometry_cases(small):
+        for x in (rng.integers(-2, 1, nhw + (c,)).astype(np.float32),
+                  np.full(nhw + (c,), -1.0, np.float32)):
+            check_max(be, x, pool, strides, padding)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [1, 3, 17, 33])
+def test_pool_backward_against_loops(be, small, dtype, c):
+    if small and c > 3:
+        pytest.skip("the simulator covers narrow widths only")
+    for pool, strides, padding, nhw in geometry_cases(small):
+        x = distinct(nhw + (c,), dtype, seed=c + 1)
+        s = strides or pool
+        y, idx = be.max_pool2d(be.asarray(x), pool_size=pool, strides=strides, padding=padding)
+        dy = randn(be.to_numpy(y).shape, dtype, seed=c)
+        got = be.to_numpy(be.max_pool2d_backward(be.asarray(dy), idx, x.shape))
+        np.testing.assert_allclose(got, max_backward_ref(dy, be.to_numpy(idx), x.shape),
+                                   rtol=1e-6 if dtype == np.float32 else 1e-13)
+        got = be.to_numpy(be.avg_pool2d_backward(be.asarray(dy), x.shape, pool_size=pool,
+                                                 strides=strides, padding=padding))
+        np.testing.assert_allclose(got, avg_backward_ref(dy, x.shape, pool, s, padding),
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
