@@ -8,6 +8,10 @@ micro-kernel (the weights are packed once per call, the image's operands per ima
     backward: dW  += P_n^T @ dy_n         (per-chunk partial sums, reduced in chunk order)
               dP_n = dy_n @ W^T, then col2im scatter-adds dP_n into dx_n
 
+Shallow windows (KH*KW*C_in <= DIRECT_KDIM, as in a first layer) skip the patch matrix:
+y and dW come from register tiles reading a zero-padded copy of the image (see the direct
+forward path below); dx still goes through dP.
+
 Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
 and their gradients are dropped. Each prange iteration owns whole images (their rows of
 y and dx) and its own partial dW/db, so there are no races and the sums are added in a
@@ -15,9 +19,15 @@ fixed order.
 """
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
+
+# Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
+# per output the GEMM path's time goes to patch packing and tile write-back, not FMAs
+# (the article's first conv: depth 9, ~2.5x faster direct); from about 72 on, the direct
+# path's re-reading of x per NR-column panel loses to the GEMM path's packed operands.
+DIRECT_KDIM = 64
 
 
 @numba.njit(cache=True, inline="always")
@@ -29,12 +39,13 @@ def _put(dst, transposed, row, col, v):
 
 
 @numba.njit(cache=True)
-def _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
-    """Image n's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = x[n, oh*sh - pt + kh,
-    ow*sw - pl + kw, c] (0 outside x), written straight into the micro-kernel's MR-row
+def _im2col_packed(xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
+    """One image's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = xn[oh*sh - pt + kh,
+    ow*sw - pl + kw, c] (0 outside xn), written straight into the micro-kernel's MR-row
     panels: of P itself (dst[row // MR, col, row % MR]) or, when transposed, of P^T
-    (dst[col // MR, row, col % MR]). Panel rows past the matrix are zeroed."""
-    h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    (dst[col // MR, row, col % MR]). Panel rows past the matrix are zeroed. Takes the
+    image, not (x, n), for the reason _forward_direct_image gives."""
+    h, w, c_in = xn.shape
     dst[dst.shape[0] - 1] = 0
     for oh in range(oh_):
         for ow in range(ow_):
@@ -45,7 +56,7 @@ def _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
                     iw = ow * sw - pl + kw
                     base = (kh * kw_ + kw) * c_in
                     if 0 <= ih < h and 0 <= iw < w:
-                        src = x[n, ih, iw]
+                        src = xn[ih, iw]
                         for c in range(c_in):
                             _put(dst, transposed, row, base + c, src[c])
                     else:
@@ -102,19 +113,249 @@ def _panels(size, width):
     return (size + width - 1) // width
 
 
+# ------------------------------------------------------------------ direct forward path
+#
+# For a shallow sum (small KH*KW*C_in) the forward pass skips the patch matrix: each
+# MR x NR tile of y (MR output pixels, NR output channels) keeps its accumulators in
+# registers, starts them at the bias, adds x[pixel + cell offset] * w[cell, channels] for
+# every window cell, and is stored once, straight into y. x is read from a zero-padded
+# copy of one image, so padding costs no branch in the loop; each pixel's window starts
+# at bases[r], each cell sits offs[k] further on. The tile below is the loop nest
+#
+#     for k in range(kdim):
+#         for r in range(MR):
+#             for c in range(NR):
+#                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
+#
+# unrolled (by a throwaway script) into local scalars, compiled eagerly with the SLP
+# vectorizer on, as kernels/cpu/_gemm_micro.py does and for the same reason: a loop over
+# a small accumulator array keeps it in memory.
+
+def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
+    x0 = bases[0]; x1 = bases[1]; x2 = bases[2]; x3 = bases[3]; x4 = bases[4]; x5 = bases[5]; x6 = bases[6]; x7 = bases[7]
+    c0_00 = b[0]; c0_01 = b[1]; c0_02 = b[2]; c0_03 = b[3]; c0_04 = b[4]; c0_05 = b[5]; c0_06 = b[6]; c0_07 = b[7]
+    c0_08 = b[8]; c0_09 = b[9]; c0_10 = b[10]; c0_11 = b[11]; c0_12 = b[12]; c0_13 = b[13]; c0_14 = b[14]; c0_15 = b[15]
+    c1_00 = b[0]; c1_01 = b[1]; c1_02 = b[2]; c1_03 = b[3]; c1_04 = b[4]; c1_05 = b[5]; c1_06 = b[6]; c1_07 = b[7]
+    c1_08 = b[8]; c1_09 = b[9]; c1_10 = b[10]; c1_11 = b[11]; c1_12 = b[12]; c1_13 = b[13]; c1_14 = b[14]; c1_15 = b[15]
+    c2_00 = b[0]; c2_01 = b[1]; c2_02 = b[2]; c2_03 = b[3]; c2_04 = b[4]; c2_05 = b[5]; c2_06 = b[6]; c2_07 = b[7]
+    c2_08 = b[8]; c2_09 = b[9]; c2_10 = b[10]; c2_11 = b[11]; c2_12 = b[12]; c2_13 = b[13]; c2_14 = b[14]; c2_15 = b[15]
+    c3_00 = b[0]; c3_01 = b[1]; c3_02 = b[2]; c3_03 = b[3]; c3_04 = b[4]; c3_05 = b[5]; c3_06 = b[6]; c3_07 = b[7]
+    c3_08 = b[8]; c3_09 = b[9]; c3_10 = b[10]; c3_11 = b[11]; c3_12 = b[12]; c3_13 = b[13]; c3_14 = b[14]; c3_15 = b[15]
+    c4_00 = b[0]; c4_01 = b[1]; c4_02 = b[2]; c4_03 = b[3]; c4_04 = b[4]; c4_05 = b[5]; c4_06 = b[6]; c4_07 = b[7]
+    c4_08 = b[8]; c4_09 = b[9]; c4_10 = b[10]; c4_11 = b[11]; c4_12 = b[12]; c4_13 = b[13]; c4_14 = b[14]; c4_15 = b[15]
+    c5_00 = b[0]; c5_01 = b[1]; c5_02 = b[2]; c5_03 = b[3]; c5_04 = b[4]; c5_05 = b[5]; c5_06 = b[6]; c5_07 = b[7]
+    c5_08 = b[8]; c5_09 = b[9]; c5_10 = b[10]; c5_11 = b[11]; c5_12 = b[12]; c5_13 = b[13]; c5_14 = b[14]; c5_15 = b[15]
+    c6_00 = b[0]; c6_01 = b[1]; c6_02 = b[2]; c6_03 = b[3]; c6_04 = b[4]; c6_05 = b[5]; c6_06 = b[6]; c6_07 = b[7]
+    c6_08 = b[8]; c6_09 = b[9]; c6_10 = b[10]; c6_11 = b[11]; c6_12 = b[12]; c6_13 = b[13]; c6_14 = b[14]; c6_15 = b[15]
+    c7_00 = b[0]; c7_01 = b[1]; c7_02 = b[2]; c7_03 = b[3]; c7_04 = b[4]; c7_05 = b[5]; c7_06 = b[6]; c7_07 = b[7]
+    c7_08 = b[8]; c7_09 = b[9]; c7_10 = b[10]; c7_11 = b[11]; c7_12 = b[12]; c7_13 = b[13]; c7_14 = b[14]; c7_15 = b[15]
+    for k in range(kdim):
+        o = offs[k]
+        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
+        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
+        a = xf[x0 + o]
+        c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
+        c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
+        a = xf[x1 + o]
+        c1_00 += a * w00; c1_01 += a * w01; c1_02 += a * w02; c1_03 += a * w03; c1_04 += a * w04; c1_05 += a * w05; c1_06 += a * w06; c1_07 += a * w07
+        c1_08 += a * w08; c1_09 += a * w09; c1_10 += a * w10; c1_11 += a * w11; c1_12 += a * w12; c1_13 += a * w13; c1_14 += a * w14; c1_15 += a * w15
+        a = xf[x2 + o]
+        c2_00 += a * w00; c2_01 += a * w01; c2_02 += a * w02; c2_03 += a * w03; c2_04 += a * w04; c2_05 += a * w05; c2_06 += a * w06; c2_07 += a * w07
+        c2_08 += a * w08; c2_09 += a * w09; c2_10 += a * w10; c2_11 += a * w11; c2_12 += a * w12; c2_13 += a * w13; c2_14 += a * w14; c2_15 += a * w15
+        a = xf[x3 + o]
+        c3_00 += a * w00; c3_01 += a * w01; c3_02 += a * w02; c3_03 += a * w03; c3_04 += a * w04; c3_05 += a * w05; c3_06 += a * w06; c3_07 += a * w07
+        c3_08 += a * w08; c3_09 += a * w09; c3_10 += a * w10; c3_11 += a * w11; c3_12 += a * w12; c3_13 += a * w13; c3_14 += a * w14; c3_15 += a * w15
+        a = xf[x4 + o]
+        c4_00 += a * w00; c4_01 += a * w01; c4_02 += a * w02; c4_03 += a * w03; c4_04 += a * w04; c4_05 += a * w05; c4_06 += a * w06; c4_07 += a * w07
+        c4_08 += a * w08; c4_09 += a * w09; c4_10 += a * w10; c4_11 += a * w11; c4_12 += a * w12; c4_13 += a * w13; c4_14 += a * w14; c4_15 += a * w15
+        a = xf[x5 + o]
+        c5_00 += a * w00; c5_01 += a * w01; c5_02 += a * w02; c5_03 += a * w03; c5_04 += a * w04; c5_05 += a * w05; c5_06 += a * w06; c5_07 += a * w07
+        c5_08 += a * w08; c5_09 += a * w09; c5_10 += a * w10; c5_11 += a * w11; c5_12 += a * w12; c5_13 += a * w13; c5_14 += a * w14; c5_15 += a * w15
+        a = xf[x6 + o]
+        c6_00 += a * w00; c6_01 += a * w01; c6_02 += a * w02; c6_03 += a * w03; c6_04 += a * w04; c6_05 += a * w05; c6_06 += a * w06; c6_07 += a * w07
+        c6_08 += a * w08; c6_09 += a * w09; c6_10 += a * w10; c6_11 += a * w11; c6_12 += a * w12; c6_13 += a * w13; c6_14 += a * w14; c6_15 += a * w15
+        a = xf[x7 + o]
+        c7_00 += a * w00; c7_01 += a * w01; c7_02 += a * w02; c7_03 += a * w03; c7_04 += a * w04; c7_05 += a * w05; c7_06 += a * w06; c7_07 += a * w07
+        c7_08 += a * w08; c7_09 += a * w09; c7_10 += a * w10; c7_11 += a * w11; c7_12 += a * w12; c7_13 += a * w13; c7_14 += a * w14; c7_15 += a * w15
+    o = out[row0 + 0, col0:col0 + NR]
+    o[0] = c0_00; o[1] = c0_01; o[2] = c0_02; o[3] = c0_03; o[4] = c0_04; o[5] = c0_05; o[6] = c0_06; o[7] = c0_07
+    o[8] = c0_08; o[9] = c0_09; o[10] = c0_10; o[11] = c0_11; o[12] = c0_12; o[13] = c0_13; o[14] = c0_14; o[15] = c0_15
+    o = out[row0 + 1, col0:col0 + NR]
+    o[0] = c1_00; o[1] = c1_01; o[2] = c1_02; o[3] = c1_03; o[4] = c1_04; o[5] = c1_05; o[6] = c1_06; o[7] = c1_07
+    o[8] = c1_08; o[9] = c1_09; o[10] = c1_10; o[11] = c1_11; o[12] = c1_12; o[13] = c1_13; o[14] = c1_14; o[15] = c1_15
+    o = out[row0 + 2, col0:col0 + NR]
+    o[0] = c2_00; o[1] = c2_01; o[2] = c2_02; o[3] = c2_03; o[4] = c2_04; o[5] = c2_05; o[6] = c2_06; o[7] = c2_07
+    o[8] = c2_08; o[9] = c2_09; o[10] = c2_10; o[11] = c2_11; o[12] = c2_12; o[13] = c2_13; o[14] = c2_14; o[15] = c2_15
+    o = out[row0 + 3, col0:col0 + NR]
+    o[0] = c3_00; o[1] = c3_01; o[2] = c3_02; o[3] = c3_03; o[4] = c3_04; o[5] = c3_05; o[6] = c3_06; o[7] = c3_07
+    o[8] = c3_08; o[9] = c3_09; o[10] = c3_10; o[11] = c3_11; o[12] = c3_12; o[13] = c3_13; o[14] = c3_14; o[15] = c3_15
+    o = out[row0 + 4, col0:col0 + NR]
+    o[0] = c4_00; o[1] = c4_01; o[2] = c4_02; o[3] = c4_03; o[4] = c4_04; o[5] = c4_05; o[6] = c4_06; o[7] = c4_07
+    o[8] = c4_08; o[9] = c4_09; o[10] = c4_10; o[11] = c4_11; o[12] = c4_12; o[13] = c4_13; o[14] = c4_14; o[15] = c4_15
+    o = out[row0 + 5, col0:col0 + NR]
+    o[0] = c5_00; o[1] = c5_01; o[2] = c5_02; o[3] = c5_03; o[4] = c5_04; o[5] = c5_05; o[6] = c5_06; o[7] = c5_07
+    o[8] = c5_08; o[9] = c5_09; o[10] = c5_10; o[11] = c5_11; o[12] = c5_12; o[13] = c5_13; o[14] = c5_14; o[15] = c5_15
+    o = out[row0 + 6, col0:col0 + NR]
+    o[0] = c6_00; o[1] = c6_01; o[2] = c6_02; o[3] = c6_03; o[4] = c6_04; o[5] = c6_05; o[6] = c6_06; o[7] = c6_07
+    o[8] = c6_08; o[9] = c6_09; o[10] = c6_10; o[11] = c6_11; o[12] = c6_12; o[13] = c6_13; o[14] = c6_14; o[15] = c6_15
+    o = out[row0 + 7, col0:col0 + NR]
+    o[0] = c7_00; o[1] = c7_01; o[2] = c7_02; o[3] = c7_03; o[4] = c7_04; o[5] = c7_05; o[6] = c7_06; o[7] = c7_07
+    o[8] = c7_08; o[9] = c7_09; o[10] = c7_10; o[11] = c7_11; o[12] = c7_12; o[13] = c7_13; o[14] = c7_14; o[15] = c7_15
+
+
+
+def _direct_tile_signatures():
+    sigs = []
+    for dt in (types.float32, types.float64):
+        vec, mat, idx = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(types.intp, 1, "C")
+        sigs.append(types.void(vec, idx, idx, types.intp, mat, vec, mat, types.intp, types.intp))
+    return sigs
+
+
+def _compile_direct_tile():
+    old = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        return numba.njit(_direct_tile_signatures(), cache=True, fastmath={"contract"},
+                          boundscheck=False)(_direct_tile_py)
+    finally:
+        numba.config.SLP_VECTORIZE = old
+
+
+_direct_tile = _compile_direct_tile()
+
+
+@numba.njit(cache=True)
+def _pad_image(xn, pt, pl, xp):
+    """xp[i, j*C + c] = xn[i - pt, j - pl, c], 0 outside xn; xp spans exactly the rows and
+    columns the windows reach (bottom/right padding is implied by its shape)."""
+    h, w, c_in = xn.shape
+    wp = xp.shape[1] // c_in
+    for i in range(xp.shape[0]):
+        ih = i - pt
+        row = xp[i]
+        if ih < 0 or ih >= h:
+            for q in range(row.shape[0]):
+                row[q] = 0
+            continue
+        src = xn[ih]
+        for j in range(wp):
+            iw = j - pl
+            dst = row[j * c_in:(j + 1) * c_in]
+            if 0 <= iw < w:
+                s = src[iw]
+                for c in range(c_in):
+                    dst[c] = s[c]
+            else:
+                for c in range(c_in):
+                    dst[c] = 0
+
+
+@numba.njit(cache=True)
+def _forward_direct_image(xn, wpack, bpack, offs, yn, sh, sw, pt, pl, xp, bases, tile):
+    """One image's output yn (OH, OW, C_out) by register tiles; xp, bases and tile are
+    scratch owned by the caller. Takes the image, not (x, n): a prange index is typed
+    uint64 in the parallel body but int64 where numba first types it, so every function
+    it reaches would be compiled twice."""
+    oh_, ow_, c_out = yn.shape
+    c_in = xn.shape[2]
+    wp = xp.shape[1] // c_in
+    kdim = offs.shape[0]
+    rows = oh_ * ow_
+    _pad_image(xn, pt, pl, xp)
+    xf = xp.reshape(xp.size)
+    ym = yn.reshape((rows, c_out))
+    for p0 in range(0, rows, MR):
+        # The last block's missing pixels repeat the last one: valid reads, never stored.
+        for r in range(MR):
+            p = min(p0 + r, rows - 1)
+            oh = p // ow_
+            bases[r] = (oh * sh * wp + (p - oh * ow_) * sw) * c_in
+        mr = min(MR, rows - p0)
+        for jp in range(wpack.shape[0]):
+            j0 = jp * NR
+            # Full tiles go straight into y, edge tiles through `tile`; one call site, as
+            # LLVM inlines the tile's code into each.
+            full = mr == MR and j0 + NR <= c_out
+            dst, r0, c0 = (ym, p0, j0) if full else (tile, 0, 0)
+            _direct_tile(xf, bases, offs, kdim, wpack[jp], bpack[jp], dst, r0, c0)
+            if not full:
+                nr = min(NR, c_out - j0)
+                for r in range(mr):
+                    orow = ym[p0 + r]
+                    t = tile[r]
+                    for c in range(nr):
+                        orow[j0 + c] = t[c]
+
+
+@numba.njit(cache=True)
+def _cell_offsets(kh_, kw_, c_in, wp):
+    """Offset of window cell k = (kh*KW + kw)*C + c from its window's corner in a padded
+    image of wp columns (the order of w's rows)."""
+    offs = np.empty(kh_ * kw_ * c_in, dtype=np.intp)
+    for kh in range(kh_):
+        for kw in range(kw_):
+            for c in range(c_in):
+                offs[(kh * kw_ + kw) * c_in + c] = (kh * wp + kw) * c_in + c
+    return offs
+
+
+@numba.njit(cache=True)
+def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile):
+    """dwt += P_n^T @ dy_n for one image by the forward's register tiles with the roles
+    swapped: MR window cells by NR output channels, summed over the image's pixels (pix:
+    each window's corner offset) against dy's packed NR-column panels, no patch matrix."""
+    _pad_image(xn, pt, pl, xp)
+    xf = xp.reshape(xp.size)
+    kdim = offs.shape[0]
+    c_out = dwt.shape[1]
+    for k0 in range(0, kdim, MR):
+        for r in range(MR):
+            cells[r] = offs[min(k0 + r, kdim - 1)]
+        mr = min(MR, kdim - k0)
+        for jp in range(dybpack.shape[0]):
+            _direct_tile(xf, cells, pix, pix.shape[0], dybpack[jp], zero, tile, 0, 0)
+            j0 = jp * NR
+            nr = min(NR, c_out - j0)
+            for r in range(mr):
+                drow = dwt[k0 + r]
+                t = tile[r]
+                for c in range(nr):
+                    drow[j0 + c] += t[c]
+
+
 @numba.njit(cache=True, parallel=True)
 def _conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
-    wpack = np.empty((_panels(c_out, NR), kdim, NR), dtype=w.dtype)
+    nbp = _panels(c_out, NR)
+    wpack = np.empty((nbp, kdim, NR), dtype=w.dtype)
     pack_b(w.reshape((kdim, c_out)), False, c_out, 0, kdim, wpack)
+    direct = kdim <= DIRECT_KDIM
+    # Bias panels zero-padded like wpack (all zero for "no bias"): direct tiles start from
+    # them. np.empty and a loop, not np.zeros: under parallel=True every np.zeros becomes
+    # a parfor of its own, about a second of compile time each per dtype.
+    bpack = np.empty((nbp, NR), dtype=w.dtype)
+    for jp in range(nbp):
+        for c in range(NR):
+            bpack[jp, c] = 0
+    for j in range(bias.shape[0]):
+        bpack[j // NR, j % NR] = bias[j]
+    hp = (oh_ - 1) * sh + kh_
+    wp = (ow_ - 1) * sw + kw_
+    offs = _cell_offsets(kh_, kw_, c_in, wp)
     for n in prange(n_):
-        ppack = np.empty((_panels(rows, MR), kdim, MR), dtype=x.dtype)
         tile = np.empty((MR, NR), dtype=x.dtype)
-        _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
-        gemm_packed_serial(ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, tile)
+        if direct:
+            xp = np.empty((hp, wp * c_in), dtype=x.dtype)
+            bases = np.empty(MR, dtype=np.intp)
+            _forward_direct_image(x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, tile)
+        else:
+            ppack = np.empty((_panels(rows, MR), kdim, MR), dtype=x.dtype)
+            _im2col_packed(x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
+            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, tile)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -126,8 +367,20 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
     # W^T packed once: dP = dy_n @ W^T needs it as the B operand (c_out deep, kdim wide).
     wtpack = np.empty((_panels(kdim, NR), c_out, NR), dtype=w.dtype)
     pack_b(w.reshape((kdim, c_out)), True, kdim, 0, c_out, wtpack)
-    dw_part = np.zeros((nchunks, kdim, c_out), dtype=w.dtype)
-    db_part = np.zeros((nchunks, c_out), dtype=w.dtype)
+    # Not np.zeros (a parfor each under parallel=True): each chunk clears its own below.
+    dw_part = np.empty((nchunks, kdim, c_out), dtype=w.dtype)
+    db_part = np.empty((nchunks, c_out), dtype=w.dtype)
+    # Shallow windows: dW by register tiles from a padded image (see _dw_direct_image).
+    direct = kdim <= DIRECT_KDIM
+    wp = (ow_ - 1) * sw + kw_
+    offs = _cell_offsets(kh_, kw_, c_in, wp)
+    pix = np.empty(rows, dtype=np.intp)
+    for p in range(rows):
+        oh = p // ow_
+        pix[p] = (oh * sh * wp + (p - oh * ow_) * sw) * c_in
+    zero = np.empty(NR, dtype=w.dtype)
+    for c in range(NR):
+        zero[c] = 0
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
@@ -137,13 +390,23 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
         tile = np.empty((MR, NR), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
+        xp = np.empty(((oh_ - 1) * sh + kh_, wp * c_in), dtype=x.dtype)
+        cells = np.empty(MR, dtype=np.intp)
         dwt = dw_part[t]
         dbt = db_part[t]
+        for p in range(kdim):
+            for j in range(c_out):
+                dwt[p, j] = 0
+        for j in range(c_out):
+            dbt[j] = 0
         for n in range(lo, hi):
             dyn = dy[n].reshape((rows, c_out))
             _pack_dy_and_sum(dyn, dybpack, dbt)
-            _im2col_packed(x, n, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
-            gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, tile)
+            if direct:
+                _dw_direct_image(x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, tile)
+            else:
+                _im2col_packed(x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
+                gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, tile)
             if compute_dx:
                 pack_a(dyn, False, rows, c_out, dyapack)
                 gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, tile)
@@ -153,8 +416,10 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
                         for c in range(c_in):
                             dxn[ih, iw, c] = 0
                 _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left)
+    # A serial reduction: dW is small next to the work above, and a third parfor would
+    # cost more compile time than it saves run time.
     dwmat = dw.reshape((kdim, c_out))
-    for p in prange(kdim):
+    for p in range(kdim):
         for j in range(c_out):
             dwmat[p, j] = dw_part[0, p, j]
         for t in range(1, nchunks):

@@ -120,6 +120,50 @@ def test_conv2d_fixed(be, small, x_shape, w_shape, strides, padding, dtype):
     run_both(be, x_shape, w_shape, strides, padding, dtype)
 
 
+# The cpu backend computes y and dW by register tiles from a padded image when
+# KH*KW*C_in <= 64 (kernels/cpu/conv.py DIRECT_KDIM) and by packed GEMM above: these
+# straddle that boundary and cover the tiles' edges (C_out off NR = 16, output pixel
+# counts off MR = 8, 1 and 3 input channels, strides, padding, batch 1).
+DIRECT_EDGE_CASES = [
+    ((2, 9, 8, 1), (3, 3, 1, 1), (1, 1), "valid"),       # C_out 1, 42 pixels
+    ((1, 10, 9, 3), (3, 3, 3, 5), (2, 2), "same"),       # batch 1, stride 2, C_out 5
+    ((2, 8, 8, 1), (3, 3, 1, 17), (1, 1), "same"),       # C_out 17: one full panel + 1
+    ((3, 7, 6, 3), (3, 3, 3, 33), (1, 2), (1, 2)),       # C_out 33, explicit padding
+    ((2, 6, 6, 1), (7, 7, 1, 32), (1, 1), "same"),       # 7x7, window wider than the image
+    ((2, 6, 7, 7), (3, 3, 7, 20), (1, 1), "valid"),      # depth 63: direct
+    ((2, 6, 6, 4), (4, 4, 4, 16), (1, 1), "same"),       # depth 64: the last direct
+    ((2, 5, 6, 65), (1, 1, 65, 16), (1, 1), "valid"),    # depth 65: GEMM
+    ((2, 6, 7, 8), (3, 3, 8, 20), (2, 1), "same"),       # depth 72: GEMM
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", DIRECT_EDGE_CASES)
+def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding, dtype):
+    if small:
+        x_shape = (1, min(x_shape[1], 4), min(x_shape[2], 4), min(x_shape[3], 3))
+        w_shape = (min(w_shape[0], 3), min(w_shape[1], 3), x_shape[3], min(w_shape[3], 2))
+    run_both(be, x_shape, w_shape, strides, padding, dtype, with_bias=w_shape[3] % 2 == 1)
+
+
+def test_conv2d_direct_boundary_is_64():
+    """The cases above straddle the cpu backend's switch only while it sits at 64."""
+    from kernels.cpu.conv import DIRECT_KDIM
+    assert DIRECT_KDIM == 64
+
+
+def test_conv2d_direct_dw_without_dx(be, small):
+    """compute_dx=False (a first layer) on the direct dW path, C_out off the tile width."""
+    x_shape, w_shape = ((3, 9, 10, 1), (3, 3, 1, 21)) if not small else ((1, 4, 4, 1), (3, 3, 1, 2))
+    x, w = randn(x_shape, np.float64, 8), randn(w_shape, np.float64, 9)
+    dy = randn(out_shape(x_shape, w_shape, (2, 1), "same"), np.float64, 10)
+    dx, dw, db = be.conv2d_backward(*[be.asarray(a) for a in (x, w, dy)], strides=(2, 1), padding="same",
+                                    compute_dx=False)
+    assert dx is None
+    _, dw_ref, db_ref = conv_backward_ref(x, w, dy, strides=(2, 1), padding="same")
+    np.testing.assert_allclose(be.to_numpy(dw), dw_ref, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(be.to_numpy(db), db_ref, rtol=1e-10, atol=1e-9)
+
 def test_conv2d_without_bias_and_dx_skipped(be, small):
     x_shape, w_shape = ((2, 6, 6, 3), (3, 3, 3, 4)) if not small else ((1, 4, 4, 2), (3, 3, 2, 2))
     x, w = randn(x_shape, np.float64, 5), randn(w_shape, np.float64, 6)
