@@ -7,8 +7,9 @@ compiles every kernel it touches and writes the cache, the second only loads it.
 child reports, from just before `import nn`:
   - first step: the article's CNN built, compiled and one batch of 128 trained
     (`train_on_batch`), i.e. what a user waits for before training starts;
-  - every op: then each backend op called once in float32 and float64 on tiny shapes,
-    so that every kernel the cpu backend has is compiled (or loaded) by the end.
+  - every op f32 / f64: then each backend op called once in float32, then once more in
+    float64, on tiny shapes, so that every kernel the cpu backend has is compiled (or
+    loaded) by the end.
 Times are wall-clock seconds of one run each (compile time is what is measured here, so
 there is no warm-up to discard); run it again to see the spread.
 """
@@ -50,56 +51,57 @@ def _child():
     t_step = time.perf_counter() - t0
     if not np.isfinite(loss[0]):
         raise SystemExit(f"startup: the first training step gave a loss of {loss[0]}")
-    _every_op(kernels.get_backend())
+    _every_op(kernels.get_backend(), np.float32)
+    t_f32 = time.perf_counter() - t0
+    _every_op(kernels.get_backend(), np.float64)
     t_all = time.perf_counter() - t0
-    print(json.dumps({"first_step_s": t_step, "every_op_s": t_all}))
+    print(json.dumps({"first_step_s": t_step, "every_op_f32_s": t_f32, "every_op_s": t_all}))
 
 
-def _every_op(be):
-    """Each op of kernels/backend.py once per float dtype, tiny shapes."""
+def _every_op(be, dt):
+    """Each op of kernels/backend.py once in dtype dt, tiny shapes."""
     import numpy as np
     rng = np.random.default_rng(1)
-    for dt in (np.float32, np.float64):
-        def arr(*shape):
-            return be.asarray(rng.standard_normal(shape).astype(dt))
-        a, b = arr(5, 7), arr(7, 3)
-        be.matmul(a, b, bias=arr(3))
-        be.matmul(arr(7, 5), arr(3, 7), trans_a=True, trans_b=True)
-        x, w = arr(2, 6, 6, 3), arr(3, 3, 3, 4)
-        y = be.conv2d(x, w, arr(4), padding="same", strides=(2, 2))
-        be.conv2d_backward(x, w, y, padding="same", strides=(2, 2))
-        be.conv2d_backward(x, w, be.conv2d(x, w), compute_dx=False)
-        p, idx = be.max_pool2d(x, padding="same")
-        be.max_pool2d_backward(p, idx, x.shape)
-        q = be.avg_pool2d(x, padding="same")
-        be.avg_pool2d_backward(q, x.shape, padding="same")
-        par, g = arr(50), arr(50)
-        be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1)
-        be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1, weight_decay=0.01)
-        be.sgd_step(par, g, lr=0.1)
-        be.sgd_step(par, g, be.zeros(par.shape, dt), lr=0.1, momentum=0.9, nesterov=True)
-        h = arr(4, 10)
-        for f in ("relu", "sigmoid", "tanh", "softmax"):
-            out = getattr(be, f)(h)
-            getattr(be, f + "_backward")(out, h)
-        labels = be.asarray(np.array([1, 0, 3, 9], dtype=np.int64))
-        onehot = be.asarray(np.eye(10, dtype=dt)[[1, 0, 3, 9]])
-        be.softmax_cross_entropy(h, labels)
-        be.softmax_cross_entropy(h, onehot)
-        be.crossentropy(be.softmax(h), labels)
-        be.crossentropy(be.softmax(h), onehot)
-        be.mse(h, arr(4, 10))
-        be.accuracy(h, labels)
-        be.bias_add(h, arr(10))
-        d, mask = be.dropout(h, 0.5, 7)
-        be.dropout_backward(d, mask)
-        be.l1_l2_grad(h, arr(4, 10), l1=0.01, l2=0.01)
-        be.l1_l2_penalty(h, l1=0.01, l2=0.01)
-        be.scale(h, 0.5)
-        be.take_rows(h, be.asarray(np.array([3, 0], dtype=np.int32)))
-        be.column_sum(x)
-        be.sum(h)
-        be.argmax(h)
+    def arr(*shape):
+        return be.asarray(rng.standard_normal(shape).astype(dt))
+    a, b = arr(5, 7), arr(7, 3)
+    be.matmul(a, b, bias=arr(3))
+    be.matmul(arr(7, 5), arr(3, 7), trans_a=True, trans_b=True)
+    x, w = arr(2, 6, 6, 3), arr(3, 3, 3, 4)
+    y = be.conv2d(x, w, arr(4), padding="same", strides=(2, 2))
+    be.conv2d_backward(x, w, y, padding="same", strides=(2, 2))
+    be.conv2d_backward(x, w, be.conv2d(x, w), compute_dx=False)
+    p, idx = be.max_pool2d(x, padding="same")
+    be.max_pool2d_backward(p, idx, x.shape)
+    q = be.avg_pool2d(x, padding="same")
+    be.avg_pool2d_backward(q, x.shape, padding="same")
+    par, g = arr(50), arr(50)
+    be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1)
+    be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1, weight_decay=0.01)
+    be.sgd_step(par, g, lr=0.1)
+    be.sgd_step(par, g, be.zeros(par.shape, dt), lr=0.1, momentum=0.9, nesterov=True)
+    h = arr(4, 10)
+    for f in ("relu", "sigmoid", "tanh", "softmax"):
+        out = getattr(be, f)(h)
+        getattr(be, f + "_backward")(out, h)
+    labels = be.asarray(np.array([1, 0, 3, 9], dtype=np.int64))
+    onehot = be.asarray(np.eye(10, dtype=dt)[[1, 0, 3, 9]])
+    be.softmax_cross_entropy(h, labels)
+    be.softmax_cross_entropy(h, onehot)
+    be.crossentropy(be.softmax(h), labels)
+    be.crossentropy(be.softmax(h), onehot)
+    be.mse(h, arr(4, 10))
+    be.accuracy(h, labels)
+    be.bias_add(h, arr(10))
+    d, mask = be.dropout(h, 0.5, 7)
+    be.dropout_backward(d, mask)
+    be.l1_l2_grad(h, arr(4, 10), l1=0.01, l2=0.01)
+    be.l1_l2_penalty(h, l1=0.01, l2=0.01)
+    be.scale(h, 0.5)
+    be.take_rows(h, be.asarray(np.array([3, 0], dtype=np.int32)))
+    be.column_sum(x)
+    be.sum(h)
+    be.argmax(h)
 
 
 def _run(cache_dir):
@@ -115,11 +117,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="numbanet-cache-") as cache_dir:
         cold = _run(cache_dir)
         warm = _run(cache_dir)
-    print(f"{'process':<34} {'first step s':>12} {'every op s':>10}")
-    print(f"{'1st (empty cache: compiles)':<34} {cold['first_step_s']:>12.2f} {cold['every_op_s']:>10.2f}")
-    print(f"{'2nd (cache written by the 1st)':<34} {warm['first_step_s']:>12.2f} {warm['every_op_s']:>10.2f}")
-    print("first step: from `import nn` to one finished train_on_batch of the article's CNN "
-          "(batch 128); every op: then each backend op once in float32 and float64")
+    head = f"{'process':<34} {'first step s':>12} {'+ every op f32 s':>16} {'+ every op f64 s':>16}"
+    print(head)
+    for label, r in (("1st (empty cache: compiles)", cold), ("2nd (cache written by the 1st)", warm)):
+        print(f"{label:<34} {r['first_step_s']:>12.2f} {r['every_op_f32_s']:>16.2f} {r['every_op_s']:>16.2f}")
+    print("seconds from `import nn`: to one finished train_on_batch of the article's CNN (batch 128), "
+          "then to each backend op called once in float32, then once more in float64 (every kernel compiled)")
     print(f"python -m bench.startup ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
 
 

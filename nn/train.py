@@ -4,8 +4,8 @@ import sys
 import time
 import warnings
 
-# Defaults sized to finish in a few minutes on two cores (about 45 ms per step of 128
-# on an idle 2-core machine: 20 s per epoch of the full 60,000 digits). The offline
+# Defaults sized to finish in a few minutes on two cores (about 20 ms per step of 128
+# on an idle 2-core machine: 10 s per epoch of the full 60,000 digits). The offline
 # 4,000-digit sample needs more passes: about five to pass 95% on its held-out digits.
 DEFAULT_EPOCHS_FULL = 3
 DEFAULT_EPOCHS_SAMPLE = 5
