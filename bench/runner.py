@@ -54,7 +54,12 @@ def machine_info():
     from bench.references import openblas_info
 
     gpu_ok, gpu_detail = kernels.gpu_status()
-    info = {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+    # Creating the cpu backend sets malloc for the whole process (kernels/cpu/memory.py),
+    # so every implementation timed here runs with the same allocator settings.
+    kernels.get_backend("cpu")
+    from kernels.cpu.memory import status as malloc_status
+    info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
+            "numba_threads": numba.get_num_threads(),
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
     try:
@@ -79,6 +84,8 @@ def format_header(info):
     if info.get("OMP_WAIT_POLICY"):
         lines.append(f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}, "
                      f"OPENBLAS_THREAD_TIMEOUT={info.get('OPENBLAS_THREAD_TIMEOUT') or 'unset (OpenBLAS threads spin ~0.1 s after each call)'}")
+    if info.get("malloc"):
+        lines.append(f"malloc (this process, all implementations): {info['malloc']}")
     env = [f"{k}={ob[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if ob.get(k) is not None]
     if env:
         lines.append(f"environment: {' '.join(env)}")
