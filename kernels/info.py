@@ -52,11 +52,10 @@ def collect():
 
 
 def _malloc_status():
-    # What creating the cpu backend does to malloc (kernels/cpu/memory.py).
-    import kernels
-    kernels.get_backend("cpu")
-    from kernels.cpu.memory import status
-    return status()
+    # What creating the cpu backend does to malloc (kernels/cpu/memory.py), applied here
+    # directly: creating the backend itself would compile its eager kernels (seconds).
+    from kernels.cpu.memory import keep_freed_memory
+    return keep_freed_memory()
 
 
 def format_info(info):
