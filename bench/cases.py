@@ -286,25 +286,12 @@ def _prepare_ours(case, be, inp):
 
 
 def _prepare_train_step(be, inp):
-    try:
-        from nn.models import Sequential
-        from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-        from nn.optimizers import Adam
-    except ImportError as exc:
-        raise Missing(f"the training API is not built yet ({exc})") from None
     import kernels
+    from nn.train import build_model
     previous = kernels.get_backend()
     kernels.set_backend(be.name)
     try:
-        model = Sequential()
-        model.add(Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)))
-        model.add(MaxPooling2D(pool_size=(2, 2)))
-        model.add(Conv2D(64, kernel_size=(3, 3), activation="relu"))
-        model.add(MaxPooling2D(pool_size=(2, 2)))
-        model.add(Flatten())
-        model.add(Dense(128, activation="relu"))
-        model.add(Dense(10, activation="softmax"))
-        model.compile(optimizer=Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
+        model = build_model()  # the article's CNN, as `numbanet train` builds it
     finally:
         kernels.set_backend(previous.name)
     x, y = inp["x"], inp["y"]

@@ -27,26 +27,14 @@ def _child():
     t0 = time.perf_counter()
     import numpy as np
 
-    import nn
-    from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-    from nn.optimizers import Adam
-
-    backend = os.environ.get("NUMBANET_BACKEND", "cpu")
     import kernels
-    kernels.set_backend(backend)
+    from nn.train import build_model
+
+    kernels.set_backend(os.environ.get("NUMBANET_BACKEND", "cpu"))
     rng = np.random.default_rng(0)
     x = rng.random((128, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 128).astype(np.int64)
-    model = nn.Sequential([
-        Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)),
-        MaxPooling2D(pool_size=(2, 2)),
-        Conv2D(64, kernel_size=(3, 3), activation="relu"),
-        MaxPooling2D(pool_size=(2, 2)),
-        Flatten(),
-        Dense(128, activation="relu"),
-        Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = build_model()
     loss = model.train_on_batch(x, y)
     t_step = time.perf_counter() - t0
     if not np.isfinite(loss[0]):

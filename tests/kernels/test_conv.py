@@ -111,12 +111,19 @@ CASES = [
 ]
 
 
+def _simulator_sized(x_shape, w_shape):
+    """A case cut down for the CUDA simulator (Python per GPU thread): batch 1, at most
+    4x4 images, 3 input and 2 output channels, 3x3 windows."""
+    x_shape = (1, min(x_shape[1], 4), min(x_shape[2], 4), min(x_shape[3], 3))
+    w_shape = (min(w_shape[0], 3), min(w_shape[1], 3), x_shape[3], min(w_shape[3], 2))
+    return x_shape, w_shape
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", CASES)
 def test_conv2d_fixed(be, small, x_shape, w_shape, strides, padding, dtype):
     if small:
-        x_shape = (1, min(x_shape[1], 4), min(x_shape[2], 4), min(x_shape[3], 3))
-        w_shape = (min(w_shape[0], 3), min(w_shape[1], 3), x_shape[3], min(w_shape[3], 2))
+        x_shape, w_shape = _simulator_sized(x_shape, w_shape)
     run_both(be, x_shape, w_shape, strides, padding, dtype)
 
 
@@ -141,8 +148,7 @@ DIRECT_EDGE_CASES = [
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", DIRECT_EDGE_CASES)
 def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding, dtype):
     if small:
-        x_shape = (1, min(x_shape[1], 4), min(x_shape[2], 4), min(x_shape[3], 3))
-        w_shape = (min(w_shape[0], 3), min(w_shape[1], 3), x_shape[3], min(w_shape[3], 2))
+        x_shape, w_shape = _simulator_sized(x_shape, w_shape)
     run_both(be, x_shape, w_shape, strides, padding, dtype, with_bias=w_shape[3] % 2 == 1)
 
 
