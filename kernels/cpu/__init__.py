@@ -1,16 +1,17 @@
 """The cpu backend: @numba.njit kernels on NumPy arrays."""
 import numpy as np
 
-from kernels.backend import Backend
+from numbanet.kernels import interop
+from numbanet.kernels.backend import Backend
 
 
 class CpuBackend(Backend):
     name = "cpu"
 
     def __init__(self):
-        # Imported here so that `import kernels` compiles nothing until a backend is used.
-        from kernels.cpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
-        from kernels.cpu.memory import keep_freed_memory
+        # Imported here so that `import numbanet.kernels` compiles nothing until a backend is used.
+        from numbanet.kernels.cpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
+        from numbanet.kernels.cpu.memory import keep_freed_memory
         keep_freed_memory()
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
@@ -19,9 +20,18 @@ class CpuBackend(Backend):
         return "<numbanet cpu backend>"
 
     # ------------------------------------------------------------------ memory
-    def asarray(self, host_array):
-        """Host -> backend: the same array when it is already C-contiguous (no dtype change)."""
-        return np.ascontiguousarray(host_array)
+    def asarray(self, array):
+        """Any array -> a C-contiguous numpy.ndarray of the same dtype.
+
+        Host memory (NumPy arrays, objects with __array_interface__, PyTorch CPU tensors
+        and other host DLPack exports) is used in place, without a copy, when it is
+        already C-contiguous; otherwise it is copied once into C order. GPU memory
+        (__cuda_array_interface__: CuPy, PyTorch CUDA, Numba device arrays) is copied
+        to the host once."""
+        if interop.on_cuda_device(array):
+            from numba import cuda
+            return np.ascontiguousarray(cuda.as_cuda_array(array).copy_to_host())
+        return np.ascontiguousarray(interop.host_view(array))
 
     def to_numpy(self, array):
         return np.asarray(array)

@@ -7,8 +7,9 @@ simulator (Python per thread: for tests on tiny shapes only).
 import numpy as np
 from numba import cuda
 
-from kernels.backend import Backend
-from kernels.gpu.launch import first_out_of_range, grid_1d, rows_1d
+from numbanet.kernels import interop
+from numbanet.kernels.backend import Backend
+from numbanet.kernels.gpu.launch import first_out_of_range, grid_1d, rows_1d
 
 
 @cuda.jit
@@ -21,7 +22,7 @@ class GpuBackend(Backend):
     name = "gpu"
 
     def __init__(self):
-        from kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
+        from numbanet.kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
 
@@ -29,11 +30,20 @@ class GpuBackend(Backend):
         return "<numbanet gpu backend>"
 
     # ------------------------------------------------------------------ memory
-    def asarray(self, host_array):
-        """Host -> device copy (C order, dtype unchanged). A device array is returned as is."""
-        if _is_device_array(host_array):
-            return host_array
-        return cuda.to_device(np.ascontiguousarray(host_array))
+    def asarray(self, array):
+        """Any array -> a Numba device array of the same dtype.
+
+        GPU memory (Numba device arrays, and through __cuda_array_interface__ CuPy arrays
+        and PyTorch CUDA tensors) is used in place, without a copy, when it is
+        C-contiguous; otherwise it is copied once into C order on the device. Host memory
+        (NumPy, __array_interface__, host DLPack exports such as PyTorch CPU tensors) is
+        copied to the device once. The result shares the caller's memory in the first
+        case: writes through either are seen by both."""
+        if _is_device_array(array):
+            return self._contiguous(array)
+        if interop.on_cuda_device(array):
+            return self._contiguous(cuda.as_cuda_array(array))
+        return cuda.to_device(np.ascontiguousarray(interop.host_view(array)))
 
     def to_numpy(self, array):
         if isinstance(array, np.ndarray):
