@@ -1,6 +1,6 @@
 """numbanet's kernel library: the backend registry and run-time backend selection.
 
-    import kernels
+    from numbanet import kernels
     kernels.available_backends()     # ["cpu"] or ["cpu", "gpu"]
     be = kernels.get_backend()       # the process default (NUMBANET_BACKEND=auto|cpu|gpu)
     kernels.set_backend("gpu")
@@ -12,7 +12,8 @@ import ctypes.util
 import importlib.util
 import os
 
-__all__ = ["BackendUnavailable", "available_backends", "get_backend", "set_backend", "gpu_status"]
+__all__ = ["BackendUnavailable", "available_backends", "get_backend", "set_backend", "gpu_status",
+           "cuda_toolkit_problem"]
 
 _NAMES = ("cpu", "gpu")
 _instances = {}
@@ -33,7 +34,7 @@ def gpu_status():
         try:
             from numba import cuda  # noqa: F401  (older numba ships its own cuda target)
         except ImportError:
-            return False, "numba-cuda is not installed: pip install numba-cuda"
+            return False, "numba-cuda is not installed: pip install 'numbanet[cu12]' (or [cu13] for a CUDA 13 driver)"
     if _simulator_on():
         return True, "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): kernels run as Python, for testing only"
     if ctypes.util.find_library("cuda") is None and not os.path.exists("/dev/nvidiactl"):
@@ -46,9 +47,35 @@ def gpu_status():
         dev = cuda.get_current_device()
         name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         cc = ".".join(str(v) for v in dev.compute_capability)
-        return True, f"{name} (compute capability {cc})"
+        from numba.cuda.cudadrv.driver import driver
+        driver_major = driver.get_version()[0]
     except Exception as exc:  # the driver's own error says the most
         return False, f"CUDA initialisation failed: {exc}"
+    missing = cuda_toolkit_problem()
+    if missing is not None:
+        extra = "cu13" if driver_major >= 13 else "cu12"
+        return False, (f"{name} found, but Numba cannot compile kernels for it: {missing}; "
+                       f"install the CUDA compiler libraries with pip install 'numbanet[{extra}]' "
+                       f"(the extra that matches this CUDA {driver_major} driver)")
+    return True, f"{name} (compute capability {cc})"
+
+
+def cuda_toolkit_problem():
+    """None when numba-cuda finds NVVM and libdevice, without which no kernel compiles for
+    a real GPU (numba-cuda alone does not bring them), else what is missing."""
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+    except Exception as exc:  # numba-cuda raises its own errors and the loader's
+        return f"libNVVM was not found ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    try:
+        from numba.cuda.cudadrv.libs import get_libdevice
+        path = get_libdevice()
+    except Exception as exc:
+        return f"libdevice was not found ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    if not path or not os.path.isfile(path):
+        return "libdevice was not found"
+    return None
 
 
 def available_backends():
@@ -80,10 +107,10 @@ def get_backend(name=None):
             ok, why = gpu_status()
             if not ok:
                 raise BackendUnavailable(f"the gpu backend is unavailable: {why}")
-            from kernels.gpu import GpuBackend
+            from numbanet.kernels.gpu import GpuBackend
             _instances["gpu"] = GpuBackend()
         else:
-            from kernels.cpu import CpuBackend
+            from numbanet.kernels.cpu import CpuBackend
             _instances["cpu"] = CpuBackend()
     if name is None:
         _default = resolved

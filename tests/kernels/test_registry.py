@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import kernels
+from numbanet import kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -14,7 +14,6 @@ def run_python(code, **env):
     """Run `code` in a fresh interpreter (imports and env vars act at start-up)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("NUMBANET_BACKEND", "NUMBA_ENABLE_CUDASIM")}
     full_env.update(env)
-    full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=120)
 
@@ -49,7 +48,7 @@ def test_set_backend_changes_the_default():
 
 
 def test_import_is_quiet_and_lazy():
-    r = run_python("import sys, kernels\n"
+    r = run_python("import sys\nfrom numbanet import kernels\n"
                    "print(sorted(m for m in sys.modules if m.startswith('numba.cuda') or m == 'numba_cuda'))\n"
                    "print('numba' in sys.modules)")
     assert r.returncode == 0, r.stderr
@@ -59,13 +58,13 @@ def test_import_is_quiet_and_lazy():
 
 @pytest.mark.parametrize("env,want", [("cpu", "cpu"), ("CPU", "cpu")])
 def test_env_var_picks_the_default(env, want):
-    r = run_python("import kernels; print(kernels.get_backend().name)", NUMBANET_BACKEND=env)
+    r = run_python("from numbanet import kernels; print(kernels.get_backend().name)", NUMBANET_BACKEND=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == want
 
 
 def test_env_var_auto_follows_gpu_status():
-    r = run_python("import kernels; print(kernels.get_backend().name, kernels.gpu_status()[0])",
+    r = run_python("from numbanet import kernels; print(kernels.get_backend().name, kernels.gpu_status()[0])",
                    NUMBANET_BACKEND="auto")
     assert r.returncode == 0, r.stderr
     name, ok = r.stdout.split()
@@ -73,13 +72,13 @@ def test_env_var_auto_follows_gpu_status():
 
 
 def test_env_var_bad_value():
-    r = run_python("import kernels; kernels.get_backend()", NUMBANET_BACKEND="quantum")
+    r = run_python("from numbanet import kernels; kernels.get_backend()", NUMBANET_BACKEND="quantum")
     assert r.returncode != 0
     assert "unknown backend 'quantum'" in r.stderr
 
 
 def test_simulator_makes_the_gpu_backend_available():
-    r = run_python("import kernels; print(kernels.available_backends()); print(kernels.gpu_status()[1])",
+    r = run_python("from numbanet import kernels; print(kernels.available_backends()); print(kernels.gpu_status()[1])",
                    NUMBA_ENABLE_CUDASIM="1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -105,7 +104,7 @@ def test_gpu_unavailable_says_why_and_what_to_do():
 
 def test_gpu_request_without_a_driver_in_subprocess():
     # Hide any driver: a fresh process where libcuda cannot be found must refuse clearly.
-    code = ("import ctypes.util, os, kernels\n"
+    code = ("import ctypes.util, os\nfrom numbanet import kernels\n"
             "ctypes.util.find_library = lambda name: None\n"
             "os.path.exists = lambda p, _e=os.path.exists: False if p == '/dev/nvidiactl' else _e(p)\n"
             "try:\n"
@@ -116,3 +115,49 @@ def test_gpu_request_without_a_driver_in_subprocess():
     assert r.returncode == 0, r.stderr
     assert "no NVIDIA driver found" in r.stdout
     assert "install the NVIDIA driver" in r.stdout and "NUMBA_ENABLE_CUDASIM=1" in r.stdout
+
+
+# A machine with a driver and a device but without NVVM/libdevice (numba-cuda installed
+# without its cu12/cu13 extra), faked in a fresh process: auto must stay on the cpu and
+# an explicit request must name the extra that matches the driver.
+_NO_TOOLKIT = """
+import ctypes.util, sys, types
+import numba.cuda
+from numba.cuda.cudadrv import driver as drv, nvvm
+from numbanet import kernels
+ctypes.util.find_library = lambda name: "libcuda.so.1"
+numba.cuda.is_available = lambda: True
+numba.cuda.get_current_device = lambda: types.SimpleNamespace(name=b"Fake H200", compute_capability=(9, 0))
+drv.driver = types.SimpleNamespace(get_version=lambda: ({major}, 4))
+def no_nvvm():
+    raise OSError("libnvvm.so: cannot open shared object file")
+nvvm.NVVM = no_nvvm
+print(kernels.get_backend("auto").name)
+try:
+    kernels.get_backend("gpu")
+except kernels.BackendUnavailable as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("major,extra", [(12, "cu12"), (13, "cu13")])
+def test_gpu_without_nvvm_falls_back_and_names_the_extra(major, extra):
+    r = run_python(_NO_TOOLKIT.format(major=major))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "cpu"
+    assert "Fake H200 found, but Numba cannot compile kernels for it: libNVVM was not found" in lines[1]
+    assert f"pip install 'numbanet[{extra}]'" in lines[1]
+
+
+def test_toolkit_problem_names_a_missing_libdevice():
+    # In a fresh process without the simulator (whose stand-ins have no libdevice lookup).
+    r = run_python("from numba.cuda.cudadrv import libs, nvvm\n"
+                   "from numbanet import kernels\n"
+                   "nvvm.NVVM = lambda: None\n"
+                   "libs.get_libdevice = lambda: None\n"
+                   "print(kernels.cuda_toolkit_problem())\n"
+                   "libs.get_libdevice = lambda: kernels.__file__\n"
+                   "print(kernels.cuda_toolkit_problem())\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["libdevice was not found", "None"]
