@@ -1,6 +1,6 @@
 """Adam against the machine's copy bandwidth, the bar a memory-bound kernel is held to.
 
-    python -m bench.bandwidth            (from the repository root)
+    python -m numbanet.bench.bandwidth
 
 Adam reads param, grad, m and v and writes param, m and v: 28 bytes per float32
 parameter. The copy reference is the faster of NumPy's single-threaded copy and a
@@ -30,7 +30,7 @@ def _threaded_copy(src, dst, chunks):
 
 
 def main():
-    import kernels
+    from numbanet import kernels
     be = kernels.get_backend("cpu")
     rng = np.random.default_rng(0)
     src = rng.random(N, dtype=np.float32)
@@ -58,7 +58,7 @@ def main():
     print(f"  threaded copy  {rate['threaded copy']:6.1f} GB/s (8 B per element)")
     print(f"  adam_step      {rate['adam_step']:6.1f} GB/s (28 B per parameter) = "
           f"{100 * rate['adam_step'] / copy:.0f}% of the faster copy")
-    print(f"python -m bench.bandwidth ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"python -m numbanet.bench.bandwidth ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
 
 
 if __name__ == "__main__":

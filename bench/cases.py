@@ -1,16 +1,15 @@
 """The benchmark cases shared by `numbanet bench` (bench/runner.py) and the pytest suite.
 
-A case is one op at one shape. `prepare(case, impl)` turns it into a `Prepared`: a
+A case is one op at one shape. `implementations.prepare(case, impl)` turns it into a `Prepared`: a
 zero-argument `run` that does the timed work on fresh, deterministic inputs, the
 `sync` that waits for it (a no-op on the CPU), and `result()` that brings the output
 (or the updated parameters) back to the host for the smoke tests' checks.
 
 impl names: the numbanet backends ("cpu", "gpu") and the references ("numpy",
-"torch", "cupy", in bench/references.py). An impl that cannot run a case here raises
+"torch", "cupy", in bench/references.py; implementations.py dispatches). An impl that cannot run a case here raises
 `Missing` with the reason; runners report that instead of failing.
 """
 import dataclasses
-import importlib
 
 import numpy as np
 
@@ -194,125 +193,3 @@ def make_inputs(case, seed=0):
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
                 "y": rng.integers(0, 10, size=batch).astype(np.int64)}
     raise ValueError(f"make_inputs: unknown case kind {k!r}")
-
-
-# ---------------------------------------------------------------------- ours
-def load_backend(name):
-    """The numbanet backend `name`, or Missing with the reason it cannot run here.
-
-    While kernels are being written a backend's `__init__` can fail on a compute module
-    that does not exist yet; the modules that do exist are still benchmarked, and an op
-    whose module is absent is reported as missing.
-    """
-    import kernels
-    if name not in kernels.available_backends():
-        raise Missing(f"backend {name} unavailable: {kernels.gpu_status()[1]}" if name == "gpu"
-                      else f"backend {name} unavailable")
-    try:
-        return kernels.get_backend(name)
-    except ImportError:
-        cls = {"cpu": ("kernels.cpu", "CpuBackend"), "gpu": ("kernels.gpu", "GpuBackend")}[name]
-        be = object.__new__(getattr(importlib.import_module(cls[0]), cls[1]))
-        be._missing_modules = {}
-        for attr in ("gemm", "conv", "pool", "optim", "activation", "loss", "elementwise", "reduce"):
-            try:
-                setattr(be, attr, importlib.import_module(f"{cls[0]}.{attr}"))
-            except ImportError as exc:
-                be._missing_modules[attr] = str(exc)
-        return be
-
-
-_MODULE_OF = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_backward": "conv",
-              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim"}
-
-
-def _prepare_ours(case, be, inp):
-    mod = _MODULE_OF.get(case.kind)
-    missing = getattr(be, "_missing_modules", {})
-    if mod in missing:
-        raise Missing(f"kernels.{be.name}.{mod} not built yet")
-    if case.kind == "train_step" and missing:
-        raise Missing(f"kernels.{be.name} incomplete: {', '.join(sorted(missing))} not built yet")
-    d = {k: be.asarray(v) for k, v in inp.items() if k != "y"}
-    sync = be.synchronize
-    k = case.kind
-    if k == "matmul":
-        _, _, _, ta, tb = case.params
-        out = [None]
-
-        def run():
-            out[0] = be.matmul(d["a"], d["b"], trans_a=ta, trans_b=tb)
-        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
-    if k == "conv2d_forward":
-        out = [None]
-
-        def run():
-            out[0] = be.conv2d(d["x"], d["w"], d["b"])
-        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
-    if k == "conv2d_backward":
-        out = [None]
-
-        def run():
-            out[0] = be.conv2d_backward(d["x"], d["w"], d["dy"])
-        return Prepared(run, sync, lambda: tuple(be.to_numpy(a) for a in out[0]))
-    if k == "max_pool2d_forward":
-        out = [None]
-
-        def run():
-            out[0] = be.max_pool2d(d["x"])
-        return Prepared(run, sync, lambda: be.to_numpy(out[0][0]))
-    if k == "max_pool2d_backward":
-        _, idx = be.max_pool2d(d["x"])
-        x_shape = tuple(inp["x"].shape)
-        out = [None]
-
-        def run():
-            out[0] = be.max_pool2d_backward(d["dy"], idx, x_shape)
-        return Prepared(run, sync, lambda: be.to_numpy(out[0]))
-    if k == "adam":
-        step = [0]
-
-        def run():
-            step[0] += 1
-            be.adam_step(d["param"], d["grad"], d["m"], d["v"], step=step[0], **ADAM)
-        return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
-    if k == "sgd":
-        def run():
-            be.sgd_step(d["param"], d["grad"], d["m"], **SGD)
-        return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
-    if k == "train_step":
-        return _prepare_train_step(be, inp)
-    raise ValueError(f"prepare: unknown case kind {k!r}")
-
-
-def _prepare_train_step(be, inp):
-    import kernels
-    from nn.train import build_model
-    previous = kernels.get_backend()
-    kernels.set_backend(be.name)
-    try:
-        model = build_model()  # the article's CNN, as `numbanet train` builds it
-    finally:
-        kernels.set_backend(previous.name)
-    x, y = inp["x"], inp["y"]
-    out = [None]
-
-    def run():
-        out[0] = model.train_on_batch(x, y)
-    return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
-
-
-# ---------------------------------------------------------------------- entry point
-def prepare(case, impl, seed=0):
-    """-> Prepared for `impl` on `case`; raises Missing when it cannot run here."""
-    inp = make_inputs(case, seed)
-    if impl in OURS:
-        return _prepare_ours(case, load_backend(impl), inp)
-    if impl in REFERENCES:
-        from bench import references
-        return references.prepare(impl, case, inp)
-    raise ValueError(f"prepare: unknown implementation {impl!r}: expected one of {OURS + REFERENCES}")
-
-
-def device_of(impl):
-    return "gpu" if impl in ("gpu", "cupy") else "cpu"

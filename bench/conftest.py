@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from bench import cases as C
+from numbanet.bench import cases as C
+from numbanet.bench import implementations
 
 # As in bench/runner.py: Numba's, PyTorch's and OpenBLAS's threads share the cores in one
 # process, and OpenMP workers spin-waiting after a region starve the next implementation.
@@ -23,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def available_impls():
     """Our available backends, NumPy, and the references importable here (never skipped)."""
-    import kernels
+    from numbanet import kernels
     impls = list(kernels.available_backends()) + ["numpy"]
     if importlib.util.find_spec("torch") is not None:
         impls.append("torch")
@@ -61,7 +62,7 @@ def _close(ours, ref, case):
 
 def check_against_numpy(case, impl):
     """One call of `impl` on fresh inputs against NumPy on the same inputs."""
-    p = C.prepare(case, impl)
+    p = implementations.prepare(case, impl)
     p.run()
     p.sync()
     got = p.result()
@@ -81,7 +82,7 @@ def check_against_numpy(case, impl):
             want = p0 - C.SGD["lr"] * g
         _close(got, want, case)
         return
-    r = C.prepare(case, "numpy")
+    r = implementations.prepare(case, "numpy")
     r.run()
     want = r.result()
     if isinstance(want, tuple):
@@ -96,7 +97,7 @@ def bench_case(benchmark, case, impl):
     """Times `impl` on `case`: first call (compile) timed apart, then the pedantic rounds."""
     def go(rounds=5):
         check_against_numpy(case, impl)
-        p = C.prepare(case, impl)
+        p = implementations.prepare(case, impl)
         t0 = time.perf_counter()
         p.run()
         p.sync()
@@ -108,7 +109,7 @@ def bench_case(benchmark, case, impl):
             p.run()
             p.sync()  # GPU launches are asynchronous: time to completion
         benchmark.group = case.op
-        benchmark.extra_info.update(op=case.op, case=case.label, impl=impl, device=C.device_of(impl),
+        benchmark.extra_info.update(op=case.op, case=case.label, impl=impl, device=implementations.device_of(impl),
                                     unit=case.unit, work=case.work, first_call_s=first)
         benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
         stats = getattr(benchmark, "stats", None)

@@ -13,13 +13,24 @@ OUT="${OUT:-out}"
 mkdir -p "$OUT"
 unset NUMBA_ENABLE_CUDASIM
 
-# Use the project's venv when there is one, else the system python with numba-cuda.
+# Installing on a GPU machine: pip install -e '.[test,cu12]' (or cu13, to match the
+# driver; see the README). Here, use the project's venv when there is one, else the
+# system python; when numbanet is not installed in it (a lent machine reaches no package
+# registry), run the checkout through a folder of links laid out as the installed
+# package: numbanet/{__init__,cli}.py beside numbanet/kernels -> kernels/, and so on.
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-if ! $PY -c "import numba.cuda, numpy, pytest, hypothesis" 2>/dev/null; then
-    $PY -m pip install -q -e '.[test]' numba-cuda || { echo "cannot install the package" | tee "$OUT/summary.txt"; exit 1; }
+if ! $PY -c "import numbanet.kernels" 2>/dev/null; then
+    shim=$(mktemp -d)/numbanet
+    mkdir -p "$shim"
+    cp numbanet/*.py "$shim/"
+    for part in kernels nn bench; do ln -s "$PWD/$part" "$shim/$part"; done
+    export PYTHONPATH="$(dirname "$shim")${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-$PY -c "import kernels; print('gpu status:', kernels.gpu_status())" | tee "$OUT/summary.txt"
+if ! $PY -c "import numba.cuda, numpy, pytest, hypothesis, numbanet.kernels"; then
+    echo "numba-cuda, numpy, pytest or hypothesis is missing: pip install -e '.[test,cu12]'" | tee "$OUT/summary.txt"
+    exit 1
+fi
+$PY -c "from numbanet import kernels; print('gpu status:', kernels.gpu_status())" | tee "$OUT/summary.txt"
 
 echo "== kernel tests on cpu and gpu" | tee -a "$OUT/summary.txt"
 start=$(date +%s)
@@ -33,7 +44,7 @@ CUPY_TF32=0 NVIDIA_TF32_OVERRIDE=0 timeout 120 $PY - <<'PY' 2>&1 | tee "$OUT/gem
 import time
 import numpy as np
 from numba import cuda
-import kernels
+from numbanet import kernels
 
 be = kernels.get_backend("gpu")
 n = 4096
@@ -65,7 +76,7 @@ except ImportError:
 PY
 
 echo "== numbanet bench --quick (gpu, cpu, references)" | tee -a "$OUT/summary.txt"
-timeout 150 $PY -m nn.cli bench --quick --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+timeout 150 $PY -m numbanet.cli bench --quick --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
 echo "bench exit $?" | tee -a "$OUT/summary.txt"
 grep -E "^\| .*\| (gpu|cupy) " "$OUT/bench.txt" | tee -a "$OUT/summary.txt"
 
@@ -73,10 +84,10 @@ echo "== article CNN, batch 128" | tee -a "$OUT/summary.txt"
 timeout 200 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
 import time
 import numpy as np
-import kernels
-from nn.models import Sequential
-from nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
-from nn.optimizers import Adam
+from numbanet import kernels
+from numbanet.nn.models import Sequential
+from numbanet.nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
+from numbanet.nn.optimizers import Adam
 
 rng = np.random.default_rng(0)
 x = rng.random((60000, 28, 28, 1), dtype=np.float32)

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from bench.cases import ADAM, SGD, Missing, Prepared
+from numbanet.bench.cases import ADAM, SGD, Missing, Prepared
 
 
 # ---------------------------------------------------------------------- array-module ops

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from bench import cases as C
+from numbanet.bench import cases as C
+from numbanet.bench import implementations
 
 FAIR_ENV_NOTE = ("note: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and can slow NumPy's reference; "
                  "for a fair reference run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench`")
@@ -49,21 +50,21 @@ def _split(text, allowed, what):
 # ---------------------------------------------------------------------- machine
 def machine_info():
     import numba
-    from kernels.info import cpu_model
-    import kernels
-    from bench.references import openblas_info
+    from numbanet.kernels.info import cpu_model
+    from numbanet import kernels
+    from numbanet.bench.references import openblas_info
 
     gpu_ok, gpu_detail = kernels.gpu_status()
     # Creating the cpu backend sets malloc for the whole process (kernels/cpu/memory.py),
     # so every implementation timed here runs with the same allocator settings.
     kernels.get_backend("cpu")
-    from kernels.cpu.memory import status as malloc_status
+    from numbanet.kernels.cpu.memory import status as malloc_status
     info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
             "numba_threads": numba.get_num_threads(),
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
     try:
-        from bench.references import torch_module
+        from numbanet.bench.references import torch_module
         torch = torch_module()
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
@@ -106,9 +107,9 @@ def run_case(case, impls, repeats, log=None):
     rows, live = [], []
     for impl in impls:
         row = {"op": case.op, "kind": case.kind, "case": case.label, "size": case.size, "impl": impl,
-               "ours": impl in C.OURS, "device": C.device_of(impl), "unit": case.unit, "work": case.work}
+               "ours": impl in C.OURS, "device": implementations.device_of(impl), "unit": case.unit, "work": case.work}
         try:
-            p = C.prepare(case, impl)
+            p = implementations.prepare(case, impl)
             row["first_call_s"] = _time_call(p)  # numba compiles (or loads its cache) here
             _time_call(p)
             row.update(status="ok", times_s=[])

@@ -1,10 +1,10 @@
 """Start-up cost: Numba's first-ever compile against a warm on-disk cache.
 
-    python -m bench.startup            (from the repository root)
+    python -m numbanet.bench.startup
 
 Runs the same child process twice against one fresh, empty NUMBA_CACHE_DIR: the first
 compiles every kernel it touches and writes the cache, the second only loads it. Each
-child reports, from just before `import nn`:
+child reports, from just before `import numbanet`:
   - first step: the article's CNN built, compiled and one batch of 128 trained
     (`train_on_batch`), i.e. what a user waits for before training starts;
   - every op f32 / f64: then each backend op called once in float32, then once more in
@@ -20,15 +20,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _child():
     t0 = time.perf_counter()
     import numpy as np
 
-    import kernels
-    from nn.train import build_model
+    from numbanet import kernels
+    from numbanet.nn.train import build_model
 
     kernels.set_backend(os.environ.get("NUMBANET_BACKEND", "cpu"))
     rng = np.random.default_rng(0)
@@ -94,7 +91,7 @@ def _every_op(be, dt):
 
 def _run(cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    proc = subprocess.run([sys.executable, "-m", "bench.startup", "--child"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "numbanet.bench.startup", "--child"], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"startup: the child process failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -109,9 +106,9 @@ def main():
     print(head)
     for label, r in (("1st (empty cache: compiles)", cold), ("2nd (cache written by the 1st)", warm)):
         print(f"{label:<34} {r['first_step_s']:>12.2f} {r['every_op_f32_s']:>16.2f} {r['every_op_s']:>16.2f}")
-    print("seconds from `import nn`: to one finished train_on_batch of the article's CNN (batch 128), "
+    print("seconds from `import numbanet`: to one finished train_on_batch of the article's CNN (batch 128), "
           "then to each backend op called once in float32, then once more in float64 (every kernel compiled)")
-    print(f"python -m bench.startup ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"python -m numbanet.bench.startup ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
 
 
 if __name__ == "__main__":

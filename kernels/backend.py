@@ -20,7 +20,7 @@ outputs they are given; they return nothing unless documented (`sum`, `accuracy`
 """
 import numpy as np
 
-from kernels import shapes
+from numbanet.kernels import shapes
 
 
 class Backend:

@@ -25,7 +25,7 @@ def cpu_model():
 def collect():
     """-> dict of everything `numbanet info` prints."""
     import numba
-    import kernels
+    from numbanet import kernels
 
     gpu_ok, gpu_detail = kernels.gpu_status()
     # llvmlite's host probe is what Numba compiles for (numba's get_sysinfo wraps the same
@@ -38,7 +38,7 @@ def collect():
     except RuntimeError:  # llvmlite cannot read the features on some hosts
         features = ""
     # Asking for the threading layer needs a parallel function to have run once.
-    from kernels.cpu.threads import threading_layer
+    from numbanet.kernels.cpu.threads import threading_layer
     return {
         "versions": {d: _version(d) for d in ("numbanet", "numba", "llvmlite", "numpy", "numba-cuda")},
         "python": platform.python_version(),
@@ -54,7 +54,7 @@ def collect():
 def _malloc_status():
     # What creating the cpu backend does to malloc (kernels/cpu/memory.py), applied here
     # directly: creating the backend itself would compile its eager kernels (seconds).
-    from kernels.cpu.memory import keep_freed_memory
+    from numbanet.kernels.cpu.memory import keep_freed_memory
     return keep_freed_memory()
 
 

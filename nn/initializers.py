@@ -5,7 +5,7 @@ Fans: a Dense kernel (in, out) has fan_in=in, fan_out=out; a Conv2D kernel
 """
 import numpy as np
 
-from nn import utils
+from numbanet.nn import utils
 
 
 def fans(shape):

@@ -8,7 +8,7 @@ name the loss in compile().
 """
 import numpy as np
 
-import kernels
+from numbanet import kernels
 
 
 class Loss:

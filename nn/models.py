@@ -6,17 +6,20 @@ back to the host. Host NumPy is used for input checks, index shuffling and initi
 weights.
 """
 import math
+import os
 
 import numpy as np
 
-import kernels
-from nn import callbacks as callbacks_mod
-from nn import losses as losses_mod
-from nn import metrics as metrics_mod
-from nn import optimizers as optimizers_mod
-from nn import utils
-from nn.layers.base import Layer, _counters
-from nn.progress import Progress
+from numbanet import kernels
+from numbanet.nn import callbacks as callbacks_mod
+from numbanet.nn import layers as layers_mod
+from numbanet.nn import losses as losses_mod
+from numbanet.nn import metrics as metrics_mod
+from numbanet.nn import optimizers as optimizers_mod
+from numbanet.nn import saving
+from numbanet.nn import utils
+from numbanet.nn.layers.base import Layer, _counters
+from numbanet.nn.progress import Progress
 
 # Below this size the whole training set is uploaded once and batches are gathered on
 # the backend with take_rows; above it, each batch is gathered on the host and uploaded.
@@ -510,10 +513,19 @@ class Sequential:
                 "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers]}
 
     def save(self, filepath):
-        from nn.saving import save_model
-        save_model(self, filepath)
+        saving.save_model(self, filepath)
 
 
 def load_model(filepath, backend=None):
-    from nn.saving import load_model as _load
-    return _load(filepath, backend=backend)
+    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
+    filepath = os.fspath(filepath)
+    config, arrays = saving.read_model_file(filepath)
+    try:
+        mcfg = config["model"]
+        model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
+        for entry in mcfg["layers"]:
+            model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
+        model.build(backend=kernels.get_backend(backend) if backend is not None else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
+    return saving.restore_state(model, config, arrays, filepath)

@@ -10,10 +10,8 @@ import zipfile
 
 import numpy as np
 
-import kernels
-from nn import layers as layers_mod
-from nn import losses as losses_mod
-from nn import optimizers as optimizers_mod
+from numbanet.nn import losses as losses_mod
+from numbanet.nn import optimizers as optimizers_mod
 
 FORMAT = "numbanet-model"
 VERSION = 1
@@ -54,13 +52,13 @@ def save_model(model, filepath):
         raise
 
 
-def _bad(filepath, why):
+def bad_file(filepath, why):
     return ValueError(f"load_model: {filepath} is not a valid numbanet model file: {why}")
 
 
-def load_model(filepath, backend=None):
-    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
-    from nn.models import Sequential
+def read_model_file(filepath):
+    """-> (config dict, {member name: array}) of a file written by save_model, checked
+    for format and version; any defect raises a ValueError saying what is wrong."""
     filepath = os.fspath(filepath)
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"load_model: no such file: {filepath}")
@@ -68,35 +66,36 @@ def load_model(filepath, backend=None):
         with np.load(filepath, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise _bad(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
+        raise bad_file(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
     if "config" not in arrays or arrays["config"].dtype != np.uint8 or arrays["config"].ndim != 1:
-        raise _bad(filepath, "it holds no config record")
+        raise bad_file(filepath, "it holds no config record")
     try:
         config = json.loads(arrays["config"].tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(filepath, f"its config is not valid JSON ({exc})") from None
+        raise bad_file(filepath, f"its config is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise _bad(filepath, f"its format is {config.get('format') if isinstance(config, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
+        raise bad_file(filepath, f"its format is {config.get('format') if isinstance(config, dict) else None!r}, "
+                                 f"expected {FORMAT!r}")
     if config.get("version") != VERSION:
-        raise _bad(filepath, f"format version {config.get('version')!r}, this numbanet reads {VERSION}")
+        raise bad_file(filepath, f"format version {config.get('version')!r}, this numbanet reads {VERSION}")
+    return config, arrays
+
+
+def restore_state(model, config, arrays, filepath):
+    """Put the saved weights, and the compile record with the optimizer state when there
+    is one, into `model`: built from the same file's architecture, on its backend."""
     try:
-        mcfg = config["model"]
-        model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
-        for entry in mcfg["layers"]:
-            model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
-        model.build(backend=kernels.get_backend(backend) if backend is not None else None)
         n = int(config["n_weights"])
         weights = [arrays[f"weight_{i:04d}"] for i in range(n)]
     except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
+        raise bad_file(filepath, f"its weights cannot be found ({type(exc).__name__}: {exc})") from None
     try:
         model.set_weights(weights)
     except (ValueError, TypeError) as exc:
-        raise _bad(filepath, f"its weights do not match its architecture ({exc})") from None
+        raise bad_file(filepath, f"its weights do not match its architecture ({exc})") from None
     for w, name in zip(weights, (f"weight_{i:04d}" for i in range(n))):
         if w.dtype != model.dtype:
-            raise _bad(filepath, f"{name} has dtype {w.dtype} but the model is {model.dtype}")
+            raise bad_file(filepath, f"{name} has dtype {w.dtype} but the model is {model.dtype}")
     if "compile" in config:
         try:
             c = config["compile"]
@@ -106,11 +105,11 @@ def load_model(filepath, backend=None):
                           metrics=c["metrics"])
             state = {name: arrays[f"opt_{i:04d}"] for i, name in enumerate(ocfg["state"])}
         except (KeyError, TypeError, ValueError) as exc:
-            raise _bad(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from None
+            raise bad_file(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from None
         shapes = {key: tuple(layer.params[k].shape) for key, layer, k in model._params()}
         for name, arr in state.items():
             key = name.rsplit("/", 1)[0]
             if key not in shapes or tuple(arr.shape) != shapes[key] or arr.dtype != model.dtype:
-                raise _bad(filepath, f"optimizer state {name} (shape {arr.shape}, {arr.dtype}) matches no weight")
+                raise bad_file(filepath, f"optimizer state {name} (shape {arr.shape}, {arr.dtype}) matches no weight")
         opt.set_state(model.be, state)
     return model

@@ -55,9 +55,9 @@ def _seed(text):
 
 def build_model():
     """The article's CNN, layer for layer, compiled as the article compiles it."""
-    from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-    from nn.models import Sequential
-    from nn.optimizers import Adam
+    from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+    from numbanet.nn.models import Sequential
+    from numbanet.nn.optimizers import Adam
 
     model = Sequential()
     model.add(Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)))
@@ -72,9 +72,9 @@ def build_model():
 
 
 def main(args):
-    import kernels
-    from nn.datasets import mnist
-    from nn.utils import set_random_seed
+    from numbanet import kernels
+    from numbanet.nn.datasets import mnist
+    from numbanet.nn.utils import set_random_seed
 
     if args.backend is not None:
         try:

@@ -5,11 +5,8 @@ tested in its own pytest process with NUMBA_ENABLE_CUDASIM=1 set before numba.cu
 imported (see .ci/run), since the simulator must be chosen at import time.
 """
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 BACKENDS = [b.strip() for b in os.environ.get("NUMBANET_TEST_BACKENDS", "cpu").split(",") if b.strip()]
 
@@ -20,7 +17,7 @@ def simulated():
 
 @pytest.fixture(params=BACKENDS)
 def be(request):
-    import kernels
+    from numbanet import kernels
     return kernels.get_backend(request.param)
 
 

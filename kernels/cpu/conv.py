@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import prange, types
 
-from kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
+from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
 # per output the GEMM path's time goes to patch packing and tile write-back, not FMAs

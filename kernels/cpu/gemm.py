@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
 
 MC = 128   # rows of op(a) per thread block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1

@@ -9,7 +9,7 @@ import math
 
 from numba import cuda
 
-from kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d
 
 
 def _launch(kernel, n, *args):

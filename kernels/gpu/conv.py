@@ -19,7 +19,7 @@ geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every l
 import numpy as np
 from numba import cuda
 
-from kernels.gpu import gemm, reduce
+from numbanet.kernels.gpu import gemm, reduce
 
 
 @cuda.jit(device=True, inline=True)

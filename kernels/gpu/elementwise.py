@@ -10,8 +10,8 @@ int64 op uint64 to float64, which would silently break it.
 import numpy as np
 from numba import cuda, uint64
 
-from kernels.gpu import reduce
-from kernels.gpu.launch import grid_1d
+from numbanet.kernels.gpu import reduce
+from numbanet.kernels.gpu.launch import grid_1d
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -29,7 +29,7 @@ increasing order, so results are bit-identical run to run (no atomics, no split-
 import numpy as np
 from numba import cuda, float32, float64
 
-from kernels.gpu.launch import dummy
+from numbanet.kernels.gpu.launch import dummy
 
 BK = 8
 APAD = 4

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from kernels.gpu.launch import rows_1d
+from numbanet.kernels.gpu.launch import rows_1d
 
 
 def _make_sce(onehot):

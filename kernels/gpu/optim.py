@@ -7,7 +7,7 @@ import math
 
 from numba import cuda
 
-from kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit

@@ -13,7 +13,7 @@ cover it, computed from the geometry.
 """
 from numba import cuda
 
-from kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit

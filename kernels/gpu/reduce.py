@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from kernels.gpu.launch import THREADS_1D, blocks_1d, rows_1d
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, rows_1d
 
 CHUNK = 256
 

@@ -1,9 +1,9 @@
 """Keras-style layers: Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout, Activation."""
-from nn.layers.base import Layer
-from nn.layers.conv import Conv2D
-from nn.layers.core import Activation, Dropout, Flatten
-from nn.layers.dense import Dense
-from nn.layers.pooling import AveragePooling2D, AvgPool2D, MaxPool2D, MaxPooling2D
+from numbanet.nn.layers.base import Layer
+from numbanet.nn.layers.conv import Conv2D
+from numbanet.nn.layers.core import Activation, Dropout, Flatten
+from numbanet.nn.layers.dense import Dense
+from numbanet.nn.layers.pooling import AveragePooling2D, AvgPool2D, MaxPool2D, MaxPooling2D
 
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
            "Flatten", "Dropout", "Activation"]

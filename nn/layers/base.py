@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from nn import activations
+from numbanet.nn import activations
 
 _counters = defaultdict(itertools.count)
 

@@ -1,7 +1,7 @@
 """Conv2D over NHWC activations with a (KH, KW, C_in, filters) kernel."""
-from kernels import shapes
-from nn import activations, initializers, regularizers
-from nn.layers.base import ActivationMixin, Layer
+from numbanet.kernels import shapes
+from numbanet.nn import activations, initializers, regularizers
+from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Conv2D(ActivationMixin, Layer):

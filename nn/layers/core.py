@@ -1,6 +1,6 @@
 """Flatten, Dropout and Activation: layers without parameters."""
-from nn import activations, utils
-from nn.layers.base import ActivationMixin, Layer
+from numbanet.nn import activations, utils
+from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Flatten(Layer):

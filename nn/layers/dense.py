@@ -1,6 +1,6 @@
 """Dense: y = activation(x @ kernel + bias)."""
-from nn import activations, initializers, regularizers
-from nn.layers.base import ActivationMixin, Layer
+from numbanet.nn import activations, initializers, regularizers
+from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Dense(ActivationMixin, Layer):

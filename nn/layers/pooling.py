@@ -1,6 +1,6 @@
 """MaxPooling2D and AveragePooling2D over NHWC activations."""
-from kernels import shapes
-from nn.layers.base import Layer
+from numbanet.kernels import shapes
+from numbanet.nn.layers.base import Layer
 
 
 class _Pool(Layer):

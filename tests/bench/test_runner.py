@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from bench import cases as C
-from bench import runner
+from numbanet.bench import cases as C
+from numbanet.bench import implementations
+from numbanet.bench import runner
 
 
 def _args(*argv):
@@ -64,7 +65,7 @@ def test_missing_reference_reported_not_failed(tiny_run, monkeypatch):
         assert "missing (not failures):" in text and "cupy [" in text
         assert "| cupy" not in text  # missing everywhere: listed below the tables, not in them
     # a reference whose import fails is reported as missing, and the run still succeeds
-    from bench import references
+    from numbanet.bench import references
 
     def gone(case, inp):
         raise C.Missing("PyTorch is not installed (test)")
@@ -77,7 +78,7 @@ def test_missing_reference_reported_not_failed(tiny_run, monkeypatch):
 
 
 def test_error_in_an_implementation_fails_the_run(monkeypatch):
-    from bench import references
+    from numbanet.bench import references
 
     def broken(case, inp):
         raise RuntimeError("boom")
@@ -111,7 +112,7 @@ def test_round_robin_rotates_the_order(monkeypatch):
         def sync(self):
             pass
     case = C.tiny_cases()[0]
-    monkeypatch.setattr(C, "prepare", lambda c, impl, seed=0: Fake(impl))
+    monkeypatch.setattr(implementations, "prepare", lambda c, impl, seed=0: Fake(impl))
     rows = runner.run_case(case, ["cpu", "numpy", "torch"], repeats=3)
     timed = order[6:]  # first call and warm-up: two calls each, in impl order
     assert timed == ["cpu", "numpy", "torch", "numpy", "torch", "cpu", "torch", "cpu", "numpy"]
@@ -163,7 +164,7 @@ def _cli_bench_header(env_overrides):
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBANET_BENCH_ENV")}
     env.update(env_overrides)
-    proc = subprocess.run([sys.executable, "-m", "nn.cli", "bench", "--tiny", "--repeats", "1", "--ops", "optim",
+    proc = subprocess.run([sys.executable, "-m", "numbanet.cli", "bench", "--tiny", "--repeats", "1", "--ops", "optim",
                            "--backends", "cpu,numpy"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ tiny: under NUMBA_ENABLE_CUDASIM every CUDA thread is a Python thread.
 import numpy as np
 import pytest
 
-import kernels
+from numbanet import kernels
 from helpers import assert_close, download, randn, tolerances, upload
 
 DTYPES = [np.float32, np.float64]
@@ -179,7 +179,7 @@ def test_gemm_tile_edges(gpu, m, n, k, trans_a, trans_b):
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 def test_gemm_big_tile_edges(gpu, trans_a, trans_b):
     """M, N >= 128 select the 128 x 128 tile (8 x 8 per thread); 130 x 129 crosses its edges."""
-    from kernels.gpu import gemm
+    from numbanet.kernels.gpu import gemm
     m, n, k = 130, 129, 9
     assert gemm.config_for(m, n) == gemm.BIG
     a = randn((k, m) if trans_a else (m, k), np.float32, 1)

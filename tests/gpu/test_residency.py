@@ -33,12 +33,12 @@ import pytest
 from numba import cuda
 from numba.cuda import config as cuda_config
 
-import kernels
-import nn.models
-from nn.callbacks import Callback
-from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-from nn.models import Sequential
-from nn.optimizers import Adam
+from numbanet import kernels
+from numbanet.nn import models as nn_models
+from numbanet.nn.callbacks import Callback
+from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from numbanet.nn.models import Sequential
+from numbanet.nn.optimizers import Adam
 
 SIM = bool(cuda_config.ENABLE_CUDASIM)
 if SIM:
@@ -310,7 +310,7 @@ def test_resident_fit_copies_only_scalars_per_step(transfers):
 
 
 def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch):
-    monkeypatch.setattr(nn.models, "_RESIDENT_BYTES", 0)
+    monkeypatch.setattr(nn_models, "_RESIDENT_BYTES", 0)
     model, x = fit_recorded(transfers, 1)
     steps, outside = by_step(transfers, 1)
     legit = {SCALAR_BYTES}

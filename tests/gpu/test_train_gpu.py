@@ -2,10 +2,10 @@
 with the same weights (float32 tolerance): the whole training path runs on the gpu ops."""
 import numpy as np
 
-import kernels
-from nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-from nn.models import Sequential
-from nn.optimizers import Adam
+from numbanet import kernels
+from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from numbanet.nn.models import Sequential
+from numbanet.nn.optimizers import Adam
 
 
 def tiny_cnn(weights=None):

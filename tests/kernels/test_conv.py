@@ -154,7 +154,7 @@ def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding,
 
 def test_conv2d_direct_boundary_is_64():
     """The cases above straddle the cpu backend's switch only while it sits at 64."""
-    from kernels.cpu.conv import DIRECT_KDIM
+    from numbanet.kernels.cpu.conv import DIRECT_KDIM
     assert DIRECT_KDIM == 64
 
 

@@ -122,7 +122,7 @@ def test_matmul_float32_stays_float32(be, small):
 @pytest.mark.parametrize("kc", [1, 2, 255])
 def test_cpu_micro_kernel_tile(kc, dtype):
     """The cpu micro-kernel on its own: one MR x NR tile from packed panels, rows past kc ignored."""
-    from kernels.cpu._gemm_micro import MR, NR, micro
+    from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
     ap = randn((kc + 3, MR), dtype, seed=kc)
     bp = randn((kc + 3, NR), dtype, seed=kc + 1)
     tile = np.full((MR, NR), np.nan, dtype)

@@ -5,7 +5,7 @@ import os
 import numba
 import pytest
 
-from kernels import info as kinfo
+from numbanet.kernels import info as kinfo
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_cpu_model_and_threading(collected):
 
 
 def test_backends_section(collected):
-    import kernels
+    from numbanet import kernels
     assert collected["backends"]["cpu"] == "available"
     ok, detail = kernels.gpu_status()
     assert collected["backends"]["gpu"] == ("available: " if ok else "unavailable: ") + detail
@@ -74,7 +74,7 @@ def test_format_info_on_a_made_up_dict():
 
 
 def test_cli_info_prints_the_report(capsys, collected):
-    from nn.cli import main
+    from numbanet.cli import main
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("numbanet ")

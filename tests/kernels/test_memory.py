@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 _PROBE = r"""
 import ctypes, sys
-import kernels
-from kernels.cpu import memory
+from numbanet import kernels
+from numbanet.kernels.cpu import memory
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]

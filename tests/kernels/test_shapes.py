@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernels import shapes
+from numbanet.kernels import shapes
 
 
 def same_ref(h, k, s):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from nn.datasets import mnist as mnist_module
+from numbanet.nn.datasets import mnist as mnist_module
 
 EPOCHS = 4
 
@@ -23,14 +23,14 @@ def closed_port_url():
 def test_article_example_reaches_95_percent(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBANET_MNIST_URL", closed_port_url())
     monkeypatch.setenv("NUMBANET_DATA", str(tmp_path / "empty-cache"))
-    from nn.utils import set_random_seed
+    from numbanet.nn.utils import set_random_seed
     set_random_seed(0)
 
     # --- the article's code, imports changed from keras to nn, epochs lowered ---
-    from nn.datasets import mnist
-    from nn.models import Sequential
-    from nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
-    from nn.optimizers import Adam
+    from numbanet.nn.datasets import mnist
+    from numbanet.nn.models import Sequential
+    from numbanet.nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
+    from numbanet.nn.optimizers import Adam
 
     with pytest.warns(mnist_module.MNISTSampleWarning):
         (x_train, y_train), (x_test, y_test) = mnist.load_data()

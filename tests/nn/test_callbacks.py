@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-import nn
-from nn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
-from nn.layers import Dense
-from nn.models import Sequential
+from numbanet import nn
+from numbanet.nn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from numbanet.nn.layers import Dense
+from numbanet.nn.models import Sequential
 
 
 class Scripted(Callback):

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from nn.datasets.idx import parse_idx, read_idx, to_idx_bytes
+from numbanet.nn.datasets.idx import parse_idx, read_idx, to_idx_bytes
 
 
 def idx_bytes(code, dims, payload):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from gradcheck import check_model_gradients
-from nn import regularizers
-from nn.layers import Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from nn.models import Sequential
+from numbanet.nn import regularizers
+from numbanet.nn.layers import Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from numbanet.nn.models import Sequential
 
 
 def _data(shape, classes, n=6, seed=0, onehot=False):

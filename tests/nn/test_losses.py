@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from gradcheck import check_model_gradients
-from nn import losses
-from nn.layers import Activation, Dense
-from nn.models import Sequential
+from numbanet.nn import losses
+from numbanet.nn.layers import Activation, Dense
+from numbanet.nn.models import Sequential
 
 
 def _model(loss, activation="softmax", extra=None):

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nn.datasets import mnist
+from numbanet.nn.datasets import mnist
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import nn
-from nn import utils
-from nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from nn.models import Sequential
+from numbanet import nn
+from numbanet.nn import utils
+from numbanet.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from numbanet.nn.models import Sequential
 
 
 def _blobs(n=200, seed=0):
@@ -239,7 +239,7 @@ def test_fit_before_compile():
 # --------------------------------------------------------------------------- backends
 
 def _tiny_run(backend_name, move_to=None):
-    import kernels
+    from numbanet import kernels
     utils.set_random_seed(11)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3)).astype("float32")

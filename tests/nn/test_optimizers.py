@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from nn import optimizers
-from nn.layers import Dense
-from nn.models import Sequential
+from numbanet.nn import optimizers
+from numbanet.nn.layers import Dense
+from numbanet.nn.models import Sequential
 
 
 def test_keras_defaults_and_strings():

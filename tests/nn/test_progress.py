@@ -4,9 +4,9 @@ import re
 
 import numpy as np
 
-from nn.layers import Dense
-from nn.models import Sequential
-from nn.progress import Progress
+from numbanet.nn.layers import Dense
+from numbanet.nn.models import Sequential
+from numbanet.nn.progress import Progress
 
 
 def _fit(**kw):

@@ -6,10 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-import nn
-from nn import saving, utils
-from nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from nn.models import Sequential, load_model
+from numbanet import nn
+from numbanet.nn import saving, utils
+from numbanet.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from numbanet.nn.models import Sequential, load_model
 
 
 def _model(opt="adam"):

@@ -5,9 +5,9 @@ import socket
 import numpy as np
 import pytest
 
-import kernels
-from nn import cli
-from nn.datasets import mnist
+from numbanet import kernels
+from numbanet import cli
+from numbanet.nn.datasets import mnist
 
 
 def closed_port_url():
@@ -27,7 +27,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_train_saves_a_model_and_reports_accuracy(tmp_path, capsys):
-    from nn.models import load_model
+    from numbanet.nn.models import load_model
 
     out = tmp_path / "models" / "cnn.npz"
     rc = cli.main(["train", "--limit", "512", "--epochs", "1", "--batch-size", "32",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nn import activations, initializers, regularizers, utils
+from numbanet.nn import activations, initializers, regularizers, utils
 
 
 def test_to_categorical_matches_eye():
@@ -47,7 +47,7 @@ def test_regularizer_defaults_and_lookup():
 
 
 def test_regularizer_penalty_and_gradient_match_numpy():
-    import kernels
+    from numbanet import kernels
     be = kernels.get_backend()
     w = np.random.default_rng(0).standard_normal((4, 3))
     r = regularizers.l1_l2(0.02, 0.03)
