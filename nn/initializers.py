@@ -1,7 +1,9 @@
 """Weight initializers (Keras's names and fan rules), drawn from the library RNG on the host.
 
-Fans: a Dense kernel (in, out) has fan_in=in, fan_out=out; a Conv2D kernel
-(KH, KW, C_in, C_out) has fan_in = KH*KW*C_in and fan_out = KH*KW*C_out.
+Fans (Keras's compute_fans): a Dense kernel (in, out) has fan_in=in, fan_out=out; any
+kernel of rank >= 3 counts its leading axes as a receptive field, so a Conv2D kernel
+(KH, KW, C_in, C_out) has fan_in = KH*KW*C_in and fan_out = KH*KW*C_out, and a
+MultiHeadAttention kernel (d, heads, key_dim) has fan_in = d*heads, fan_out = d*key_dim.
 """
 import numpy as np
 
@@ -9,13 +11,14 @@ from numbanet.nn import utils
 
 
 def fans(shape):
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
     if len(shape) == 2:
         return shape[0], shape[1]
-    if len(shape) == 4:
-        receptive = shape[0] * shape[1]
-        return receptive * shape[2], receptive * shape[3]
-    n = int(np.prod(shape))
-    return n, n
+    receptive = int(np.prod(shape[:-2]))
+    return receptive * shape[-2], receptive * shape[-1]
 
 
 def zeros(shape, dtype):
@@ -24,6 +27,16 @@ def zeros(shape, dtype):
 
 def ones(shape, dtype):
     return np.ones(shape, dtype=dtype)
+
+
+def random_uniform(shape, dtype):
+    """Keras's RandomUniform() defaults: U(-0.05, 0.05) (Embedding's "uniform")."""
+    return utils.get_rng().uniform(-0.05, 0.05, size=shape).astype(dtype)
+
+
+def random_normal(shape, dtype):
+    """Keras's RandomNormal() defaults: N(0, 0.05^2)."""
+    return (utils.get_rng().standard_normal(size=shape) * 0.05).astype(dtype)
 
 
 def glorot_uniform(shape, dtype):
@@ -58,12 +71,17 @@ def _truncated_normal(shape, stddev, dtype):
     return (out * scale).astype(dtype)
 
 
-_TABLE = {f.__name__: f for f in (zeros, ones, glorot_uniform, glorot_normal, he_uniform, he_normal)}
+_TABLE = {f.__name__: f for f in (zeros, ones, random_uniform, random_normal, glorot_uniform, glorot_normal,
+                                   he_uniform, he_normal)}
+_ALIASES = {"uniform": "random_uniform", "normal": "random_normal"}
 
 
 def get(name):
+    if isinstance(name, str) and name.lower() in _ALIASES:
+        return _ALIASES[name.lower()]
     if not isinstance(name, str) or name.lower() not in _TABLE:
-        raise ValueError(f"initializer must be one of {', '.join(sorted(_TABLE))}, got {name!r}")
+        raise ValueError(f"initializer must be one of {', '.join(sorted(set(_TABLE) | set(_ALIASES)))}, "
+                         f"got {name!r}")
     return name.lower()
 
 

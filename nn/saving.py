@@ -28,9 +28,13 @@ def save_model(model, filepath):
         opt = model.optimizer
         state = opt.get_state(model.be)
         names = sorted(state)
+        losses = [{"class_name": type(l).__name__, "config": l.get_config()} for l in model._losses]
         config["compile"] = {
-            "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
-            "metrics": list(model.metrics),
+            # One entry per output; "loss" and "metrics" repeat the first output's, the form
+            # single-output files have always had.
+            "loss": losses[0], "metrics": list(model._metric_names[0]),
+            "losses": losses, "loss_weights": list(model._loss_weights),
+            "output_metrics": [list(m) for m in model._metric_names],
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(),
                           "iterations": opt.iterations, "state": names},
         }
@@ -101,8 +105,14 @@ def restore_state(model, config, arrays, filepath):
             c = config["compile"]
             ocfg = c["optimizer"]
             opt = optimizers_mod.from_config(ocfg["class_name"], ocfg["config"], ocfg["iterations"])
-            model.compile(optimizer=opt, loss=losses_mod.from_config(c["loss"]["class_name"], c["loss"]["config"]),
-                          metrics=c["metrics"])
+            entries = c.get("losses", [c["loss"]])
+            loss = [losses_mod.from_config(e["class_name"], e["config"]) for e in entries]
+            metrics = c.get("output_metrics", [c["metrics"]])
+            if len(loss) != len(model.outputs) or len(metrics) != len(model.outputs):
+                raise ValueError(f"{len(loss)} losses for {len(model.outputs)} outputs")
+            model.compile(optimizer=opt, loss=loss if len(loss) > 1 else loss[0],
+                          metrics=metrics if len(metrics) > 1 else metrics[0],
+                          loss_weights=c.get("loss_weights"))
             state = {name: arrays[f"opt_{i:04d}"] for i, name in enumerate(ocfg["state"])}
         except (KeyError, TypeError, ValueError) as exc:
             raise bad_file(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from None

@@ -128,7 +128,7 @@ def test_layer_argument_errors():
     with pytest.raises(ValueError, match="units must be a positive int, got 0"):
         Dense(0)
     with pytest.raises(ValueError, match="activation must be one of"):
-        Dense(3, activation="swish")
+        Dense(3, activation="elu")
     with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):
         Conv2D(2, 3, padding="full")
     with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\), got 1.5"):
@@ -137,10 +137,10 @@ def test_layer_argument_errors():
         Dense(2, kernel_initializer="nope")
 
 
-def test_dense_after_images_asks_for_flatten():
-    with pytest.raises(ValueError, match=r"layer 'dense.*' \(Dense\) expects inputs of shape \(batch, features\), "
-                                         r"got per-sample shape \(4, 4, 1\); put a Flatten\(\) before it"):
-        Sequential([Conv2D(1, 1, input_shape=(4, 4, 1)), Dense(2)])
+def test_dense_on_images_acts_on_the_last_axis():
+    # Keras's rule: Dense maps the last axis of an input of any rank.
+    m = Sequential([Conv2D(1, 1, input_shape=(4, 4, 1)), Dense(2)])
+    assert m.output_shape == (4, 4, 2)
 
 
 def test_conv_window_larger_than_input():

@@ -59,5 +59,5 @@ def test_regularizer_penalty_and_gradient_match_numpy():
 
 def test_activation_names():
     assert activations.get(None) == "linear" and activations.get("ReLU") == "relu"
-    with pytest.raises(ValueError, match="activation must be one of linear, relu, sigmoid, tanh, softmax"):
-        activations.get("gelu")
+    with pytest.raises(ValueError, match="activation must be one of linear, relu, sigmoid, tanh, softmax, gelu"):
+        activations.get("elu")
