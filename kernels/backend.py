@@ -338,21 +338,27 @@ class Backend:
         return self._elementwise_backward_x(op, self.activation.leaky_relu_backward, x, dy,
                                             self._slope(op, negative_slope))
 
-    def softmax(self, x):
-        """Softmax over the last axis of a 2-D (N, C) array."""
+    def softmax(self, x, *, causal=False):
+        """Softmax over the last axis of x (rank >= 2). causal=True treats x as (..., Tq, Tk)
+        scores and keeps (i, j) only where j <= i (Keras 3's top-left aligned causal mask);
+        masked probabilities are exactly 0."""
         op = "softmax"
         x = self._unary(op, x)
-        shapes.check_ndim(op, "x", x, 2, "(N, C)")
-        y = self.empty(x.shape, x.dtype)
-        self.activation.softmax_forward(x, y)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)" if not causal else "(..., Tq, Tk)")
+        shape = tuple(x.shape)
+        y = self.empty(shape, x.dtype)
+        causal_rows = shape[-2] if causal else 0
+        self.activation.softmax_forward(self._rows(x), self._rows(y), int(causal_rows))
         return y
 
     def softmax_backward(self, y, dy):
+        """dx from the forward output y (masked entries of a causal softmax have y = 0, so dx = 0)."""
         op = "softmax_backward"
         y, dy = self._unary_backward(op, y, dy)
-        shapes.check_ndim(op, "y", y, 2, "(N, C)")
-        dx = self.empty(y.shape, y.dtype)
-        self.activation.softmax_backward(y, dy, dx)
+        shapes.check_min_ndim(op, "y", y, 2, "(..., C)")
+        shapes.check_nonempty(op, "y", y)
+        dx = self.empty(tuple(y.shape), y.dtype)
+        self.activation.softmax_backward(self._rows(y), self._rows(dy), self._rows(dx))
         return dx
 
     # ------------------------------------------------------------------ losses
@@ -660,3 +666,156 @@ class Backend:
         out = self.empty((x.shape[0],), np.int32)
         self.reduce.argmax(x, out)
         return out
+
+    # ------------------------------------------------------------------ transformer ops (issue 12)
+    # Compute modules: self.gemm.batched_matmul; self.activation.softmax_* (any rank, causal);
+    # self.attn = kernels/<backend>/attention.py, self.layernorm = .../layernorm.py,
+    # self.embed = .../embedding.py (not self.attention / self.embedding: those are the ops).
+    def _rows(self, arr):
+        """(rows, C) view of a C-contiguous (..., C) array."""
+        c = tuple(arr.shape)[arr.ndim - 1]
+        return self.reshape(arr, (arr.size // c, c))
+
+    def batched_matmul(self, a, b, *, trans_a=False, trans_b=False, out=None):
+        """c[..., :, :] = op(a[...]) @ op(b[...]) over identical leading dimensions (rank >= 3;
+        nothing is broadcast); op transposes the last two axes when asked."""
+        op = "batched_matmul"
+        a, b = self._prepare(op, a=a, b=b)
+        if out is not None:
+            self._check_native(op, "out", out)
+            if not self._is_c_contiguous(out):
+                raise ValueError(f"{op}: out must be C-contiguous")
+        lead, m, n, _ = shapes.batched_matmul_shapes(a, b, bool(trans_a), bool(trans_b), out)
+        z = int(np.prod(lead))
+        if out is None:
+            out = self.empty(lead + (m, n), a.dtype)
+        a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+        self.gemm.batched_matmul(self.reshape(a, (z,) + a_shape[-2:]), self.reshape(b, (z,) + b_shape[-2:]),
+                                 bool(trans_a), bool(trans_b), self.reshape(out, (z, m, n)))
+        return out
+
+    def attention(self, q, k, v, *, causal=False, scale=None):
+        """Fused scaled-dot-product attention: -> (out, lse).
+
+        q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> out (B, Tq, H, Dv), the layout
+        a layer's projections produce, without transposes. lse (B, H, Tq) is the log-sum-exp
+        of each query row's scaled, masked scores; attention_backward recomputes the
+        probabilities from it. scale defaults to 1 / sqrt(D); causal keeps key j for query i
+        only where j <= i (Keras's top-left aligned mask)."""
+        op = "attention"
+        q, k, v = self._prepare(op, q=q, k=k, v=v)
+        bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
+        out = self.empty((bsz, tq, h, dv), q.dtype)
+        lse = self.empty((bsz, h, tq), q.dtype)
+        self.attn.attention_forward(q, k, v, out, lse, bool(causal), scale)
+        return out, lse
+
+    def attention_backward(self, q, k, v, out, dout, lse, *, causal=False, scale=None):
+        """-> (dq, dk, dv) of sum(dout * out) for out, lse = attention(q, k, v, causal, scale)."""
+        op = "attention_backward"
+        q, k, v, out, dout, lse = self._prepare(op, q=q, k=k, v=v, out=out, dout=dout, lse=lse)
+        bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
+        for name, arr in (("out", out), ("dout", dout), ("lse", lse)):
+            shapes.check_float(op, name, arr)
+        shapes.check_same_dtype(op, [("q", q), ("out", out), ("dout", dout), ("lse", lse)])
+        shapes.check_shape(op, "out", out, (bsz, tq, h, dv))
+        shapes.check_shape(op, "dout", dout, (bsz, tq, h, dv))
+        shapes.check_shape(op, "lse", lse, (bsz, h, tq))
+        dq = self.empty(tuple(q.shape), q.dtype)
+        dk = self.empty(tuple(k.shape), q.dtype)
+        dv_ = self.empty(tuple(v.shape), q.dtype)
+        self.attn.attention_backward(q, k, v, out, dout, lse, dq, dk, dv_, bool(causal), scale)
+        return dq, dk, dv_
+
+    def _norm_params(self, op, x, named):
+        c = tuple(x.shape)[x.ndim - 1]
+        for name, arr in named:
+            if arr is not None:
+                shapes.check_float(op, name, arr)
+                shapes.check_same_dtype(op, [("x", x), (name, arr)])
+                shapes.check_shape(op, name, arr, (c,))
+
+    def layer_norm(self, x, gamma, beta, *, epsilon=1e-3):
+        """Normalization over the last axis (Keras's LayerNormalization): -> (y, mean, rstd).
+
+        y = (x - mean) * rstd * gamma + beta with mean and variance over the last axis
+        (variance with 1/C), rstd = 1 / sqrt(variance + epsilon); gamma/beta (C,) or None
+        (Keras's scale=False / center=False); mean and rstd have shape x.shape[:-1]."""
+        op = "layer_norm"
+        x, gamma, beta = self._prepare(op, x=x, gamma=gamma, beta=beta)
+        shapes.check_float(op, "x", x)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)")
+        shapes.check_nonempty(op, "x", x)
+        self._norm_params(op, x, [("gamma", gamma), ("beta", beta)])
+        epsilon = shapes.check_finite_number(op, "epsilon", epsilon)
+        if epsilon < 0:
+            raise ValueError(f"{op}: epsilon must be >= 0, got {epsilon}")
+        shape = tuple(x.shape)
+        y = self.empty(shape, x.dtype)
+        mean = self.empty(shape[:-1], x.dtype)
+        rstd = self.empty(shape[:-1], x.dtype)
+        self.layernorm.layer_norm_forward(self._rows(x), gamma, beta, epsilon, self._rows(y),
+                                          self._flat(mean), self._flat(rstd))
+        return y, mean, rstd
+
+    def layer_norm_backward(self, x, gamma, dy, mean, rstd, *, center=True):
+        """-> (dx, dgamma, dbeta); dgamma is None when gamma is None, dbeta is None when
+        center=False (a LayerNormalization without beta). dgamma and dbeta are summed over
+        rows in a fixed order: the same bits on every run and thread count."""
+        op = "layer_norm_backward"
+        x, gamma, dy, mean, rstd = self._prepare(op, x=x, gamma=gamma, dy=dy, mean=mean, rstd=rstd)
+        for name, arr in (("x", x), ("dy", dy), ("mean", mean), ("rstd", rstd)):
+            shapes.check_float(op, name, arr)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)")
+        shapes.check_nonempty(op, "x", x)
+        shapes.check_same_dtype(op, [("x", x), ("dy", dy), ("mean", mean), ("rstd", rstd)])
+        shapes.check_shape(op, "dy", dy, tuple(x.shape))
+        shapes.check_shape(op, "mean", mean, tuple(x.shape)[:-1])
+        shapes.check_shape(op, "rstd", rstd, tuple(x.shape)[:-1])
+        self._norm_params(op, x, [("gamma", gamma)])
+        c = tuple(x.shape)[x.ndim - 1]
+        dx = self.empty(tuple(x.shape), x.dtype)
+        dgamma = self.empty((c,), x.dtype) if gamma is not None else None
+        dbeta = self.empty((c,), x.dtype) if center else None
+        self.layernorm.layer_norm_backward(self._rows(x), gamma, self._rows(dy), self._flat(mean),
+                                           self._flat(rstd), self._rows(dx), dgamma, dbeta)
+        return dx, dgamma, dbeta
+
+    def _ids_in_range(self, op, ids, n):
+        """The backend's range check of a flat id array (the gpu scans on the device; the
+        cpu compute functions check as they go, with the same message)."""
+        shapes.check_out_of_range(op, "ids", self._first_out_of_range(ids, n), n)
+
+    def embedding(self, table, ids):
+        """out[..., :] = table[ids[...]]: table (V, D), integer ids of any shape -> ids.shape + (D,)."""
+        op = "embedding"
+        table, ids = self._prepare(op, table=table, ids=ids)
+        shapes.check_float(op, "table", table)
+        shapes.check_ndim(op, "table", table, 2, "(input_dim, output_dim)")
+        shapes.check_nonempty(op, "table", table)
+        shapes.check_ids(op, "ids", ids)
+        v, d = (int(s) for s in table.shape)
+        flat = self._flat(ids)
+        self._ids_in_range(op, flat, v)
+        out = self.empty(tuple(ids.shape) + (d,), table.dtype)
+        self.embed.embedding_forward(table, flat, self.reshape(out, (ids.size, d)))
+        return out
+
+    def embedding_backward(self, ids, dout, input_dim):
+        """dtable (input_dim, D): row v is the sum of dout[i] over the positions i with ids[i] == v,
+        added in increasing i (a deterministic scatter-add: no float atomics anywhere)."""
+        op = "embedding_backward"
+        ids, dout = self._prepare(op, ids=ids, dout=dout)
+        shapes.check_ids(op, "ids", ids)
+        shapes.check_float(op, "dout", dout)
+        input_dim = shapes.check_positive_int(op, "input_dim", input_dim)
+        if dout.ndim != ids.ndim + 1 or tuple(dout.shape)[:-1] != tuple(ids.shape):
+            raise ValueError(f"{op}: dout must have shape ids.shape + (output_dim,) = {tuple(ids.shape)} + (D,), "
+                             f"got {tuple(dout.shape)}")
+        shapes.check_nonempty(op, "dout", dout)
+        flat = self._flat(ids)
+        self._ids_in_range(op, flat, input_dim)
+        d = tuple(dout.shape)[dout.ndim - 1]
+        dtable = self.empty((input_dim, d), dout.dtype)
+        self.embed.embedding_backward(flat, self.reshape(dout, (ids.size, d)), dtable)
+        return dtable

@@ -54,22 +54,29 @@ def tanh_backward(y, dy, dx):
 
 
 @numba.njit(parallel=True, cache=True)
-def softmax_forward(x, y):
+def softmax_forward(x, y, causal_rows):
+    """Row softmax of x (N, C). causal_rows = Tq > 0: the rows are (..., Tq) query rows of
+    (Tq, C) score matrices, row r is query i = r % Tq and keeps columns j <= i only (the
+    rest are set to exactly 0, never computed); 0: every column is kept."""
     n, c = x.shape
+    zero = x.dtype.type(0)
     for r in prange(n):
+        end = c if causal_rows == 0 else min(c, r % causal_rows + 1)
         # Subtract the row max so exp never overflows.
         mx = x[r, 0]
-        for k in range(1, c):
+        for k in range(1, end):
             if x[r, k] > mx:
                 mx = x[r, k]
-        total = x.dtype.type(0)
-        for k in range(c):
+        total = zero
+        for k in range(end):
             e = math.exp(x[r, k] - mx)
             y[r, k] = e
             total += e
         inv = x.dtype.type(1) / total
-        for k in range(c):
+        for k in range(end):
             y[r, k] *= inv
+        for k in range(end, c):
+            y[r, k] = zero
 
 
 @numba.njit(parallel=True, cache=True)

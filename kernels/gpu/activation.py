@@ -60,27 +60,33 @@ def _tanh_backward(y, dy, dx):
 
 
 @cuda.jit
-def _softmax_forward(x, y):
+def _softmax_forward(x, y, causal_rows):
+    zero = x.dtype.type(0)
     i = cuda.grid(1)
     if i < x.shape[0]:
         c = x.shape[1]
+        # causal_rows = Tq > 0: row i is query i % Tq and keeps columns j <= i % Tq only.
+        end = c if causal_rows == 0 else min(c, i % causal_rows + 1)
         mx = x[i, 0]
-        for j in range(1, c):
+        for j in range(1, end):
             mx = max(mx, x[i, j])
-        s = x[i, 0] * 0
-        for j in range(c):
+        s = zero
+        for j in range(end):
             e = math.exp(x[i, j] - mx)
             y[i, j] = e
             s += e
-        for j in range(c):
+        for j in range(end):
             y[i, j] = y[i, j] / s
+        for j in range(end, c):
+            y[i, j] = zero
 
 
 @cuda.jit
 def _softmax_backward(y, dy, dx):
+    zero = y.dtype.type(0)
     i = cuda.grid(1)
     if i < y.shape[0]:
-        dot = y[i, 0] * 0
+        dot = zero
         for j in range(y.shape[1]):
             dot += y[i, j] * dy[i, j]
         for j in range(y.shape[1]):
@@ -111,8 +117,8 @@ def tanh_backward(y, dy, dx):
     _launch(_tanh_backward, y.shape[0], y, dy, dx)
 
 
-def softmax_forward(x, y):
-    _softmax_forward[rows_1d(x.shape[0])](x, y)
+def softmax_forward(x, y, causal_rows):
+    _softmax_forward[rows_1d(x.shape[0])](x, y, causal_rows)
 
 
 def softmax_backward(y, dy, dx):

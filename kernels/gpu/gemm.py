@@ -181,3 +181,10 @@ def matmul(a, b, trans_a, trans_b, bias, out):
     k = a.shape[0] if trans_a else a.shape[1]
     launch_tiled(lambda config: _matmul_kernel(out.dtype, trans_a, trans_b, config), a, b, bias, out,
                  m, n, k, NO_GEO)
+
+
+# --------------------------------------------------------------------------- batched (issue 12)
+def batched_matmul(a, b, trans_a, trans_b, out):
+    """out[z] = op(a[z]) @ op(b[z]) for 3-D (Z, ., .) device arrays, validated and C-contiguous."""
+    for z in range(out.shape[0]):
+        matmul(a[z], b[z], trans_a, trans_b, None, out[z])

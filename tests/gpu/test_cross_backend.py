@@ -160,13 +160,39 @@ CASES = {
 }
 
 
+# The transformer ops (issue 12).
+IDS = np.array([[3, 0, 3], [1, 3, 4]], np.int64)
+CASES.update({
+    "batched_matmul_tn": (lambda be, a, b: be.batched_matmul(a, b, trans_a=True),
+                          lambda d: [randn((2, 3, 4, 5), d, 1), randn((2, 3, 4, 3), d, 2)], 4, False),
+    "softmax_causal_rank3": (lambda be, x, dy: (lambda y: (y, be.softmax_backward(y, dy)))(be.softmax(x, causal=True)),
+                             lambda d: [randn((2, 4, 5), d, 1, scale=3), randn((2, 4, 5), d, 2)], 5, False),
+    "attention": (lambda be, q, k, v: be.attention(q, k, v, causal=False, scale=0.6),
+                  lambda d: [randn((2, 4, 2, 3), d, 1), randn((2, 5, 2, 3), d, 2), randn((2, 5, 2, 4), d, 3)], 5, False),
+    "attention_backward_causal": (
+        lambda be, q, k, v, do: (lambda o: be.attention_backward(q, k, v, o[0], do, o[1], causal=True))(
+            be.attention(q, k, v, causal=True)),
+        lambda d: [randn((1, 6, 2, 3), d, 1), randn((1, 6, 2, 3), d, 2), randn((1, 6, 2, 2), d, 3),
+                   randn((1, 6, 2, 2), d, 4)], 6, False),
+    "layer_norm": (lambda be, x, g, b: be.layer_norm(x, g, b, epsilon=1e-3),
+                   lambda d: [randn((2, 3, 6), d, 1), randn((6,), d, 2), randn((6,), d, 3)], 6, False),
+    "layer_norm_backward": (lambda be, x, g, dy: (lambda r: be.layer_norm_backward(x, g, dy, r[1], r[2]))(
+                                be.layer_norm(x, g, None)),
+                            lambda d: [randn((3, 7), d, 1), randn((7,), d, 2), randn((3, 7), d, 3)], 7, False),
+    "embedding": (lambda be, t, i: be.embedding(t, i), lambda d: [randn((5, 3), d, 1), IDS], 1, True),
+    # Both backends add each row's gradients in increasing position order: the same bits.
+    "embedding_backward": (lambda be, i, dout: be.embedding_backward(i, dout, 6),
+                           lambda d: [IDS, randn((2, 3, 4), d, 1)], 1, True),
+})
+
 def test_every_op_family_is_covered():
     names = " ".join(CASES)
     for family in ("matmul", "conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d", "adam", "sgd", "relu",
                    "sigmoid", "tanh", "softmax", "cross_entropy", "crossentropy", "mse", "accuracy", "bias_add",
-                   "dropout", "l1_l2", "scale", "take_rows", "column_sum", "sum", "argmax", "gelu", "silu",
-                   "leaky_relu", "add", "concatenate", "split", "transpose", "binary_crossentropy",
-                   "binary_accuracy", "clip_by_norm", "clip_by_global_norm"):
+                   "dropout", "l1_l2", "scale", "take_rows", "column_sum", "sum", "argmax", "batched_matmul",
+                   "attention", "attention_backward", "layer_norm", "layer_norm_backward", "embedding",
+                   "embedding_backward", "gelu", "silu", "leaky_relu", "add", "concatenate", "split", "transpose",
+                   "binary_crossentropy", "binary_accuracy", "clip_by_norm", "clip_by_global_norm"):
         assert family in names, f"no cross-backend case for {family}"
 
 
@@ -178,7 +204,9 @@ def test_gpu_matches_cpu(gpu, cpu, name, dtype):
 
 
 @pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
-                                  "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "clip_by_global_norm"])
+                                  "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "batched_matmul_tn",
+                                  "attention_backward_causal", "layer_norm_backward", "embedding_backward",
+                                  "clip_by_global_norm"])
 def test_gpu_is_deterministic(gpu, name):
     op, inputs, _, _ = CASES[name]
     arrays = inputs(np.float32)

@@ -96,8 +96,69 @@ def test_bad_input(be, name):
     with pytest.raises(TypeError, match=name + "_backward"):
         b(be.asarray(np.zeros((2, 3), np.float32)), be.asarray(np.zeros((2, 3), np.float64)))
     if name == "softmax":
-        with pytest.raises(ValueError, match="softmax"):
-            f(be.asarray(np.zeros((2, 3, 4), np.float32)))
+        with pytest.raises(ValueError, match=r"softmax: x must have at least 2 dimensions"):
+            f(be.asarray(np.zeros((4,), np.float32)))
+        with pytest.raises(ValueError, match=r"softmax_backward: y must have at least 2 dimensions"):
+            b(be.asarray(np.zeros((4,), np.float32)), be.asarray(np.zeros((4,), np.float32)))
+
+
+# --------------------------------------------------------------------------- softmax: any rank, causal
+
+def softmax_ref(x, causal=False):
+    """Softmax over the last axis in float64; causal: (i, j) kept iff j <= i over the last two axes
+    (keras.layers.MultiHeadAttention's _compute_causal_mask: row index >= column index)."""
+    z = x.astype(np.float64)
+    if causal:
+        tq, tk = x.shape[-2:]
+        keep = np.arange(tq)[:, None] >= np.arange(tk)[None, :]
+        z = np.where(keep, z, -np.inf)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 1), (2, 3, 4), (2, 2, 3, 5), (1, 1, 1, 2, 7)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_softmax_any_rank(be, shape, causal, dtype):
+    x = randn(shape, dtype, scale=3.0)
+    check_op(be, lambda be, x, causal: be.softmax(x, causal=causal), [x], softmax_ref,
+             kwargs={"causal": causal}, k=shape[-1])
+
+
+@pytest.mark.parametrize("tq,tk", [(4, 4), (3, 6), (6, 3), (1, 5), (5, 1)])
+def test_softmax_causal_mask_is_top_left_aligned(be, tq, tk):
+    """A uniform row keeps exactly the first min(i + 1, Tk) keys, each with 1 / that count,
+    and the masked probabilities are exactly zero (not tiny)."""
+    x = np.zeros((2, tq, tk), np.float32)
+    y = be.to_numpy(be.softmax(be.asarray(x), causal=True))
+    for i in range(tq):
+        kept = min(i + 1, tk)
+        np.testing.assert_allclose(y[:, i, :kept], 1.0 / kept, rtol=1e-6)
+        assert np.all(y[:, i, kept:] == 0.0)
+
+
+def test_softmax_causal_ignores_masked_values(be):
+    """Huge values in masked positions change nothing: they are never exponentiated."""
+    x = randn((2, 5, 5), np.float32)
+    hidden = x.copy()
+    hidden[:, np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] = 1e30
+    a = be.to_numpy(be.softmax(be.asarray(x), causal=True))
+    b = be.to_numpy(be.softmax(be.asarray(hidden), causal=True))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_softmax_backward_any_rank_finite_differences(be, causal):
+    x = randn((2, 3, 4, 4), np.float64, scale=2.0)
+    r = randn((2, 3, 4, 4), np.float64, seed=5)
+
+    def loss(be, x, r):
+        return float(np.sum(be.to_numpy(be.softmax(x, causal=causal)) * be.to_numpy(r)))
+
+    def backward(be, x, r):
+        return be.softmax_backward(be.softmax(x, causal=causal), r)
+
+    check_grad(be, loss, backward, [x, r], wrt=[0], samples=40)
 
 
 # --------------------------------------------------------------------------- gelu, silu, leaky_relu
