@@ -101,6 +101,25 @@ def _train_step(batch):
                 _train_step_flops(batch))
 
 
+# The default charlm (nn/charlm.py): batch, steps, d_model, heads, blocks, vocabulary.
+CHARLM = (32, 128, 128, 4, 2, 97)
+
+
+def _charlm_flops(batch, steps, d, heads, layers, vocab):
+    """Forward: per token and block 24 d^2 (q, k, v, output projections 8 d^2, the 4d MLP
+    16 d^2) and 2 T d for the causal scores and their mix (T/2 keys on average), plus the
+    2 d V output projection; backward twice that."""
+    per_token = layers * (24 * d * d + 2 * steps * d) + 2 * d * vocab
+    return 3.0 * batch * steps * per_token
+
+
+def _charlm_step(batch=CHARLM[0], steps=CHARLM[1], d=CHARLM[2], heads=CHARLM[3], layers=CHARLM[4],
+                 vocab=CHARLM[5]):
+    params = (batch, steps, d, heads, layers, vocab)
+    return Case("train_step", "charlm_train_step", f"charlm {layers}x{heads}h d{d}, {batch}x{steps} chars", batch,
+                params, _charlm_flops(*params))
+
+
 def cnn_gemm_cases(batch=128):
     """The article's CNN's products: Dense layers forward/backward and the convs' implicit GEMMs."""
     return [
@@ -123,7 +142,7 @@ def full_cases():
     for x in ((128, 26, 26, 32), (128, 11, 11, 64)):
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
-    cases.append(_train_step(128))
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -137,7 +156,7 @@ def quick_cases():
         cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
-    cases.append(_train_step(128))
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -153,6 +172,7 @@ def tiny_cases():
         _optim("adam", 1000),
         _optim("sgd", 1000),
         _train_step(4),
+        _charlm_step(2, 8, 16, 2, 1, 11),
     ]
 
 
@@ -192,4 +212,8 @@ def make_inputs(case, seed=0):
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
                 "y": rng.integers(0, 10, size=batch).astype(np.int64)}
+    if k == "charlm_train_step":
+        batch, steps, _, _, _, vocab = p
+        return {"x": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32),
+                "y": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32)}
     raise ValueError(f"make_inputs: unknown case kind {k!r}")

@@ -1,9 +1,10 @@
 """Weight initializers (Keras's names and fan rules), drawn from the library RNG on the host.
 
-Fans (Keras's compute_fans): a Dense kernel (in, out) has fan_in=in, fan_out=out; any
+Fans (Keras's compute_fans): a Dense kernel (in, out) has fan_in=in, fan_out=out; a
 kernel of rank >= 3 counts its leading axes as a receptive field, so a Conv2D kernel
-(KH, KW, C_in, C_out) has fan_in = KH*KW*C_in and fan_out = KH*KW*C_out, and a
-MultiHeadAttention kernel (d, heads, key_dim) has fan_in = d*heads, fan_out = d*key_dim.
+(KH, KW, C_in, C_out) has fan_in = KH*KW*C_in and fan_out = KH*KW*C_out. A layer may name
+its own (fan_in, fan_out), as Keras's EinsumDense does through input and output axes: a
+MultiHeadAttention query kernel (d, heads, key_dim) is a d -> heads*key_dim map.
 """
 import numpy as np
 
@@ -39,24 +40,24 @@ def random_normal(shape, dtype):
     return (utils.get_rng().standard_normal(size=shape) * 0.05).astype(dtype)
 
 
-def glorot_uniform(shape, dtype):
-    fan_in, fan_out = fans(shape)
+def glorot_uniform(shape, dtype, fan=None):
+    fan_in, fan_out = fan or fans(shape)
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return utils.get_rng().uniform(-limit, limit, size=shape).astype(dtype)
 
 
-def glorot_normal(shape, dtype):
-    fan_in, fan_out = fans(shape)
+def glorot_normal(shape, dtype, fan=None):
+    fan_in, fan_out = fan or fans(shape)
     return _truncated_normal(shape, np.sqrt(2.0 / (fan_in + fan_out)), dtype)
 
 
-def he_uniform(shape, dtype):
-    limit = np.sqrt(6.0 / fans(shape)[0])
+def he_uniform(shape, dtype, fan=None):
+    limit = np.sqrt(6.0 / (fan or fans(shape))[0])
     return utils.get_rng().uniform(-limit, limit, size=shape).astype(dtype)
 
 
-def he_normal(shape, dtype):
-    return _truncated_normal(shape, np.sqrt(2.0 / fans(shape)[0]), dtype)
+def he_normal(shape, dtype, fan=None):
+    return _truncated_normal(shape, np.sqrt(2.0 / (fan or fans(shape))[0]), dtype)
 
 
 def _truncated_normal(shape, stddev, dtype):
@@ -85,5 +86,12 @@ def get(name):
     return name.lower()
 
 
-def initialize(name, shape, dtype):
-    return _TABLE[name](tuple(int(s) for s in shape), dtype)
+_FAN_BASED = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
+
+
+def initialize(name, shape, dtype, fans=None):
+    """Initial values of `shape`; fans=(fan_in, fan_out) overrides the shape's fans."""
+    shape = tuple(int(s) for s in shape)
+    if name in _FAN_BASED:
+        return _TABLE[name](shape, dtype, fans)
+    return _TABLE[name](shape, dtype)

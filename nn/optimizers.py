@@ -53,12 +53,13 @@ class Optimizer:
         self._no_decay = ()
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
-        """Leave out of weight decay every parameter whose path ("layer_name/kernel",
-        "multi_head_attention/query/bias", ...) a regex in var_names matches, as Keras
-        does. (var_list, Keras's list of variables, has no counterpart here.)"""
+        """Leave out of weight decay every parameter whose name ("kernel", "bias", "gamma",
+        "embeddings", ...) a regex in var_names matches, as Keras does
+        (exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])). var_list,
+        Keras's list of variable objects, has no counterpart here."""
         if var_list is not None:
-            raise ValueError(f"{type(self).__name__}.exclude_from_weight_decay: numbanet names parameters by path; "
-                             f"pass var_names=[...] (regexes matched against 'layer_name/kernel')")
+            raise ValueError(f"{type(self).__name__}.exclude_from_weight_decay: numbanet names parameters by name; "
+                             f"pass var_names=[...] (regexes matched against 'kernel', 'bias', ...)")
         names = tuple(var_names or ())
         for n in names:
             if not isinstance(n, str):
@@ -73,7 +74,8 @@ class Optimizer:
         return self.learning_rate
 
     def _decay_for(self, path):
-        if not self.weight_decay or any(re.search(n, path) for n in self._no_decay):
+        name = path.rsplit("/", 1)[-1]   # Keras matches the variable's name, not its path
+        if not self.weight_decay or any(re.search(n, name) for n in self._no_decay):
             return 0.0
         return self.weight_decay
 

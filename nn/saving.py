@@ -5,13 +5,13 @@ allow_pickle=False: nothing is ever unpickled.
 """
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from numbanet.nn import losses as losses_mod
 from numbanet.nn import optimizers as optimizers_mod
+from numbanet.nn import utils
 
 FORMAT = "numbanet-model"
 VERSION = 1
@@ -40,20 +40,7 @@ def save_model(model, filepath):
         }
         arrays.update({f"opt_{i:04d}": state[k] for i, k in enumerate(names)})
     arrays["config"] = np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(filepath))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    utils.atomic_write(filepath, lambda f: np.savez(f, **arrays), suffix=".npz")
 
 
 def bad_file(filepath, why):

@@ -108,7 +108,9 @@ class MultiHeadAttention(Layer):
                   "attention_output": ((h, self.value_dim, self.output_dim or dq), (self.output_dim or dq,))}
         p = {}
         for name, (kshape, bshape) in shapes.items():
-            p[f"{name}/kernel"] = initializers.initialize(self.kernel_initializer, kshape, self.dtype)
+            # Keras's fans for these kernels: the feature axes in, the projected axes out.
+            fan = (kshape[0] * kshape[1], kshape[2]) if name == "attention_output" else (kshape[0], h * kshape[2])
+            p[f"{name}/kernel"] = initializers.initialize(self.kernel_initializer, kshape, self.dtype, fans=fan)
             if self.use_bias:
                 p[f"{name}/bias"] = initializers.initialize(self.bias_initializer, bshape, self.dtype)
         return p

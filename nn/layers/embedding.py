@@ -36,13 +36,19 @@ class Embedding(Layer):
         return {"embeddings": initializers.initialize(self.embeddings_initializer,
                                                       (self.input_dim, self.output_dim), self.dtype)}
 
-    def forward(self, x, training=False, logits=False):
-        self._saved_ids = x
-        return self.be.embedding(self.params["embeddings"], x)
+    def forward(self, x, training=False, logits=False, ids_checked=False):
+        self._saved_ids, self._saved_checked = x, ids_checked
+        return self.be.embedding(self.params["embeddings"], x, _ids_checked=ids_checked)
+
+    def run_node(self, inputs, training, logits, kwargs):
+        # Integer tensors only come from a model's inputs, and Model._check_ids range-checks
+        # those on the host against every Embedding that reads them: the gpu need not scan
+        # the ids again (a round trip per call).
+        return [self.forward(inputs[0], training=training, ids_checked=True)]
 
     def backward(self, dy, logits=False):
         be = self.be
-        d = be.embedding_backward(self._saved_ids, dy, self.input_dim)
+        d = be.embedding_backward(self._saved_ids, dy, self.input_dim, _ids_checked=bool(self._saved_checked))
         if self.embeddings_regularizer is not None:
             self.embeddings_regularizer.add_gradient(be, self.params["embeddings"], d)
         self.grads = {"embeddings": d}

@@ -49,7 +49,7 @@ class LayerNormalization(Layer):
     def backward(self, dy, logits=False):
         be = self.be
         dx, dgamma, dbeta = be.layer_norm_backward(self._saved_x, self.params.get("gamma"), dy, self._saved_mean,
-                                                   self._saved_rstd)
+                                                   self._saved_rstd, center=self.center)
         self.grads = {}
         for key, d, reg in (("gamma", dgamma, self.gamma_regularizer), ("beta", dbeta, self.beta_regularizer)):
             if key in self.params:
