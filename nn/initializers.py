@@ -91,6 +91,7 @@ _FAN_BASED = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
 
 def initialize(name, shape, dtype, fans=None):
     """Initial values of `shape`; fans=(fan_in, fan_out) overrides the shape's fans."""
+    name = get(name)
     shape = tuple(int(s) for s in shape)
     if name in _FAN_BASED:
         return _TABLE[name](shape, dtype, fans)

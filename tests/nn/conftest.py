@@ -9,3 +9,13 @@ def _seed_and_dtype():
     utils.set_floatx("float32")
     yield
     utils.set_floatx("float32")
+
+
+@pytest.fixture
+def nnbe(be, monkeypatch):
+    """The backend under test made the process default while the test runs, so that models
+    built in it (Model(...), Sequential with an input shape) land on it."""
+    from numbanet import kernels
+    monkeypatch.setattr(kernels, "_default", kernels._default)
+    kernels.set_backend(be.name)
+    return be
