@@ -19,6 +19,15 @@ OPS = ("gemm", "conv", "pool", "optim", "train_step")
 UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "train_step": "GFLOP/s"}
 
 
+# Cases with no NumPy twin: the charlm step is measured against PyTorch only (a Transformer's
+# backward pass in NumPy would be a second model to maintain for no extra insight).
+NO_NUMPY_TWIN = ("charlm_train_step",)
+
+
+def references_for(case):
+    return tuple(r for r in REFERENCES if not (r == "numpy" and case.kind in NO_NUMPY_TWIN))
+
+
 class Missing(Exception):
     """This implementation cannot run this case here (not installed, not built, no GPU)."""
 
