@@ -15,8 +15,9 @@ import numpy as np
 
 OURS = ("cpu", "gpu")
 REFERENCES = ("numpy", "torch", "cupy")
-OPS = ("gemm", "conv", "pool", "optim", "train_step")
-UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "train_step": "GFLOP/s"}
+OPS = ("gemm", "conv", "pool", "optim", "attention", "train_step")
+UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "attention": "GFLOP/s",
+         "train_step": "GFLOP/s"}
 
 
 class Missing(Exception):
@@ -101,6 +102,28 @@ def _train_step(batch):
                 _train_step_flops(batch))
 
 
+def _attention(batch, t, heads, head_dim, causal, backward):
+    """Self-attention, q/k/v (batch, t, heads, head_dim); backward: forward + backward, as a
+    training step runs them. FLOPs: 4 * T^2 * D per (batch, head) forward (QK^T and PV) and
+    2.5x that backward (dV, dP, dQ, dK and the recomputed QK^T), halved with a causal mask."""
+    fwd = 4.0 * batch * heads * t * t * head_dim * (0.5 if causal else 1.0)
+    kind = "attention_fwd_bwd" if backward else "attention_forward"
+    label = (f"{'fwd+bwd' if backward else 'fwd'} {'causal' if causal else 'full'} "
+             f"B{batch} H{heads} T{t} D{head_dim}")
+    return Case("attention", kind, label, t, (batch, t, heads, head_dim, causal), fwd * (3.5 if backward else 1.0))
+
+
+def attention_cases(quick=False):
+    """The target shape (batch 32, heads 4, T 128, head dim 32) with and without the causal
+    mask; the full list adds the forward alone and longer sequences."""
+    cases = [_attention(32, 128, 4, 32, causal, True) for causal in (False, True)]
+    if quick:
+        return cases
+    cases += [_attention(32, 128, 4, 32, causal, False) for causal in (False, True)]
+    cases += [_attention(4, 512, 4, 64, True, True), _attention(1, 2048, 4, 64, True, True)]
+    return cases
+
+
 def cnn_gemm_cases(batch=128):
     """The article's CNN's products: Dense layers forward/backward and the convs' implicit GEMMs."""
     return [
@@ -123,6 +146,7 @@ def full_cases():
     for x in ((128, 26, 26, 32), (128, 11, 11, 64)):
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
+    cases += attention_cases()
     cases.append(_train_step(128))
     return cases
 
@@ -137,6 +161,7 @@ def quick_cases():
         cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
+    cases += attention_cases(quick=True)
     cases.append(_train_step(128))
     return cases
 
@@ -152,6 +177,8 @@ def tiny_cases():
         _pool((2, 7, 7, 3), True),
         _optim("adam", 1000),
         _optim("sgd", 1000),
+        _attention(2, 8, 2, 4, False, False),
+        _attention(2, 9, 2, 4, True, True),
         _train_step(4),
     ]
 
@@ -188,6 +215,9 @@ def make_inputs(case, seed=0):
         (n,) = p
         return {"param": f32(n), "grad": f32(n), "m": np.abs(f32(n)) * np.float32(0.01),
                 "v": np.abs(f32(n)) * np.float32(0.01)}
+    if k.startswith("attention"):
+        batch, t, heads, head_dim, _ = p
+        return {name: f32(batch, t, heads, head_dim) for name in ("q", "k", "v", "dout")}
     if k == "train_step":
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
