@@ -15,8 +15,9 @@ import numpy as np
 
 OURS = ("cpu", "gpu")
 REFERENCES = ("numpy", "torch", "cupy")
-OPS = ("gemm", "conv", "pool", "optim", "train_step")
-UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "train_step": "GFLOP/s"}
+OPS = ("gemm", "conv", "pool", "optim", "attention", "train_step")
+UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "attention": "GFLOP/s",
+         "train_step": "GFLOP/s"}
 
 
 # Cases with no NumPy twin: the charlm step is measured against PyTorch only (a Transformer's
@@ -129,6 +130,28 @@ def _charlm_step(batch=CHARLM[0], steps=CHARLM[1], d=CHARLM[2], heads=CHARLM[3],
                 params, _charlm_flops(*params))
 
 
+def _attention(batch, t, heads, head_dim, causal, backward):
+    """Self-attention, q/k/v (batch, t, heads, head_dim); backward: forward + backward, as a
+    training step runs them. FLOPs: 4 * T^2 * D per (batch, head) forward (QK^T and PV) and
+    2.5x that backward (dV, dP, dQ, dK and the recomputed QK^T), halved with a causal mask."""
+    fwd = 4.0 * batch * heads * t * t * head_dim * (0.5 if causal else 1.0)
+    kind = "attention_fwd_bwd" if backward else "attention_forward"
+    label = (f"{'fwd+bwd' if backward else 'fwd'} {'causal' if causal else 'full'} "
+             f"B{batch} H{heads} T{t} D{head_dim}")
+    return Case("attention", kind, label, t, (batch, t, heads, head_dim, causal), fwd * (3.5 if backward else 1.0))
+
+
+def attention_cases(quick=False):
+    """The target shape (batch 32, heads 4, T 128, head dim 32) with and without the causal
+    mask; the full list adds the forward alone and longer sequences."""
+    cases = [_attention(32, 128, 4, 32, causal, True) for causal in (False, True)]
+    if quick:
+        return cases
+    cases += [_attention(32, 128, 4, 32, causal, False) for causal in (False, True)]
+    cases += [_attention(4, 512, 4, 64, True, True), _attention(1, 2048, 4, 64, True, True)]
+    return cases
+
+
 def cnn_gemm_cases(batch=128):
     """The article's CNN's products: Dense layers forward/backward and the convs' implicit GEMMs."""
     return [
@@ -151,6 +174,7 @@ def full_cases():
     for x in ((128, 26, 26, 32), (128, 11, 11, 64)):
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
+    cases += attention_cases()
     cases += [_train_step(128), _charlm_step()]
     return cases
 
@@ -165,6 +189,7 @@ def quick_cases():
         cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
+    cases += attention_cases(quick=True)
     cases += [_train_step(128), _charlm_step()]
     return cases
 
@@ -180,6 +205,8 @@ def tiny_cases():
         _pool((2, 7, 7, 3), True),
         _optim("adam", 1000),
         _optim("sgd", 1000),
+        _attention(2, 8, 2, 4, False, False),
+        _attention(2, 9, 2, 4, True, True),
         _train_step(4),
         _charlm_step(2, 8, 16, 2, 1, 11),
     ]
@@ -217,6 +244,9 @@ def make_inputs(case, seed=0):
         (n,) = p
         return {"param": f32(n), "grad": f32(n), "m": np.abs(f32(n)) * np.float32(0.01),
                 "v": np.abs(f32(n)) * np.float32(0.01)}
+    if k.startswith("attention"):
+        batch, t, heads, head_dim, _ = p
+        return {name: f32(batch, t, heads, head_dim) for name in ("q", "k", "v", "dout")}
     if k == "train_step":
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),

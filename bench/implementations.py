@@ -41,7 +41,8 @@ def load_backend(name):
 
 
 _MODULE_OF = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_backward": "conv",
-              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim"}
+              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim",
+              "attention_forward": "attn", "attention_fwd_bwd": "attn"}
 
 
 def _prepare_ours(case, be, inp):
@@ -98,11 +99,28 @@ def _prepare_ours(case, be, inp):
         def run():
             be.sgd_step(d["param"], d["grad"], d["m"], **SGD)
         return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
+    if k.startswith("attention"):
+        return _prepare_attention(case, be, d)
     if k == "train_step":
         return _prepare_train_step(be, inp)
     if k == "charlm_train_step":
         return _prepare_charlm_step(be, case, inp)
     raise ValueError(f"prepare: unknown case kind {k!r}")
+
+
+def _prepare_attention(case, be, d):
+    causal = case.params[4]
+    q, k, v, dout = d["q"], d["k"], d["v"], d["dout"]
+    out = [None]
+    if case.kind == "attention_forward":
+        def run():
+            out[0] = be.attention(q, k, v, causal=causal)[0]
+        return Prepared(run, be.synchronize, lambda: be.to_numpy(out[0]))
+
+    def run():
+        o, lse = be.attention(q, k, v, causal=causal)
+        out[0] = be.attention_backward(q, k, v, o, dout, lse, causal=causal)
+    return Prepared(run, be.synchronize, lambda: tuple(be.to_numpy(a) for a in out[0]))
 
 
 def _prepare_train_step(be, inp):

@@ -77,6 +77,26 @@ def sgd_step(xp, p, g, vel, scratch, lr, momentum):
     p += vel
 
 
+def attention_forward(xp, q, k, v, causal):
+    """Scaled-dot-product attention on (B, H, T, D) arrays -> (out, probabilities)."""
+    s = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(q.shape[3]))
+    if causal:
+        t = q.shape[2]
+        s = xp.where(xp.asarray(np.tril(np.ones((t, t), bool))), s, np.float32(-np.inf))
+    p = xp.exp(s - s.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ v, p
+
+
+def attention_backward(xp, q, k, v, out, p, dout):
+    """(dq, dk, dv) from the forward's probabilities p (kept, as NumPy code would keep them)."""
+    scale = np.float32(1.0 / np.sqrt(q.shape[3]))
+    dv = p.transpose(0, 1, 3, 2) @ dout
+    dp = dout @ v.transpose(0, 1, 3, 2)
+    ds = p * (dp - (dout * out).sum(axis=-1, keepdims=True))
+    return (ds @ k) * scale, (ds.transpose(0, 1, 3, 2) @ q) * scale, dv
+
+
 # ---------------------------------------------------------------------- NumPy / CuPy
 def _xp_prepared(xp, case, inp, sync, to_host):
     d = {k: xp.asarray(v) for k, v in inp.items()}
@@ -123,6 +143,21 @@ def _xp_prepared(xp, case, inp, sync, to_host):
         def run():
             sgd_step(xp, d["param"], d["grad"], d["m"], scratch, SGD["lr"], SGD["momentum"])
         return Prepared(run, sync, lambda: to_host(d["param"]))
+    if k.startswith("attention"):
+        causal = case.params[4]
+        # (B, T, H, D) -> each head's (T, D) matrix contiguous, as NumPy's matmul wants it;
+        # done before timing, and the results are turned back for the comparison.
+        q, kk, v, dout = (xp.ascontiguousarray(d[n].transpose(0, 2, 1, 3)) for n in ("q", "k", "v", "dout"))
+        back = lambda a: to_host(a).transpose(0, 2, 1, 3)  # noqa: E731
+        if k == "attention_forward":
+            def run():
+                out[0] = attention_forward(xp, q, kk, v, causal)[0]
+            return Prepared(run, sync, lambda: back(out[0]))
+
+        def run():
+            o, p = attention_forward(xp, q, kk, v, causal)
+            out[0] = attention_backward(xp, q, kk, v, o, p, dout)
+        return Prepared(run, sync, lambda: tuple(back(a) for a in out[0]))
     if k == "train_step":
         return _xp_train_step(xp, d, sync)
     if k == "charlm_train_step":
@@ -280,6 +315,24 @@ def _torch(case, inp):
         def run():
             opt.step()
         return Prepared(run, none, lambda: p.detach().numpy().copy())
+    if k.startswith("attention"):
+        causal = case.params[4]
+        # PyTorch's own layout (B, H, T, D), contiguous, prepared before timing.
+        q, kk, v, dout = (torch.from_numpy(np.ascontiguousarray(inp[n].transpose(0, 2, 1, 3)))
+                          for n in ("q", "k", "v", "dout"))
+        back = lambda t: t.detach().numpy().transpose(0, 2, 1, 3)  # noqa: E731
+        if k == "attention_forward":
+            def run():
+                with torch.no_grad():
+                    out[0] = F.scaled_dot_product_attention(q, kk, v, is_causal=causal)
+            return Prepared(run, none, lambda: back(out[0]))
+        for t in (q, kk, v):
+            t.requires_grad_(True)
+
+        def run():
+            o = F.scaled_dot_product_attention(q, kk, v, is_causal=causal)
+            out[0] = torch.autograd.grad(o, (q, kk, v), dout)
+        return Prepared(run, none, lambda: tuple(back(t) for t in out[0]))
     if k == "train_step":
         torch.manual_seed(0)
         nn = torch.nn
