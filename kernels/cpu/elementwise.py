@@ -113,11 +113,25 @@ def l1_l2_penalty(w, l1, l2):
     return l1 * sa + l2 * sq
 
 
+# Below this many elements one thread is faster than waking the pool.
+_PARALLEL_MIN = 1 << 16
+
+
+@numba.njit(cache=True)
+def _add_serial(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
 @numba.njit(parallel=True, cache=True)
-def add(a, b, out):
-    # out may be a or b (in-place accumulation): each element is read before it is written.
+def _add_parallel(a, b, out):
     for i in prange(a.shape[0]):
         out[i] = a[i] + b[i]
+
+
+def add(a, b, out):
+    # out may be a or b (in-place accumulation): each element is read before it is written.
+    (_add_parallel if a.shape[0] >= _PARALLEL_MIN else _add_serial)(a, b, out)
 
 
 @numba.njit(parallel=True, cache=True)

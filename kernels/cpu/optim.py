@@ -136,8 +136,20 @@ def clip_scale(sq, clipnorm, scale):
         scale[0] = 1.0
 
 
+@numba.njit(cache=True)
+def _scale_by_serial(x, scale):
+    s = x.dtype.type(scale[0])
+    for i in range(x.shape[0]):
+        x[i] *= s
+
+
 @numba.njit(parallel=True, cache=True)
-def scale_by(x, scale):
+def _scale_by_parallel(x, scale):
     s = x.dtype.type(scale[0])
     for i in prange(x.shape[0]):
         x[i] *= s
+
+
+def scale_by(x, scale):
+    # A model's biases and norms are small: one thread, no pool wake-up (see _PARALLEL_MIN).
+    (_scale_by_parallel if x.shape[0] >= _PARALLEL_MIN else _scale_by_serial)(x, scale)
