@@ -290,7 +290,7 @@ class Model:
         if not self.built:
             self.build()
 
-    def _structure(self, op, what, data, tensors, single):
+    def _structure(self, op, what, data, tensors):
         """x (or y) as given -> a list with one array per model input (output)."""
         n = len(tensors)
         if isinstance(data, dict):
@@ -325,7 +325,7 @@ class Model:
             raise ValueError(f"{op}: x is required")
         if not self.inputs and isinstance(self, Sequential):
             self._build_from_data(op, x)
-        xs = self._structure(op, "x", x, self.inputs, self._single_input)
+        xs = self._structure(op, "x", x, self.inputs)
         out = []
         n = None
         for i, (t, xi) in enumerate(zip(self.inputs, xs)):
@@ -386,7 +386,7 @@ class Model:
         """-> a list of host targets, one per output, ready for the loss kernels."""
         if y is None:
             raise ValueError(f"{op}: y is required")
-        ys = self._structure(op, "y", y, self.outputs, self._single_output)
+        ys = self._structure(op, "y", y, self.outputs)
         n = xs[0].shape[0]
         out = []
         for i, (t, loss, yi) in enumerate(zip(self.outputs, self._losses, ys)):
@@ -945,9 +945,6 @@ class Sequential(Model):
         super().build(backend)
         if self.compiled:
             self._resolve_compile()
-
-    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None):
-        super().compile(optimizer, loss, metrics, loss_weights)
 
     def _build_from_data(self, op, x):
         if isinstance(x, np.ndarray) and x.ndim >= 2:
