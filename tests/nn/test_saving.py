@@ -25,6 +25,7 @@ def _data():
     return rng.random((24, 6, 6, 1)).astype("float32"), rng.integers(0, 3, 24)
 
 
+@pytest.mark.simulator
 def test_save_load_predict_identical(tmp_path):
     m = _model()
     x, y = _data()
@@ -65,6 +66,7 @@ def test_resumed_training_matches_uninterrupted(tmp_path, opt):
         np.testing.assert_array_equal(p, q)
 
 
+@pytest.mark.simulator
 def test_uncompiled_model_round_trip(tmp_path):
     m = Sequential([Dense(3, input_shape=(2,))], dtype="float64")
     m.save(tmp_path / "u.npz")
@@ -73,6 +75,7 @@ def test_uncompiled_model_round_trip(tmp_path):
     np.testing.assert_array_equal(m2.get_weights()[0], m.get_weights()[0])
 
 
+@pytest.mark.simulator
 def test_truncated_file(tmp_path):
     path = tmp_path / "m.npz"
     _model().save(path)
@@ -82,6 +85,7 @@ def test_truncated_file(tmp_path):
         load_model(path)
 
 
+@pytest.mark.simulator
 def test_garbage_and_foreign_files(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip at all")
@@ -102,6 +106,7 @@ def _rewrite(path, **changes):
     np.savez(path, **arrays)
 
 
+@pytest.mark.simulator
 def test_mismatched_weights_and_bad_json(tmp_path):
     path = tmp_path / "m.npz"
     _model().save(path)
