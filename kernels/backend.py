@@ -40,11 +40,14 @@ class Backend:
     name = "base"
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, op, **named):
-        """Native-array and contiguity checks for every array argument (None passes)."""
+    def _prepare(self, op, optional=(), **named):
+        """Native-array and contiguity checks for every array argument; None passes only
+        for the names in `optional`."""
         out = []
         for name, arr in named.items():
             if arr is None:
+                if name not in optional:
+                    raise TypeError(f"{op}: {name} must be an array, got None")
                 out.append(None)
                 continue
             self._check_native(op, name, arr)
@@ -108,7 +111,7 @@ class Backend:
     def matmul(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
         """c = op(a) @ op(b) (+ bias over rows); op transposes when asked."""
         trans_a, trans_b = shapes.flag("matmul", "trans_a", trans_a), shapes.flag("matmul", "trans_b", trans_b)
-        a, b, bias = self._prepare("matmul", a=a, b=b, bias=bias)
+        a, b, bias = self._prepare("matmul", ("bias",), a=a, b=b, bias=bias)
         if out is not None:
             # After _prepare: a non-contiguous view of out has become a copy by now.
             self._check_written("matmul", "out", out, [("a", a), ("b", b), ("bias", bias)])
@@ -122,7 +125,7 @@ class Backend:
     def conv2d(self, x, w, bias=None, *, strides=(1, 1), padding="valid"):
         """NHWC x, (KH, KW, C_in, C_out) w -> NHWC y (+ bias per output channel)."""
         op = "conv2d"
-        x, w, bias = self._prepare(op, x=x, w=w, bias=bias)
+        x, w, bias = self._prepare(op, ("bias",), x=x, w=w, bias=bias)
         (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
         if bias is not None:
             shapes.check_float(op, "bias", bias)
@@ -222,6 +225,8 @@ class Backend:
         flats = [self._flat(param)]
         for name, arr in named:
             if arr is None:
+                if name != "velocity":  # only SGD without momentum has no state
+                    raise TypeError(f"{op}: {name} must be an array, got None")
                 flats.append(None)
                 continue
             if name in written:
@@ -472,6 +477,7 @@ class Backend:
         """y[i] = x[indices[i]] along axis 0 (batches drawn from a device-resident dataset)."""
         op = "take_rows"
         x, indices = self._prepare(op, x=x, indices=indices)
+        shapes.check_float_or_int(op, "x", x)  # float rows or int32 class labels (fit's y)
         shapes.check_int(op, "indices", indices)
         shapes.check_ndim(op, "indices", indices, 1)
         if x.ndim < 1 or x.shape[0] == 0:

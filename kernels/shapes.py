@@ -47,6 +47,14 @@ def check_int(op, name, arr):
     return np.dtype(dtype)
 
 
+def check_float_or_int(op, name, arr):
+    """float32, float64 or a native integer array (data that is only copied, like labels)."""
+    dtype = getattr(arr, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind in "iu":
+        return check_int(op, name, arr)
+    return check_float(op, name, arr)
+
+
 def int_scalar(op, name, value, lo=None, hi=None):
     """A Python or NumPy integer (not a bool, not a float that int() would truncate) -> int."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
