@@ -9,8 +9,14 @@ memory and hands plain arrays and ints to the backend's compute modules:
     self.optim       kernels/<backend>/optim.py       adam_step, sgd_step
     self.activation  kernels/<backend>/activation.py  relu/sigmoid/tanh/softmax _forward/_backward
     self.loss        kernels/<backend>/loss.py        softmax_cross_entropy, crossentropy, mse, accuracy
-    self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2, take_rows, scale
-    self.reduce      kernels/<backend>/reduce.py      column_sum, sum, argmax
+    self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2 (+ _into), take_rows, scale
+    self.reduce      kernels/<backend>/reduce.py      column_sum, sum, sum_into, argmax
+
+The rules every backend applies the same way live in small modules the ops call:
+kernels/shapes.py (shapes, dtypes, scalars, padding modes, the host range rule
+first_out_of_range and its error), kernels/<backend>/order.py (the NaN rule of max and
+argmax: beats, row_argmax) and kernels/gpu/checks.py (the range rule on the device:
+first_out_of_range, and in_range for kernels that index with data).
 
 A subclass supplies memory management (`asarray`, `to_numpy`, `empty`, `zeros`,
 `synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
