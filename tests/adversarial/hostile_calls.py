@@ -67,7 +67,7 @@ def pool_backward(be, value=None, x_shape=None, idx_dtype=np.int32, checked=True
                 if 0 <= at < 16:
                     want[b, at // 4, at % 4, ch] += 1.0
     got = be.to_numpy(dx)
-    return None if np.array_equal(got, want) else f"dx differs from the reference that skips the bad entry"
+    return None if np.array_equal(got, want) else "dx differs from the reference that skips the bad entry"
 
 
 def take_rows(be, indices, checked=True):

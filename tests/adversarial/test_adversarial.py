@@ -7,7 +7,6 @@ process (hostile_calls.py beside this file): a crash there fails the case it was
 instead of killing pytest. Everything else runs in this process.
 """
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
 from helpers import randn
 
 import hostile_calls
