@@ -111,8 +111,8 @@ def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
 def _max_scatter_image(dy_b, idx_b, dx_b):
     # dy_b, idx_b: (OH * OW, C); dx_b: (H * W, C), so a flat index h * W + w is a row of
     # dx_b directly (no // and % per element: they cost more than the rest of the loop).
-    cells = dx_b.shape[0]
-    for k in range(cells):
+    cells = np.uint64(dx_b.shape[0])
+    for k in range(dx_b.shape[0]):
         for ch in range(dx_b.shape[1]):
             dx_b[k, ch] = 0
     for k in range(dy_b.shape[0]):
@@ -120,7 +120,8 @@ def _max_scatter_image(dy_b, idx_b, dx_b):
             at = idx_b[k, ch]
             # The backend range-checks indices unless a MaxPooling2D layer made them; an
             # entry outside the image is skipped, never written (nor wrapped, if negative).
-            if at >= 0 and at < cells:
+            # One unsigned comparison covers both ends: a negative index is huge unsigned.
+            if np.uint64(at) < cells:
                 dx_b[at, ch] += dy_b[k, ch]
 
 

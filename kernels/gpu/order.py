@@ -14,9 +14,17 @@ def beats(v, best):
 
 @cuda.jit(device=True, inline=True)
 def row_argmax(x, r):
-    """Index of the maximum of row r of the 2-D array x (first NaN, else first maximum)."""
+    """Index of the maximum of row r of the 2-D array x (first NaN, else first maximum),
+    the rule of `beats` with the running maximum in a register and an exit at the first NaN."""
+    m = x[r, 0]
+    if m != m:
+        return 0
     best = 0
     for k in range(1, x.shape[1]):
-        if beats(x[r, k], x[r, best]):
+        v = x[r, k]
+        if v > m:
+            m = v
             best = k
+        elif v != v:
+            return k
     return best
