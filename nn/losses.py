@@ -1,8 +1,10 @@
 """Losses by name, as classes and as Keras-style functions.
 
 Each loss object checks a model's targets on the host (`check_targets`), and computes on
-the backend (`compute(be, pred, target)`) the per-row losses and the gradient of their
-mean. Outputs of any rank work: a (batch, steps, classes) sequence is batch * steps rows
+the backend (`compute(be, pred, target, labels_checked=False)`) the per-row losses and
+the gradient of their mean; labels_checked=True says the caller range-checked integer
+labels on the host (Model does, in check_targets), so the backend need not (on the gpu a
+check is a round trip). Outputs of any rank work: a (batch, steps, classes) sequence is batch * steps rows
 of a cross-entropy, so the loss is the mean over every predicted position, as Keras's
 "sum_over_batch_size" reduction gives. A softmax output followed by a cross-entropy (or
 a sigmoid output followed by binary cross-entropy) runs the fused, stable kernel on the
@@ -13,6 +15,7 @@ compile().
 import numpy as np
 
 from numbanet import kernels
+from numbanet.kernels import shapes
 
 
 def _check_finite(op, y):
@@ -44,7 +47,7 @@ class Loss:
         _check_finite(op, y)
         return np.ascontiguousarray(y, dtype=dtype)
 
-    def compute_from_logits(self, be, logits, target):
+    def compute_from_logits(self, be, logits, target, labels_checked=False):
         raise TypeError(f"{type(self).__name__} has no fused form")
 
     def __call__(self, y_true, y_pred):
@@ -72,11 +75,12 @@ class CategoricalCrossentropy(Loss):
         if y.shape[1:] == lead:
             if not np.issubdtype(y.dtype, np.integer):
                 raise TypeError(f"{op}: class labels y must be integers, got dtype {y.dtype}")
-            lo, hi = int(y.min()), int(y.max())
-            if lo < 0 or hi >= classes:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{op}: label {bad} in y is out of range: layer '{layer_name}' has {classes} "
-                                 f"classes, expected labels in [0, {classes - 1}]")
+            bad = shapes.first_out_of_range(y, classes)   # the one range rule
+            if bad is not None:
+                where = np.unravel_index(bad[0], y.shape)
+                raise ValueError(f"{op}: label {bad[1]} in y is out of range: layer '{layer_name}' has {classes} "
+                                 f"classes, expected labels in [0, {classes - 1}] "
+                                 f"(y[{', '.join(str(int(i)) for i in where)}])")
             return np.ascontiguousarray(y, dtype=np.int32)
         if self.sparse:
             raise ValueError(f"{op}: sparse_categorical_crossentropy needs integer class ids of shape {ids_shape}, "
@@ -98,18 +102,16 @@ class CategoricalCrossentropy(Loss):
         t2 = be.reshape(target, (rows,) if target.ndim == pred.ndim - 1 else (rows, c))
         return p2, t2
 
-    def compute(self, be, pred, target):
+    def compute(self, be, pred, target, labels_checked=False):
         if self.from_logits:
-            return self.compute_from_logits(be, pred, target)
+            return self.compute_from_logits(be, pred, target, labels_checked)
         p2, t2 = self._rows(be, pred, target)
-        losses, d = be.crossentropy(p2, t2)
+        losses, d = be.crossentropy(p2, t2, _labels_checked=labels_checked)
         return losses, be.reshape(d, pred.shape)
 
-    def compute_from_logits(self, be, logits, target):
-        # Every caller passes targets through check_targets first: on the gpu, a range
-        # check here would cost an upload, a download and a sync per batch.
+    def compute_from_logits(self, be, logits, target, labels_checked=False):
         z2, t2 = self._rows(be, logits, target)
-        losses, d = be.softmax_cross_entropy(z2, t2, _labels_checked=True)
+        losses, d = be.softmax_cross_entropy(z2, t2, _labels_checked=labels_checked)
         return losses, be.reshape(d, logits.shape)
 
 
@@ -131,10 +133,10 @@ class BinaryCrossentropy(Loss):
             y = y.reshape(-1, 1)
         return super().check_targets(op, y, out_shape, dtype, layer_name)
 
-    def compute(self, be, pred, target):
+    def compute(self, be, pred, target, labels_checked=False):
         return be.binary_crossentropy(pred, target, from_logits=self.from_logits)
 
-    def compute_from_logits(self, be, logits, target):
+    def compute_from_logits(self, be, logits, target, labels_checked=False):
         return be.binary_crossentropy(logits, target, from_logits=True)
 
 
@@ -147,7 +149,7 @@ class MeanSquaredError(Loss):
     def get_config(self):
         return {}
 
-    def compute(self, be, pred, target):
+    def compute(self, be, pred, target, labels_checked=False):
         return be.mse(pred, target)
 
 

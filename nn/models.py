@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from numbanet import kernels
+from numbanet.kernels import shapes
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import graph
 from numbanet.nn import layers as layers_mod
@@ -479,23 +480,35 @@ class Model:
             layer.clear()
         self._node_states = {}
 
-    def _loss_terms(self, outs, ybs):
-        """-> (total weighted data loss as a host float, [d output], [(hits, count) per metric])."""
+    def _loss_terms(self, outs, ybs, penalty=True):
+        """-> (loss, [per-output mean losses], [d output], [(hits, count) per metric]).
+
+        loss is the weighted data losses (plus every regularization penalty, with penalty),
+        summed on the backend and read back as one float: on the gpu one 8-byte download
+        per step, not one per output and regularized array. Per-output means are read only
+        for a model with several outputs (they are logged). Targets reached here through
+        _check_y, which range-checked the labels on the host."""
         be = self.be
-        total, douts, stats = 0.0, [], []
-        per_output = []
+        total = be.zeros((1,), np.float64)
+        several = len(self.outputs) > 1
+        per_output, douts, stats = [], [], []
         for i, (out, yb, loss, w) in enumerate(zip(outs, ybs, self._losses, self._loss_weights)):
             fused = self._fused_outputs[i]
-            losses, d = loss.compute_from_logits(be, out, yb) if fused else loss.compute(be, out, yb)
-            mean = be.sum(losses) / losses.shape[0]
-            per_output.append(mean)
-            total += w * mean
+            compute = loss.compute_from_logits if fused else loss.compute
+            losses, d = compute(be, out, yb, labels_checked=True)
+            rows = losses.shape[0]
+            be.sum(losses, into=total, scale=w / rows)
+            if several:
+                per_output.append(be.sum(losses) / rows)
             if w != 1.0:
                 d = be.scale(d, w)
             douts.append(d)
             for kind in self._metric_kinds[i]:
                 stats.append(metrics_mod.count(be, kind, out, yb, from_logits=fused))
-        return total, per_output, douts, stats
+        if penalty:
+            for layer in self.layers:
+                layer.regularization_penalty(into=total)
+        return float(be.to_numpy(total)[0]), per_output, douts, stats
 
     def _penalty(self):
         return sum(layer.regularization_penalty() for layer in self.layers)
@@ -506,8 +519,7 @@ class Model:
 
     def _train_batch(self, xbs, ybs):
         outs = self._forward(xbs, training=True)
-        data_loss, per_output, douts, stats = self._loss_terms(outs, ybs)
-        loss = data_loss + self._penalty()
+        loss, per_output, douts, stats = self._loss_terms(outs, ybs)
         if not math.isfinite(loss):
             # No update: non-finite gradients would overwrite the weights with NaN.
             return loss, per_output, stats, False
@@ -531,8 +543,7 @@ class Model:
         be = self.be
         try:
             outs = self._forward([be.asarray(a) for a in xs], training=True)
-            data_loss, _, douts, _ = self._loss_terms(outs, [be.asarray(a) for a in ys])
-            loss = data_loss + self._penalty()
+            loss, _, douts, _ = self._loss_terms(outs, [be.asarray(a) for a in ys])
             self._backward(douts)
             grads = [be.to_numpy(layer.grads[k]).copy() for _, layer, k in self._params()]
         finally:
@@ -684,7 +695,7 @@ class Model:
                 yb = [be.asarray(np.ascontiguousarray(a[lo:lo + batch_size])) for a in ys]
                 size = xb[0].shape[0]
                 outs = self._forward(xb, training=False)
-                data_loss, per_output, _, stats = self._loss_terms(outs, yb)
+                data_loss, per_output, _, stats = self._loss_terms(outs, yb, penalty=False)
                 for j, v in enumerate([data_loss] + (per_output if n_losses > 1 else [])):
                     sums[j] += v * size
                 for j, (h, c) in enumerate(stats):
@@ -750,6 +761,8 @@ class Model:
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} weight arrays, got {len(weights)}")
         new = []
+        # Copies, as Keras makes: on the cpu backend asarray would keep the caller's array,
+        # and the next training step would write into it.
         for (key, layer, k), w in zip(slots, weights):
             w = np.asarray(w)
             have = tuple(layer.params[k].shape)
@@ -960,21 +973,26 @@ class Sequential(Model):
 
 
 def load_model(filepath, backend=None):
-    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
+    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was).
+
+    Any defect of the file raises nn.saving.InvalidModelFile (a ValueError) saying what is
+    wrong; only the archive members the config names are read, each checked against the
+    architecture before its data is read (see nn/saving.py)."""
     filepath = os.fspath(filepath)
-    config, arrays = saving.read_model_file(filepath)
     be = kernels.get_backend(backend) if backend is not None else None
-    try:
-        mcfg = config["model"]
-        if mcfg.get("class_name", "Sequential") == "Sequential":
-            model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
-            for entry in mcfg["layers"]:
-                model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
-            model.build(backend=be)
-        elif mcfg["class_name"] == "Functional":
-            model = Model.from_config(mcfg, backend=be)
-        else:
-            raise ValueError(f"unknown model class {mcfg['class_name']!r}")
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
-    return saving.restore_state(model, config, arrays, filepath)
+    with saving.open_model_file(filepath) as (config, archive):
+        try:
+            mcfg = config["model"]
+            if mcfg.get("class_name", "Sequential") == "Sequential":
+                model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
+                for entry in mcfg["layers"]:
+                    model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
+                model.build(backend=be)
+            elif mcfg["class_name"] == "Functional":
+                model = Model.from_config(mcfg, backend=be)
+            else:
+                raise ValueError(f"unknown model class {mcfg['class_name']!r}")
+        except Exception as exc:  # a config can hold any JSON: every failure is the file's
+            raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") \
+                from exc
+        return saving.restore_state(model, config, archive, filepath)

@@ -1,6 +1,8 @@
 """Small helpers: the library-owned RNG, the default float type, one-hot labels."""
 import numpy as np
 
+from numbanet.kernels import shapes
+
 _FLOAT_NAMES = ("float32", "float64")
 _floatx = "float32"
 # One generator for initializers, shuffling and dropout seeds, so that one call to
@@ -56,11 +58,11 @@ def to_categorical(y, num_classes=None, dtype="float32"):
         y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"to_categorical: class ids must be >= 0, got {int(y.min())}")
-    top = int(y.max()) + 1 if y.size else 0
     if num_classes is None:
-        num_classes = top
-    elif top > num_classes:
-        raise ValueError(f"to_categorical: class id {top - 1} is out of range for num_classes={num_classes}")
+        num_classes = int(y.max()) + 1 if y.size else 0
+    bad = shapes.first_out_of_range(y, int(num_classes))  # the one range rule
+    if bad is not None:
+        raise ValueError(f"to_categorical: class id {bad[1]} is out of range for num_classes={num_classes}")
     out = np.zeros((y.shape[0], int(num_classes)), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out
@@ -68,7 +70,8 @@ def to_categorical(y, num_classes=None, dtype="float32"):
 
 def atomic_write(filepath, write, suffix=""):
     """Call write(binary file) on a temporary file beside filepath, flush it to disk and
-    rename it over filepath: a crash or an error leaves any previous file intact."""
+    rename it over filepath: an error leaves any previous file intact (a killed process may
+    leave its .tmp-* file beside it)."""
     import os
     import tempfile
     filepath = os.fspath(filepath)
@@ -80,6 +83,7 @@ def atomic_write(filepath, write, suffix=""):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
+        _fsync_directory(directory)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -87,3 +91,18 @@ def atomic_write(filepath, write, suffix=""):
             pass
         raise
     return filepath
+
+
+def _fsync_directory(directory):
+    # The rename is durable only once the directory entry is on disk too.
+    import os
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -237,12 +237,12 @@ class MultiHeadAttention(Layer):
         dkh = be.batched_matmul(ds, qh, trans_a=True)
         return tuple(be.transpose(a, (0, 2, 1, 3)) for a in (dqh, dkh, dvh))
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
         total = 0.0
         for key, w in self.params.items():
             reg = self.kernel_regularizer if key.endswith("kernel") else self.bias_regularizer
             if reg is not None:
-                total += reg.penalty(self.be, w)
+                total += reg.penalty(self.be, w, into)
         return total
 
     def get_config(self):

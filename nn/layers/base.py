@@ -170,7 +170,8 @@ class Layer:
         for k, v in state.items():
             setattr(self, k, v)
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
+        """Weight penalties: a host float, or added to the backend array into (see Dense)."""
         return 0.0
 
     # ------------------------------------------------------------------ moving, config

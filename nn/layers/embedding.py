@@ -54,10 +54,10 @@ class Embedding(Layer):
         self.grads = {"embeddings": d}
         return None   # integer ids have no gradient
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
         if self.embeddings_regularizer is None:
             return 0.0
-        return self.embeddings_regularizer.penalty(self.be, self.params["embeddings"])
+        return self.embeddings_regularizer.penalty(self.be, self.params["embeddings"], into)
 
     def get_config(self):
         cfg = super().get_config()

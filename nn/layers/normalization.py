@@ -58,11 +58,11 @@ class LayerNormalization(Layer):
                 self.grads[key] = d
         return dx if self.need_dx else None
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
         total = 0.0
         for key, reg in (("gamma", self.gamma_regularizer), ("beta", self.beta_regularizer)):
             if key in self.params and reg is not None:
-                total += reg.penalty(self.be, self.params[key])
+                total += reg.penalty(self.be, self.params[key], into)
         return total
 
     def get_config(self):

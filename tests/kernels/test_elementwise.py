@@ -171,8 +171,11 @@ def test_add_bad_input(be):
         be.add(f, be.asarray(np.zeros(3, np.float32)))
     with pytest.raises(TypeError, match="add: b is float64 but a is float32"):
         be.add(f, be.asarray(np.zeros((2, 3), np.float64)))
-    with pytest.raises(ValueError, match=r"add: input.shape=\(2, 3\) differs from out.shape=\(3, 2\)"):
+    with pytest.raises(ValueError, match=r"add: a.shape=\(2, 3\) differs from out.shape=\(3, 2\)"):
         be.add(f, f, out=be.asarray(np.zeros((3, 2), np.float32)))
+    big = be.asarray(np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="add: out shares memory with a"):
+        be.add(big[:4], big[4:], out=big[1:5])
 
 
 @HYPOTHESIS
