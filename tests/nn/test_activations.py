@@ -40,6 +40,7 @@ def test_host_functions():
     np.testing.assert_allclose(activations.leaky_relu(x, negative_slope=0.5), np.where(x >= 0, x, 0.5 * x))
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("act", ["gelu", functools.partial(activations.gelu, approximate=True), "silu", "swish",
                                  "leaky_relu", {"name": "leaky_relu", "negative_slope": -0.3}])
 def test_layer_gradients(act):

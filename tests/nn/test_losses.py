@@ -98,6 +98,7 @@ def _sequence_model(vocab=5, steps=4, activation="softmax"):
     return m
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("loss,activation", [("sparse_categorical_crossentropy", "softmax"),
                                              (losses.SparseCategoricalCrossentropy(from_logits=True), None)])
 def test_sequence_crossentropy_is_the_mean_over_every_position(loss, activation):
@@ -137,6 +138,7 @@ def bce_ref(p, t, eps=1e-7):
     return -(t * np.log(c) + (1 - t) * np.log(1 - c))
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("loss", ["binary_crossentropy", losses.binary_crossentropy, losses.BinaryCrossentropy])
 def test_binary_crossentropy_fused_with_sigmoid(loss):
     m = _model(loss, activation="sigmoid")

@@ -367,6 +367,7 @@ def _residual_model(dtype="float64"):
     return nn.Model(x, Dense(2, activation="softmax")(y), dtype=dtype)
 
 
+@pytest.mark.simulator
 def test_fan_out_sums_gradients():
     from gradcheck import check_model_gradients
     m = _residual_model()
@@ -375,6 +376,7 @@ def test_fan_out_sums_gradients():
     assert check_model_gradients(m, x.astype("float64") * 0.5, y) == 2 * 4 + 4 + 4 * 4 + 4 + 4 * 2 + 2
 
 
+@pytest.mark.simulator
 def test_shared_layer_accumulates_over_its_calls():
     from gradcheck import check_model_gradients
     from numbanet.nn.layers import Add, Input

@@ -104,6 +104,7 @@ def test_exclude_from_weight_decay_matches_variable_names():
     np.testing.assert_allclose(got[1], want_b, rtol=1e-9)
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
 def test_clipping_matches_keras_rule(kind):
     # SGD: the step is -lr * (clipped g), so the clipped gradient is read off the update.

@@ -60,6 +60,7 @@ def test_glorot_fans_follow_keras_einsum_axes(nnbe):
     assert np.abs(wo).max() <= limit_o and np.abs(wo).max() > 0.95 * limit_o
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("cross", [False, True])
 def test_forward_matches_keras_equations(nnbe, causal, cross):
@@ -96,6 +97,7 @@ def test_causal_output_ignores_later_positions(nnbe):
     assert not np.allclose(m.predict(a)[0, 4:], m.predict(b)[0, 4:])
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_scores_are_keras_softmax(nnbe, causal):
     q = Input((4, 6))
@@ -113,6 +115,7 @@ def test_attention_scores_are_keras_softmax(nnbe, causal):
         assert np.all(got_scores[:, :, np.triu_indices(4, 1)[0], np.triu_indices(4, 1)[1]] == 0)
 
 
+@pytest.mark.simulator
 def test_gradients_self_attention_fused_path(nnbe):
     x = Input((4, 5))
     h = MultiHeadAttention(2, 3)(x, x, use_causal_mask=True)

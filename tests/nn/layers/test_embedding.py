@@ -17,6 +17,7 @@ def _lm(vocab=7, steps=4, d=3, dtype="float64"):
     return Model(ids, Dense(vocab)(x), dtype=dtype)
 
 
+@pytest.mark.simulator
 def test_lookup_is_table_rows_of_any_id_shape(nnbe):
     ids = Input((2, 3), dtype="int64")
     emb = Embedding(10, 4)
@@ -41,6 +42,7 @@ def test_keras_defaults(nnbe):
     assert emb.get_config()["embeddings_initializer"] == "random_uniform"
 
 
+@pytest.mark.simulator
 def test_gradients_scatter_add_repeated_ids(nnbe):
     m = _lm()
     m.compile("sgd", nn.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -59,6 +61,7 @@ def test_unused_rows_get_zero_gradient(nnbe):
         assert (np.abs(grads[0][row]).sum() > 0) == (row in used)
 
 
+@pytest.mark.simulator
 def test_position_embedding_broadcasts_the_table(nnbe):
     x = Input((3, 2))
     pe = PositionEmbedding(5)
@@ -93,6 +96,7 @@ def test_position_embedding_alone_reaches_no_input_gradient(nnbe):
     assert not grads[0].any() and not grads[1].any() and grads[2].all()   # dense kernel, bias; table
 
 
+@pytest.mark.simulator
 def test_ids_are_checked_with_the_layer_named(nnbe):
     m = _lm(vocab=7)
     m.compile("sgd", nn.losses.SparseCategoricalCrossentropy(from_logits=True))

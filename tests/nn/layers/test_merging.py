@@ -7,6 +7,7 @@ from numbanet.nn.layers import Add, Concatenate, Dense, Input
 from numbanet.nn.models import Model
 
 
+@pytest.mark.simulator
 def test_add_sums_any_number_of_inputs(nnbe):
     a, b, c = Input((2, 3)), Input((2, 3)), Input((2, 3))
     m = Model([a, b, c], Add()([a, b, c]), dtype="float64")
@@ -15,6 +16,7 @@ def test_add_sums_any_number_of_inputs(nnbe):
     np.testing.assert_array_equal(m.predict(xs), xs[0] + xs[1] + xs[2])
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("axis", [-1, 1, 2, -2])
 def test_concatenate_axes(nnbe, axis):
     a, b = Input((2, 3)), Input((2, 3))
@@ -24,6 +26,7 @@ def test_concatenate_axes(nnbe, axis):
     np.testing.assert_array_equal(m.predict(xs), np.concatenate(xs, axis=axis))
 
 
+@pytest.mark.simulator
 def test_gradients_through_residual_and_concatenation(nnbe):
     x = Input((3,))
     h = Dense(3, activation="tanh")(x)

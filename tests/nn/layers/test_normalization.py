@@ -14,6 +14,7 @@ def layer_norm_ref(x, gamma, beta, eps=1e-3):
     return y * (1 if gamma is None else gamma) + (0 if beta is None else beta)
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
 def test_forward_and_weights(nnbe, center, scale):
     x = Input((3, 5))

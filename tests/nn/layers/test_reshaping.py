@@ -7,6 +7,7 @@ from numbanet.nn.layers import Dense, Input, Permute, Reshape
 from numbanet.nn.models import Model
 
 
+@pytest.mark.simulator
 def test_reshape_with_inferred_axis(nnbe):
     x = Input((2, 6))
     r = Reshape((3, -1))
@@ -16,6 +17,7 @@ def test_reshape_with_inferred_axis(nnbe):
     np.testing.assert_array_equal(m.predict(xs), xs.reshape(2, 3, 4))
 
 
+@pytest.mark.simulator
 def test_permute_is_numpy_transpose_with_batch_first(nnbe):
     x = Input((2, 3, 4))
     m = Model(x, Permute((3, 1, 2))(x), dtype="float64")
@@ -23,6 +25,7 @@ def test_permute_is_numpy_transpose_with_batch_first(nnbe):
     np.testing.assert_array_equal(m.predict(xs), xs.transpose(0, 3, 1, 2))
 
 
+@pytest.mark.simulator
 def test_gradients(nnbe):
     x = Input((2, 3))
     h = Permute((2, 1))(Dense(4)(x))             # (4, 2)
