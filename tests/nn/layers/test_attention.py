@@ -221,3 +221,33 @@ def test_bad_arguments_and_calls(nnbe):
         mha(q, q, causal=True)
     with pytest.raises(TypeError, match="was called on ndarray"):
         mha(np.zeros((1, 3, 4)), np.zeros((1, 3, 4)))
+
+
+def test_self_attention_stacks_its_projections_with_the_same_results(nnbe):
+    """mha(x, x) runs the query, key and value projections as one product; mha(x, r) with r
+    a copy of x (Reshape to the same shape) runs them apart: same outputs, same gradients."""
+    from numbanet.nn.layers import Reshape
+    x = Input((5, 4))
+    fused = Model(x, Dense(2)(MultiHeadAttention(2, 3, value_dim=2)(x, x, use_causal_mask=True)), dtype="float64")
+    y = Input((5, 4))
+    copy = Reshape((5, 4))(y)
+    apart = Model(y, Dense(2)(MultiHeadAttention(2, 3, value_dim=2)(y, copy, use_causal_mask=True)), dtype="float64")
+    w = _random_weights(fused, seed=11)
+    fused.set_weights(w)
+    apart.set_weights(w)
+    for m in (fused, apart):
+        m.compile("sgd", "mse")
+    rng = np.random.default_rng(12)
+    xs, ts = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5, 2))
+    np.testing.assert_allclose(fused.predict(xs), apart.predict(xs), rtol=1e-12, atol=1e-12)
+    la, ga = fused.compute_gradients(xs, ts)
+    lb, gb = apart.compute_gradients(xs, ts)
+    assert np.isclose(la, lb, rtol=1e-12)
+    for a, b in zip(ga, gb):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    # and the input gradient: a Dense in front makes it a weight gradient
+    z = Input((5, 3))
+    h = Dense(4)(z)
+    m = Model(z, Dense(2)(MultiHeadAttention(2, 3)(h, h)), dtype="float64")
+    m.compile("sgd", "mse")
+    check_model_gradients(m, rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2)), max_per_array=8)
