@@ -41,7 +41,65 @@ def check_int(op, name, arr):
     if dtype is None or np.dtype(dtype).kind not in "iu":
         got = np.dtype(dtype) if dtype is not None else type(arr).__name__
         raise TypeError(f"{op}: {name} must be an integer array, got {got}")
+    if not np.dtype(dtype).isnative:
+        # Numba compiles for native byte order only; refusing here beats its TypingError.
+        raise TypeError(f"{op}: {name} must be in native byte order, got {np.dtype(dtype).str}")
     return np.dtype(dtype)
+
+
+def check_float_or_int(op, name, arr):
+    """float32, float64 or a native integer array (data that is only copied, like labels)."""
+    dtype = getattr(arr, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind in "iu":
+        return check_int(op, name, arr)
+    return check_float(op, name, arr)
+
+
+def int_scalar(op, name, value, lo=None, hi=None):
+    """A Python or NumPy integer (not a bool, not a float that int() would truncate) -> int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value >= hi):
+        raise ValueError(f"{op}: {name} must be in [{lo}, {hi}), got {value}")
+    return value
+
+
+def float_scalar(op, name, value):
+    """A finite real number (int, float, NumPy scalar) -> float; anything else is refused
+    here rather than by float() or by Numba's typing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    return value
+
+
+def flag(op, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------- index ranges
+
+def first_out_of_range(idx, n):
+    """(position, value) of the first entry of the host integer array idx (any shape, flat
+    order) outside [0, n), or None. The range rule for labels and indices on the host: the
+    cpu backend and nn's input checks call this; the gpu backend applies the same rule on
+    the device (kernels/gpu/checks.py)."""
+    flat = np.asarray(idx).reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= n))
+    if bad.size == 0:
+        return None
+    return int(bad[0]), int(flat[bad[0]])
+
+
+def out_of_range_error(op, name, position, value, n, of):
+    """The error for an entry outside [0, n); `of` says what n counts ("4 classes")."""
+    return ValueError(f"{op}: {name}[{position}]={value} is out of range for {of} "
+                      f"(expected values in [0, {n}))")
 
 
 def check_ndim(op, name, arr, ndim, layout=None):
@@ -72,34 +130,43 @@ def check_nonempty(op, name, arr):
 
 # --------------------------------------------------------------------------- padding
 
-def resolve_padding(op, padding, in_hw, kernel_hw, strides):
+def check_padding(op, padding, explicit=True):
+    """The padding-mode rule, written once: -> "valid", "same" (any case) or, when explicit
+    is True, a pair (ph, pw) of ints >= 0 (an int p means (p, p))."""
+    if isinstance(padding, str):
+        if padding.lower() in ("valid", "same"):
+            return padding.lower()
+    elif explicit:
+        if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+            padding = (padding, padding)
+        try:
+            ph, pw = padding
+            if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in (ph, pw)):
+                return int(ph), int(pw)
+        except (TypeError, ValueError):
+            pass
+    allowed = "'valid', 'same', an int or a pair of ints >= 0" if explicit else "'valid' or 'same'"
+    raise ValueError(f"{op}: padding must be {allowed}, got {padding!r}")
+
+
+def resolve_padding(op, padding, in_hw, kernel_hw, strides, explicit=True):
     """-> (out_h, out_w, pad_top, pad_left, pad_bottom, pad_right).
 
     "valid": no padding; "same": TensorFlow's rule, total = max((ceil(H/s)-1)*s + K - H, 0),
-    the smaller half on top/left; an int p or a pair (ph, pw): symmetric explicit padding.
+    the smaller half on top/left; an int p or a pair (ph, pw): symmetric explicit padding
+    (refused when explicit is False, as pooling does).
     """
     (h, w), (kh, kw), (sh, sw) = in_hw, kernel_hw, strides
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            pads = (0, 0, 0, 0)
-        elif mode == "same":
-            th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
-            tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
-            pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
-        else:
-            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    mode = check_padding(op, padding, explicit)
+    if mode == "valid":
+        pads = (0, 0, 0, 0)
+    elif mode == "same":
+        th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
+        tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
+        pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
     else:
-        if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-            padding = (int(padding), int(padding))
-        try:
-            ph, pw = padding
-            ok = all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in (ph, pw))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints >= 0, got {padding!r}")
-        pads = (int(ph), int(pw), int(ph), int(pw))
+        ph, pw = mode
+        pads = (ph, pw, ph, pw)
     pt, pl, pb, pr = pads
     out_h = (h + pt + pb - kh) // sh + 1
     out_w = (w + pl + pr - kw) // sw + 1
@@ -155,20 +222,23 @@ def pool_shapes(op, x_shape, pool_size, strides, padding):
     """-> (pool_size, strides, (out_h, out_w, pt, pl, pb, pr))."""
     pool_size = pair(op, "pool_size", pool_size)
     strides = pool_size if strides is None else pair(op, "strides", strides)
-    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
-        geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides)
-    else:
-        raise ValueError(f"{op}: padding must be 'valid' or 'same', got {padding!r}")
+    geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides, explicit=False)
     return pool_size, strides, geometry
 
 
 def check_x_shape(op, x_shape):
+    """A shape the op allocates from: 4 positive ints (no floats that int() would
+    truncate, no bools), small enough that N*H*W*C fits an int64 index."""
     try:
-        shape = tuple(int(s) for s in x_shape)
+        shape = tuple(x_shape)
     except TypeError:
         raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
-    if len(shape) != 4 or min(shape) < 1:
+    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
+            or min(shape) < 1:
         raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if math.prod(shape) >= 2 ** 62:
+        raise ValueError(f"{op}: x_shape={shape} has more elements than an array can hold")
     return shape
 
 
@@ -236,16 +306,6 @@ def check_min_ndim(op, name, arr, ndim, layout):
                          f"({name}.shape={tuple(arr.shape)})")
 
 
-def check_finite_number(op, name, value):
-    """A real, finite Python or NumPy number (not a bool, not an array) -> float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{op}: {name} must be finite, got {value}")
-    return value
-
-
 def attention_shapes(op, q, k, v, scale):
     """q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> (B, Tq, Tk, H, D, Dv, scale);
     scale None -> 1 / sqrt(D)."""
@@ -264,17 +324,8 @@ def attention_shapes(op, q, k, v, scale):
         raise ValueError(f"{op}: q and k must have the same head dimension {shapes}")
     if v.shape[1] != k.shape[1]:
         raise ValueError(f"{op}: k and v must have the same number of keys (axis 1) {shapes}")
-    scale = 1.0 / math.sqrt(d) if scale is None else check_finite_number(op, "scale", scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else float_scalar(op, "scale", scale)
     return bsz, tq, int(k.shape[1]), h, d, int(v.shape[3]), scale
-
-
-def check_out_of_range(op, name, bad, n):
-    """Raise the op's error for bad = (position, value), a range check's answer for indices
-    into [0, n) (None: all in range)."""
-    if bad is not None:
-        pos, val = bad
-        raise ValueError(f"{op}: {name} holds {val} at flat position {pos}, out of range for "
-                         f"{n} rows ({name} must be in [0, {n}))")
 
 
 def check_ids(op, name, ids):
@@ -283,9 +334,3 @@ def check_ids(op, name, ids):
     if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
         raise TypeError(f"{op}: {name} must be int32 or int64, got {dtype}")
     check_nonempty(op, name, ids)
-
-
-def check_positive_int(op, name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
-    return int(value)

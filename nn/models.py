@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from numbanet import kernels
+from numbanet.kernels import shapes
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import layers as layers_mod
 from numbanet.nn import losses as losses_mod
@@ -159,11 +160,11 @@ class Sequential:
             if y.ndim == 1:
                 if not np.issubdtype(y.dtype, np.integer):
                     raise TypeError(f"{op}: class labels y must be integers, got dtype {y.dtype}")
-                lo, hi = int(y.min()), int(y.max())
-                if lo < 0 or hi >= classes:
-                    bad = lo if lo < 0 else hi
-                    raise ValueError(f"{op}: label {bad} in y is out of range: layer '{self.layers[-1].name}' "
-                                     f"has {classes} classes, expected labels in [0, {classes - 1}]")
+                bad = shapes.first_out_of_range(y, classes)
+                if bad is not None:
+                    raise ValueError(f"{op}: label {bad[1]} in y is out of range: layer '{self.layers[-1].name}' "
+                                     f"has {classes} classes, expected labels in [0, {classes - 1}] "
+                                     f"(y[{bad[0]}])")
                 return y.astype(np.int32)
             if isinstance(self.loss, losses_mod.SparseCategoricalCrossentropy):
                 raise ValueError(f"{op}: sparse_categorical_crossentropy needs integer class ids of shape (N,), "
@@ -206,11 +207,11 @@ class Sequential:
 
     def _loss_and_grad(self, out, yb):
         """-> (per-sample losses, dloss/dout) for the model output (or logits when fused)."""
+        # Every caller passes y through _check_y first: on the gpu, a range check here
+        # would cost a device scan, a download and a sync per batch.
         if self._fused:
-            # Every caller passes y through _check_y first: on the gpu, a range check here
-            # would cost an upload, a download and a sync per batch.
             return self.be.softmax_cross_entropy(out, yb, _labels_checked=True)
-        return self.loss.compute(self.be, out, yb)
+        return self.loss.compute(self.be, out, yb, labels_checked=True)
 
     def _step_stats(self, out, yb, losses):
         """Host scalars: summed data loss, correct count (None without accuracy)."""
@@ -221,6 +222,15 @@ class Sequential:
 
     def _penalty(self):
         return sum(layer.regularization_penalty() for layer in self.layers)
+
+    def _training_loss(self, losses, n):
+        """Mean data loss plus every regularization penalty, summed on the backend and read
+        back as one float: on the gpu one 8-byte download per step, not one per array."""
+        total = self.be.zeros((1,), np.float64)
+        self.be.sum(losses, into=total, scale=1.0 / n)
+        for layer in self.layers:
+            layer.regularization_penalty(into=total)
+        return float(self.be.to_numpy(total)[0])
 
     def _backward(self, dout):
         d = dout
@@ -233,11 +243,10 @@ class Sequential:
         self.optimizer.apply(self.be, params)
 
     def _train_batch(self, xb, yb):
-        n = xb.shape[0]
         out = self._forward(xb, training=True)
         losses, dout = self._loss_and_grad(out, yb)
-        loss_sum, correct = self._step_stats(out, yb, losses)
-        loss = loss_sum / n + self._penalty()
+        loss = self._training_loss(losses, xb.shape[0])
+        correct = metrics_mod.correct(self.be, out, yb, labels_checked=True) if self.metrics else None
         if not math.isfinite(loss):
             # No update: non-finite gradients would overwrite the weights with NaN.
             return loss, correct, False
@@ -256,7 +265,7 @@ class Sequential:
         be = self.be
         out = self._forward(be.asarray(x), training=True)
         losses, dout = self._loss_and_grad(out, be.asarray(y))
-        loss = be.sum(losses) / x.shape[0] + self._penalty()
+        loss = self._training_loss(losses, x.shape[0])
         self._backward(dout)
         grads = [be.to_numpy(layer.grads[k]).copy() for _, layer, k in self._params()]
         for layer in self.layers:
@@ -458,6 +467,8 @@ class Sequential:
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} weight arrays, got {len(weights)}")
         new = []
+        # Copies, as Keras makes: on the cpu backend asarray would keep the caller's array,
+        # and the next training step would write into it.
         for (key, layer, k), w in zip(slots, weights):
             w = np.asarray(w)
             have = tuple(layer.params[k].shape)
@@ -465,7 +476,7 @@ class Sequential:
                 raise ValueError(f"set_weights: layer '{layer.name}' {k} has shape {have}, got {tuple(w.shape)}")
             if not np.issubdtype(w.dtype, np.floating):
                 raise TypeError(f"set_weights: layer '{layer.name}' {k} must be a float array, got {w.dtype}")
-            new.append(np.ascontiguousarray(w, dtype=self.dtype))
+            new.append(np.array(w, dtype=self.dtype, order="C", copy=True))
         for (key, layer, k), w in zip(slots, new):
             layer.params[k] = self.be.asarray(w)
 
@@ -517,15 +528,21 @@ class Sequential:
 
 
 def load_model(filepath, backend=None):
-    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
+    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was).
+
+    Any defect of the file raises nn.saving.InvalidModelFile (a ValueError) saying what is
+    wrong; only the archive members the config names are read, each checked against the
+    architecture before its data is read (see nn/saving.py)."""
     filepath = os.fspath(filepath)
-    config, arrays = saving.read_model_file(filepath)
-    try:
-        mcfg = config["model"]
-        model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
-        for entry in mcfg["layers"]:
-            model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
-        model.build(backend=kernels.get_backend(backend) if backend is not None else None)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
-    return saving.restore_state(model, config, arrays, filepath)
+    be = kernels.get_backend(backend) if backend is not None else None
+    with saving.open_model_file(filepath) as (config, archive):
+        try:
+            mcfg = config["model"]
+            model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
+            for entry in mcfg["layers"]:
+                model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
+            model.build(backend=be)
+        except Exception as exc:  # a config can hold any JSON: every failure is the file's
+            raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") \
+                from exc
+        return saving.restore_state(model, config, archive, filepath)

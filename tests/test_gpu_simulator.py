@@ -2,8 +2,11 @@
 
 The simulator has to be chosen before numba.cuda is first imported, so it cannot be
 switched on inside this pytest process (which may already have imported numba.cuda).
-The subprocess runs tests/kernels (every op against its NumPy reference) and tests/gpu
-(every gpu op against the cpu op, determinism, tile edges) with the gpu backend.
+The subprocess runs tests/kernels (every op against its NumPy reference), tests/gpu
+(every gpu op against the cpu op, determinism, tile edges, residency), the tests of
+tests/nn marked `simulator` (the training API on the gpu: see tests/nn/conftest.py) and
+tests/adversarial (bad indices, non-finite numbers, aliasing, hostile files) with the gpu
+backend.
 """
 import os
 import subprocess
@@ -19,7 +22,8 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
     def test_gpu_backend_under_cuda_simulator(tmp_path):
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu")
         report = tmp_path / "simulator.xml"
-        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "-q", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
+               "-p", "no:cacheprovider",
                f"--junitxml={report}"]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
         output = proc.stdout + proc.stderr

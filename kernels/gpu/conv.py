@@ -37,7 +37,9 @@ def _patch(x, geo, i, p):
     h = oh * sh - pt + kh
     w = ow * sw - pl + kw
     if h < 0 or h >= H or w < 0 or w >= W:
-        return x[0, 0, 0, 0] * 0
+        # A typed zero: x[0, 0, 0, 0] * 0 would turn one inf in image 0 into a NaN in
+        # every padded border of the batch.
+        return x.dtype.type(0)
     return x[n, h, w, ci]
 
 
@@ -66,7 +68,7 @@ def _dy_gather(dy, geo, i, p):
     co = q - kw * CO
     th = h + pt - kh
     tw = w + pl - kw
-    zero = dy[0, 0, 0, 0] * 0
+    zero = dy.dtype.type(0)  # not dy[0, 0, 0, 0] * 0: see _patch
     if th < 0 or tw < 0:
         return zero
     oh = th // sh

@@ -4,7 +4,7 @@ forward: one thread per output element, consecutive threads on consecutive colum
 row (coalesced reads of the table row and writes of the output row).
 
 backward: the positions are sorted by id with a stable LSD radix sort (8-bit digits, as
-many passes as the table's row count needs: one for up to 256 rows, two up to 65,536),
+many passes as the table's row count needs: one for up to 255 rows, two up to 65,535),
 then one thread per table element (row r, column k) sums dout[i, k] over row r's run
 of positions, in increasing i. Each element has one writer and a fixed order: no float
 atomics, the same bits run to run and the same order (so the same bits) as the cpu
@@ -16,11 +16,15 @@ backend's counting sort. A pass of the sort, per tile of SORT_THREADS positions:
     _digit_scatter   each position to its slot plus its rank among the tile's earlier
                      positions with the same digit: stable.
 Row r's run starts at the first sorted id >= r (a binary search per row).
-Ids are range-checked by the backend before any kernel runs (Backend._ids_in_range).
+The backend range-checks the ids before these run (Backend._check_range) unless the
+caller vouches for them (_ids_checked); an out-of-range id still never reaches memory
+outside the arrays: its output row is 0, and the sort files it under the key V, after
+every row's run, so its gradient is dropped.
 """
 import numpy as np
 from numba import cuda, int32, int64
 
+from numbanet.kernels.gpu.checks import in_range
 from numbanet.kernels.gpu.launch import grid_1d, rows_1d
 
 RADIX_BITS = 8
@@ -31,11 +35,15 @@ SCAN_THREADS = 256
 
 @cuda.jit
 def _gather(table, ids, out):
-    d = table.shape[1]
+    v, d = table.shape
     for t in range(cuda.grid(1), out.shape[0] * d, cuda.gridsize(1)):
         i = t // d
         k = t - i * d
-        out[i, k] = table[ids[i], k]
+        r = ids[i]
+        if in_range(r, v):
+            out[i, k] = table[r, k]
+        else:
+            out[i, k] = 0
 
 
 def embedding_forward(table, ids, out):
@@ -48,8 +56,15 @@ def _iota(a):
         a[i] = i
 
 
+@cuda.jit(device=True, inline=True)
+def _key(keys, i, v):
+    """The sort key of position i: its id, or v (after every row) for an id outside [0, v)."""
+    r = keys[i]
+    return r if in_range(r, v) else v
+
+
 @cuda.jit
-def _digit_hist(keys, shift, hist):
+def _digit_hist(keys, v, shift, hist):
     counts = cuda.shared.array(RADIX, int32)
     t = cuda.threadIdx.x
     tile = cuda.blockIdx.x
@@ -59,7 +74,7 @@ def _digit_hist(keys, shift, hist):
     cuda.syncthreads()
     i = tile * SORT_THREADS + t
     if i < keys.shape[0]:
-        cuda.atomic.add(counts, (keys[i] >> shift) & (RADIX - 1), 1)
+        cuda.atomic.add(counts, (_key(keys, i, v) >> shift) & (RADIX - 1), 1)
     cuda.syncthreads()
     for g in range(t, RADIX, SORT_THREADS):
         hist[g * ntiles + tile] = counts[g]
@@ -95,15 +110,17 @@ def _exclusive_scan(a, out):
 
 
 @cuda.jit
-def _digit_scatter(keys, vals, shift, offsets, keys_out, vals_out):
+def _digit_scatter(keys, vals, v, shift, offsets, keys_out, vals_out):
     digits = cuda.shared.array(SORT_THREADS, int32)
     t = cuda.threadIdx.x
     tile = cuda.blockIdx.x
     ntiles = cuda.gridDim.x
     i = tile * SORT_THREADS + t
     digit = -1
+    key = 0
     if i < keys.shape[0]:
-        digit = (keys[i] >> shift) & (RADIX - 1)
+        key = _key(keys, i, v)
+        digit = (key >> shift) & (RADIX - 1)
     digits[t] = digit
     cuda.syncthreads()
     if i < keys.shape[0]:
@@ -112,7 +129,7 @@ def _digit_scatter(keys, vals, shift, offsets, keys_out, vals_out):
             if digits[u] == digit:
                 rank += 1
         dst = offsets[digit * ntiles + tile] + rank
-        keys_out[dst] = keys[i]
+        keys_out[dst] = key
         vals_out[dst] = vals[i]
 
 
@@ -159,15 +176,15 @@ def sort_by_id(ids, v):
     offsets = cuda.device_array(RADIX * ntiles, dtype=np.int64)
     shift = 0
     while True:
-        _digit_hist[ntiles, SORT_THREADS](keys, shift, hist)
+        _digit_hist[ntiles, SORT_THREADS](keys, v, shift, hist)
         _exclusive_scan[1, SCAN_THREADS](hist, offsets)
-        _digit_scatter[ntiles, SORT_THREADS](keys, vals, shift, offsets, keys_out, vals_out)
+        _digit_scatter[ntiles, SORT_THREADS](keys, vals, v, shift, offsets, keys_out, vals_out)
         if keys is ids:
             keys = cuda.device_array(n, dtype=ids.dtype)
         keys, keys_out = keys_out, keys
         vals, vals_out = vals_out, vals
         shift += RADIX_BITS
-        if (v - 1) >> shift == 0:
+        if v >> shift == 0:  # keys go up to v
             break
     starts = cuda.device_array(v + 1, dtype=np.int64)
     _run_starts[rows_1d(v + 1)](keys, starts)

@@ -13,6 +13,7 @@ import numpy as np
 from numba import cuda
 
 from numbanet.kernels.gpu.launch import rows_1d
+from numbanet.kernels.gpu.order import row_argmax
 
 
 def _make_sce(onehot):
@@ -104,20 +105,11 @@ def mse(pred, target, losses, dpred):
     _mse[rows_1d(n)](pred, target, losses, dpred, t(1.0 / d), t(2.0 / (n * d)))
 
 
-@cuda.jit(device=True, inline=True)
-def _row_argmax(s, i):
-    k = 0
-    for j in range(1, s.shape[1]):
-        if s[i, j] > s[i, k]:
-            k = j
-    return k
-
-
 @cuda.jit
 def _acc_int(s, labels, count):
     i = cuda.grid(1)
     if i < s.shape[0]:
-        if _row_argmax(s, i) == labels[i]:
+        if row_argmax(s, i) == labels[i]:
             cuda.atomic.add(count, 0, 1)
 
 
@@ -125,7 +117,7 @@ def _acc_int(s, labels, count):
 def _acc_onehot(s, y, count):
     i = cuda.grid(1)
     if i < s.shape[0]:
-        if _row_argmax(s, i) == _row_argmax(y, i):
+        if row_argmax(s, i) == row_argmax(y, i):
             cuda.atomic.add(count, 0, 1)
 
 

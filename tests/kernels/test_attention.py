@@ -195,8 +195,10 @@ def test_attention_rejects_bad_dtypes_and_scale(be):
         be.attention(q, k, be.asarray(np.ones((1, 2, 1, 3), np.float64)))
     with pytest.raises(ValueError, match=r"attention: scale must be finite, got nan"):
         be.attention(q, k, v, scale=float("nan"))
-    with pytest.raises(TypeError, match=r"attention: scale must be a number, got str"):
+    with pytest.raises(TypeError, match=r"attention: scale must be a real number, got '0.5'"):
         be.attention(q, k, v, scale="0.5")
+    with pytest.raises(TypeError, match=r"attention: causal must be True or False, got 1"):
+        be.attention(q, k, v, causal=1)
 
 
 def test_attention_backward_rejects_bad_shapes(be):
