@@ -405,6 +405,7 @@ class Backend:
         scores and keeps (i, j) only where j <= i (Keras 3's top-left aligned causal mask);
         masked probabilities are exactly 0."""
         op = "softmax"
+        causal = shapes.flag(op, "causal", causal)
         x = self._unary(op, x)
         shapes.check_min_ndim(op, "x", x, 2, "(..., C)" if not causal else "(..., Tq, Tk)")
         shape = tuple(x.shape)
@@ -764,18 +765,17 @@ class Backend:
         """c[..., :, :] = op(a[...]) @ op(b[...]) over identical leading dimensions (rank >= 3;
         nothing is broadcast); op transposes the last two axes when asked."""
         op = "batched_matmul"
+        trans_a, trans_b = shapes.flag(op, "trans_a", trans_a), shapes.flag(op, "trans_b", trans_b)
         a, b = self._prepare(op, a=a, b=b)
         if out is not None:
-            self._check_native(op, "out", out)
-            if not self._is_c_contiguous(out):
-                raise ValueError(f"{op}: out must be C-contiguous")
-        lead, m, n, _ = shapes.batched_matmul_shapes(a, b, bool(trans_a), bool(trans_b), out)
+            self._check_written(op, "out", out, [("a", a), ("b", b)])
+        lead, m, n, _ = shapes.batched_matmul_shapes(a, b, trans_a, trans_b, out)
         z = int(np.prod(lead))
         if out is None:
             out = self.empty(lead + (m, n), a.dtype)
         a_shape, b_shape = tuple(a.shape), tuple(b.shape)
         self.gemm.batched_matmul(self.reshape(a, (z,) + a_shape[-2:]), self.reshape(b, (z,) + b_shape[-2:]),
-                                 bool(trans_a), bool(trans_b), self.reshape(out, (z, m, n)))
+                                 trans_a, trans_b, self.reshape(out, (z, m, n)))
         return out
 
     def attention(self, q, k, v, *, causal=False, scale=None):
@@ -787,16 +787,18 @@ class Backend:
         probabilities from it. scale defaults to 1 / sqrt(D); causal keeps key j for query i
         only where j <= i (Keras's top-left aligned mask)."""
         op = "attention"
+        causal = shapes.flag(op, "causal", causal)
         q, k, v = self._prepare(op, q=q, k=k, v=v)
         bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
         out = self.empty((bsz, tq, h, dv), q.dtype)
         lse = self.empty((bsz, h, tq), q.dtype)
-        self.attn.attention_forward(q, k, v, out, lse, bool(causal), scale)
+        self.attn.attention_forward(q, k, v, out, lse, causal, scale)
         return out, lse
 
     def attention_backward(self, q, k, v, out, dout, lse, *, causal=False, scale=None):
         """-> (dq, dk, dv) of sum(dout * out) for out, lse = attention(q, k, v, causal, scale)."""
         op = "attention_backward"
+        causal = shapes.flag(op, "causal", causal)
         q, k, v, out, dout, lse = self._prepare(op, q=q, k=k, v=v, out=out, dout=dout, lse=lse)
         bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
         for name, arr in (("out", out), ("dout", dout), ("lse", lse)):
@@ -808,7 +810,7 @@ class Backend:
         dq = self.empty(tuple(q.shape), q.dtype)
         dk = self.empty(tuple(k.shape), q.dtype)
         dv_ = self.empty(tuple(v.shape), q.dtype)
-        self.attn.attention_backward(q, k, v, out, dout, lse, dq, dk, dv_, bool(causal), scale)
+        self.attn.attention_backward(q, k, v, out, dout, lse, dq, dk, dv_, causal, scale)
         return dq, dk, dv_
 
     def _norm_params(self, op, x, named):
@@ -831,7 +833,7 @@ class Backend:
         shapes.check_min_ndim(op, "x", x, 2, "(..., C)")
         shapes.check_nonempty(op, "x", x)
         self._norm_params(op, x, [("gamma", gamma), ("beta", beta)])
-        epsilon = shapes.check_finite_number(op, "epsilon", epsilon)
+        epsilon = shapes.float_scalar(op, "epsilon", epsilon)
         if epsilon < 0:
             raise ValueError(f"{op}: epsilon must be >= 0, got {epsilon}")
         shape = tuple(x.shape)
@@ -847,6 +849,7 @@ class Backend:
         center=False (a LayerNormalization without beta). dgamma and dbeta are summed over
         rows in a fixed order: the same bits on every run and thread count."""
         op = "layer_norm_backward"
+        center = shapes.flag(op, "center", center)
         x, gamma, dy, mean, rstd = self._prepare(op, ("gamma",), x=x, gamma=gamma, dy=dy, mean=mean, rstd=rstd)
         for name, arr in (("x", x), ("dy", dy), ("mean", mean), ("rstd", rstd)):
             shapes.check_float(op, name, arr)
@@ -865,17 +868,11 @@ class Backend:
                                            self._flat(rstd), self._rows(dx), dgamma, dbeta)
         return dx, dgamma, dbeta
 
-    def _ids_in_range(self, op, ids, n):
-        """The backend's range check of a flat id array (the gpu scans on the device; the
-        cpu compute functions check as they go, with the same message)."""
-        shapes.check_out_of_range(op, "ids", self._first_out_of_range(ids, n), n)
-
     def embedding(self, table, ids, *, _ids_checked=False):
         """out[..., :] = table[ids[...]]: table (V, D), integer ids of any shape -> ids.shape + (D,).
 
-        _ids_checked=True: the caller range-checked the ids on the host (Model does, for
-        token ids read straight from its input), so the gpu skips its scan, which costs a
-        round trip per call."""
+        _ids_checked: the caller has range-checked the ids itself (the gpu's check costs a
+        download and a sync); an out-of-range id then reads as a row of zeros."""
         op = "embedding"
         table, ids = self._prepare(op, table=table, ids=ids)
         shapes.check_float(op, "table", table)
@@ -885,26 +882,29 @@ class Backend:
         v, d = (int(s) for s in table.shape)
         flat = self._flat(ids)
         if not _ids_checked:
-            self._ids_in_range(op, flat, v)
+            self._check_range(op, "ids", flat, v, f"an embedding table of {v} rows")
         out = self.empty(tuple(ids.shape) + (d,), table.dtype)
         self.embed.embedding_forward(table, flat, self.reshape(out, (ids.size, d)))
         return out
 
     def embedding_backward(self, ids, dout, input_dim, *, _ids_checked=False):
         """dtable (input_dim, D): row v is the sum of dout[i] over the positions i with ids[i] == v,
-        added in increasing i (a deterministic scatter-add: no float atomics anywhere)."""
+        added in increasing i (a deterministic scatter-add: no float atomics anywhere).
+        _ids_checked as for embedding; an out-of-range id's gradient is then dropped."""
         op = "embedding_backward"
         ids, dout = self._prepare(op, ids=ids, dout=dout)
         shapes.check_ids(op, "ids", ids)
         shapes.check_float(op, "dout", dout)
-        input_dim = shapes.check_positive_int(op, "input_dim", input_dim)
+        input_dim = shapes.int_scalar(op, "input_dim", input_dim)
+        if input_dim < 1:
+            raise ValueError(f"{op}: input_dim must be at least 1, got {input_dim}")
         if dout.ndim != ids.ndim + 1 or tuple(dout.shape)[:-1] != tuple(ids.shape):
             raise ValueError(f"{op}: dout must have shape ids.shape + (output_dim,) = {tuple(ids.shape)} + (D,), "
                              f"got {tuple(dout.shape)}")
         shapes.check_nonempty(op, "dout", dout)
         flat = self._flat(ids)
         if not _ids_checked:
-            self._ids_in_range(op, flat, input_dim)
+            self._check_range(op, "ids", flat, input_dim, f"input_dim={input_dim} rows")
         d = tuple(dout.shape)[dout.ndim - 1]
         dtable = self.empty((input_dim, d), dout.dtype)
         self.embed.embedding_backward(flat, self.reshape(dout, (ids.size, d)), dtable)

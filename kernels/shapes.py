@@ -306,16 +306,6 @@ def check_min_ndim(op, name, arr, ndim, layout):
                          f"({name}.shape={tuple(arr.shape)})")
 
 
-def check_finite_number(op, name, value):
-    """A real, finite Python or NumPy number (not a bool, not an array) -> float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{op}: {name} must be finite, got {value}")
-    return value
-
-
 def attention_shapes(op, q, k, v, scale):
     """q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> (B, Tq, Tk, H, D, Dv, scale);
     scale None -> 1 / sqrt(D)."""
@@ -334,17 +324,8 @@ def attention_shapes(op, q, k, v, scale):
         raise ValueError(f"{op}: q and k must have the same head dimension {shapes}")
     if v.shape[1] != k.shape[1]:
         raise ValueError(f"{op}: k and v must have the same number of keys (axis 1) {shapes}")
-    scale = 1.0 / math.sqrt(d) if scale is None else check_finite_number(op, "scale", scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else float_scalar(op, "scale", scale)
     return bsz, tq, int(k.shape[1]), h, d, int(v.shape[3]), scale
-
-
-def check_out_of_range(op, name, bad, n):
-    """Raise the op's error for bad = (position, value), a range check's answer for indices
-    into [0, n) (None: all in range)."""
-    if bad is not None:
-        pos, val = bad
-        raise ValueError(f"{op}: {name} holds {val} at flat position {pos}, out of range for "
-                         f"{n} rows ({name} must be in [0, {n}))")
 
 
 def check_ids(op, name, ids):
@@ -353,9 +334,3 @@ def check_ids(op, name, ids):
     if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
         raise TypeError(f"{op}: {name} must be int32 or int64, got {dtype}")
     check_nonempty(op, name, ids)
-
-
-def check_positive_int(op, name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
-    return int(value)

@@ -8,43 +8,18 @@ vectorizer on (kernels/cpu/slp.py), which turns each group of 16 statements into
 docstring. A loop over the lanes instead compiles to scalar code: numba leaves the SLP
 vectorizer off, and the loop vectorizer only sees the outer loop, whose lanes differ.
 
-2 ** t is computed as 2 ** f * 2 ** k, k = round(t), f = t - k in [-0.5, 0.5]: a degree-6
-polynomial for 2 ** f (a near-minimax fit, relative error 9.6e-8 in float32 arithmetic,
-below float32's epsilon) and 2 ** k made from its exponent bits. Only float32 takes this
-path (libm's expf is a scalar call); float64 calls math.exp: it is the gradient-check
-dtype. t below -127 gives 0, as -inf (a masked score) must; NaN stays NaN (its polynomial
-is NaN).
+2 ** t comes from kernels/cpu/fastexp.py (float32; float64 calls math.exp).
 """
 import math
 
-import numba
 import numpy as np
 from numba import types
 
+from numbanet.kernels.cpu import fastexp
 from numbanet.kernels.cpu.slp import compile_slp
 
-LN2 = 0.6931471805599453
-
-# 2 ** f on [-0.5, 0.5], coefficients from degree 0 to 6.
-_C0, _C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(c) for c in (
-    1.0, 0.6931471824645996, 0.24022646248340607, 0.05550328642129898, 0.009618489071726799,
-    0.0013399930903688073, 0.00015345810970757157))
-_ROUND = np.float32(12582912.0)  # 1.5 * 2 ** 23: (t + _ROUND) - _ROUND rounds t to an integer
-_LOWEST = np.float32(-127.0)
-
-
-@numba.njit(inline="always")
-def _pow2_parts(t):
-    """(2 ** f, the int32 bits of the float 2 ** k) for t = k + f: their product is 2 ** t."""
-    t = _LOWEST if t < _LOWEST else t
-    k = (t + _ROUND) - _ROUND
-    f = t - k
-    p = _C6 * f + _C5
-    p = p * f + _C4
-    p = p * f + _C3
-    p = p * f + _C2
-    p = p * f + _C1
-    return p * f + _C0, (np.int32(k) + np.int32(127)) << np.int32(23)
+LN2 = fastexp.LN2
+_pow2_parts = fastexp.pow2_parts
 
 
 def _max_lanes_py(s, n, mx):

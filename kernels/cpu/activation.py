@@ -6,6 +6,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu.fastexp import exp_shifted
+
 
 # relu's NaN rule is PyTorch's: relu(NaN) = NaN (the comparison is false, x passes
 # through), and the gradient is zeroed only where y <= 0, so a NaN or inf in dy reaches dx
@@ -58,29 +60,33 @@ def tanh_backward(y, dy, dx):
 
 
 @numba.njit(parallel=True, cache=True)
+def _softmax_rows(x, y, causal_rows, nchunks, fast):
+    n, c = x.shape
+    zero = x.dtype.type(0)
+    for chunk in prange(nchunks):
+        bits = np.empty(c, np.int32)  # fastexp's scratch, once per run of rows
+        for r in range(chunk * n // nchunks, (chunk + 1) * n // nchunks):
+            end = c if causal_rows == 0 else min(c, r % causal_rows + 1)
+            # Subtract the row max so exp never overflows.
+            mx = x[r, 0]
+            for k in range(1, end):
+                if x[r, k] > mx:
+                    mx = x[r, k]
+            inv = x.dtype.type(1) / exp_shifted(x[r, :end], mx, y[r, :end], bits, fast)
+            for k in range(end):
+                y[r, k] *= inv
+            for k in range(end, c):
+                y[r, k] = zero
+
+
 def softmax_forward(x, y, causal_rows):
     """Row softmax of x (N, C). causal_rows = Tq > 0: the rows are (..., Tq) query rows of
     (Tq, C) score matrices, row r is query i = r % Tq and keeps columns j <= i only (the
     rest are set to exactly 0, never computed); 0: every column is kept."""
-    n, c = x.shape
-    zero = x.dtype.type(0)
-    for r in prange(n):
-        end = c if causal_rows == 0 else min(c, r % causal_rows + 1)
-        # Subtract the row max so exp never overflows.
-        mx = x[r, 0]
-        for k in range(1, end):
-            if x[r, k] > mx:
-                mx = x[r, k]
-        total = zero
-        for k in range(end):
-            e = math.exp(x[r, k] - mx)
-            y[r, k] = e
-            total += e
-        inv = x.dtype.type(1) / total
-        for k in range(end):
-            y[r, k] *= inv
-        for k in range(end, c):
-            y[r, k] = zero
+    n = x.shape[0]
+    # Runs of rows per prange iteration: the exponentials' scratch is allocated per run.
+    # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
+    _softmax_rows(x, y, causal_rows, min(n, 4 * numba.get_num_threads()), x.dtype == np.float32)
 
 
 @numba.njit(parallel=True, cache=True)

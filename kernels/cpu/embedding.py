@@ -6,42 +6,31 @@ iteration: no two threads write the same row and the order of every sum is fixed
 the result is the same bits on every run and thread count, and the same order as the
 gpu kernel (kernels/gpu/embedding.py), which sorts the same way.
 
-Ids are range-checked here, as they are read (the cpu backend's rule: its compute
-functions check indices themselves; the error text is kernels/shapes.py's).
+The backend range-checks the ids before these run (Backend._check_range) unless the
+caller vouches for them (_ids_checked); an out-of-range id still never reaches memory
+outside the arrays: its output row is 0 and its gradient is dropped.
 """
 import numba
 import numpy as np
 from numba import prange
 
-from numbanet.kernels import shapes
-
-
-@numba.njit(cache=True)
-def _first_bad(ids, n):
-    for i in range(ids.shape[0]):
-        if ids[i] < 0 or ids[i] >= n:
-            return i
-    return -1
-
-
-def _check(op, ids, n):
-    bad = _first_bad(ids, n)
-    if bad >= 0:
-        shapes.check_out_of_range(op, "ids", (bad, int(ids[bad])), n)
-
 
 @numba.njit(parallel=True, cache=True)
 def _gather(table, ids, out):
-    d = table.shape[1]
+    v, d = table.shape
     for i in prange(ids.shape[0]):
-        src = table[ids[i]]
+        r = ids[i]
         dst = out[i]
-        for k in range(d):
-            dst[k] = src[k]
+        if r >= 0 and r < v:
+            src = table[r]
+            for k in range(d):
+                dst[k] = src[k]
+        else:
+            for k in range(d):
+                dst[k] = 0
 
 
 def embedding_forward(table, ids, out):
-    _check("embedding", ids, table.shape[0])
     _gather(table, ids, out)
 
 
@@ -51,15 +40,17 @@ def sort_by_id(ids, v, starts, order):
     ids[i] == r, increasing."""
     counts = np.zeros(v + 1, dtype=np.int64)
     for i in range(ids.shape[0]):
-        counts[ids[i] + 1] += 1
+        if ids[i] >= 0 and ids[i] < v:
+            counts[ids[i] + 1] += 1
     starts[0] = 0
     for r in range(v):
         starts[r + 1] = starts[r] + counts[r + 1]
     fill = starts[:v].copy()
     for i in range(ids.shape[0]):
         r = ids[i]
-        order[fill[r]] = i
-        fill[r] += 1
+        if r >= 0 and r < v:
+            order[fill[r]] = i
+            fill[r] += 1
 
 
 @numba.njit(parallel=True, cache=True)
@@ -78,7 +69,6 @@ def _scatter_rows(dout, starts, order, dtable):
 
 def embedding_backward(ids, dout, dtable):
     v = dtable.shape[0]
-    _check("embedding_backward", ids, v)
     starts = np.empty(v + 1, dtype=np.int64)
     order = np.empty(ids.shape[0], dtype=np.int64)
     sort_by_id(ids, v, starts, order)

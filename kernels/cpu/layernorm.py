@@ -22,7 +22,7 @@ def _param(arr, dtype):
     return np.empty(0, dtype=dtype) if arr is None else arr
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _forward(x, gamma, beta, eps, y, mean, rstd):
     n, c = x.shape
     inv_c = x.dtype.type(1.0 / c)
@@ -57,7 +57,7 @@ def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
     _forward(x, _param(gamma, x.dtype), _param(beta, x.dtype), eps, y, mean, rstd)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _backward(x, gamma, dy, mean, rstd, dx, dgamma, dbeta):
     n, c = x.shape
     inv_c = x.dtype.type(1.0 / c)

@@ -1,15 +1,16 @@
-"""Activations on the gpu: one thread per element (grid-stride), one per row for softmax.
+"""Activations on the gpu: one thread per element (grid-stride), a block per row for softmax.
 
 Elementwise kernels are memory bound: consecutive threads touch consecutive elements, so
-every warp load/store is one coalesced 128-byte transaction. Softmax gives each row to one
-thread; class counts are small (10 for the article's model), so a row fits in a thread's
-loop and the three passes over it hit L1.
+every warp load/store is one coalesced 128-byte transaction. Softmax gives each row to a
+block (kernels/gpu/rows.py): rows range from 10 classes to a vocabulary or a sequence of
+attention scores, and a row per thread would read them uncoalesced and serially.
 """
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d
+from numbanet.kernels.gpu.rows import ROW_THREADS, block_max, block_sum
 
 
 def _launch(kernel, n, *args):
@@ -65,37 +66,44 @@ def _tanh_backward(y, dy, dx):
 
 @cuda.jit
 def _softmax_forward(x, y, causal_rows):
-    zero = x.dtype.type(0)
-    i = cuda.grid(1)
-    if i < x.shape[0]:
-        c = x.shape[1]
-        # causal_rows = Tq > 0: row i is query i % Tq and keeps columns j <= i % Tq only.
-        end = c if causal_rows == 0 else min(c, i % causal_rows + 1)
-        mx = x[i, 0]
-        for j in range(1, end):
-            if x[i, j] > mx:
-                mx = x[i, j]
-        s = zero
-        for j in range(end):
-            e = math.exp(x[i, j] - mx)
-            y[i, j] = e
-            s += e
-        for j in range(end):
-            y[i, j] = y[i, j] / s
-        for j in range(end, c):
-            y[i, j] = zero
+    # A block per row (kernels/gpu/rows.py). causal_rows = Tq > 0: row r is query
+    # r % Tq of a (Tq, C) score matrix and keeps columns j <= r % Tq only; the rest are
+    # written as exact zeros and never exponentiated.
+    buf = cuda.shared.array(ROW_THREADS, float64)
+    r = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    c = x.shape[1]
+    end = c if causal_rows == 0 else min(c, r % causal_rows + 1)
+    m = -math.inf
+    for j in range(t, end, ROW_THREADS):
+        v = float64(x[r, j])
+        if v > m:
+            m = v
+    m = block_max(buf, t, m)
+    s = 0.0
+    for j in range(t, end, ROW_THREADS):
+        e = math.exp(float64(x[r, j]) - m)
+        y[r, j] = e
+        s += e
+    inv = 1.0 / block_sum(buf, t, s)
+    for j in range(t, end, ROW_THREADS):
+        y[r, j] = y[r, j] * inv
+    for j in range(end + t, c, ROW_THREADS):
+        y[r, j] = 0
 
 
 @cuda.jit
 def _softmax_backward(y, dy, dx):
-    zero = y.dtype.type(0)
-    i = cuda.grid(1)
-    if i < y.shape[0]:
-        dot = zero
-        for j in range(y.shape[1]):
-            dot += y[i, j] * dy[i, j]
-        for j in range(y.shape[1]):
-            dx[i, j] = y[i, j] * (dy[i, j] - dot)
+    buf = cuda.shared.array(ROW_THREADS, float64)
+    r = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    c = y.shape[1]
+    s = 0.0
+    for j in range(t, c, ROW_THREADS):
+        s += float64(y[r, j]) * float64(dy[r, j])
+    dot = block_sum(buf, t, s)
+    for j in range(t, c, ROW_THREADS):
+        dx[r, j] = y[r, j] * (dy[r, j] - dot)
 
 
 def relu_forward(x, y):
@@ -123,11 +131,11 @@ def tanh_backward(y, dy, dx):
 
 
 def softmax_forward(x, y, causal_rows):
-    _softmax_forward[rows_1d(x.shape[0])](x, y, causal_rows)
+    _softmax_forward[x.shape[0], ROW_THREADS](x, y, causal_rows)
 
 
 def softmax_backward(y, dy, dx):
-    _softmax_backward[rows_1d(y.shape[0])](y, dy, dx)
+    _softmax_backward[y.shape[0], ROW_THREADS](y, dy, dx)
 
 
 # GELU, SiLU, leaky ReLU: the backward takes the forward's input x (see kernels/cpu/activation.py).

@@ -192,7 +192,6 @@ CASES.update({
 })
 
 
-
 def public_ops():
     """Every op of the backend API: the public methods kernels/backend.py defines."""
     from numbanet.kernels.backend import Backend
@@ -333,3 +332,23 @@ def test_status_reports_the_simulator_honestly():
     assert ok and "gpu" in kernels.available_backends()
     if kernels._simulator_on():
         assert "simulator" in detail.lower()
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_batched_gemm_tile_edges(gpu, trans_a, trans_b):
+    """33 x 35 x 17 products cross the batched kernel's 32 x 32 tile and its 16-deep K step."""
+    z, m, n, k = 2, 33, 35, 17
+    a = randn((z, k, m) if trans_a else (z, m, k), np.float64, 1)
+    b = randn((z, n, k) if trans_b else (z, k, n), np.float64, 2)
+    got = download(gpu, gpu.batched_matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b))
+    want = np.einsum("zik,zkj->zij", a.swapaxes(1, 2) if trans_a else a, b.swapaxes(1, 2) if trans_b else b)
+    assert_close(got, want, np.float64, k=k)
+
+
+def test_embedding_backward_sort_crosses_tiles(gpu, cpu):
+    """300 positions span three tiles of the gpu's radix sort and 300 rows need two 8-bit
+    passes; both backends add each row's gradients in position order: the same bits."""
+    ids = np.random.default_rng(5).integers(0, 300, 300).astype(np.int32)
+    ids[::7] = 299  # a long run of one id across the tiles
+    dout = randn((300, 2), np.float32, 3)
+    compare(gpu, cpu, lambda be, i, g: be.embedding_backward(i, g, 300), [ids, dout], np.float32, exact=True)

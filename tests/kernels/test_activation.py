@@ -53,7 +53,7 @@ def test_sigmoid_and_softmax_stable_for_huge_inputs(be, dtype):
 
 
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
-def test_backward_finite_differences(be, name):
+def test_backward_finite_differences(be, small, name):
     x = randn((4, 6), np.float64, scale=2.0)
     if name == "relu":
         x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink
@@ -65,7 +65,8 @@ def test_backward_finite_differences(be, name):
     def backward(be, x, r):
         return getattr(be, name + "_backward")(getattr(be, name)(x), r)
 
-    check_grad(be, loss, backward, [x, r], wrt=[0])
+    # The simulator runs softmax's block per row as 32 Python threads: fewer samples there.
+    check_grad(be, loss, backward, [x, r], wrt=[0], samples=6 if small and name == "softmax" else 24)
 
 
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
@@ -148,9 +149,10 @@ def test_softmax_causal_ignores_masked_values(be):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_softmax_backward_any_rank_finite_differences(be, causal):
-    x = randn((2, 3, 4, 4), np.float64, scale=2.0)
-    r = randn((2, 3, 4, 4), np.float64, seed=5)
+def test_softmax_backward_any_rank_finite_differences(be, small, causal):
+    shape = (2, 1, 3, 3) if small else (2, 3, 4, 4)
+    x = randn(shape, np.float64, scale=2.0)
+    r = randn(shape, np.float64, seed=5)
 
     def loss(be, x, r):
         return float(np.sum(be.to_numpy(be.softmax(x, causal=causal)) * be.to_numpy(r)))
@@ -158,7 +160,7 @@ def test_softmax_backward_any_rank_finite_differences(be, causal):
     def backward(be, x, r):
         return be.softmax_backward(be.softmax(x, causal=causal), r)
 
-    check_grad(be, loss, backward, [x, r], wrt=[0], samples=40)
+    check_grad(be, loss, backward, [x, r], wrt=[0], samples=6 if small else 40)
 
 
 # --------------------------------------------------------------------------- gelu, silu, leaky_relu

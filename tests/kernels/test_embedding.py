@@ -77,16 +77,29 @@ def test_embedding_backward_is_deterministic(be, small):
 
 @pytest.mark.parametrize("bad_id,pos", [(7, 2), (-1, 0), (2 ** 40, 1)])
 def test_embedding_ids_out_of_range(be, bad_id, pos):
-    ids = np.array([[1, 2], [3, 4]], np.int64)
+    ids = np.array([[1, 2], [3, 4]], np.int64)  # int64: 2**40 fits
     ids.reshape(-1)[pos] = bad_id
     table = be.asarray(randn((7, 3), np.float32))
-    if bad_id == 2 ** 40:
-        ids = ids  # int64 only: an int32 cannot hold it
-    msg = rf"holds {bad_id} at flat position {pos}, out of range for 7 rows \(ids must be in \[0, 7\)\)"
-    with pytest.raises(ValueError, match=r"embedding: ids " + msg):
+    with pytest.raises(ValueError, match=rf"embedding: ids\[{pos}\]={bad_id} is out of range for an embedding "
+                                         rf"table of 7 rows \(expected values in \[0, 7\)\)"):
         be.embedding(table, be.asarray(ids))
-    with pytest.raises(ValueError, match=r"embedding_backward: ids " + msg):
+    with pytest.raises(ValueError, match=rf"embedding_backward: ids\[{pos}\]={bad_id} is out of range for "
+                                         rf"input_dim=7 rows \(expected values in \[0, 7\)\)"):
         be.embedding_backward(be.asarray(ids), be.asarray(np.ones((2, 2, 3), np.float32)), 7)
+
+
+def test_embedding_unchecked_bad_ids_stay_inside_the_arrays(be):
+    """With the caller's _ids_checked=True a bad id is not caught, but it never reads or
+    writes outside the table: its output row is 0 and its gradient is dropped."""
+    table = randn((5, 3), np.float32)
+    ids = np.array([4, -3, 9, 0, 2 ** 31 - 1], np.int32)
+    out = be.to_numpy(be.embedding(be.asarray(table), be.asarray(ids), _ids_checked=True))
+    np.testing.assert_array_equal(out, [table[4], np.zeros(3), np.zeros(3), table[0], np.zeros(3)])
+    dout = randn((5, 3), np.float32, seed=1)
+    dtable = be.to_numpy(be.embedding_backward(be.asarray(ids), be.asarray(dout), 5, _ids_checked=True))
+    want = np.zeros((5, 3), np.float32)
+    want[4], want[0] = dout[0], dout[3]
+    np.testing.assert_array_equal(dtable, want)
 
 
 def test_embedding_rejects_bad_input(be):
@@ -103,9 +116,9 @@ def test_embedding_rejects_bad_input(be):
     with pytest.raises(ValueError, match=r"embedding: ids is empty"):
         be.embedding(table, be.asarray(np.zeros((0,), np.int32)))
     dout = be.asarray(np.ones((2, 3), np.float32))
-    with pytest.raises(ValueError, match=r"embedding_backward: input_dim must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"embedding_backward: input_dim must be at least 1, got 0"):
         be.embedding_backward(ids, dout, 0)
-    with pytest.raises(ValueError, match=r"embedding_backward: input_dim must be a positive int, got 2.5"):
+    with pytest.raises(TypeError, match=r"embedding_backward: input_dim must be an int, got 2.5"):
         be.embedding_backward(ids, dout, 2.5)
     with pytest.raises(ValueError, match=r"embedding_backward: dout must have shape ids.shape \+ \(output_dim,\)"):
         be.embedding_backward(ids, be.asarray(np.ones((3, 3), np.float32)), 5)
