@@ -45,9 +45,8 @@ from numba import prange
 
 from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 
