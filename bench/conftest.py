@@ -20,6 +20,8 @@ from numbanet.bench import implementations
 # process, and OpenMP workers spin-waiting after a region starve the next implementation.
 # Set at collection, before any OpenMP runtime has started; an explicit setting is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# PyTorch's OpenMP runtime must load before Numba's threads start (see the function).
+implementations.references.load_torch_first()
 
 
 def available_impls():

@@ -270,6 +270,8 @@ def main(args, out=None):
     # PASSIVE makes idle workers sleep. An explicit OMP_WAIT_POLICY is kept.
     omp_policy_set = "OMP_WAIT_POLICY" not in os.environ
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from numbanet.bench.references import load_torch_first
+    load_torch_first()  # before machine_info starts Numba's threads: see its docstring
     info = machine_info()
     info["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"] + (" (set by numbanet bench)" if omp_policy_set else "")
     # Set by `numbanet bench` before NumPy loaded OpenBLAS (nn/cli.py); read at load time only.

@@ -62,3 +62,15 @@ def test_gpt_block_example_builds_the_model_it_describes():
     want = v * d + t * d + block_params + 2 * d + (d * v + v)
     assert out.getvalue().split()[-1] == str(want)
     assert f"# {want}" in block
+
+
+def test_attention_example_runs_on_the_cpu(monkeypatch):
+    """The transformer ops' example: the shapes it promises, on the cpu backend."""
+    (block,) = [b for b in _python_blocks() if "be.attention(" in b]
+    monkeypatch.setenv("NUMBANET_BACKEND", "cpu")
+    from numbanet import kernels
+    monkeypatch.setattr(kernels, "_default", None)
+    scope = {"__name__": "readme_attention"}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["out"].shape == (32, 128, 4, 32) and scope["lse"].shape == (32, 4, 128)
+    assert scope["dq"].shape == scope["dk"].shape == scope["dv"].shape == (32, 128, 4, 32)

@@ -45,9 +45,8 @@ from numba import prange
 
 from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 
@@ -182,13 +181,29 @@ def _threads():
     return numba.get_num_threads()
 
 
+CHUNKS_PER_THREAD = 8
+
+
+def _dynamic(kernel, *args):
+    """Run a prange kernel with its iterations handed out one at a time (chunk size 1)
+    instead of split evenly up front: the runs of items are many and equal, so a thread
+    that loses its core for a while (a shared machine, the other library's threads) no
+    longer holds up the whole call. Which thread runs an item does not change any result."""
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
 def attention_forward(q, k, v, out, lse, causal, scale):
     nb, tq, nh, _ = q.shape
     threads = _threads()
     # Split each (batch, head) over query ranges only when there are too few pairs to go round.
     qsplit = max(1, min(-(-tq // NR), -(-2 * threads // (nb * nh))))
     nitems = nb * nh * qsplit
-    _forward(q, k, v, out, lse, causal, scale, min(nitems, 2 * threads), qsplit, q.dtype == np.float32)
+    _dynamic(_forward, q, k, v, out, lse, causal, scale, min(nitems, CHUNKS_PER_THREAD * threads), qsplit,
+             q.dtype == np.float32)
 
 
 @numba.njit(cache=True)
@@ -312,5 +327,5 @@ def _backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, nchunks, fast)
 
 def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
     nitems = q.shape[0] * q.shape[2]
-    _backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, min(nitems, 2 * _threads()),
-              q.dtype == np.float32)
+    _dynamic(_backward, q, k, v, out, dout, lse, dq, dk, dv, causal, scale,
+             min(nitems, CHUNKS_PER_THREAD * _threads()), q.dtype == np.float32)

@@ -103,9 +103,11 @@ def _make_forward(acc_t, nchv):
         t = cuda.threadIdx.x
         row = t // 4
         sub = t - row * 4
-        b = cuda.blockIdx.y // nh
-        h = cuda.blockIdx.y - b * nh
-        q0 = cuda.blockIdx.x * TILE
+        ntiles = (tq + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
         i = q0 + row
         zero = q.dtype.type(0)
         ninf = q.dtype.type(-math.inf)
@@ -181,9 +183,11 @@ def _make_dq(acc_t, nchd):
         t = cuda.threadIdx.x
         row = t // 4
         sub = t - row * 4
-        b = cuda.blockIdx.y // nh
-        h = cuda.blockIdx.y - b * nh
-        q0 = cuda.blockIdx.x * TILE
+        ntiles = (tq + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
         i = q0 + row
         zero = q.dtype.type(0)
         for w in range(nacc):
@@ -250,9 +254,11 @@ def _make_dkdv(acc_t, nchd, nchv):
         t = cuda.threadIdx.x
         row = t // 4
         sub = t - row * 4
-        b = cuda.blockIdx.y // nh
-        h = cuda.blockIdx.y - b * nh
-        j0 = cuda.blockIdx.x * TILE
+        ntiles = (tk + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        j0 = (cuda.blockIdx.x - bh * ntiles) * TILE
         j = j0 + row
         zero = q.dtype.type(0)
         for w in range(nk_acc):
@@ -328,7 +334,8 @@ def _kernel(kind, dtype, *chunks):
 
 def attention_forward(q, k, v, out, lse, causal, scale):
     nb, tq, nh, _ = q.shape
-    grid = (-(-tq // TILE), nb * nh)
+    # One block per (batch, head, 32-query tile), all along x: y and z stop at 65,535.
+    grid = -(-tq // TILE) * nb * nh
     _kernel("forward", q.dtype, _chunks(v.shape[3]))[grid, THREADS](q, k, v, out, lse, causal,
                                                                      q.dtype.type(scale))
 
@@ -338,7 +345,7 @@ def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
     tk = k.shape[1]
     scale = q.dtype.type(scale)
     delta = cuda.device_array((nb, nh, tq), dtype=q.dtype)
-    _kernel("dq", q.dtype, _chunks(d))[(-(-tq // TILE), nb * nh), THREADS](
+    _kernel("dq", q.dtype, _chunks(d))[-(-tq // TILE) * nb * nh, THREADS](
         q, k, v, out, dout, lse, dq, delta, causal, scale)
-    _kernel("dkdv", q.dtype, _chunks(d), _chunks(v.shape[3]))[(-(-tk // TILE), nb * nh), THREADS](
+    _kernel("dkdv", q.dtype, _chunks(d), _chunks(v.shape[3]))[-(-tk // TILE) * nb * nh, THREADS](
         q, k, v, dout, lse, delta, dk, dv, causal, scale)

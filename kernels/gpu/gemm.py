@@ -184,7 +184,7 @@ def matmul(a, b, trans_a, trans_b, bias, out):
 
 
 # --------------------------------------------------------------------------- batched (issue 12)
-# A batch of products in one launch, blockIdx.z selecting the product: attention-shaped
+# A batch of products in one launch, blockIdx.x selecting the product: attention-shaped
 # batches are many small matrices (B * H of them), where a launch per product would cost
 # more than the product. A 32 x 32 tile of C per block of 16 x 16 threads, 2 x 2 outputs
 # each, staged through shared memory BBK = 16 deep, with the same strided thread-to-output
@@ -201,15 +201,16 @@ def _make_batched(acc_t):
         As = cuda.shared.array((BBK, BPAD), acc_t)
         Bs = cuda.shared.array((BBK, BB), acc_t)
         acc = cuda.local.array((2, 2), acc_t)
-        z = cuda.blockIdx.z
+        m = out.shape[1]
+        n = out.shape[2]
+        ncol = (n + BB - 1) // BB
+        z = cuda.blockIdx.x // ncol
+        col0 = (cuda.blockIdx.x - z * ncol) * BB
+        row0 = cuda.blockIdx.y * BB
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * BT + tx
-        m = out.shape[1]
-        n = out.shape[2]
         k = a.shape[1] if trans_a else a.shape[2]
-        row0 = cuda.blockIdx.y * BB
-        col0 = cuda.blockIdx.x * BB
         for r in range(2):
             for c in range(2):
                 acc[r, c] = 0
@@ -271,5 +272,6 @@ def batched_matmul(a, b, trans_a, trans_b, out):
     key = np.dtype(out.dtype)
     if key not in _batched:
         _batched[key] = _make_batched(_ACC[key])
-    grid = (-(-n // BB), -(-m // BB), nz)
+    # (product, column tile) along x, row tiles along y: grid y and z stop at 65,535.
+    grid = (-(-n // BB) * nz, -(-m // BB))
     _batched[key][grid, (BT, BT)](a, b, trans_a, trans_b, out)
