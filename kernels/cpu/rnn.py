@@ -111,30 +111,6 @@ def _sigmoid_impl(x):
     return impl
 
 
-@numba.njit(cache=True, inline="always")
-def activate(code, z):
-    if code == TANH:
-        return tanh(z)
-    if code == SIGMOID:
-        return sigmoid(z)
-    if code == RELU:
-        return max(z, z - z)
-    return z
-
-
-@numba.njit(cache=True, inline="always")
-def derivative(code, y, one):
-    """d act / d z at the activation's output y (every supported activation allows it);
-    one is 1 in y's type (a literal 1 would make float32 arithmetic float64)."""
-    if code == TANH:
-        return one - y * y
-    if code == SIGMOID:
-        return y * (one - y)
-    if code == RELU:
-        return one if y > 0 else one - one
-    return one
-
-
 # --------------------------------------------------------------------------- packing
 
 @numba.njit(cache=True)
@@ -162,103 +138,183 @@ def _pack_recurrent_t(u, upt):
                 upt[jb, k, c] = u[j, k] if j < h else 0
 
 
+# --------------------------------------------------------------------------- lanes
+# The gate arithmetic runs on NR-lane rows (one tile row: one batch row, NR units) in
+# loops without branches inside; the choice of activation and the mask test are made once
+# per row, outside them, so LLVM vectorizes each loop across the lanes.
+
+@numba.njit(cache=True, inline="always")
+def _add(dst, src, n):
+    for c in range(n):
+        dst[c] += src[c]
+
+
+@numba.njit(cache=True, inline="always")
+def _copy(dst, src, n):
+    for c in range(n):
+        dst[c] = src[c]
+
+
+@numba.njit(cache=True, inline="always")
+def _activate(code, v, n):
+    """v[:n] = act(v[:n]) in place."""
+    if code == TANH:
+        for c in range(n):
+            v[c] = tanh(v[c])
+    elif code == SIGMOID:
+        for c in range(n):
+            v[c] = sigmoid(v[c])
+    elif code == RELU:
+        for c in range(n):
+            v[c] = max(v[c], v[c] - v[c])
+
+
+@numba.njit(cache=True, inline="always")
+def _derive(code, y, out, n, one):
+    """out[:n] = act'(z) from the activation's outputs y[:n]."""
+    if code == TANH:
+        for c in range(n):
+            out[c] = one - y[c] * y[c]
+    elif code == SIGMOID:
+        for c in range(n):
+            out[c] = y[c] * (one - y[c])
+    elif code == RELU:
+        for c in range(n):
+            out[c] = one if y[c] > 0 else one - one
+    else:
+        for c in range(n):
+            out[c] = one
+
+
 # --------------------------------------------------------------------------- forward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract,
-             y, last, h_out, c_out, ws):
+             y, last, h_out, c_out, ws, nchunks):
     b_count, t_count, _ = xproj.shape
     h = u.shape[0]
     g_count = GATES[cell]
+    hcol = (WORKSPACE[cell] - 1) * h
     nib = (b_count + MR - 1) // MR
     njb = (h + NR - 1) // NR
-    nitems = nib * njb
     dt = xproj.dtype
     one = dt.type(1)
+    zero = one - one
     up = np.empty((njb, g_count, h, NR), dt)
     _pack_recurrent(u, g_count, up)
     hp = np.zeros((2, nib, h, MR), dt)          # h_{t-1} (times the recurrent dropout mask), packed
     hs = np.empty((2, b_count, h), dt)          # the state h itself
-    cs = np.empty((b_count, h), dt)             # LSTM's c
-    tiles = np.empty((nitems, g_count, MR, NR), dt)
+    cs = np.zeros((b_count, h), dt)             # LSTM's c
+    tiles = np.empty((nchunks, g_count, MR, NR), dt)
+    lanes = np.empty((nchunks, 2, NR), dt)
     for b in range(b_count):
         for j in range(h):
             v = h0[b, j]
             hs[0, b, j] = v
             hp[0, b // MR, j, b % MR] = v * rmask[b, j] if rmask.shape[0] else v
-            cs[b, j] = c0[b, j] if cell == LSTM else one - one
-            last[b, j] = one - one
+            if cell == LSTM:
+                cs[b, j] = c0[b, j]
+            last[b, j] = zero
     seq = y.shape[0] > 0
-    for s in range(t_count):
-        cur = s % 2
-        nxt = 1 - cur
-        t = t_count - 1 - s if reverse else s
-        for item in prange(nitems):
-            # Unit-block-major: a thread's consecutive items reuse the same U panels.
-            jb = item // nib
-            ib = item - jb * nib
-            tile = tiles[item]
-            for g in range(g_count):
-                micro(hp[cur, ib], up[jb, g], h, tile[g])
-            j0 = jb * NR
-            nj = min(NR, h - j0)
-            for r in range(min(MR, b_count - ib * MR)):
-                b = ib * MR + r
-                on = keep.shape[0] == 0 or keep[b, t] != 0
-                xp = xproj[b, t]
-                w = ws[b, s]
-                hprev = hs[cur, b]
-                hnew = hs[nxt, b]
-                for c in range(nj):
-                    j = j0 + c
-                    hv = hprev[j]
-                    if cell == LSTM:
-                        zi = activate(ract, xp[j] + tile[0, r, c])
-                        zf = activate(ract, xp[h + j] + tile[1, r, c])
-                        zg = activate(act, xp[2 * h + j] + tile[2, r, c])
-                        zo = activate(ract, xp[3 * h + j] + tile[3, r, c])
-                        cv = zf * cs[b, j] + zi * zg
-                        hv_new = zo * activate(act, cv)
-                        w[j] = zi
-                        w[h + j] = zf
-                        w[2 * h + j] = zg
-                        w[3 * h + j] = zo
+    for chunk in prange(nchunks):
+        # A run of batch rows per thread, every step: rows never depend on each other, so the
+        # threads need no barrier between steps (one parallel region for the whole sequence).
+        ib0 = chunk * nib // nchunks
+        ib1 = (chunk + 1) * nib // nchunks
+        tile = tiles[chunk]
+        hn = lanes[chunk, 0]
+        tmp = lanes[chunk, 1]
+        for s in range(t_count):
+            cur = s % 2
+            nxt = 1 - cur
+            t = t_count - 1 - s if reverse else s
+            # Unit blocks outer: the U panels of a block serve all of the run's rows.
+            for jb in range(njb):
+                for ib in range(ib0, ib1):
+                    for g in range(g_count):
+                        micro(hp[cur, ib], up[jb, g], h, tile[g])
+                    j0 = jb * NR
+                    nj = min(NR, h - j0)
+                    for r in range(min(MR, b_count - ib * MR)):
+                        b = ib * MR + r
+                        on = keep.shape[0] == 0 or keep[b, t] != 0
+                        xp = xproj[b, t]
+                        w = ws[b, s]
+                        hprev = hs[cur, b, j0:j0 + nj]
+                        if cell == LSTM:
+                            for g in range(4):
+                                _add(tile[g, r], xp[g * h + j0:], nj)
+                            gi, gf, gg, go = tile[0, r], tile[1, r], tile[2, r], tile[3, r]
+                            _activate(ract, gi, nj)
+                            _activate(ract, gf, nj)
+                            _activate(act, gg, nj)
+                            _activate(ract, go, nj)
+                            cst = cs[b, j0:j0 + nj]
+                            for c in range(nj):
+                                tmp[c] = gf[c] * cst[c] + gi[c] * gg[c]
+                            if on:
+                                _copy(cst, tmp, nj)
+                            _activate(act, tmp, nj)
+                            for c in range(nj):
+                                hn[c] = go[c] * tmp[c]
+                            for g in range(4):
+                                _copy(w[g * h + j0:], tile[g, r], nj)
+                            _copy(w[4 * h + j0:], cst, nj)
+                        elif cell == GRU:
+                            if rbias.shape[0]:
+                                for g in range(3):
+                                    _add(tile[g, r], rbias[g * h + j0:], nj)
+                            gz, gr, gh = tile[0, r], tile[1, r], tile[2, r]
+                            _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
+                            _add(gz, xp[j0:], nj)
+                            _add(gr, xp[h + j0:], nj)
+                            _activate(ract, gz, nj)
+                            _activate(ract, gr, nj)
+                            xh = xp[2 * h + j0:]
+                            for c in range(nj):
+                                gh[c] = xh[c] + gr[c] * gh[c]
+                            _activate(act, gh, nj)
+                            for c in range(nj):
+                                hn[c] = gz[c] * hprev[c] + (one - gz[c]) * gh[c]
+                            for g in range(3):
+                                _copy(w[g * h + j0:], tile[g, r], nj)
+                        else:
+                            g0 = tile[0, r]
+                            _add(g0, xp[j0:], nj)
+                            _activate(act, g0, nj)
+                            _copy(hn, g0, nj)
+                        # hn: this step's h. A masked row keeps h_prev as its state.
+                        hnew = hs[nxt, b, j0:j0 + nj]
+                        _copy(hnew, hn if on else hprev, nj)
+                        _copy(w[hcol + j0:], hnew, nj)
+                        packed = hp[nxt, ib]
+                        if rmask.shape[0]:
+                            rm = rmask[b, j0:]
+                            for c in range(nj):
+                                packed[j0 + c, r] = hnew[c] * rm[c]
+                        else:
+                            for c in range(nj):
+                                packed[j0 + c, r] = hnew[c]
+                        lst = last[b, j0:j0 + nj]
                         if on:
-                            cs[b, j] = cv
-                        w[4 * h + j] = cs[b, j]
-                    elif cell == GRU:
-                        rz = tile[0, r, c]
-                        rr = tile[1, r, c]
-                        rh = tile[2, r, c]
-                        if rbias.shape[0]:
-                            rz += rbias[j]
-                            rr += rbias[h + j]
-                            rh += rbias[2 * h + j]
-                        zz = activate(ract, xp[j] + rz)
-                        zr = activate(ract, xp[h + j] + rr)
-                        hh = activate(act, xp[2 * h + j] + zr * rh)
-                        hv_new = zz * hv + (one - zz) * hh
-                        w[j] = zz
-                        w[h + j] = zr
-                        w[2 * h + j] = hh
-                        w[3 * h + j] = rh
-                    else:
-                        hv_new = activate(act, xp[j] + tile[0, r, c])
-                    if on:
-                        hv = hv_new
-                    hnew[j] = hv
-                    w[(WORKSPACE[cell] - 1) * h + j] = hv
-                    hp[nxt, ib, j, r] = hv * rmask[b, j] if rmask.shape[0] else hv
-                    out = hv_new if on else (one - one if zero_output else last[b, j])
-                    last[b, j] = out
-                    if seq:
-                        y[b, s, j] = out
+                            _copy(lst, hn, nj)
+                        elif zero_output:
+                            for c in range(nj):
+                                lst[c] = zero
+                        if seq:
+                            _copy(y[b, s, j0:], lst, nj)
     fin = t_count % 2
     for b in range(b_count):
         for j in range(h):
             h_out[b, j] = hs[fin, b, j]
             if cell == LSTM:
                 c_out[b, j] = cs[b, j]
+
+
+def _chunks(batch):
+    """Runs of MR-row panels, one per thread (numba.get_num_threads() inside @njit defeats
+    cache=True, so it is read here)."""
+    return max(1, min(numba.get_num_threads(), -(-batch // MR)))
 
 
 def _empty(arr, ndim, dtype):
@@ -276,129 +332,156 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
     dt = xproj.dtype
     _forward(cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
              _empty(rmask, 2, dt), reverse, zero_output, act, ract, _empty(y, 3, dt), last, h_out,
-             _empty(c_out, 2, dt), ws)
+             _empty(c_out, 2, dt), ws, _chunks(xproj.shape[0]))
 
 
 # --------------------------------------------------------------------------- backward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
-              dzx, dzr, hprev, dh0, dc0):
+              dzx, dzr, hprev, dh0, dc0, nchunks):
     b_count, t_count, _ = ws.shape
     h = u.shape[0]
     g_count = GATES[cell]
     gh = g_count * h
     nib = (b_count + MR - 1) // MR
     njb = (h + NR - 1) // NR
-    nitems = nib * njb
     dt = ws.dtype
     one = dt.type(1)
+    zero = one - one
     upt = np.empty((njb, gh, NR), dt)
     _pack_recurrent_t(u, upt)
     dzp = np.zeros((2, nib, gh, MR), dt)     # dz_t (recurrent part), packed as the A operand
     direct = np.empty((b_count, h), dt)      # dh_{t-1} terms that skip the product (GRU's z dh; a masked step)
-    dcs = np.empty((b_count, h), dt)         # LSTM: dc carried to the previous step
+    dcs = np.zeros((b_count, h), dt)         # LSTM: dc carried to the previous step
     carry = np.zeros((b_count, h), dt)       # d(output) carried back over masked steps
-    tiles = np.empty((nitems, MR, NR), dt)
+    tiles = np.empty((nchunks, MR, NR), dt)
+    lanes = np.empty((nchunks, 8, NR), dt)
     hcol = (WORKSPACE[cell] - 1) * h
     for b in range(b_count):
         for j in range(h):
             direct[b, j] = dh_last[b, j]
-            dcs[b, j] = dc_last[b, j] if cell == LSTM else one - one
+            if cell == LSTM:
+                dcs[b, j] = dc_last[b, j]
     seq = dy.shape[1] == t_count
     # Phase s: dh_s = direct + (dz_{s+1} @ U^T) * rmask, then step s's gradients (s >= 0).
-    for s in range(t_count - 1, -2, -1):
-        cur = s % 2
-        nxt = 1 - cur
-        t = t_count - 1 - s if reverse else s
-        for item in prange(nitems):
-            jb = item // nib
-            ib = item - jb * nib
-            tile = tiles[item]
-            if s < t_count - 1:
-                micro(dzp[nxt, ib], upt[jb], gh, tile)
-            j0 = jb * NR
-            nj = min(NR, h - j0)
-            for r in range(min(MR, b_count - ib * MR)):
-                b = ib * MR + r
-                for c in range(nj):
-                    j = j0 + c
-                    dh = direct[b, j]
+    for chunk in prange(nchunks):
+        ib0 = chunk * nib // nchunks
+        ib1 = (chunk + 1) * nib // nchunks
+        tile = tiles[chunk]
+        dh, dout, d1, d2, d3, d4, tc, dc = (lanes[chunk, 0], lanes[chunk, 1], lanes[chunk, 2], lanes[chunk, 3],
+                                            lanes[chunk, 4], lanes[chunk, 5], lanes[chunk, 6], lanes[chunk, 7])
+        for s in range(t_count - 1, -2, -1):
+            cur = s % 2
+            nxt = 1 - cur
+            t = t_count - 1 - s if reverse else s
+            for jb in range(njb):
+                for ib in range(ib0, ib1):
                     if s < t_count - 1:
-                        dh += tile[r, c] * rmask[b, j] if rmask.shape[0] else tile[r, c]
-                    if s < 0:
-                        dh0[b, j] = dh
+                        micro(dzp[nxt, ib], upt[jb], gh, tile)
+                    j0 = jb * NR
+                    nj = min(NR, h - j0)
+                    for r in range(min(MR, b_count - ib * MR)):
+                        b = ib * MR + r
+                        _copy(dh, direct[b, j0:], nj)
+                        if s < t_count - 1:
+                            if rmask.shape[0]:
+                                rm = rmask[b, j0:]
+                                for c in range(nj):
+                                    dh[c] += tile[r, c] * rm[c]
+                            else:
+                                _add(dh, tile[r], nj)
+                        if s < 0:
+                            _copy(dh0[b, j0:], dh, nj)
+                            if cell == LSTM:
+                                _copy(dc0[b, j0:], dcs[b, j0:], nj)
+                            continue
+                        on = keep.shape[0] == 0 or keep[b, t] != 0
+                        cr = carry[b, j0:j0 + nj]
+                        _copy(dout, cr, nj)
+                        if seq:
+                            _add(dout, dy[b, s, j0:], nj)
+                        elif s == t_count - 1:
+                            _add(dout, dy[b, 0, j0:], nj)
+                        hp_ = ws[b, s - 1, hcol + j0:] if s > 0 else h0[b, j0:]
+                        hpv = hprev[b, t, j0:]
+                        if rmask.shape[0]:
+                            rm = rmask[b, j0:]
+                            for c in range(nj):
+                                hpv[c] = hp_[c] * rm[c]
+                        else:
+                            _copy(hpv, hp_, nj)
+                        zx = dzx[b, t]
+                        zr = dzr[b, t]
+                        packed = dzp[cur, ib]
+                        if not on:
+                            # The state passed through unchanged; the output is the previous one (or 0).
+                            if zero_output or s == 0:
+                                for c in range(nj):
+                                    cr[c] = zero
+                            else:
+                                _copy(cr, dout, nj)
+                            _copy(direct[b, j0:], dh, nj)
+                            for g in range(g_count):
+                                for c in range(nj):
+                                    zx[g * h + j0 + c] = zero
+                                    zr[g * h + j0 + c] = zero
+                                    packed[g * h + j0 + c, r] = zero
+                            continue
+                        for c in range(nj):
+                            cr[c] = zero
+                        _add(dh, dout, nj)
+                        w = ws[b, s]
                         if cell == LSTM:
-                            dc0[b, j] = dcs[b, j]
-                        continue
-                    on = keep.shape[0] == 0 or keep[b, t] != 0
-                    dout = carry[b, j]
-                    if seq:
-                        dout += dy[b, s, j]
-                    elif s == t_count - 1:
-                        dout += dy[b, 0, j]
-                    w = ws[b, s]
-                    hp_ = ws[b, s - 1, hcol + j] if s > 0 else h0[b, j]
-                    hprev[b, t, j] = hp_ * rmask[b, j] if rmask.shape[0] else hp_
-                    zx = dzx[b, t]
-                    zr = dzr[b, t]
-                    if not on:
-                        # The state passed through unchanged; the output is the previous one (or 0).
-                        carry[b, j] = one - one if (zero_output or s == 0) else dout
-                        direct[b, j] = dh
+                            gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                            cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
+                            _copy(tc, w[4 * h + j0:], nj)
+                            _activate(act, tc, nj)
+                            _derive(act, tc, d1, nj, one)
+                            dcst = dcs[b, j0:]
+                            for c in range(nj):
+                                dc[c] = dcst[c] + dh[c] * go[c] * d1[c]
+                            _derive(ract, gi, d1, nj, one)
+                            _derive(ract, gf, d2, nj, one)
+                            _derive(act, gg, d3, nj, one)
+                            _derive(ract, go, d4, nj, one)
+                            for c in range(nj):
+                                di = dc[c] * gg[c] * d1[c]
+                                df = dc[c] * cprev[c] * d2[c]
+                                dg = dc[c] * gi[c] * d3[c]
+                                do = dh[c] * tc[c] * d4[c]
+                                dcst[c] = dc[c] * gf[c]
+                                zx[j0 + c] = di
+                                zx[h + j0 + c] = df
+                                zx[2 * h + j0 + c] = dg
+                                zx[3 * h + j0 + c] = do
+                            for c in range(nj):
+                                direct[b, j0 + c] = zero
+                        elif cell == GRU:
+                            gz, gr, ghh, rh = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                            _derive(ract, gz, d1, nj, one)
+                            _derive(act, ghh, d2, nj, one)
+                            _derive(ract, gr, d3, nj, one)
+                            dst = direct[b, j0:]
+                            for c in range(nj):
+                                dzz = dh[c] * (hp_[c] - ghh[c]) * d1[c]
+                                dpre = dh[c] * (one - gz[c]) * d2[c]
+                                dr = dpre * rh[c] * d3[c]
+                                dst[c] = dh[c] * gz[c]
+                                zx[j0 + c] = dzz
+                                zx[h + j0 + c] = dr
+                                zx[2 * h + j0 + c] = dpre
+                                zr[j0 + c] = dzz
+                                zr[h + j0 + c] = dr
+                                zr[2 * h + j0 + c] = dpre * gr[c]
+                        else:
+                            _derive(act, w[j0:], d1, nj, one)
+                            for c in range(nj):
+                                zx[j0 + c] = dh[c] * d1[c]
+                                direct[b, j0 + c] = zero
                         for g in range(g_count):
-                            zx[g * h + j] = 0
-                            zr[g * h + j] = 0
-                            dzp[cur, ib, g * h + j, r] = 0
-                        continue
-                    carry[b, j] = 0
-                    dh += dout
-                    if cell == LSTM:
-                        zi = w[j]
-                        zf = w[h + j]
-                        zg = w[2 * h + j]
-                        zo = w[3 * h + j]
-                        cv = w[4 * h + j]
-                        cprev = ws[b, s - 1, 4 * h + j] if s > 0 else c0[b, j]
-                        tc = activate(act, cv)
-                        dc = dcs[b, j] + dh * zo * derivative(act, tc, one)
-                        di = dc * zg * derivative(ract, zi, one)
-                        df = dc * cprev * derivative(ract, zf, one)
-                        dg = dc * zi * derivative(act, zg, one)
-                        do = dh * tc * derivative(ract, zo, one)
-                        dcs[b, j] = dc * zf
-                        direct[b, j] = 0
-                        zx[j] = di
-                        zx[h + j] = df
-                        zx[2 * h + j] = dg
-                        zx[3 * h + j] = do
-                        dzp[cur, ib, j, r] = di
-                        dzp[cur, ib, h + j, r] = df
-                        dzp[cur, ib, 2 * h + j, r] = dg
-                        dzp[cur, ib, 3 * h + j, r] = do
-                    elif cell == GRU:
-                        zz = w[j]
-                        zr_ = w[h + j]
-                        hh = w[2 * h + j]
-                        rh = w[3 * h + j]
-                        dzz = dh * (hp_ - hh) * derivative(ract, zz, one)
-                        dpre = dh * (one - zz) * derivative(act, hh, one)
-                        dr = dpre * rh * derivative(ract, zr_, one)
-                        direct[b, j] = dh * zz
-                        zx[j] = dzz
-                        zx[h + j] = dr
-                        zx[2 * h + j] = dpre
-                        zr[j] = dzz
-                        zr[h + j] = dr
-                        zr[2 * h + j] = dpre * zr_
-                        dzp[cur, ib, j, r] = dzz
-                        dzp[cur, ib, h + j, r] = dr
-                        dzp[cur, ib, 2 * h + j, r] = dpre * zr_
-                    else:
-                        dz = dh * derivative(act, w[j], one)
-                        direct[b, j] = 0
-                        zx[j] = dz
-                        dzp[cur, ib, j, r] = dz
+                            for c in range(nj):
+                                packed[g * h + j0 + c, r] = zr[g * h + j0 + c]
 
 
 def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
@@ -413,7 +496,7 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
     dt = ws.dtype
     _backward(cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
               zero_output, act, ract, ws, dy, dh_last, _empty(dc_last, 2, dt), dzx, dzr, hprev, dh0,
-              _empty(dc0, 2, dt))
+              _empty(dc0, 2, dt), _chunks(ws.shape[0]))
 
 
 # --------------------------------------------------------------------------- helpers for the backend
