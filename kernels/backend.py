@@ -949,7 +949,8 @@ class Backend:
 
     def rnn(self, x, kernel, recurrent_kernel, bias=None, *, cell, h0=None, c0=None, mask=None,
             activation="tanh", recurrent_activation="sigmoid", go_backwards=False, return_sequences=True,
-            zero_output_for_mask=False, dropout_mask=None, recurrent_dropout_mask=None):
+            zero_output_for_mask=False, dropout_mask=None, recurrent_dropout_mask=None,
+            outputs_in_input_order=False):
         """A recurrent layer over x (batch, timesteps, features) -> (y, h, c, workspace).
 
         cell "simple", "lstm" or "gru" with Keras's weights: kernel (features, G * units),
@@ -961,13 +962,15 @@ class Backend:
         timesteps), bool or integer: a step is skipped where it is False/0, carrying the
         state through; its output is the previous output (0 before the first) or 0 with
         zero_output_for_mask. go_backwards runs from the last step and returns the outputs
-        in that order (Keras's rule). dropout_mask (batch, features) and
+        in that order (Keras's rule), or in input order with outputs_in_input_order (what
+        Bidirectional's backward half needs: no flip afterwards). dropout_mask (batch, features) and
         recurrent_dropout_mask (batch, units) scale the inputs and the state fed to the
         recurrent kernel, the same mask at every step."""
         op = "rnn"
         reverse = shapes.flag(op, "go_backwards", go_backwards)
         return_sequences = shapes.flag(op, "return_sequences", return_sequences)
         zero_output = shapes.flag(op, "zero_output_for_mask", zero_output_for_mask)
+        in_order = shapes.flag(op, "outputs_in_input_order", outputs_in_input_order)
         (cell, x, xin, kernel, u, bias, h0, c0, keep, _, rmask, (act, ract),
          (b_count, t_count, features, h, g)) = self._rnn_inputs(
             op, cell, x, kernel, recurrent_kernel, bias, h0, c0, mask, dropout_mask, recurrent_dropout_mask,
@@ -985,14 +988,14 @@ class Backend:
         h_out = self.empty((b_count, h), dtype)
         c_out = self.empty((b_count, h), dtype) if cell == "lstm" else None
         ws = self.empty((b_count, t_count, shapes.RNN_WORKSPACE[cell] * h), dtype)
-        self.recurrent.rnn_forward(shapes.RNN_CELLS[cell], xproj, u, rec_bias, h0, c0, keep, rmask, reverse, zero_output,
-                             act, ract, y, last, h_out, c_out, ws)
+        self.recurrent.rnn_forward(shapes.RNN_CELLS[cell], xproj, u, rec_bias, h0, c0, keep, rmask, reverse,
+                                   zero_output, act, ract, y, last, h_out, c_out, ws, in_order)
         return (y if return_sequences else last), h_out, c_out, ws
 
     def rnn_backward(self, x, kernel, recurrent_kernel, bias, workspace, dy, *, cell, h0=None, c0=None,
                      mask=None, dh=None, dc=None, activation="tanh", recurrent_activation="sigmoid",
                      go_backwards=False, zero_output_for_mask=False, dropout_mask=None,
-                     recurrent_dropout_mask=None, compute_dx=True):
+                     recurrent_dropout_mask=None, outputs_in_input_order=False, compute_dx=True):
         """-> (dx, dkernel, drecurrent_kernel, dbias, dh0, dc0) for y, h, c, workspace =
         rnn(x, ...) with the same arguments. dy: the gradient of y ((batch, timesteps, units),
         or (batch, units) when rnn ran without return_sequences); dh, dc: of the final states
@@ -1003,6 +1006,7 @@ class Backend:
         reverse = shapes.flag(op, "go_backwards", go_backwards)
         zero_output = shapes.flag(op, "zero_output_for_mask", zero_output_for_mask)
         compute_dx = shapes.flag(op, "compute_dx", compute_dx)
+        in_order = shapes.flag(op, "outputs_in_input_order", outputs_in_input_order)
         (cell, x, xin, kernel, u, bias, h0, c0, keep, dmask, rmask, (act, ract),
          (b_count, t_count, features, h, g)) = self._rnn_inputs(
             op, cell, x, kernel, recurrent_kernel, bias, h0, c0, mask, dropout_mask, recurrent_dropout_mask,
@@ -1034,7 +1038,7 @@ class Backend:
         dh0 = self.empty((b_count, h), dtype)
         dc0 = self.empty((b_count, h), dtype) if cell == "lstm" else None
         self.recurrent.rnn_backward(shapes.RNN_CELLS[cell], u, h0, c0, keep, rmask, reverse, zero_output, act, ract,
-                              workspace, dy, dh, dc, dzx, dzr, hprev, dh0, dc0)
+                                    workspace, dy, dh, dc, dzx, dzr, hprev, dh0, dc0, in_order)
         rows = b_count * t_count
         dzx2, dzr2 = self.reshape(dzx, (rows, gh)), self.reshape(dzr, (rows, gh))
         # dzx, dzr and hprev are indexed by input step (not processing order), so the

@@ -190,7 +190,7 @@ def _derive(code, y, out, n, one):
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract,
-             y, last, h_out, c_out, ws, nchunks):
+             y, last, h_out, c_out, ws, in_order, nchunks):
     b_count, t_count, _ = xproj.shape
     h = u.shape[0]
     g_count = GATES[cell]
@@ -302,7 +302,7 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
                             for c in range(nj):
                                 lst[c] = zero
                         if seq:
-                            _copy(y[b, s, j0:], lst, nj)
+                            _copy(y[b, t if in_order else s, j0:], lst, nj)
     fin = t_count % 2
     for b in range(b_count):
         for j in range(h):
@@ -324,22 +324,23 @@ def _empty(arr, ndim, dtype):
 
 
 def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract, y, last, h_out,
-                c_out, ws):
+                c_out, ws, in_order):
     """The recurrence over xproj (B, T, G*H: x @ kernel + bias for every step, input order).
     y (B, T, H) receives every output, or is None when only `last` (B, H), the last output,
-    is wanted. None also stands for the absent rbias (GRU's recurrent bias), c0/c_out (not
+    is wanted; in_order writes y[:, t] at input step t even when reverse (else in processing
+    order, Keras's go_backwards rule). None also stands for the absent rbias (GRU's recurrent bias), c0/c_out (not
     an LSTM), keep (uint8 (B, T), no mask) and rmask (no recurrent dropout)."""
     dt = xproj.dtype
     _forward(cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
              _empty(rmask, 2, dt), reverse, zero_output, act, ract, _empty(y, 3, dt), last, h_out,
-             _empty(c_out, 2, dt), ws, _chunks(xproj.shape[0]))
+             _empty(c_out, 2, dt), ws, in_order, _chunks(xproj.shape[0]))
 
 
 # --------------------------------------------------------------------------- backward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
-              dzx, dzr, hprev, dh0, dc0, nchunks):
+              dzx, dzr, hprev, dh0, dc0, in_order, nchunks):
     b_count, t_count, _ = ws.shape
     h = u.shape[0]
     g_count = GATES[cell]
@@ -400,7 +401,7 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
                         cr = carry[b, j0:j0 + nj]
                         _copy(dout, cr, nj)
                         if seq:
-                            _add(dout, dy[b, s, j0:], nj)
+                            _add(dout, dy[b, t if in_order else s, j0:], nj)
                         elif s == t_count - 1:
                             _add(dout, dy[b, 0, j0:], nj)
                         hp_ = ws[b, s - 1, hcol + j0:] if s > 0 else h0[b, j0:]
@@ -485,9 +486,9 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
 
 
 def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
-                 dzx, dzr, hprev, dh0, dc0):
-    """Backward through time. dy: (B, T, H) gradients of every output (processing order,
-    as rnn_forward wrote y), or (B, 1, H) of the last output only; dh_last/dc_last: gradients
+                 dzx, dzr, hprev, dh0, dc0, in_order):
+    """Backward through time. dy: (B, T, H) gradients of every output (in y's order: see
+    in_order in rnn_forward), or (B, 1, H) of the last output only; dh_last/dc_last: gradients
     of the final states. Writes, indexed by input step: dzx (B, T, G*H: the gradients of the
     gate pre-activations on the input side; zero at masked steps), dzr (the recurrent side:
     GRU's candidate gate differs, r times it; for the other cells dzr is dzx and the caller
@@ -496,7 +497,7 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
     dt = ws.dtype
     _backward(cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
               zero_output, act, ract, ws, dy, dh_last, _empty(dc_last, 2, dt), dzx, dzr, hprev, dh0,
-              _empty(dc0, 2, dt), _chunks(ws.shape[0]))
+              _empty(dc0, 2, dt), in_order, _chunks(ws.shape[0]))
 
 
 # --------------------------------------------------------------------------- helpers for the backend

@@ -5,6 +5,7 @@ from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Dense(ActivationMixin, Layer):
+    supports_masking = True
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  input_shape=None, name=None, input_dim=None):
