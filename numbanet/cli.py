@@ -30,7 +30,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="numbanet", description="Hand-written Numba kernels for training neural networks")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, backends, CPU and threading").set_defaults(func=_info)
-    train = sub.add_parser("train", help="train the article's MNIST CNN, or --model charlm: a character-level GPT")
+    train = sub.add_parser("train", help="train the article's MNIST CNN; --model charlm: a character-level GPT; "
+                                                "--model lstm: an LSTM on 8x8 digits")
     train.set_defaults(func=_train)
     add_train_arguments(train)
     bench = sub.add_parser("bench", help="benchmark the kernels against NumPy/PyTorch/CuPy")
