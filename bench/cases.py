@@ -20,6 +20,15 @@ UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", 
          "train_step": "GFLOP/s"}
 
 
+# Cases with no NumPy twin: the charlm step is measured against PyTorch only (a Transformer's
+# backward pass in NumPy would be a second model to maintain for no extra insight).
+NO_NUMPY_TWIN = ("charlm_train_step",)
+
+
+def references_for(case):
+    return tuple(r for r in REFERENCES if not (r == "numpy" and case.kind in NO_NUMPY_TWIN))
+
+
 class Missing(Exception):
     """This implementation cannot run this case here (not installed, not built, no GPU)."""
 
@@ -102,6 +111,25 @@ def _train_step(batch):
                 _train_step_flops(batch))
 
 
+# The default charlm (nn/charlm.py): batch, steps, d_model, heads, blocks, vocabulary.
+CHARLM = (32, 128, 128, 4, 2, 97)
+
+
+def _charlm_flops(batch, steps, d, heads, layers, vocab):
+    """Forward: per token and block 24 d^2 (q, k, v, output projections 8 d^2, the 4d MLP
+    16 d^2) and 2 T d for the causal scores and their mix (T/2 keys on average), plus the
+    2 d V output projection; backward twice that."""
+    per_token = layers * (24 * d * d + 2 * steps * d) + 2 * d * vocab
+    return 3.0 * batch * steps * per_token
+
+
+def _charlm_step(batch=CHARLM[0], steps=CHARLM[1], d=CHARLM[2], heads=CHARLM[3], layers=CHARLM[4],
+                 vocab=CHARLM[5]):
+    params = (batch, steps, d, heads, layers, vocab)
+    return Case("train_step", "charlm_train_step", f"charlm {layers}x{heads}h d{d}, {batch}x{steps} chars", batch,
+                params, _charlm_flops(*params))
+
+
 def _attention(batch, t, heads, head_dim, causal, backward):
     """Self-attention, q/k/v (batch, t, heads, head_dim); backward: forward + backward, as a
     training step runs them. FLOPs: 4 * T^2 * D per (batch, head) forward (QK^T and PV) and
@@ -147,7 +175,7 @@ def full_cases():
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
     cases += attention_cases()
-    cases.append(_train_step(128))
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -162,7 +190,7 @@ def quick_cases():
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
     cases += attention_cases(quick=True)
-    cases.append(_train_step(128))
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -180,6 +208,7 @@ def tiny_cases():
         _attention(2, 8, 2, 4, False, False),
         _attention(2, 9, 2, 4, True, True),
         _train_step(4),
+        _charlm_step(2, 8, 16, 2, 1, 11),
     ]
 
 
@@ -222,4 +251,8 @@ def make_inputs(case, seed=0):
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
                 "y": rng.integers(0, 10, size=batch).astype(np.int64)}
+    if k == "charlm_train_step":
+        batch, steps, _, _, _, vocab = p
+        return {"x": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32),
+                "y": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32)}
     raise ValueError(f"make_inputs: unknown case kind {k!r}")

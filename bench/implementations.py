@@ -103,6 +103,8 @@ def _prepare_ours(case, be, inp):
         return _prepare_attention(case, be, d)
     if k == "train_step":
         return _prepare_train_step(be, inp)
+    if k == "charlm_train_step":
+        return _prepare_charlm_step(be, case, inp)
     raise ValueError(f"prepare: unknown case kind {k!r}")
 
 
@@ -128,6 +130,26 @@ def _prepare_train_step(be, inp):
     kernels.set_backend(be.name)
     try:
         model = build_model()  # the article's CNN, as `numbanet train` builds it
+    finally:
+        kernels.set_backend(previous.name)
+    x, y = inp["x"], inp["y"]
+    out = [None]
+
+    def run():
+        out[0] = model.train_on_batch(x, y)
+    return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
+
+
+def _prepare_charlm_step(be, case, inp):
+    from numbanet import kernels
+    from numbanet.nn import charlm
+    batch, steps, d, heads, layers, vocab = case.params
+    previous = kernels.get_backend()
+    kernels.set_backend(be.name)
+    try:
+        # The model `numbanet train --model charlm` trains, compiled as it compiles it
+        # (AdamW, cosine schedule, global gradient clipping).
+        model = charlm.compile_model(charlm.build_model(vocab, steps, d, heads, layers), total_steps=10_000)
     finally:
         kernels.set_backend(previous.name)
     x, y = inp["x"], inp["y"]

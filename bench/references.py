@@ -160,6 +160,8 @@ def _xp_prepared(xp, case, inp, sync, to_host):
         return Prepared(run, sync, lambda: tuple(back(a) for a in out[0]))
     if k == "train_step":
         return _xp_train_step(xp, d, sync)
+    if k == "charlm_train_step":
+        raise Missing("no NumPy twin of the charlm model (PyTorch is its reference)")
     raise ValueError(f"references: unknown case kind {k!r}")
 
 
@@ -360,7 +362,62 @@ def _torch(case, inp):
             opt.step()
             out[0] = loss.item()
         return Prepared(run, none, lambda: np.asarray(out[0]))
+    if k == "charlm_train_step":
+        return _torch_charlm_step(torch, case, inp)
     raise ValueError(f"references: unknown case kind {k!r}")
+
+
+def _torch_charlm_step(torch, case, inp):
+    """The PyTorch twin of nn/charlm.py's model and step: the same shapes, float32, the
+    same pre-norm blocks (LayerNorm eps 1e-3 as Keras's, separate q/k/v/output
+    projections, F.scaled_dot_product_attention with is_causal, exact GELU), cross-entropy
+    over every position, global gradient clipping to norm 1 and AdamW."""
+    nn, F = torch.nn, torch.nn.functional
+    batch, steps, d, heads, layers, vocab = case.params
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-3), nn.LayerNorm(d, eps=1e-3)
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+            self.mlp_in, self.mlp_out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            h = self.norm1(x)
+            split = lambda t: t.view(batch, steps, heads, d // heads).transpose(1, 2)  # noqa: E731
+            a = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(batch, steps, d))
+            return x + self.mlp_out(F.gelu(self.mlp_in(self.norm2(x))))
+
+    class CharLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens = nn.Embedding(vocab, d)
+            self.positions = nn.Parameter(torch.randn(steps, d) * 0.02)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.norm = nn.LayerNorm(d, eps=1e-3)
+            self.logits = nn.Linear(d, vocab)
+
+        def forward(self, ids):
+            x = self.tokens(ids) + self.positions
+            for block in self.blocks:
+                x = block(x)
+            return self.logits(self.norm(x))
+
+    model = CharLM()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-7)
+    x, y = torch.from_numpy(inp["x"]).long(), torch.from_numpy(inp["y"]).long()
+    out = [None]
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        out[0] = loss.item()
+    return Prepared(run, lambda: None, lambda: np.asarray(out[0]))
 
 
 _PREPARE = {"numpy": _numpy, "torch": _torch, "cupy": _cupy}

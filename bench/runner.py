@@ -60,7 +60,7 @@ def machine_info():
     kernels.get_backend("cpu")
     from numbanet.kernels.cpu.memory import status as malloc_status
     info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(),
+            "numba_threads": numba.get_num_threads(), "numba_threading_layer": numba.config.THREADING_LAYER,
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
     try:
@@ -75,7 +75,8 @@ def machine_info():
 
 def format_header(info):
     ob = info["openblas"]
-    lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']}"
+    lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']} "
+             f"({info.get('numba_threading_layer', 'default')} threading layer)"
              + (f"; torch threads: {info['torch_threads']}" if info.get("torch") else ""),
              f"GPU: {info['gpu']}",
              f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",

@@ -136,3 +136,111 @@ def softmax_forward(x, y, causal_rows):
 
 def softmax_backward(y, dy, dx):
     _softmax_backward[y.shape[0], ROW_THREADS](y, dy, dx)
+
+
+# GELU, SiLU, leaky ReLU: the backward takes the forward's input x (see kernels/cpu/activation.py).
+# The constants are cast to the array dtype on the host (`c`, `a`, ... arguments), so float32
+# arrays are computed in float32 as on the cpu.
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_SQRT_2_OVER_PI = 0.7978845608028654
+_GELU_CUBIC = 0.044715
+
+
+@cuda.jit
+def _gelu_erf_forward(x, y, half, one, r):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        y[i] = half * v * (one + math.erf(v * r))
+
+
+@cuda.jit
+def _gelu_tanh_forward(x, y, half, one, c, a):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        y[i] = half * v * (one + math.tanh(c * (v + a * v * v * v)))
+
+
+@cuda.jit
+def _gelu_erf_backward(x, dy, dx, half, one, r, pdf):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        dx[i] = dy[i] * (half * (one + math.erf(v * r)) + v * pdf * math.exp(-half * v * v))
+
+
+@cuda.jit
+def _gelu_tanh_backward(x, dy, dx, half, one, c, a, three_a):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        t = math.tanh(c * (v + a * v * v * v))
+        dx[i] = dy[i] * (half * (one + t) + half * v * (one - t * t) * c * (one + three_a * v * v))
+
+
+def gelu_forward(x, y, approximate):
+    t = x.dtype.type
+    if approximate:
+        _launch(_gelu_tanh_forward, x.shape[0], x, y, t(0.5), t(1), t(_SQRT_2_OVER_PI), t(_GELU_CUBIC))
+    else:
+        _launch(_gelu_erf_forward, x.shape[0], x, y, t(0.5), t(1), t(_SQRT_HALF))
+
+
+def gelu_backward(x, dy, dx, approximate):
+    t = x.dtype.type
+    if approximate:
+        _launch(_gelu_tanh_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(_SQRT_2_OVER_PI), t(_GELU_CUBIC),
+                t(3 * _GELU_CUBIC))
+    else:
+        _launch(_gelu_erf_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(_SQRT_HALF), t(_INV_SQRT_2PI))
+
+
+@cuda.jit(device=True, inline=True)
+def _stable_sigmoid(v, one):
+    # exp of a non-positive argument only: no overflow for large |v|.
+    if v >= 0:
+        return one / (one + math.exp(-v))
+    e = math.exp(v)
+    return e / (one + e)
+
+
+@cuda.jit
+def _silu_forward(x, y, one):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        y[i] = v * _stable_sigmoid(v, one)
+
+
+@cuda.jit
+def _silu_backward(x, dy, dx, one):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        s = _stable_sigmoid(v, one)
+        dx[i] = dy[i] * s * (one + v * (one - s))
+
+
+def silu_forward(x, y):
+    _launch(_silu_forward, x.shape[0], x, y, x.dtype.type(1))
+
+
+def silu_backward(x, dy, dx):
+    _launch(_silu_backward, x.shape[0], x, dy, dx, x.dtype.type(1))
+
+
+@cuda.jit
+def _leaky_relu_forward(x, y, slope):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        y[i] = v if v >= 0 else slope * v
+
+
+@cuda.jit
+def _leaky_relu_backward(x, dy, dx, slope):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        dx[i] = dy[i] if x[i] > 0 else slope * dy[i]
+
+
+def leaky_relu_forward(x, y, negative_slope):
+    _launch(_leaky_relu_forward, x.shape[0], x, y, x.dtype.type(negative_slope))
+
+
+def leaky_relu_backward(x, dy, dx, negative_slope):
+    _launch(_leaky_relu_backward, x.shape[0], x, dy, dx, x.dtype.type(negative_slope))

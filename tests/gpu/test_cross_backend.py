@@ -137,6 +137,32 @@ CASES = {
                                                             float(be.to_numpy(acc)[0]))[2])(
                                  be.zeros((1,), np.float64)),
                              lambda d: [randn((3, 5), d, 1), randn((4, 3), d, 2)], 15, False),
+    "gelu": (lambda be, x, dy: (be.gelu(x), be.gelu_backward(x, dy)),
+             lambda d: [randn((3, 4), d, 1, scale=3), randn((3, 4), d, 2)], 1, False),
+    "gelu_tanh": (lambda be, x, dy: (be.gelu(x, approximate=True), be.gelu_backward(x, dy, approximate=True)),
+                  lambda d: [randn((3, 4), d, 1, scale=3), randn((3, 4), d, 2)], 1, False),
+    "silu": (lambda be, x, dy: (be.silu(x), be.silu_backward(x, dy)),
+             lambda d: [randn((3, 4), d, 1, scale=5), randn((3, 4), d, 2)], 1, False),
+    "leaky_relu": (lambda be, x, dy: (be.leaky_relu(x, negative_slope=0.1),
+                                      be.leaky_relu_backward(x, dy, negative_slope=0.1)),
+                   lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, True),
+    "add": (lambda be, a, b: be.add(a, b), lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, True),
+    "concatenate_split": (lambda be, a, b: (lambda c: (c,) + tuple(be.split(c, [2, 3], axis=1)))(
+                              be.concatenate([a, b], axis=1)),
+                          lambda d: [randn((2, 2, 3), d, 1), randn((2, 3, 3), d, 2)], 1, True),
+    "transpose": (lambda be, x: be.transpose(x, (0, 2, 1, 3)), lambda d: [randn((2, 3, 2, 4), d, 1)], 1, True),
+    "binary_crossentropy": (lambda be, p, t: be.binary_crossentropy(p, t),
+                            lambda d: [np.linspace(0.05, 0.95, 12).reshape(3, 4).astype(d),
+                                       (np.arange(12).reshape(3, 4) % 2).astype(d)], 4, False),
+    "binary_crossentropy_logits": (lambda be, z, t: be.binary_crossentropy(z, t, from_logits=True),
+                                   lambda d: [randn((3, 4), d, 1, scale=4),
+                                              (np.arange(12).reshape(3, 4) % 2).astype(d)], 4, False),
+    "binary_accuracy": (lambda be, p, t: be.binary_accuracy(p, t), lambda d: [
+                            np.linspace(0.05, 0.95, 12).reshape(3, 4).astype(d),
+                            (np.arange(12).reshape(3, 4) % 2).astype(d)], 1, True),
+    "clip_by_global_norm": (in_place(lambda be, a, b: be.clip_by_global_norm([a, b], 0.5)),
+                            lambda d: [randn((3, 4), d, 1), randn((5,), d, 2)], 17, False),
+    "clip_by_norm": (in_place(lambda be, a: be.clip_by_norm(a, 0.5)), lambda d: [randn((3, 4), d, 1)], 12, False),
 }
 
 
@@ -203,7 +229,8 @@ def test_gpu_matches_cpu(gpu, cpu, name, dtype):
 
 @pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
                                   "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "batched_matmul_tn",
-                                  "attention_backward_causal", "layer_norm_backward", "embedding_backward"])
+                                  "attention_backward_causal", "layer_norm_backward", "embedding_backward",
+                                  "clip_by_global_norm"])
 def test_gpu_is_deterministic(gpu, name):
     op, inputs, _, _ = CASES[name]
     arrays = inputs(np.float32)
