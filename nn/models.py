@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from numbanet import kernels
+from numbanet.kernels.backend import Workspace
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import layers as layers_mod
 from numbanet.nn import losses as losses_mod
@@ -19,6 +20,7 @@ from numbanet.nn import optimizers as optimizers_mod
 from numbanet.nn import saving
 from numbanet.nn import utils
 from numbanet.nn.layers.base import Layer, _counters
+from numbanet.nn.packed import PackedParams
 from numbanet.nn.progress import Progress
 
 # Below this size the whole training set is uploaded once and batches are gathered on
@@ -42,6 +44,7 @@ class Sequential:
         self.compiled = False
         self.stop_training = False
         self.history = None
+        self._packed = None
         for layer in layers or []:
             self.add(layer)
 
@@ -219,6 +222,17 @@ class Sequential:
         correct = metrics_mod.correct(be, out, yb, labels_checked=True) if self.metrics else None
         return loss_sum, correct
 
+    def _loss_grad_stats(self, out, yb):
+        """-> (dout, summed data loss, correct count or None). The fused softmax
+        cross-entropy computes all of them in one op (one kernel and one copy back on the
+        gpu); the accuracy of logits is the accuracy of their softmax."""
+        if self._fused:
+            _, dout, loss_sum, correct = self.be.softmax_cross_entropy_stats(out, yb, _labels_checked=True)
+            return dout, loss_sum, (correct if self.metrics else None)
+        losses, dout = self._loss_and_grad(out, yb)
+        loss_sum, correct = self._step_stats(out, yb, losses)
+        return dout, loss_sum, correct
+
     def _penalty(self):
         return sum(layer.regularization_penalty() for layer in self.layers)
 
@@ -230,13 +244,32 @@ class Sequential:
 
     def _update(self):
         params = [(key, layer.params[k], layer.grads[k]) for key, layer, k in self._params()]
-        self.optimizer.apply(self.be, params)
+        packed = self._packed
+        if packed is not None and not packed.holds(params):
+            packed = None
+        self.optimizer.apply(self.be, params, packed=packed)
+
+    # ------------------------------------------------------------------ packed parameters
+    def _pack(self):
+        """Put every weight in one flat backend array and have the layers write their
+        gradients into a second one with the same layout, so that the optimizer updates
+        every parameter with one kernel (nn/packed.py). Only for models whose
+        layers with weights write packed gradients (Dense and Conv2D with a bias);
+        otherwise the optimizer steps each array. Idempotent: arrays already in place
+        stay; a weight replaced since (set_weights) is copied in again."""
+        slots = self._params()
+        layers = [layer for layer in self.layers if layer.params]
+        if not slots or not all(getattr(layer, "packs_grads", False) for layer in layers):
+            self._packed = None
+            return
+        if self._packed is None or not self._packed.matches(self.be, slots):
+            self._packed = PackedParams(self.be, slots)
+        self._packed.adopt(slots)
 
     def _train_batch(self, xb, yb):
         n = xb.shape[0]
         out = self._forward(xb, training=True)
-        losses, dout = self._loss_and_grad(out, yb)
-        loss_sum, correct = self._step_stats(out, yb, losses)
+        dout, loss_sum, correct = self._loss_grad_stats(out, yb)
         loss = loss_sum / n + self._penalty()
         if not math.isfinite(loss):
             # No update: non-finite gradients would overwrite the weights with NaN.
@@ -279,6 +312,21 @@ class Sequential:
         return loss
 
     # ------------------------------------------------------------------ fit
+    def _fit_step(self, x, y, x_dev, y_dev, order, lo, hi):
+        """Gather rows lo:hi of the shuffled order (on the backend when the data is resident
+        there: x_dev, y_dev and order are backend arrays; else on the host) and train."""
+        be = self.be
+        if x_dev is not None:
+            # order is a permutation of range(n): no range check (on the gpu, a round
+            # trip per call).
+            idx = order[lo:hi]
+            xb = be.take_rows(x_dev, idx, _indices_checked=True)
+            yb = be.take_rows(y_dev, idx, _indices_checked=True)
+        else:
+            idx = order[lo:hi]
+            xb, yb = be.asarray(x[idx]), be.asarray(y[idx])
+        return self._train_batch(xb, yb)
+
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, initial_epoch=0):
         op = "fit"
@@ -311,6 +359,11 @@ class Sequential:
         n = x.shape[0]
         steps = (n + batch_size - 1) // batch_size
         resident = x.nbytes + y.nbytes <= _RESIDENT_BYTES
+        self._pack()
+        # One workspace per batch size (the last batch may be smaller): from the second
+        # step of a size on, the step's activations and gradients reuse its arrays and the
+        # step allocates nothing (kernels.backend.Workspace).
+        workspaces = {}
         if resident:
             x_dev, y_dev = be.asarray(np.ascontiguousarray(x)), be.asarray(np.ascontiguousarray(y))
 
@@ -338,16 +391,11 @@ class Sequential:
                     for cb in cbs:
                         cb.on_batch_begin(step)
                     lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                    if resident:
-                        # order is a permutation of range(n): no range check (on the gpu,
-                        # a round trip per call).
-                        idx = order_dev[lo:hi]
-                        xb = be.take_rows(x_dev, idx, _indices_checked=True)
-                        yb = be.take_rows(y_dev, idx, _indices_checked=True)
-                    else:
-                        idx = order[lo:hi]
-                        xb, yb = be.asarray(x[idx]), be.asarray(y[idx])
-                    loss, correct, ok = self._train_batch(xb, yb)
+                    ws = workspaces.setdefault(hi - lo, Workspace())
+                    with be.workspace(ws):
+                        loss, correct, ok = self._fit_step(x, y, x_dev if resident else None,
+                                                           y_dev if resident else None,
+                                                           order_dev if resident else order, lo, hi)
                     for cb in cbs:
                         cb.on_batch_end(step, {"loss": loss})
                     if not ok:
@@ -397,8 +445,7 @@ class Sequential:
             xb = be.asarray(np.ascontiguousarray(x[lo:lo + batch_size]))
             yb = be.asarray(np.ascontiguousarray(y[lo:lo + batch_size]))
             out = self._forward(xb, training=False)
-            losses, _ = self._loss_and_grad(out, yb)
-            batch_loss, correct = self._step_stats(out, yb, losses)
+            _, batch_loss, correct = self._loss_grad_stats(out, yb)
             loss_sum += batch_loss
             if correct is not None:
                 correct_total += correct
@@ -483,6 +530,7 @@ class Sequential:
             layer.move_to(new)
         if self.optimizer is not None:
             self.optimizer.move_to(old, new)
+        self._packed = None
         self.be = new
         return self
 

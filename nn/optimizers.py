@@ -16,19 +16,47 @@ class Optimizer:
         self.iterations = 0
         self.slots = {}
 
-    def apply(self, be, params):
-        """params: list of (key, param, grad); one in-place step for each."""
+    # The update is elementwise and the same for every weight: over a model's packed
+    # weights (nn/packed.py) it is one kernel launch for all of them.
+    packable = True
+
+    def apply(self, be, params, packed=None):
+        """params: list of (key, param, grad); one in-place step for each, or one step over
+        the flat arrays of `packed` (a PackedParams holding exactly these params)."""
         self.iterations += 1
+        if packed is not None and self.packable:
+            self._step(be, packed.params, packed.grads, self._packed_slots(be, packed))
+            return
         for key, p, g in params:
             if key not in self.slots:
                 self.slots[key] = {s: be.zeros(p.shape, p.dtype) for s in self.needed_slots()}
             self._step(be, p, g, self.slots[key])
+
+    def _packed_slots(self, be, packed):
+        """{slot name: flat array} laid out as `packed`; self.slots[key] are views of
+        them, so saving and the per-array path see the same state. State made before
+        (other layout, loaded from a file) is copied in once."""
+        names = self.needed_slots()
+        flat = getattr(self, "_flat", None)
+        if flat is None or flat[0] is not packed:
+            arrays = {s: be.zeros((packed.size,), packed.dtype) for s in names}
+            flat = (packed, arrays, {s: packed.slot_views(a) for s, a in arrays.items()})
+            self._flat = flat
+        views = flat[2]
+        for key, _, _, _, _, _ in packed.layout:
+            state = self.slots.get(key, {})
+            for s in names:
+                if key in self.slots and state.get(s) is not views[s][key]:
+                    be.assign(views[s][key], state[s])
+            self.slots[key] = {s: views[s][key] for s in names}
+        return flat[1]
 
     def needed_slots(self):
         return self.slot_names
 
     def move_to(self, old, new):
         self.slots = {k: {s: new.asarray(old.to_numpy(a)) for s, a in d.items()} for k, d in self.slots.items()}
+        self._flat = None
 
     def get_state(self, be):
         """{"key/slot": host array} for saving."""
@@ -39,7 +67,7 @@ class Optimizer:
         for name, arr in state.items():
             key, slot = name.rsplit("/", 1)
             slots.setdefault(key, {})[slot] = be.asarray(arr)
-        self.slots = slots
+        self.slots = slots  # copied into the packed slots at the next packed step
 
 
 class SGD(Optimizer):
@@ -50,6 +78,25 @@ class SGD(Optimizer):
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _packed_slots(self, be, packed):
+        """{slot name: flat array} laid out as `packed`; self.slots[key] are views of
+        them, so saving and the per-array path see the same state. State made before
+        (other layout, loaded from a file) is copied in once."""
+        names = self.needed_slots()
+        flat = getattr(self, "_flat", None)
+        if flat is None or flat[0] is not packed:
+            arrays = {s: be.zeros((packed.size,), packed.dtype) for s in names}
+            flat = (packed, arrays, {s: packed.slot_views(a) for s, a in arrays.items()})
+            self._flat = flat
+        views = flat[2]
+        for key, _, _, _, _, _ in packed.layout:
+            state = self.slots.get(key, {})
+            for s in names:
+                if key in self.slots and state.get(s) is not views[s][key]:
+                    be.assign(views[s][key], state[s])
+            self.slots[key] = {s: views[s][key] for s in names}
+        return flat[1]
 
     def needed_slots(self):
         return self.slot_names if self.momentum > 0.0 else ()

@@ -80,3 +80,15 @@ def softmax_backward(y, dy, dx):
             s += dy[r, k] * y[r, k]
         for k in range(c):
             dx[r, k] = y[r, k] * (dy[r, k] - s)
+
+
+_EPILOGUES = {"relu": relu_forward, "sigmoid": sigmoid_forward, "tanh": tanh_forward}
+
+
+def epilogue(activation, y):
+    """y = act(y) in place on a C-contiguous array: the activation a GEMM or convolution
+    applies to its output (the gpu kernels fuse it into their epilogue; here it is one
+    more pass over the output, while it is still in cache)."""
+    if activation != "linear":
+        flat = y.reshape(y.size)
+        _EPILOGUES[activation](flat, flat)

@@ -9,6 +9,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu import reduce
+
 
 @numba.njit(cache=True)
 def _check_labels(labels, c):
@@ -132,3 +134,9 @@ def accuracy(scores, labels, onehot):
         return int(_accuracy_onehot(scores, labels))
     _labels_in_range("accuracy", labels, scores.shape[1])
     return int(_accuracy_int(scores, labels))
+
+
+def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits):
+    """softmax_cross_entropy, then (sum of the losses, correct count)."""
+    softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
+    return reduce.sum(losses), accuracy(logits, labels, onehot)

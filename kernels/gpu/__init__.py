@@ -50,8 +50,11 @@ class GpuBackend(Backend):
             return array
         return array.copy_to_host()
 
-    def empty(self, shape, dtype="float32"):
+    def _allocate(self, shape, dtype="float32"):
         return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+    def _assign(self, dst, src):
+        dst.copy_to_device(src)  # device to device
 
     def zeros(self, shape, dtype="float32"):
         a = cuda.device_array(shape, dtype=np.dtype(dtype))

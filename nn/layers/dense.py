@@ -4,6 +4,13 @@ from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Dense(ActivationMixin, Layer):
+    fuses_activation = True
+
+    @property
+    def packs_grads(self):
+        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
+        return self.use_bias
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  input_shape=None, name=None, input_dim=None):
@@ -35,24 +42,24 @@ class Dense(ActivationMixin, Layer):
     def forward(self, x, training=False, logits=False):
         be = self.be
         self._saved_x = x
-        z = be.matmul(x, self.params["kernel"], bias=self.params.get("bias"))
+        z = be.matmul(x, self.params["kernel"], bias=self.params.get("bias"), activation=self._epilogue(logits))
         return self._activate(z, logits)
 
     def backward(self, dy, logits=False):
         be = self.be
         dz = self._deactivate(dy, logits)
-        dw = be.matmul(self._saved_x, dz, trans_a=True)
+        # dw and db from one op (one GEMM on the gpu); db is computed with or without a bias.
+        dx, dw, db = be.dense_backward(self._saved_x, self.params["kernel"], dz, compute_dx=self.need_dx,
+                                       grads=self.grad_buffer)
+        self._grads_into = self.grad_buffer
         if self.kernel_regularizer is not None:
             self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
         self.grads = {"kernel": dw}
         if self.use_bias:
-            db = be.column_sum(dz)
             if self.bias_regularizer is not None:
                 self.bias_regularizer.add_gradient(be, self.params["bias"], db)
             self.grads["bias"] = db
-        if not self.need_dx:
-            return None
-        return be.matmul(dz, self.params["kernel"], trans_b=True)
+        return dx
 
     def regularization_penalty(self):
         total = 0.0

@@ -50,13 +50,16 @@ else:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICE_ARRAY = type(cuda.device_array(1))
 
-# One float64 or int64: be.sum's result, be.accuracy's count.
+# One float64 or int64: be.sum's result, be.accuracy's count; or both as two float64s,
+# the one copy of be.softmax_cross_entropy_stats.
 SCALAR_BYTES = 8
-# A step may copy back the summed batch loss (be.sum, a float64) and the correct count
-# (be.accuracy, an int64): the progress bar shows both. The finite check is math.isfinite
-# on that loss, on the host. Nothing goes up: labels were range-checked on the host by
-# _check_y, the batch indices are fit's own permutation, and the accuracy count is
-# cleared by a kernel.
+STATS_BYTES = 16
+# A step may copy back the summed batch loss and the correct count: the progress bar
+# shows both. With a softmax + cross-entropy model that is one 16-byte copy (the fused
+# loss kernel computes both); with another loss, be.sum (a float64) and be.accuracy (an
+# int64). The finite check is math.isfinite on that loss, on the host. Nothing goes up:
+# labels were range-checked on the host by _check_y, the batch indices are fit's own
+# permutation, and the accuracy count is cleared by a kernel.
 MAX_SCALARS_PER_STEP = 2
 
 # Shapes chosen so that no weight (and so no gradient or Adam slot) has the byte size of
@@ -159,6 +162,11 @@ def transfers(monkeypatch):
             f"host array passed to a kernel ({hint.__name__})", "host",
             lambda self, *r, **k: _nbytes(self.value) if isinstance(self.value, np.ndarray) else None,
             hint.to_device))
+    # Not a transfer, but counted the same way: every device allocation (the backend
+    # allocates through cuda.device_array), direction "alloc".
+    monkeypatch.setattr(cuda, "device_array", rec.wrap(
+        "cuda.device_array", "alloc",
+        lambda shape, dtype=np.float64, *r, **k: int(np.prod(shape)) * np.dtype(dtype).itemsize, cuda.device_array))
     for name in ("mapped_array", "managed_array"):
         if hasattr(cuda, name):
             monkeypatch.setattr(cuda, name, rec.wrap(f"cuda.{name}", "host", lambda *a, **k: 0,
@@ -233,6 +241,8 @@ def state_sizes(model):
     assert model.be.name == "gpu" and model.optimizer.slots, "fit: the model did not train on the gpu"
     arrays = [a for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())]
     arrays += [a for d in model.optimizer.slots.values() for a in d.values()]
+    if model._packed is not None:  # the flat arrays behind the weights, gradients and slots (nn/packed.py)
+        arrays += [model._packed.params, model._packed.grads, *model.optimizer._flat[1].values()]
     return {int(a.nbytes) for a in arrays}
 
 
@@ -240,12 +250,17 @@ def show(events):
     return "\n  ".join(f"{e.direction} {e.nbytes} B via {e.how} at {e.where}" for e in events) or "(none)"
 
 
+def moves(events):
+    """The transfers among the events (allocations are recorded too, direction "alloc")."""
+    return [e for e in events if e.direction != "alloc"]
+
+
 def check_no_state_crosses(model, steps, legit_sizes):
     sizes = state_sizes(model)
     assert not sizes & legit_sizes, \
         f"test setup: weight sizes {sorted(sizes)} overlap the expected transfer sizes {sorted(legit_sizes)}"
     for w, events in steps.items():
-        moved = [e for e in events if e.nbytes in sizes]
+        moved = [e for e in moves(events) if e.nbytes in sizes]
         assert not moved, (f"fit step {w}: a transfer has the size of a weight, gradient or optimizer slot "
                            f"({sorted(sizes)} bytes); expected them to stay on the device, got:\n  {show(moved)}")
 
@@ -253,12 +268,29 @@ def check_no_state_crosses(model, steps, legit_sizes):
 def check_scalars(w, events):
     downs = [e for e in events if e.direction == "down"]
     assert downs, f"fit step {w}: expected the batch loss to come back, saw no download (is the recorder live?)"
-    big = [e for e in downs if e.nbytes > SCALAR_BYTES]
-    assert not big, f"fit step {w}: expected only scalar downloads (<= {SCALAR_BYTES} B), got:\n  {show(big)}"
+    big = [e for e in downs if e.nbytes > STATS_BYTES]
+    assert not big, f"fit step {w}: expected only scalar downloads (<= {STATS_BYTES} B), got:\n  {show(big)}"
     assert len(downs) <= MAX_SCALARS_PER_STEP, \
         f"fit step {w}: expected at most {MAX_SCALARS_PER_STEP} scalar downloads, got {len(downs)}:\n  {show(downs)}"
     other = [e for e in events if e.direction == "host"]
     assert not other, f"fit step {w}: expected no implicit or mapped copies, got:\n  {show(other)}"
+
+
+def check_no_allocations_after_the_first_step_of_each_size(steps):
+    """fit keeps one workspace per batch size (kernels.backend.Workspace): the first step
+    of each size allocates its activations and gradients, every later step none."""
+    sizes_seen = set()
+    first = []
+    for (epoch, step), events in sorted(steps.items()):
+        size = min(BATCH, N - step * BATCH)
+        allocs = [e for e in events if e.direction == "alloc"]
+        if size in sizes_seen:
+            assert not allocs, (f"fit step {(epoch, step)}: expected no device allocations after the first step "
+                                f"of batch size {size}, got {len(allocs)}:\n  {show(allocs)}")
+        else:
+            sizes_seen.add(size)
+            first.append(len(allocs))
+    assert min(first) > 0, "the recorder saw no allocation in the first steps (is cuda.device_array wrapped?)"
 
 
 def test_the_recorder_sees_every_transfer_path(transfers):
@@ -285,7 +317,9 @@ def test_the_recorder_sees_every_transfer_path(transfers):
     double[1, 32](dev)                           # a device array: not counted
     np.asarray(dev)                              # down 16
     transfers.recording = False
-    got = [(e.direction, e.nbytes) for e in transfers.events]
+    got = [(e.direction, e.nbytes) for e in moves(transfers.events)]
+    assert [(e.direction, e.nbytes) for e in transfers.events if e.direction == "alloc"] == [("alloc", 16)], \
+        "recorder: be.zeros((4,)) is the one allocation that is not part of a copy"
     want = [("up", 16), ("up", 16), ("down", 16), ("down", 4), ("up", 4), ("host", 16)]
     if SIM:
         want.append(("down", 16))  # the simulator copies the kernel's host argument back
@@ -304,16 +338,17 @@ def test_resident_fit_copies_only_scalars_per_step(transfers):
     # Outside the steps: the dataset once (x, then int32 labels), then each epoch's
     # shuffled order (int32), nothing else and nothing back.
     want = [("up", x.nbytes), ("up", N * 4)] + [("up", N * 4)] * epochs
-    got = [(e.direction, e.nbytes) for e in outside]
+    got = [(e.direction, e.nbytes) for e in moves(outside)]
     assert got == want, (f"fit outside steps (resident data): expected {want}, got {got}:\n  {show(outside)}")
-    check_no_state_crosses(model, steps, {SCALAR_BYTES, x.nbytes, N * 4})
+    check_no_state_crosses(model, steps, {SCALAR_BYTES, STATS_BYTES, x.nbytes, N * 4})
+    check_no_allocations_after_the_first_step_of_each_size(steps)
 
 
 def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch):
     monkeypatch.setattr(nn_models, "_RESIDENT_BYTES", 0)
     model, x = fit_recorded(transfers, 1)
     steps, outside = by_step(transfers, 1)
-    legit = {SCALAR_BYTES}
+    legit = {SCALAR_BYTES, STATS_BYTES}
     for (epoch, step), events in steps.items():
         rows = min(BATCH, N - step * BATCH)
         want = [x[:rows].nbytes, rows * 4]  # the x batch, then its int32 labels
@@ -322,5 +357,6 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch):
         assert ups == want, (f"fit step {(epoch, step)} (data uploaded per batch): expected uploads of "
                              f"{want} bytes (x batch, y batch), got {ups}:\n  {show(events)}")
         check_scalars((epoch, step), events)
-    assert not outside, f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(outside)}"
+    assert not moves(outside), \
+        f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(moves(outside))}"
     check_no_state_crosses(model, steps, legit)

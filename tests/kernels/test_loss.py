@@ -97,6 +97,30 @@ def test_softmax_cross_entropy_gradient_finite_differences(be):
                lambda be, z: be.softmax_cross_entropy(z, be.asarray(labels))[1], [z], wrt=[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["int", "onehot"])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_softmax_cross_entropy_stats(be, small, n, form, dtype):
+    """Loss, gradient, loss sum and correct count in one op (one kernel on the gpu): the
+    rows as softmax_cross_entropy computes them, the sum and count of NumPy. 300 rows
+    pass the gpu kernel's 256 threads, so a thread folds more than one row."""
+    if small and n == 300:
+        n = 260
+    c = 4
+    z = randn((n, c), dtype, seed=n, scale=3.0)
+    labels = labels_for(n, c, seed=n)
+    labels[: n // 3] = z[: n // 3].argmax(1)   # some rows right, whatever the draw
+    y = labels if form == "int" else onehot(labels, c, dtype)
+    losses, dz, loss_sum, correct = be.softmax_cross_entropy_stats(be.asarray(z), be.asarray(y))
+    want_losses, want_dz = softmax_ce_ref(z, y)
+    rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-12, 1e-14)
+    np.testing.assert_allclose(be.to_numpy(losses), want_losses, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(be.to_numpy(dz), want_dz, rtol=rtol, atol=atol)
+    assert isinstance(loss_sum, float) and isinstance(correct, int)
+    np.testing.assert_allclose(loss_sum, want_losses.astype(np.float64).sum(), rtol=rtol * 10)
+    assert correct == int((z.argmax(1) == labels).sum())
+
+
 @pytest.mark.parametrize("op", ["softmax_cross_entropy", "crossentropy", "accuracy"])
 def test_label_out_of_range(be, op):
     z = be.asarray(np.full((3, 4), 0.25, np.float32))
