@@ -109,6 +109,24 @@ def activate(v, kind, zero):
     return v
 
 
+# Resident 256-thread blocks per SM that each tile shape is compiled for (launch bounds):
+# ptxas then keeps to 128 registers (2 blocks) or 80 (3 blocks) per thread. The big tile's
+# 64 accumulators need the 128; the 16 of the small and narrow tiles fit 80, and their
+# lower per-thread ILP gains more from the third block's warps.
+MIN_BLOCKS = {("big", "float32"): 2, ("small", "float32"): 3, ("narrow", "float32"): 3,
+              ("small", "float64"): 2, ("narrow", "float64"): 2, ("big", "float64"): 1}
+
+
+def tile_jit_options(threads, min_blocks):
+    """launch_bounds = (threads, min_blocks), so a tile kernel never loses a resident block
+    for a few registers too many; the static test checks that this costs no spill. Left
+    out where unsupported: the simulator, numba-cuda releases without it."""
+    import inspect
+    if config.ENABLE_CUDASIM or "launch_bounds" not in inspect.signature(cuda.jit).parameters:
+        return {}
+    return {"launch_bounds": (threads, min_blocks)}
+
+
 def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activation):
     """A kernel out[s*M + i, j] = act(sum_{p in chunk s} load_a(A, geo, i, p, 0) * load_b(B, geo, p, j, 0)
     (+ bias[j])), s = blockIdx.z.
@@ -179,7 +197,7 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
                 kk, jj = e % BK, e // BK
             Bs[(buf * BK + kk) * BS_COLS + jj] = b_stage[l]
 
-    @cuda.jit
+    @cuda.jit(**tile_jit_options(NT, MIN_BLOCKS[config, str(acc_t)]))
     def kernel(A, B, bias, has_bias, out, M, N, K, k_chunk, geo):
         # Two buffers of BK rows each, flat: As[(buf * BK + k) * AS_COLS + i].
         As = cuda.shared.array(A_SIZE, acc_t, alignment=SHARED_ALIGN)
