@@ -9,14 +9,33 @@ memory and hands plain arrays and ints to the backend's compute modules:
     self.optim       kernels/<backend>/optim.py       adam_step, sgd_step
     self.activation  kernels/<backend>/activation.py  relu/sigmoid/tanh/softmax _forward/_backward
     self.loss        kernels/<backend>/loss.py        softmax_cross_entropy(_stats), crossentropy, mse, accuracy
-    self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2, take_rows, scale
-    self.reduce      kernels/<backend>/reduce.py      column_sum, sum, argmax
+    self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2 (+ _into), take_rows, scale
+    self.reduce      kernels/<backend>/reduce.py      column_sum, sum, sum_into, argmax
+
+The rules every backend applies the same way live in small modules the ops call:
+kernels/shapes.py (shapes, dtypes, scalars, padding modes, the host range rule
+first_out_of_range and its error), kernels/<backend>/order.py (the NaN rule of max and
+argmax: beats, row_argmax) and kernels/gpu/checks.py (the range rule on the device:
+first_out_of_range, and in_range for kernels that index with data).
 
 A subclass supplies memory management (`asarray`, `to_numpy`, `_allocate`, `zeros`,
-`_assign`, `synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
+`_zero`, `_assign`, `synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
 compute functions receive already-validated, C-contiguous arrays and write into the
 outputs they are given; they return nothing unless documented (`sum`, `accuracy`,
 `l1_l2_penalty` return Python numbers).
+
+Memory safety is checked here, before any kernel runs: shapes, dtypes (native byte order
+only), index and label ranges (`_check_range`: one rule, `shapes.first_out_of_range` on
+the host, a device scan on the gpu), and arrays written in place (`_check_written`: not
+read-only, sharing no memory with another argument). Kernels that index memory with
+data (max_pool2d_backward, take_rows) still skip an out-of-range entry rather than touch
+memory outside their arrays, for the callers that skip the check because they built the
+indices themselves (`_indices_checked`, `_labels_checked`).
+
+Non-finite numbers follow NumPy's and PyTorch's rules on both backends: a NaN or inf
+changes only the outputs that depend on it (no zero is made by multiplying an input
+element by 0), relu(NaN) is NaN, and a row's argmax (argmax, accuracy, max pooling's
+window) is its first NaN if it has one, else its first maximum.
 """
 import contextlib
 
@@ -79,23 +98,30 @@ class Backend:
         finally:
             self._workspace = prev
 
+    def zero(self, arr):
+        """arr[...] = 0 in place (a C-contiguous, writable array of this backend)."""
+        self._check_written("zero", "arr", arr, ())
+        self._zero(arr)
+
     def assign(self, dst, src):
         """dst[...] = src: same shape and dtype, both on this backend, dst C-contiguous."""
         op = "assign"
-        self._check_native(op, "dst", dst)
-        self._check_native(op, "src", src)
+        src = self._prepare(op, src=src)
+        self._check_written(op, "dst", dst, [("src", src)])
         shapes.check_same_dtype(op, [("dst", dst), ("src", src)])
         shapes.check_same_shape(op, [("dst", dst), ("src", src)])
-        if not self._is_c_contiguous(dst):
-            raise ValueError(f"{op}: dst must be C-contiguous")
-        self._assign(dst, self._contiguous(src))
+        self._assign(dst, src)
+
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, op, **named):
-        """Native-array and contiguity checks for every array argument (None passes)."""
+    def _prepare(self, op, optional=(), **named):
+        """Native-array and contiguity checks for every array argument; None passes only
+        for the names in `optional`."""
         out = []
         for name, arr in named.items():
             if arr is None:
+                if name not in optional:
+                    raise TypeError(f"{op}: {name} must be an array, got None")
                 out.append(None)
                 continue
             self._check_native(op, name, arr)
@@ -103,20 +129,47 @@ class Backend:
         return out if len(out) > 1 else out[0]
 
     def _first_out_of_range(self, idx, n):
-        """(position, value) of the first entry of the int array idx outside [0, n), or None.
+        """(position, value) of the first entry of the flat int array idx outside [0, n), or
+        None: the host rule on a host view (the gpu backend scans on the device instead)."""
+        return shapes.first_out_of_range(self.to_numpy(idx), n)
 
-        The cpu compute functions check class ids and row indices as they go, at no extra
-        cost, so the base answers None. The gpu backend scans on the device, which costs an
-        upload, a download and a sync per call: Sequential skips it (the _labels_checked and
-        _indices_checked arguments) for labels it checked on the host (_check_y) and for the
-        row indices fit drew from range(len(x)) itself."""
-        return None
-
-    def _labels_in_range(self, op, labels, c):
-        bad = self._first_out_of_range(labels, c)
+    def _check_range(self, op, name, idx, n, of):
+        """Every entry of the int array idx in [0, n), else a ValueError naming the first bad
+        one. On the gpu a device scan, a download and a sync: Sequential skips it (the
+        _labels_checked and _indices_checked arguments) for labels it checked on the host
+        (_check_y), for the row indices fit drew from range(len(x)) itself and for the
+        indices a MaxPooling2D layer's own max_pool2d produced."""
+        bad = self._first_out_of_range(self._flat(idx), n)
         if bad is not None:
-            raise ValueError(f"{op}: label {bad[1]} is out of range for {c} classes "
-                             f"(labels must be in [0, {c}))")
+            raise shapes.out_of_range_error(op, name, bad[0], bad[1], n, of)
+
+    def _writable(self, arr):
+        return True
+
+    def _overlaps(self, a, b):
+        """True when the backend arrays a and b may share memory."""
+        raise NotImplementedError
+
+    def _check_written(self, op, name, arr, others):
+        """arr is written in place: it must be native, C-contiguous, writable and share no
+        memory with any of `others` ((name, array) pairs; None entries pass). An aliased
+        output would read values the kernel has already overwritten."""
+        self._check_native(op, name, arr)
+        if not self._is_c_contiguous(arr):
+            raise ValueError(f"{op}: {name} must be C-contiguous (it is written in place)")
+        if not self._writable(arr):
+            raise ValueError(f"{op}: {name} is read-only but is written in place; pass a writable array")
+        for other_name, other in others:
+            if other is not None and self._overlaps(arr, other):
+                raise ValueError(f"{op}: {name} shares memory with {other_name}; the op writes {name} "
+                                 f"while it reads {other_name}, so pass separate arrays")
+
+    def _check_into(self, op, into):
+        """A float64 (1,) backend array that a reduction adds its result to."""
+        self._check_written(op, "into", into, ())
+        if np.dtype(into.dtype) != np.float64 or tuple(into.shape) != (1,):
+            raise ValueError(f"{op}: into must be a float64 array of shape (1,), got "
+                             f"{np.dtype(into.dtype)} {tuple(into.shape)}")
 
     def _flat(self, arr):
         return self.reshape(arr, (arr.size,))
@@ -133,25 +186,25 @@ class Backend:
         """c = act(op(a) @ op(b) (+ bias over rows)); op transposes when asked; activation
         None, "linear", "relu", "sigmoid" or "tanh", applied as the product is written."""
         activation = shapes.check_activation("matmul", activation)
-        a, b, bias = self._prepare("matmul", a=a, b=b, bias=bias)
+        trans_a, trans_b = shapes.flag("matmul", "trans_a", trans_a), shapes.flag("matmul", "trans_b", trans_b)
+        a, b, bias = self._prepare("matmul", ("bias",), a=a, b=b, bias=bias)
         if out is not None:
-            self._check_native("matmul", "out", out)
-            if not self._is_c_contiguous(out):
-                raise ValueError("matmul: out must be C-contiguous")
+            # After _prepare: a non-contiguous view of out has become a copy by now.
+            self._check_written("matmul", "out", out, [("a", a), ("b", b), ("bias", bias)])
         m, n, _ = shapes.matmul_shapes(a, b, trans_a, trans_b, bias, out)
         if out is None:
             out = self.empty((m, n), a.dtype)
-        self.gemm.matmul(a, b, bool(trans_a), bool(trans_b), bias, out, activation)
+        self.gemm.matmul(a, b, trans_a, trans_b, bias, out, activation)
         return out
 
-    def _grads_buffer(self, op, grads, size, dtype):
+    def _grads_buffer(self, op, grads, size, dtype, inputs):
         """The buffer dw and db are written to: `grads` when given (1-D, C-contiguous, dw's
-        size + db's size elements of the weights' dtype: a model's packed gradients), else a
-        new one."""
+        size + db's size elements of the weights' dtype: a model's packed gradients; written
+        in place, so not overlapping the inputs), else a new one."""
         if grads is None:
             return self.empty((size,), dtype)
-        self._check_native(op, "grads", grads)
-        if grads.ndim != 1 or not self._is_c_contiguous(grads) or grads.shape[0] != size:
+        self._check_written(op, "grads", grads, inputs)
+        if grads.ndim != 1 or grads.shape[0] != size:
             raise ValueError(f"{op}: grads must be a C-contiguous 1-D array of {size} elements (dw, then db), "
                              f"got shape {tuple(grads.shape)}")
         if np.dtype(grads.dtype) != np.dtype(dtype):
@@ -174,7 +227,7 @@ class Backend:
             raise ValueError(f"{op}: x has {x.shape[1]} features but w expects {w.shape[0]} "
                              f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
         shapes.check_shape(op, "dy", dy, (n, units))
-        dwdb = self._grads_buffer(op, grads, (w.shape[0] + 1) * units, w.dtype)
+        dwdb = self._grads_buffer(op, grads, (w.shape[0] + 1) * units, w.dtype, [("x", x), ("w", w), ("dy", dy)])
         dw = self.reshape(dwdb[:w.size], w.shape)
         db = dwdb[w.size:]
         dx = self.empty(x.shape, x.dtype) if compute_dx else None
@@ -187,7 +240,7 @@ class Backend:
         activation as in matmul."""
         op = "conv2d"
         activation = shapes.check_activation(op, activation)
-        x, w, bias = self._prepare(op, x=x, w=w, bias=bias)
+        x, w, bias = self._prepare(op, ("bias",), x=x, w=w, bias=bias)
         (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
         if bias is not None:
             shapes.check_float(op, "bias", bias)
@@ -207,11 +260,11 @@ class Backend:
         shapes.check_float(op, "dy", dy)
         shapes.check_same_dtype(op, [("x", x), ("dy", dy)])
         shapes.check_shape(op, "dy", dy, (x.shape[0], oh, ow, w.shape[3]))
-        dx = self.empty(x.shape, x.dtype) if compute_dx else None
+        dx = self.empty(x.shape, x.dtype) if shapes.flag(op, "compute_dx", compute_dx) else None
         # dw and db as views of one (KH*KW*C_in + 1) x C_out buffer, as in dense_backward:
         # the gpu's dw GEMM writes db as its extra row.
         co = w.shape[3]
-        dwdb = self._grads_buffer(op, grads, w.size + co, w.dtype)
+        dwdb = self._grads_buffer(op, grads, w.size + co, w.dtype, [("x", x), ("w", w), ("dy", dy)])
         dw = self.reshape(dwdb[:w.size], w.shape)
         db = dwdb[w.size:]
         self.conv.conv2d_backward(x, w, dy, dx, self.reshape(dwdb, (w.size // co + 1, co)), sh, sw, pt, pl)
@@ -235,19 +288,28 @@ class Backend:
         self.pool.max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pt, pl)
         return y, indices
 
-    def max_pool2d_backward(self, dy, indices, x_shape):
+    def max_pool2d_backward(self, dy, indices, x_shape, *, _indices_checked=False):
+        """dx (x_shape) with dy added at the cells indices name (h * W + w within each image
+        and channel). Every index is checked against H * W before anything is written."""
         op = "max_pool2d_backward"
         dy, indices = self._prepare(op, dy=dy, indices=indices)
         x_shape = shapes.check_x_shape(op, x_shape)
         shapes.check_float(op, "dy", dy)
         shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+        shapes.check_nonempty(op, "dy", dy)
         shapes.check_int(op, "indices", indices)
         if np.dtype(indices.dtype) != np.int32:
             raise TypeError(f"{op}: indices must be the int32 array max_pool2d returned, got {indices.dtype}")
         shapes.check_shape(op, "indices", indices, dy.shape)
-        if dy.shape[0] != x_shape[0] or dy.shape[3] != x_shape[3]:
-            raise ValueError(f"{op}: dy.shape={tuple(dy.shape)} does not match x_shape={x_shape} "
-                             "in batch or channels")
+        n, h, w, c = x_shape
+        if dy.shape[0] != n or dy.shape[3] != c or dy.shape[1] > h or dy.shape[2] > w:
+            # A pooling output is never taller or wider than its input ("same" keeps the size).
+            raise ValueError(f"{op}: dy.shape={tuple(dy.shape)} cannot be a max_pool2d output of an x of "
+                             f"shape x_shape={x_shape} (batch and channels must match, height and width "
+                             f"must not exceed x's)")
+        if not _indices_checked:
+            self._check_range(op, "indices", indices, h * w, f"x_shape={x_shape} ({h}x{w} = {h * w} cells "
+                                                              f"per image)")
         dx = self.empty(x_shape, dy.dtype)
         self.pool.max_pool2d_backward(dy, indices, dx)
         return dx
@@ -274,19 +336,26 @@ class Backend:
         return dx
 
     # ------------------------------------------------------------------ optimizers
-    def _optim_arrays(self, op, param, named):
-        self._check_native(op, "param", param)
-        if not self._is_c_contiguous(param):
-            raise ValueError(f"{op}: param must be C-contiguous (it is updated in place)")
+    def _optim_arrays(self, op, param, named, written):
+        """param and the (name, array) pairs in named, flattened; param and the names in
+        `written` (the optimizer's slots) are updated in place, so they are checked as
+        outputs that share memory with no other argument."""
+        everything = [("param", param)] + [(name, arr) for name, arr in named]
+        self._check_written(op, "param", param, everything[1:])
         shapes.check_float(op, "param", param)
         flats = [self._flat(param)]
         for name, arr in named:
             if arr is None:
+                if name != "velocity":  # only SGD without momentum has no state
+                    raise TypeError(f"{op}: {name} must be an array, got None")
                 flats.append(None)
                 continue
-            self._check_native(op, name, arr)
-            if not self._is_c_contiguous(arr):
-                raise ValueError(f"{op}: {name} must be C-contiguous")
+            if name in written:
+                self._check_written(op, name, arr, [e for e in everything if e[0] != name])
+            else:
+                self._check_native(op, name, arr)
+                if not self._is_c_contiguous(arr):
+                    raise ValueError(f"{op}: {name} must be C-contiguous")
             shapes.check_float(op, name, arr)
             shapes.check_same_dtype(op, [("param", param), (name, arr)])
             shapes.check_same_shape(op, [("param", param), (name, arr)])
@@ -296,24 +365,29 @@ class Backend:
     def adam_step(self, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step, weight_decay=0.0):
         """One fused, in-place Adam step (Keras's form); decoupled weight decay when non-zero."""
         op = "adam_step"
-        if int(step) < 1:
+        step = shapes.int_scalar(op, "step", step)
+        if step < 1:
             raise ValueError(f"{op}: step counts from 1, got {step}")
-        for name, val, lo, hi in (("beta1", beta1, 0.0, 1.0), ("beta2", beta2, 0.0, 1.0)):
-            if not lo <= float(val) < hi:
+        lr, eps, weight_decay = (shapes.float_scalar(op, k, v) for k, v in
+                                 (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)))
+        for name, val in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= shapes.float_scalar(op, name, val) < 1.0:
                 raise ValueError(f"{op}: {name} must be in [0, 1), got {val}")
-        p, g, m_, v_ = self._optim_arrays(op, param, [("grad", grad), ("m", m), ("v", v)])
-        self.optim.adam_step(p, g, m_, v_, float(lr), float(beta1), float(beta2), float(eps),
-                             int(step), float(weight_decay))
+        p, g, m_, v_ = self._optim_arrays(op, param, [("grad", grad), ("m", m), ("v", v)], ("m", "v"))
+        self.optim.adam_step(p, g, m_, v_, lr, float(beta1), float(beta2), eps, step, weight_decay)
 
     def sgd_step(self, param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         """One fused, in-place SGD step (Keras's form: v = momentum * v - lr * g)."""
         op = "sgd_step"
-        if not 0.0 <= float(momentum) < 1.0:
+        lr, momentum, weight_decay = (shapes.float_scalar(op, k, v) for k, v in
+                                      (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)))
+        nesterov = shapes.flag(op, "nesterov", nesterov)
+        if not 0.0 <= momentum < 1.0:
             raise ValueError(f"{op}: momentum must be in [0, 1), got {momentum}")
         if momentum > 0.0 and velocity is None:
             raise ValueError(f"{op}: momentum={momentum} needs a velocity array, got None")
-        p, g, vel = self._optim_arrays(op, param, [("grad", grad), ("velocity", velocity)])
-        self.optim.sgd_step(p, g, vel, float(lr), float(momentum), bool(nesterov), float(weight_decay))
+        p, g, vel = self._optim_arrays(op, param, [("grad", grad), ("velocity", velocity)], ("velocity",))
+        self.optim.sgd_step(p, g, vel, lr, momentum, nesterov, weight_decay)
 
     # ------------------------------------------------------------------ activations
     def _unary(self, op, x):
@@ -386,7 +460,8 @@ class Backend:
         shapes.check_nonempty(op, "logits", pred)
         onehot = shapes.check_labels(op, pred, labels)
         if not onehot and not labels_checked:
-            self._labels_in_range(op, labels, pred.shape[1])
+            c = pred.shape[1]
+            self._check_range(op, "labels", labels, c, f"{c} classes")
         return pred, labels, onehot
 
     def softmax_cross_entropy(self, logits, labels, *, _labels_checked=False):
@@ -403,27 +478,32 @@ class Backend:
         return losses, dlogits
 
     def softmax_cross_entropy_stats(self, logits, labels, *, _labels_checked=False):
-        """softmax_cross_entropy and the batch's statistics in one pass:
-        -> (losses, dlogits, loss_sum, correct), loss_sum the float sum of the losses and
-        correct the number of rows whose largest logit is the label (host numbers). On the
-        gpu one kernel computes all four and one 16-byte copy brings the two numbers back."""
+        """softmax_cross_entropy and the batch's statistics in one pass: -> (losses, dlogits,
+        stats), stats a float64 (2,) backend array holding the mean loss and the number of
+        rows whose logits' argmax (the rule of be.argmax) is the label. On the gpu one
+        kernel writes all of it; a training step adds its penalties to stats[0:1] (their
+        `into=`) and reads the 16 bytes back once."""
         op = "softmax_cross_entropy"
         logits, labels, onehot = self._loss_inputs(op, logits, labels, _labels_checked)
         losses = self.empty((logits.shape[0],), logits.dtype)
         dlogits = self.empty(logits.shape, logits.dtype)
-        loss_sum, correct = self.loss.softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits)
-        return losses, dlogits, float(loss_sum), int(correct)
+        stats = self.empty((2,), np.float64)
+        self.loss.softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats)
+        return losses, dlogits, stats
 
-    def crossentropy(self, probs, labels, *, eps=1e-7):
+    def crossentropy(self, probs, labels, *, eps=1e-7, _labels_checked=False):
         """Cross-entropy of probabilities (Keras clips them to [eps, 1 - eps]).
 
         -> (losses (N,), dprobs); dprobs is the mean-loss gradient, zero where clipped.
         """
         op = "crossentropy"
-        probs, labels, onehot = self._loss_inputs(op, probs, labels, False)
+        eps = shapes.float_scalar(op, "eps", eps)
+        if not 0.0 < eps < 0.5:
+            raise ValueError(f"{op}: eps must be in (0, 0.5), got {eps}")
+        probs, labels, onehot = self._loss_inputs(op, probs, labels, _labels_checked)
         losses = self.empty((probs.shape[0],), probs.dtype)
         dprobs = self.empty(probs.shape, probs.dtype)
-        self.loss.crossentropy(probs, labels, onehot, float(eps), losses, dprobs)
+        self.loss.crossentropy(probs, labels, onehot, eps, losses, dprobs)
         return losses, dprobs
 
     def mse(self, pred, target):
@@ -434,6 +514,8 @@ class Backend:
         shapes.check_float(op, "target", target)
         shapes.check_same_dtype(op, [("pred", pred), ("target", target)])
         shapes.check_same_shape(op, [("pred", pred), ("target", target)])
+        if pred.ndim < 1:
+            raise ValueError(f"{op}: pred must have a batch axis, got a 0-D array")
         shapes.check_nonempty(op, "pred", pred)
         n = pred.shape[0]
         p2 = self.reshape(pred, (n, pred.size // n))
@@ -457,6 +539,8 @@ class Backend:
         shapes.check_float(op, "x", x)
         shapes.check_float(op, "b", b)
         shapes.check_same_dtype(op, [("x", x), ("b", b)])
+        if x.ndim < 1:
+            raise ValueError(f"{op}: x must have a last (channel) axis, got a 0-D array")
         shapes.check_nonempty(op, "x", x)
         shapes.check_shape(op, "b", b, (x.shape[x.ndim - 1],))
         y = self.empty(x.shape, x.dtype)
@@ -469,13 +553,13 @@ class Backend:
         (seed, element index), so both backends draw the same mask for the same seed."""
         op = "dropout"
         x = self._unary(op, x)
-        if not 0.0 <= float(rate) < 1.0:
+        rate = shapes.float_scalar(op, "rate", rate)
+        if not 0.0 <= rate < 1.0:
             raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
-        if not 0 <= int(seed) < 2 ** 63:
-            raise ValueError(f"{op}: seed must be in [0, 2**63), got {seed}")
+        seed = shapes.int_scalar(op, "seed", seed, 0, 2 ** 63)
         y = self.empty(x.shape, x.dtype)
         mask = self.empty(x.shape, x.dtype)
-        self.elementwise.dropout_forward(self._flat(x), self._flat(y), self._flat(mask), float(rate), int(seed))
+        self.elementwise.dropout_forward(self._flat(x), self._flat(y), self._flat(mask), rate, seed)
         return y, mask
 
     def dropout_backward(self, dy, mask):
@@ -492,43 +576,49 @@ class Backend:
     def l1_l2_grad(self, w, dw, *, l1=0.0, l2=0.0):
         """In place: dw += l1 * sign(w) + 2 * l2 * w (the gradient of Keras's l1_l2 penalty)."""
         op = "l1_l2_grad"
+        l1, l2 = shapes.float_scalar(op, "l1", l1), shapes.float_scalar(op, "l2", l2)
         self._check_native(op, "w", w)
-        self._check_native(op, "dw", dw)
+        if not self._is_c_contiguous(w):
+            raise ValueError(f"{op}: w must be C-contiguous")
+        self._check_written(op, "dw", dw, [("w", w)])
         shapes.check_float(op, "w", w)
         shapes.check_float(op, "dw", dw)
         shapes.check_same_dtype(op, [("w", w), ("dw", dw)])
         shapes.check_same_shape(op, [("w", w), ("dw", dw)])
-        if not (self._is_c_contiguous(w) and self._is_c_contiguous(dw)):
-            raise ValueError(f"{op}: w and dw must be C-contiguous")
-        self.elementwise.l1_l2_grad(self._flat(w), self._flat(dw), float(l1), float(l2))
+        self.elementwise.l1_l2_grad(self._flat(w), self._flat(dw), l1, l2)
 
-    def l1_l2_penalty(self, w, *, l1=0.0, l2=0.0):
-        """l1 * sum|w| + l2 * sum(w^2), a Python float."""
+    def l1_l2_penalty(self, w, *, l1=0.0, l2=0.0, into=None):
+        """l1 * sum|w| + l2 * sum(w^2), a Python float; or, with `into` (a float64 array of
+        shape (1,) on this backend), added to into[0] on the backend and into returned: a
+        training step sums its penalties there and reads one number back, not one per array."""
         op = "l1_l2_penalty"
+        l1, l2 = shapes.float_scalar(op, "l1", l1), shapes.float_scalar(op, "l2", l2)
         w = self._prepare(op, w=w)
         shapes.check_float(op, "w", w)
-        return float(self.elementwise.l1_l2_penalty(self._flat(w), float(l1), float(l2)))
+        if into is None:
+            return float(self.elementwise.l1_l2_penalty(self._flat(w), l1, l2))
+        self._check_into(op, into)
+        self.elementwise.l1_l2_penalty_into(self._flat(w), l1, l2, into)
+        return into
 
     def scale(self, x, alpha):
         """y = alpha * x."""
         x = self._unary("scale", x)
         y = self.empty(x.shape, x.dtype)
-        self.elementwise.scale(self._flat(x), float(alpha), self._flat(y))
+        self.elementwise.scale(self._flat(x), shapes.float_scalar("scale", "alpha", alpha), self._flat(y))
         return y
 
     def take_rows(self, x, indices, *, _indices_checked=False):
         """y[i] = x[indices[i]] along axis 0 (batches drawn from a device-resident dataset)."""
         op = "take_rows"
         x, indices = self._prepare(op, x=x, indices=indices)
+        shapes.check_float_or_int(op, "x", x)  # float rows or int32 class labels (fit's y)
         shapes.check_int(op, "indices", indices)
         shapes.check_ndim(op, "indices", indices, 1)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{op}: x must have at least one row, got shape {tuple(x.shape)}")
         if not _indices_checked:
-            bad = self._first_out_of_range(indices, x.shape[0])
-            if bad is not None:
-                raise ValueError(f"{op}: indices[{bad[0]}]={bad[1]} is out of range for "
-                                 f"x with {x.shape[0]} rows")
+            self._check_range(op, "indices", indices, x.shape[0], f"x with {x.shape[0]} rows")
         rest = x.size // x.shape[0]
         y = self.empty((indices.shape[0],) + tuple(x.shape[1:]), x.dtype)
         self.elementwise.take_rows(self.reshape(x, (x.shape[0], rest)), indices,
@@ -540,15 +630,24 @@ class Backend:
         """Sum over every axis but the last (a bias gradient): (..., C) -> (C,)."""
         op = "column_sum"
         x = self._unary(op, x)
+        if x.ndim < 1:
+            raise ValueError(f"{op}: x must have a last (column) axis, got a 0-D array")
         c = x.shape[x.ndim - 1]  # the CUDA simulator's shapes refuse negative indices
         out = self.empty((c,), x.dtype)
         self.reduce.column_sum(self.reshape(x, (x.size // c, c)), out)
         return out
 
-    def sum(self, x):
-        """Sum of every element, a Python float."""
-        x = self._unary("sum", x)
-        return float(self.reduce.sum(self._flat(x)))
+    def sum(self, x, *, into=None, scale=1.0):
+        """Sum of every element, a Python float; or, with `into` (a float64 array of shape
+        (1,) on this backend), scale * sum added to into[0] on the backend and into returned
+        (no host round trip: see l1_l2_penalty)."""
+        op = "sum"
+        x = self._unary(op, x)
+        if into is None:
+            return float(self.reduce.sum(self._flat(x)))
+        self._check_into(op, into)
+        self.reduce.sum_into(self._flat(x), shapes.float_scalar(op, "scale", scale), into)
+        return into
 
     def argmax(self, x):
         """Row-wise argmax of a 2-D (N, C) array -> int32 (N,)."""

@@ -44,6 +44,9 @@ def check_int(op, name, arr):
     if dtype is None or np.dtype(dtype).kind not in "iu":
         got = np.dtype(dtype) if dtype is not None else type(arr).__name__
         raise TypeError(f"{op}: {name} must be an integer array, got {got}")
+    if not np.dtype(dtype).isnative:
+        # Numba compiles for native byte order only; refusing here beats its TypingError.
+        raise TypeError(f"{op}: {name} must be in native byte order, got {np.dtype(dtype).str}")
     return np.dtype(dtype)
 
 
@@ -55,6 +58,61 @@ def check_activation(op, activation):
         raise ValueError(f"{op}: activation must be None or one of {', '.join(EPILOGUE_ACTIVATIONS)}, "
                          f"got {activation!r}")
     return activation
+
+
+def check_float_or_int(op, name, arr):
+    """float32, float64 or a native integer array (data that is only copied, like labels)."""
+    dtype = getattr(arr, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind in "iu":
+        return check_int(op, name, arr)
+    return check_float(op, name, arr)
+
+
+def int_scalar(op, name, value, lo=None, hi=None):
+    """A Python or NumPy integer (not a bool, not a float that int() would truncate) -> int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value >= hi):
+        raise ValueError(f"{op}: {name} must be in [{lo}, {hi}), got {value}")
+    return value
+
+
+def float_scalar(op, name, value):
+    """A finite real number (int, float, NumPy scalar) -> float; anything else is refused
+    here rather than by float() or by Numba's typing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    return value
+
+
+def flag(op, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------- index ranges
+
+def first_out_of_range(idx, n):
+    """(position, value) of the first entry of the host integer array idx (any shape, flat
+    order) outside [0, n), or None. The range rule for labels and indices on the host: the
+    cpu backend and nn's input checks call this; the gpu backend applies the same rule on
+    the device (kernels/gpu/checks.py)."""
+    flat = np.asarray(idx).reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= n))
+    if bad.size == 0:
+        return None
+    return int(bad[0]), int(flat[bad[0]])
+
+
+def out_of_range_error(op, name, position, value, n, of):
+    """The error for an entry outside [0, n); `of` says what n counts ("4 classes")."""
+    return ValueError(f"{op}: {name}[{position}]={value} is out of range for {of} "
+                      f"(expected values in [0, {n}))")
 
 
 def check_ndim(op, name, arr, ndim, layout=None):
@@ -85,34 +143,43 @@ def check_nonempty(op, name, arr):
 
 # --------------------------------------------------------------------------- padding
 
-def resolve_padding(op, padding, in_hw, kernel_hw, strides):
+def check_padding(op, padding, explicit=True):
+    """The padding-mode rule, written once: -> "valid", "same" (any case) or, when explicit
+    is True, a pair (ph, pw) of ints >= 0 (an int p means (p, p))."""
+    if isinstance(padding, str):
+        if padding.lower() in ("valid", "same"):
+            return padding.lower()
+    elif explicit:
+        if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+            padding = (padding, padding)
+        try:
+            ph, pw = padding
+            if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in (ph, pw)):
+                return int(ph), int(pw)
+        except (TypeError, ValueError):
+            pass
+    allowed = "'valid', 'same', an int or a pair of ints >= 0" if explicit else "'valid' or 'same'"
+    raise ValueError(f"{op}: padding must be {allowed}, got {padding!r}")
+
+
+def resolve_padding(op, padding, in_hw, kernel_hw, strides, explicit=True):
     """-> (out_h, out_w, pad_top, pad_left, pad_bottom, pad_right).
 
     "valid": no padding; "same": TensorFlow's rule, total = max((ceil(H/s)-1)*s + K - H, 0),
-    the smaller half on top/left; an int p or a pair (ph, pw): symmetric explicit padding.
+    the smaller half on top/left; an int p or a pair (ph, pw): symmetric explicit padding
+    (refused when explicit is False, as pooling does).
     """
     (h, w), (kh, kw), (sh, sw) = in_hw, kernel_hw, strides
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            pads = (0, 0, 0, 0)
-        elif mode == "same":
-            th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
-            tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
-            pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
-        else:
-            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    mode = check_padding(op, padding, explicit)
+    if mode == "valid":
+        pads = (0, 0, 0, 0)
+    elif mode == "same":
+        th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
+        tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
+        pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
     else:
-        if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-            padding = (int(padding), int(padding))
-        try:
-            ph, pw = padding
-            ok = all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in (ph, pw))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints >= 0, got {padding!r}")
-        pads = (int(ph), int(pw), int(ph), int(pw))
+        ph, pw = mode
+        pads = (ph, pw, ph, pw)
     pt, pl, pb, pr = pads
     out_h = (h + pt + pb - kh) // sh + 1
     out_w = (w + pl + pr - kw) // sw + 1
@@ -168,20 +235,23 @@ def pool_shapes(op, x_shape, pool_size, strides, padding):
     """-> (pool_size, strides, (out_h, out_w, pt, pl, pb, pr))."""
     pool_size = pair(op, "pool_size", pool_size)
     strides = pool_size if strides is None else pair(op, "strides", strides)
-    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
-        geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides)
-    else:
-        raise ValueError(f"{op}: padding must be 'valid' or 'same', got {padding!r}")
+    geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides, explicit=False)
     return pool_size, strides, geometry
 
 
 def check_x_shape(op, x_shape):
+    """A shape the op allocates from: 4 positive ints (no floats that int() would
+    truncate, no bools), small enough that N*H*W*C fits an int64 index."""
     try:
-        shape = tuple(int(s) for s in x_shape)
+        shape = tuple(x_shape)
     except TypeError:
         raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
-    if len(shape) != 4 or min(shape) < 1:
+    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
+            or min(shape) < 1:
         raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if math.prod(shape) >= 2 ** 62:
+        raise ValueError(f"{op}: x_shape={shape} has more elements than an array can hold")
     return shape
 
 

@@ -1,7 +1,9 @@
 """Losses by name, as classes and as Keras-style functions.
 
-Each loss object's `compute(be, pred, labels)` returns (per-sample losses, dpred of the
-mean loss) as backend arrays. A softmax output followed by a cross-entropy runs the
+Each loss object's `compute(be, pred, labels, labels_checked=False)` returns (per-sample
+losses, dpred of the mean loss) as backend arrays; labels_checked=True says the caller has
+range-checked integer labels on the host (Sequential does), so the backend need not (on
+the gpu a check is a round trip). A softmax output followed by a cross-entropy runs the
 fused, stable be.softmax_cross_entropy on the logits instead (the model arranges it).
 The functions (`categorical_crossentropy(y_true, y_pred)`) are for host NumPy use and
 name the loss in compile().
@@ -35,10 +37,10 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     crossentropy = True
 
-    def compute(self, be, pred, labels):
+    def compute(self, be, pred, labels, labels_checked=False):
         if self.from_logits:
-            return be.softmax_cross_entropy(pred, labels)
-        return be.crossentropy(pred, labels)
+            return be.softmax_cross_entropy(pred, labels, _labels_checked=labels_checked)
+        return be.crossentropy(pred, labels, _labels_checked=labels_checked)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -49,7 +51,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 class MeanSquaredError(Loss):
     name = "mean_squared_error"
 
-    def compute(self, be, pred, target):
+    def compute(self, be, pred, target, labels_checked=False):
         return be.mse(pred, target)
 
 

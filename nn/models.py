@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from numbanet import kernels
+from numbanet.kernels import shapes
 from numbanet.kernels.backend import Workspace
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import layers as layers_mod
@@ -162,11 +163,11 @@ class Sequential:
             if y.ndim == 1:
                 if not np.issubdtype(y.dtype, np.integer):
                     raise TypeError(f"{op}: class labels y must be integers, got dtype {y.dtype}")
-                lo, hi = int(y.min()), int(y.max())
-                if lo < 0 or hi >= classes:
-                    bad = lo if lo < 0 else hi
-                    raise ValueError(f"{op}: label {bad} in y is out of range: layer '{self.layers[-1].name}' "
-                                     f"has {classes} classes, expected labels in [0, {classes - 1}]")
+                bad = shapes.first_out_of_range(y, classes)
+                if bad is not None:
+                    raise ValueError(f"{op}: label {bad[1]} in y is out of range: layer '{self.layers[-1].name}' "
+                                     f"has {classes} classes, expected labels in [0, {classes - 1}] "
+                                     f"(y[{bad[0]}])")
                 return y.astype(np.int32)
             if isinstance(self.loss, losses_mod.SparseCategoricalCrossentropy):
                 raise ValueError(f"{op}: sparse_categorical_crossentropy needs integer class ids of shape (N,), "
@@ -209,11 +210,11 @@ class Sequential:
 
     def _loss_and_grad(self, out, yb):
         """-> (per-sample losses, dloss/dout) for the model output (or logits when fused)."""
+        # Every caller passes y through _check_y first: on the gpu, a range check here
+        # would cost a device scan, a download and a sync per batch.
         if self._fused:
-            # Every caller passes y through _check_y first: on the gpu, a range check here
-            # would cost an upload, a download and a sync per batch.
             return self.be.softmax_cross_entropy(out, yb, _labels_checked=True)
-        return self.loss.compute(self.be, out, yb)
+        return self.loss.compute(self.be, out, yb, labels_checked=True)
 
     def _step_stats(self, out, yb, losses):
         """Host scalars: summed data loss, correct count (None without accuracy)."""
@@ -222,19 +223,19 @@ class Sequential:
         correct = metrics_mod.correct(be, out, yb, labels_checked=True) if self.metrics else None
         return loss_sum, correct
 
-    def _loss_grad_stats(self, out, yb):
-        """-> (dout, summed data loss, correct count or None). The fused softmax
-        cross-entropy computes all of them in one op (one kernel and one copy back on the
-        gpu); the accuracy of logits is the accuracy of their softmax."""
-        if self._fused:
-            _, dout, loss_sum, correct = self.be.softmax_cross_entropy_stats(out, yb, _labels_checked=True)
-            return dout, loss_sum, (correct if self.metrics else None)
-        losses, dout = self._loss_and_grad(out, yb)
-        loss_sum, correct = self._step_stats(out, yb, losses)
-        return dout, loss_sum, correct
-
     def _penalty(self):
         return sum(layer.regularization_penalty() for layer in self.layers)
+
+    def _training_loss(self, losses, n):
+        """Mean data loss plus every regularization penalty, summed on the backend and read
+        back as one float: on the gpu one 8-byte download per step, not one per array."""
+        # From the step's workspace (be.zeros would allocate every step), zeroed in place.
+        total = self.be.empty((1,), np.float64)
+        self.be.zero(total)
+        self.be.sum(losses, into=total, scale=1.0 / n)
+        for layer in self.layers:
+            layer.regularization_penalty(into=total)
+        return float(self.be.to_numpy(total)[0])
 
     def _backward(self, dout):
         d = dout
@@ -267,10 +268,20 @@ class Sequential:
         self._packed.adopt(slots)
 
     def _train_batch(self, xb, yb):
-        n = xb.shape[0]
         out = self._forward(xb, training=True)
-        dout, loss_sum, correct = self._loss_grad_stats(out, yb)
-        loss = loss_sum / n + self._penalty()
+        if self._fused:
+            # The loss, its gradient, the mean loss and the correct count in one op (one
+            # kernel on the gpu); the penalties are added to the mean on the backend, and
+            # both numbers come back in one 16-byte read.
+            _, dout, stats = self.be.softmax_cross_entropy_stats(out, yb, _labels_checked=True)
+            for layer in self.layers:
+                layer.regularization_penalty(into=stats[0:1])
+            loss, hits = (float(v) for v in self.be.to_numpy(stats))
+            correct = int(hits) if self.metrics else None
+        else:
+            losses, dout = self._loss_and_grad(out, yb)
+            loss = self._training_loss(losses, xb.shape[0])
+            correct = metrics_mod.correct(self.be, out, yb, labels_checked=True) if self.metrics else None
         if not math.isfinite(loss):
             # No update: non-finite gradients would overwrite the weights with NaN.
             return loss, correct, False
@@ -289,7 +300,7 @@ class Sequential:
         be = self.be
         out = self._forward(be.asarray(x), training=True)
         losses, dout = self._loss_and_grad(out, be.asarray(y))
-        loss = be.sum(losses) / x.shape[0] + self._penalty()
+        loss = self._training_loss(losses, x.shape[0])
         self._backward(dout)
         grads = [be.to_numpy(layer.grads[k]).copy() for _, layer, k in self._params()]
         for layer in self.layers:
@@ -445,7 +456,8 @@ class Sequential:
             xb = be.asarray(np.ascontiguousarray(x[lo:lo + batch_size]))
             yb = be.asarray(np.ascontiguousarray(y[lo:lo + batch_size]))
             out = self._forward(xb, training=False)
-            _, batch_loss, correct = self._loss_grad_stats(out, yb)
+            losses, _ = self._loss_and_grad(out, yb)
+            batch_loss, correct = self._step_stats(out, yb, losses)
             loss_sum += batch_loss
             if correct is not None:
                 correct_total += correct
@@ -505,6 +517,8 @@ class Sequential:
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} weight arrays, got {len(weights)}")
         new = []
+        # Copies, as Keras makes: on the cpu backend asarray would keep the caller's array,
+        # and the next training step would write into it.
         for (key, layer, k), w in zip(slots, weights):
             w = np.asarray(w)
             have = tuple(layer.params[k].shape)
@@ -512,7 +526,7 @@ class Sequential:
                 raise ValueError(f"set_weights: layer '{layer.name}' {k} has shape {have}, got {tuple(w.shape)}")
             if not np.issubdtype(w.dtype, np.floating):
                 raise TypeError(f"set_weights: layer '{layer.name}' {k} must be a float array, got {w.dtype}")
-            new.append(np.ascontiguousarray(w, dtype=self.dtype))
+            new.append(np.array(w, dtype=self.dtype, order="C", copy=True))
         for (key, layer, k), w in zip(slots, new):
             layer.params[k] = self.be.asarray(w)
 
@@ -565,15 +579,21 @@ class Sequential:
 
 
 def load_model(filepath, backend=None):
-    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was)."""
+    """Rebuild a model saved by model.save (compiled, with its optimizer state, when it was).
+
+    Any defect of the file raises nn.saving.InvalidModelFile (a ValueError) saying what is
+    wrong; only the archive members the config names are read, each checked against the
+    architecture before its data is read (see nn/saving.py)."""
     filepath = os.fspath(filepath)
-    config, arrays = saving.read_model_file(filepath)
-    try:
-        mcfg = config["model"]
-        model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
-        for entry in mcfg["layers"]:
-            model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
-        model.build(backend=kernels.get_backend(backend) if backend is not None else None)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") from None
-    return saving.restore_state(model, config, arrays, filepath)
+    be = kernels.get_backend(backend) if backend is not None else None
+    with saving.open_model_file(filepath) as (config, archive):
+        try:
+            mcfg = config["model"]
+            model = Sequential(name=mcfg["name"], dtype=mcfg["dtype"])
+            for entry in mcfg["layers"]:
+                model.add(layers_mod.from_config(entry["class_name"], entry["config"]))
+            model.build(backend=be)
+        except Exception as exc:  # a config can hold any JSON: every failure is the file's
+            raise saving.bad_file(filepath, f"its architecture cannot be rebuilt ({type(exc).__name__}: {exc})") \
+                from exc
+        return saving.restore_state(model, config, archive, filepath)

@@ -8,9 +8,13 @@ class L1L2:
                 raise ValueError(f"regularizer: {name} must be >= 0, got {v!r}")
         self.l1, self.l2 = float(l1), float(l2)
 
-    def penalty(self, be, w):
-        """l1 * sum|w| + l2 * sum(w^2), a host float."""
-        return be.l1_l2_penalty(w, l1=self.l1, l2=self.l2)
+    def penalty(self, be, w, into=None):
+        """l1 * sum|w| + l2 * sum(w^2), a host float; with into (a float64 (1,) backend
+        array) added there on the backend instead, and 0.0 returned."""
+        if into is None:
+            return be.l1_l2_penalty(w, l1=self.l1, l2=self.l2)
+        be.l1_l2_penalty(w, l1=self.l1, l2=self.l2, into=into)
+        return 0.0
 
     def add_gradient(self, be, w, dw):
         """dw += the penalty's gradient (in place)."""

@@ -1,12 +1,21 @@
 """One-file model saving: a .npz holding a JSON config (as uint8), the weights and the
-optimizer state. Written to a temporary file in the target's directory and renamed over
-it, so an interrupted save leaves the previous file intact. Loaded with
-allow_pickle=False: nothing is ever unpickled.
+optimizer state. Written to a temporary file in the target's directory, flushed to disk
+and renamed over it, so an interrupted or killed save leaves the previous file intact (a
+killed one may leave its .tmp-*.npz beside it). Nothing is ever unpickled.
+
+Loading treats the file as hostile. Every defect raises InvalidModelFile, a ValueError
+whose message names the file and the reason, never a built-in error from deep inside
+(zipfile, json, NumPy). Only the members the config names are opened: the config first,
+at most MAX_CONFIG_BYTES; then each weight and optimizer slot, whose .npy header is read
+from the archive member (read_npy_header) and checked against the shape and dtype the
+rebuilt architecture expects before a byte of its data is read or inflated.
 """
 import json
+import math
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -15,6 +24,14 @@ from numbanet.nn import optimizers as optimizers_mod
 
 FORMAT = "numbanet-model"
 VERSION = 1
+# A config is a few kB of JSON; anything far larger is not one of ours.
+MAX_CONFIG_BYTES = 16 << 20
+# numpy.lib.format's own bound on a header (a dict literal of a few dozen bytes).
+MAX_HEADER_BYTES = 10000
+
+
+class InvalidModelFile(ValueError):
+    """load_model's one error for a file it cannot load; the message says why."""
 
 
 def save_model(model, filepath):
@@ -44,6 +61,7 @@ def save_model(model, filepath):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
+        _fsync_directory(directory)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -52,64 +70,168 @@ def save_model(model, filepath):
         raise
 
 
+def _fsync_directory(directory):
+    # The rename is durable only once the directory entry is on disk too.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def bad_file(filepath, why):
-    return ValueError(f"load_model: {filepath} is not a valid numbanet model file: {why}")
+    return InvalidModelFile(f"load_model: {filepath} is not a valid numbanet model file: {why}")
 
 
-def read_model_file(filepath):
-    """-> (config dict, {member name: array}) of a file written by save_model, checked
-    for format and version; any defect raises a ValueError saying what is wrong."""
+def read_npy_header(f, what="member"):
+    """-> (shape, dtype, fortran_order) from the .npy header at the start of the binary
+    stream f (an archive member), reading the header only: f is left at the first data
+    byte. Raises ValueError (read_member adds the file's name) for a missing magic, an
+    unknown version, an oversized or malformed header, or an object dtype (nothing is
+    unpickled)."""
+    try:
+        major, minor = np.lib.format.read_magic(f)
+        if (major, minor) == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
+        elif (major, minor) in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
+        else:
+            raise ValueError(f"unknown .npy format version {major}.{minor}")
+    except Exception as exc:  # NumPy raises ValueError, SyntaxError, EOFError...: all mean a bad header
+        raise ValueError(f"{what} has no valid .npy header ({type(exc).__name__}: {exc})") from exc
+    if dtype.hasobject:
+        raise ValueError(f"{what} holds Python objects (dtype {dtype}); nothing is unpickled")
+    return shape, dtype, fortran
+
+
+@contextmanager
+def open_model_file(filepath):
+    """with open_model_file(path) as (config, archive): the checked config dict and the
+    open zipfile.ZipFile for read_member. Any defect raises InvalidModelFile."""
     filepath = os.fspath(filepath)
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"load_model: no such file: {filepath}")
     try:
-        with np.load(filepath, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise bad_file(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from None
-    if "config" not in arrays or arrays["config"].dtype != np.uint8 or arrays["config"].ndim != 1:
+        archive = zipfile.ZipFile(filepath)
+    except Exception as exc:  # BadZipFile, OSError, ValueError, EOFError, ...
+        raise bad_file(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from exc
+    with archive:
+        yield _read_config(archive, filepath), archive
+
+
+def _read_config(archive, filepath):
+    if "config.npy" not in archive.namelist():
         raise bad_file(filepath, "it holds no config record")
+    raw = read_member(archive, "config", None, np.uint8, filepath, max_bytes=MAX_CONFIG_BYTES)
+    if raw.ndim != 1:
+        raise bad_file(filepath, "it holds no config record (config is not a 1-D byte array)")
     try:
-        config = json.loads(arrays["config"].tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_file(filepath, f"its config is not valid JSON ({exc})") from None
+        config = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad_file(filepath, f"its config is not valid JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise bad_file(filepath, f"its format is {config.get('format') if isinstance(config, dict) else None!r}, "
                                  f"expected {FORMAT!r}")
     if config.get("version") != VERSION:
         raise bad_file(filepath, f"format version {config.get('version')!r}, this numbanet reads {VERSION}")
-    return config, arrays
+    return config
 
 
-def restore_state(model, config, arrays, filepath):
+def read_member(archive, name, shape, dtype, filepath, max_bytes=None):
+    """The array stored as `name`.npy in the open archive, after its header has been read
+    from the member and checked: dtype exactly `dtype`, C order, shape `shape` (any when
+    None, then at most max_bytes of data), and the member exactly as long as the header
+    says. Only then are its bytes read (and inflated, for a compressed member)."""
+    member = f"{name}.npy"
+    try:
+        info = archive.getinfo(member)
+    except KeyError:
+        raise bad_file(filepath, f"it has no member {member}") from None
+    try:
+        with archive.open(info) as f:
+            got_shape, got_dtype, fortran = read_npy_header(f, member)
+            if got_dtype != np.dtype(dtype):
+                raise ValueError(f"{member} has dtype {got_dtype}, expected {np.dtype(dtype)}")
+            if fortran and len(got_shape) > 1:
+                raise ValueError(f"{member} is stored in Fortran order; numbanet writes C order")
+            if shape is not None and tuple(got_shape) != tuple(shape):
+                raise ValueError(f"{member} has shape {tuple(got_shape)} but the architecture expects "
+                                 f"{tuple(shape)}")
+            nbytes = math.prod(int(d) for d in got_shape) * got_dtype.itemsize  # Python ints: no overflow
+            if max_bytes is not None and nbytes > max_bytes:
+                raise ValueError(f"{member} declares {nbytes} bytes, more than the {max_bytes} allowed")
+            header_end = f.tell()
+            if info.file_size != header_end + nbytes:
+                raise ValueError(f"{member} is {info.file_size} bytes long but its header declares "
+                                 f"{header_end} + {nbytes}")
+            buf = bytearray(nbytes)
+            view = memoryview(buf)
+            got = 0
+            while got < nbytes:
+                k = f.readinto(view[got:])
+                if not k:
+                    raise ValueError(f"{member} ends after {got} of its {nbytes} data bytes")
+                got += k
+            if f.read(1):
+                raise ValueError(f"{member} is longer than its header declares")
+    except InvalidModelFile:
+        raise
+    except Exception as exc:  # zipfile's CRC and format errors, zlib errors, encrypted members, ...
+        raise bad_file(filepath, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)) \
+            from exc
+    return np.frombuffer(buf, dtype=got_dtype).reshape(got_shape)
+
+
+def _state_shapes(model, names):
+    """{saved state name: expected shape} for the optimizer slots `names` ("key/slot"),
+    checked against the model's weights and the optimizer's slot names."""
+    shapes = {key: tuple(layer.params[k].shape) for key, layer, k in model._params()}
+    slots = set(model.optimizer.needed_slots())
+    out = {}
+    for name in names:
+        if not isinstance(name, str) or name.count("/") != 2:
+            raise ValueError(f"optimizer state name {name!r} is not 'layer/weight/slot'")
+        key, slot = name.rsplit("/", 1)
+        if key not in shapes or slot not in slots:
+            raise ValueError(f"optimizer state {name!r} matches no weight and slot of this model")
+        out[name] = shapes[key]
+    return out
+
+
+def restore_state(model, config, archive, filepath):
     """Put the saved weights, and the compile record with the optimizer state when there
-    is one, into `model`: built from the same file's architecture, on its backend."""
-    try:
-        n = int(config["n_weights"])
-        weights = [arrays[f"weight_{i:04d}"] for i in range(n)]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise bad_file(filepath, f"its weights cannot be found ({type(exc).__name__}: {exc})") from None
-    try:
-        model.set_weights(weights)
-    except (ValueError, TypeError) as exc:
-        raise bad_file(filepath, f"its weights do not match its architecture ({exc})") from None
-    for w, name in zip(weights, (f"weight_{i:04d}" for i in range(n))):
-        if w.dtype != model.dtype:
-            raise bad_file(filepath, f"{name} has dtype {w.dtype} but the model is {model.dtype}")
+    is one, into `model`: built from the same file's architecture, on its backend. Reads
+    only the members the config names, each checked before its data is read."""
+    slots = model._params()
+    n = config.get("n_weights")
+    if isinstance(n, bool) or not isinstance(n, int) or n != len(slots):
+        raise bad_file(filepath, f"its weights do not match its architecture (n_weights={n!r}, the "
+                                 f"architecture has {len(slots)} weight arrays)")
+    weights = [read_member(archive, f"weight_{i:04d}", tuple(layer.params[k].shape), model.dtype, filepath)
+               for i, (_, layer, k) in enumerate(slots)]
+    model.set_weights(weights)
     if "compile" in config:
         try:
             c = config["compile"]
             ocfg = c["optimizer"]
-            opt = optimizers_mod.from_config(ocfg["class_name"], ocfg["config"], ocfg["iterations"])
+            iterations = ocfg["iterations"]
+            if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+                raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+            opt = optimizers_mod.from_config(ocfg["class_name"], ocfg["config"], iterations)
             model.compile(optimizer=opt, loss=losses_mod.from_config(c["loss"]["class_name"], c["loss"]["config"]),
                           metrics=c["metrics"])
-            state = {name: arrays[f"opt_{i:04d}"] for i, name in enumerate(ocfg["state"])}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad_file(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from None
-        shapes = {key: tuple(layer.params[k].shape) for key, layer, k in model._params()}
-        for name, arr in state.items():
-            key = name.rsplit("/", 1)[0]
-            if key not in shapes or tuple(arr.shape) != shapes[key] or arr.dtype != model.dtype:
-                raise bad_file(filepath, f"optimizer state {name} (shape {arr.shape}, {arr.dtype}) matches no weight")
+            names = ocfg["state"]
+            if not isinstance(names, list):
+                raise ValueError(f"state must be a list of names, got {type(names).__name__}")
+            expected = _state_shapes(model, names)
+        except Exception as exc:  # any JSON can sit here: every failure is the file's
+            raise bad_file(filepath, f"its compile record is broken ({type(exc).__name__}: {exc})") from exc
+        state = {name: read_member(archive, f"opt_{i:04d}", expected[name], model.dtype, filepath)
+                 for i, name in enumerate(names)}
         opt.set_state(model.be, state)
     return model

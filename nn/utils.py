@@ -1,6 +1,8 @@
 """Small helpers: the library-owned RNG, the default float type, one-hot labels."""
 import numpy as np
 
+from numbanet.kernels import shapes
+
 _FLOAT_NAMES = ("float32", "float64")
 _floatx = "float32"
 # One generator for initializers, shuffling and dropout seeds, so that one call to
@@ -56,11 +58,11 @@ def to_categorical(y, num_classes=None, dtype="float32"):
         y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"to_categorical: class ids must be >= 0, got {int(y.min())}")
-    top = int(y.max()) + 1 if y.size else 0
     if num_classes is None:
-        num_classes = top
-    elif top > num_classes:
-        raise ValueError(f"to_categorical: class id {top - 1} is out of range for num_classes={num_classes}")
+        num_classes = int(y.max()) + 1 if y.size else 0
+    bad = shapes.first_out_of_range(y, int(num_classes))  # the one range rule
+    if bad is not None:
+        raise ValueError(f"to_categorical: class id {bad[1]} is out of range for num_classes={num_classes}")
     out = np.zeros((y.shape[0], int(num_classes)), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out

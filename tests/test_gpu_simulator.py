@@ -2,13 +2,16 @@
 
 The simulator has to be chosen before numba.cuda is first imported, so it cannot be
 switched on inside this pytest process (which may already have imported numba.cuda).
-The subprocess runs tests/kernels (every op against its NumPy reference) and tests/gpu
-(every gpu op against the cpu op, determinism, tile edges) with the gpu backend.
+The subprocess runs tests/kernels (every op against its NumPy reference), tests/gpu
+(every gpu op against the cpu op, determinism, tile edges, residency, launches), the tests
+of tests/nn marked `simulator` (the training API on the gpu: see tests/nn/conftest.py) and
+tests/adversarial (bad indices, non-finite numbers, aliasing, hostile files) with the gpu
+backend.
 
-The same run records every kernel launch by kernel and argument types (tests/signature_recorder.py).
-kernels/gpu/signatures.json, which the static compile (kernels/gpu_static.py) reads, must
-hold exactly that set: a kernel whose launches changed fails here until the file is
-rewritten with
+The same run records every kernel launch by kernel and argument types
+(tests/signature_recorder.py). kernels/gpu/signatures.json, which the static compile
+(kernels/gpu_static.py) reads, must hold exactly that set: a kernel whose launches changed
+fails here until the file is rewritten with
 
     NUMBANET_UPDATE_SIGNATURES=1 python -m pytest tests/test_gpu_simulator.py
 """
@@ -29,7 +32,8 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu",
                    NUMBANET_RECORD_LAUNCHES=str(recorded))
         report = tmp_path / "simulator.xml"
-        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "-q", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
+               "-p", "no:cacheprovider",
                f"--junitxml={report}"]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
         output = proc.stdout + proc.stderr

@@ -42,6 +42,9 @@ class CpuBackend(Backend):
     def _assign(self, dst, src):
         np.copyto(dst, src)
 
+    def _zero(self, arr):
+        arr.fill(0)
+
     def zeros(self, shape, dtype="float32"):
         return np.zeros(shape, dtype=dtype)
 
@@ -58,6 +61,14 @@ class CpuBackend(Backend):
 
     def _is_c_contiguous(self, arr):
         return arr.flags.c_contiguous
+
+    def _writable(self, arr):
+        return arr.flags.writeable
+
+    def _overlaps(self, a, b):
+        # Bounds only (no exact solve): a false alarm needs interleaved strided views,
+        # which the ops' contiguous arguments never are.
+        return isinstance(b, np.ndarray) and np.may_share_memory(a, b)
 
     def _contiguous(self, arr):
         # A copy, never a cast: the kernels index C-ordered memory.

@@ -5,18 +5,21 @@ import numba
 from numba import prange
 
 
+# relu's NaN rule is PyTorch's: relu(NaN) = NaN (the comparison is false, x passes
+# through), and the gradient is zeroed only where y <= 0, so a NaN or inf in dy reaches dx
+# exactly where relu let x through.
 @numba.njit(parallel=True, cache=True)
 def relu_forward(x, y):
     zero = x.dtype.type(0)
     for i in prange(x.shape[0]):
-        y[i] = x[i] if x[i] > zero else zero
+        y[i] = zero if x[i] <= zero else x[i]
 
 
 @numba.njit(parallel=True, cache=True)
 def relu_backward(y, dy, dx):
     zero = y.dtype.type(0)
     for i in prange(y.shape[0]):
-        dx[i] = dy[i] if y[i] > zero else zero
+        dx[i] = zero if y[i] <= zero else dy[i]
 
 
 @numba.njit(parallel=True, cache=True)

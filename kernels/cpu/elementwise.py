@@ -57,29 +57,17 @@ def bias_add(x, b, y):
             y[r, k] = x[r, k] + b[k]
 
 
-@numba.njit(cache=True)
-def _indices_in_range(indices, n):
-    for i in range(indices.shape[0]):
-        if indices[i] < 0 or indices[i] >= n:
-            return i
-    return -1
-
-
 @numba.njit(parallel=True, cache=True)
-def _take_rows(x, indices, y):
+def take_rows(x, indices, y):
     rest = x.shape[1]
+    n = x.shape[0]
     for r in prange(indices.shape[0]):
         src = indices[r]
+        # The backend has range-checked indices unless the caller built them (fit's
+        # permutation); a bad entry still never reads outside x: its row becomes 0.
+        ok = src >= 0 and src < n
         for k in range(rest):
-            y[r, k] = x[src, k]
-
-
-def take_rows(x, indices, y):
-    bad = _indices_in_range(indices, x.shape[0])
-    if bad >= 0:
-        raise ValueError(f"take_rows: indices[{bad}]={int(indices[bad])} is out of range for "
-                         f"x with {x.shape[0]} rows")
-    _take_rows(x, indices, y)
+            y[r, k] = x[src, k] if ok else 0
 
 
 @numba.njit(parallel=True, cache=True)
@@ -111,3 +99,8 @@ def _abs_and_square_sums(w):
 def l1_l2_penalty(w, l1, l2):
     sa, sq = _abs_and_square_sums(w)
     return l1 * sa + l2 * sq
+
+
+def l1_l2_penalty_into(w, l1, l2, into):
+    """into[0] += the penalty (into: float64, shape (1,))."""
+    into[0] += l1_l2_penalty(w, l1, l2)

@@ -1,7 +1,9 @@
 """Losses with their gradients in one pass, and the accuracy count.
 
 Labels are integer class ids (N,) or float one-hot / probability rows (N, C); each loss
-has one kernel per label form, picked by the `onehot` flag the backend passes.
+has one kernel per label form, picked by the `onehot` flag the backend passes. The
+backend has checked integer labels against the class count (Backend._check_range); they
+are only compared here, never used as an index.
 """
 import math
 
@@ -10,23 +12,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import reduce
-
-
-@numba.njit(cache=True)
-def _check_labels(labels, c):
-    for i in range(labels.shape[0]):
-        if labels[i] < 0 or labels[i] >= c:
-            # numba raises only constant messages; the caller rewrites it with the label.
-            raise ValueError("label out of range")
-
-
-def _labels_in_range(op, labels, c):
-    try:
-        _check_labels(labels, c)
-    except ValueError:
-        bad = labels[(labels < 0) | (labels >= c)]
-        raise ValueError(f"{op}: label {int(bad[0])} is out of range for {c} classes "
-                         f"(labels must be in [0, {c}))") from None
+from numbanet.kernels.cpu.order import row_argmax
 
 
 @numba.njit(parallel=True, cache=True)
@@ -57,7 +43,6 @@ def softmax_cross_entropy(logits, labels, onehot, losses, dlogits):
     if onehot:
         _softmax_ce_rows(logits, labels, True, np.zeros(1, np.int64), losses, dlogits)
     else:
-        _labels_in_range("softmax_cross_entropy", labels, logits.shape[1])
         _softmax_ce_rows(logits, logits, False, labels, losses, dlogits)
 
 
@@ -84,7 +69,6 @@ def crossentropy(probs, labels, onehot, eps, losses, dprobs):
     if onehot:
         _crossentropy_rows(probs, labels, True, np.zeros(1, np.int64), eps, losses, dprobs)
     else:
-        _labels_in_range("crossentropy", labels, probs.shape[1])
         _crossentropy_rows(probs, probs, False, labels, eps, losses, dprobs)
 
 
@@ -103,19 +87,10 @@ def mse(pred, target, losses, dpred):
 
 
 @numba.njit(cache=True)
-def _row_argmax(x, r):
-    best = 0
-    for k in range(1, x.shape[1]):
-        if x[r, k] > x[r, best]:
-            best = k
-    return best
-
-
-@numba.njit(cache=True)
 def _accuracy_int(scores, labels):
     hits = 0
     for r in range(scores.shape[0]):
-        if _row_argmax(scores, r) == labels[r]:
+        if row_argmax(scores, r) == labels[r]:
             hits += 1
     return hits
 
@@ -124,7 +99,7 @@ def _accuracy_int(scores, labels):
 def _accuracy_onehot(scores, labels):
     hits = 0
     for r in range(scores.shape[0]):
-        if _row_argmax(scores, r) == _row_argmax(labels, r):
+        if row_argmax(scores, r) == row_argmax(labels, r):
             hits += 1
     return hits
 
@@ -132,11 +107,11 @@ def _accuracy_onehot(scores, labels):
 def accuracy(scores, labels, onehot):
     if onehot:
         return int(_accuracy_onehot(scores, labels))
-    _labels_in_range("accuracy", labels, scores.shape[1])
     return int(_accuracy_int(scores, labels))
 
 
-def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits):
-    """softmax_cross_entropy, then (sum of the losses, correct count)."""
+def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
+    """softmax_cross_entropy, then stats = [mean loss, correct count] (float64)."""
     softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
-    return reduce.sum(losses), accuracy(logits, labels, onehot)
+    stats[0] = reduce.sum(losses) / logits.shape[0]
+    stats[1] = accuracy(logits, labels, onehot)

@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu.order import beats
+
 # Below this many channels a vectorized channel loop per window cell costs more in set-up
 # than it saves, so the general (not 2x2) windows run channel by channel in registers.
 _NARROW = 8
@@ -20,12 +22,11 @@ _NARROW = 8
 
 @numba.njit(cache=True, inline="always")
 def _max_cell(x, b, hh, ww, at, y, indices, i, j):
-    # Strict '>' keeps the first maximum in row-major window order, and a NaN in the
-    # window's first valid cell stays (no comparison with it is true), as in a plain loop.
+    # `beats` keeps the first maximum in row-major window order, or the first NaN.
     for ch in range(x.shape[3]):
         v = x[b, hh, ww, ch]
         m = y[b, i, j, ch]
-        take = v > m
+        take = beats(v, m)
         y[b, i, j, ch] = v if take else m
         indices[b, i, j, ch] = at if take else indices[b, i, j, ch]
 
@@ -38,15 +39,15 @@ def _max_2x2(x, b, hh, ww, at, at1, atw, atw1, y, indices, i, j):
         m = x[b, hh, ww, ch]
         k = at
         v = x[b, hh, ww + 1, ch]
-        take = v > m
+        take = beats(v, m)
         m = v if take else m
         k = at1 if take else k
         v = x[b, hh + 1, ww, ch]
-        take = v > m
+        take = beats(v, m)
         m = v if take else m
         k = atw if take else k
         v = x[b, hh + 1, ww + 1, ch]
-        take = v > m
+        take = beats(v, m)
         m = v if take else m
         k = atw1 if take else k
         y[b, i, j, ch] = m
@@ -82,7 +83,7 @@ def _max_row(x, y, indices, b, i, ph, pw, sh, sw, pt, pl):
                 for hh in range(h_lo, h_hi):
                     for ww in range(w_lo, w_hi):
                         v = x[b, hh, ww, ch]
-                        if v > best:
+                        if beats(v, best):
                             best = v
                             best_at = np.int32(hh * w + ww)
                 y[b, i, j, ch] = best
@@ -110,12 +111,18 @@ def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
 def _max_scatter_image(dy_b, idx_b, dx_b):
     # dy_b, idx_b: (OH * OW, C); dx_b: (H * W, C), so a flat index h * W + w is a row of
     # dx_b directly (no // and % per element: they cost more than the rest of the loop).
+    cells = np.uint64(dx_b.shape[0])
     for k in range(dx_b.shape[0]):
         for ch in range(dx_b.shape[1]):
             dx_b[k, ch] = 0
     for k in range(dy_b.shape[0]):
         for ch in range(dy_b.shape[1]):
-            dx_b[idx_b[k, ch], ch] += dy_b[k, ch]
+            at = idx_b[k, ch]
+            # The backend range-checks indices unless a MaxPooling2D layer made them; an
+            # entry outside the image is skipped, never written (nor wrapped, if negative).
+            # One unsigned comparison covers both ends: a negative index is huge unsigned.
+            if np.uint64(at) < cells:
+                dx_b[at, ch] += dy_b[k, ch]
 
 
 @numba.njit(parallel=True, cache=True)

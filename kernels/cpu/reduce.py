@@ -3,6 +3,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu.order import row_argmax
+
 # Rows per partial sum. Fixed, not derived from the thread count, so the summation order
 # (and so the float result) is the same on every machine and every call.
 _ROW_BLOCK = 2048
@@ -52,13 +54,12 @@ def sum(x):
     return acc
 
 
+def sum_into(x, scale, into):
+    """into[0] += scale * sum(x) (into: float64, shape (1,))."""
+    into[0] += scale * sum(x)
+
+
 @numba.njit(parallel=True, cache=True)
 def argmax(x, out):
-    n, c = x.shape
-    for r in prange(n):
-        best = 0
-        for k in range(1, c):
-            # Strict '>' keeps the first maximum, as NumPy does.
-            if x[r, k] > x[r, best]:
-                best = k
-        out[r] = best
+    for r in prange(x.shape[0]):
+        out[r] = row_argmax(x, r)

@@ -9,7 +9,8 @@ from numba import cuda
 
 from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
-from numbanet.kernels.gpu.launch import first_out_of_range, grid_1d, rows_1d
+from numbanet.kernels.gpu.checks import first_out_of_range
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d
 
 
 @cuda.jit
@@ -58,10 +59,12 @@ class GpuBackend(Backend):
 
     def zeros(self, shape, dtype="float32"):
         a = cuda.device_array(shape, dtype=np.dtype(dtype))
-        if a.size:
-            flat = a.reshape(a.size)
-            _fill_zero[grid_1d(a.size)](flat)
+        self._zero(a)
         return a
+
+    def _zero(self, arr):
+        if arr.size:
+            _fill_zero[grid_1d(arr.size)](arr.reshape(arr.size))
 
     def copy(self, array):
         out = cuda.device_array(array.shape, dtype=array.dtype)
@@ -82,6 +85,12 @@ class GpuBackend(Backend):
     def _first_out_of_range(self, idx, n):
         return first_out_of_range(idx, n)
 
+    def _overlaps(self, a, b):
+        if not _is_device_array(b):
+            return False
+        (a0, a1), (b0, b1) = _extent(a), _extent(b)
+        return a0 < b1 and b0 < a1
+
     def _contiguous(self, arr):
         if arr.is_c_contiguous():
             return arr
@@ -95,6 +104,26 @@ def _is_device_array(arr):
     # numba.cuda.is_cuda_array is missing on the simulator; device arrays (real or fake)
     # are the objects with copy_to_host that are not host ndarrays.
     return hasattr(arr, "copy_to_host") and not isinstance(arr, np.ndarray)
+
+
+def _extent(arr):
+    """[first byte, one past the last byte) that arr's elements occupy. The simulator's
+    device arrays hold a NumPy array (_ary); real ones describe themselves through
+    __cuda_array_interface__ (no copy: it only reads the pointer)."""
+    if arr.size == 0:
+        return 0, 0
+    host = getattr(arr, "_ary", None)
+    if isinstance(host, np.ndarray):
+        start = host.__array_interface__["data"][0]
+    else:
+        start = arr.__cuda_array_interface__["data"][0]
+    lo = hi = start
+    for n, s in zip(arr.shape, arr.strides):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return lo, hi + arr.dtype.itemsize
 
 
 def _copy_strided(src, dst):

@@ -16,17 +16,21 @@ def _launch(kernel, n, *args):
     kernel[grid_1d(n)](*args)
 
 
+# PyTorch's NaN rule, as on the cpu: relu(NaN) = NaN, relu(-inf) = 0 (a typed zero, not
+# v * 0, which is NaN for -inf), and dx is zeroed only where y <= 0.
 @cuda.jit
 def _relu_forward(x, y):
+    zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         v = x[i]
-        y[i] = v if v > 0 else v * 0
+        y[i] = zero if v <= zero else v
 
 
 @cuda.jit
 def _relu_backward(y, dy, dx):
+    zero = dy.dtype.type(0)
     for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        dx[i] = dy[i] if y[i] > 0 else dy[i] * 0
+        dx[i] = zero if y[i] <= zero else dy[i]
 
 
 @cuda.jit
@@ -66,8 +70,9 @@ def _softmax_forward(x, y):
         c = x.shape[1]
         mx = x[i, 0]
         for j in range(1, c):
-            mx = max(mx, x[i, j])
-        s = x[i, 0] * 0
+            if x[i, j] > mx:
+                mx = x[i, j]
+        s = x.dtype.type(0)
         for j in range(c):
             e = math.exp(x[i, j] - mx)
             y[i, j] = e
@@ -80,7 +85,7 @@ def _softmax_forward(x, y):
 def _softmax_backward(y, dy, dx):
     i = cuda.grid(1)
     if i < y.shape[0]:
-        dot = y[i, 0] * 0
+        dot = y.dtype.type(0)
         for j in range(y.shape[1]):
             dot += y[i, j] * dy[i, j]
         for j in range(y.shape[1]):

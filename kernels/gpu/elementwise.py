@@ -11,6 +11,7 @@ import numpy as np
 from numba import cuda, uint64
 
 from numbanet.kernels.gpu import reduce
+from numbanet.kernels.gpu.checks import in_range
 from numbanet.kernels.gpu.launch import grid_1d
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -81,7 +82,10 @@ def _take_rows(x, indices, y):
     for t in range(cuda.grid(1), y.shape[0] * rest, cuda.gridsize(1)):
         r = t // rest
         k = t - r * rest
-        y[r, k] = x[indices[r], k]
+        src = indices[r]
+        # Range-checked by the backend unless fit built the indices itself; a bad entry
+        # still never reads outside x: its row becomes 0.
+        y[r, k] = x[src, k] if in_range(src, x.shape[0]) else x.dtype.type(0)
 
 
 def take_rows(x, indices, y):
@@ -93,7 +97,7 @@ def take_rows(x, indices, y):
 def _l1_l2_grad(w, dw, l1, two_l2):
     for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
         wi = w[i]
-        zero = wi * 0
+        zero = w.dtype.type(0)  # not wi * 0, which is NaN for an infinite weight
         sign = zero + 1 if wi > zero else (zero - 1 if wi < zero else zero)
         dw[i] += l1 * sign + two_l2 * wi
 
@@ -105,3 +109,7 @@ def l1_l2_grad(w, dw, l1, l2):
 
 def l1_l2_penalty(w, l1, l2):
     return reduce.l1_l2_sum(w, l1, l2)
+
+
+def l1_l2_penalty_into(w, l1, l2, into):
+    reduce.l1_l2_sum_into(w, l1, l2, into)

@@ -102,29 +102,6 @@ def scratch(name, shape, dtype):
     return buf[:size].reshape(tuple(int(s) for s in shape))
 
 
-@cuda.jit
-def _first_out_of_range(idx, n, first):
-    # atomic.min on an int is order-independent: the result is the lowest bad position,
-    # whichever thread gets there first.
-    for i in range(cuda.grid(1), idx.shape[0], cuda.gridsize(1)):
-        v = idx[i]
-        if v < 0 or v >= n:
-            cuda.atomic.min(first, 0, i)
-
-
-def first_out_of_range(idx, n):
-    """-> (position, value) of the first entry of idx outside [0, n), or None. One int
-    goes up and one comes back; the value is fetched only when there is a bad entry."""
-    import numpy as np
-    size = idx.shape[0]
-    first = cuda.to_device(np.array([size], dtype=np.int64))
-    _first_out_of_range[grid_1d(size)](idx, n, first)
-    at = int(first.copy_to_host()[0])
-    if at == size:
-        return None
-    return at, int(idx[at:at + 1].copy_to_host()[0])
-
-
 def grid_1d(n):
     """(blocks, threads) for a grid-stride kernel over n items: whole warps, no more
     threads than items for small arrays (a 10-element bias needs one warp, not 8)."""

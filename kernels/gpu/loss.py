@@ -8,9 +8,10 @@ addition is associative, so the count is exact and order-independent (only float
 break determinism); one int is copied back.
 
 softmax_cross_entropy_stats is the training step's whole loss in one launch: one block
-computes every row's loss and gradient and folds the loss sum and the correct count in
-shared memory, in a fixed order; one 16-byte copy brings both back (instead of the loss
-kernel, two sum kernels, a clear and an accuracy kernel, and two copies).
+computes every row's loss and gradient and folds the mean loss and the correct count in
+shared memory, in a fixed order, into a 2-element device array the step reads once
+(instead of the loss kernel, the sum kernels, a clear and an accuracy kernel, and two
+copies).
 """
 import functools
 import math
@@ -19,6 +20,7 @@ import numpy as np
 from numba import cuda, float64, int64
 
 from numbanet.kernels.gpu.launch import THREADS_1D, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu.order import row_argmax
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,7 +69,7 @@ def _sce(onehot):
 
 @kernel_family
 def _sce_stats(onehot):
-    """One block: every row's loss and gradient, and the batch's loss sum (float64) and
+    """One block: every row's loss and gradient, and the batch's mean loss (float64) and
     correct count folded in shared memory in a fixed order into stats[0], stats[1]."""
     row = _sce_row(onehot)
 
@@ -81,9 +83,9 @@ def _sce_stats(onehot):
         for i in range(tid, z.shape[0], THREADS_1D):
             total += float64(row(z, labels, losses, dz, inv_n, one, i))
             if onehot:
-                hit = _row_argmax(z, i) == _row_argmax(labels, i)
+                hit = row_argmax(z, i) == row_argmax(labels, i)
             else:
-                hit = _row_argmax(z, i) == labels[i]
+                hit = row_argmax(z, i) == labels[i]
             if hit:
                 hits += 1
         loss_buf[tid] = total
@@ -97,7 +99,7 @@ def _sce_stats(onehot):
             cuda.syncthreads()
             s //= 2
         if tid == 0:
-            stats[0] = loss_buf[0]
+            stats[0] = loss_buf[0] / z.shape[0]
             stats[1] = float64(hit_buf[0])
     return kernel
 
@@ -108,14 +110,11 @@ def softmax_cross_entropy(logits, labels, onehot, losses, dlogits):
                                                             t(1.0 / logits.shape[0]), t(1))
 
 
-def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits):
-    """-> (loss sum, correct count): one launch, one 16-byte copy back."""
+def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
+    """stats = [mean loss, correct count] (float64), with the losses and dlogits: one launch."""
     t = logits.dtype.type
-    stats = scratch("loss-stats", (2,), np.float64)
     _sce_stats(bool(onehot))[1, THREADS_1D](logits, labels, losses, dlogits, t(1.0 / logits.shape[0]), t(1),
                                             stats)
-    loss_sum, correct = stats.copy_to_host()
-    return float(loss_sum), int(correct)
 
 
 @kernel_family
@@ -165,20 +164,11 @@ def mse(pred, target, losses, dpred):
     _mse[rows_1d(n)](pred, target, losses, dpred, t(1.0 / d), t(2.0 / (n * d)))
 
 
-@cuda.jit(device=True, inline=True)
-def _row_argmax(s, i):
-    k = 0
-    for j in range(1, s.shape[1]):
-        if s[i, j] > s[i, k]:
-            k = j
-    return k
-
-
 @cuda.jit
 def _acc_int(s, labels, count):
     i = cuda.grid(1)
     if i < s.shape[0]:
-        if _row_argmax(s, i) == labels[i]:
+        if row_argmax(s, i) == labels[i]:
             cuda.atomic.add(count, 0, 1)
 
 
@@ -186,7 +176,7 @@ def _acc_int(s, labels, count):
 def _acc_onehot(s, y, count):
     i = cuda.grid(1)
     if i < s.shape[0]:
-        if _row_argmax(s, i) == _row_argmax(y, i):
+        if row_argmax(s, i) == row_argmax(y, i):
             cuda.atomic.add(count, 0, 1)
 
 

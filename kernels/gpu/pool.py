@@ -13,7 +13,9 @@ cover it, computed from the geometry.
 """
 from numba import cuda
 
+from numbanet.kernels.gpu.checks import in_range
 from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.order import beats
 
 
 @cuda.jit
@@ -27,7 +29,7 @@ def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
         r //= ow
         i = r % oh
         b = r // oh
-        best = x[0, 0, 0, 0] * 0
+        best = x.dtype.type(0)  # never read: the first valid cell replaces it
         best_at = -1
         for di in range(ph):
             hh = i * sh - pt + di
@@ -38,7 +40,7 @@ def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
                 if ww < 0 or ww >= w:
                     continue
                 val = x[b, hh, ww, ch]
-                if best_at < 0 or val > best:
+                if best_at < 0 or beats(val, best):
                     best = val
                     best_at = hh * w + ww
         y[b, i, j, ch] = best
@@ -63,7 +65,10 @@ def _max_backward(dy, indices, dx):
         for i in range(oh):
             for j in range(ow):
                 at = indices[b, i, j, ch]
-                dx[b, at // w, at % w, ch] += dy[b, i, j, ch]
+                # Range-checked by the backend unless a MaxPooling2D layer made them: an
+                # entry outside the image is skipped, never written.
+                if in_range(at, h * w):
+                    dx[b, at // w, at % w, ch] += dy[b, i, j, ch]
 
 
 def max_pool2d_backward(dy, indices, dx):
@@ -91,7 +96,8 @@ def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
         r //= ow
         i = r % oh
         b = r // oh
-        acc = x[0, 0, 0, 0] * 0
+        # A typed zero, not x[...] * 0: one inf anywhere in x would make that NaN.
+        acc = x.dtype.type(0)
         for hh in range(max(i * sh - pt, 0), min(i * sh - pt + ph, h)):
             for ww in range(max(j * sw - pl, 0), min(j * sw - pl + pw, w)):
                 acc += x[b, hh, ww, ch]
@@ -118,7 +124,7 @@ def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
         i1 = min(oh - 1, (hh + pt) // sh)
         j0 = max(0, (ww + pl - pw) // sw + 1)
         j1 = min(ow - 1, (ww + pl) // sw)
-        acc = dy[0, 0, 0, 0] * 0
+        acc = dy.dtype.type(0)
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
                 acc += dy[b, i, j, ch] / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)

@@ -12,12 +12,11 @@ block folds its 256 values with a shared-memory tree (fixed pairing), and one bl
 the per-block partials the same way; one float64 scalar is copied back. The grid size is
 a function of the length only, so the pairing, and the result, never change.
 """
-import math
-
 import numpy as np
 from numba import cuda, float64
 
 from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu.order import row_argmax
 
 CHUNK = 256
 
@@ -31,7 +30,8 @@ def _column_partials(x, partial, rows, cols, chunk):
         c = t - g * cols
         r0 = g * chunk
         r1 = min(r0 + chunk, rows)
-        acc = x[0, 0] * 0
+        # A typed zero, not x[0, 0] * 0: an inf in row 0 would make every column NaN.
+        acc = x.dtype.type(0)
         for r in range(r0, r1):
             acc += x[r, c]
         partial[g, c] = acc
@@ -95,44 +95,48 @@ def _sum_kernel(term_name):
     return kernel
 
 
+@cuda.jit
+def _add_scaled(result, scale, into):
+    into[0] += scale * result[0]
 
 
-def _fold_to_scalar(kernel, x, a, b):
+def _fold_on_device(kernel, x, a, b):
+    """-> a device float64 (1,) array holding the reduction (nothing copied back); both
+    arrays are scratch buffers (launch.scratch): read the result before the next sum."""
     nblocks = blocks_1d(x.shape[0])
     partial = scratch("sum-partials", (nblocks,), np.float64)
     kernel[nblocks, THREADS_1D](x, a, b, partial)
     result = scratch("sum", (1,), np.float64)
     _sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, result)
-    return float(result.copy_to_host()[0])
+    return result
 
 
 def sum(x):  # noqa: A001  (the op is called sum in every backend)
-    return _fold_to_scalar(_sum_kernel("identity"), x, 0.0, 0.0)
+    return float(_fold_on_device(_sum_kernel("identity"), x, 0.0, 0.0).copy_to_host()[0])
+
+
+def sum_into(x, scale, into):
+    """into[0] += scale * sum(x), on the device."""
+    _add_scaled[1, 1](_fold_on_device(_sum_kernel("identity"), x, 0.0, 0.0), float(scale), into)
 
 
 def l1_l2_sum(w, l1, l2):
     """l1 * sum|w| + l2 * sum(w^2) as one fixed-order float64 reduction."""
-    return _fold_to_scalar(_sum_kernel("l1_l2"), w, float(l1), float(l2))
+    return float(_fold_on_device(_sum_kernel("l1_l2"), w, float(l1), float(l2)).copy_to_host()[0])
+
+
+def l1_l2_sum_into(w, l1, l2, into):
+    """into[0] += l1 * sum|w| + l2 * sum(w^2), on the device."""
+    _add_scaled[1, 1](_fold_on_device(_sum_kernel("l1_l2"), w, float(l1), float(l2)), 1.0, into)
 
 
 @cuda.jit
 def _argmax_rows(x, out):
-    # One thread per row: rows are short (class scores), and the first maximum wins as in
-    # numpy.argmax. NaN is treated as the maximum, again as numpy does.
+    # One thread per row: rows are short (class scores). The first NaN, else the first
+    # maximum, wins, as in numpy.argmax (kernels/gpu/order.py).
     i = cuda.grid(1)
     if i < x.shape[0]:
-        best = x[i, 0]
-        k = 0
-        if not math.isnan(best):
-            for j in range(1, x.shape[1]):
-                v = x[i, j]
-                if math.isnan(v):
-                    k = j
-                    break
-                if v > best:
-                    best = v
-                    k = j
-        out[i] = k
+        out[i] = row_argmax(x, i)
 
 
 def argmax(x, out):

@@ -92,7 +92,8 @@ class Layer:
         for key in [k for k in vars(self) if k.startswith("_saved")]:
             setattr(self, key, None)
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
+        """Weight penalties: a host float, or added to the backend array into (see Dense)."""
         return 0.0
 
     # ------------------------------------------------------------------ moving, config

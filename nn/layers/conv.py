@@ -21,11 +21,7 @@ class Conv2D(ActivationMixin, Layer):
         self.filters = filters
         self.kernel_size = shapes.pair("Conv2D", "kernel_size", kernel_size)
         self.strides = shapes.pair("Conv2D", "strides", strides)
-        if isinstance(padding, str):
-            padding = padding.lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
-        self.padding = padding
+        self.padding = shapes.check_padding("Conv2D", padding, explicit=False)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -69,12 +65,14 @@ class Conv2D(ActivationMixin, Layer):
             self.grads["bias"] = db
         return dx
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
+        """The penalties of this layer's weights (a host float); with into, added to that
+        backend float64 (1,) array instead (and 0.0 returned): no download per array."""
         total = 0.0
         if self.kernel_regularizer is not None:
-            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"])
+            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"], into)
         if self.bias_regularizer is not None and self.use_bias:
-            total += self.bias_regularizer.penalty(self.be, self.params["bias"])
+            total += self.bias_regularizer.penalty(self.be, self.params["bias"], into)
         return total
 
     def get_config(self):

@@ -61,12 +61,14 @@ class Dense(ActivationMixin, Layer):
             self.grads["bias"] = db
         return dx
 
-    def regularization_penalty(self):
+    def regularization_penalty(self, into=None):
+        """The penalties of this layer's weights (a host float); with into, added to that
+        backend float64 (1,) array instead (and 0.0 returned): no download per array."""
         total = 0.0
         if self.kernel_regularizer is not None:
-            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"])
+            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"], into)
         if self.bias_regularizer is not None and self.use_bias:
-            total += self.bias_regularizer.penalty(self.be, self.params["bias"])
+            total += self.bias_regularizer.penalty(self.be, self.params["bias"], into)
         return total
 
     def get_config(self):

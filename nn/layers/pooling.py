@@ -9,11 +9,7 @@ class _Pool(Layer):
         kind = type(self).__name__
         self.pool_size = shapes.pair(kind, "pool_size", pool_size)
         self.strides = self.pool_size if strides is None else shapes.pair(kind, "strides", strides)
-        if isinstance(padding, str):
-            padding = padding.lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"{kind}: padding must be 'valid' or 'same', got {padding!r}")
-        self.padding = padding
+        self.padding = shapes.check_padding(kind, padding, explicit=False)
 
     def compute_output_shape(self, input_shape):
         kind = type(self).__name__
@@ -38,7 +34,10 @@ class MaxPooling2D(_Pool):
         return y
 
     def backward(self, dy, logits=False):
-        return self.be.max_pool2d_backward(dy, self._saved_indices, self._saved_shape)
+        # The indices are this layer's own max_pool2d output for an x of _saved_shape, so
+        # they are in range by construction: the op skips its range check (on the gpu a
+        # device scan and a round trip per call). Its kernels still never write outside dx.
+        return self.be.max_pool2d_backward(dy, self._saved_indices, self._saved_shape, _indices_checked=True)
 
 
 class AveragePooling2D(_Pool):

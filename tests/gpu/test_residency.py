@@ -36,7 +36,8 @@ from numba.cuda import config as cuda_config
 from numbanet import kernels
 from numbanet.nn import models as nn_models
 from numbanet.nn.callbacks import Callback
-from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from numbanet.nn import regularizers
+from numbanet.nn.layers import Activation, Conv2D, Dense, Flatten, MaxPooling2D
 from numbanet.nn.models import Sequential
 from numbanet.nn.optimizers import Adam
 
@@ -50,16 +51,18 @@ else:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICE_ARRAY = type(cuda.device_array(1))
 
-# One float64 or int64: be.sum's result, be.accuracy's count; or both as two float64s,
+# One float64 or int64: the step's loss, be.accuracy's count; or both as two float64s,
 # the one copy of be.softmax_cross_entropy_stats.
 SCALAR_BYTES = 8
 STATS_BYTES = 16
-# A step may copy back the summed batch loss and the correct count: the progress bar
-# shows both. With a softmax + cross-entropy model that is one 16-byte copy (the fused
-# loss kernel computes both); with another loss, be.sum (a float64) and be.accuracy (an
-# int64). The finite check is math.isfinite on that loss, on the host. Nothing goes up:
-# labels were range-checked on the host by _check_y, the batch indices are fit's own
-# permutation, and the accuracy count is cleared by a kernel.
+# A step may copy back its loss (the mean data loss and every regularization penalty,
+# summed on the device) and the correct count: the progress bar shows both. With a
+# softmax + cross-entropy model that is one 16-byte copy (the fused loss kernel writes
+# both, the penalties are added on the device); with another loss, the loss (a float64)
+# and be.accuracy's count (an int64). The finite check is math.isfinite on that loss, on
+# the host. Nothing goes up: labels were range-checked on the host by _check_y (also for
+# a loss that is not fused with softmax), the batch indices are fit's own permutation,
+# and the accuracy count is cleared by a kernel.
 MAX_SCALARS_PER_STEP = 2
 
 # Shapes chosen so that no weight (and so no gradient or Adam slot) has the byte size of
@@ -197,15 +200,27 @@ class StepWindows(Callback):
         self.rec.window = None
 
 
-def tiny_cnn():
+def tiny_cnn(variant="fused"):
+    """The step's model. "fused": softmax + cross-entropy in one kernel. "regularized": L1
+    and L2 penalties on kernels and a bias (before, one download per penalized array per
+    step). "not fused": cross-entropy on probabilities after a linear Activation (before,
+    one label upload and range check per step)."""
+    reg = regularizers.l1_l2(0.01, 0.02) if variant == "regularized" else None
     m = Sequential()
-    m.add(Conv2D(3, kernel_size=(3, 3), activation="relu", input_shape=(H, W, 1)))
+    m.add(Conv2D(3, kernel_size=(3, 3), activation="relu", input_shape=(H, W, 1), kernel_regularizer=reg))
     m.add(MaxPooling2D(pool_size=(2, 2)))
     m.add(Flatten())
-    m.add(Dense(CLASSES, activation="softmax"))
+    m.add(Dense(CLASSES, activation="softmax", kernel_regularizer=reg,
+                bias_regularizer=regularizers.l2(0.03) if reg else None))
+    if variant == "not fused":
+        m.add(Activation("linear"))
     m.compile(optimizer=Adam(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"])
     m.build((H, W, 1), backend=kernels.get_backend("gpu"))
+    assert m._fused == (variant != "not fused")
     return m
+
+
+VARIANTS = ["fused", "regularized", "not fused"]
 
 
 def data():
@@ -213,8 +228,8 @@ def data():
     return rng.random((N, H, W, 1), dtype=np.float32), rng.integers(0, CLASSES, N)
 
 
-def fit_recorded(rec, epochs):
-    model = tiny_cnn()
+def fit_recorded(rec, epochs, variant="fused"):
+    model = tiny_cnn(variant)
     x, y = data()
     rec.recording = True
     try:
@@ -327,9 +342,10 @@ def test_the_recorder_sees_every_transfer_path(transfers):
     assert got == want, f"recorder: expected {want}, got {got}:\n  {show(transfers.events)}"
 
 
-def test_resident_fit_copies_only_scalars_per_step(transfers):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_resident_fit_copies_only_scalars_per_step(transfers, variant):
     epochs = 2
-    model, x = fit_recorded(transfers, epochs)
+    model, x = fit_recorded(transfers, epochs, variant)
     steps, outside = by_step(transfers, epochs)
     for w, events in steps.items():
         ups = [e for e in events if e.direction == "up"]
@@ -344,9 +360,10 @@ def test_resident_fit_copies_only_scalars_per_step(transfers):
     check_no_allocations_after_the_first_step_of_each_size(steps)
 
 
-def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, variant):
     monkeypatch.setattr(nn_models, "_RESIDENT_BYTES", 0)
-    model, x = fit_recorded(transfers, 1)
+    model, x = fit_recorded(transfers, 1, variant)
     steps, outside = by_step(transfers, 1)
     legit = {SCALAR_BYTES, STATS_BYTES}
     for (epoch, step), events in steps.items():

@@ -69,8 +69,13 @@ def test_every_float_kernel_is_launched_in_float32_and_float64():
         for e in rec["signature"]:
             if isinstance(e, list) and e[0] == "array" and e[1] in ("float32", "float64"):
                 dtypes[rec["site"]].add(e[1])
-    one = {site: sorted(d) for site, d in dtypes.items() if len(d) == 1}
+    one = {site: sorted(d) for site, d in dtypes.items() if len(d) == 1 and site not in FLOAT64_BY_DESIGN}
     assert not one, f"kernels launched in one float dtype only: {one}"
+
+
+# Kernels whose float arrays are float64 whatever the data's dtype: the accumulators of
+# the on-device loss and penalty sums (kernels/gpu/reduce.py).
+FLOAT64_BY_DESIGN = {"numbanet.kernels.gpu.reduce:_add_scaled"}
 
 
 def test_recorded_types_round_trip():

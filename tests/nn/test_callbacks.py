@@ -88,12 +88,14 @@ def _nan_model():
     return m, x * 1e3, y
 
 
+@pytest.mark.simulator
 def test_nan_loss_without_terminate_raises_with_epoch_and_step():
     m, x, y = _nan_model()
     with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at epoch 1, step \d+ of 8"):
         m.fit(x, y, batch_size=4, epochs=3, verbose=0)
 
 
+@pytest.mark.simulator
 def test_terminate_on_nan_stops_quietly(capsys):
     m, x, y = _nan_model()
     h = m.fit(x, y, batch_size=4, epochs=3, callbacks=[TerminateOnNaN()], verbose=0)

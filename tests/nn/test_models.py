@@ -1,4 +1,8 @@
-"""Sequential: fit / evaluate / predict / train_on_batch, learning, determinism, bad input."""
+"""Sequential: fit / evaluate / predict / train_on_batch, learning, determinism, bad input.
+
+Tests marked `simulator` also run on the gpu backend under the CUDA simulator (see
+tests/nn/conftest.py); there, training runs against a NumPy reference and against the
+cpu backend, and every check of bad input runs on the gpu model."""
 import numpy as np
 import pytest
 
@@ -71,6 +75,7 @@ def test_validation_data_and_no_metrics():
     assert isinstance(m.evaluate(x, y, verbose=0), float)
 
 
+@pytest.mark.simulator
 def test_epoch_loss_is_sample_weighted_mean_of_batch_losses():
     x, y = _blobs(25)
     m = _mlp()
@@ -141,6 +146,7 @@ def test_summary_table(capsys):
     assert "Conv2D" in out and "MaxPooling2D" in out and "Flatten" in out and "Dense" in out
 
 
+@pytest.mark.simulator
 def test_set_weights_checks_and_roundtrip():
     m = _mlp()
     w = [np.full(a.shape, 0.5, a.dtype) for a in m.get_weights()]
@@ -151,6 +157,24 @@ def test_set_weights_checks_and_roundtrip():
         m.set_weights([np.zeros((3, 8))] + w[1:])
     with pytest.raises(ValueError, match="the model has 4 weight arrays, got 3"):
         m.set_weights(w[:3])
+
+
+@pytest.mark.simulator
+def test_set_weights_copies_like_keras():
+    """Training after set_weights leaves the caller's arrays alone (on the cpu backend an
+    array kept by reference would be updated in place by the optimizer)."""
+    m = _mlp()
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    mine = [np.full(a.shape, 0.25, a.dtype) for a in m.get_weights()]
+    kept = [a.copy() for a in mine]
+    m.set_weights(mine)
+    m.train_on_batch(*_blobs(8))
+    for a, b in zip(mine, kept):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(m.get_weights(), kept)), "the step changed nothing"
+    got = m.get_weights()
+    got[0][...] = 7.0  # get_weights hands out copies too
+    assert not np.any(m.get_weights()[0] == 7.0)
 
 
 def test_to_same_backend_keeps_training():
@@ -169,6 +193,7 @@ def _compiled_cnn_data():
     return _cnn(), _images()
 
 
+@pytest.mark.simulator
 def test_wrong_image_shape():
     m, (x, y) = _compiled_cnn_data()
     with pytest.raises(ValueError, match=r"fit: x has per-sample shape \(6, 6\) but layer 'conv2d.*' expects "
@@ -178,12 +203,14 @@ def test_wrong_image_shape():
         m.predict(x[:, :5])
 
 
+@pytest.mark.simulator
 def test_lengths_differ():
     m, (x, y) = _compiled_cnn_data()
     with pytest.raises(ValueError, match="x and y have different lengths \\(x has 8 samples, y has 7 samples"):
         m.fit(x, y[:7], verbose=0)
 
 
+@pytest.mark.simulator
 def test_label_out_of_range():
     m, (x, y) = _compiled_cnn_data()
     y = y.copy()
@@ -196,6 +223,7 @@ def test_label_out_of_range():
         m.fit(x, y, verbose=0)
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("bs", [0, -4, 2.5])
 def test_bad_batch_size(bs):
     m, (x, y) = _compiled_cnn_data()
@@ -205,12 +233,14 @@ def test_bad_batch_size(bs):
         m.predict(x, batch_size=bs)
 
 
+@pytest.mark.simulator
 def test_empty_data():
     m, (x, y) = _compiled_cnn_data()
     with pytest.raises(ValueError, match=r"fit: x is empty .*x.shape=\(0, 6, 6, 1\)"):
         m.fit(x[:0], y[:0], verbose=0)
 
 
+@pytest.mark.simulator
 def test_nan_in_x():
     m, (x, y) = _compiled_cnn_data()
     x = x.copy()
@@ -220,6 +250,7 @@ def test_nan_in_x():
         m.fit(x, y, verbose=0)
 
 
+@pytest.mark.simulator
 def test_wrong_dtypes_are_refused_not_cast():
     m, (x, y) = _compiled_cnn_data()
     with pytest.raises(TypeError, match="fit: x has dtype float64 but the model runs in float32"):
@@ -230,6 +261,7 @@ def test_wrong_dtypes_are_refused_not_cast():
         m.fit(x, y.astype("float32"), verbose=0)
 
 
+@pytest.mark.simulator
 def test_fit_before_compile():
     x, y = _blobs(10)
     with pytest.raises(RuntimeError, match="call model.compile"):
@@ -237,6 +269,58 @@ def test_fit_before_compile():
 
 
 # --------------------------------------------------------------------------- backends
+
+def _reference_training(x, y, weights, lr, epochs, batch):
+    """Dense(relu) -> Dense(softmax) + cross-entropy with Keras's Adam, in float64 NumPy,
+    batches in order: -> (per-epoch mean losses, final weights)."""
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in weights]
+    params = [w1, b1, w2, b2]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    step, history = 0, []
+    for _ in range(epochs):
+        total = 0.0
+        for lo in range(0, len(x), batch):
+            xb, yb = x[lo:lo + batch].astype(np.float64), y[lo:lo + batch]
+            n = len(xb)
+            w1, b1, w2, b2 = params
+            h = np.maximum(xb @ w1 + b1, 0.0)
+            z = h @ w2 + b2
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            total += -np.log(p[np.arange(n), yb]).sum()
+            dz = p.copy()
+            dz[np.arange(n), yb] -= 1.0
+            dz /= n
+            dh = (dz @ w2.T) * (h > 0)
+            grads = [xb.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0)]
+            step += 1
+            alpha = lr * np.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+            for i, g in enumerate(grads):
+                m[i] = 0.9 * m[i] + 0.1 * g
+                v[i] = 0.999 * v[i] + 0.001 * g * g
+                params[i] = params[i] - alpha * m[i] / (np.sqrt(v[i]) + 1e-7)
+        history.append(total / len(x))
+    return history, params
+
+
+@pytest.mark.simulator
+def test_training_matches_a_numpy_reference():
+    """Two epochs of fit on the backend under test against the same training in NumPy:
+    forward, fused softmax cross-entropy, backward and Adam, batch by batch."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 3)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    m = Sequential([Dense(4, activation="relu", input_shape=(3,)), Dense(3, activation="softmax")])
+    m.compile(nn.optimizers.Adam(learning_rate=0.05), "sparse_categorical_crossentropy")
+    w0 = m.get_weights()
+    h = m.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    want_loss, want_w = _reference_training(x, y, w0, 0.05, epochs=2, batch=4)
+    np.testing.assert_allclose(h.history["loss"], want_loss, rtol=1e-5)
+    for got, want in zip(m.get_weights(), want_w):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(m.get_weights()[0], w0[0]), "four Adam steps left the kernel unchanged"
+
 
 def _tiny_run(backend_name, move_to=None):
     from numbanet import kernels
@@ -255,9 +339,19 @@ def _tiny_run(backend_name, move_to=None):
     return h1.history["loss"] + h2.history["loss"], m.get_weights()
 
 
-def test_training_on_each_backend_and_moving_between_them_matches_cpu(be):
-    want_loss, want_w = _tiny_run("cpu")
-    for run in (_tiny_run(be.name), _tiny_run("cpu", move_to=be.name), _tiny_run(be.name, move_to="cpu")):
-        np.testing.assert_allclose(run[0], want_loss, rtol=1e-5)
-        for a, b in zip(run[1], want_w):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+def _other_backends():
+    from conftest import BACKENDS
+    return [b for b in BACKENDS if b != "cpu"]
+
+
+# Defined only where a second backend is under test (the simulator process, or a real
+# GPU): on the cpu alone it could only compare the cpu with itself.
+if _other_backends():
+    @pytest.mark.simulator
+    @pytest.mark.parametrize("other", _other_backends())
+    def test_training_on_another_backend_and_moving_between_them_matches_cpu(other):
+        want_loss, want_w = _tiny_run("cpu")
+        for run in (_tiny_run(other), _tiny_run("cpu", move_to=other), _tiny_run(other, move_to="cpu")):
+            np.testing.assert_allclose(run[0], want_loss, rtol=1e-5)
+            for a, b in zip(run[1], want_w):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ from numbanet.nn.layers import Dense
 from numbanet.nn.models import Sequential
 
 
+@pytest.mark.simulator
 def test_keras_defaults_and_strings():
     a = optimizers.Adam()
     assert (a.learning_rate, a.beta_1, a.beta_2, a.epsilon) == (0.001, 0.9, 0.999, 1e-7)
@@ -36,6 +37,7 @@ def _grads(w, b, x, t):
     return [x.T @ d, d.sum(0)]
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 def test_sgd_steps_match_numpy(momentum, nesterov):
     x, t, (w, b), got = _steps(optimizers.SGD(0.1, momentum=momentum, nesterov=nesterov))
@@ -49,6 +51,7 @@ def test_sgd_steps_match_numpy(momentum, nesterov):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.simulator
 def test_adam_steps_match_numpy():
     x, t, (w, b), got = _steps(optimizers.Adam(0.05))
     p, m, v = [w, b], [0 * w, 0 * b], [0 * w, 0 * b]
