@@ -171,6 +171,19 @@ def test_matmul_fused_relu_at_infinities_and_zeros(be):
     assert not np.signbit(fused).any()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_matmul_fused_relu_follows_the_relu_op(be):
+    """The epilogue's relu is the relu op's, NaN rule included (relu(NaN) = NaN): fused and
+    unfused agree bit for bit."""
+    a = np.array([[np.nan, 1.0], [1.0, 1.0], [np.inf, 0.0], [-np.inf, 0.0], [0.0, 0.0]], np.float32)
+    b = np.array([[1.0, -1.0], [1.0, -1.0]], np.float32)
+    a_, b_ = be.asarray(a), be.asarray(b)
+    fused = be.to_numpy(be.matmul(a_, b_, activation="relu"))
+    apart = be.to_numpy(be.relu(be.matmul(a_, b_)))
+    np.testing.assert_array_equal(fused, apart)
+    assert np.isnan(fused[0]).all()
+
+
 # --------------------------------------------------------------------------- bad input
 
 def bad(be, *arrays):
