@@ -18,6 +18,14 @@ def simulated():
 # The static compile needs numba's real CUDA compiler, which the simulator replaces.
 collect_ignore = ["kernels/test_gpu_static.py"] if simulated() else []
 
+if simulated():
+    # The simulator run records the argument types of every kernel launch, and
+    # tests/test_gpu_simulator.py requires them to equal kernels/gpu/signatures.json:
+    # hypothesis must draw the same examples (dtypes, label types) every run there.
+    from hypothesis import settings as _hypothesis_settings
+    _hypothesis_settings.register_profile("simulator", derandomize=True)
+    _hypothesis_settings.load_profile("simulator")
+
 
 @pytest.fixture(params=BACKENDS)
 def be(request):
