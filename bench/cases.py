@@ -15,8 +15,18 @@ import numpy as np
 
 OURS = ("cpu", "gpu")
 REFERENCES = ("numpy", "torch", "cupy")
-OPS = ("gemm", "conv", "pool", "optim", "train_step")
-UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "train_step": "GFLOP/s"}
+OPS = ("gemm", "conv", "pool", "optim", "attention", "train_step")
+UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "attention": "GFLOP/s",
+         "train_step": "GFLOP/s"}
+
+
+# Cases with no NumPy twin: the charlm step is measured against PyTorch only (a Transformer's
+# backward pass in NumPy would be a second model to maintain for no extra insight).
+NO_NUMPY_TWIN = ("charlm_train_step",)
+
+
+def references_for(case):
+    return tuple(r for r in REFERENCES if not (r == "numpy" and case.kind in NO_NUMPY_TWIN))
 
 
 class Missing(Exception):
@@ -101,6 +111,47 @@ def _train_step(batch):
                 _train_step_flops(batch))
 
 
+# The default charlm (nn/charlm.py): batch, steps, d_model, heads, blocks, vocabulary.
+CHARLM = (32, 128, 128, 4, 2, 97)
+
+
+def _charlm_flops(batch, steps, d, heads, layers, vocab):
+    """Forward: per token and block 24 d^2 (q, k, v, output projections 8 d^2, the 4d MLP
+    16 d^2) and 2 T d for the causal scores and their mix (T/2 keys on average), plus the
+    2 d V output projection; backward twice that."""
+    per_token = layers * (24 * d * d + 2 * steps * d) + 2 * d * vocab
+    return 3.0 * batch * steps * per_token
+
+
+def _charlm_step(batch=CHARLM[0], steps=CHARLM[1], d=CHARLM[2], heads=CHARLM[3], layers=CHARLM[4],
+                 vocab=CHARLM[5]):
+    params = (batch, steps, d, heads, layers, vocab)
+    return Case("train_step", "charlm_train_step", f"charlm {layers}x{heads}h d{d}, {batch}x{steps} chars", batch,
+                params, _charlm_flops(*params))
+
+
+def _attention(batch, t, heads, head_dim, causal, backward):
+    """Self-attention, q/k/v (batch, t, heads, head_dim); backward: forward + backward, as a
+    training step runs them. FLOPs: 4 * T^2 * D per (batch, head) forward (QK^T and PV) and
+    2.5x that backward (dV, dP, dQ, dK and the recomputed QK^T), halved with a causal mask."""
+    fwd = 4.0 * batch * heads * t * t * head_dim * (0.5 if causal else 1.0)
+    kind = "attention_fwd_bwd" if backward else "attention_forward"
+    label = (f"{'fwd+bwd' if backward else 'fwd'} {'causal' if causal else 'full'} "
+             f"B{batch} H{heads} T{t} D{head_dim}")
+    return Case("attention", kind, label, t, (batch, t, heads, head_dim, causal), fwd * (3.5 if backward else 1.0))
+
+
+def attention_cases(quick=False):
+    """The target shape (batch 32, heads 4, T 128, head dim 32) with and without the causal
+    mask; the full list adds the forward alone and longer sequences."""
+    cases = [_attention(32, 128, 4, 32, causal, True) for causal in (False, True)]
+    if quick:
+        return cases
+    cases += [_attention(32, 128, 4, 32, causal, False) for causal in (False, True)]
+    cases += [_attention(4, 512, 4, 64, True, True), _attention(1, 2048, 4, 64, True, True)]
+    return cases
+
+
 def cnn_gemm_cases(batch=128):
     """The article's CNN's products: Dense layers forward/backward and the convs' implicit GEMMs."""
     return [
@@ -123,7 +174,8 @@ def full_cases():
     for x in ((128, 26, 26, 32), (128, 11, 11, 64)):
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
-    cases.append(_train_step(128))
+    cases += attention_cases()
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -137,7 +189,8 @@ def quick_cases():
         cases += [_conv((128,) + x, w, False, f"conv{i}"), _conv((128,) + x, w, True, f"conv{i}")]
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
-    cases.append(_train_step(128))
+    cases += attention_cases(quick=True)
+    cases += [_train_step(128), _charlm_step()]
     return cases
 
 
@@ -152,7 +205,10 @@ def tiny_cases():
         _pool((2, 7, 7, 3), True),
         _optim("adam", 1000),
         _optim("sgd", 1000),
+        _attention(2, 8, 2, 4, False, False),
+        _attention(2, 9, 2, 4, True, True),
         _train_step(4),
+        _charlm_step(2, 8, 16, 2, 1, 11),
     ]
 
 
@@ -188,8 +244,15 @@ def make_inputs(case, seed=0):
         (n,) = p
         return {"param": f32(n), "grad": f32(n), "m": np.abs(f32(n)) * np.float32(0.01),
                 "v": np.abs(f32(n)) * np.float32(0.01)}
+    if k.startswith("attention"):
+        batch, t, heads, head_dim, _ = p
+        return {name: f32(batch, t, heads, head_dim) for name in ("q", "k", "v", "dout")}
     if k == "train_step":
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),
                 "y": rng.integers(0, 10, size=batch).astype(np.int64)}
+    if k == "charlm_train_step":
+        batch, steps, _, _, _, vocab = p
+        return {"x": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32),
+                "y": rng.integers(0, vocab, size=(batch, steps)).astype(np.int32)}
     raise ValueError(f"make_inputs: unknown case kind {k!r}")

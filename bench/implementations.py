@@ -29,16 +29,20 @@ def load_backend(name):
         cls = {"cpu": ("numbanet.kernels.cpu", "CpuBackend"), "gpu": ("numbanet.kernels.gpu", "GpuBackend")}[name]
         be = object.__new__(getattr(importlib.import_module(cls[0]), cls[1]))
         be._missing_modules = {}
-        for attr in ("gemm", "conv", "pool", "optim", "activation", "loss", "elementwise", "reduce"):
+        for attr, module in (("gemm", "gemm"), ("conv", "conv"), ("pool", "pool"), ("optim", "optim"),
+                             ("activation", "activation"), ("loss", "loss"), ("elementwise", "elementwise"),
+                             ("reduce", "reduce"), ("attn", "attention"), ("layernorm", "layernorm"),
+                             ("embed", "embedding")):
             try:
-                setattr(be, attr, importlib.import_module(f"{cls[0]}.{attr}"))
+                setattr(be, attr, importlib.import_module(f"{cls[0]}.{module}"))
             except ImportError as exc:
                 be._missing_modules[attr] = str(exc)
         return be
 
 
 _MODULE_OF = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_backward": "conv",
-              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim"}
+              "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim",
+              "attention_forward": "attn", "attention_fwd_bwd": "attn"}
 
 
 def _prepare_ours(case, be, inp):
@@ -95,9 +99,28 @@ def _prepare_ours(case, be, inp):
         def run():
             be.sgd_step(d["param"], d["grad"], d["m"], **SGD)
         return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
+    if k.startswith("attention"):
+        return _prepare_attention(case, be, d)
     if k == "train_step":
         return _prepare_train_step(be, inp)
+    if k == "charlm_train_step":
+        return _prepare_charlm_step(be, case, inp)
     raise ValueError(f"prepare: unknown case kind {k!r}")
+
+
+def _prepare_attention(case, be, d):
+    causal = case.params[4]
+    q, k, v, dout = d["q"], d["k"], d["v"], d["dout"]
+    out = [None]
+    if case.kind == "attention_forward":
+        def run():
+            out[0] = be.attention(q, k, v, causal=causal)[0]
+        return Prepared(run, be.synchronize, lambda: be.to_numpy(out[0]))
+
+    def run():
+        o, lse = be.attention(q, k, v, causal=causal)
+        out[0] = be.attention_backward(q, k, v, o, dout, lse, causal=causal)
+    return Prepared(run, be.synchronize, lambda: tuple(be.to_numpy(a) for a in out[0]))
 
 
 def _prepare_train_step(be, inp):
@@ -107,6 +130,26 @@ def _prepare_train_step(be, inp):
     kernels.set_backend(be.name)
     try:
         model = build_model()  # the article's CNN, as `numbanet train` builds it
+    finally:
+        kernels.set_backend(previous.name)
+    x, y = inp["x"], inp["y"]
+    out = [None]
+
+    def run():
+        out[0] = model.train_on_batch(x, y)
+    return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
+
+
+def _prepare_charlm_step(be, case, inp):
+    from numbanet import kernels
+    from numbanet.nn import charlm
+    batch, steps, d, heads, layers, vocab = case.params
+    previous = kernels.get_backend()
+    kernels.set_backend(be.name)
+    try:
+        # The model `numbanet train --model charlm` trains, compiled as it compiles it
+        # (AdamW, cosine schedule, global gradient clipping).
+        model = charlm.compile_model(charlm.build_model(vocab, steps, d, heads, layers), total_steps=10_000)
     finally:
         kernels.set_backend(previous.name)
     x, y = inp["x"], inp["y"]

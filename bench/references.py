@@ -77,6 +77,26 @@ def sgd_step(xp, p, g, vel, scratch, lr, momentum):
     p += vel
 
 
+def attention_forward(xp, q, k, v, causal):
+    """Scaled-dot-product attention on (B, H, T, D) arrays -> (out, probabilities)."""
+    s = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(q.shape[3]))
+    if causal:
+        t = q.shape[2]
+        s = xp.where(xp.asarray(np.tril(np.ones((t, t), bool))), s, np.float32(-np.inf))
+    p = xp.exp(s - s.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ v, p
+
+
+def attention_backward(xp, q, k, v, out, p, dout):
+    """(dq, dk, dv) from the forward's probabilities p (kept, as NumPy code would keep them)."""
+    scale = np.float32(1.0 / np.sqrt(q.shape[3]))
+    dv = p.transpose(0, 1, 3, 2) @ dout
+    dp = dout @ v.transpose(0, 1, 3, 2)
+    ds = p * (dp - (dout * out).sum(axis=-1, keepdims=True))
+    return (ds @ k) * scale, (ds.transpose(0, 1, 3, 2) @ q) * scale, dv
+
+
 # ---------------------------------------------------------------------- NumPy / CuPy
 def _xp_prepared(xp, case, inp, sync, to_host):
     d = {k: xp.asarray(v) for k, v in inp.items()}
@@ -123,8 +143,25 @@ def _xp_prepared(xp, case, inp, sync, to_host):
         def run():
             sgd_step(xp, d["param"], d["grad"], d["m"], scratch, SGD["lr"], SGD["momentum"])
         return Prepared(run, sync, lambda: to_host(d["param"]))
+    if k.startswith("attention"):
+        causal = case.params[4]
+        # (B, T, H, D) -> each head's (T, D) matrix contiguous, as NumPy's matmul wants it;
+        # done before timing, and the results are turned back for the comparison.
+        q, kk, v, dout = (xp.ascontiguousarray(d[n].transpose(0, 2, 1, 3)) for n in ("q", "k", "v", "dout"))
+        back = lambda a: to_host(a).transpose(0, 2, 1, 3)  # noqa: E731
+        if k == "attention_forward":
+            def run():
+                out[0] = attention_forward(xp, q, kk, v, causal)[0]
+            return Prepared(run, sync, lambda: back(out[0]))
+
+        def run():
+            o, p = attention_forward(xp, q, kk, v, causal)
+            out[0] = attention_backward(xp, q, kk, v, o, p, dout)
+        return Prepared(run, sync, lambda: tuple(back(a) for a in out[0]))
     if k == "train_step":
         return _xp_train_step(xp, d, sync)
+    if k == "charlm_train_step":
+        raise Missing("no NumPy twin of the charlm model (PyTorch is its reference)")
     raise ValueError(f"references: unknown case kind {k!r}")
 
 
@@ -209,6 +246,20 @@ def _cupy(case, inp):
 _torch_threads_set = False
 
 
+def load_torch_first():
+    """Import PyTorch, when it is installed, before Numba starts its threads.
+
+    Numba's OpenMP threading layer and PyTorch each bring an OpenMP runtime called
+    libgomp.so.1, and the dynamic loader gives both the copy that loaded first. When
+    Numba's (the system's) came first, PyTorch's scaled_dot_product_attention forward +
+    backward at (32, 4, 128, 32) took 0.9-1.5 s instead of 24 ms here: a reference that
+    slow would flatter every ratio. With PyTorch's copy first, both run at speed. Call it
+    before anything asks Numba for its thread count or runs a parallel kernel."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
+
+
 def torch_module():
     """torch with its intra-op threads set to the machine's cores, or Missing."""
     global _torch_threads_set
@@ -278,6 +329,24 @@ def _torch(case, inp):
         def run():
             opt.step()
         return Prepared(run, none, lambda: p.detach().numpy().copy())
+    if k.startswith("attention"):
+        causal = case.params[4]
+        # PyTorch's own layout (B, H, T, D), contiguous, prepared before timing.
+        q, kk, v, dout = (torch.from_numpy(np.ascontiguousarray(inp[n].transpose(0, 2, 1, 3)))
+                          for n in ("q", "k", "v", "dout"))
+        back = lambda t: t.detach().numpy().transpose(0, 2, 1, 3)  # noqa: E731
+        if k == "attention_forward":
+            def run():
+                with torch.no_grad():
+                    out[0] = F.scaled_dot_product_attention(q, kk, v, is_causal=causal)
+            return Prepared(run, none, lambda: back(out[0]))
+        for t in (q, kk, v):
+            t.requires_grad_(True)
+
+        def run():
+            o = F.scaled_dot_product_attention(q, kk, v, is_causal=causal)
+            out[0] = torch.autograd.grad(o, (q, kk, v), dout)
+        return Prepared(run, none, lambda: tuple(back(t) for t in out[0]))
     if k == "train_step":
         torch.manual_seed(0)
         nn = torch.nn
@@ -293,7 +362,62 @@ def _torch(case, inp):
             opt.step()
             out[0] = loss.item()
         return Prepared(run, none, lambda: np.asarray(out[0]))
+    if k == "charlm_train_step":
+        return _torch_charlm_step(torch, case, inp)
     raise ValueError(f"references: unknown case kind {k!r}")
+
+
+def _torch_charlm_step(torch, case, inp):
+    """The PyTorch twin of nn/charlm.py's model and step: the same shapes, float32, the
+    same pre-norm blocks (LayerNorm eps 1e-3 as Keras's, separate q/k/v/output
+    projections, F.scaled_dot_product_attention with is_causal, exact GELU), cross-entropy
+    over every position, global gradient clipping to norm 1 and AdamW."""
+    nn, F = torch.nn, torch.nn.functional
+    batch, steps, d, heads, layers, vocab = case.params
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-3), nn.LayerNorm(d, eps=1e-3)
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+            self.mlp_in, self.mlp_out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            h = self.norm1(x)
+            split = lambda t: t.view(batch, steps, heads, d // heads).transpose(1, 2)  # noqa: E731
+            a = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(batch, steps, d))
+            return x + self.mlp_out(F.gelu(self.mlp_in(self.norm2(x))))
+
+    class CharLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens = nn.Embedding(vocab, d)
+            self.positions = nn.Parameter(torch.randn(steps, d) * 0.02)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.norm = nn.LayerNorm(d, eps=1e-3)
+            self.logits = nn.Linear(d, vocab)
+
+        def forward(self, ids):
+            x = self.tokens(ids) + self.positions
+            for block in self.blocks:
+                x = block(x)
+            return self.logits(self.norm(x))
+
+    model = CharLM()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-7)
+    x, y = torch.from_numpy(inp["x"]).long(), torch.from_numpy(inp["y"]).long()
+    out = [None]
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        out[0] = loss.item()
+    return Prepared(run, lambda: None, lambda: np.asarray(out[0]))
 
 
 _PREPARE = {"numpy": _numpy, "torch": _torch, "cupy": _cupy}

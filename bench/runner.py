@@ -60,7 +60,7 @@ def machine_info():
     kernels.get_backend("cpu")
     from numbanet.kernels.cpu.memory import status as malloc_status
     info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(),
+            "numba_threads": numba.get_num_threads(), "numba_threading_layer": numba.config.THREADING_LAYER,
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
     try:
@@ -75,7 +75,8 @@ def machine_info():
 
 def format_header(info):
     ob = info["openblas"]
-    lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']}"
+    lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']} "
+             f"({info.get('numba_threading_layer', 'default')} threading layer)"
              + (f"; torch threads: {info['torch_threads']}" if info.get("torch") else ""),
              f"GPU: {info['gpu']}",
              f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
@@ -269,6 +270,8 @@ def main(args, out=None):
     # PASSIVE makes idle workers sleep. An explicit OMP_WAIT_POLICY is kept.
     omp_policy_set = "OMP_WAIT_POLICY" not in os.environ
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from numbanet.bench.references import load_torch_first
+    load_torch_first()  # before machine_info starts Numba's threads: see its docstring
     info = machine_info()
     info["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"] + (" (set by numbanet bench)" if omp_policy_set else "")
     # Set by `numbanet bench` before NumPy loaded OpenBLAS (nn/cli.py); read at load time only.

@@ -87,6 +87,25 @@ def _every_op(be, dt):
     be.column_sum(x)
     be.sum(h)
     be.argmax(h)
+    _transformer_ops(be, arr)
+
+
+def _transformer_ops(be, arr):
+    """The transformer ops (issue 12), once each, tiny shapes."""
+    import numpy as np
+    be.batched_matmul(arr(2, 3, 4), arr(2, 5, 4), trans_b=True)
+    s = be.softmax(arr(2, 3, 3), causal=True)
+    be.softmax_backward(s, arr(2, 3, 3))
+    q, k, v = arr(2, 5, 2, 4), arr(2, 5, 2, 4), arr(2, 5, 2, 4)
+    for causal in (False, True):
+        out, lse = be.attention(q, k, v, causal=causal)
+        be.attention_backward(q, k, v, out, out, lse, causal=causal)
+    x, g = arr(3, 4, 8), arr(8)
+    y, mean, rstd = be.layer_norm(x, g, arr(8))
+    be.layer_norm_backward(x, g, y, mean, rstd)
+    ids = be.asarray(np.array([[0, 2], [2, 1]], dtype=np.int32))
+    e = be.embedding(arr(3, 4), ids)
+    be.embedding_backward(ids, e, 3)
 
 
 def _run(cache_dir):

@@ -389,6 +389,40 @@ class Backend:
         p, g, vel = self._optim_arrays(op, param, [("grad", grad), ("velocity", velocity)], ("velocity",))
         self.optim.sgd_step(p, g, vel, lr, momentum, nesterov, weight_decay)
 
+    def _clip_arrays(self, op, grads, clipnorm):
+        if shapes.float_scalar(op, "clipnorm", clipnorm) <= 0.0:
+            raise ValueError(f"{op}: clipnorm must be > 0, got {clipnorm!r}")
+        flats = []
+        names = [f"grads[{i}]" if len(grads) > 1 else "grad" for i in range(len(grads))]
+        for i, (name, g) in enumerate(zip(names, grads)):
+            # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
+            self._check_written(op, name, g, [(n, h) for j, (n, h) in enumerate(zip(names, grads)) if j != i])
+            shapes.check_float(op, name, g)
+            flats.append(self._flat(g))
+        return flats
+
+    def _clip(self, flats, clipnorm):
+        sq = self.zeros((1,), np.float64)
+        for g in flats:
+            self.optim.sq_norm_accumulate(g, sq)
+        scale = self.empty((1,), np.float64)
+        self.optim.clip_scale(sq, float(clipnorm), scale)
+        for g in flats:
+            self.optim.scale_by(g, scale)
+
+    def clip_by_norm(self, grad, clipnorm):
+        """In place: grad *= clipnorm / max(||grad||, clipnorm) (Keras's clipnorm, per array).
+        The norm and the scale stay on the backend: no host round trip on the gpu."""
+        self._clip(self._clip_arrays("clip_by_norm", [grad], clipnorm), clipnorm)
+
+    def clip_by_global_norm(self, grads, clipnorm):
+        """In place: every array in grads *= clipnorm / max(global norm, clipnorm) (Keras's
+        global_clipnorm), the global norm taken over all of them together."""
+        op = "clip_by_global_norm"
+        if not isinstance(grads, (list, tuple)) or not grads:
+            raise ValueError(f"{op}: expected a non-empty list of gradient arrays, got {grads!r}")
+        self._clip(self._clip_arrays(op, list(grads), clipnorm), clipnorm)
+
     # ------------------------------------------------------------------ activations
     def _unary(self, op, x):
         x = self._prepare(op, x=x)
@@ -435,21 +469,74 @@ class Backend:
     def tanh_backward(self, y, dy):
         return self._elementwise_backward("tanh_backward", self.activation.tanh_backward, y, dy)
 
-    def softmax(self, x):
-        """Softmax over the last axis of a 2-D (N, C) array."""
-        op = "softmax"
-        x = self._unary(op, x)
-        shapes.check_ndim(op, "x", x, 2, "(N, C)")
+    def _elementwise_backward_x(self, op, fn, x, dy, *extra):
+        """dx of an activation whose derivative needs the forward's input x."""
+        x, dy = self._prepare(op, x=x, dy=dy)
+        shapes.check_float(op, "x", x)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_same_dtype(op, [("x", x), ("dy", dy)])
+        shapes.check_same_shape(op, [("x", x), ("dy", dy)])
+        dx = self.empty(x.shape, x.dtype)
+        fn(self._flat(x), self._flat(dy), self._flat(dx), *extra)
+        return dx
+
+    def gelu(self, x, *, approximate=False):
+        """x * Phi(x) (Keras's default), or its tanh approximation when approximate=True."""
+        approximate = shapes.flag("gelu", "approximate", approximate)
+        x = self._unary("gelu", x)
         y = self.empty(x.shape, x.dtype)
-        self.activation.softmax_forward(x, y)
+        self.activation.gelu_forward(self._flat(x), self._flat(y), approximate)
+        return y
+
+    def gelu_backward(self, x, dy, *, approximate=False):
+        """dx from the forward's input x (GELU's derivative is not a function of its output)."""
+        return self._elementwise_backward_x("gelu_backward", self.activation.gelu_backward, x, dy,
+                                            shapes.flag("gelu_backward", "approximate", approximate))
+
+    def silu(self, x):
+        """x * sigmoid(x) (Keras's silu, alias swish)."""
+        return self._elementwise_forward("silu", self.activation.silu_forward, x)
+
+    def silu_backward(self, x, dy):
+        return self._elementwise_backward_x("silu_backward", self.activation.silu_backward, x, dy)
+
+    def leaky_relu(self, x, *, negative_slope=0.2):
+        """x where x >= 0, negative_slope * x elsewhere (Keras 3's default slope 0.2)."""
+        op = "leaky_relu"
+        slope = shapes.float_scalar(op, "negative_slope", negative_slope)
+        x = self._unary(op, x)
+        y = self.empty(x.shape, x.dtype)
+        self.activation.leaky_relu_forward(self._flat(x), self._flat(y), slope)
+        return y
+
+    def leaky_relu_backward(self, x, dy, *, negative_slope=0.2):
+        """dx from the forward's input x; at x == 0 the slope is negative_slope, as in PyTorch."""
+        op = "leaky_relu_backward"
+        return self._elementwise_backward_x(op, self.activation.leaky_relu_backward, x, dy,
+                                            shapes.float_scalar(op, "negative_slope", negative_slope))
+
+    def softmax(self, x, *, causal=False):
+        """Softmax over the last axis of x (rank >= 2). causal=True treats x as (..., Tq, Tk)
+        scores and keeps (i, j) only where j <= i (Keras 3's top-left aligned causal mask);
+        masked probabilities are exactly 0."""
+        op = "softmax"
+        causal = shapes.flag(op, "causal", causal)
+        x = self._unary(op, x)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)" if not causal else "(..., Tq, Tk)")
+        shape = tuple(x.shape)
+        y = self.empty(shape, x.dtype)
+        causal_rows = shape[-2] if causal else 0
+        self.activation.softmax_forward(self._rows(x), self._rows(y), int(causal_rows))
         return y
 
     def softmax_backward(self, y, dy):
+        """dx from the forward output y (masked entries of a causal softmax have y = 0, so dx = 0)."""
         op = "softmax_backward"
         y, dy = self._unary_backward(op, y, dy)
-        shapes.check_ndim(op, "y", y, 2, "(N, C)")
-        dx = self.empty(y.shape, y.dtype)
-        self.activation.softmax_backward(y, dy, dx)
+        shapes.check_min_ndim(op, "y", y, 2, "(..., C)")
+        shapes.check_nonempty(op, "y", y)
+        dx = self.empty(tuple(y.shape), y.dtype)
+        self.activation.softmax_backward(self._rows(y), self._rows(dy), self._rows(dx))
         return dx
 
     # ------------------------------------------------------------------ losses
@@ -524,6 +611,41 @@ class Backend:
         dpred = self.empty(p2.shape, pred.dtype)
         self.loss.mse(p2, t2, losses, dpred)
         return losses, self.reshape(dpred, pred.shape)
+
+    def _binary_inputs(self, op, pred, target):
+        pred, target = self._prepare(op, pred=pred, target=target)
+        shapes.check_float(op, "pred", pred)
+        shapes.check_float(op, "target", target)
+        shapes.check_same_dtype(op, [("pred", pred), ("target", target)])
+        shapes.check_same_shape(op, [("pred", pred), ("target", target)])
+        shapes.check_nonempty(op, "pred", pred)
+        if pred.ndim < 1:
+            raise ValueError(f"{op}: pred needs a batch axis, got a 0-D array")
+        return pred, target
+
+    def binary_crossentropy(self, pred, target, *, from_logits=False, eps=1e-7):
+        """Binary cross-entropy of probabilities (clipped to [eps, 1 - eps], as Keras) or of
+        logits (the stable max(z, 0) - z t + log(1 + exp(-|z|))), averaged over every axis but
+        the first: -> (losses (N,), dpred of the mean over all elements)."""
+        op = "binary_crossentropy"
+        pred, target = self._binary_inputs(op, pred, target)
+        eps = shapes.float_scalar(op, "eps", eps)
+        if not 0.0 <= eps < 0.5:
+            raise ValueError(f"{op}: eps must be in [0, 0.5), got {eps}")
+        n = pred.shape[0]
+        p2 = self.reshape(pred, (n, pred.size // n))
+        losses = self.empty((n,), pred.dtype)
+        dpred = self.empty(p2.shape, pred.dtype)
+        self.loss.binary_crossentropy(p2, self.reshape(target, p2.shape), shapes.flag(op, "from_logits", from_logits),
+                                      eps, losses, dpred)
+        return losses, self.reshape(dpred, pred.shape)
+
+    def binary_accuracy(self, pred, target, *, threshold=0.5):
+        """Number of elements where (pred > threshold) equals the 0/1 target (an int on the host)."""
+        op = "binary_accuracy"
+        pred, target = self._binary_inputs(op, pred, target)
+        threshold = shapes.float_scalar(op, "threshold", threshold)
+        return int(self.loss.binary_accuracy(self._flat(pred), self._flat(target), threshold))
 
     def accuracy(self, scores, labels, *, _labels_checked=False):
         """Number of rows whose argmax equals the label (an int on the host)."""
@@ -608,6 +730,107 @@ class Backend:
         self.elementwise.scale(self._flat(x), shapes.float_scalar("scale", "alpha", alpha), self._flat(y))
         return y
 
+    def add(self, a, b, *, out=None):
+        """a + b of one shape and dtype (nothing is broadcast); out may be a or b, for
+        in-place accumulation (a layer's gradients summed over the branches of a fan-out)."""
+        op = "add"
+        a, b = self._prepare(op, a=a, b=b)
+        shapes.check_float(op, "a", a)
+        shapes.check_float(op, "b", b)
+        shapes.check_same_dtype(op, [("a", a), ("b", b)])
+        shapes.check_same_shape(op, [("a", a), ("b", b)])
+        shapes.check_nonempty(op, "a", a)
+        if out is None:
+            out = self.empty(a.shape, a.dtype)
+        else:
+            # out may BE a or b (each element is read before it is written), but not overlap
+            # them any other way (a shifted view would read values already written).
+            self._check_written(op, "out", out, [(n, arr) for n, arr in (("a", a), ("b", b)) if arr is not out])
+            shapes.check_same_dtype(op, [("out", out), ("a", a)])
+            shapes.check_same_shape(op, [("out", out), ("a", a)])
+        self.elementwise.add(self._flat(a), self._flat(b), self._flat(out))
+        return out
+
+    @staticmethod
+    def _axis(op, axis, ndim):
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+            raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim}), got {axis!r}")
+        return int(axis) % ndim
+
+    def concatenate(self, arrays, axis=-1):
+        """Join arrays along `axis`; every other dimension must agree."""
+        op = "concatenate"
+        if not isinstance(arrays, (list, tuple)) or not arrays:
+            raise ValueError(f"{op}: expected a non-empty list of arrays, got {arrays!r}")
+        arrays = [self._prepare(op, **{f"arrays[{i}]": a}) for i, a in enumerate(arrays)]
+        for i, a in enumerate(arrays):
+            shapes.check_float(op, f"arrays[{i}]", a)
+            shapes.check_nonempty(op, f"arrays[{i}]", a)
+        shapes.check_same_dtype(op, [(f"arrays[{i}]", a) for i, a in enumerate(arrays)])
+        first = arrays[0]
+        axis = self._axis(op, axis, first.ndim)
+        for i, a in enumerate(arrays[1:], 1):
+            if a.ndim != first.ndim or any(a.shape[d] != first.shape[d] for d in range(a.ndim) if d != axis):
+                raise ValueError(f"{op}: arrays[{i}].shape={tuple(a.shape)} does not match "
+                                 f"arrays[0].shape={tuple(first.shape)} outside axis {axis}")
+        out_shape = list(first.shape)
+        out_shape[axis] = sum(a.shape[axis] for a in arrays)
+        out = self.empty(tuple(out_shape), first.dtype)
+        outer = int(np.prod(first.shape[:axis], dtype=np.int64))
+        out2 = self.reshape(out, (outer, out.size // outer))
+        offset = 0
+        for a in arrays:
+            width = a.size // outer
+            self.elementwise.copy_into_columns(self.reshape(a, (outer, width)), out2, offset)
+            offset += width
+        return out
+
+    def split(self, x, sizes, axis=-1):
+        """The inverse of concatenate: pieces of x along `axis` with the given sizes (summing to x.shape[axis])."""
+        op = "split"
+        x = self._unary(op, x)
+        axis = self._axis(op, axis, x.ndim)
+        try:
+            sizes = [int(s) for s in sizes]
+        except TypeError:
+            raise ValueError(f"{op}: sizes must be a list of ints, got {sizes!r}") from None
+        if not sizes or min(sizes) < 1 or sum(sizes) != x.shape[axis]:
+            raise ValueError(f"{op}: sizes {sizes} must be positive and sum to x.shape[{axis}]={x.shape[axis]} "
+                             f"(x.shape={tuple(x.shape)})")
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        x2 = self.reshape(x, (outer, x.size // outer))
+        inner = x.size // outer // x.shape[axis]
+        pieces, offset = [], 0
+        for size in sizes:
+            shape = x.shape[:axis] + (size,) + x.shape[axis + 1:]
+            piece = self.empty(shape, x.dtype)
+            self.elementwise.copy_from_columns(x2, self.reshape(piece, (outer, size * inner)), offset)
+            pieces.append(piece)
+            offset += size * inner
+        return pieces
+
+    def transpose(self, x, axes):
+        """A C-contiguous copy of x with its axes permuted (NumPy's x.transpose(axes)); rank <= 6."""
+        op = "transpose"
+        x = self._unary(op, x)
+        try:
+            axes = tuple(int(a) for a in axes)
+        except TypeError:
+            raise ValueError(f"{op}: axes must be a permutation of range({x.ndim}), got {axes!r}") from None
+        if sorted(axes) != list(range(x.ndim)):
+            raise ValueError(f"{op}: axes must be a permutation of range({x.ndim}), got {axes} "
+                             f"(x.shape={tuple(x.shape)})")
+        if x.ndim > 6:
+            raise ValueError(f"{op}: x has {x.ndim} dimensions; at most 6 are supported")
+        element_strides = [int(np.prod(x.shape[d + 1:], dtype=np.int64)) for d in range(x.ndim)]
+        out_shape = tuple(x.shape[a] for a in axes)
+        pad = 6 - x.ndim
+        shape6 = (1,) * pad + out_shape
+        strides6 = (0,) * pad + tuple(element_strides[a] for a in axes)
+        y = self.empty(out_shape, x.dtype)
+        self.elementwise.transpose(self._flat(x), self._flat(y), shape6, strides6)
+        return y
+
     def take_rows(self, x, indices, *, _indices_checked=False):
         """y[i] = x[indices[i]] along axis 0 (batches drawn from a device-resident dataset)."""
         op = "take_rows"
@@ -657,3 +880,161 @@ class Backend:
         out = self.empty((x.shape[0],), np.int32)
         self.reduce.argmax(x, out)
         return out
+
+    # ------------------------------------------------------------------ transformer ops (issue 12)
+    # Compute modules: self.gemm.batched_matmul; self.activation.softmax_* (any rank, causal);
+    # self.attn = kernels/<backend>/attention.py, self.layernorm = .../layernorm.py,
+    # self.embed = .../embedding.py (not self.attention / self.embedding: those are the ops).
+    def _rows(self, arr):
+        """(rows, C) view of a C-contiguous (..., C) array."""
+        c = tuple(arr.shape)[arr.ndim - 1]
+        return self.reshape(arr, (arr.size // c, c))
+
+    def batched_matmul(self, a, b, *, trans_a=False, trans_b=False, out=None):
+        """c[..., :, :] = op(a[...]) @ op(b[...]) over identical leading dimensions (rank >= 3;
+        nothing is broadcast); op transposes the last two axes when asked."""
+        op = "batched_matmul"
+        trans_a, trans_b = shapes.flag(op, "trans_a", trans_a), shapes.flag(op, "trans_b", trans_b)
+        a, b = self._prepare(op, a=a, b=b)
+        if out is not None:
+            self._check_written(op, "out", out, [("a", a), ("b", b)])
+        lead, m, n, _ = shapes.batched_matmul_shapes(a, b, trans_a, trans_b, out)
+        z = int(np.prod(lead))
+        if out is None:
+            out = self.empty(lead + (m, n), a.dtype)
+        a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+        self.gemm.batched_matmul(self.reshape(a, (z,) + a_shape[-2:]), self.reshape(b, (z,) + b_shape[-2:]),
+                                 trans_a, trans_b, self.reshape(out, (z, m, n)))
+        return out
+
+    def attention(self, q, k, v, *, causal=False, scale=None):
+        """Fused scaled-dot-product attention: -> (out, lse).
+
+        q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> out (B, Tq, H, Dv), the layout
+        a layer's projections produce, without transposes. lse (B, H, Tq) is the log-sum-exp
+        of each query row's scaled, masked scores; attention_backward recomputes the
+        probabilities from it. scale defaults to 1 / sqrt(D); causal keeps key j for query i
+        only where j <= i (Keras's top-left aligned mask)."""
+        op = "attention"
+        causal = shapes.flag(op, "causal", causal)
+        q, k, v = self._prepare(op, q=q, k=k, v=v)
+        bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
+        out = self.empty((bsz, tq, h, dv), q.dtype)
+        lse = self.empty((bsz, h, tq), q.dtype)
+        self.attn.attention_forward(q, k, v, out, lse, causal, scale)
+        return out, lse
+
+    def attention_backward(self, q, k, v, out, dout, lse, *, causal=False, scale=None):
+        """-> (dq, dk, dv) of sum(dout * out) for out, lse = attention(q, k, v, causal, scale)."""
+        op = "attention_backward"
+        causal = shapes.flag(op, "causal", causal)
+        q, k, v, out, dout, lse = self._prepare(op, q=q, k=k, v=v, out=out, dout=dout, lse=lse)
+        bsz, tq, _, h, _, dv, scale = shapes.attention_shapes(op, q, k, v, scale)
+        for name, arr in (("out", out), ("dout", dout), ("lse", lse)):
+            shapes.check_float(op, name, arr)
+        shapes.check_same_dtype(op, [("q", q), ("out", out), ("dout", dout), ("lse", lse)])
+        shapes.check_shape(op, "out", out, (bsz, tq, h, dv))
+        shapes.check_shape(op, "dout", dout, (bsz, tq, h, dv))
+        shapes.check_shape(op, "lse", lse, (bsz, h, tq))
+        dq = self.empty(tuple(q.shape), q.dtype)
+        dk = self.empty(tuple(k.shape), q.dtype)
+        dv_ = self.empty(tuple(v.shape), q.dtype)
+        self.attn.attention_backward(q, k, v, out, dout, lse, dq, dk, dv_, causal, scale)
+        return dq, dk, dv_
+
+    def _norm_params(self, op, x, named):
+        c = tuple(x.shape)[x.ndim - 1]
+        for name, arr in named:
+            if arr is not None:
+                shapes.check_float(op, name, arr)
+                shapes.check_same_dtype(op, [("x", x), (name, arr)])
+                shapes.check_shape(op, name, arr, (c,))
+
+    def layer_norm(self, x, gamma, beta, *, epsilon=1e-3):
+        """Normalization over the last axis (Keras's LayerNormalization): -> (y, mean, rstd).
+
+        y = (x - mean) * rstd * gamma + beta with mean and variance over the last axis
+        (variance with 1/C), rstd = 1 / sqrt(variance + epsilon); gamma/beta (C,) or None
+        (Keras's scale=False / center=False); mean and rstd have shape x.shape[:-1]."""
+        op = "layer_norm"
+        x, gamma, beta = self._prepare(op, ("gamma", "beta"), x=x, gamma=gamma, beta=beta)
+        shapes.check_float(op, "x", x)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)")
+        shapes.check_nonempty(op, "x", x)
+        self._norm_params(op, x, [("gamma", gamma), ("beta", beta)])
+        epsilon = shapes.float_scalar(op, "epsilon", epsilon)
+        if epsilon < 0:
+            raise ValueError(f"{op}: epsilon must be >= 0, got {epsilon}")
+        shape = tuple(x.shape)
+        y = self.empty(shape, x.dtype)
+        mean = self.empty(shape[:-1], x.dtype)
+        rstd = self.empty(shape[:-1], x.dtype)
+        self.layernorm.layer_norm_forward(self._rows(x), gamma, beta, epsilon, self._rows(y),
+                                          self._flat(mean), self._flat(rstd))
+        return y, mean, rstd
+
+    def layer_norm_backward(self, x, gamma, dy, mean, rstd, *, center=True):
+        """-> (dx, dgamma, dbeta); dgamma is None when gamma is None, dbeta is None when
+        center=False (a LayerNormalization without beta). dgamma and dbeta are summed over
+        rows in a fixed order: the same bits on every run and thread count."""
+        op = "layer_norm_backward"
+        center = shapes.flag(op, "center", center)
+        x, gamma, dy, mean, rstd = self._prepare(op, ("gamma",), x=x, gamma=gamma, dy=dy, mean=mean, rstd=rstd)
+        for name, arr in (("x", x), ("dy", dy), ("mean", mean), ("rstd", rstd)):
+            shapes.check_float(op, name, arr)
+        shapes.check_min_ndim(op, "x", x, 2, "(..., C)")
+        shapes.check_nonempty(op, "x", x)
+        shapes.check_same_dtype(op, [("x", x), ("dy", dy), ("mean", mean), ("rstd", rstd)])
+        shapes.check_shape(op, "dy", dy, tuple(x.shape))
+        shapes.check_shape(op, "mean", mean, tuple(x.shape)[:-1])
+        shapes.check_shape(op, "rstd", rstd, tuple(x.shape)[:-1])
+        self._norm_params(op, x, [("gamma", gamma)])
+        c = tuple(x.shape)[x.ndim - 1]
+        dx = self.empty(tuple(x.shape), x.dtype)
+        dgamma = self.empty((c,), x.dtype) if gamma is not None else None
+        dbeta = self.empty((c,), x.dtype) if center else None
+        self.layernorm.layer_norm_backward(self._rows(x), gamma, self._rows(dy), self._flat(mean),
+                                           self._flat(rstd), self._rows(dx), dgamma, dbeta)
+        return dx, dgamma, dbeta
+
+    def embedding(self, table, ids, *, _ids_checked=False):
+        """out[..., :] = table[ids[...]]: table (V, D), integer ids of any shape -> ids.shape + (D,).
+
+        _ids_checked: the caller has range-checked the ids itself (the gpu's check costs a
+        download and a sync); an out-of-range id then reads as a row of zeros."""
+        op = "embedding"
+        table, ids = self._prepare(op, table=table, ids=ids)
+        shapes.check_float(op, "table", table)
+        shapes.check_ndim(op, "table", table, 2, "(input_dim, output_dim)")
+        shapes.check_nonempty(op, "table", table)
+        shapes.check_ids(op, "ids", ids)
+        v, d = (int(s) for s in table.shape)
+        flat = self._flat(ids)
+        if not _ids_checked:
+            self._check_range(op, "ids", flat, v, f"an embedding table of {v} rows")
+        out = self.empty(tuple(ids.shape) + (d,), table.dtype)
+        self.embed.embedding_forward(table, flat, self.reshape(out, (ids.size, d)))
+        return out
+
+    def embedding_backward(self, ids, dout, input_dim, *, _ids_checked=False):
+        """dtable (input_dim, D): row v is the sum of dout[i] over the positions i with ids[i] == v,
+        added in increasing i (a deterministic scatter-add: no float atomics anywhere).
+        _ids_checked as for embedding; an out-of-range id's gradient is then dropped."""
+        op = "embedding_backward"
+        ids, dout = self._prepare(op, ids=ids, dout=dout)
+        shapes.check_ids(op, "ids", ids)
+        shapes.check_float(op, "dout", dout)
+        input_dim = shapes.int_scalar(op, "input_dim", input_dim)
+        if input_dim < 1:
+            raise ValueError(f"{op}: input_dim must be at least 1, got {input_dim}")
+        if dout.ndim != ids.ndim + 1 or tuple(dout.shape)[:-1] != tuple(ids.shape):
+            raise ValueError(f"{op}: dout must have shape ids.shape + (output_dim,) = {tuple(ids.shape)} + (D,), "
+                             f"got {tuple(dout.shape)}")
+        shapes.check_nonempty(op, "dout", dout)
+        flat = self._flat(ids)
+        if not _ids_checked:
+            self._check_range(op, "ids", flat, input_dim, f"input_dim={input_dim} rows")
+        d = tuple(dout.shape)[dout.ndim - 1]
+        dtable = self.empty((input_dim, d), dout.dtype)
+        self.embed.embedding_backward(flat, self.reshape(dout, (ids.size, d)), dtable)
+        return dtable

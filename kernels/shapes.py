@@ -280,3 +280,70 @@ def check_labels(op, logits, labels):
         return True
     raise ValueError(f"{op}: labels must be integer class ids (N,) or one-hot rows (N, C), "
                      f"got shape {tuple(labels.shape)}")
+
+
+# --------------------------------------------------------------------------- transformer ops
+# batched_matmul, softmax over any rank, attention, layer_norm, embedding (issue 12).
+
+def batched_matmul_shapes(a, b, trans_a, trans_b, out):
+    """-> (lead, m, n, k): op(a) (..., M, K) @ op(b) (..., K, N) with identical leading dims."""
+    op = "batched_matmul"
+    check_float(op, "a", a)
+    check_float(op, "b", b)
+    check_same_dtype(op, [("a", a), ("b", b), ("out", out)])
+    for name, arr in (("a", a), ("b", b)):
+        if arr.ndim < 3:
+            raise ValueError(f"{op}: {name} must have rank >= 3 (..., rows, cols), got {arr.ndim}-D "
+                             f"({name}.shape={tuple(arr.shape)}); use matmul for 2-D operands")
+    if tuple(a.shape[:-2]) != tuple(b.shape[:-2]):
+        raise ValueError(f"{op}: leading dimensions differ: a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)} "
+                         "(they must be identical; nothing is broadcast)")
+    nd = a.ndim
+    m, ka = (a.shape[nd - 1], a.shape[nd - 2]) if trans_a else (a.shape[nd - 2], a.shape[nd - 1])
+    kb, n = (b.shape[nd - 1], b.shape[nd - 2]) if trans_b else (b.shape[nd - 2], b.shape[nd - 1])
+    if ka != kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {m}x{ka}, op(b) is {kb}x{n} "
+                         f"(a.shape={tuple(a.shape)}, trans_a={trans_a}, b.shape={tuple(b.shape)}, trans_b={trans_b})")
+    check_nonempty(op, "a", a)
+    check_nonempty(op, "b", b)
+    lead = tuple(int(s) for s in a.shape[:-2])
+    if out is not None:
+        check_float(op, "out", out)
+        check_shape(op, "out", out, lead + (m, n))
+    return lead, int(m), int(n), int(ka)
+
+
+def check_min_ndim(op, name, arr, ndim, layout):
+    if arr.ndim < ndim:
+        raise ValueError(f"{op}: {name} must have at least {ndim} dimensions {layout}, got {arr.ndim}-D "
+                         f"({name}.shape={tuple(arr.shape)})")
+
+
+def attention_shapes(op, q, k, v, scale):
+    """q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> (B, Tq, Tk, H, D, Dv, scale);
+    scale None -> 1 / sqrt(D)."""
+    for name, arr in (("q", q), ("k", k), ("v", v)):
+        check_float(op, name, arr)
+        check_ndim(op, name, arr, 4, "(batch, time, heads, head_dim)")
+        check_nonempty(op, name, arr)
+    check_same_dtype(op, [("q", q), ("k", k), ("v", v)])
+    bsz, tq, h, d = (int(s) for s in q.shape)
+    shapes = f"(q.shape={tuple(q.shape)}, k.shape={tuple(k.shape)}, v.shape={tuple(v.shape)})"
+    if k.shape[0] != bsz or v.shape[0] != bsz:
+        raise ValueError(f"{op}: q, k and v must have the same batch size {shapes}")
+    if k.shape[2] != h or v.shape[2] != h:
+        raise ValueError(f"{op}: q, k and v must have the same number of heads {shapes}")
+    if k.shape[3] != d:
+        raise ValueError(f"{op}: q and k must have the same head dimension {shapes}")
+    if v.shape[1] != k.shape[1]:
+        raise ValueError(f"{op}: k and v must have the same number of keys (axis 1) {shapes}")
+    scale = 1.0 / math.sqrt(d) if scale is None else float_scalar(op, "scale", scale)
+    return bsz, tq, int(k.shape[1]), h, d, int(v.shape[3]), scale
+
+
+def check_ids(op, name, ids):
+    """Integer token ids: int32 or int64 (other integer types are refused, not cast)."""
+    dtype = check_int(op, name, ids)
+    if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise TypeError(f"{op}: {name} must be int32 or int64, got {dtype}")
+    check_nonempty(op, name, ids)

@@ -13,7 +13,6 @@ rebuilt architecture expects before a byte of its data is read or inflated.
 import json
 import math
 import os
-import tempfile
 import zipfile
 from contextlib import contextmanager
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from numbanet.nn import losses as losses_mod
 from numbanet.nn import optimizers as optimizers_mod
+from numbanet.nn import utils
 
 FORMAT = "numbanet-model"
 VERSION = 1
@@ -45,43 +45,19 @@ def save_model(model, filepath):
         opt = model.optimizer
         state = opt.get_state(model.be)
         names = sorted(state)
+        losses = [{"class_name": type(l).__name__, "config": l.get_config()} for l in model._losses]
         config["compile"] = {
-            "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
-            "metrics": list(model.metrics),
+            # One entry per output; "loss" and "metrics" repeat the first output's, the form
+            # single-output files have always had.
+            "loss": losses[0], "metrics": list(model._metric_names[0]),
+            "losses": losses, "loss_weights": list(model._loss_weights),
+            "output_metrics": [list(m) for m in model._metric_names],
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(),
                           "iterations": opt.iterations, "state": names},
         }
         arrays.update({f"opt_{i:04d}": state[k] for i, k in enumerate(names)})
     arrays["config"] = np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(filepath))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-        _fsync_directory(directory)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _fsync_directory(directory):
-    # The rename is durable only once the directory entry is on disk too.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    utils.atomic_write(filepath, lambda f: np.savez(f, **arrays), suffix=".npz")
 
 
 def bad_file(filepath, why):
@@ -194,7 +170,8 @@ def _state_shapes(model, names):
     slots = set(model.optimizer.needed_slots())
     out = {}
     for name in names:
-        if not isinstance(name, str) or name.count("/") != 2:
+        # "layer index/weight name/slot"; a weight's name may hold slashes ("query/kernel")
+        if not isinstance(name, str) or name.count("/") < 2:
             raise ValueError(f"optimizer state name {name!r} is not 'layer/weight/slot'")
         key, slot = name.rsplit("/", 1)
         if key not in shapes or slot not in slots:
@@ -223,8 +200,17 @@ def restore_state(model, config, archive, filepath):
             if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
                 raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
             opt = optimizers_mod.from_config(ocfg["class_name"], ocfg["config"], iterations)
-            model.compile(optimizer=opt, loss=losses_mod.from_config(c["loss"]["class_name"], c["loss"]["config"]),
-                          metrics=c["metrics"])
+            # One loss (and metric list) per output; files written before models had several
+            # outputs hold only "loss" and "metrics".
+            entries = c.get("losses", [c["loss"]])
+            loss = [losses_mod.from_config(e["class_name"], e["config"]) for e in entries]
+            metrics = c.get("output_metrics", [c["metrics"]])
+            if len(loss) != len(model.outputs) or len(metrics) != len(model.outputs):
+                raise ValueError(f"{len(loss)} losses and {len(metrics)} metric lists for {len(model.outputs)} "
+                                 f"outputs")
+            model.compile(optimizer=opt, loss=loss if len(loss) > 1 else loss[0],
+                          metrics=metrics if len(metrics) > 1 else metrics[0],
+                          loss_weights=c.get("loss_weights"))
             names = ocfg["state"]
             if not isinstance(names, list):
                 raise ValueError(f"state must be a list of names, got {type(names).__name__}")

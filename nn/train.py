@@ -1,4 +1,5 @@
-"""`numbanet train`: the article's MNIST CNN, trained and evaluated end to end."""
+"""`numbanet train`: the article's MNIST CNN (the default) or, with --model charlm, a
+character-level GPT on Python's documentation topics, trained and evaluated end to end."""
 import os
 import sys
 import time
@@ -10,25 +11,67 @@ import warnings
 DEFAULT_EPOCHS_FULL = 3
 DEFAULT_EPOCHS_SAMPLE = 5
 DEFAULT_OUTPUT = "mnist_cnn.npz"
+DEFAULT_CHARLM_OUTPUT = "charlm.npz"
 
 
 def add_arguments(parser):
+    from numbanet.nn import charlm
+    parser.add_argument("--model", choices=("cnn", "charlm"), default="cnn",
+                        help="cnn: the article's MNIST CNN (default); charlm: a character-level GPT on Python's "
+                             "documentation topics")
     parser.add_argument("--epochs", type=_positive_int, default=None,
-                        help=f"passes over the training set (default {DEFAULT_EPOCHS_FULL} on the full MNIST set, "
-                             f"{DEFAULT_EPOCHS_SAMPLE} on the offline sample)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, help="digits per step (default 128)")
+                        help=f"passes over the training set (cnn: {DEFAULT_EPOCHS_FULL} on the full MNIST set, "
+                             f"{DEFAULT_EPOCHS_SAMPLE} on the offline sample; charlm: {charlm.EPOCHS})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help=f"samples per step (cnn: 128 digits; charlm: {charlm.BATCH_SIZE} windows)")
     parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default=None,
                         help="kernel backend (default NUMBANET_BACKEND, else auto: the GPU when usable)")
     parser.add_argument("--data-dir", default=None,
                         help="MNIST cache directory (default NUMBANET_DATA, else ~/.cache/numbanet)")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help=f"where to save the trained model (default ./{DEFAULT_OUTPUT})")
+    parser.add_argument("--output", default=None,
+                        help=f"where to save the trained model (default ./{DEFAULT_OUTPUT}, charlm: "
+                             f"./{DEFAULT_CHARLM_OUTPUT})")
     parser.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling (default 0)")
     parser.add_argument("--limit", type=_positive_int, default=None,
-                        help="train on the first N training digits only (a quick smoke run)")
+                        help="train on the first N training samples only (a quick smoke run)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="1: progress bar (default), 2: one line per epoch, 0: silent fit")
+    parser.add_argument("--plot", default=None, metavar="PATH",
+                        help="save the loss and metric per epoch (training and validation) as a picture, e.g. "
+                             "curves.png (needs matplotlib: pip install 'numbanet[plot]')")
+    charlm_group = parser.add_argument_group("charlm")
+    charlm_group.add_argument("--prompt", default=charlm.PROMPT,
+                              help=f"text the sample after training starts from (default {charlm.PROMPT!r})")
+    charlm_group.add_argument("--sample-length", type=_non_negative_int, default=300,
+                              help="characters to generate after training (default 300; 0: none)")
+    charlm_group.add_argument("--temperature", type=_non_negative_float, default=0.8,
+                              help="sampling temperature (default 0.8; 0: always the likeliest character)")
+    charlm_group.add_argument("--top-k", type=_positive_int, default=None,
+                              help="sample among the k likeliest characters only (default: all)")
     return parser
+
+
+def _non_negative_int(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
 
 
 def _positive_int(text):
@@ -71,19 +114,61 @@ def build_model():
     return model
 
 
+def _save(model, path):
+    output = os.path.abspath(path)
+    parent = os.path.dirname(output)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    model.save(output)
+    print(f"Saved model to {output}")
+
+
+def _plot(history, path, title):
+    from numbanet.nn.plotting import plot_history
+    try:
+        written = plot_history(history, path, title=title)
+    except ImportError as e:
+        print(f"numbanet train: {e}", file=sys.stderr)
+        return 1
+    print(f"Saved training curves to {os.path.abspath(written)}")
+    return 0
+
+
+def _check_plot_path(path):
+    """Fail before training, not after: the picture's folder must exist, matplotlib be there."""
+    if path is None:
+        return None
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        return "--plot needs matplotlib: pip install 'numbanet[plot]'"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"--plot: the folder {parent} does not exist"
+    return None
+
+
 def main(args):
     from numbanet import kernels
-    from numbanet.nn.datasets import mnist
     from numbanet.nn.utils import set_random_seed
 
+    problem = _check_plot_path(args.plot)
+    if problem:
+        print(f"numbanet train: {problem}", file=sys.stderr)
+        return 2
     if args.backend is not None:
         try:
             kernels.set_backend(args.backend)
         except kernels.BackendUnavailable as e:
             print(f"numbanet train: {e}", file=sys.stderr)
             return 2
-    be = kernels.get_backend()
     set_random_seed(args.seed)
+    if args.model == "charlm":
+        return _main_charlm(args, kernels.get_backend())
+    return _main_cnn(args, kernels.get_backend())
+
+
+def _main_cnn(args, be):
+    from numbanet.nn.datasets import mnist
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", mnist.MNISTSampleWarning)
@@ -98,30 +183,76 @@ def main(args):
         # One plain line on stderr: a command's user needs the message, not a source line.
         print(f"numbanet train: warning: {w.message}", file=sys.stderr, flush=True)
     epochs = args.epochs or (DEFAULT_EPOCHS_SAMPLE if sample else DEFAULT_EPOCHS_FULL)
+    batch_size = args.batch_size or 128
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255
     x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255
     source = "the offline MNIST sample" if sample else "MNIST"
     print(f"numbanet train: backend {be.name}, {source}: {len(x_train)} training and {len(x_test)} test digits, "
-          f"{epochs} epoch(s) of batch {args.batch_size}, seed {args.seed}", flush=True)
+          f"{epochs} epoch(s) of batch {batch_size}, seed {args.seed}", flush=True)
 
     model = build_model()
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, verbose=args.verbose)
+    validation = (x_test, y_test) if args.plot else None
+    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
+                        validation_data=validation)
     be.synchronize()
     seconds = time.perf_counter() - start
-    steps = epochs * -(-len(x_train) // args.batch_size)
+    steps = epochs * -(-len(x_train) // batch_size)
     test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
     print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
           f"{1000 * seconds / steps:.0f} ms/step)")
     print(f"Test loss: {float(test_loss):.4f}")
     print(f"Test accuracy: {float(test_acc):.4f}")
+    _save(model, args.output or DEFAULT_OUTPUT)
+    if args.plot:
+        return _plot(history, args.plot, "MNIST CNN (validation: the test digits)")
+    return 0
 
-    output = os.path.abspath(args.output)
-    parent = os.path.dirname(output)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    model.save(output)
-    print(f"Saved model to {output}")
+
+def _main_charlm(args, be):
+    from numbanet.nn import charlm
+    from numbanet.nn.callbacks import Callback
+    from numbanet.nn.datasets import pydoc_topics
+    from numbanet.nn.generation import generate
+
+    (x_train, y_train), (x_val, y_val), vocab = pydoc_topics.load_data(charlm.SEQUENCE_LENGTH)
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    epochs = args.epochs or charlm.EPOCHS
+    batch_size = args.batch_size or charlm.BATCH_SIZE
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    print(f"numbanet train: backend {be.name}, Python's documentation topics (pydoc_data): {len(x_train)} training "
+          f"and {len(x_val)} validation windows of {charlm.SEQUENCE_LENGTH} characters, vocabulary {vocab.size}, "
+          f"{epochs} epoch(s) of batch {batch_size}, seed {args.seed}", flush=True)
+    model = charlm.compile_model(charlm.build_model(vocab.size), total_steps=epochs * steps_per_epoch)
+    print(f"numbanet train: {model.count_params():,} parameters, {charlm.NUM_LAYERS} blocks of {charlm.NUM_HEADS} "
+          f"heads, d_model {charlm.D_MODEL}", flush=True)
+
+    class Perplexity(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if args.verbose:
+                print(f"Epoch {epoch + 1}: validation loss {logs['val_loss']:.4f} (perplexity "
+                      f"{charlm.perplexity(logs['val_loss']):.2f}), accuracy {logs['val_accuracy']:.4f}", flush=True)
+
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
+                        validation_data=(x_val, y_val), callbacks=[Perplexity()])
+    be.synchronize()
+    seconds = time.perf_counter() - start
+    val_loss = history.history["val_loss"][-1]
+    print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
+          f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
+    print(f"Validation loss: {val_loss:.4f}")
+    print(f"Validation perplexity: {charlm.perplexity(val_loss):.2f}")
+    print(f"Validation accuracy: {history.history['val_accuracy'][-1]:.4f}")
+    _save(model, args.output or DEFAULT_CHARLM_OUTPUT)
+    if args.sample_length:
+        text = generate(model, args.prompt, args.sample_length, temperature=args.temperature, top_k=args.top_k,
+                        vocabulary=vocab, seed=args.seed)
+        print(f"Sample (temperature {args.temperature:g}{f', top-k {args.top_k}' if args.top_k else ''}):")
+        print(args.prompt + text)
+    if args.plot:
+        return _plot(history, args.plot, "character-level GPT on pydoc topics")
     return 0

@@ -66,3 +66,43 @@ def to_categorical(y, num_classes=None, dtype="float32"):
     out = np.zeros((y.shape[0], int(num_classes)), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out
+
+
+def atomic_write(filepath, write, suffix=""):
+    """Call write(binary file) on a temporary file beside filepath, flush it to disk and
+    rename it over filepath: an error leaves any previous file intact (a killed process may
+    leave its .tmp-* file beside it)."""
+    import os
+    import tempfile
+    filepath = os.fspath(filepath)
+    directory = os.path.dirname(os.path.abspath(filepath))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+        _fsync_directory(directory)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return filepath
+
+
+def _fsync_directory(directory):
+    # The rename is durable only once the directory entry is on disk too.
+    import os
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

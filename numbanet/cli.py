@@ -46,7 +46,7 @@ def build_parser():
                            "memory, spills and H200 occupancy")
     info.add_argument("--arch", choices=("80", "90"), default="90",
                       help="the architecture for --gpu-kernels: sm_80 (A100) or sm_90 (H100/H200, the default)")
-    train = sub.add_parser("train", help="train the article's MNIST CNN")
+    train = sub.add_parser("train", help="train the article's MNIST CNN, or --model charlm: a character-level GPT")
     train.set_defaults(func=_train)
     add_train_arguments(train)
     bench = sub.add_parser("bench", help="benchmark the kernels against NumPy/PyTorch/CuPy")
@@ -60,7 +60,15 @@ def build_parser():
 # threads halved the speed of whichever implementation the benchmark timed next
 # (measured: ours at 1024^3 fell from 167 to 74 GFLOP/s right after a NumPy call).
 # 2**4 cycles lets them sleep at once, as OMP_WAIT_POLICY=PASSIVE does for OpenMP.
-_BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
+#
+# Numba's default threading layer here is OpenMP (libgomp), a second OpenMP runtime beside
+# PyTorch's own. Whichever pool starts first keeps its speed and the other loses it: with
+# Numba's pool started first (as it is when the backends load), PyTorch's charlm training
+# step ran 4-7x slower in the same process (1,030 ms against 210 ms alone; measured with
+# `numbanet bench --ops train_step`), which made every "vs PyTorch" ratio flatter us.
+# Numba's own workqueue pool is not an OpenMP runtime and leaves PyTorch's alone; ours ran
+# as fast on it (charlm step 154-224 ms against 187-202 ms under OpenMP, same session).
+_BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "NUMBA_THREADING_LAYER": "workqueue"}
 
 
 def _reexec_for_bench():

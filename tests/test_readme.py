@@ -50,3 +50,27 @@ def test_pytorch_autograd_example_matches_pytorch():
     with contextlib.redirect_stdout(out):
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
     assert out.getvalue().strip() == "True"
+
+
+def test_gpt_block_example_builds_the_model_it_describes():
+    (block,) = [b for b in _python_blocks() if "MultiHeadAttention(num_heads=4" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+    d, v, t = 128, 97, 128
+    block_params = 2 * 2 * d + 4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    want = v * d + t * d + block_params + 2 * d + (d * v + v)
+    assert out.getvalue().split()[-1] == str(want)
+    assert f"# {want}" in block
+
+
+def test_attention_example_runs_on_the_cpu(monkeypatch):
+    """The transformer ops' example: the shapes it promises, on the cpu backend."""
+    (block,) = [b for b in _python_blocks() if "be.attention(" in b]
+    monkeypatch.setenv("NUMBANET_BACKEND", "cpu")
+    from numbanet import kernels
+    monkeypatch.setattr(kernels, "_default", None)
+    scope = {"__name__": "readme_attention"}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["out"].shape == (32, 128, 4, 32) and scope["lse"].shape == (32, 4, 128)
+    assert scope["dq"].shape == scope["dk"].shape == scope["dv"].shape == (32, 128, 4, 32)

@@ -11,11 +11,12 @@ every accumulator is its own local scalar:
 Local scalars are what LLVM keeps in registers; its SLP vectorizer then packs each row
 of NR scalars into one 512-bit (float32) or two (float64) FMA registers. Numba leaves the
 SLP vectorizer off by default, so this one function is compiled eagerly, for the two
-float dtypes, with it switched on (a loop over a small array instead keeps the tile in
-memory and ran about 3x slower here).
+float dtypes, with it switched on by kernels/cpu/slp.py (a loop over a small array instead
+keeps the tile in memory and ran about 3x slower here).
 """
-import numba
 from numba import types
+
+from numbanet.kernels.cpu.slp import compile_slp
 
 MR = 8
 NR = 16
@@ -155,13 +156,4 @@ def _micro_py(ap, bp, kc, tile):
     tile[7, 12] = c7_12; tile[7, 13] = c7_13; tile[7, 14] = c7_14; tile[7, 15] = c7_15
 
 
-def _compile_with_slp(pyfunc):
-    old = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        return numba.njit(SIGNATURES, cache=True, fastmath={"contract"}, boundscheck=False)(pyfunc)
-    finally:
-        numba.config.SLP_VECTORIZE = old
-
-
-micro = _compile_with_slp(_micro_py)
+micro = compile_slp(_micro_py, SIGNATURES, fastmath={"contract"})

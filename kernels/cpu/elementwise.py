@@ -104,3 +104,75 @@ def l1_l2_penalty(w, l1, l2):
 def l1_l2_penalty_into(w, l1, l2, into):
     """into[0] += the penalty (into: float64, shape (1,))."""
     into[0] += l1_l2_penalty(w, l1, l2)
+
+
+# Below this many elements one thread is faster than waking the pool.
+_PARALLEL_MIN = 1 << 16
+
+
+@numba.njit(cache=True)
+def _add_serial(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@numba.njit(parallel=True, cache=True)
+def _add_parallel(a, b, out):
+    for i in prange(a.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+def add(a, b, out):
+    # out may be a or b (in-place accumulation): each element is read before it is written.
+    (_add_parallel if a.shape[0] >= _PARALLEL_MIN else _add_serial)(a, b, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def copy_into_columns(src, dst, offset):
+    """dst[r, offset:offset + src.shape[1]] = src[r]: one input of a concatenation."""
+    w = src.shape[1]
+    for r in prange(src.shape[0]):
+        row = dst[r, offset:offset + w]
+        s = src[r]
+        for k in range(w):
+            row[k] = s[k]
+
+
+@numba.njit(parallel=True, cache=True)
+def copy_from_columns(src, dst, offset):
+    """dst[r] = src[r, offset:offset + dst.shape[1]]: one piece of a split."""
+    w = dst.shape[1]
+    for r in prange(dst.shape[0]):
+        row = src[r, offset:offset + w]
+        d = dst[r]
+        for k in range(w):
+            d[k] = row[k]
+
+
+@numba.njit(parallel=True, cache=True)
+def _transpose6(x, y, shape, strides):
+    # y (flat, C order over `shape`) gets x[sum_d i_d * strides[d]]: strides are x's element
+    # strides permuted into y's axis order. Six axes always (leading ones of size 1), so one
+    # compiled kernel serves every rank up to 6; the innermost loop runs over y's last axis,
+    # contiguous in y.
+    n0, n1, n2, n3, n4, n5 = shape[0], shape[1], shape[2], shape[3], shape[4], shape[5]
+    s0, s1, s2, s3, s4, s5 = strides[0], strides[1], strides[2], strides[3], strides[4], strides[5]
+    outer = n0 * n1 * n2 * n3
+    for t in prange(outer):
+        i3 = t % n3
+        r = t // n3
+        i2 = r % n2
+        r //= n2
+        i1 = r % n1
+        i0 = r // n1
+        base = i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+        o = t * n4 * n5
+        for i4 in range(n4):
+            b4 = base + i4 * s4
+            for i5 in range(n5):
+                y[o] = x[b4 + i5 * s5]
+                o += 1
+
+
+def transpose(x_flat, y_flat, shape, strides):
+    _transpose6(x_flat, y_flat, np.asarray(shape, np.int64), np.asarray(strides, np.int64))

@@ -179,3 +179,46 @@ def dense_backward(x, w, dy, dx, dwdb):
     column_sum(dy, dwdb[fan_in])
     if dx is not None:
         matmul(dy, w, False, True, None, dx)
+
+
+# --------------------------------------------------------------------------- batched (issue 12)
+@numba.njit(cache=True, parallel=True)
+def _batched_gemm(a, b, trans_a, trans_b, out, nchunks):
+    """out[z] = op(a[z]) @ op(b[z]) for every z. Work item = (z, MC-row block); the items
+    are split into nchunks contiguous runs, one prange iteration each, so the packing
+    scratch is allocated once per run rather than once per (small) product."""
+    nz, m, n = out.shape
+    k = a.shape[1] if trans_a else a.shape[2]
+    kc_max = min(KC, k)
+    nblocks = (m + MC - 1) // MC
+    nitems = nz * nblocks
+    mc_max = min(MC, ((m + MR - 1) // MR) * MR)
+    empty_bias = np.empty(0, dtype=out.dtype)
+    for chunk in prange(nchunks):
+        ap = np.empty((mc_max // MR, kc_max, MR), dtype=out.dtype)
+        bp = np.empty(((n + NR - 1) // NR, kc_max, NR), dtype=out.dtype)
+        tile = np.empty((MR, NR), dtype=out.dtype)
+        for item in range(chunk * nitems // nchunks, (chunk + 1) * nitems // nchunks):
+            z = item // nblocks
+            i0 = (item - z * nblocks) * MC
+            mc = min(MC, m - i0)
+            az = a[z]
+            oz = out[z]
+            for p0 in range(0, k, KC):
+                kc = min(KC, k - p0)
+                pack_b(b[z], trans_b, n, p0, kc, bp)
+                _pack_a(az, trans_a, i0, mc, p0, kc, ap)
+                gemm_packed_serial(ap, bp, mc, n, kc, oz[i0:i0 + mc], p0 > 0, empty_bias, tile)
+
+
+def batched_matmul(a, b, trans_a, trans_b, out):
+    """out[z] = op(a[z]) @ op(b[z]) for 3-D (Z, ., .) arrays, validated and C-contiguous."""
+    nz, m, _ = out.shape
+    nitems = nz * -(-m // MC)
+    threads = numba.get_num_threads()
+    if nitems < threads:
+        # Too few products to share out: each one runs on every thread instead.
+        for z in range(nz):
+            matmul(a[z], b[z], trans_a, trans_b, None, out[z])
+        return
+    _batched_gemm(a, b, trans_a, trans_b, out, min(nitems, 4 * threads))

@@ -115,3 +115,69 @@ def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
     softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
     stats[0] = reduce.sum(losses) / logits.shape[0]
     stats[1] = accuracy(logits, labels, onehot)
+
+
+@numba.njit(parallel=True, cache=True)
+def _bce_probs(p, t, eps, losses, dp):
+    n, d = p.shape
+    lo = p.dtype.type(eps)
+    hi = p.dtype.type(1.0 - eps)
+    one = p.dtype.type(1)
+    zero = p.dtype.type(0)
+    inv_d = p.dtype.type(1.0 / d)
+    inv_nd = p.dtype.type(1.0 / (n * d))
+    for r in prange(n):
+        acc = zero
+        for k in range(d):
+            pk = p[r, k]
+            tk = t[r, k]
+            c = min(max(pk, lo), hi)
+            acc -= tk * math.log(c) + (one - tk) * math.log(one - c)
+            # Clipping has zero derivative outside [eps, 1 - eps].
+            dp[r, k] = (c - tk) / (c * (one - c)) * inv_nd if lo <= pk <= hi else zero
+        losses[r] = acc * inv_d
+
+
+@numba.njit(parallel=True, cache=True)
+def _bce_logits(z, t, losses, dz):
+    n, d = z.shape
+    one = z.dtype.type(1)
+    zero = z.dtype.type(0)
+    inv_d = z.dtype.type(1.0 / d)
+    inv_nd = z.dtype.type(1.0 / (n * d))
+    for r in prange(n):
+        acc = zero
+        for k in range(d):
+            zk = z[r, k]
+            tk = t[r, k]
+            # max(z, 0) - z t + log(1 + exp(-|z|)): exp of a non-positive number only.
+            e = math.exp(-abs(zk))
+            acc += max(zk, zero) - zk * tk + math.log1p(e)
+            s = one / (one + e) if zk >= zero else e / (one + e)
+            dz[r, k] = (s - tk) * inv_nd
+        losses[r] = acc * inv_d
+
+
+def binary_crossentropy(pred, target, from_logits, eps, losses, dpred):
+    if from_logits:
+        _bce_logits(pred, target, losses, dpred)
+    else:
+        _bce_probs(pred, target, eps, losses, dpred)
+
+
+@numba.njit(cache=True)
+def _binary_accuracy(pred, target, threshold):
+    # Keras's rule: the prediction (pred > threshold, as 0 or 1) must equal the target exactly.
+    hits = 0
+    one = pred.dtype.type(1)
+    zero = pred.dtype.type(0)
+    for i in range(pred.shape[0]):
+        guess = one if pred[i] > threshold else zero
+        if guess == target[i]:
+            hits += 1
+    return hits
+
+
+def binary_accuracy(pred, target, threshold):
+    # The threshold in the array dtype, as on the gpu, so both backends draw the same line.
+    return int(_binary_accuracy(pred, target, pred.dtype.type(threshold)))

@@ -76,3 +76,80 @@ def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
         _sgd_plain(p, g, t(lr), t(lr * weight_decay))
     else:
         _sgd_momentum(p, g, velocity, t(lr), t(lr * weight_decay), t(momentum), bool(nesterov))
+
+
+# ---------------------------------------------------------------------- gradient clipping
+# Keras's clipnorm / global_clipnorm: g *= clipnorm / max(norm, clipnorm). The squared
+# norm, the scale and the multiply are three steps on backend arrays, so that on the gpu
+# neither the norm nor the scale ever visits the host.
+
+# Elements per partial sum: fixed, so the summation order (and the float result) does
+# not depend on the thread count.
+_SQ_BLOCK = 1 << 16
+
+
+@numba.njit(cache=True)
+def _sq_sum(x):
+    acc = 0.0
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        acc += v * v
+    return acc
+
+
+@numba.njit(parallel=True, cache=True)
+def _sq_sum_blocks(x, partial):
+    n = x.shape[0]
+    for b in prange(partial.shape[0]):
+        partial[b] = _sq_sum(x[b * _SQ_BLOCK:min((b + 1) * _SQ_BLOCK, n)])
+
+
+@numba.njit(cache=True)
+def _fold(partial, acc):
+    total = 0.0
+    for b in range(partial.shape[0]):
+        total += partial[b]
+    acc[0] += total
+
+
+def sq_norm_accumulate(x, acc):
+    """acc[0] (float64) += sum(x ** 2), accumulated in float64 in a fixed order."""
+    n = x.shape[0]
+    if n <= _SQ_BLOCK:
+        acc[0] += _sq_sum(x)
+        return
+    partial = np.empty((n + _SQ_BLOCK - 1) // _SQ_BLOCK, np.float64)
+    _sq_sum_blocks(x, partial)
+    _fold(partial, acc)
+
+
+@numba.njit(cache=True)
+def clip_scale(sq, clipnorm, scale):
+    """scale[0] = clipnorm / max(sqrt(sq[0]), clipnorm): exactly 1 when the norm is within
+    bounds, NaN when the norm is NaN (so a broken gradient is not hidden)."""
+    norm = math.sqrt(sq[0])
+    if norm > clipnorm:
+        scale[0] = clipnorm / norm
+    elif norm != norm:
+        scale[0] = norm
+    else:
+        scale[0] = 1.0
+
+
+@numba.njit(cache=True)
+def _scale_by_serial(x, scale):
+    s = x.dtype.type(scale[0])
+    for i in range(x.shape[0]):
+        x[i] *= s
+
+
+@numba.njit(parallel=True, cache=True)
+def _scale_by_parallel(x, scale):
+    s = x.dtype.type(scale[0])
+    for i in prange(x.shape[0]):
+        x[i] *= s
+
+
+def scale_by(x, scale):
+    # A model's biases and norms are small: one thread, no pool wake-up (see _PARALLEL_MIN).
+    (_scale_by_parallel if x.shape[0] >= _PARALLEL_MIN else _scale_by_serial)(x, scale)

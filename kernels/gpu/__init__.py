@@ -24,8 +24,10 @@ class GpuBackend(Backend):
 
     def __init__(self):
         from numbanet.kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
+        from numbanet.kernels.gpu import attention, embedding, layernorm
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
+        self.attn, self.layernorm, self.embed = attention, layernorm, embedding
 
     def __repr__(self):
         return "<numbanet gpu backend>"

@@ -113,3 +113,65 @@ def l1_l2_penalty(w, l1, l2):
 
 def l1_l2_penalty_into(w, l1, l2, into):
     reduce.l1_l2_sum_into(w, l1, l2, into)
+
+
+@cuda.jit
+def _add(a, b, out):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        out[i] = a[i] + b[i]
+
+
+def add(a, b, out):
+    # out may be a or b: each thread reads its element before writing it.
+    _add[grid_1d(a.shape[0])](a, b, out)
+
+
+@cuda.jit
+def _copy_into_columns(src, dst, offset):
+    w = src.shape[1]
+    for t in range(cuda.grid(1), src.shape[0] * w, cuda.gridsize(1)):
+        r = t // w
+        k = t - r * w
+        dst[r, offset + k] = src[r, k]
+
+
+@cuda.jit
+def _copy_from_columns(src, dst, offset):
+    w = dst.shape[1]
+    for t in range(cuda.grid(1), dst.shape[0] * w, cuda.gridsize(1)):
+        r = t // w
+        k = t - r * w
+        dst[r, k] = src[r, offset + k]
+
+
+def copy_into_columns(src, dst, offset):
+    _copy_into_columns[grid_1d(src.size)](src, dst, offset)
+
+
+def copy_from_columns(src, dst, offset):
+    _copy_from_columns[grid_1d(dst.size)](src, dst, offset)
+
+
+@cuda.jit
+def _transpose6(x, y, n1, n2, n3, n4, n5, s0, s1, s2, s3, s4, s5):
+    # One thread per element of y (consecutive threads write consecutive addresses; the
+    # reads are strided, which is the nature of a transpose). See kernels/cpu/elementwise.py.
+    for t in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        r = t
+        i5 = r % n5
+        r //= n5
+        i4 = r % n4
+        r //= n4
+        i3 = r % n3
+        r //= n3
+        i2 = r % n2
+        r //= n2
+        i1 = r % n1
+        i0 = r // n1
+        y[t] = x[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4 + i5 * s5]
+
+
+def transpose(x_flat, y_flat, shape, strides):
+    if y_flat.size:
+        _transpose6[grid_1d(y_flat.size)](x_flat, y_flat, *[int(v) for v in shape[1:]],
+                                          *[int(v) for v in strides])

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int64
 
-from numbanet.kernels.gpu.launch import THREADS_1D, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 
 
@@ -192,4 +192,62 @@ def accuracy(scores, labels, onehot):
     _clear_count[1, 1](count)
     k = _acc_onehot if onehot else _acc_int
     k[rows_1d(scores.shape[0])](scores, labels, count)
+    return int(count.copy_to_host()[0])
+
+
+@cuda.jit
+def _bce_probs(p, t, lo, hi, losses, dp, inv_d, inv_nd, one):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        acc = one * 0
+        for j in range(p.shape[1]):
+            pk = p[i, j]
+            tk = t[i, j]
+            c = min(max(pk, lo), hi)
+            acc -= tk * math.log(c) + (one - tk) * math.log(one - c)
+            # Clipping has zero derivative outside [eps, 1 - eps].
+            dp[i, j] = (c - tk) / (c * (one - c)) * inv_nd if (pk >= lo and pk <= hi) else one * 0
+        losses[i] = acc * inv_d
+
+
+@cuda.jit
+def _bce_logits(z, t, losses, dz, inv_d, inv_nd, one):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        zero = one * 0
+        acc = zero
+        for j in range(z.shape[1]):
+            zk = z[i, j]
+            tk = t[i, j]
+            # max(z, 0) - z t + log(1 + exp(-|z|)): exp of a non-positive number only.
+            e = math.exp(-abs(zk))
+            acc += max(zk, zero) - zk * tk + math.log1p(e)
+            s = one / (one + e) if zk >= zero else e / (one + e)
+            dz[i, j] = (s - tk) * inv_nd
+        losses[i] = acc * inv_d
+
+
+def binary_crossentropy(pred, target, from_logits, eps, losses, dpred):
+    n, d = pred.shape
+    t = pred.dtype.type
+    if from_logits:
+        _bce_logits[rows_1d(n)](pred, target, losses, dpred, t(1.0 / d), t(1.0 / (n * d)), t(1))
+    else:
+        _bce_probs[rows_1d(n)](pred, target, t(eps), t(1.0 - eps), losses, dpred, t(1.0 / d),
+                               t(1.0 / (n * d)), t(1))
+
+
+@cuda.jit
+def _binary_accuracy(p, y, threshold, count):
+    # Integer atomics: exact and order-independent (see accuracy).
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        guess = 1 if p[i] > threshold else 0
+        if y[i] == guess:
+            cuda.atomic.add(count, 0, 1)
+
+
+def binary_accuracy(pred, target, threshold):
+    count = cuda.device_array(1, dtype=np.int64)
+    _clear_count[1, 1](count)
+    _binary_accuracy[grid_1d(pred.shape[0])](pred, target, pred.dtype.type(threshold), count)
     return int(count.copy_to_host()[0])

@@ -5,9 +5,11 @@ casts of the scalars match kernels/cpu/optim.py, so float32 steps agree to round
 """
 import math
 
-from numba import cuda
+import numpy as np
+from numba import cuda, float32, float64
 
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu import reduce
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, kernel_family, rows_1d
 
 
 @cuda.jit
@@ -55,3 +57,57 @@ def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
         _sgd_plain[grid](p, g, t(lr), t(lr * weight_decay))
     else:
         _sgd_momentum[grid](p, g, velocity, t(lr), t(lr * weight_decay), t(momentum), bool(nesterov))
+
+
+# ---------------------------------------------------------------------- gradient clipping
+# The squared norm is reduced on the device in a fixed order (block partials, then one
+# block folds them: kernels/gpu/reduce.py's scheme) into a float64 device cell; the scale
+# is computed by one thread into another cell; the multiply reads it there. Nothing goes
+# to the host, so a clipped training step costs no synchronisation.
+
+
+@cuda.jit
+def _add_into(acc, total):
+    if cuda.grid(1) == 0:
+        acc[0] += total[0]
+
+
+def sq_norm_accumulate(x, acc):
+    nblocks = blocks_1d(x.shape[0])
+    partial = cuda.device_array(nblocks, dtype=np.float64)
+    reduce.sum_kernel("square")[nblocks, THREADS_1D](x, 0.0, 0.0, partial)
+    total = cuda.device_array(1, dtype=np.float64)
+    reduce.fold_partials(partial, total)
+    _add_into[1, 1](acc, total)
+
+
+@cuda.jit
+def _clip_scale(sq, clipnorm, scale):
+    if cuda.grid(1) == 0:
+        norm = math.sqrt(sq[0])
+        if norm > clipnorm:
+            scale[0] = clipnorm / norm
+        elif norm != norm:
+            scale[0] = norm
+        else:
+            scale[0] = 1.0
+
+
+def clip_scale(sq, clipnorm, scale):
+    _clip_scale[1, 1](sq, float(clipnorm), scale)
+
+
+@kernel_family
+def _scale_by(dtype):
+    cast = {"float32": float32, "float64": float64}[dtype]
+
+    @cuda.jit
+    def kernel(x, scale):
+        s = cast(scale[0])   # in x's dtype, as the cpu casts it
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+            x[i] *= s
+    return kernel
+
+
+def scale_by(x, scale):
+    _scale_by(np.dtype(x.dtype).name)[grid_1d(x.shape[0])](x, scale)

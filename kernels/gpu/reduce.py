@@ -66,11 +66,16 @@ def _l1_l2(v, a, b):
     return a * abs(v) + b * v * v
 
 
-_TERMS = {"identity": _identity, "l1_l2": _l1_l2}
+@cuda.jit(device=True, inline=True)
+def _square(v, a, b):
+    return v * v
+
+
+_TERMS = {"identity": _identity, "l1_l2": _l1_l2, "square": _square}
 
 
 @kernel_family
-def _sum_kernel(term_name):
+def sum_kernel(term_name):
     """A block-partial kernel for sum_i term(x[i], a, b), float64 accumulation."""
     term = _TERMS[term_name]
 
@@ -107,27 +112,32 @@ def _fold_on_device(kernel, x, a, b):
     partial = scratch("sum-partials", (nblocks,), np.float64)
     kernel[nblocks, THREADS_1D](x, a, b, partial)
     result = scratch("sum", (1,), np.float64)
-    _sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, result)
+    sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, result)
     return result
 
 
+def fold_partials(partial, out):
+    """out[0] = the fixed-order sum of a float64 array of block partials, on the device."""
+    sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, out)
+
+
 def sum(x):  # noqa: A001  (the op is called sum in every backend)
-    return float(_fold_on_device(_sum_kernel("identity"), x, 0.0, 0.0).copy_to_host()[0])
+    return float(_fold_on_device(sum_kernel("identity"), x, 0.0, 0.0).copy_to_host()[0])
 
 
 def sum_into(x, scale, into):
     """into[0] += scale * sum(x), on the device."""
-    _add_scaled[1, 1](_fold_on_device(_sum_kernel("identity"), x, 0.0, 0.0), float(scale), into)
+    _add_scaled[1, 1](_fold_on_device(sum_kernel("identity"), x, 0.0, 0.0), float(scale), into)
 
 
 def l1_l2_sum(w, l1, l2):
     """l1 * sum|w| + l2 * sum(w^2) as one fixed-order float64 reduction."""
-    return float(_fold_on_device(_sum_kernel("l1_l2"), w, float(l1), float(l2)).copy_to_host()[0])
+    return float(_fold_on_device(sum_kernel("l1_l2"), w, float(l1), float(l2)).copy_to_host()[0])
 
 
 def l1_l2_sum_into(w, l1, l2, into):
     """into[0] += l1 * sum|w| + l2 * sum(w^2), on the device."""
-    _add_scaled[1, 1](_fold_on_device(_sum_kernel("l1_l2"), w, float(l1), float(l2)), 1.0, into)
+    _add_scaled[1, 1](_fold_on_device(sum_kernel("l1_l2"), w, float(l1), float(l2)), 1.0, into)
 
 
 @cuda.jit

@@ -1,4 +1,4 @@
-"""Datasets, as in keras.datasets."""
-from . import mnist
+"""Datasets, as in keras.datasets: mnist, and pydoc_topics (a character-level corpus)."""
+from . import mnist, pydoc_topics
 
-__all__ = ["mnist"]
+__all__ = ["mnist", "pydoc_topics"]

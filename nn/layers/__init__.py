@@ -1,15 +1,28 @@
-"""Keras-style layers: Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout, Activation."""
+"""Keras-style layers: Dense, Conv2D, pooling, Flatten, Dropout, Activation, Reshape,
+Permute, Add, Concatenate, Embedding, PositionEmbedding, LayerNormalization,
+MultiHeadAttention, and the InputLayer behind nn.Input."""
+from numbanet.nn.layers.attention import MultiHeadAttention
 from numbanet.nn.layers.base import Layer
 from numbanet.nn.layers.conv import Conv2D
 from numbanet.nn.layers.core import Activation, Dropout, Flatten
 from numbanet.nn.layers.dense import Dense
-from numbanet.nn.layers.pooling import AveragePooling2D, AvgPool2D, MaxPool2D, MaxPooling2D
+from numbanet.nn.layers.embedding import Embedding, PositionEmbedding
+from numbanet.nn.layers.input_layer import Input, InputLayer
+from numbanet.nn.layers.merging import Add, Concatenate
+from numbanet.nn.layers.normalization import LayerNormalization
+from numbanet.nn.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+                                        GlobalAvgPool1D, GlobalAvgPool2D, MaxPool2D, MaxPooling2D)
+from numbanet.nn.layers.reshaping import Permute, Reshape
 
-__all__ = ["Layer", "Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
-           "Flatten", "Dropout", "Activation"]
+__all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D",
+           "AvgPool2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+           "Flatten", "Dropout", "Activation", "Reshape", "Permute", "Add", "Concatenate", "Embedding",
+           "PositionEmbedding", "LayerNormalization", "MultiHeadAttention"]
 
-_REGISTRY = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout,
-                                           Activation)}
+_REGISTRY = {cls.__name__: cls for cls in (
+    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+    Flatten, Dropout, Activation, Reshape, Permute, Add, Concatenate, Embedding, PositionEmbedding,
+    LayerNormalization, MultiHeadAttention)}
 
 
 def from_config(class_name, config):

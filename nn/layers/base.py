@@ -1,8 +1,15 @@
-"""The Layer base: build on a known input shape, forward(x, training) and backward(dy).
+"""The Layer base: called on symbolic tensors to wire a model, built on a known input
+shape, then forward(x, training) and backward(dy).
 
 Parameters and their gradients are backend arrays held in `self.params` and
-`self.grads` (dicts keyed by "kernel" / "bias", in that order). Activations are kept
-between forward and backward only as backend arrays.
+`self.grads` (dicts in get_weights order: "kernel" then "bias", ...). Activations are
+kept between forward and backward only as backend arrays, in attributes whose names
+start with `_saved` (clear() drops them; a model that calls one layer at two places
+swaps them per call).
+
+A layer with one input and one output implements forward(x, training, logits) and
+backward(dy, logits) -> dx. A layer with several inputs or outputs sets `multi_input`
+and/or overrides `run_node` / `backward_node`, which receive and return lists.
 """
 import itertools
 from collections import defaultdict
@@ -10,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from numbanet.kernels import shapes
-from numbanet.nn import activations
+from numbanet.nn import activations, graph
 
 _counters = defaultdict(itertools.count)
 
@@ -35,11 +42,18 @@ def _shape_tuple(owner, name, shape):
 
 
 class Layer:
+    # Several input tensors (a list of shapes at build time, a list of arrays at run time).
+    multi_input = False
+    # Integer inputs (token ids) are accepted; every other layer needs float inputs.
+    accepts_int = False
+
     def __init__(self, name=None, input_shape=None):
         base = _snake(type(self).__name__)
         if name is None:
             n = next(_counters[base])
             name = base if n == 0 else f"{base}_{n}"
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/', got {name!r}")
         self.name = name
         self.input_shape = None if input_shape is None else _shape_tuple(self.name, "input_shape", input_shape)
         self.output_shape = None
@@ -52,14 +66,62 @@ class Layer:
         self.need_dx = True
         # Where backward writes its weights' gradients when the model packs them (nn/packed.py).
         self.grad_buffer = None
+        self.inbound_nodes = []
+
+    # ------------------------------------------------------------------ wiring (symbolic calls)
+    def __call__(self, *args, **kwargs):
+        tensors, call_kwargs = self.parse_call(*args, **kwargs)
+        for t in tensors:
+            if not graph.is_symbolic(t):
+                raise TypeError(f"layer '{self.name}' ({type(self).__name__}) was called on {type(t).__name__}; "
+                                f"layers are called on symbolic tensors (nn.Input(...) or another layer's output) "
+                                f"to build a model, then model.predict(x) computes values")
+        if not tensors:
+            raise ValueError(f"layer '{self.name}': called without an input tensor")
+        for t in tensors:
+            if not t.is_float and not self.accepts_int:
+                raise TypeError(f"layer '{self.name}' ({type(self).__name__}) needs float inputs, got a {t.dtype} "
+                                f"tensor {t.shape}; integer token ids go through an Embedding first")
+        shapes = [t.per_sample_shape for t in tensors]
+        out_shapes = self.output_shapes(shapes if self.multi_input else shapes[0], call_kwargs)
+        node = graph.Node(self, tensors, call_kwargs)
+        node.outputs = [graph.KerasTensor(s, graph.FLOAT, node, i) for i, s in enumerate(out_shapes)]
+        self.inbound_nodes.append(node)
+        return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
+
+    def parse_call(self, *args, **kwargs):
+        """The call's arguments -> (input tensors, JSON keyword arguments for the node)."""
+        if len(args) != 1 or kwargs:
+            extra = f" and keyword arguments {sorted(kwargs)}" if kwargs else ""
+            raise TypeError(f"layer '{self.name}' ({type(self).__name__}) takes one input tensor, "
+                            f"got {len(args)} positional argument(s){extra}")
+        x = args[0]
+        if self.multi_input:
+            if not isinstance(x, (list, tuple)):
+                raise TypeError(f"layer '{self.name}' ({type(self).__name__}) is called on a list of tensors, "
+                                f"got {type(x).__name__}")
+            return list(x), {}
+        return [x], {}
+
+    def call_from_node(self, tensors, kwargs):
+        """Re-make a saved node: call the layer on `tensors` with the node's kwargs."""
+        return self(list(tensors) if self.multi_input else tensors[0], **kwargs)
+
+    def output_shapes(self, input_shape, kwargs):
+        """A list of per-sample output shapes for the given input shape(s) and call kwargs."""
+        return [self.compute_output_shape(input_shape)]
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape, be, dtype):
-        """Check input_shape (without the batch axis), create parameters on `be`."""
-        input_shape = _shape_tuple(self.name, "input shape", input_shape)
-        if self.input_shape is not None and self.input_shape != input_shape:
-            raise ValueError(f"layer '{self.name}': declared input_shape={self.input_shape} but it receives "
-                             f"{input_shape}")
+        """Check input_shape (without the batch axis; a list of them for multi-input layers),
+        create the parameters on `be`."""
+        if self.multi_input:
+            input_shape = [_shape_tuple(self.name, "input shape", s) for s in input_shape]
+        else:
+            input_shape = _shape_tuple(self.name, "input shape", input_shape)
+            if self.input_shape is not None and self.input_shape != input_shape:
+                raise ValueError(f"layer '{self.name}': declared input_shape={self.input_shape} but it receives "
+                                 f"{input_shape}")
         self.input_shape = input_shape
         self.be, self.dtype = be, np.dtype(dtype)
         self.output_shape = self.compute_output_shape(input_shape)
@@ -80,6 +142,10 @@ class Layer:
     def count_params(self):
         return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
 
+    def get_weights(self):
+        """The layer's parameters as host NumPy arrays, in Keras's order."""
+        return [self.be.to_numpy(p).copy() for p in self.params.values()]
+
     # ------------------------------------------------------------------ running
     def forward(self, x, training=False, logits=False):
         raise TypeError(f"{type(self).__name__} must define forward")
@@ -87,10 +153,26 @@ class Layer:
     def backward(self, dy, logits=False):
         raise TypeError(f"{type(self).__name__} must define backward")
 
+    def run_node(self, inputs, training, logits, kwargs):
+        """inputs: list of backend arrays -> list of outputs."""
+        return [self.forward(inputs[0], training=training, logits=logits)]
+
+    def backward_node(self, douts, logits):
+        """douts: list (one per output; None where no gradient arrives) -> list of d(inputs)
+        (None where an input needs none)."""
+        return [self.backward(douts[0], logits=logits)]
+
     def clear(self):
         """Drop the activations kept for backward."""
         for key in [k for k in vars(self) if k.startswith("_saved")]:
             setattr(self, key, None)
+
+    def saved_state(self):
+        return {k: v for k, v in vars(self).items() if k.startswith("_saved")}
+
+    def restore_state(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def regularization_penalty(self, into=None):
         """Weight penalties: a host float, or added to the backend array into (see Dense)."""
@@ -107,19 +189,20 @@ class Layer:
 
     def get_config(self):
         cfg = {"name": self.name}
-        if self.input_shape is not None:
+        if self.input_shape is not None and not self.multi_input:
             cfg["input_shape"] = list(self.input_shape)
         return cfg
 
     # ------------------------------------------------------------------ shared helpers
     @property
     def activation_name(self):
-        return getattr(self, "activation", "linear")
+        return activations.name_of(getattr(self, "activation", "linear"))
 
 
 class ActivationMixin:
     """Applies self.activation after the layer's linear part; `logits=True` skips it
-    (the model then hands the pre-activation to the fused softmax cross-entropy).
+    (the model then hands the pre-activation to a fused loss: softmax + cross-entropy,
+    sigmoid + binary cross-entropy).
 
     relu, sigmoid and tanh are applied by the GEMM / convolution itself, as it writes its
     output (`_epilogue` names the one to pass to be.matmul / be.conv2d): one pass over the
@@ -137,10 +220,10 @@ class ActivationMixin:
             self._saved_a = None
             return z
         if self._epilogue(logits) != "linear":
-            self._saved_a = z  # already activated by the op's epilogue
+            self._saved_a = z  # already activated by the op's epilogue (relu, sigmoid, tanh: y is saved)
             return z
         a = activations.forward(self.be, self.activation, z)
-        self._saved_a = a
+        self._saved_a = z if activations.needs_input(self.activation) else a
         return a
 
     def _deactivate(self, dy, logits):

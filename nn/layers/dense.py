@@ -1,4 +1,5 @@
-"""Dense: y = activation(x @ kernel + bias)."""
+"""Dense: y = activation(x @ kernel + bias), over the last axis of an input of any rank
+(a (batch, time, features) sequence is one (batch * time, features) product)."""
 from numbanet.nn import activations, initializers, regularizers
 from numbanet.nn.layers.base import ActivationMixin, Layer
 
@@ -28,27 +29,31 @@ class Dense(ActivationMixin, Layer):
         self.bias_regularizer = regularizers.get(bias_regularizer)
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(f"layer '{self.name}' (Dense) expects inputs of shape (batch, features), "
-                             f"got per-sample shape {input_shape}; put a Flatten() before it")
-        return (self.units,)
+        return tuple(input_shape[:-1]) + (self.units,)
 
     def initial_params(self, input_shape):
-        p = {"kernel": initializers.initialize(self.kernel_initializer, (input_shape[0], self.units), self.dtype)}
+        p = {"kernel": initializers.initialize(self.kernel_initializer, (input_shape[-1], self.units), self.dtype)}
         if self.use_bias:
             p["bias"] = initializers.initialize(self.bias_initializer, (self.units,), self.dtype)
         return p
 
     def forward(self, x, training=False, logits=False):
         be = self.be
-        self._saved_x = x
-        z = be.matmul(x, self.params["kernel"], bias=self.params.get("bias"), activation=self._epilogue(logits))
+        rows = x.size // x.shape[x.ndim - 1]
+        x2 = be.reshape(x, (rows, x.shape[x.ndim - 1]))
+        self._saved_x = x2
+        z = be.matmul(x2, self.params["kernel"], bias=self.params.get("bias"), activation=self._epilogue(logits))
+        if x.ndim != 2:
+            z = be.reshape(z, tuple(x.shape[:-1]) + (self.units,))
         return self._activate(z, logits)
 
     def backward(self, dy, logits=False):
         be = self.be
         dz = self._deactivate(dy, logits)
-        # dw and db from one op (one GEMM on the gpu); db is computed with or without a bias.
+        shape = dz.shape
+        dz = be.reshape(dz, (self._saved_x.shape[0], self.units))
+        # dw and db from one op (one GEMM on the gpu), into the model's packed gradients
+        # when it packs them (nn/packed.py); db is computed with or without a bias.
         dx, dw, db = be.dense_backward(self._saved_x, self.params["kernel"], dz, compute_dx=self.need_dx,
                                        grads=self.grad_buffer)
         self._grads_into = self.grad_buffer
@@ -59,7 +64,9 @@ class Dense(ActivationMixin, Layer):
             if self.bias_regularizer is not None:
                 self.bias_regularizer.add_gradient(be, self.params["bias"], db)
             self.grads["bias"] = db
-        return dx
+        if dx is None:
+            return None
+        return dx if len(shape) == 2 else be.reshape(dx, tuple(shape[:-1]) + (dx.shape[1],))
 
     def regularization_penalty(self, into=None):
         """The penalties of this layer's weights (a host float); with into, added to that

@@ -168,6 +168,18 @@ def valid_calls():
         "column_sum": ([rnd((2, 3))], {}),
         "sum": ([rnd((2, 3))], {}),
         "argmax": ([rnd((2, 3))], {}),
+        "gelu": ([rnd((2, 3))], {}),
+        "gelu_backward": ([rnd((2, 3)), rnd((2, 3), 1)], {"approximate": True}),
+        "silu": ([rnd((2, 3))], {}),
+        "silu_backward": ([rnd((2, 3)), rnd((2, 3), 1)], {}),
+        "leaky_relu": ([rnd((2, 3))], {"negative_slope": 0.1}),
+        "leaky_relu_backward": ([rnd((2, 3)), rnd((2, 3), 1)], {}),
+        "add": ([rnd((2, 3)), rnd((2, 3), 1)], {}),
+        "split": ([rnd((2, 3))], {"sizes": [1, 2], "axis": 1}),
+        "transpose": ([rnd((2, 3, 2))], {"axes": (2, 0, 1)}),
+        "binary_crossentropy": ([np.full((2, 3), 0.3, F32), np.ones((2, 3), F32)], {}),
+        "binary_accuracy": ([np.full((2, 3), 0.3, F32), np.ones((2, 3), F32)], {}),
+        "clip_by_norm": ([rnd((2, 3))], {"clipnorm": 0.5}),
     }
 
 
@@ -191,6 +203,9 @@ BAD_SCALARS = {
     "avg_pool2d_backward": {"x_shape": (1, "4", 4, 2)}, "adam_step": {"step": 2.5},
     "sgd_step": {"lr": float("nan")}, "crossentropy": {"eps": 0.0}, "dropout": {"seed": 2 ** 64},
     "l1_l2_grad": {"l1": "0.1"}, "l1_l2_penalty": {"l2": None}, "scale": {"alpha": float("inf")},
+    "gelu": {"approximate": "yes"}, "leaky_relu": {"negative_slope": float("nan")}, "split": {"sizes": [1, 1]},
+    "transpose": {"axes": (0, 0, 1)}, "binary_crossentropy": {"eps": 0.6}, "binary_accuracy": {"threshold": None},
+    "clip_by_norm": {"clipnorm": -1.0},
 }
 
 

@@ -159,7 +159,59 @@ CASES = {
                                                             float(be.to_numpy(acc)[0]))[2])(
                                  be.zeros((1,), np.float64)),
                              lambda d: [randn((3, 5), d, 1), randn((4, 3), d, 2)], 15, False),
+    "gelu": (lambda be, x, dy: (be.gelu(x), be.gelu_backward(x, dy)),
+             lambda d: [randn((3, 4), d, 1, scale=3), randn((3, 4), d, 2)], 1, False),
+    "gelu_tanh": (lambda be, x, dy: (be.gelu(x, approximate=True), be.gelu_backward(x, dy, approximate=True)),
+                  lambda d: [randn((3, 4), d, 1, scale=3), randn((3, 4), d, 2)], 1, False),
+    "silu": (lambda be, x, dy: (be.silu(x), be.silu_backward(x, dy)),
+             lambda d: [randn((3, 4), d, 1, scale=5), randn((3, 4), d, 2)], 1, False),
+    "leaky_relu": (lambda be, x, dy: (be.leaky_relu(x, negative_slope=0.1),
+                                      be.leaky_relu_backward(x, dy, negative_slope=0.1)),
+                   lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, True),
+    "add": (lambda be, a, b: be.add(a, b), lambda d: [randn((3, 4), d, 1), randn((3, 4), d, 2)], 1, True),
+    "concatenate_split": (lambda be, a, b: (lambda c: (c,) + tuple(be.split(c, [2, 3], axis=1)))(
+                              be.concatenate([a, b], axis=1)),
+                          lambda d: [randn((2, 2, 3), d, 1), randn((2, 3, 3), d, 2)], 1, True),
+    "transpose": (lambda be, x: be.transpose(x, (0, 2, 1, 3)), lambda d: [randn((2, 3, 2, 4), d, 1)], 1, True),
+    "binary_crossentropy": (lambda be, p, t: be.binary_crossentropy(p, t),
+                            lambda d: [np.linspace(0.05, 0.95, 12).reshape(3, 4).astype(d),
+                                       (np.arange(12).reshape(3, 4) % 2).astype(d)], 4, False),
+    "binary_crossentropy_logits": (lambda be, z, t: be.binary_crossentropy(z, t, from_logits=True),
+                                   lambda d: [randn((3, 4), d, 1, scale=4),
+                                              (np.arange(12).reshape(3, 4) % 2).astype(d)], 4, False),
+    "binary_accuracy": (lambda be, p, t: be.binary_accuracy(p, t), lambda d: [
+                            np.linspace(0.05, 0.95, 12).reshape(3, 4).astype(d),
+                            (np.arange(12).reshape(3, 4) % 2).astype(d)], 1, True),
+    "clip_by_global_norm": (in_place(lambda be, a, b: be.clip_by_global_norm([a, b], 0.5)),
+                            lambda d: [randn((3, 4), d, 1), randn((5,), d, 2)], 17, False),
+    "clip_by_norm": (in_place(lambda be, a: be.clip_by_norm(a, 0.5)), lambda d: [randn((3, 4), d, 1)], 12, False),
 }
+
+
+# The transformer ops (issue 12).
+IDS = np.array([[3, 0, 3], [1, 3, 4]], np.int64)
+CASES.update({
+    "batched_matmul_tn": (lambda be, a, b: be.batched_matmul(a, b, trans_a=True),
+                          lambda d: [randn((2, 3, 4, 5), d, 1), randn((2, 3, 4, 3), d, 2)], 4, False),
+    "softmax_causal_rank3": (lambda be, x, dy: (lambda y: (y, be.softmax_backward(y, dy)))(be.softmax(x, causal=True)),
+                             lambda d: [randn((2, 4, 5), d, 1, scale=3), randn((2, 4, 5), d, 2)], 5, False),
+    "attention": (lambda be, q, k, v: be.attention(q, k, v, causal=False, scale=0.6),
+                  lambda d: [randn((2, 4, 2, 3), d, 1), randn((2, 5, 2, 3), d, 2), randn((2, 5, 2, 4), d, 3)], 5, False),
+    "attention_backward_causal": (
+        lambda be, q, k, v, do: (lambda o: be.attention_backward(q, k, v, o[0], do, o[1], causal=True))(
+            be.attention(q, k, v, causal=True)),
+        lambda d: [randn((1, 6, 2, 3), d, 1), randn((1, 6, 2, 3), d, 2), randn((1, 6, 2, 2), d, 3),
+                   randn((1, 6, 2, 2), d, 4)], 6, False),
+    "layer_norm": (lambda be, x, g, b: be.layer_norm(x, g, b, epsilon=1e-3),
+                   lambda d: [randn((2, 3, 6), d, 1), randn((6,), d, 2), randn((6,), d, 3)], 6, False),
+    "layer_norm_backward": (lambda be, x, g, dy: (lambda r: be.layer_norm_backward(x, g, dy, r[1], r[2]))(
+                                be.layer_norm(x, g, None)),
+                            lambda d: [randn((3, 7), d, 1), randn((7,), d, 2), randn((3, 7), d, 3)], 7, False),
+    "embedding": (lambda be, t, i: be.embedding(t, i), lambda d: [randn((5, 3), d, 1), IDS], 1, True),
+    # Both backends add each row's gradients in increasing position order: the same bits.
+    "embedding_backward": (lambda be, i, dout: be.embedding_backward(i, dout, 6),
+                           lambda d: [IDS, randn((2, 3, 4), d, 1)], 1, True),
+})
 
 
 def public_ops():
@@ -198,7 +250,9 @@ def test_gpu_matches_cpu(gpu, cpu, name, dtype):
 
 
 @pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
-                                  "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int"])
+                                  "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "batched_matmul_tn",
+                                  "attention_backward_causal", "layer_norm_backward", "embedding_backward",
+                                  "clip_by_global_norm"])
 def test_gpu_is_deterministic(gpu, name):
     op, inputs, _, _ = CASES[name]
     arrays = inputs(np.float32)
@@ -401,3 +455,23 @@ def test_status_reports_the_simulator_honestly():
     assert ok and "gpu" in kernels.available_backends()
     if kernels._simulator_on():
         assert "simulator" in detail.lower()
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_batched_gemm_tile_edges(gpu, trans_a, trans_b):
+    """33 x 35 x 17 products cross the batched kernel's 32 x 32 tile and its 16-deep K step."""
+    z, m, n, k = 2, 33, 35, 17
+    a = randn((z, k, m) if trans_a else (z, m, k), np.float64, 1)
+    b = randn((z, n, k) if trans_b else (z, k, n), np.float64, 2)
+    got = download(gpu, gpu.batched_matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b))
+    want = np.einsum("zik,zkj->zij", a.swapaxes(1, 2) if trans_a else a, b.swapaxes(1, 2) if trans_b else b)
+    assert_close(got, want, np.float64, k=k)
+
+
+def test_embedding_backward_sort_crosses_tiles(gpu, cpu):
+    """300 positions span three tiles of the gpu's radix sort and 300 rows need two 8-bit
+    passes; both backends add each row's gradients in position order: the same bits."""
+    ids = np.random.default_rng(5).integers(0, 300, 300).astype(np.int32)
+    ids[::7] = 299  # a long run of one id across the tiles
+    dout = randn((300, 2), np.float32, 3)
+    compare(gpu, cpu, lambda be, i, g: be.embedding_backward(i, g, 300), [ids, dout], np.float32, exact=True)

@@ -377,3 +377,49 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, varian
     assert not moves(outside), \
         f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(moves(outside))}"
     check_no_state_crosses(model, steps, legit)
+
+
+# --------------------------------------------------------------------------- a charlm step (issue 12)
+# The GPT of `numbanet train --model charlm`, tiny: token and position embeddings, a pre-norm
+# block of causal attention and a GELU MLP, AdamW on a cosine schedule with global gradient
+# clipping (its norm and scale stay on the device). Sizes chosen so that no weight has the
+# byte size of the dataset (3 x 5 int32 = 60 B), an order (12 B) or a scalar (8 B).
+LM_N, LM_T, LM_V, LM_BATCH = 3, 5, 11, 2
+
+
+def test_charlm_fit_copies_only_scalars_per_step(transfers):
+    from numbanet.nn import charlm
+    model = charlm.build_model(LM_V, LM_T, d_model=8, num_heads=2, num_layers=1).to("gpu")
+    charlm.compile_model(model, total_steps=10, warmup_steps=2)
+    assert model.be.name == "gpu"
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
+    y = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
+    epochs = 1   # two steps (a full batch and a partial one); the simulator runs every thread in Python
+    transfers.recording = True
+    try:
+        model.fit(x, y, batch_size=LM_BATCH, epochs=epochs, verbose=0, callbacks=[StepWindows(transfers)])
+    finally:
+        transfers.recording = False
+    steps_per_epoch = -(-LM_N // LM_BATCH)
+    assert model.optimizer.iterations == epochs * steps_per_epoch
+    steps = defaultdict(list)
+    for e in transfers.events:
+        if e.window is not None:
+            steps[e.window].append(e)
+    outside = [e for e in transfers.events if e.window is None]
+    for w in [(ep, s) for ep in range(epochs) for s in range(steps_per_epoch)]:
+        events = steps[w]
+        ups = [e for e in events if e.direction == "up"]
+        assert not ups, f"charlm fit step {w}: expected no uploads, got:\n  {show(ups)}"
+        check_scalars(w, events)
+    want = [("up", x.nbytes), ("up", y.nbytes)] + [("up", LM_N * 4)] * epochs
+    got = [(e.direction, e.nbytes) for e in outside]
+    assert got == want, f"charlm fit outside steps: expected {want}, got {got}:\n  {show(outside)}"
+    sizes = {int(a.nbytes) for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())}
+    sizes |= {int(a.nbytes) for d in model.optimizer.slots.values() for a in d.values()}
+    legit = {SCALAR_BYTES, x.nbytes, LM_N * 4}
+    assert not sizes & legit, f"test setup: weight sizes {sorted(sizes)} overlap {sorted(legit)}"
+    for w, events in steps.items():
+        moved = [e for e in events if e.nbytes in sizes]
+        assert not moved, f"charlm fit step {w}: a weight-sized transfer:\n  {show(moved)}"

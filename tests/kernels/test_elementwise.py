@@ -149,3 +149,92 @@ def test_bad_input(be):
         be.l1_l2_grad(f32, be.asarray(np.zeros((2, 3), np.float64)), l1=0.1)
     with pytest.raises(TypeError, match="l1_l2_penalty"):
         be.l1_l2_penalty(be.asarray(np.zeros(3, np.int32)), l1=0.1)
+
+
+# --------------------------------------------------------------------------- add, concatenate, split, transpose
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_and_in_place_accumulation(be, dtype):
+    a, b = randn((3, 4, 5), dtype), randn((3, 4, 5), dtype, seed=1)
+    check_op(be, lambda be, a, b: be.add(a, b), [a, b], lambda a, b: a + b)
+    da, db = be.asarray(a.copy()), be.asarray(b)
+    out = be.add(da, db, out=da)
+    assert out is da
+    np.testing.assert_array_equal(be.to_numpy(da), a + b)
+
+
+def test_add_bad_input(be):
+    f = be.asarray(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"add: b.shape=\(3, 2\) differs from a.shape=\(2, 3\)"):
+        be.add(f, be.asarray(np.zeros((3, 2), np.float32)))
+    with pytest.raises(ValueError, match=r"add: b.shape=\(3,\) differs"):  # no broadcasting
+        be.add(f, be.asarray(np.zeros(3, np.float32)))
+    with pytest.raises(TypeError, match="add: b is float64 but a is float32"):
+        be.add(f, be.asarray(np.zeros((2, 3), np.float64)))
+    with pytest.raises(ValueError, match=r"add: a.shape=\(2, 3\) differs from out.shape=\(3, 2\)"):
+        be.add(f, f, out=be.asarray(np.zeros((3, 2), np.float32)))
+    big = be.asarray(np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="add: out shares memory with a"):
+        be.add(big[:4], big[4:], out=big[1:5])
+
+
+@HYPOTHESIS
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), sizes=st.lists(st.integers(1, 4), min_size=1,
+       max_size=3), data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_concatenate_and_split_invert_each_other(be, shape, sizes, data, dtype):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    parts = []
+    for i, s in enumerate(sizes):
+        sh = list(shape)
+        sh[axis] = s
+        parts.append(randn(tuple(sh), dtype, seed=i))
+    got = be.concatenate([be.asarray(p) for p in parts], axis=axis)
+    want = np.concatenate(parts, axis=axis)
+    np.testing.assert_array_equal(be.to_numpy(got), want)
+    back = be.split(got, sizes, axis=axis)
+    assert len(back) == len(parts)
+    for g, p in zip(back, parts):
+        np.testing.assert_array_equal(be.to_numpy(g), p)
+
+
+def test_concatenate_split_bad_input(be):
+    a = be.asarray(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"concatenate: arrays\[1\].shape=\(3, 3\) does not match arrays\[0\]"
+                                         r".shape=\(2, 3\) outside axis 1"):
+        be.concatenate([a, be.asarray(np.zeros((3, 3), np.float32))], axis=1)
+    with pytest.raises(TypeError, match=r"concatenate: arrays\[1\] is float64"):
+        be.concatenate([a, be.asarray(np.zeros((2, 3), np.float64))])
+    with pytest.raises(ValueError, match=r"concatenate: axis must be an int in \[-2, 2\), got 2"):
+        be.concatenate([a, a], axis=2)
+    with pytest.raises(ValueError, match="concatenate: expected a non-empty list"):
+        be.concatenate([])
+    with pytest.raises(ValueError, match=r"split: sizes \[1, 1\] must be positive and sum to x.shape\[1\]=3"):
+        be.split(a, [1, 1], axis=1)
+
+
+@HYPOTHESIS
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=6), data=st.data(),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_transpose_any_permutation(be, shape, data, dtype):
+    axes = data.draw(st.permutations(range(len(shape))))
+    x = randn(tuple(shape), dtype)
+    got = be.transpose(be.asarray(x), axes)
+    np.testing.assert_array_equal(be.to_numpy(got), np.ascontiguousarray(x.transpose(axes)))
+
+
+def test_transpose_attention_layout(be, small):
+    # (B, T, H, D) <-> (B, H, T, D), the non-fused attention path's transposes.
+    x = randn((2, 3, 2, 4) if small else (4, 33, 4, 16), np.float32)
+    y = be.transpose(be.asarray(x), (0, 2, 1, 3))
+    np.testing.assert_array_equal(be.to_numpy(y), x.transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(be.to_numpy(be.transpose(y, (0, 2, 1, 3))), x)
+
+
+def test_transpose_bad_input(be):
+    x = be.asarray(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"transpose: axes must be a permutation of range\(2\), got \(0, 0\)"):
+        be.transpose(x, (0, 0))
+    with pytest.raises(ValueError, match="transpose: x has 7 dimensions; at most 6"):
+        be.transpose(be.asarray(np.zeros((1,) * 7, np.float32)), range(7))
+    with pytest.raises(TypeError, match="transpose"):
+        be.transpose(be.asarray(np.zeros((2, 3), np.int32)), (1, 0))

@@ -224,3 +224,95 @@ def test_matmul_rejects_mixed_dtypes_and_bad_bias_or_out(be):
     with pytest.raises(ValueError, match=r"matmul: activation must be None or one of linear, relu, sigmoid, "
                                          r"tanh, got 'softmax'"):
         be.matmul(a, b, activation="softmax")
+
+
+# --------------------------------------------------------------------------- batched_matmul
+
+def batched_ref(a, b, *, trans_a=False, trans_b=False):
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    return (np.swapaxes(a64, -1, -2) if trans_a else a64) @ (np.swapaxes(b64, -1, -2) if trans_b else b64)
+
+
+def batched_operands(lead, m, n, k, trans_a, trans_b, dtype, seed=0):
+    a = randn(tuple(lead) + ((k, m) if trans_a else (m, k)), dtype, seed)
+    b = randn(tuple(lead) + ((n, k) if trans_b else (k, n)), dtype, seed + 1)
+    return a, b
+
+
+# (leading dims, m, n, k): attention-shaped products, single rows/columns, and sizes
+# crossing the cpu tiles (MR=8, NR=16, MC=128, KC=256) and the gpu's 64 x 64 x 8 block tile.
+BATCHED = [((1,), 1, 1, 1), ((3,), 5, 7, 2), ((2, 3), 17, 33, 9), ((4,), 130, 20, 16),
+           ((2,), 9, 129, 300), ((5, 1, 2), 3, 4, 70), ((1,), 200, 3, 5)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("lead,m,n,k", BATCHED)
+def test_batched_matmul(be, small, lead, m, n, k, trans_a, trans_b, dtype):
+    m, n, k = shrink(small, m, n, k)
+    lead = tuple(min(s, 2) for s in lead) if small else lead
+    a, b = batched_operands(lead, m, n, k, trans_a, trans_b, dtype, seed=m + n)
+    check_op(be, lambda be, a, b, **kw: be.batched_matmul(a, b, **kw), [a, b],
+             lambda a, b, **kw: batched_ref(a, b, **kw).astype(dtype),
+             kwargs={"trans_a": trans_a, "trans_b": trans_b}, k=k)
+
+
+def test_batched_matmul_each_product_is_its_own(be, small):
+    """Every batch entry gets its own operands: a product taken from the wrong entry fails."""
+    z, m, n, k = 6, 4, 5, 3
+    a = np.zeros((z, m, k))
+    b = np.zeros((z, k, n))
+    for i in range(z):
+        a[i] = i + 1
+        b[i] = 10.0 ** i
+    got = be.to_numpy(be.batched_matmul(be.asarray(a), be.asarray(b)))
+    for i in range(z):
+        np.testing.assert_array_equal(got[i], np.full((m, n), k * (i + 1) * 10.0 ** i))
+
+
+def test_batched_matmul_out_is_written_and_returned(be, small):
+    a, b = batched_operands((2, 3), 6, 5, 4, False, True, np.float32, seed=3)
+    out = be.asarray(np.full((2, 3, 6, 5), np.nan, np.float32))
+    got = be.batched_matmul(be.asarray(a), be.asarray(b), trans_b=True, out=out)
+    assert got is out
+    np.testing.assert_allclose(be.to_numpy(out), batched_ref(a, b, trans_b=True), rtol=1e-4, atol=1e-5)
+
+
+def test_batched_matmul_is_deterministic(be, small):
+    lead, m, n, k = ((3,), 5, 6, 7) if small else ((8,), 100, 70, 300)
+    a, b = batched_operands(lead, m, n, k, True, False, np.float32, seed=5)
+    a, b = be.asarray(a), be.asarray(b)
+    first = be.to_numpy(be.batched_matmul(a, b, trans_a=True))
+    for _ in range(2):
+        np.testing.assert_array_equal(be.to_numpy(be.batched_matmul(a, b, trans_a=True)), first)
+
+
+@pytest.mark.parametrize("a_shape,b_shape,kwargs,exc,match", [
+    ((2, 3, 4), (3, 4, 5), {}, ValueError, r"batched_matmul: leading dimensions differ.*nothing is broadcast"),
+    ((1, 3, 4), (2, 4, 5), {}, ValueError, r"batched_matmul: leading dimensions differ"),
+    ((2, 3, 4), (2, 1, 4, 5), {}, ValueError, r"batched_matmul: leading dimensions differ"),
+    ((2, 3, 4), (2, 5, 4), {}, ValueError, r"batched_matmul: inner dimensions differ"),
+    ((2, 4, 3), (2, 4, 5), {"trans_a": False}, ValueError, r"batched_matmul: inner dimensions differ.*trans_a=False"),
+    ((3, 4), (4, 5), {}, ValueError, r"batched_matmul: a must have rank >= 3.*use matmul"),
+    ((2, 3, 4), (4, 5), {}, ValueError, r"batched_matmul: b must have rank >= 3"),
+    ((2, 0, 4), (2, 4, 5), {}, ValueError, r"batched_matmul: a is empty"),
+])
+def test_batched_matmul_rejects_bad_shapes(be, a_shape, b_shape, kwargs, exc, match):
+    a, b = bad(be, np.ones(a_shape, np.float32), np.ones(b_shape, np.float32))
+    with pytest.raises(exc, match=match):
+        be.batched_matmul(a, b, **kwargs)
+
+
+def test_batched_matmul_rejects_bad_dtypes_and_out(be):
+    a, b = bad(be, np.ones((2, 3, 4), np.int32), np.ones((2, 4, 5), np.int32))
+    with pytest.raises(TypeError, match=r"batched_matmul: a must be float32 or float64, got int32"):
+        be.batched_matmul(a, b)
+    a, b = bad(be, np.ones((2, 3, 4), np.float32), np.ones((2, 4, 5), np.float64))
+    with pytest.raises(TypeError, match=r"batched_matmul: b is float64 but a is float32"):
+        be.batched_matmul(a, b)
+    a, b = bad(be, np.ones((2, 3, 4), np.float32), np.ones((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"batched_matmul: out must have shape \(2, 3, 5\), got \(2, 5, 3\)"):
+        be.batched_matmul(a, b, out=be.asarray(np.empty((2, 5, 3), np.float32)))
+    with pytest.raises(TypeError, match=r"batched_matmul: out is float64 but a is float32"):
+        be.batched_matmul(a, b, out=be.asarray(np.empty((2, 3, 5), np.float64)))

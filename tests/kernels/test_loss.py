@@ -221,3 +221,80 @@ def test_mse_bad_input(be):
         be.mse(be.asarray(np.zeros((3, 4), np.int32)), p)
     with pytest.raises(ValueError, match="mse"):
         be.mse(be.asarray(np.zeros((0, 4), np.float32)), be.asarray(np.zeros((0, 4), np.float32)))
+
+
+# --------------------------------------------------------------------------- binary cross-entropy, binary accuracy
+
+def bce_ref(p, t, from_logits=False, eps=1e-7):
+    """Per-sample losses (mean over every axis but the first) and the gradient of their mean."""
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    n, d = p.shape[0], p.size // p.shape[0]
+    if from_logits:
+        l = np.maximum(p64, 0) - p64 * t64 + np.log1p(np.exp(-np.abs(p64)))
+        g = (1 / (1 + np.exp(-p64)) - t64) / (n * d)
+    else:
+        c = np.clip(p64, eps, 1 - eps)
+        l = -(t64 * np.log(c) + (1 - t64) * np.log(1 - c))
+        g = np.where((p64 >= eps) & (p64 <= 1 - eps), (-t64 / c + (1 - t64) / (1 - c)) / (n * d), 0.0)
+    return l.reshape(n, d).mean(1).astype(p.dtype), g.astype(p.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("shape", [(4, 1), (3, 5), (2, 3, 4)])
+def test_binary_crossentropy(be, dtype, from_logits, shape):
+    r = np.random.default_rng(3)
+    p = (randn(shape, dtype, scale=3.0) if from_logits else r.uniform(0.02, 0.98, shape).astype(dtype))
+    t = r.integers(0, 2, shape).astype(dtype)
+    t.reshape(-1)[0] = 0.3   # soft targets are allowed
+    check_op(be, lambda be, p, t: be.binary_crossentropy(p, t, from_logits=from_logits), [p, t],
+             lambda p, t: bce_ref(p, t, from_logits), k=int(np.prod(shape[1:])))
+
+
+def test_binary_crossentropy_clips_probabilities_and_logits_are_stable(be):
+    p = np.array([[0.0, 1.0, 0.5]], np.float64)
+    t = np.array([[1.0, 1.0, 0.0]], np.float64)
+    losses, dp = be.binary_crossentropy(be.asarray(p), be.asarray(t), eps=1e-7)
+    want = -(np.log(1e-7) + np.log(1 - 1e-7) + np.log(0.5)) / 3
+    np.testing.assert_allclose(be.to_numpy(losses), [want], rtol=1e-12)
+    np.testing.assert_array_equal(be.to_numpy(dp)[0, :2], [0.0, 0.0])   # clipped: no gradient
+    z = np.array([[-1e4, 1e4, 30.0]], np.float32)
+    losses, dz = be.binary_crossentropy(be.asarray(z), be.asarray(np.array([[0, 0, 1]], np.float32)),
+                                        from_logits=True)
+    np.testing.assert_allclose(be.to_numpy(losses), [(0.0 + 1e4 + np.log1p(np.exp(-30.0))) / 3], rtol=1e-6)
+    assert np.all(np.isfinite(be.to_numpy(dz)))
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_binary_crossentropy_gradient_finite_differences(be, from_logits):
+    r = np.random.default_rng(5)
+    p = randn((3, 4), np.float64, scale=2.0) if from_logits else r.uniform(0.05, 0.95, (3, 4))
+    t = r.uniform(0, 1, (3, 4))
+
+    def loss(be, p, t):
+        losses, _ = be.binary_crossentropy(p, t, from_logits=from_logits)
+        return float(np.mean(be.to_numpy(losses)))
+
+    check_grad(be, loss, lambda be, p, t: be.binary_crossentropy(p, t, from_logits=from_logits)[1], [p, t], wrt=[0])
+
+
+def test_binary_accuracy(be):
+    p = np.array([[0.2, 0.7], [0.5, 0.9], [0.6, 0.1]], np.float32)
+    t = np.array([[0, 1], [1, 1], [1, 1]], np.float32)
+    # 0.5 is not above the threshold (Keras: pred > threshold)
+    assert be.binary_accuracy(be.asarray(p), be.asarray(t)) == 4
+    assert be.binary_accuracy(be.asarray(p - 0.5), be.asarray(t), threshold=0.0) == 4
+    t[0, 0] = 0.3    # a soft target never equals a 0/1 guess, as in Keras
+    assert be.binary_accuracy(be.asarray(p), be.asarray(t)) == 3
+
+
+def test_binary_bad_input(be):
+    p = be.asarray(np.full((2, 3), 0.5, np.float32))
+    with pytest.raises(ValueError, match=r"binary_crossentropy: target.shape=\(2, 1\) differs from pred.shape"):
+        be.binary_crossentropy(p, be.asarray(np.zeros((2, 1), np.float32)))
+    with pytest.raises(TypeError, match="binary_crossentropy: target must be float32 or float64, got int64"):
+        be.binary_crossentropy(p, be.asarray(np.zeros((2, 3), np.int64)))
+    with pytest.raises(TypeError, match="binary_accuracy: target is float64 but pred is float32"):
+        be.binary_accuracy(p, be.asarray(np.zeros((2, 3), np.float64)))
+    with pytest.raises(ValueError, match="binary_crossentropy: eps must be in"):
+        be.binary_crossentropy(p, p, eps=0.7)

@@ -126,3 +126,59 @@ def test_optim_bad_input(be):
         be.sgd_step(p, be.asarray(np.zeros((6,), np.float32)), lr=0.1)
     with pytest.raises(TypeError, match="sgd_step"):
         be.sgd_step(p, be.asarray(np.zeros((3, 2), np.int64)), lr=0.1)
+
+
+# --------------------------------------------------------------------------- gradient clipping
+
+def clip_ref(grads, clipnorm):
+    """Keras's rule, in float64: g * clipnorm / max(norm, clipnorm) over the arrays together."""
+    norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+    return [(g.astype(np.float64) * (clipnorm / max(norm, clipnorm))).astype(g.dtype) for g in grads]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clipnorm", [0.5, 1e6])
+def test_clip_by_norm(be, dtype, clipnorm):
+    g = randn((7, 5), dtype, scale=0.3)
+    d = be.asarray(g.copy())
+    be.clip_by_norm(d, clipnorm)
+    (want,) = clip_ref([g], clipnorm)
+    assert_close(be.to_numpy(d), want, dtype, k=35)
+    if clipnorm > 1e3:  # within bounds: untouched, bit for bit (scale exactly 1)
+        np.testing.assert_array_equal(be.to_numpy(d), g)
+    else:
+        np.testing.assert_allclose(np.linalg.norm(be.to_numpy(d).astype(np.float64)), clipnorm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_by_global_norm(be, dtype, small):
+    big = 300 if small else 200_000   # > the cpu's 65,536-element block: the blocked, parallel sum
+    grads = [randn((3, 4), dtype, 1), randn((big,), dtype, 2, scale=0.01), randn((5,), dtype, 3)]
+    dev = [be.asarray(g.copy()) for g in grads]
+    be.clip_by_global_norm(dev, 1.0)
+    want = clip_ref(grads, 1.0)
+    for got, w in zip(dev, want):
+        assert_close(be.to_numpy(got), w, dtype, k=big)
+    total = np.sqrt(sum(np.sum(be.to_numpy(g).astype(np.float64) ** 2) for g in dev))
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+
+
+def test_clip_nan_gradient_stays_nan(be):
+    g = np.array([1.0, np.nan, 2.0], np.float32)
+    d = be.asarray(g.copy())
+    be.clip_by_norm(d, 1.0)
+    assert np.all(np.isnan(be.to_numpy(d)))
+
+
+def test_clip_bad_input(be):
+    g = be.asarray(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="clip_by_norm: clipnorm must be > 0, got 0"):
+        be.clip_by_norm(g, 0)
+    with pytest.raises(TypeError, match="clip_by_norm: grad must be float32 or float64, got int32"):
+        be.clip_by_norm(be.asarray(np.ones(3, np.int32)), 1.0)
+    with pytest.raises(ValueError, match="clip_by_global_norm: expected a non-empty list"):
+        be.clip_by_global_norm([], 1.0)
+    with pytest.raises(TypeError, match=r"clip_by_global_norm: grads\[1\] must be"):
+        be.clip_by_global_norm([g, np.ones(3) if be.name == "gpu" else [1.0]], 1.0)
+    with pytest.raises(ValueError, match=r"clip_by_global_norm: grads\[0\] shares memory with grads\[1\]"):
+        be.clip_by_global_norm([g, g], 1.0)

@@ -31,6 +31,14 @@ def _seed_dtype_and_backend():
 
 
 @pytest.fixture
+def nnbe():
+    """The backend the test's models are built on: the process default that the autouse
+    fixture above sets (the gpu in the simulator's process)."""
+    from numbanet import kernels
+    return kernels.get_backend()
+
+
+@pytest.fixture
 def nn_small():
     """True where the training data must stay tiny (the gpu backend on the simulator)."""
     return BACKENDS[0] == "gpu" and simulated()

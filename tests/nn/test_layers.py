@@ -133,7 +133,7 @@ def test_layer_argument_errors():
     with pytest.raises(ValueError, match="units must be a positive int, got 0"):
         Dense(0)
     with pytest.raises(ValueError, match="activation must be one of"):
-        Dense(3, activation="swish")
+        Dense(3, activation="elu")
     with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):
         Conv2D(2, 3, padding="full")
     with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\), got 1.5"):
@@ -142,10 +142,10 @@ def test_layer_argument_errors():
         Dense(2, kernel_initializer="nope")
 
 
-def test_dense_after_images_asks_for_flatten():
-    with pytest.raises(ValueError, match=r"layer 'dense.*' \(Dense\) expects inputs of shape \(batch, features\), "
-                                         r"got per-sample shape \(4, 4, 1\); put a Flatten\(\) before it"):
-        Sequential([Conv2D(1, 1, input_shape=(4, 4, 1)), Dense(2)])
+def test_dense_on_images_acts_on_the_last_axis():
+    # Keras's rule: Dense maps the last axis of an input of any rank.
+    m = Sequential([Conv2D(1, 1, input_shape=(4, 4, 1)), Dense(2)])
+    assert m.output_shape == (4, 4, 2)
 
 
 def test_conv_window_larger_than_input():
@@ -162,3 +162,47 @@ def test_glorot_uniform_limits_and_zero_bias():
     assert np.abs(dk).max() <= lim_dense and np.abs(dk).max() > 0.9 * lim_dense
     assert not b.any() and not db.any()
     assert k.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- Dense on N-D, global average pooling
+
+@pytest.mark.simulator
+def test_dense_maps_the_last_axis_of_a_sequence():
+    from numbanet.nn.layers import Input
+    from numbanet.nn.models import Model
+    x = Input((3, 4))
+    m = Model(x, Dense(5, activation="tanh")(x), dtype="float64")
+    rng = np.random.default_rng(0)
+    w = [rng.standard_normal((4, 5)), rng.standard_normal(5)]
+    m.set_weights(w)
+    xs = rng.standard_normal((2, 3, 4))
+    np.testing.assert_allclose(m.predict(xs), np.tanh(np.einsum("btd,du->btu", xs, w[0]) + w[1]), rtol=1e-12)
+    m2 = Model(x, Dense(2)(Dense(5, activation="relu")(x)), dtype="float64")
+    m2.compile("sgd", "mse")
+    check_model_gradients(m2, xs, rng.standard_normal((2, 3, 2)))
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pooling_1d_and_2d(keepdims):
+    from numbanet.nn.layers import GlobalAveragePooling1D, GlobalAveragePooling2D, Input
+    from numbanet.nn.models import Model
+    rng = np.random.default_rng(1)
+    seq, img = Input((5, 3)), Input((4, 2, 3))
+    g1, g2 = GlobalAveragePooling1D(keepdims=keepdims)(seq), GlobalAveragePooling2D(keepdims=keepdims)(img)
+    m = Model([seq, img], [g1, g2], dtype="float64")
+    xs, xi = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 4, 2, 3))
+    a, b = m.predict([xs, xi])
+    np.testing.assert_allclose(a, xs.mean(1, keepdims=keepdims), rtol=1e-12)
+    np.testing.assert_allclose(b, xi.mean((1, 2), keepdims=keepdims), rtol=1e-12)
+    grad = Model(seq, Dense(2)(GlobalAveragePooling1D()(Dense(3)(seq))), dtype="float64")
+    grad.compile("sgd", "mse")
+    check_model_gradients(grad, xs, rng.standard_normal((2, 2)))
+
+
+def test_global_average_pooling_refuses_other_layouts():
+    from numbanet.nn.layers import GlobalAveragePooling1D, GlobalAveragePooling2D, Input
+    with pytest.raises(ValueError, match="only data_format='channels_last'"):
+        GlobalAveragePooling2D(data_format="channels_first")
+    with pytest.raises(ValueError, match=r"expects per-sample shape \(steps, channels\), got \(4, 2, 3\)"):
+        GlobalAveragePooling1D()(Input((4, 2, 3)))

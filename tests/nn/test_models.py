@@ -355,3 +355,125 @@ if _other_backends():
             np.testing.assert_allclose(run[0], want_loss, rtol=1e-5)
             for a, b in zip(run[1], want_w):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the functional API
+
+def _residual_model(dtype="float64"):
+    from numbanet.nn.layers import Add, Input
+    x = Input((2,))
+    h = Dense(4, activation="tanh")(x)
+    y = Add()([h, Dense(4, activation="relu")(h)])   # h fans out to Add and the inner Dense
+    return nn.Model(x, Dense(2, activation="softmax")(y), dtype=dtype)
+
+
+@pytest.mark.simulator
+def test_fan_out_sums_gradients():
+    from gradcheck import check_model_gradients
+    m = _residual_model()
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = _blobs(12)
+    assert check_model_gradients(m, x.astype("float64") * 0.5, y) == 2 * 4 + 4 + 4 * 4 + 4 + 4 * 2 + 2
+
+
+@pytest.mark.simulator
+def test_shared_layer_accumulates_over_its_calls():
+    from gradcheck import check_model_gradients
+    from numbanet.nn.layers import Add, Input
+    a, b = Input((3,)), Input((3,))
+    shared = Dense(3, activation="tanh")
+    m = nn.Model([a, b], Dense(1)(Add()([shared(a), shared(shared(b))])), dtype="float64")
+    assert [l.name for l in m.layers].count(shared.name) == 1 and len(m.get_weights()) == 4
+    m.compile("sgd", "mse")
+    rng = np.random.default_rng(0)
+    check_model_gradients(m, [rng.standard_normal((4, 3)), rng.standard_normal((4, 3))],
+                          rng.standard_normal((4, 1)))
+
+
+def test_sequential_is_the_functional_graph():
+    from numbanet.nn.layers import Input
+    seq = _mlp(dtype="float64")
+    x = Input((2,))
+    fun = nn.Model(x, Dense(2, activation="softmax")(Dense(8, activation="relu")(x)), dtype="float64")
+    fun.set_weights(seq.get_weights())
+    for m in (seq, fun):
+        m.compile(nn.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    data = _blobs(40)
+    xs = data[0].astype("float64")
+    h1 = seq.fit(xs, data[1], batch_size=8, epochs=2, shuffle=False, verbose=0)
+    h2 = fun.fit(xs, data[1], batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert h1.history == h2.history
+    for a, b in zip(seq.get_weights(), fun.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert seq.inputs[0].shape == (None, 2) and isinstance(seq.inputs[0].node.layer, nn.layers.InputLayer)
+
+
+def test_several_inputs_and_outputs_with_loss_weights_and_dicts():
+    from gradcheck import check_model_gradients
+    from numbanet.nn.layers import Concatenate, Input
+    a, b = Input((3,), name="a"), Input((2,), name="b")
+    h = Dense(4, activation="tanh")(Concatenate()([a, b]))
+    cls = Dense(3, activation="softmax", name="cls")(h)
+    reg = Dense(1, name="reg")(h)
+    m = nn.Model([a, b], [cls, reg], dtype="float64")
+    m.compile("adam", {"cls": "sparse_categorical_crossentropy", "reg": "mse"}, metrics={"cls": ["accuracy"]},
+              loss_weights={"reg": 0.25})
+    rng = np.random.default_rng(1)
+    xa, xb = rng.standard_normal((10, 3)), rng.standard_normal((10, 2))
+    yc, yr = rng.integers(0, 3, 10), rng.standard_normal((10, 1))
+    res = m.evaluate({"a": xa, "b": xb}, {"cls": yc, "reg": yr}, verbose=0, return_dict=True)
+    assert list(res) == ["loss", "cls_loss", "reg_loss", "cls_accuracy"]
+    p_cls, p_reg = m.predict([xa, xb])
+    ce = -np.log(p_cls[np.arange(10), yc]).mean()
+    mse = ((p_reg - yr) ** 2).mean()
+    assert np.isclose(res["cls_loss"], ce, rtol=1e-12) and np.isclose(res["reg_loss"], mse, rtol=1e-12)
+    assert np.isclose(res["loss"], ce + 0.25 * mse, rtol=1e-12)
+    assert res["cls_accuracy"] == np.mean(p_cls.argmax(1) == yc)
+    check_model_gradients(m, [xa, xb], [yc, yr])
+    h = m.fit([xa, xb], [yc, yr], epochs=2, batch_size=4, validation_split=0.3, verbose=0)
+    assert sorted(h.history) == sorted(["loss", "cls_loss", "reg_loss", "cls_accuracy", "val_loss", "val_cls_loss",
+                                        "val_reg_loss", "val_cls_accuracy"])
+
+
+def test_functional_summary_names_connections(capsys):
+    m = _residual_model()
+    m.summary()
+    out = capsys.readouterr().out
+    assert "Connected to" in out and "(None, 2)" in out and "InputLayer" in out
+    add = next(l for l in m.layers if type(l).__name__ == "Add")
+    assert f"{add.name} (Add)" in out
+    inner = [l.name for l in m.layers if type(l).__name__ == "Dense"]
+    assert f"{inner[0]}[0][0], {inner[1]}[0][0]" in out
+
+
+def test_graph_errors():
+    from numbanet.nn.layers import Add, Input
+    a, b = Input((3,)), Input((3,))
+    y = Add()([a, b])
+    with pytest.raises(ValueError, match="the outputs depend on nn.Input '.*', which is not among the model's inputs"):
+        nn.Model(a, y)
+    with pytest.raises(ValueError, match="every input must come from nn.Input"):
+        nn.Model(y, Dense(1)(y))
+    with pytest.raises(ValueError, match="the name 'twin' is used by 2 layers"):
+        nn.Model(a, Dense(1, name="twin")(Dense(3, name="twin")(a)))
+    m = nn.Model([a, b], y)
+    with pytest.raises(ValueError, match="predict: x has 1 arrays but the model has 2 inputs"):
+        m.predict([np.zeros((2, 3), np.float32)])
+    with pytest.raises(ValueError, match=r"the inputs have different lengths \(x\[0\] has 2 samples, x\[1\] has 3\)"):
+        m.predict([np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)])
+    with pytest.raises(TypeError, match="nesting models is not supported"):
+        m(a)
+    with pytest.raises(ValueError, match="a shared layer needs the same shapes at every call"):
+        d = Dense(2)
+        c = Input((4,))
+        nn.Model([a, c], Add()([d(a), d(c)]))
+
+
+def test_int_inputs_keep_their_dtype_and_are_checked():
+    from numbanet.nn.layers import Embedding, Input
+    ids = Input((3,), dtype="int32")
+    m = nn.Model(ids, Dense(2)(Embedding(5, 4)(ids)))
+    x64 = np.array([[0, 4, 2]], dtype=np.int64)
+    assert m.predict(x64).shape == (1, 3, 2)
+    with pytest.raises(ValueError, match="holds id 4294967296, beyond the Input's int32"):
+        m.predict(np.array([[0, 2 ** 32, 1]]))

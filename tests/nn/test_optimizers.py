@@ -64,3 +64,80 @@ def test_adam_steps_match_numpy():
             p[i] = p[i] - lr_t * m[i] / (np.sqrt(v[i]) + 1e-7)
     for a, e in zip(got, p):
         np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- AdamW, clipping, schedules
+
+def adamw_ref(p, m, v, g, lr, step, wd, b1=0.9, b2=0.999, eps=1e-7):
+    """Keras 3: p -= p * wd * lr, then the Adam update."""
+    p = p - p * wd * lr
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    lr_t = lr * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+    return p - lr_t * m / (np.sqrt(v) + eps), m, v
+
+
+def test_adamw_defaults_and_steps_match_numpy():
+    a = optimizers.AdamW()
+    assert (a.learning_rate, a.weight_decay, a.beta_1, a.beta_2, a.epsilon) == (0.001, 0.004, 0.9, 0.999, 1e-7)
+    assert isinstance(optimizers.get("adamw"), optimizers.AdamW)
+    x, t, (w, b), got = _steps(optimizers.AdamW(0.05, weight_decay=0.1))
+    p, m, v = [w, b], [0 * w, 0 * b], [0 * w, 0 * b]
+    for step in range(1, 4):
+        g = _grads(p[0], p[1], x, t)
+        for i in range(2):
+            p[i], m[i], v[i] = adamw_ref(p[i], m[i], v[i], g[i], 0.05, step, 0.1)
+    for a_, e in zip(got, p):
+        np.testing.assert_allclose(a_, e, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="AdamW: weight_decay must be a number >= 0"):
+        optimizers.AdamW(weight_decay=None)
+
+
+def test_exclude_from_weight_decay_matches_variable_names():
+    opt = optimizers.AdamW(0.05, weight_decay=0.5)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    x, t, (w, b), got = _steps(opt, n_steps=1)
+    g = _grads(w, b, x, t)
+    want_w = adamw_ref(w, 0 * w, 0 * w, g[0], 0.05, 1, 0.5)[0]
+    want_b = adamw_ref(b, 0 * b, 0 * b, g[1], 0.05, 1, 0.0)[0]
+    np.testing.assert_allclose(got[0], want_w, rtol=1e-9)
+    np.testing.assert_allclose(got[1], want_b, rtol=1e-9)
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
+def test_clipping_matches_keras_rule(kind):
+    # SGD: the step is -lr * (clipped g), so the clipped gradient is read off the update.
+    x, t, (w, b), got = _steps(optimizers.SGD(1.0, **{kind: 0.05}), n_steps=1)
+    g = _grads(w, b, x, t)
+    if kind == "clipnorm":
+        want = [gi * 0.05 / max(np.linalg.norm(gi), 0.05) for gi in g]
+    else:
+        norm = np.sqrt(sum((gi ** 2).sum() for gi in g))
+        want = [gi * 0.05 / max(norm, 0.05) for gi in g]
+    for p0, p1, wi in zip((w, b), got, want):
+        np.testing.assert_allclose(p0 - p1, wi, rtol=1e-9, atol=1e-14)
+    with pytest.raises(ValueError, match="pass clipnorm or global_clipnorm, not both"):
+        optimizers.Adam(clipnorm=1.0, global_clipnorm=1.0)
+    with pytest.raises(ValueError, match="clipnorm must be None or a finite number > 0"):
+        optimizers.SGD(clipnorm=-1)
+
+
+def test_a_schedule_sets_each_steps_rate():
+    sched = optimizers.schedules.CosineDecay(0.1, decay_steps=4, alpha=0.0, warmup_target=0.3, warmup_steps=2)
+    x, t, (w, b), got = _steps(optimizers.SGD(sched), n_steps=3)
+    p = [w, b]
+    for step in range(3):
+        g = _grads(p[0], p[1], x, t)
+        lr = sched(step)                              # Keras calls the schedule with the steps taken so far
+        p = [pi - lr * gi for pi, gi in zip(p, g)]
+    for a_, e in zip(got, p):
+        np.testing.assert_allclose(a_, e, rtol=1e-12, atol=1e-14)
+
+
+def test_config_round_trip_with_schedule():
+    sched = optimizers.schedules.CosineDecay(0.0, 50, warmup_target=1e-3, warmup_steps=5)
+    opt = optimizers.AdamW(sched, weight_decay=0.01, global_clipnorm=1.0)
+    again = optimizers.from_config("AdamW", opt.get_config(), iterations=7)
+    assert again.get_config() == opt.get_config() and again.iterations == 7
+    assert again.current_learning_rate() == sched(7)

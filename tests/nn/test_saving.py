@@ -144,3 +144,55 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
     assert zipfile.is_zipfile(path)
+
+
+# --------------------------------------------------------------------------- functional models
+
+def _functional():
+    from numbanet.nn.layers import (Add, Embedding, Input, LayerNormalization, MultiHeadAttention,
+                                    PositionEmbedding)
+    ids = Input((5,), dtype="int32", name="ids")
+    tok = Embedding(7, 8)(ids)
+    x = Add()([tok, PositionEmbedding(5)(tok)])
+    h = MultiHeadAttention(2, 4)(LayerNormalization()(x), x, use_causal_mask=True)
+    x = Add()([x, h])
+    out = Dense(7, activation="softmax", name="next")(x)
+    m = nn.Model(ids, out, name="tiny_lm")
+    m.compile(nn.optimizers.AdamW(nn.optimizers.schedules.CosineDecay(0.0, 20, warmup_target=1e-2, warmup_steps=3),
+                                  global_clipnorm=1.0),
+              "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+def test_functional_round_trip_and_resumed_training(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 7, (16, 5)), rng.integers(0, 7, (16, 5))
+    utils.set_random_seed(1)
+    a = _functional()
+    a.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    a.save(tmp_path / "lm.npz")
+    b = load_model(tmp_path / "lm.npz")
+    assert b.name == "tiny_lm" and [l.name for l in b.layers] == [l.name for l in a.layers]
+    assert any(n.kwargs.get("use_causal_mask") for n in b._nodes)
+    np.testing.assert_array_equal(b.predict(x), a.predict(x))
+    assert b.optimizer.get_config() == a.optimizer.get_config() and b.optimizer.iterations == 2
+    utils.set_random_seed(5)
+    a.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    utils.set_random_seed(5)
+    b.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_several_outputs_round_trip(tmp_path):
+    from numbanet.nn.layers import Input
+    x = Input((3,))
+    h = Dense(4, activation="tanh")(x)
+    m = nn.Model(x, [Dense(2, activation="softmax", name="c")(h), Dense(1, name="r")(h)])
+    m.compile("adam", ["sparse_categorical_crossentropy", "mse"], metrics=[["accuracy"], []], loss_weights=[1, 0.3])
+    m.save(tmp_path / "two.npz")
+    b = load_model(tmp_path / "two.npz")
+    xs = np.random.default_rng(2).standard_normal((4, 3)).astype("float32")
+    ys = [np.array([0, 1, 1, 0]), np.zeros((4, 1), "float32")]
+    assert b.evaluate(xs, ys, verbose=0, return_dict=True) == m.evaluate(xs, ys, verbose=0, return_dict=True)
+    assert b._loss_weights == [1.0, 0.3] and b._metric_names == [["accuracy"], []]

@@ -82,3 +82,40 @@ def test_unavailable_gpu_backend_is_reported(tmp_path, monkeypatch, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "gpu backend is unavailable" in err and "no NVIDIA driver found (test)" in err
+
+
+def test_charlm_trains_saves_samples_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    from numbanet.nn.models import load_model
+    from numbanet.nn.datasets import pydoc_topics
+
+    out, pic = tmp_path / "lm.npz", tmp_path / "curves.png"
+    rc = cli.main(["train", "--model", "charlm", "--limit", "64", "--epochs", "1", "--backend", "cpu",
+                   "--output", str(out), "--plot", str(pic), "--sample-length", "12", "--prompt", "The ",
+                   "--temperature", "0", "--verbose", "0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "64 training and 363 validation windows of 128 characters, vocabulary 97" in printed
+    loss = float(re.search(r"^Validation loss: ([0-9.]+)$", printed, re.M).group(1))
+    ppl = float(re.search(r"^Validation perplexity: ([0-9.]+)$", printed, re.M).group(1))
+    assert abs(ppl - np.exp(loss)) <= 0.01 * ppl
+    # The saved model is the trained one: its loss on the validation windows is the printed one.
+    model = load_model(out)
+    _, (xv, yv), vocab = pydoc_topics.load_data(128)
+    assert abs(model.evaluate(xv, yv, batch_size=32, verbose=0)[0] - loss) < 1e-4
+    # Greedy decoding is deterministic: the printed sample is the one nn.generate makes.
+    sample = nn_generate(model, "The ", 12, temperature=0, vocabulary=vocab)
+    assert "The " + sample in printed
+    assert pic.read_bytes()[:4] == b"\x89PNG"
+
+
+def nn_generate(*args, **kwargs):
+    from numbanet.nn import generate
+    return generate(*args, **kwargs)
+
+
+def test_plot_into_a_missing_folder_fails_before_training(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    rc = cli.main(["train", "--plot", str(tmp_path / "nope" / "c.png"), "--backend", "cpu"])
+    assert rc == 2
+    assert "--plot: the folder" in capsys.readouterr().err

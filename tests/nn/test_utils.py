@@ -59,5 +59,30 @@ def test_regularizer_penalty_and_gradient_match_numpy():
 
 def test_activation_names():
     assert activations.get(None) == "linear" and activations.get("ReLU") == "relu"
-    with pytest.raises(ValueError, match="activation must be one of linear, relu, sigmoid, tanh, softmax"):
-        activations.get("gelu")
+    with pytest.raises(ValueError, match="activation must be one of linear, relu, sigmoid, tanh, softmax, gelu"):
+        activations.get("elu")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "out.bin"
+    utils.atomic_write(target, lambda f: f.write(b"first"))
+    assert target.read_bytes() == b"first"
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        utils.atomic_write(target, broken)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]   # no temporary file left
+
+
+def test_explicit_fans_override_the_shape():
+    utils.set_random_seed(0)
+    w = initializers.initialize("glorot_uniform", (64, 2, 8), "float64", fans=(64, 16))
+    limit = np.sqrt(6 / 80)
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
+    assert initializers.fans((64, 2, 8)) == (128, 512)   # Keras's rule for rank 3 without axes
+    u = initializers.initialize("uniform", (1000,), "float32")
+    assert np.abs(u).max() <= 0.05 and np.abs(u).max() > 0.049

@@ -1,0 +1,351 @@
+"""Scaled-dot-product attention on the gpu, forward and backward: tiled, flash-attention style,
+deterministic (no atomics).
+
+Layout: q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv), out (B, Tq, H, Dv), lse (B, H, Tq).
+
+Every kernel runs blocks of 128 threads on a 32 x 32 tile of (rows x columns), four
+threads per row, each owning the row's columns sub, sub + 4, ..., sub + 28 (sub =
+thread % 4): the score tile lives in registers, 8 per thread. Operands are staged in
+shared memory 32 rows x 32 features at a time (coalesced: consecutive threads load
+consecutive features; rows padded to 33 words so the column reads hit distinct banks),
+so any head dimension works with fixed, literal shared sizes. A row's max and sum are
+folded over its four threads through shared memory in a fixed order.
+
+forward: a block per 32 queries of one (batch, head), looping over key tiles with an
+    online softmax: the running max m and sum l rescale the output accumulator, which
+    stays in registers (8 per 32 output features per thread).
+backward, two kernels, each gradient element written by one thread, summed in a fixed
+    order (the probabilities recomputed from lse):
+    dq: a block per 32 queries looping over key tiles (it also stores
+        delta = rowsum(dout * out), which the second kernel reads);
+    dk, dv: a block per 32 keys looping over the query tiles that can see them.
+Under the causal mask a block skips the tiles its rows cannot see.
+
+The kernels are specialized per dtype and per register budget (the number of 32-feature
+chunks of the accumulators, rounded up to a power of two) and built on first use.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float32, float64
+
+TILE = 32      # rows and columns of a tile; the feature chunk staged at once
+THREADS = 128  # 4 threads per tile row
+PER = 8        # columns per thread: TILE / 4
+PAD = TILE + 1
+
+_ACC = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+
+
+@cuda.jit(device=True)
+def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
+    """buf[i, j] = src[b, r0 + i, h, c0 + j] for the 32 x 32 chunk, zero outside the array."""
+    for e in range(t, TILE * TILE, THREADS):
+        i = e // TILE
+        j = e - i * TILE
+        if r0 + i < nrows and c0 + j < ncols:
+            buf[i, j] = src[b, r0 + i, h, c0 + j]
+        else:
+            buf[i, j] = 0
+
+
+@cuda.jit(device=True)
+def _row_max(red, row, sub, v):
+    """Max of v over the four threads of a tile row (in a fixed order)."""
+    red[row, sub] = v
+    cuda.syncthreads()
+    m = red[row, 0]
+    for w in range(1, 4):
+        if red[row, w] > m:
+            m = red[row, w]
+    cuda.syncthreads()
+    return m
+
+
+@cuda.jit(device=True)
+def _row_sum(red, row, sub, v):
+    red[row, sub] = v
+    cuda.syncthreads()
+    s = red[row, 0] + red[row, 1] + red[row, 2] + red[row, 3]
+    cuda.syncthreads()
+    return s
+
+
+@cuda.jit(device=True)
+def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
+    """acc[u] += x[b, rx0 + row, h, :] . y[b, ry0 + sub + 4u, h, :] over all ncols features,
+    staged 32 at a time through bx (x's rows) and by (y's rows)."""
+    for c0 in range(0, ncols, TILE):
+        _stage(x, b, rx0, nx, h, c0, ncols, bx, t)
+        _stage(y, b, ry0, ny, h, c0, ncols, by, t)
+        cuda.syncthreads()
+        for cc in range(TILE):
+            xv = bx[row, cc]
+            for u in range(PER):
+                acc[u] += xv * by[sub + 4 * u, cc]
+        cuda.syncthreads()
+
+
+def _make_forward(acc_t, nchv):
+    nout = PER * nchv
+
+    @cuda.jit
+    def forward(q, k, v, out, lse, causal, scale):
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
+        p_tile = cuda.shared.array((TILE, PAD), acc_t)
+        red = cuda.shared.array((TILE, 4), acc_t)
+        o = cuda.local.array(nout, acc_t)
+        s = cuda.local.array(PER, acc_t)
+        nb, tq, nh, d = q.shape
+        tk = k.shape[1]
+        ndv = v.shape[3]
+        t = cuda.threadIdx.x
+        row = t // 4
+        sub = t - row * 4
+        ntiles = (tq + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        i = q0 + row
+        zero = q.dtype.type(0)
+        ninf = q.dtype.type(-math.inf)
+        for w in range(nout):
+            o[w] = zero
+        m = ninf
+        total = zero
+        # Keys any query of this block may see.
+        kend = min(tk, q0 + TILE) if causal else tk
+        for j0 in range(0, kend, TILE):
+            for u in range(PER):
+                s[u] = zero
+            _dot_tiles(q, k, b, h, q0, tq, j0, tk, d, bx, by, row, sub, t, s)
+            tile_max = ninf
+            for u in range(PER):
+                j = j0 + sub + 4 * u
+                if j >= tk or (causal and j > i):
+                    s[u] = ninf
+                else:
+                    s[u] *= scale
+                if s[u] > tile_max:
+                    tile_max = s[u]
+            tile_max = _row_max(red, row, sub, tile_max)
+            # Key 0 is in the first tile and visible to every row, so m is finite from
+            # then on; in the first tile m = -inf gives alpha = 0.
+            m_new = tile_max if tile_max > m else m
+            alpha = math.exp(m - m_new)
+            psum = zero
+            for u in range(PER):
+                p = math.exp(s[u] - m_new)
+                psum += p
+                p_tile[row, sub + 4 * u] = p
+            total = total * alpha + _row_sum(red, row, sub, psum)
+            m = m_new
+            for w in range(nout):
+                o[w] *= alpha
+            for ch in range(nchv):
+                if ch * TILE < ndv:
+                    _stage(v, b, j0, tk, h, ch * TILE, ndv, by, t)
+                    cuda.syncthreads()
+                    for c in range(TILE):
+                        pc = p_tile[row, c]
+                        for w in range(PER):
+                            o[ch * PER + w] += pc * by[c, sub + 4 * w]
+                    cuda.syncthreads()
+        if i < tq:
+            inv = 1 / total
+            for ch in range(nchv):
+                for w in range(PER):
+                    col = ch * TILE + sub + 4 * w
+                    if col < ndv:
+                        out[b, i, h, col] = o[ch * PER + w] * inv
+            if sub == 0:
+                lse[b, h, i] = m + math.log(total)
+    return forward
+
+
+def _make_dq(acc_t, nchd):
+    nacc = PER * nchd
+
+    @cuda.jit
+    def dq_kernel(q, k, v, out, dout, lse, dq, delta, causal, scale):
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
+        ds_tile = cuda.shared.array((TILE, PAD), acc_t)
+        red = cuda.shared.array((TILE, 4), acc_t)
+        acc = cuda.local.array(nacc, acc_t)
+        s = cuda.local.array(PER, acc_t)
+        dp = cuda.local.array(PER, acc_t)
+        nb, tq, nh, d = q.shape
+        tk = k.shape[1]
+        ndv = v.shape[3]
+        t = cuda.threadIdx.x
+        row = t // 4
+        sub = t - row * 4
+        ntiles = (tq + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        i = q0 + row
+        zero = q.dtype.type(0)
+        for w in range(nacc):
+            acc[w] = zero
+        # delta_i = rowsum(dout * out), folded over the row's four threads.
+        part = zero
+        lse_i = zero
+        if i < tq:
+            for c in range(sub, ndv, 4):
+                part += dout[b, i, h, c] * out[b, i, h, c]
+            lse_i = lse[b, h, i]
+        delta_i = _row_sum(red, row, sub, part)
+        if i < tq and sub == 0:
+            delta[b, h, i] = delta_i
+        kend = min(tk, q0 + TILE) if causal else tk
+        for j0 in range(0, kend, TILE):
+            for u in range(PER):
+                s[u] = zero
+                dp[u] = zero
+            _dot_tiles(q, k, b, h, q0, tq, j0, tk, d, bx, by, row, sub, t, s)
+            _dot_tiles(dout, v, b, h, q0, tq, j0, tk, ndv, bx, by, row, sub, t, dp)
+            for u in range(PER):
+                j = j0 + sub + 4 * u
+                if i >= tq or j >= tk or (causal and j > i):
+                    ds_tile[row, sub + 4 * u] = zero
+                else:
+                    p = math.exp(s[u] * scale - lse_i)
+                    ds_tile[row, sub + 4 * u] = p * (dp[u] - delta_i)
+            for ch in range(nchd):
+                if ch * TILE < d:
+                    _stage(k, b, j0, tk, h, ch * TILE, d, by, t)
+                    cuda.syncthreads()
+                    for c in range(TILE):
+                        dsc = ds_tile[row, c]
+                        for w in range(PER):
+                            acc[ch * PER + w] += dsc * by[c, sub + 4 * w]
+                    cuda.syncthreads()
+        if i < tq:
+            for ch in range(nchd):
+                for w in range(PER):
+                    col = ch * TILE + sub + 4 * w
+                    if col < d:
+                        dq[b, i, h, col] = acc[ch * PER + w] * scale
+    return dq_kernel
+
+
+def _make_dkdv(acc_t, nchd, nchv):
+    nk_acc = PER * nchd
+    nv_acc = PER * nchv
+
+    @cuda.jit
+    def dkdv_kernel(q, k, v, dout, lse, delta, dk, dv, causal, scale):
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
+        p_tile = cuda.shared.array((TILE, PAD), acc_t)
+        ds_tile = cuda.shared.array((TILE, PAD), acc_t)
+        dka = cuda.local.array(nk_acc, acc_t)
+        dva = cuda.local.array(nv_acc, acc_t)
+        s = cuda.local.array(PER, acc_t)
+        dp = cuda.local.array(PER, acc_t)
+        nb, tq, nh, d = q.shape
+        tk = k.shape[1]
+        ndv = v.shape[3]
+        t = cuda.threadIdx.x
+        row = t // 4
+        sub = t - row * 4
+        ntiles = (tk + TILE - 1) // TILE
+        bh = cuda.blockIdx.x // ntiles
+        b = bh // nh
+        h = bh - b * nh
+        j0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        j = j0 + row
+        zero = q.dtype.type(0)
+        for w in range(nk_acc):
+            dka[w] = zero
+        for w in range(nv_acc):
+            dva[w] = zero
+        # Under the mask only queries i >= j0 see this block's keys (j0 is a tile start).
+        for i0 in range(j0 if causal else 0, tq, TILE):
+            for u in range(PER):
+                s[u] = zero
+                dp[u] = zero
+            _dot_tiles(k, q, b, h, j0, tk, i0, tq, d, bx, by, row, sub, t, s)
+            _dot_tiles(v, dout, b, h, j0, tk, i0, tq, ndv, bx, by, row, sub, t, dp)
+            for u in range(PER):
+                ii = i0 + sub + 4 * u
+                if ii >= tq or j >= tk or (causal and j > ii):
+                    p_tile[row, sub + 4 * u] = zero
+                    ds_tile[row, sub + 4 * u] = zero
+                else:
+                    p = math.exp(s[u] * scale - lse[b, h, ii])
+                    p_tile[row, sub + 4 * u] = p
+                    ds_tile[row, sub + 4 * u] = p * (dp[u] - delta[b, h, ii])
+            for ch in range(nchv):
+                if ch * TILE < ndv:
+                    _stage(dout, b, i0, tq, h, ch * TILE, ndv, by, t)
+                    cuda.syncthreads()
+                    for c in range(TILE):
+                        pc = p_tile[row, c]
+                        for w in range(PER):
+                            dva[ch * PER + w] += pc * by[c, sub + 4 * w]
+                    cuda.syncthreads()
+            for ch in range(nchd):
+                if ch * TILE < d:
+                    _stage(q, b, i0, tq, h, ch * TILE, d, by, t)
+                    cuda.syncthreads()
+                    for c in range(TILE):
+                        dsc = ds_tile[row, c]
+                        for w in range(PER):
+                            dka[ch * PER + w] += dsc * by[c, sub + 4 * w]
+                    cuda.syncthreads()
+        if j < tk:
+            for ch in range(nchd):
+                for w in range(PER):
+                    col = ch * TILE + sub + 4 * w
+                    if col < d:
+                        dk[b, j, h, col] = dka[ch * PER + w] * scale
+            for ch in range(nchv):
+                for w in range(PER):
+                    col = ch * TILE + sub + 4 * w
+                    if col < ndv:
+                        dv[b, j, h, col] = dva[ch * PER + w]
+    return dkdv_kernel
+
+
+def _chunks(n):
+    """32-feature chunks of an accumulator, rounded up to a power of two (fewer kernels)."""
+    c = 1
+    while c * TILE < n:
+        c *= 2
+    return c
+
+
+_kernels = {}
+
+
+def _kernel(kind, dtype, *chunks):
+    key = (kind, np.dtype(dtype)) + chunks
+    if key not in _kernels:
+        make = {"forward": _make_forward, "dq": _make_dq, "dkdv": _make_dkdv}[kind]
+        _kernels[key] = make(_ACC[np.dtype(dtype)], *chunks)
+    return _kernels[key]
+
+
+def attention_forward(q, k, v, out, lse, causal, scale):
+    nb, tq, nh, _ = q.shape
+    # One block per (batch, head, 32-query tile), all along x: y and z stop at 65,535.
+    grid = -(-tq // TILE) * nb * nh
+    _kernel("forward", q.dtype, _chunks(v.shape[3]))[grid, THREADS](q, k, v, out, lse, causal,
+                                                                     q.dtype.type(scale))
+
+
+def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
+    nb, tq, nh, d = q.shape
+    tk = k.shape[1]
+    scale = q.dtype.type(scale)
+    delta = cuda.device_array((nb, nh, tq), dtype=q.dtype)
+    _kernel("dq", q.dtype, _chunks(d))[-(-tq // TILE) * nb * nh, THREADS](
+        q, k, v, out, dout, lse, dq, delta, causal, scale)
+    _kernel("dkdv", q.dtype, _chunks(d), _chunks(v.shape[3]))[-(-tk // TILE) * nb * nh, THREADS](
+        q, k, v, dout, lse, delta, dk, dv, causal, scale)

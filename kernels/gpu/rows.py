@@ -1,0 +1,48 @@
+"""Block-per-row building blocks for the gpu's row-wise kernels (softmax, layer norm).
+
+A block of ROW_THREADS threads owns one row: consecutive threads read consecutive
+elements (coalesced), each keeps a partial, and the block folds the partials with a tree
+in shared memory whose pairing is fixed (stride halves; thread t adds t + stride), so a
+row's result is the same bits on every run. Partials are float64 for both dtypes: the
+folds are a small part of the work and the extra precision costs nothing there.
+The CUDA simulator has no warp shuffles, so the folds use shared memory only; a kernel
+declares the buffer as cuda.shared.array(ROW_THREADS, float64).
+"""
+from numba import cuda
+
+ROW_THREADS = 32
+
+
+@cuda.jit(device=True)
+def block_sum(buf, t, v):
+    """Sum of v over the block's ROW_THREADS threads, returned to every thread."""
+    buf[t] = v
+    cuda.syncthreads()
+    s = ROW_THREADS // 2
+    while s > 0:
+        if t < s:
+            buf[t] += buf[t + s]
+        cuda.syncthreads()
+        s //= 2
+    total = buf[0]
+    # Every thread reads buf[0] before the next fold overwrites buf.
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def block_max(buf, t, v):
+    """Max of v over the block's threads (a NaN partial loses to any number; its own
+    exponential still makes the row NaN)."""
+    buf[t] = v
+    cuda.syncthreads()
+    s = ROW_THREADS // 2
+    while s > 0:
+        if t < s and buf[t + s] > buf[t]:
+            buf[t] = buf[t + s]
+        cuda.syncthreads()
+        s //= 2
+    m = buf[0]
+    cuda.syncthreads()
+    return m
+

@@ -1,0 +1,126 @@
+"""Embedding (token ids -> vectors) and PositionEmbedding (a learned vector per position)."""
+from numbanet.nn import initializers, regularizers
+from numbanet.nn.layers.base import Layer
+
+
+def _positive_int(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+class Embedding(Layer):
+    """Embedding(input_dim, output_dim): integer ids of any shape -> (..., output_dim) rows of
+    the (input_dim, output_dim) table `embeddings`. Ids outside [0, input_dim) are refused
+    with an error naming the id. The gradient is a deterministic scatter-add."""
+    accepts_int = True
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 mask_zero=False, input_shape=None, name=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.input_dim = _positive_int("Embedding", "input_dim", input_dim)
+        self.output_dim = _positive_int("Embedding", "output_dim", output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        if mask_zero:
+            # Keras would skip id 0 in every later layer and in the loss; a model that silently
+            # ignored the request would train on the padding.
+            raise ValueError("Embedding: mask_zero=True is not supported: numbanet layers do not propagate "
+                             "masks yet; leave mask_zero=False")
+        self.mask_zero = False
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def initial_params(self, input_shape):
+        return {"embeddings": initializers.initialize(self.embeddings_initializer,
+                                                      (self.input_dim, self.output_dim), self.dtype)}
+
+    def forward(self, x, training=False, logits=False, ids_checked=False):
+        self._saved_ids, self._saved_checked = x, ids_checked
+        return self.be.embedding(self.params["embeddings"], x, _ids_checked=ids_checked)
+
+    def run_node(self, inputs, training, logits, kwargs):
+        # Integer tensors only come from a model's inputs, and Model._check_ids range-checks
+        # those on the host against every Embedding that reads them: the gpu need not scan
+        # the ids again (a round trip per call).
+        return [self.forward(inputs[0], training=training, ids_checked=True)]
+
+    def backward(self, dy, logits=False):
+        be = self.be
+        d = be.embedding_backward(self._saved_ids, dy, self.input_dim, _ids_checked=bool(self._saved_checked))
+        if self.embeddings_regularizer is not None:
+            self.embeddings_regularizer.add_gradient(be, self.params["embeddings"], d)
+        self.grads = {"embeddings": d}
+        return None   # integer ids have no gradient
+
+    def regularization_penalty(self, into=None):
+        if self.embeddings_regularizer is None:
+            return 0.0
+        return self.embeddings_regularizer.penalty(self.be, self.params["embeddings"], into)
+
+    def get_config(self):
+        cfg = super().get_config()
+        reg = self.embeddings_regularizer
+        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                   embeddings_initializer=self.embeddings_initializer,
+                   embeddings_regularizer=None if reg is None else reg.get_config(), mask_zero=self.mask_zero)
+        return cfg
+
+
+class PositionEmbedding(Layer):
+    """keras_hub.layers.PositionEmbedding(sequence_length): called on a (batch, steps,
+    features) tensor, returns the learned (steps, features) position vectors (weights
+    `embeddings`, (sequence_length, features)) broadcast over the batch; add it to the
+    token embeddings with Add(). Its input gives only the shape: no gradient flows into it."""
+
+    def __init__(self, sequence_length, initializer="glorot_uniform", input_shape=None, name=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.sequence_length = _positive_int("PositionEmbedding", "sequence_length", sequence_length)
+        self.initializer = initializers.get(initializer)
+        self._zero_rows = {}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"layer '{self.name}' (PositionEmbedding) expects per-sample shape (steps, features), "
+                             f"got {tuple(input_shape)}")
+        if input_shape[0] > self.sequence_length:
+            raise ValueError(f"layer '{self.name}' (PositionEmbedding): {input_shape[0]} steps exceed "
+                             f"sequence_length={self.sequence_length}")
+        return tuple(input_shape)
+
+    def initial_params(self, input_shape):
+        return {"embeddings": initializers.initialize(self.initializer, (self.sequence_length, input_shape[1]),
+                                                      self.dtype)}
+
+    def _zeros(self, n):
+        # Row indices all 0: take_rows copies the one (steps * features) row to every sample.
+        if n not in self._zero_rows:
+            self._zero_rows[n] = self.be.zeros((n,), "int32")
+        return self._zero_rows[n]
+
+    def forward(self, x, training=False, logits=False):
+        be = self.be
+        n, steps, feat = x.shape[0], self.input_shape[0], self.input_shape[1]
+        self._saved_n = n
+        table = be.reshape(self.params["embeddings"][:steps], (1, steps * feat))
+        y = be.take_rows(table, self._zeros(n), _indices_checked=True)
+        return be.reshape(y, (n, steps, feat))
+
+    def backward(self, dy, logits=False):
+        be = self.be
+        steps, feat = self.input_shape
+        d = be.reshape(be.column_sum(be.reshape(dy, (self._saved_n, steps * feat))), (steps, feat))
+        if steps < self.sequence_length:
+            d = be.concatenate([d, be.zeros((self.sequence_length - steps, feat), d.dtype)], axis=0)
+        self.grads = {"embeddings": d}
+        return None
+
+    def move_to(self, be):
+        super().move_to(be)
+        self._zero_rows = {}
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(sequence_length=self.sequence_length, initializer=self.initializer)
+        return cfg
