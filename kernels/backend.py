@@ -402,7 +402,9 @@ class Backend:
         return flats
 
     def _clip(self, flats, clipnorm):
-        sq = self.zeros((1,), np.float64)
+        # From the step's workspace (be.zeros would allocate every step), zeroed in place.
+        sq = self.empty((1,), np.float64)
+        self.zero(sq)
         for g in flats:
             self.optim.sq_norm_accumulate(g, sq)
         scale = self.empty((1,), np.float64)

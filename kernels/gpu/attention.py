@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from numbanet.kernels.gpu.launch import kernel_family
+from numbanet.kernels.gpu.launch import kernel_family, scratch
 
 TILE = 32      # rows and columns of a tile; the feature chunk staged at once
 THREADS = 128  # 4 threads per tile row
@@ -347,7 +347,7 @@ def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
     nb, tq, nh, d = q.shape
     tk = k.shape[1]
     scale = q.dtype.type(scale)
-    delta = cuda.device_array((nb, nh, tq), dtype=q.dtype)
+    delta = scratch("attention-delta", (nb, nh, tq), q.dtype)  # read by the second kernel only
     _kernel("dq", q.dtype, _chunks(d))[-(-tq // TILE) * nb * nh, THREADS](
         q, k, v, out, dout, lse, dq, delta, causal, scale)
     _kernel("dkdv", q.dtype, _chunks(d), _chunks(v.shape[3]))[-(-tk // TILE) * nb * nh, THREADS](

@@ -247,7 +247,7 @@ def _binary_accuracy(p, y, threshold, count):
 
 
 def binary_accuracy(pred, target, threshold):
-    count = cuda.device_array(1, dtype=np.int64)
+    count = scratch("accuracy", (1,), np.int64)
     _clear_count[1, 1](count)
     _binary_accuracy[grid_1d(pred.shape[0])](pred, target, pred.dtype.type(threshold), count)
     return int(count.copy_to_host()[0])

@@ -9,7 +9,7 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from numbanet.kernels.gpu import reduce
-from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, kernel_family, rows_1d
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, kernel_family, rows_1d, scratch
 
 
 @cuda.jit
@@ -74,9 +74,9 @@ def _add_into(acc, total):
 
 def sq_norm_accumulate(x, acc):
     nblocks = blocks_1d(x.shape[0])
-    partial = cuda.device_array(nblocks, dtype=np.float64)
+    partial = scratch("sq-norm-partials", (nblocks,), np.float64)
     reduce.sum_kernel("square")[nblocks, THREADS_1D](x, 0.0, 0.0, partial)
-    total = cuda.device_array(1, dtype=np.float64)
+    total = scratch("sq-norm", (1,), np.float64)
     reduce.fold_partials(partial, total)
     _add_into[1, 1](acc, total)
 

@@ -291,13 +291,13 @@ def check_scalars(w, events):
     assert not other, f"fit step {w}: expected no implicit or mapped copies, got:\n  {show(other)}"
 
 
-def check_no_allocations_after_the_first_step_of_each_size(steps):
+def check_no_allocations_after_the_first_step_of_each_size(steps, n=N, batch=BATCH):
     """fit keeps one workspace per batch size (kernels.backend.Workspace): the first step
     of each size allocates its activations and gradients, every later step none."""
     sizes_seen = set()
     first = []
     for (epoch, step), events in sorted(steps.items()):
-        size = min(BATCH, N - step * BATCH)
+        size = min(batch, n - step * batch)
         allocs = [e for e in events if e.direction == "alloc"]
         if size in sizes_seen:
             assert not allocs, (f"fit step {(epoch, step)}: expected no device allocations after the first step "
@@ -383,8 +383,11 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, varian
 # The GPT of `numbanet train --model charlm`, tiny: token and position embeddings, a pre-norm
 # block of causal attention and a GELU MLP, AdamW on a cosine schedule with global gradient
 # clipping (its norm and scale stay on the device). Sizes chosen so that no weight has the
-# byte size of the dataset (3 x 5 int32 = 60 B), an order (12 B) or a scalar (8 B).
-LM_N, LM_T, LM_V, LM_BATCH = 3, 5, 11, 2
+# byte size of the dataset (4 x 5 int32 = 80 B), an order (16 B) or a scalar (8 B); two
+# steps of one batch size, so that the second must allocate nothing on the device (the
+# workspace, and launch.scratch for the attention, layer norm, embedding sort and
+# clipping temporaries).
+LM_N, LM_T, LM_V, LM_BATCH = 4, 5, 11, 2
 
 
 def test_charlm_fit_copies_only_scalars_per_step(transfers):
@@ -395,7 +398,7 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
     rng = np.random.default_rng(5)
     x = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
     y = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
-    epochs = 1   # two steps (a full batch and a partial one); the simulator runs every thread in Python
+    epochs = 1   # two steps; the simulator runs every thread in Python
     transfers.recording = True
     try:
         model.fit(x, y, batch_size=LM_BATCH, epochs=epochs, verbose=0, callbacks=[StepWindows(transfers)])
@@ -423,3 +426,4 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
     for w, events in steps.items():
         moved = [e for e in moves(events) if e.nbytes in sizes]
         assert not moved, f"charlm fit step {w}: a weight-sized transfer:\n  {show(moved)}"
+    check_no_allocations_after_the_first_step_of_each_size(steps, n=LM_N, batch=LM_BATCH)
