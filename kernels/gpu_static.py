@@ -19,6 +19,7 @@ any compile error, on any spill in a hot kernel (GEMM, convolution, attention) a
 kernel that no simulator test launched.
 """
 import ast
+import contextlib
 import importlib
 import json
 import os
@@ -26,6 +27,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import types
 
 GPU_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu")
 SIGNATURES = os.path.join(GPU_DIR, "signatures.json")
@@ -270,6 +272,29 @@ def toolkit_problem():
     return None
 
 
+@contextlib.contextmanager
+def _device_functions_without_a_driver(cc):
+    """A kernel that calls a device function declared without inline=True makes numba-cuda
+    compile that function separately, for the current device's compute capability, which
+    it asks the driver for (dispatcher.compile_device): without a driver the compile fails.
+    Here the "current device" is the lowest target architecture; the function's LLVM IR is
+    linked into the kernel and NVVM generates each architecture's PTX from the whole."""
+    try:
+        from numba.cuda import dispatcher
+    except ImportError:
+        yield
+        return
+    real = getattr(dispatcher, "get_current_device", None)
+    if real is None:
+        yield
+        return
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = real
+
+
 def compile_ptx(kernel, signature, ccs=ARCHS):
     """{cc: PTX} of a kernel (a numba CUDA dispatcher) for one signature, with the kernel's
     own fastmath / launch_bounds options. Typing and lowering (two thirds of the time) run
@@ -277,13 +302,14 @@ def compile_ptx(kernel, signature, ccs=ARCHS):
     from numba import cuda
     opts = getattr(kernel, "targetoptions", {}) or {}
     kwargs = {"fastmath": bool(opts.get("fastmath")), "launch_bounds": opts.get("launch_bounds")}
-    try:
-        from numba.cuda.compiler import _compile_pyfunc_with_fixup
-        lib, _ = _compile_pyfunc_with_fixup(kernel.py_func, tuple(signature), debug=None, lineinfo=False,
-                                            device=False, cc=min(ccs), opt=None, abi="numba", abi_info=None,
-                                            forceinline=False, lto=False, **kwargs)
-    except (ImportError, TypeError):  # another numba-cuda: its public API, lowering once per cc
-        return {cc: cuda.compile_ptx(kernel.py_func, tuple(signature), cc=cc, **kwargs)[0] for cc in ccs}
+    with _device_functions_without_a_driver(min(ccs)):
+        try:
+            from numba.cuda.compiler import _compile_pyfunc_with_fixup
+            lib, _ = _compile_pyfunc_with_fixup(kernel.py_func, tuple(signature), debug=None, lineinfo=False,
+                                                device=False, cc=min(ccs), opt=None, abi="numba", abi_info=None,
+                                                forceinline=False, lto=False, **kwargs)
+        except (ImportError, TypeError):  # another numba-cuda: its public API, lowering once per cc
+            return {cc: cuda.compile_ptx(kernel.py_func, tuple(signature), cc=cc, **kwargs)[0] for cc in ccs}
     out = {}
     for cc in ccs:
         (ptx,) = lib.get_asm_strs(cc=cc)
