@@ -1,7 +1,8 @@
 """Kernel launches and device allocations in one training step of the article's CNN on the
 gpu backend, and the Python launch overhead they cost.
 
-    python -m numbanet.bench.gpu_launches            # batch 128, as the article trains
+    python -m numbanet.bench.gpu_launches                  # batch 128, as the article trains
+    python -m numbanet.bench.gpu_launches --model charlm   # the GPT of `numbanet train --model charlm`, batch 32
 
 Every numba kernel launch goes through one call: the simulator's FakeCUDAKernel.__call__,
 or on a real GPU numba.cuda.dispatcher._LaunchConfiguration.__call__. launching() wraps
@@ -163,6 +164,21 @@ class StepCounter:
             self.allocations[self.window].append((shape, dtype))
 
 
+def charlm_model_and_data(batch, steps):
+    """The GPT that `numbanet train --model charlm` trains (its default sizes, AdamW with
+    global clipping), on the gpu backend, and random windows of characters."""
+    import numpy as np
+    from numbanet import kernels
+    from numbanet.nn import charlm
+    vocabulary = 96
+    model = charlm.build_model(vocabulary)
+    model.build(backend=kernels.get_backend("gpu"))
+    charlm.compile_model(model, total_steps=1000)
+    rng = np.random.default_rng(0)
+    shape = (batch * steps, charlm.SEQUENCE_LENGTH)
+    return model, rng.integers(0, vocabulary, shape).astype(np.int32), rng.integers(0, vocabulary, shape).astype(np.int32)
+
+
 def count_fit_steps(batch=128, steps=3, dry=None, model=None, x=None, y=None):
     """Fit the article's CNN (or `model`) for `steps` steps of `batch` on the gpu backend,
     counting; -> StepCounter. Random digits-shaped data unless x, y are given."""
@@ -187,14 +203,14 @@ def count_fit_steps(batch=128, steps=3, dry=None, model=None, x=None, y=None):
     return counter
 
 
-def report(counter):
+def report(counter, what="the article's CNN"):
     """The last step (steady state: optimizer slots and scratch buffers exist by then)."""
     from collections import Counter
     step = max(counter.launches)
     launches = counter.launches[step]
     by_kernel = Counter(name for name, _ in launches)
     args = sum(n for _, n in launches)
-    lines = [f"one training step of the article's CNN on the gpu backend "
+    lines = [f"one training step of {what} on the gpu backend "
              f"({'counted on the CUDA simulator, kernels not run' if counter.dry else 'on the GPU'}); "
              f"step {step + 1} of {len(counter.launches)}", "",
              f"{'launches':>8}  kernel"]
@@ -210,14 +226,24 @@ def report(counter):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numbanet.bench.gpu_launches", description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--model", choices=("cnn", "charlm"), default="cnn",
+                        help="cnn: the article's CNN (default); charlm: the GPT of numbanet train --model charlm")
+    parser.add_argument("--batch", type=int, default=None, help="samples per step (cnn: 128, charlm: 32)")
     args = parser.parse_args(argv)
     from numbanet import kernels
     if not kernels.gpu_status()[0] and os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
         # No GPU: count on the simulator, which must be chosen before numba.cuda loads.
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
         os.execve(sys.executable, [sys.executable, "-m", "numbanet.bench.gpu_launches", *sys.argv[1:]], env)
-    print(report(count_fit_steps(batch=args.batch)))
+    if args.model == "charlm":
+        from numbanet.nn import charlm
+        batch = args.batch or charlm.BATCH_SIZE
+        model, x, y = charlm_model_and_data(batch, 3)
+        print(report(count_fit_steps(batch=batch, model=model, x=x, y=y),
+                     f"the charlm GPT ({charlm.NUM_LAYERS} layers, d_model {charlm.D_MODEL}, "
+                     f"{charlm.SEQUENCE_LENGTH} characters)"))
+    else:
+        print(report(count_fit_steps(batch=args.batch or 128)))
     return 0
 
 
