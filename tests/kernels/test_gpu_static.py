@@ -74,8 +74,10 @@ def test_every_float_kernel_is_launched_in_float32_and_float64():
 
 
 # Kernels whose float arrays are float64 whatever the data's dtype: the accumulators of
-# the on-device loss and penalty sums (kernels/gpu/reduce.py).
-FLOAT64_BY_DESIGN = {"numbanet.kernels.gpu.reduce:_add_scaled"}
+# the on-device loss and penalty sums (kernels/gpu/reduce.py) and the squared-norm and
+# scale cells of gradient clipping (kernels/gpu/optim.py).
+FLOAT64_BY_DESIGN = {"numbanet.kernels.gpu.reduce:_add_scaled", "numbanet.kernels.gpu.optim:_add_into",
+                     "numbanet.kernels.gpu.optim:_clip_scale"}
 
 
 def test_recorded_types_round_trip():
