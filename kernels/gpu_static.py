@@ -20,6 +20,7 @@ kernel that no simulator test launched.
 """
 import ast
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -218,14 +219,37 @@ def resolve(record):
     return obj
 
 
+def fixed_blocks():
+    """{site: threads} of the kernels launched with a block size of their own rather than
+    through launch.grid_1d / rows_1d (a block per row, a tile of 128 threads): their
+    recorded block is their real one."""
+    from numbanet.kernels.gpu import attention, embedding, rows
+    pkg = PACKAGE
+    out = {f"{pkg}.attention:_make_{k}": attention.THREADS
+           for k in ("forward.<locals>.forward", "dq.<locals>.dq_kernel", "dkdv.<locals>.dkdv_kernel")}
+    for site in ("activation:_softmax_forward", "activation:_softmax_backward", "layernorm:_forward",
+                 "layernorm:_backward_rows"):
+        out[f"{pkg}.{site}"] = rows.ROW_THREADS
+    for site in ("_digit_hist", "_digit_scatter"):
+        out[f"{pkg}.embedding:{site}"] = embedding.SORT_THREADS
+    return out
+
+
 def block_threads(record):
-    """Threads per block on full-size data: a 2-D/3-D block (the tile kernels) as launched;
-    a 1-D block is THREADS_1D (launch.grid_1d/rows_1d shrink it only for arrays smaller
-    than one block, which is all the simulator tests use)."""
+    """Threads per block on full-size data: a 2-D/3-D block (the tile kernels), a fixed
+    1-D block (fixed_blocks) and a single thread as launched; any other 1-D block is
+    THREADS_1D (launch.grid_1d/rows_1d give whole warps, at most THREADS_1D, and shrink
+    the block only for arrays smaller than one block, which is all the simulator tests
+    use)."""
     bx, by, bz = record["block"]
-    if by == 1 and bz == 1:
+    if by == 1 and bz == 1 and bx > 1 and record["site"] not in _fixed_blocks_once():
         return max(bx, THREADS_1D)
     return record["threads"]
+
+
+@functools.lru_cache(maxsize=1)
+def _fixed_blocks_once():
+    return fixed_blocks()
 
 
 def is_hot(record):

@@ -80,6 +80,21 @@ FLOAT64_BY_DESIGN = {"numbanet.kernels.gpu.reduce:_add_scaled", "numbanet.kernel
                      "numbanet.kernels.gpu.optim:_clip_scale"}
 
 
+def test_fixed_blocks_name_real_kernels_launched_with_that_block():
+    """The table shows a fixed-block kernel (attention's 128-thread tiles, the block-per-row
+    kernels) at its own block size, every other 1-D kernel at launch.grid_1d's full-size
+    block: the list must name existing kernels, launched with exactly that block."""
+    fixed = gpu_static.fixed_blocks()
+    sites = gpu_static.kernel_sites()
+    assert set(fixed) <= set(sites), f"fixed_blocks names no kernel: {sorted(set(fixed) - set(sites))}"
+    for rec in RECORDS:
+        if rec["site"] in fixed:
+            assert rec["block"] == [fixed[rec["site"]], 1, 1], f"{_name(rec)}: launched with block {rec['block']}"
+            assert gpu_static.block_threads(rec) == fixed[rec["site"]]
+    attention = [r for r in RECORDS if "attention" in r["site"]]
+    assert attention and all(gpu_static.block_threads(r) == 128 for r in attention)
+
+
 def test_recorded_types_round_trip():
     for rec in RECORDS[:20]:
         types = [gpu_static.decode_type(e) for e in rec["signature"]]
