@@ -487,6 +487,6 @@ def format_table(rows, cc=(9, 0)):
     out = [head, "", fmt(cols), fmt(["-" * w for w in widths])]
     out += [fmt(b) for b in body]
     out += ["", "* hot kernel (GEMM, convolution, attention): no spill and no stack frame allowed "
-                "(tests/kernels/test_gpu_static.py); 1-D kernels shown at their full-size block of "
-                f"{THREADS_1D} threads"]
+                "(tests/kernels/test_gpu_static.py); grid-stride 1-D kernels shown at their full-size block of "
+                f"{THREADS_1D} threads, the others at their own"]
     return "\n".join(out)
