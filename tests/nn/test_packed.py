@@ -48,7 +48,7 @@ def _train(build, packing, monkeypatch):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((8, 3))
     y = rng.integers(0, 3, 8)
-    h = m.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    h = m.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # two steps: the simulator is slow
     monkeypatch.undo()
     return m, h.history["loss"]
 
@@ -67,7 +67,7 @@ def test_packed_update_only_where_it_is_exact_and_equal_to_the_update_per_array(
     w0 = build().get_weights()
     for got, want, start in zip(m.get_weights(), ref.get_weights(), w0):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-        assert not np.array_equal(got, start), f"{name}: four Adam steps left a weight unchanged"
+        assert not np.array_equal(got, start), f"{name}: two Adam steps left a weight unchanged"
     if packs:
         assert all(any(layer.params[k] is v for v in m._packed.views.values())
                    for _, layer, k in m._params()), f"{name}: a weight is not a view of the packed buffer"
