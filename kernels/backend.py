@@ -1064,10 +1064,13 @@ class Backend:
             shapes.check_rnn_mask(op, mask, b_count, t_count)
             keep = self.empty((b_count, t_count), np.uint8)
             self.recurrent.keep_steps(mask, keep)
+        # Zero states from the step's workspace (be.zeros would allocate every step).
         if h0 is None:
-            h0 = self.zeros((b_count, h), dtype)
+            h0 = self.empty((b_count, h), dtype)
+            self.zero(h0)
         if c0 is None and cell == "lstm":
-            c0 = self.zeros((b_count, h), dtype)
+            c0 = self.empty((b_count, h), dtype)
+            self.zero(c0)
         codes = (shapes.rnn_activation(op, "activation", activation),
                  shapes.rnn_activation(op, "recurrent_activation", recurrent_activation))
         xin = x
@@ -1159,9 +1162,11 @@ class Backend:
             if arr is not None:
                 shapes.check_rnn_state(op, name, arr, dtype, b_count, h)
         if dh is None:
-            dh = self.zeros((b_count, h), dtype)
+            dh = self.empty((b_count, h), dtype)
+            self.zero(dh)
         if dc is None and cell == "lstm":
-            dc = self.zeros((b_count, h), dtype)
+            dc = self.empty((b_count, h), dtype)
+            self.zero(dc)
         gh = g * h
         dzx = self.empty((b_count, t_count, gh), dtype)
         dzr = self.empty((b_count, t_count, gh), dtype) if cell == "gru" else dzx

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from numbanet.kernels.gpu.launch import rows_1d
+from numbanet.kernels.gpu.launch import rows_1d, scratch
 
 SIMPLE, LSTM, GRU = 0, 1, 2
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
@@ -179,8 +179,9 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
     h = u.shape[0]
     dt = xproj.dtype
     is_lstm = cell == LSTM
-    hs = cuda.device_array((2, b_count, h), dt)
-    cs = cuda.device_array((b_count, h), dt)
+    # The state between launches, from launch.scratch: a training step allocates nothing.
+    hs = scratch("rnn_h", (2, b_count, h), dt)
+    cs = scratch("rnn_c", (b_count, h), dt)
     blocks, threads = rows_1d(b_count * h)
     _forward_init[blocks, threads](h0, c0 if is_lstm else h0, is_lstm, hs, cs, last)
     rbias, has_rbias = _opt(rbias, 1, dt)
@@ -311,11 +312,11 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
     h, gh = u.shape
     dt = ws.dtype
     is_lstm = cell == LSTM
-    ut = cuda.device_array((gh, h), dt)
+    ut = scratch("rnn_ut", (gh, h), dt)
     _transpose[rows_1d(u.size)](u, ut)
-    direct = cuda.device_array((b_count, h), dt)
-    dcs = cuda.device_array((b_count, h), dt)
-    carry = cuda.device_array((b_count, h), dt)
+    direct = scratch("rnn_direct", (b_count, h), dt)
+    dcs = scratch("rnn_dc", (b_count, h), dt)
+    carry = scratch("rnn_carry", (b_count, h), dt)
     blocks, threads = rows_1d(b_count * h)
     _backward_init[blocks, threads](dh_last, dc_last if is_lstm else dh_last, is_lstm, direct, dcs, carry)
     keep, has_keep = _opt(keep, 2, np.uint8)

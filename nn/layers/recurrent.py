@@ -150,7 +150,9 @@ class _Recurrent(Layer):
             # A fixed layer seed still gives each call its own mask, as Keras's SeedGenerator does.
             self._seed_calls = getattr(self, "_seed_calls", 0) + 1
             seed = (self.seed * 1000003 + self._seed_calls) % (2 ** 63)
-        _, mask = self.be.dropout(self.be.zeros((n, width), self.dtype), rate, seed)
+        base = self.be.empty((n, width), self.dtype)   # the step's workspace: no allocation per step
+        self.be.zero(base)
+        _, mask = self.be.dropout(base, rate, seed)
         return mask
 
     def _op_kwargs(self):
@@ -184,7 +186,8 @@ class _Recurrent(Layer):
         dy = douts[0]
         if dy is None:
             shape = (x.shape[0], x.shape[1], self.units) if self.return_sequences else (x.shape[0], self.units)
-            dy = be.zeros(shape, self.dtype)
+            dy = be.empty(shape, self.dtype)
+            be.zero(dy)
         dh = douts[1] if self.return_state else None
         dc = douts[2] if self.return_state and self.cell == "lstm" else None
         dx, dk, dr, db, dh0, dc0 = be.rnn_backward(
