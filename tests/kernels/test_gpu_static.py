@@ -3,9 +3,9 @@
 Each (kernel, argument types) pair that the simulator tests launch (kernels/gpu/
 signatures.json, kept exact by tests/test_gpu_simulator.py) is compiled to PTX by NVVM and
 assembled by ptxas for sm_80 (A100) and sm_90 (H100/H200): any compile error fails, and
-so does any spill or stack frame in a hot kernel (GEMM, convolution, attention). A kernel
-written in kernels/gpu/ that no simulator test launches fails here too, so a new kernel
-cannot escape the static compile.
+so does any spill or stack frame in a hot kernel (GEMM, convolution, attention, the
+recurrence steps). A kernel written in kernels/gpu/ that no simulator test launches fails
+here too, so a new kernel cannot escape the static compile.
 
 The CUDA compiler wheels come with the test extra (`pip install -e '.[test]'` installs
 numba-cuda[cu12]: NVVM, libdevice and ptxas); without them this module fails and says so.
