@@ -379,5 +379,11 @@ class FitSync:
             be.copy_from_host(grads, self.host[:n])
             tail = self.host[n:]
         for layer, k, offset, size, shape in self.layout:
-            layer.grads[k] = be.reshape(grads[offset:offset + size], shape)
+            reduced = be.reshape(grads[offset:offset + size], shape)
+            if have_grads:
+                # Into the arrays backward wrote, not in their place: the optimizer may step
+                # over a flat buffer they are views of (x * 1.0 is an exact copy).
+                be.scale(reduced, 1.0, out=layer.grads[k])
+            else:
+                layer.grads[k] = reduced
         return self._untail(tail)
