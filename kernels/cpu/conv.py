@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange, types
 
+from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
@@ -431,8 +432,12 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
             db[j] += db_part[t, j]
 
 
-def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
-    """dx (skipped when None), dw, db of L given dL/dy = dy; arrays validated and C-contiguous."""
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left):
+    """dx (skipped when None), dw and db of L given dL/dy = dy; dwdb holds dw's
+    KH*KW*C_in rows and then db; arrays validated and C-contiguous."""
+    fan_in = dwdb.shape[0] - 1
+    dw = dwdb[:fan_in].reshape(w.shape)
+    db = dwdb[fan_in]
     # Fixed chunks, one per thread (not one per prange step), so the partial sums and so
     # dw and db do not depend on how the scheduler hands out iterations. Read here, not in
     # the kernel: numba.get_num_threads() inside @njit would defeat cache=True.
@@ -444,6 +449,7 @@ def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
     _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
-    """y = conv(x, w) (+ bias); arrays validated and C-contiguous, y allocated."""
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
+    """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
     _conv2d_forward(x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
+    epilogue(activation, y)
