@@ -123,6 +123,8 @@ _SCALARS = {"boolean", "int8", "int16", "int32", "int64", "uint8", "uint16", "ui
 def decode_type(e):
     from numba.core import types
     if isinstance(e, str):
+        if e == "bool":   # how numba names a bool array's dtype (a bool mask: kernels/gpu/rnn.py)
+            return types.boolean
         if e not in _SCALARS:
             raise ValueError(f"gpu_static: unknown scalar type {e!r} in {SIGNATURES}")
         return getattr(types, e)

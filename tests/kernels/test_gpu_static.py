@@ -95,6 +95,14 @@ def test_fixed_blocks_name_real_kernels_launched_with_that_block():
     assert attention and all(gpu_static.block_threads(r) == 128 for r in attention)
 
 
+def test_bool_arrays_round_trip():
+    """A bool array (a mask) records its dtype as numba names it, "bool"."""
+    from numba.core import types
+    t = types.Array(types.boolean, 2, "C")
+    assert gpu_static.encode_type(t) == ["array", "bool", 2, "C"]
+    assert gpu_static.decode_type(gpu_static.encode_type(t)) == t
+
+
 def test_recorded_types_round_trip():
     for rec in RECORDS[:20]:
         types = [gpu_static.decode_type(e) for e in rec["signature"]]
