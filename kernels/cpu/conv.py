@@ -19,9 +19,10 @@ fixed order.
 """
 import numba
 import numpy as np
-from numba import prange, types
+from numba import prange
 
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
+from numbanet.kernels.cpu.slp import compile_slp
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
 # per output the GEMM path's time goes to patch packing and tile write-back, not FMAs
@@ -127,9 +128,9 @@ def _panels(size, width):
 #             for c in range(NR):
 #                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
 #
-# unrolled (by a throwaway script) into local scalars, compiled eagerly with the SLP
-# vectorizer on, as kernels/cpu/_gemm_micro.py does and for the same reason: a loop over
-# a small accumulator array keeps it in memory.
+# unrolled (by a throwaway script) into local scalars, compiled with the SLP vectorizer
+# on (per dtype, on first use), as kernels/cpu/_gemm_micro.py does and for the same
+# reason: a loop over a small accumulator array keeps it in memory.
 
 def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     x0 = bases[0]; x1 = bases[1]; x2 = bases[2]; x3 = bases[3]; x4 = bases[4]; x5 = bases[5]; x6 = bases[6]; x7 = bases[7]
@@ -204,25 +205,7 @@ def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
 
 
 
-def _direct_tile_signatures():
-    sigs = []
-    for dt in (types.float32, types.float64):
-        vec, mat, idx = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(types.intp, 1, "C")
-        sigs.append(types.void(vec, idx, idx, types.intp, mat, vec, mat, types.intp, types.intp))
-    return sigs
-
-
-def _compile_direct_tile():
-    old = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        return numba.njit(_direct_tile_signatures(), cache=True, fastmath={"contract"},
-                          boundscheck=False)(_direct_tile_py)
-    finally:
-        numba.config.SLP_VECTORIZE = old
-
-
-_direct_tile = _compile_direct_tile()
+_direct_tile = compile_slp(_direct_tile_py, fastmath={"contract"})
 
 
 @numba.njit(cache=True)
