@@ -23,6 +23,7 @@ from numba import prange
 
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 from numbanet.kernels.cpu.slp import compile_slp
+from numbanet.kernels.cpu.threads import dynamic, work_items
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
 # per output the GEMM path's time goes to patch packing and tile write-back, not FMAs
@@ -416,17 +417,18 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
 
 def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
     """dx (skipped when None), dw, db of L given dL/dy = dy; arrays validated and C-contiguous."""
-    # Fixed chunks, one per thread (not one per prange step), so the partial sums and so
-    # dw and db do not depend on how the scheduler hands out iterations. Read here, not in
-    # the kernel: numba.get_num_threads() inside @njit would defeat cache=True.
-    nchunks = max(1, min(x.shape[0], numba.get_num_threads()))
+    # Fixed runs of images, several per thread, each with its own partial dW/db summed in
+    # run order: dw and db do not depend on which thread ran which run, and a thread that
+    # loses its core to another process leaves its unstarted runs to the other thread.
+    nchunks = work_items(x.shape[0])
     # An empty dx stands in for None: one compiled kernel per dtype, not two.
     compute_dx = dx is not None
     if not compute_dx:
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
-    _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
+    dynamic(_conv2d_backward, x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
 def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
     """y = conv(x, w) (+ bias); arrays validated and C-contiguous, y allocated."""
-    _conv2d_forward(x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
+    # One image per prange item, handed out one at a time (threads.dynamic).
+    dynamic(_conv2d_forward, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
