@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole real-device check of the gpu backend in one command (< 5 minutes on an H200):
-#   1. the kernel test suite on cpu and the real gpu (tests/kernels, tests/gpu),
+# The whole real-device check of the gpu backend in one command (< 5 minutes on an H200;
+# the timeouts below add up to 8 minutes, the longest one command may take on a lent machine):
+#   1. the kernel test suite on cpu and the real gpu (tests/kernels, tests/gpu; the static
+#      compile test runs in CI, not here),
 #   2. float32 GEMM 4096^3: our tiled kernel vs cuBLAS through CuPy (TF32 off),
 #   3. the kernel benchmarks, gpu against cpu and the references (numbanet bench --quick),
 #   4. one training step of the article's CNN at batch 128, gpu vs cpu, and a full
-#      60,000-sample epoch on the gpu (synthetic digits-shaped data: no download).
+#      60,000-sample epoch on the gpu (synthetic digits-shaped data: no download),
+#   5. the launches of one step and numba's launch cost from Python on this machine,
+#   6. the static table (numbanet info --gpu-kernels), when ptxas is installed here.
 # Outputs go under ${OUT:-out}/ (tests.log, gemm.txt, bench.txt, bench.json, train.txt,
-# summary.txt).
+# launches.txt, static.txt, summary.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"
@@ -34,13 +38,14 @@ $PY -c "from numbanet import kernels; print('gpu status:', kernels.gpu_status())
 
 echo "== kernel tests on cpu and gpu" | tee -a "$OUT/summary.txt"
 start=$(date +%s)
-NUMBANET_TEST_BACKENDS=cpu,gpu timeout 240 $PY -m pytest tests/kernels tests/gpu -q -p no:cacheprovider -x \
+NUMBANET_TEST_BACKENDS=cpu,gpu timeout 140 $PY -m pytest tests/kernels tests/gpu -q -p no:cacheprovider -x \
+    --ignore=tests/kernels/test_gpu_static.py \
     > "$OUT/tests.log" 2>&1
 tests_rc=$?
 echo "tests exit $tests_rc in $(( $(date +%s) - start ))s: $(tail -1 "$OUT/tests.log")" | tee -a "$OUT/summary.txt"
 
 echo "== GEMM float32 4096^3" | tee -a "$OUT/summary.txt"
-CUPY_TF32=0 NVIDIA_TF32_OVERRIDE=0 timeout 120 $PY - <<'PY' 2>&1 | tee "$OUT/gemm.txt" | tee -a "$OUT/summary.txt"
+CUPY_TF32=0 NVIDIA_TF32_OVERRIDE=0 timeout 60 $PY - <<'PY' 2>&1 | tee "$OUT/gemm.txt" | tee -a "$OUT/summary.txt"
 import time
 import numpy as np
 from numba import cuda
@@ -76,12 +81,12 @@ except ImportError:
 PY
 
 echo "== numbanet bench --quick (gpu, cpu, references)" | tee -a "$OUT/summary.txt"
-timeout 150 $PY -m numbanet.cli bench --quick --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
+timeout 90 $PY -m numbanet.cli bench --quick --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
 echo "bench exit $?" | tee -a "$OUT/summary.txt"
 grep -E "^\| .*\| (gpu|cupy) " "$OUT/bench.txt" | tee -a "$OUT/summary.txt"
 
 echo "== article CNN, batch 128" | tee -a "$OUT/summary.txt"
-timeout 200 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
+timeout 100 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
 import time
 import numpy as np
 from numbanet import kernels
@@ -126,5 +131,37 @@ m.fit(x, y, batch_size=128, epochs=1, verbose=0)
 kernels.get_backend("gpu").synchronize()
 print(f"gpu epoch of 60,000 samples: {time.perf_counter() - t:.2f} s (goal < 2 s)")
 PY
+echo "== launches per article-CNN step, and numba's launch cost from Python here" | tee -a "$OUT/summary.txt"
+timeout 30 $PY - <<'PY' 2>&1 | tee "$OUT/launches.txt" | tee -a "$OUT/summary.txt"
+import time
+import numpy as np
+from numba import cuda
+from numbanet.bench import gpu_launches
+
+print(gpu_launches.report(gpu_launches.count_fit_steps(batch=128, steps=3)))
+
+@cuda.jit
+def one(a):
+    pass
+
+@cuda.jit
+def ten(a, b, c, d, e, f, g, h, i, j):
+    pass
+
+x = cuda.device_array(4, np.float32)
+for kernel, args in ((one, (x,)), (ten, (x,) * 10)):
+    kernel[1, 32](*args)
+    cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(2000):
+        kernel[1, 32](*args)
+    per = (time.perf_counter() - t) / 2000
+    cuda.synchronize()
+    print(f"launch of an empty kernel with {len(args):>2} array arguments: {per * 1e6:.1f} us from Python")
+PY
+
+echo "== static table (numbanet info --gpu-kernels, sm_90)" | tee -a "$OUT/summary.txt"
+timeout 50 $PY -m numbanet.cli info --gpu-kernels > "$OUT/static.txt" 2>&1
+echo "static table exit $? (in $OUT/static.txt)" | tee -a "$OUT/summary.txt"
 echo "summary in $OUT/summary.txt"
 exit $tests_rc

@@ -3,12 +3,12 @@
 `Backend` validates inputs (with `kernels.shapes`), allocates outputs on the backend's
 memory and hands plain arrays and ints to the backend's compute modules:
 
-    self.gemm        kernels/<backend>/gemm.py        matmul
+    self.gemm        kernels/<backend>/gemm.py        matmul, dense_backward
     self.conv        kernels/<backend>/conv.py        conv2d_forward, conv2d_backward
     self.pool        kernels/<backend>/pool.py        max/avg_pool2d_forward/backward
     self.optim       kernels/<backend>/optim.py       adam_step, sgd_step
     self.activation  kernels/<backend>/activation.py  relu/sigmoid/tanh/softmax _forward/_backward
-    self.loss        kernels/<backend>/loss.py        softmax_cross_entropy, crossentropy, mse, accuracy
+    self.loss        kernels/<backend>/loss.py        softmax_cross_entropy(_stats), crossentropy, mse, accuracy
     self.elementwise kernels/<backend>/elementwise.py bias_add, dropout, l1_l2 (+ _into), take_rows, scale
     self.reduce      kernels/<backend>/reduce.py      column_sum, sum, sum_into, argmax
 
@@ -18,8 +18,8 @@ first_out_of_range and its error), kernels/<backend>/order.py (the NaN rule of m
 argmax: beats, row_argmax) and kernels/gpu/checks.py (the range rule on the device:
 first_out_of_range, and in_range for kernels that index with data).
 
-A subclass supplies memory management (`asarray`, `to_numpy`, `empty`, `zeros`,
-`synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
+A subclass supplies memory management (`asarray`, `to_numpy`, `_allocate`, `zeros`,
+`_zero`, `_assign`, `synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
 compute functions receive already-validated, C-contiguous arrays and write into the
 outputs they are given; they return nothing unless documented (`sum`, `accuracy`,
 `l1_l2_penalty` return Python numbers).
@@ -37,13 +37,81 @@ changes only the outputs that depend on it (no zero is made by multiplying an in
 element by 0), relu(NaN) is NaN, and a row's argmax (argmax, accuracy, max pooling's
 window) is its first NaN if it has one, else its first maximum.
 """
+import contextlib
+
 import numpy as np
 
 from numbanet.kernels import shapes
 
 
+class Workspace:
+    """The arrays one training step allocates, kept for the next step of the same shape.
+
+    Inside `with be.workspace(ws):` the n-th be.empty() call of a step gets the n-th array
+    of the previous step back when its shape and dtype match (a step of one batch shape
+    makes the same calls in the same order every time), so steps after the first
+    allocate no memory: on the gpu, no cudaMalloc and no allocation per step. An array
+    taken from a workspace is overwritten by the next step that uses it: only arrays the
+    step itself consumes (activations, their gradients, temporaries) belong there, never
+    weights or optimizer state (be.zeros, asarray and copy always allocate)."""
+
+    def __init__(self):
+        self.arrays = []
+        self.position = 0
+        self.allocated = 0  # arrays allocated (not reused) since the workspace was made
+
+    def take(self, shape, dtype, allocate):
+        shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        if self.position < len(self.arrays):
+            arr = self.arrays[self.position]
+            if tuple(arr.shape) == shape and np.dtype(arr.dtype) == dtype:
+                self.position += 1
+                return arr
+        arr = allocate(shape, dtype)
+        self.allocated += 1
+        if self.position < len(self.arrays):
+            self.arrays[self.position] = arr
+        else:
+            self.arrays.append(arr)
+        self.position += 1
+        return arr
+
+
 class Backend:
     name = "base"
+    _workspace = None
+
+    # ------------------------------------------------------------------ memory
+    def empty(self, shape, dtype="float32"):
+        """An uninitialized array (from the active workspace, if any: see Workspace)."""
+        if self._workspace is not None:
+            return self._workspace.take(shape, dtype, self._allocate)
+        return self._allocate(shape, dtype)
+
+    @contextlib.contextmanager
+    def workspace(self, ws):
+        """Serve be.empty() from the Workspace ws, from its first array on."""
+        prev, self._workspace = self._workspace, ws
+        ws.position = 0
+        try:
+            yield ws
+        finally:
+            self._workspace = prev
+
+    def zero(self, arr):
+        """arr[...] = 0 in place (a C-contiguous, writable array of this backend)."""
+        self._check_written("zero", "arr", arr, ())
+        self._zero(arr)
+
+    def assign(self, dst, src):
+        """dst[...] = src: same shape and dtype, both on this backend, dst C-contiguous."""
+        op = "assign"
+        src = self._prepare(op, src=src)
+        self._check_written(op, "dst", dst, [("src", src)])
+        shapes.check_same_dtype(op, [("dst", dst), ("src", src)])
+        shapes.check_same_shape(op, [("dst", dst), ("src", src)])
+        self._assign(dst, src)
+
 
     # ------------------------------------------------------------------ helpers
     def _prepare(self, op, optional=(), **named):
@@ -114,8 +182,10 @@ class Backend:
         return arr.reshape(shape)
 
     # ------------------------------------------------------------------ GEMM
-    def matmul(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None):
-        """c = op(a) @ op(b) (+ bias over rows); op transposes when asked."""
+    def matmul(self, a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None):
+        """c = act(op(a) @ op(b) (+ bias over rows)); op transposes when asked; activation
+        None, "linear", "relu", "sigmoid" or "tanh", applied as the product is written."""
+        activation = shapes.check_activation("matmul", activation)
         trans_a, trans_b = shapes.flag("matmul", "trans_a", trans_a), shapes.flag("matmul", "trans_b", trans_b)
         a, b, bias = self._prepare("matmul", ("bias",), a=a, b=b, bias=bias)
         if out is not None:
@@ -124,13 +194,52 @@ class Backend:
         m, n, _ = shapes.matmul_shapes(a, b, trans_a, trans_b, bias, out)
         if out is None:
             out = self.empty((m, n), a.dtype)
-        self.gemm.matmul(a, b, trans_a, trans_b, bias, out)
+        self.gemm.matmul(a, b, trans_a, trans_b, bias, out, activation)
         return out
 
+    def _grads_buffer(self, op, grads, size, dtype, inputs):
+        """The buffer dw and db are written to: `grads` when given (1-D, C-contiguous, dw's
+        size + db's size elements of the weights' dtype: a model's packed gradients; written
+        in place, so not overlapping the inputs), else a new one."""
+        if grads is None:
+            return self.empty((size,), dtype)
+        self._check_written(op, "grads", grads, inputs)
+        if grads.ndim != 1 or grads.shape[0] != size:
+            raise ValueError(f"{op}: grads must be a C-contiguous 1-D array of {size} elements (dw, then db), "
+                             f"got shape {tuple(grads.shape)}")
+        if np.dtype(grads.dtype) != np.dtype(dtype):
+            raise TypeError(f"{op}: grads is {np.dtype(grads.dtype)} but w is {np.dtype(dtype)}")
+        return grads
+
+    def dense_backward(self, x, w, dy, *, compute_dx=True, grads=None):
+        """Gradients of y = x @ w + b: -> (dx, dw, db); dx is None when compute_dx=False.
+        dw and db are views of one buffer, (in + 1) x out, `grads` when given: the gpu
+        computes both with one GEMM (db as the product's extra row, x^T augmented by a
+        row of ones)."""
+        op = "dense_backward"
+        x, w, dy = self._prepare(op, x=x, w=w, dy=dy)
+        for name, arr in (("x", x), ("w", w), ("dy", dy)):
+            shapes.check_float(op, name, arr)
+            shapes.check_ndim(op, name, arr, 2)
+        shapes.check_same_dtype(op, [("x", x), ("w", w), ("dy", dy)])
+        n, units = x.shape[0], w.shape[1]
+        if x.shape[1] != w.shape[0]:
+            raise ValueError(f"{op}: x has {x.shape[1]} features but w expects {w.shape[0]} "
+                             f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
+        shapes.check_shape(op, "dy", dy, (n, units))
+        dwdb = self._grads_buffer(op, grads, (w.shape[0] + 1) * units, w.dtype, [("x", x), ("w", w), ("dy", dy)])
+        dw = self.reshape(dwdb[:w.size], w.shape)
+        db = dwdb[w.size:]
+        dx = self.empty(x.shape, x.dtype) if compute_dx else None
+        self.gemm.dense_backward(x, w, dy, dx, self.reshape(dwdb, (w.shape[0] + 1, units)))
+        return dx, dw, db
+
     # ------------------------------------------------------------------ convolution
-    def conv2d(self, x, w, bias=None, *, strides=(1, 1), padding="valid"):
-        """NHWC x, (KH, KW, C_in, C_out) w -> NHWC y (+ bias per output channel)."""
+    def conv2d(self, x, w, bias=None, *, strides=(1, 1), padding="valid", activation=None):
+        """NHWC x, (KH, KW, C_in, C_out) w -> NHWC y = act(conv + bias per output channel);
+        activation as in matmul."""
         op = "conv2d"
+        activation = shapes.check_activation(op, activation)
         x, w, bias = self._prepare(op, ("bias",), x=x, w=w, bias=bias)
         (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
         if bias is not None:
@@ -138,11 +247,13 @@ class Backend:
             shapes.check_same_dtype(op, [("x", x), ("bias", bias)])
             shapes.check_shape(op, "bias", bias, (w.shape[3],))
         y = self.empty((x.shape[0], oh, ow, w.shape[3]), x.dtype)
-        self.conv.conv2d_forward(x, w, bias, y, sh, sw, pt, pl)
+        self.conv.conv2d_forward(x, w, bias, y, sh, sw, pt, pl, activation)
         return y
 
-    def conv2d_backward(self, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True):
-        """-> (dx, dw, db); dx is None when compute_dx=False (a first layer needs no dx)."""
+    def conv2d_backward(self, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True, grads=None):
+        """-> (dx, dw, db); dx is None when compute_dx=False (a first layer needs no dx).
+        dw and db are views of one buffer (dw, then db): `grads` when given, as in
+        dense_backward."""
         op = "conv2d_backward"
         x, w, dy = self._prepare(op, x=x, w=w, dy=dy)
         (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
@@ -150,9 +261,13 @@ class Backend:
         shapes.check_same_dtype(op, [("x", x), ("dy", dy)])
         shapes.check_shape(op, "dy", dy, (x.shape[0], oh, ow, w.shape[3]))
         dx = self.empty(x.shape, x.dtype) if shapes.flag(op, "compute_dx", compute_dx) else None
-        dw = self.empty(w.shape, w.dtype)
-        db = self.empty((w.shape[3],), w.dtype)
-        self.conv.conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pt, pl)
+        # dw and db as views of one (KH*KW*C_in + 1) x C_out buffer, as in dense_backward:
+        # the gpu's dw GEMM writes db as its extra row.
+        co = w.shape[3]
+        dwdb = self._grads_buffer(op, grads, w.size + co, w.dtype, [("x", x), ("w", w), ("dy", dy)])
+        dw = self.reshape(dwdb[:w.size], w.shape)
+        db = dwdb[w.size:]
+        self.conv.conv2d_backward(x, w, dy, dx, self.reshape(dwdb, (w.size // co + 1, co)), sh, sw, pt, pl)
         return dx, dw, db
 
     # ------------------------------------------------------------------ pooling
@@ -287,7 +402,9 @@ class Backend:
         return flats
 
     def _clip(self, flats, clipnorm):
-        sq = self.zeros((1,), np.float64)
+        # From the step's workspace (be.zeros would allocate every step), zeroed in place.
+        sq = self.empty((1,), np.float64)
+        self.zero(sq)
         for g in flats:
             self.optim.sq_norm_accumulate(g, sq)
         scale = self.empty((1,), np.float64)
@@ -448,6 +565,20 @@ class Backend:
         dlogits = self.empty(logits.shape, logits.dtype)
         self.loss.softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
         return losses, dlogits
+
+    def softmax_cross_entropy_stats(self, logits, labels, *, _labels_checked=False):
+        """softmax_cross_entropy and the batch's statistics in one pass: -> (losses, dlogits,
+        stats), stats a float64 (2,) backend array holding the mean loss and the number of
+        rows whose logits' argmax (the rule of be.argmax) is the label. On the gpu one
+        kernel writes all of it; a training step adds its penalties to stats[0:1] (their
+        `into=`) and reads the 16 bytes back once."""
+        op = "softmax_cross_entropy"
+        logits, labels, onehot = self._loss_inputs(op, logits, labels, _labels_checked)
+        losses = self.empty((logits.shape[0],), logits.dtype)
+        dlogits = self.empty(logits.shape, logits.dtype)
+        stats = self.empty((2,), np.float64)
+        self.loss.softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats)
+        return losses, dlogits, stats
 
     def crossentropy(self, probs, labels, *, eps=1e-7, _labels_checked=False):
         """Cross-entropy of probabilities (Keras clips them to [eps, 1 - eps]).

@@ -9,6 +9,9 @@ import math
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The activations a GEMM or convolution applies to its output in the same pass (the gpu
+# kernels' epilogue); softmax needs a whole row and stays a separate op.
+EPILOGUE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 
 
 def pair(op, name, value):
@@ -45,6 +48,16 @@ def check_int(op, name, arr):
         # Numba compiles for native byte order only; refusing here beats its TypingError.
         raise TypeError(f"{op}: {name} must be in native byte order, got {np.dtype(dtype).str}")
     return np.dtype(dtype)
+
+
+def check_activation(op, activation):
+    """None or one of EPILOGUE_ACTIVATIONS -> its name ("linear" for None)."""
+    if activation is None:
+        return "linear"
+    if not isinstance(activation, str) or activation not in EPILOGUE_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(EPILOGUE_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    return activation
 
 
 def check_float_or_int(op, name, arr):

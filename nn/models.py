@@ -23,6 +23,7 @@ import numpy as np
 
 from numbanet import kernels
 from numbanet.kernels import shapes
+from numbanet.kernels.backend import Workspace
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import graph
 from numbanet.nn import layers as layers_mod
@@ -34,6 +35,7 @@ from numbanet.nn import utils
 from numbanet.nn.layers.base import Layer, _counters
 from numbanet.nn.layers.embedding import Embedding
 from numbanet.nn.layers.input_layer import InputLayer
+from numbanet.nn.packed import PackedParams
 from numbanet.nn.progress import Progress
 
 # Below this size the whole training set is uploaded once and batches are gathered on
@@ -63,6 +65,7 @@ class Model:
         self.compiled = False
         self.stop_training = False
         self.history = None
+        self._packed = None
         self._losses, self._loss_weights, self._metric_names = [], [], []
         self._graph_layers = []
         self._nodes = []
@@ -489,7 +492,11 @@ class Model:
         for a model with several outputs (they are logged). Targets reached here through
         _check_y, which range-checked the labels on the host."""
         be = self.be
-        total = be.zeros((1,), np.float64)
+        if self._stats_fused():
+            return self._fused_loss_terms(outs[0], ybs[0], penalty)
+        # From the step's workspace (be.zeros would allocate every step), zeroed in place.
+        total = be.empty((1,), np.float64)
+        be.zero(total)
         several = len(self.outputs) > 1
         per_output, douts, stats = [], [], []
         for i, (out, yb, loss, w) in enumerate(zip(outs, ybs, self._losses, self._loss_weights)):
@@ -510,12 +517,56 @@ class Model:
                 layer.regularization_penalty(into=total)
         return float(be.to_numpy(total)[0]), per_output, douts, stats
 
+    def _stats_fused(self):
+        """One output trained with softmax + cross-entropy (fused), weight 1, and only
+        categorical accuracy as metrics: be.softmax_cross_entropy_stats gives the loss,
+        its gradient, the mean and the hits in one op."""
+        return (len(self.outputs) == 1 and self._fused_outputs[0] and self._losses[0].fuses_with == "softmax"
+                and self._loss_weights[0] == 1.0 and all(k == "categorical" for k in self._metric_kinds[0]))
+
+    def _fused_loss_terms(self, out, yb, penalty):
+        """_loss_terms for _stats_fused models: one kernel on the gpu for the loss, gradient,
+        mean loss and correct count; the penalties are added to the mean on the backend; one
+        16-byte read."""
+        be = self.be
+        z2, t2 = self._losses[0]._rows(be, out, yb)
+        _, d, stats = be.softmax_cross_entropy_stats(z2, t2, _labels_checked=True)
+        if penalty:
+            for layer in self.layers:
+                layer.regularization_penalty(into=stats[0:1])
+        mean, hits = (float(v) for v in be.to_numpy(stats))
+        return mean, [], [be.reshape(d, out.shape)], [(int(hits), z2.shape[0]) for _ in self._metric_kinds[0]]
+
     def _penalty(self):
         return sum(layer.regularization_penalty() for layer in self.layers)
 
     def _update(self):
         params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}") for key, layer, k in self._params()]
-        self.optimizer.apply(self.be, params)
+        packed = self._packed
+        if packed is not None and not packed.holds([(key, p, g) for key, p, g, _ in params]):
+            packed = None
+        self.optimizer.apply(self.be, params, packed=packed)
+
+    # ------------------------------------------------------------------ packed parameters
+    def _pack(self):
+        """Put every weight in one flat backend array and have the layers write their
+        gradients into a second one with the same layout, so that the optimizer can update
+        every parameter with one kernel (nn/packed.py). Only for models whose layers with
+        weights write packed gradients (Dense and Conv2D with a bias) and are called once
+        (a shared layer's gradients are sums of copies); otherwise the optimizer steps each
+        array. Arrays already in place stay; a weight replaced since (set_weights) is copied
+        in again."""
+        slots = self._params()
+        layers = [layer for layer in self.layers if layer.params]
+        if not slots or not all(getattr(layer, "packs_grads", False) and self._calls.get(id(layer), 0) == 1
+                                for layer in layers):
+            self._packed = None
+            for layer in layers:
+                layer.grad_buffer = None
+            return
+        if self._packed is None or not self._packed.matches(self.be, slots):
+            self._packed = PackedParams(self.be, slots)
+        self._packed.adopt(slots)
 
     def _train_batch(self, xbs, ybs):
         outs = self._forward(xbs, training=True)
@@ -523,6 +574,8 @@ class Model:
         if not math.isfinite(loss):
             # No update: non-finite gradients would overwrite the weights with NaN.
             return loss, per_output, stats, False
+        for layer in self.layers:  # set again by each layer that writes packed gradients this step
+            layer._grads_into = None
         self._backward(douts)
         self._update()
         return loss, per_output, stats, True
@@ -617,6 +670,8 @@ class Model:
         rng = utils.get_rng()
         names = self._log_names()
         n_in = len(xs)
+        self._pack()
+        workspaces = {}
         for cb in cbs:
             cb.on_train_begin()
         try:
@@ -634,15 +689,19 @@ class Model:
                     for cb in cbs:
                         cb.on_batch_begin(step)
                     lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                    if resident:
-                        # order is a permutation of range(n): no range check (on the gpu,
-                        # a round trip per call).
-                        idx = order_dev[lo:hi]
-                        batch = [be.take_rows(a, idx, _indices_checked=True) for a in on_device]
-                    else:
-                        idx = order[lo:hi]
-                        batch = [be.asarray(a[idx]) for a in arrays]
-                    loss, per_output, stats, ok = self._train_batch(batch[:n_in], batch[n_in:])
+                    # One workspace per batch size (the last batch may be smaller): from the
+                    # second step of a size on, the step's activations and gradients reuse
+                    # its arrays and the step allocates nothing (kernels.backend.Workspace).
+                    with be.workspace(workspaces.setdefault(hi - lo, Workspace())):
+                        if resident:
+                            # order is a permutation of range(n): no range check (on the gpu,
+                            # a round trip per call).
+                            idx = order_dev[lo:hi]
+                            batch = [be.take_rows(a, idx, _indices_checked=True) for a in on_device]
+                        else:
+                            idx = order[lo:hi]
+                            batch = [be.asarray(a[idx]) for a in arrays]
+                        loss, per_output, stats, ok = self._train_batch(batch[:n_in], batch[n_in:])
                     for cb in cbs:
                         cb.on_batch_end(step, {"loss": loss})
                     if not ok:
@@ -788,6 +847,7 @@ class Model:
             layer.move_to(new)
         if self.optimizer is not None:
             self.optimizer.move_to(old, new)
+        self._packed = None
         self.be = new
         return self
 

@@ -79,11 +79,21 @@ class Optimizer:
             return 0.0
         return self.weight_decay
 
-    def apply(self, be, params):
+    def apply(self, be, params, packed=None):
         """params: list of (key, param, grad, path); clips the grads in place, then one
-        in-place step for each parameter."""
+        in-place step for each parameter. With `packed` (an nn/packed.py PackedParams
+        holding exactly these params and grads), one step over its flat arrays instead:
+        one kernel launch for every weight, when the step is the same for all of them (no
+        per-tensor clipnorm, one weight decay)."""
         lr = self.current_learning_rate()
         self.iterations += 1
+        if packed is not None and self.clipnorm is None:
+            decays = {self._decay_for(path) for _, _, _, path in params}
+            if len(decays) == 1:
+                if self.global_clipnorm is not None:
+                    be.clip_by_global_norm([packed.grads], self.global_clipnorm)
+                self._step(be, packed.params, packed.grads, self._packed_slots(be, packed), lr, decays.pop())
+                return
         grads = [g for _, _, g, _ in params]
         if self.global_clipnorm is not None and grads:
             be.clip_by_global_norm(grads, self.global_clipnorm)
@@ -95,11 +105,31 @@ class Optimizer:
                 self.slots[key] = {s: be.zeros(p.shape, p.dtype) for s in self.needed_slots()}
             self._step(be, p, g, self.slots[key], lr, self._decay_for(path))
 
+    def _packed_slots(self, be, packed):
+        """{slot name: flat array} laid out as `packed`; self.slots[key] are views of
+        them, so saving and the per-array path see the same state. State made before
+        (another layout, loaded from a file) is copied in once."""
+        names = self.needed_slots()
+        flat = getattr(self, "_flat", None)
+        if flat is None or flat[0] is not packed:
+            arrays = {s: be.zeros((packed.size,), packed.dtype) for s in names}
+            flat = (packed, arrays, {s: packed.slot_views(a) for s, a in arrays.items()})
+            self._flat = flat
+        views = flat[2]
+        for key, _, _, _, _, _ in packed.layout:
+            state = self.slots.get(key, {})
+            for s in names:
+                if key in self.slots and state.get(s) is not views[s][key]:
+                    be.assign(views[s][key], state[s])
+            self.slots[key] = {s: views[s][key] for s in names}
+        return flat[1]
+
     def needed_slots(self):
         return self.slot_names
 
     def move_to(self, old, new):
         self.slots = {k: {s: new.asarray(old.to_numpy(a)) for s, a in d.items()} for k, d in self.slots.items()}
+        self._flat = None
 
     def get_state(self, be):
         """{"key/slot": host array} for saving."""

@@ -9,6 +9,16 @@ import sys
 
 
 def _info(args):
+    if args.gpu_kernels:
+        from numbanet.kernels import gpu_static
+        problem = gpu_static.toolkit_problem()
+        if problem:
+            print(f"numbanet info --gpu-kernels needs the CUDA compiler wheels: {problem}; "
+                  "pip install 'numbanet[cu12]'", file=sys.stderr)
+            return 1
+        cc = (int(args.arch[0]), int(args.arch[1:]))
+        print(gpu_static.format_table(gpu_static.table(cc=cc), cc))
+        return 0
     from numbanet.kernels.info import collect, format_info
     print(format_info(collect()))
     return 0
@@ -29,7 +39,13 @@ def build_parser():
     from numbanet.nn.train import add_arguments as add_train_arguments
     parser = argparse.ArgumentParser(prog="numbanet", description="Hand-written Numba kernels for training neural networks")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, backends, CPU and threading").set_defaults(func=_info)
+    info = sub.add_parser("info", help="versions, backends, CPU and threading")
+    info.set_defaults(func=_info)
+    info.add_argument("--gpu-kernels", action="store_true",
+                      help="compile every gpu kernel for a real GPU (no GPU needed) and print registers, shared "
+                           "memory, spills and H200 occupancy")
+    info.add_argument("--arch", choices=("80", "90"), default="90",
+                      help="the architecture for --gpu-kernels: sm_80 (A100) or sm_90 (H100/H200, the default)")
     train = sub.add_parser("train", help="train the article's MNIST CNN, or --model charlm: a character-level GPT")
     train.set_defaults(func=_train)
     add_train_arguments(train)

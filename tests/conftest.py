@@ -15,6 +15,18 @@ def simulated():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+# The static compile needs numba's real CUDA compiler, which the simulator replaces.
+collect_ignore = ["kernels/test_gpu_static.py"] if simulated() else []
+
+if simulated():
+    # The simulator run records the argument types of every kernel launch, and
+    # tests/test_gpu_simulator.py requires them to equal kernels/gpu/signatures.json:
+    # hypothesis must draw the same examples (dtypes, label types) every run there.
+    from hypothesis import settings as _hypothesis_settings
+    _hypothesis_settings.register_profile("simulator", derandomize=True)
+    _hypothesis_settings.load_profile("simulator")
+
+
 @pytest.fixture(params=BACKENDS)
 def be(request):
     from numbanet import kernels
@@ -25,3 +37,28 @@ def be(request):
 def small(be):
     """True where shapes must stay tiny: the CUDA simulator runs Python per thread."""
     return be.name == "gpu" and simulated()
+
+
+# The signature recorder (tests/signature_recorder.py): on in the simulator run that
+# tests/test_gpu_simulator.py starts, which names the file to write.
+_RECORD_TO = os.environ.get("NUMBANET_RECORD_LAUNCHES")
+_recorder = None
+
+
+def pytest_configure(config):
+    global _recorder
+    if _RECORD_TO and simulated():
+        import signature_recorder
+        _recorder = signature_recorder.SignatureRecorder()
+        _recorder.install()
+
+
+def pytest_unconfigure(config):
+    if _recorder is not None:
+        from numbanet.kernels import gpu_static
+        # A kernel built in a function outside launch.kernel_family cannot be found again
+        # by the static compile: record its site, so that the test names it.
+        for site, count in _recorder.unnamed.items():
+            _recorder.records["unnamed:" + site] = {"kernel": None, "args": [], "site": site, "signature": [],
+                                                    "block": [1, 1, 1], "threads": count}
+        gpu_static.dump_signatures(list(_recorder.records.values()), _RECORD_TO)

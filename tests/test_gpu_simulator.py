@@ -3,11 +3,19 @@
 The simulator has to be chosen before numba.cuda is first imported, so it cannot be
 switched on inside this pytest process (which may already have imported numba.cuda).
 The subprocess runs tests/kernels (every op against its NumPy reference), tests/gpu
-(every gpu op against the cpu op, determinism, tile edges, residency), the tests of
-tests/nn marked `simulator` (the training API on the gpu: see tests/nn/conftest.py) and
+(every gpu op against the cpu op, determinism, tile edges, residency, launches), the tests
+of tests/nn marked `simulator` (the training API on the gpu: see tests/nn/conftest.py) and
 tests/adversarial (bad indices, non-finite numbers, aliasing, hostile files) with the gpu
 backend.
+
+The same run records every kernel launch by kernel and argument types
+(tests/signature_recorder.py). kernels/gpu/signatures.json, which the static compile
+(kernels/gpu_static.py) reads, must hold exactly that set: a kernel whose launches changed
+fails here until the file is rewritten with
+
+    NUMBANET_UPDATE_SIGNATURES=1 python -m pytest tests/test_gpu_simulator.py
 """
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # instead of starting itself again.
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
     def test_gpu_backend_under_cuda_simulator(tmp_path):
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu")
+        recorded = tmp_path / "signatures.json"
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu",
+                   NUMBANET_RECORD_LAUNCHES=str(recorded))
         report = tmp_path / "simulator.xml"
         cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
                "-p", "no:cacheprovider",
@@ -34,3 +44,31 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         ran = int(suite.get("tests")) - int(suite.get("skipped", 0))
         assert ran > 0, f"the simulator run ran no tests:\n{output[-5000:]}"
+        check_signatures(recorded)
+
+
+def _key(rec):
+    return json.dumps([rec["kernel"], rec["args"], rec["signature"]])
+
+
+def check_signatures(recorded):
+    from numbanet.kernels import gpu_static
+    got = gpu_static.load_signatures(str(recorded))
+    unnamed = sorted(r["site"] for r in got if r["kernel"] is None)
+    assert not unnamed, ("kernels launched under the simulator that the static compile cannot find again by "
+                         f"name (build them through kernels/gpu/launch.kernel_family): {unnamed}")
+    if os.environ.get("NUMBANET_UPDATE_SIGNATURES") == "1":
+        gpu_static.dump_signatures(got)
+    committed = {_key(r): r for r in gpu_static.load_signatures()}
+    launched = {_key(r): r for r in got}
+    new = sorted(set(launched) - set(committed))
+    gone = sorted(set(committed) - set(launched))
+    assert not new and not gone, (
+        f"{gpu_static.SIGNATURES} is out of date: the simulator run launched {len(new)} (kernel, argument types) "
+        f"pairs it does not list and it lists {len(gone)} that no test launched; rewrite it with "
+        "NUMBANET_UPDATE_SIGNATURES=1 python -m pytest tests/test_gpu_simulator.py\n"
+        "new:\n  " + "\n  ".join(new[:20]) + "\ngone:\n  " + "\n  ".join(gone[:20]))
+    threads = gpu_static.block_threads
+    blocks = {k: (threads(launched[k]), threads(committed[k])) for k in launched
+              if threads(launched[k]) != threads(committed[k])}
+    assert not blocks, f"{gpu_static.SIGNATURES}: block sizes changed (launched, listed): {blocks}"

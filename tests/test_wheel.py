@@ -56,7 +56,8 @@ def test_wheel_holds_the_three_packages_under_one_name(installed):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     for module in ("numbanet/cli.py", "numbanet/kernels/cpu/gemm.py", "numbanet/kernels/gpu/gemm.py",
                    "numbanet/nn/models.py", "numbanet/nn/layers/conv.py", "numbanet/nn/datasets/mnist.py",
-                   "numbanet/bench/runner.py", "numbanet/bench/gpu_check.sh"):
+                   "numbanet/bench/runner.py", "numbanet/bench/gpu_check.sh", "numbanet/kernels/gpu_static.py",
+                   "numbanet/kernels/gpu/signatures.json", "numbanet/bench/gpu_launches.py"):
         assert module in names, module
     tops = {n.split("/")[0] for n in names if not n.startswith("numbanet-")}
     assert tops == {"numbanet"}, f"the wheel installs top-level names besides numbanet: {sorted(tops)}"
@@ -83,6 +84,15 @@ def test_bench_runs_from_another_directory(installed):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "| adam 1000 params" in r.stdout and "| sgd 1000 params" in r.stdout
     assert (installed["cwd"] / "bench.json").is_file()
+
+
+def test_the_gpu_kernel_signatures_ship_with_the_wheel(installed):
+    """`numbanet info --gpu-kernels` reads kernels/gpu/signatures.json as package data."""
+    r = _run(installed, installed["py"], "-c", "from numbanet.kernels import gpu_static as g; "
+             "r = g.load_signatures(); print(len(r), g.SIGNATURES); print(g.resolve(r[0]))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    count, path = r.stdout.split("\n")[0].split(" ", 1)
+    assert int(count) > 50 and path.startswith(str(installed["py"].parent.parent)), r.stdout
 
 
 def test_train_help_runs_from_another_directory(installed):

@@ -46,8 +46,14 @@ class CpuBackend(Backend):
     def to_numpy(self, array):
         return np.asarray(array)
 
-    def empty(self, shape, dtype="float32"):
+    def _allocate(self, shape, dtype="float32"):
         return np.empty(shape, dtype=dtype)
+
+    def _assign(self, dst, src):
+        np.copyto(dst, src)
+
+    def _zero(self, arr):
+        arr.fill(0)
 
     def zeros(self, shape, dtype="float32"):
         return np.zeros(shape, dtype=dtype)

@@ -100,6 +100,18 @@ def softmax_backward(y, dy, dx):
             dx[r, k] = y[r, k] * (dy[r, k] - s)
 
 
+_EPILOGUES = {"relu": relu_forward, "sigmoid": sigmoid_forward, "tanh": tanh_forward}
+
+
+def epilogue(activation, y):
+    """y = act(y) in place on a C-contiguous array: the activation a GEMM or convolution
+    applies to its output (the gpu kernels fuse it into their epilogue; here it is one
+    more pass over the output, while it is still in cache)."""
+    if activation != "linear":
+        flat = y.reshape(y.size)
+        _EPILOGUES[activation](flat, flat)
+
+
 # GELU, SiLU and leaky ReLU: their derivatives are not functions of the output alone
 # (GELU is not monotonic; leaky ReLU with a slope <= 0 loses the sign), so their
 # backwards take the forward's input x, not y.

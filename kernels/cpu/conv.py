@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 from numbanet.kernels.cpu.slp import compile_slp
 from numbanet.kernels.cpu.threads import dynamic, work_items
@@ -415,8 +416,12 @@ def _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left
             db[j] += db_part[t, j]
 
 
-def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
-    """dx (skipped when None), dw, db of L given dL/dy = dy; arrays validated and C-contiguous."""
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left):
+    """dx (skipped when None), dw and db of L given dL/dy = dy; dwdb holds dw's
+    KH*KW*C_in rows and then db; arrays validated and C-contiguous."""
+    fan_in = dwdb.shape[0] - 1
+    dw = dwdb[:fan_in].reshape(w.shape)
+    db = dwdb[fan_in]
     # Fixed runs of images, several per thread, each with its own partial dW/db summed in
     # run order: dw and db do not depend on which thread ran which run, and a thread that
     # loses its core to another process leaves its unstarted runs to the other thread.
@@ -428,7 +433,8 @@ def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
     dynamic(_conv2d_backward, x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
-    """y = conv(x, w) (+ bias); arrays validated and C-contiguous, y allocated."""
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
+    """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
     dynamic(_conv2d_forward, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
+    epilogue(activation, y)

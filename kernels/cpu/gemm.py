@@ -18,6 +18,8 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu.activation import epilogue
+from numbanet.kernels.cpu.reduce import column_sum
 
 MC = 128   # rows of op(a) per thread block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
@@ -156,8 +158,8 @@ def no_bias(dtype):
     return np.empty(0, dtype=dtype)
 
 
-def matmul(a, b, trans_a, trans_b, bias, out):
-    """out = op(a) @ op(b) (+ bias over rows); arrays validated and C-contiguous."""
+def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
+    """out = act(op(a) @ op(b) (+ bias over rows)); arrays validated and C-contiguous."""
     if bias is None:
         bias = no_bias(out.dtype)
     m, n = out.shape
@@ -167,6 +169,16 @@ def matmul(a, b, trans_a, trans_b, bias, out):
     # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
     ngroups = max(1, min(nbp, -(-2 * numba.get_num_threads() // nblocks)))
     _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups)
+    epilogue(activation, out)
+
+
+def dense_backward(x, w, dy, dx, dwdb):
+    """dwdb[:in] = x^T @ dy, dwdb[in] = column sums of dy; dx = dy @ w^T unless None."""
+    fan_in = w.shape[0]
+    matmul(x, dy, True, False, None, dwdb[:fan_in])
+    column_sum(dy, dwdb[fan_in])
+    if dx is not None:
+        matmul(dy, w, False, True, None, dx)
 
 
 # --------------------------------------------------------------------------- batched (issue 12)

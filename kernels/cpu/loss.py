@@ -11,6 +11,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu import reduce
 from numbanet.kernels.cpu.order import row_argmax
 
 
@@ -107,6 +108,13 @@ def accuracy(scores, labels, onehot):
     if onehot:
         return int(_accuracy_onehot(scores, labels))
     return int(_accuracy_int(scores, labels))
+
+
+def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
+    """softmax_cross_entropy, then stats = [mean loss, correct count] (float64)."""
+    softmax_cross_entropy(logits, labels, onehot, losses, dlogits)
+    stats[0] = reduce.sum(losses) / logits.shape[0]
+    stats[1] = accuracy(logits, labels, onehot)
 
 
 @numba.njit(parallel=True, cache=True)

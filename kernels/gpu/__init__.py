@@ -53,15 +53,20 @@ class GpuBackend(Backend):
             return array
         return array.copy_to_host()
 
-    def empty(self, shape, dtype="float32"):
+    def _allocate(self, shape, dtype="float32"):
         return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+    def _assign(self, dst, src):
+        dst.copy_to_device(src)  # device to device
 
     def zeros(self, shape, dtype="float32"):
         a = cuda.device_array(shape, dtype=np.dtype(dtype))
-        if a.size:
-            flat = a.reshape(a.size)
-            _fill_zero[grid_1d(a.size)](flat)
+        self._zero(a)
         return a
+
+    def _zero(self, arr):
+        if arr.size:
+            _fill_zero[grid_1d(arr.size)](arr.reshape(arr.size))
 
     def copy(self, array):
         out = cuda.device_array(array.shape, dtype=array.dtype)

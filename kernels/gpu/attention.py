@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from numbanet.kernels.gpu.launch import kernel_family, scratch
+
 TILE = 32      # rows and columns of a tile; the feature chunk staged at once
 THREADS = 128  # 4 threads per tile row
 PER = 8        # columns per thread: TILE / 4
@@ -321,15 +323,16 @@ def _chunks(n):
     return c
 
 
-_kernels = {}
+@kernel_family
+def attention_kernel(kind, dtype, *chunks):
+    """The kernel of `kind` ("forward", "dq", "dkdv") for a dtype name and register budget,
+    named so that the static compile (kernels/gpu_static.py) can build it again."""
+    make = {"forward": _make_forward, "dq": _make_dq, "dkdv": _make_dkdv}[kind]
+    return make(_ACC[np.dtype(dtype)], *chunks)
 
 
 def _kernel(kind, dtype, *chunks):
-    key = (kind, np.dtype(dtype)) + chunks
-    if key not in _kernels:
-        make = {"forward": _make_forward, "dq": _make_dq, "dkdv": _make_dkdv}[kind]
-        _kernels[key] = make(_ACC[np.dtype(dtype)], *chunks)
-    return _kernels[key]
+    return attention_kernel(kind, np.dtype(dtype).name, *(int(c) for c in chunks))
 
 
 def attention_forward(q, k, v, out, lse, causal, scale):
@@ -344,7 +347,7 @@ def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
     nb, tq, nh, d = q.shape
     tk = k.shape[1]
     scale = q.dtype.type(scale)
-    delta = cuda.device_array((nb, nh, tq), dtype=q.dtype)
+    delta = scratch("attention-delta", (nb, nh, tq), q.dtype)  # read by the second kernel only
     _kernel("dq", q.dtype, _chunks(d))[-(-tq // TILE) * nb * nh, THREADS](
         q, k, v, out, dout, lse, dq, delta, causal, scale)
     _kernel("dkdv", q.dtype, _chunks(d), _chunks(v.shape[3]))[-(-tk // TILE) * nb * nh, THREADS](

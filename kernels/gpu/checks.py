@@ -14,7 +14,7 @@ arrays.
 import numpy as np
 from numba import cuda
 
-from numbanet.kernels.gpu.launch import grid_1d
+from numbanet.kernels.gpu.launch import grid_1d, scratch
 
 
 @cuda.jit(device=True, inline=True)
@@ -40,7 +40,7 @@ def first_out_of_range(idx, n):
     """-> (position, value) of the first entry of the flat device array idx outside
     [0, n), or None."""
     size = idx.shape[0]
-    first = cuda.device_array(1, dtype=np.int64)
+    first = scratch("first-out-of-range", (1,), np.int64)
     _set[1, 1](first, size)
     _first_out_of_range[grid_1d(size)](idx, n, first)
     at = int(first.copy_to_host()[0])

@@ -9,9 +9,11 @@ written to global memory (it would be KH*KW times the input: 9x for a 3x3 layer)
 
 dx is a gather: each dx element is owned by one thread, which sums every dy position that
 touches it, instead of scattering dy into dx with atomics. dw is owned per output by one
-thread that loops over the batch and positions in a fixed order, and db is a column sum of
-dy (kernels/gpu/reduce.py): no float atomics anywhere, so gradients are bit-identical run
-to run. NHWC puts channels last, so the K index of each loader runs fastest along the
+thread that loops over the batch and positions in a fixed order (split over K into
+partials that one more kernel adds in order, when the layer's few weights would leave
+the GPU idle: kernels/gpu/gemm.py); db is the same GEMM's extra row (a row of ones in
+patches^T), so one launch gives both. No float atomics anywhere: gradients are
+bit-identical run to run. NHWC puts channels last, so the K index of each loader runs fastest along the
 contiguous channel axis and tile loads stay coalesced.
 
 geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every loader.
@@ -19,12 +21,14 @@ geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every l
 import numpy as np
 from numba import cuda
 
-from numbanet.kernels.gpu import gemm, reduce
+from numbanet.kernels.gpu import gemm
+from numbanet.kernels.gpu.launch import kernel_family
 
 
 @cuda.jit(device=True, inline=True)
-def _patch(x, geo, i, p):
-    """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci)."""
+def _patch(x, geo, i, p, zero):
+    """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci).
+    A padding position gives an exact zero (never x * 0, which is NaN for an inf input)."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
     n = i // (OH * OW)
     r = i - n * (OH * OW)
@@ -37,26 +41,29 @@ def _patch(x, geo, i, p):
     h = oh * sh - pt + kh
     w = ow * sw - pl + kw
     if h < 0 or h >= H or w < 0 or w >= W:
-        # A typed zero: x[0, 0, 0, 0] * 0 would turn one inf in image 0 into a NaN in
-        # every padded border of the batch.
-        return x.dtype.type(0)
+        return zero
     return x[n, h, w, ci]
 
 
 @cuda.jit(device=True, inline=True)
-def _patch_t(x, geo, p, i):
-    return _patch(x, geo, i, p)
+def _patch_t_ones(x, geo, p, i, zero):
+    """Row p of the dw GEMM's A (patches^T), with a row of ones appended (p = KH*KW*C_in):
+    that extra output row is dy's column sums, db, computed by the same GEMM as dw."""
+    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
+    if p == KH * KW * C:
+        return zero + 1
+    return _patch(x, geo, i, p, zero)
 
 
 @cuda.jit(device=True, inline=True)
-def _rowmajor(b, geo, p, j):
+def _rowmajor(b, geo, p, j, zero):
     return b[p, j]
 
 
 @cuda.jit(device=True, inline=True)
-def _dy_gather(dy, geo, i, p):
+def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
-    feeds through tap (kh, kw), or 0 when no output position uses it."""
+    feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
     n = i // (H * W)
     r = i - n * (H * W)
@@ -68,7 +75,6 @@ def _dy_gather(dy, geo, i, p):
     co = q - kw * CO
     th = h + pt - kh
     tw = w + pl - kw
-    zero = dy.dtype.type(0)  # not dy[0, 0, 0, 0] * 0: see _patch
     if th < 0 or tw < 0:
         return zero
     oh = th // sh
@@ -79,7 +85,7 @@ def _dy_gather(dy, geo, i, p):
 
 
 @cuda.jit(device=True, inline=True)
-def _w_for_dx(w, geo, p, j):
+def _w_for_dx(w, geo, p, j, zero):
     """Row p = (kh, kw, co), column j = ci of the dx GEMM's B operand: w[kh, kw, ci, co]."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
     kh = p // (KW * CO)
@@ -89,25 +95,23 @@ def _w_for_dx(w, geo, p, j):
     return w[kh, kw, j, co]
 
 
-_kernels = {}
+# which -> (load_a, load_b, a_k_fast, b_n_fast)
+_OPERANDS = {
+    # A = patches (ci fastest along K), B = w as a (KH*KW*C_in, C_out) matrix.
+    "forward": (_patch, _rowmajor, True, True),
+    # A = patches^T and a row of ones: rows (kh, kw, ci), contiguous in ci, so M runs
+    # fastest; the extra row gives db.
+    "dwdb": (_patch_t_ones, _rowmajor, False, True),
+    # A = gathered dy (co fastest along K); B = w read as [kh, kw, ci, co]: co (its K
+    # index) is contiguous, so K runs fastest.
+    "dx": (_dy_gather, _w_for_dx, True, False),
+}
 
 
-def _kernel(which, dtype, config):
-    key = (which, np.dtype(dtype), config)
-    if key not in _kernels:
-        acc = gemm._ACC[key[1]]
-        if which == "forward":
-            # A = patches (ci fastest along K), B = w as a (KH*KW*C_in, C_out) matrix.
-            k = gemm.make_tiled_kernel(_patch, _rowmajor, True, True, acc, config)
-        elif which == "dw":
-            # A = patches^T: its rows are (kh, kw, ci), contiguous in ci, so M runs fastest.
-            k = gemm.make_tiled_kernel(_patch_t, _rowmajor, False, True, acc, config)
-        else:
-            # A = gathered dy (co fastest along K); B = w read as [kh, kw, ci, co]: co
-            # (its K index) is contiguous, so K runs fastest.
-            k = gemm.make_tiled_kernel(_dy_gather, _w_for_dx, True, False, acc, config)
-        _kernels[key] = k
-    return _kernels[key]
+@kernel_family
+def conv_kernel(which, dtype, config, activation):
+    load_a, load_b, a_k_fast, b_n_fast = _OPERANDS[which]
+    return gemm.make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, gemm.ACC[dtype], config, activation)
 
 
 def _geo(x, w, dy_or_y, sh, sw, pt, pl):
@@ -117,24 +121,28 @@ def _geo(x, w, dy_or_y, sh, sw, pt, pl):
     return (h, wd, c, oh, ow, kh, kw, sh, sw, pt, pl, co)
 
 
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left):
+def _family(which, dtype):
+    name = np.dtype(dtype).name
+    return lambda config, activation: conv_kernel(which, name, config, activation)
+
+
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
     geo = _geo(x, w, y, sh, sw, pad_top, pad_left)
     kh, kw, c, co = w.shape
     m = y.shape[0] * y.shape[1] * y.shape[2]
-    gemm.launch_tiled(lambda cfg: _kernel("forward", x.dtype, cfg), x, w.reshape(kh * kw * c, co), bias,
-                      y.reshape(m, co), m, co, kh * kw * c, geo)
+    gemm.launch_tiled(_family("forward", x.dtype), x, w.reshape(kh * kw * c, co), bias,
+                      y.reshape(m, co), m, co, kh * kw * c, geo, activation)
 
 
-def conv2d_backward(x, w, dy, dx, dw, db, sh, sw, pad_top, pad_left):
-    """dx (None to skip), dw, db written in full; every reduction in a fixed order."""
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left):
+    """dx (None to skip) and dwdb = [dw rows; db] written in full, each by one GEMM;
+    every reduction in a fixed order."""
     geo = _geo(x, w, dy, sh, sw, pad_top, pad_left)
     kh, kw, c, co = w.shape
     m = dy.shape[0] * dy.shape[1] * dy.shape[2]
-    dy2 = dy.reshape(m, co)
-    gemm.launch_tiled(lambda cfg: _kernel("dw", x.dtype, cfg), x, dy2, None, dw.reshape(kh * kw * c, co),
-                      kh * kw * c, co, m, geo)
-    reduce.column_sum(dy2, db)
+    gemm.launch_tiled(_family("dwdb", x.dtype), x, dy.reshape(m, co), None, dwdb,
+                      kh * kw * c + 1, co, m, geo)
     if dx is not None:
         n, h, wd, _ = x.shape
-        gemm.launch_tiled(lambda cfg: _kernel("dx", x.dtype, cfg), dy, w, None, dx.reshape(n * h * wd, c),
+        gemm.launch_tiled(_family("dx", x.dtype), dy, w, None, dx.reshape(n * h * wd, c),
                           n * h * wd, c, kh * kw * co, geo)

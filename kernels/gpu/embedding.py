@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda, int32, int64
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d, scratch
 
 RADIX_BITS = 8
 RADIX = 1 << RADIX_BITS
@@ -167,26 +167,28 @@ def sort_by_id(ids, v):
     order[starts[r]:starts[r + 1]] are the positions holding id r."""
     n = ids.shape[0]
     ntiles = -(-n // SORT_THREADS)
+    # Scratch buffers (launch.scratch): a training step's sort allocates nothing. The keys
+    # and values ping-pong between two buffers each, so each has two names.
     keys = ids
-    vals = cuda.device_array(n, dtype=np.int64)
+    vals = scratch("sort-vals-a", (n,), np.int64)
     _iota[grid_1d(n)](vals)
-    keys_out = cuda.device_array(n, dtype=ids.dtype)
-    vals_out = cuda.device_array(n, dtype=np.int64)
-    hist = cuda.device_array(RADIX * ntiles, dtype=np.int32)
-    offsets = cuda.device_array(RADIX * ntiles, dtype=np.int64)
+    keys_out = scratch("sort-keys-a", (n,), ids.dtype)
+    vals_out = scratch("sort-vals-b", (n,), np.int64)
+    hist = scratch("sort-hist", (RADIX * ntiles,), np.int32)
+    offsets = scratch("sort-offsets", (RADIX * ntiles,), np.int64)
     shift = 0
     while True:
         _digit_hist[ntiles, SORT_THREADS](keys, v, shift, hist)
         _exclusive_scan[1, SCAN_THREADS](hist, offsets)
         _digit_scatter[ntiles, SORT_THREADS](keys, vals, v, shift, offsets, keys_out, vals_out)
         if keys is ids:
-            keys = cuda.device_array(n, dtype=ids.dtype)
+            keys = scratch("sort-keys-b", (n,), ids.dtype)
         keys, keys_out = keys_out, keys
         vals, vals_out = vals_out, vals
         shift += RADIX_BITS
         if v >> shift == 0:  # keys go up to v
             break
-    starts = cuda.device_array(v + 1, dtype=np.int64)
+    starts = scratch("sort-starts", (v + 1,), np.int64)
     _run_starts[rows_1d(v + 1)](keys, starts)
     return vals, starts
 

@@ -1,4 +1,7 @@
-"""Launch-configuration helpers shared by the gpu compute modules."""
+"""Launch-configuration helpers shared by the gpu compute modules, and the names by which
+every kernel can be found again outside the process that launched it."""
+import functools
+
 from numba import cuda
 
 # 256 threads = 8 warps per block: enough warps per SM to hide global-memory latency
@@ -26,6 +29,79 @@ def dummy(dtype):
     return _dummies[key]
 
 
+def _load4_reference(array, i):
+    return array[i], array[i + 1], array[i + 2], array[i + 3]
+
+
+def _make_load4():
+    """load4(array, i) -> (array[i], ..., array[i + 3]) as one 128-bit vector load.
+
+    Numba has no float4: an element load is one scalar instruction, and LLVM merges four
+    of them into one ld.v4 only when it can prove the address 16-byte aligned, which it
+    often cannot through numba's index arithmetic. This intrinsic emits the vector load
+    itself (an LLVM <4 x T> load, align 16; two 16-byte loads for float64). The caller
+    guarantees what the align claims: a 1-D C-contiguous array with a 16-byte aligned
+    base (cuda.shared.array(..., alignment=16)), i >= 0 a multiple of 4 and i + 3 in
+    range; no bounds or negative-index handling is emitted. Under the simulator it is the
+    plain Python reference above."""
+    from numba import config, types
+    if config.ENABLE_CUDASIM:
+        return _load4_reference
+    try:
+        from llvmlite import ir
+        try:  # numba-cuda
+            from numba.cuda import cgutils
+            from numba.cuda.extending import intrinsic
+        except ImportError:  # numba's own, older cuda target
+            from numba.core import cgutils
+            from numba.core.extending import intrinsic
+    except ImportError:
+        # Without intrinsics: four scalar loads, which the compiler may or may not merge.
+        return cuda.jit(device=True, inline=True)(_load4_reference)
+
+    @intrinsic
+    def load4(typingctx, array, i):
+        if not (isinstance(array, types.Array) and array.ndim == 1 and isinstance(i, types.Integer)):
+            return None
+        sig = types.UniTuple(array.dtype, 4)(array, i)
+
+        def codegen(context, builder, signature, args):
+            aryty, idxty = signature.args
+            ary = context.make_array(aryty)(context, builder, value=args[0])
+            index = context.cast(builder, args[1], idxty, types.intp)
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index], wraparound=False)
+            vecty = ir.VectorType(context.get_data_type(aryty.dtype), 4)
+            vec = builder.load(builder.bitcast(ptr, vecty.as_pointer(ptr.type.addrspace)), align=16)
+            items = [builder.extract_element(vec, ir.Constant(ir.IntType(32), k)) for k in range(4)]
+            return context.make_tuple(builder, signature.return_type, items)
+        return sig, codegen
+    return load4
+
+
+load4 = _make_load4()
+
+
+_scratch = {}
+
+
+def scratch(name, shape, dtype):
+    """A temporary device array for one op (split-K partials, reduction partials), taken
+    from a buffer kept per (name, dtype) and grown when too small, so a training step does
+    not allocate device memory for its temporaries. Every kernel runs on the default
+    stream, in launch order, so the next op to take the same buffer starts only after the
+    last kernel reading it has finished; two temporaries alive in one op need two names."""
+    import numpy as np
+    size = 1
+    for s in shape:
+        size *= int(s)
+    key = (name, np.dtype(dtype).str)
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        buf = cuda.device_array(max(size, 1), dtype=dtype)
+        _scratch[key] = buf
+    return buf[:size].reshape(tuple(int(s) for s in shape))
+
+
 def grid_1d(n):
     """(blocks, threads) for a grid-stride kernel over n items: whole warps, no more
     threads than items for small arrays (a 10-element bias needs one warp, not 8)."""
@@ -39,3 +115,44 @@ def rows_1d(n):
     n = max(1, int(n))
     threads = min(THREADS_1D, 32 * -(-n // 32))
     return -(-n // threads), threads
+
+
+def kernel_family(build):
+    """Memoize a kernel factory by its arguments and name each kernel it builds.
+
+    Kernels made inside a function (one per tile configuration, dtype or label layout)
+    are not module attributes, so nothing outside this process could find them again.
+    The static compile (kernels/gpu_static.py) rebuilds every kernel the simulator tests
+    launched: it finds a module-level kernel by its name and a family member by calling
+    the family with the same arguments. The arguments must therefore be plain values
+    (str, int, bool, tuples of those), never functions or dtypes objects.
+    """
+    cache = {}
+
+    @functools.wraps(build)
+    def family(*args):
+        kernel = cache.get(args)
+        if kernel is None:
+            kernel = build(*args)
+            kernel.numbanet_family = (f"{build.__module__}:{build.__qualname__}", args)
+            cache[args] = kernel
+        return kernel
+    family.cache = cache
+    return family
+
+
+def kernel_id(kernel):
+    """-> (name, args): "module:attribute" and () for a module-level kernel, "module:family"
+    and the family's arguments for a family member; None when the kernel cannot be found
+    again by name (a kernel built in a function outside kernel_family)."""
+    import importlib
+    fam = getattr(kernel, "numbanet_family", None)
+    if fam is not None:
+        return fam
+    fn = getattr(kernel, "py_func", None) or getattr(kernel, "fn", None)
+    if fn is None or "<locals>" in fn.__qualname__:
+        return None
+    module = importlib.import_module(fn.__module__)
+    if getattr(module, fn.__qualname__, None) is not kernel:
+        return None
+    return f"{fn.__module__}:{fn.__qualname__}", ()

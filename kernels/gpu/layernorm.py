@@ -9,9 +9,10 @@ A missing gamma or beta is a one-element dummy with a has_* flag of 0.
 """
 import math
 
+import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import dummy, rows_1d
+from numbanet.kernels.gpu.launch import dummy, rows_1d, scratch
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_sum
 
 CHUNK = 256
@@ -114,8 +115,9 @@ def layer_norm_backward(x, gamma, dy, mean, rstd, dx, dgamma, dbeta):
         return
     nchunks = -(-n // CHUNK)
     # float64 partials, as the row folds: one rounding to the output dtype at the end.
-    part_g = cuda.device_array((nchunks, c), dtype="float64")
-    part_b = cuda.device_array((nchunks, c), dtype="float64")
+    part_g = scratch("layernorm-dgamma-partials", (nchunks, c), np.float64)
+    part_b = scratch("layernorm-dbeta-partials", (nchunks, c), np.float64)
     _param_partials[rows_1d(nchunks * c)](x, dy, mean, rstd, part_g, part_b, CHUNK)
-    _param_fold[rows_1d(c)](part_g, part_b, cuda.device_array(c, x.dtype) if dgamma is None else dgamma,
-                            cuda.device_array(c, x.dtype) if dbeta is None else dbeta)
+    _param_fold[rows_1d(c)](part_g, part_b,
+                            scratch("layernorm-unused-dgamma", (c,), x.dtype) if dgamma is None else dgamma,
+                            scratch("layernorm-unused-dbeta", (c,), x.dtype) if dbeta is None else dbeta)

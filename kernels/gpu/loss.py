@@ -6,57 +6,119 @@ kernels: the label array's rank is part of the kernel's type.
 accuracy counts correct rows with an integer atomic add into one device cell: integer
 addition is associative, so the count is exact and order-independent (only float atomics
 break determinism); one int is copied back.
+
+softmax_cross_entropy_stats is the training step's whole loss in one launch: one block
+computes every row's loss and gradient and folds the mean loss and the correct count in
+shared memory, in a fixed order, into a 2-element device array the step reads once
+(instead of the loss kernel, the sum kernels, a clear and an accuracy kernel, and two
+copies).
 """
+import functools
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float64, int64
 
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 
 
-def _make_sce(onehot):
+@functools.lru_cache(maxsize=None)
+def _sce_row(onehot):
+    """A device function: row i's loss (returned) and gradient (written to dz)."""
+    @cuda.jit(device=True, inline=True)
+    def row(z, labels, losses, dz, inv_n, one, i):
+        c = z.shape[1]
+        mx = z[i, 0]
+        for j in range(1, c):
+            if z[i, j] > mx:
+                mx = z[i, j]
+        total = one * 0
+        for j in range(c):
+            total += math.exp(z[i, j] - mx)
+        log_total = math.log(total)
+        inv_total = one / total
+        # lse - z_j as (max - z_j) + log(total), relative to the row max as the cpu
+        # backend does: logits of 1e4 neither overflow nor cancel the loss's digits.
+        loss = one * 0
+        for j in range(c):
+            # onehot is a closure constant: numba prunes the other branch at compile
+            # time, so a 1-D label array is never indexed as 2-D.
+            if onehot:
+                t = labels[i, j]
+            else:
+                t = one if labels[i] == j else one * 0
+            loss += t * ((mx - z[i, j]) + log_total)
+            dz[i, j] = (math.exp(z[i, j] - mx) * inv_total - t) * inv_n
+        losses[i] = loss
+        return loss
+    return row
+
+
+@kernel_family
+def _sce(onehot):
+    row = _sce_row(onehot)
+
     @cuda.jit
     def kernel(z, labels, losses, dz, inv_n, one):
         i = cuda.grid(1)
         if i < z.shape[0]:
-            c = z.shape[1]
-            mx = z[i, 0]
-            for j in range(1, c):
-                if z[i, j] > mx:
-                    mx = z[i, j]
-            total = one * 0
-            for j in range(c):
-                total += math.exp(z[i, j] - mx)
-            log_total = math.log(total)
-            inv_total = one / total
-            # lse - z_j as (max - z_j) + log(total), relative to the row max as the cpu
-            # backend does: logits of 1e4 neither overflow nor cancel the loss's digits.
-            loss = one * 0
-            for j in range(c):
-                # onehot is a closure constant: numba prunes the other branch at compile
-                # time, so a 1-D label array is never indexed as 2-D.
-                if onehot:
-                    t = labels[i, j]
-                else:
-                    t = one if labels[i] == j else one * 0
-                loss += t * ((mx - z[i, j]) + log_total)
-                dz[i, j] = (math.exp(z[i, j] - mx) * inv_total - t) * inv_n
-            losses[i] = loss
+            row(z, labels, losses, dz, inv_n, one, i)
     return kernel
 
 
-_sce = {True: _make_sce(True), False: _make_sce(False)}
+@kernel_family
+def _sce_stats(onehot):
+    """One block: every row's loss and gradient, and the batch's mean loss (float64) and
+    correct count folded in shared memory in a fixed order into stats[0], stats[1]."""
+    row = _sce_row(onehot)
+
+    @cuda.jit
+    def kernel(z, labels, losses, dz, inv_n, one, stats):
+        loss_buf = cuda.shared.array(THREADS_1D, float64)
+        hit_buf = cuda.shared.array(THREADS_1D, int64)
+        tid = cuda.threadIdx.x
+        total = 0.0
+        hits = 0
+        for i in range(tid, z.shape[0], THREADS_1D):
+            total += float64(row(z, labels, losses, dz, inv_n, one, i))
+            if onehot:
+                hit = row_argmax(z, i) == row_argmax(labels, i)
+            else:
+                hit = row_argmax(z, i) == labels[i]
+            if hit:
+                hits += 1
+        loss_buf[tid] = total
+        hit_buf[tid] = hits
+        cuda.syncthreads()
+        s = THREADS_1D // 2
+        while s > 0:
+            if tid < s:
+                loss_buf[tid] += loss_buf[tid + s]
+                hit_buf[tid] += hit_buf[tid + s]
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            stats[0] = loss_buf[0] / z.shape[0]
+            stats[1] = float64(hit_buf[0])
+    return kernel
 
 
 def softmax_cross_entropy(logits, labels, onehot, losses, dlogits):
     t = logits.dtype.type
-    _sce[bool(onehot)][rows_1d(logits.shape[0])](logits, labels, losses, dlogits,
+    _sce(bool(onehot))[rows_1d(logits.shape[0])](logits, labels, losses, dlogits,
                                                             t(1.0 / logits.shape[0]), t(1))
 
 
-def _make_ce(onehot):
+def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
+    """stats = [mean loss, correct count] (float64), with the losses and dlogits: one launch."""
+    t = logits.dtype.type
+    _sce_stats(bool(onehot))[1, THREADS_1D](logits, labels, losses, dlogits, t(1.0 / logits.shape[0]), t(1),
+                                            stats)
+
+
+@kernel_family
+def _ce(onehot):
     @cuda.jit
     def kernel(p, labels, lo, hi, losses, dp, inv_n, one):
         i = cuda.grid(1)
@@ -78,12 +140,9 @@ def _make_ce(onehot):
     return kernel
 
 
-_ce = {True: _make_ce(True), False: _make_ce(False)}
-
-
 def crossentropy(probs, labels, onehot, eps, losses, dprobs):
     t = probs.dtype.type
-    _ce[bool(onehot)][rows_1d(probs.shape[0])](probs, labels, t(eps), t(1.0 - eps), losses,
+    _ce(bool(onehot))[rows_1d(probs.shape[0])](probs, labels, t(eps), t(1.0 - eps), losses,
                                                           dprobs, t(1.0 / probs.shape[0]), t(1))
 
 
@@ -129,7 +188,7 @@ def _clear_count(count):
 def accuracy(scores, labels, onehot):
     # Cleared by a kernel, not uploaded: a host-to-device copy from pageable memory
     # waits for the stream, a kernel launch queues behind it.
-    count = cuda.device_array(1, dtype=np.int64)
+    count = scratch("accuracy", (1,), np.int64)
     _clear_count[1, 1](count)
     k = _acc_onehot if onehot else _acc_int
     k[rows_1d(scores.shape[0])](scores, labels, count)
@@ -188,7 +247,7 @@ def _binary_accuracy(p, y, threshold, count):
 
 
 def binary_accuracy(pred, target, threshold):
-    count = cuda.device_array(1, dtype=np.int64)
+    count = scratch("accuracy", (1,), np.int64)
     _clear_count[1, 1](count)
     _binary_accuracy[grid_1d(pred.shape[0])](pred, target, pred.dtype.type(threshold), count)
     return int(count.copy_to_host()[0])

@@ -9,7 +9,7 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from numbanet.kernels.gpu import reduce
-from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, kernel_family, rows_1d, scratch
 
 
 @cuda.jit
@@ -64,12 +64,6 @@ def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
 # block folds them: kernels/gpu/reduce.py's scheme) into a float64 device cell; the scale
 # is computed by one thread into another cell; the multiply reads it there. Nothing goes
 # to the host, so a clipped training step costs no synchronisation.
-@cuda.jit(device=True, inline=True)
-def _square(v, a, b):
-    return v * v
-
-
-_sq_partials = reduce.make_sum_kernel(_square)
 
 
 @cuda.jit
@@ -80,9 +74,9 @@ def _add_into(acc, total):
 
 def sq_norm_accumulate(x, acc):
     nblocks = blocks_1d(x.shape[0])
-    partial = cuda.device_array(nblocks, dtype=np.float64)
-    _sq_partials[nblocks, THREADS_1D](x, 0.0, 0.0, partial)
-    total = cuda.device_array(1, dtype=np.float64)
+    partial = scratch("sq-norm-partials", (nblocks,), np.float64)
+    reduce.sum_kernel("square")[nblocks, THREADS_1D](x, 0.0, 0.0, partial)
+    total = scratch("sq-norm", (1,), np.float64)
     reduce.fold_partials(partial, total)
     _add_into[1, 1](acc, total)
 
@@ -103,7 +97,10 @@ def clip_scale(sq, clipnorm, scale):
     _clip_scale[1, 1](sq, float(clipnorm), scale)
 
 
-def _make_scale_by(cast):
+@kernel_family
+def _scale_by(dtype):
+    cast = {"float32": float32, "float64": float64}[dtype]
+
     @cuda.jit
     def kernel(x, scale):
         s = cast(scale[0])   # in x's dtype, as the cpu casts it
@@ -112,8 +109,5 @@ def _make_scale_by(cast):
     return kernel
 
 
-_scale_by = {np.dtype(np.float32): _make_scale_by(float32), np.dtype(np.float64): _make_scale_by(float64)}
-
-
 def scale_by(x, scale):
-    _scale_by[np.dtype(x.dtype)][grid_1d(x.shape[0])](x, scale)
+    _scale_by(np.dtype(x.dtype).name)[grid_1d(x.shape[0])](x, scale)

@@ -15,7 +15,7 @@ a function of the length only, so the pairing, and the result, never change.
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, rows_1d
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 
 CHUNK = 256
@@ -50,14 +50,35 @@ def _column_fold(partial, out):
 def column_sum(x, out):
     rows, cols = x.shape
     nchunks = -(-rows // CHUNK)
-    partial = cuda.device_array((nchunks, cols), dtype=x.dtype)
+    partial = scratch("column-sum", (nchunks, cols), x.dtype)
     n = nchunks * cols
     _column_partials[rows_1d(n)](x, partial, rows, cols, CHUNK)
     _column_fold[rows_1d(cols)](partial, out)
 
 
-def make_sum_kernel(term):
+@cuda.jit(device=True, inline=True)
+def _identity(v, a, b):
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def _l1_l2(v, a, b):
+    return a * abs(v) + b * v * v
+
+
+@cuda.jit(device=True, inline=True)
+def _square(v, a, b):
+    return v * v
+
+
+_TERMS = {"identity": _identity, "l1_l2": _l1_l2, "square": _square}
+
+
+@kernel_family
+def sum_kernel(term_name):
     """A block-partial kernel for sum_i term(x[i], a, b), float64 accumulation."""
+    term = _TERMS[term_name]
+
     @cuda.jit
     def kernel(x, a, b, partial):
         buf = cuda.shared.array(THREADS_1D, float64)
@@ -79,57 +100,44 @@ def make_sum_kernel(term):
     return kernel
 
 
-@cuda.jit(device=True, inline=True)
-def _identity(v, a, b):
-    return v
-
-
-@cuda.jit(device=True, inline=True)
-def _l1_l2(v, a, b):
-    return a * abs(v) + b * v * v
-
-
-_sum_identity = make_sum_kernel(_identity)
-_sum_l1_l2 = make_sum_kernel(_l1_l2)
-
-
 @cuda.jit
 def _add_scaled(result, scale, into):
     into[0] += scale * result[0]
 
 
 def _fold_on_device(kernel, x, a, b):
-    """-> a device float64 (1,) array holding the reduction (nothing copied back)."""
+    """-> a device float64 (1,) array holding the reduction (nothing copied back); both
+    arrays are scratch buffers (launch.scratch): read the result before the next sum."""
     nblocks = blocks_1d(x.shape[0])
-    partial = cuda.device_array(nblocks, dtype=np.float64)
+    partial = scratch("sum-partials", (nblocks,), np.float64)
     kernel[nblocks, THREADS_1D](x, a, b, partial)
-    result = cuda.device_array(1, dtype=np.float64)
-    _sum_identity[1, THREADS_1D](partial, 0.0, 0.0, result)
+    result = scratch("sum", (1,), np.float64)
+    sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, result)
     return result
 
 
 def fold_partials(partial, out):
     """out[0] = the fixed-order sum of a float64 array of block partials, on the device."""
-    _sum_identity[1, THREADS_1D](partial, 0.0, 0.0, out)
+    sum_kernel("identity")[1, THREADS_1D](partial, 0.0, 0.0, out)
 
 
 def sum(x):  # noqa: A001  (the op is called sum in every backend)
-    return float(_fold_on_device(_sum_identity, x, 0.0, 0.0).copy_to_host()[0])
+    return float(_fold_on_device(sum_kernel("identity"), x, 0.0, 0.0).copy_to_host()[0])
 
 
 def sum_into(x, scale, into):
     """into[0] += scale * sum(x), on the device."""
-    _add_scaled[1, 1](_fold_on_device(_sum_identity, x, 0.0, 0.0), float(scale), into)
+    _add_scaled[1, 1](_fold_on_device(sum_kernel("identity"), x, 0.0, 0.0), float(scale), into)
 
 
 def l1_l2_sum(w, l1, l2):
     """l1 * sum|w| + l2 * sum(w^2) as one fixed-order float64 reduction."""
-    return float(_fold_on_device(_sum_l1_l2, w, float(l1), float(l2)).copy_to_host()[0])
+    return float(_fold_on_device(sum_kernel("l1_l2"), w, float(l1), float(l2)).copy_to_host()[0])
 
 
 def l1_l2_sum_into(w, l1, l2, into):
     """into[0] += l1 * sum|w| + l2 * sum(w^2), on the device."""
-    _add_scaled[1, 1](_fold_on_device(_sum_l1_l2, w, float(l1), float(l2)), 1.0, into)
+    _add_scaled[1, 1](_fold_on_device(sum_kernel("l1_l2"), w, float(l1), float(l2)), 1.0, into)
 
 
 @cuda.jit

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from numbanet.kernels import shapes
 from numbanet.nn import activations, graph
 
 _counters = defaultdict(itertools.count)
@@ -63,6 +64,8 @@ class Layer:
         self.grads = {}
         # A layer that feeds on the model's input needs no dx.
         self.need_dx = True
+        # Where backward writes its weights' gradients when the model packs them (nn/packed.py).
+        self.grad_buffer = None
         self.inbound_nodes = []
 
     # ------------------------------------------------------------------ wiring (symbolic calls)
@@ -125,6 +128,7 @@ class Layer:
         host = self.initial_params(input_shape)
         self.params = {k: be.asarray(v) for k, v in host.items()}
         self.grads = {}
+        self.grad_buffer = None
         self.built = True
         return self.output_shape
 
@@ -179,6 +183,7 @@ class Layer:
         old = self.be
         self.params = {k: be.asarray(old.to_numpy(v)) for k, v in self.params.items()}
         self.grads = {}
+        self.grad_buffer = None
         self.clear()
         self.be = be
 
@@ -197,11 +202,25 @@ class Layer:
 class ActivationMixin:
     """Applies self.activation after the layer's linear part; `logits=True` skips it
     (the model then hands the pre-activation to a fused loss: softmax + cross-entropy,
-    sigmoid + binary cross-entropy)."""
+    sigmoid + binary cross-entropy).
+
+    relu, sigmoid and tanh are applied by the GEMM / convolution itself, as it writes its
+    output (`_epilogue` names the one to pass to be.matmul / be.conv2d): one pass over the
+    output instead of two, and one kernel launch less. Layers whose op takes the
+    activation set fuses_activation = True."""
+    fuses_activation = False
+
+    def _epilogue(self, logits):
+        if logits or not self.fuses_activation or self.activation not in shapes.EPILOGUE_ACTIVATIONS:
+            return "linear"
+        return self.activation
 
     def _activate(self, z, logits):
         if logits or self.activation == "linear":
             self._saved_a = None
+            return z
+        if self._epilogue(logits) != "linear":
+            self._saved_a = z  # already activated by the op's epilogue (relu, sigmoid, tanh: y is saved)
             return z
         a = activations.forward(self.be, self.activation, z)
         self._saved_a = z if activations.needs_input(self.activation) else a

@@ -5,6 +5,13 @@ from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Conv2D(ActivationMixin, Layer):
+    fuses_activation = True
+
+    @property
+    def packs_grads(self):
+        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
+        return self.use_bias
+
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, input_shape=None, name=None):
@@ -40,14 +47,15 @@ class Conv2D(ActivationMixin, Layer):
     def forward(self, x, training=False, logits=False):
         self._saved_x = x
         z = self.be.conv2d(x, self.params["kernel"], self.params.get("bias"), strides=self.strides,
-                           padding=self.padding)
+                           padding=self.padding, activation=self._epilogue(logits))
         return self._activate(z, logits)
 
     def backward(self, dy, logits=False):
         be = self.be
         dz = self._deactivate(dy, logits)
         dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
-                                        padding=self.padding, compute_dx=self.need_dx)
+                                        padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer)
+        self._grads_into = self.grad_buffer
         if self.kernel_regularizer is not None:
             self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
         self.grads = {"kernel": dw}

@@ -5,6 +5,13 @@ from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Dense(ActivationMixin, Layer):
+    fuses_activation = True
+
+    @property
+    def packs_grads(self):
+        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
+        return self.use_bias
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  input_shape=None, name=None, input_dim=None):
@@ -35,7 +42,7 @@ class Dense(ActivationMixin, Layer):
         rows = x.size // x.shape[x.ndim - 1]
         x2 = be.reshape(x, (rows, x.shape[x.ndim - 1]))
         self._saved_x = x2
-        z = be.matmul(x2, self.params["kernel"], bias=self.params.get("bias"))
+        z = be.matmul(x2, self.params["kernel"], bias=self.params.get("bias"), activation=self._epilogue(logits))
         if x.ndim != 2:
             z = be.reshape(z, tuple(x.shape[:-1]) + (self.units,))
         return self._activate(z, logits)
@@ -45,18 +52,20 @@ class Dense(ActivationMixin, Layer):
         dz = self._deactivate(dy, logits)
         shape = dz.shape
         dz = be.reshape(dz, (self._saved_x.shape[0], self.units))
-        dw = be.matmul(self._saved_x, dz, trans_a=True)
+        # dw and db from one op (one GEMM on the gpu), into the model's packed gradients
+        # when it packs them (nn/packed.py); db is computed with or without a bias.
+        dx, dw, db = be.dense_backward(self._saved_x, self.params["kernel"], dz, compute_dx=self.need_dx,
+                                       grads=self.grad_buffer)
+        self._grads_into = self.grad_buffer
         if self.kernel_regularizer is not None:
             self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
         self.grads = {"kernel": dw}
         if self.use_bias:
-            db = be.column_sum(dz)
             if self.bias_regularizer is not None:
                 self.bias_regularizer.add_gradient(be, self.params["bias"], db)
             self.grads["bias"] = db
-        if not self.need_dx:
+        if dx is None:
             return None
-        dx = be.matmul(dz, self.params["kernel"], trans_b=True)
         return dx if len(shape) == 2 else be.reshape(dx, tuple(shape[:-1]) + (dx.shape[1],))
 
     def regularization_penalty(self, into=None):

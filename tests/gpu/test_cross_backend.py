@@ -70,12 +70,29 @@ def in_place(step):
 
 LABELS = np.array([2, 0, 1], np.int64)
 
+def workspace_steps(be, x):
+    """Two 'steps' in one Workspace: the second gets the first's arrays back (be.empty)."""
+    from numbanet.kernels.backend import Workspace
+    ws, outs = Workspace(), []
+    for _ in range(2):
+        with be.workspace(ws):
+            buf = be.empty(x.shape, x.dtype)
+            be.assign(buf, x)
+            outs.append(be.scale(buf, 2.0))
+    assert outs[0] is outs[1] and ws.allocated == 2, "workspace: the second step allocated again"
+    return outs[1]
+
+
 # name -> (op(be, *arrays), inputs(dtype), k = longest reduction, exact?)
 CASES = {
+    "workspace_empty_assign": (workspace_steps, lambda d: [randn((3, 4), d, 1)], 1, True),
+    "zero": (lambda be, a: (be.zero(a), a)[1], lambda d: [randn((2, 5), d, 1)], 1, True),
     "matmul_bias": (lambda be, a, b, c: be.matmul(a, b, bias=c),
                     lambda d: [randn((5, 7), d, 1), randn((7, 3), d, 2), randn((3,), d, 3)], 7, False),
     "matmul_tt": (lambda be, a, b: be.matmul(a, b, trans_a=True, trans_b=True),
                   lambda d: [randn((7, 5), d, 1), randn((3, 7), d, 2)], 7, False),
+    "dense_backward": (lambda be, x, w, dy: be.dense_backward(x, w, dy),
+                       lambda d: [randn((5, 7), d, 1), randn((7, 3), d, 2), randn((5, 3), d, 3)], 7, False),
     "conv2d_same_s2": (lambda be, x, w, b: be.conv2d(x, w, b, strides=(2, 2), padding="same"),
                        lambda d: [randn((2, 5, 5, 2), d, 1), randn((3, 3, 2, 3), d, 2), randn((3,), d, 3)], 18, False),
     "conv2d_backward": (lambda be, x, w, dy: be.conv2d_backward(x, w, dy, padding="valid"),
@@ -115,10 +132,15 @@ CASES = {
                                   lambda d: [randn((3, 4), d, 1, scale=3), LABELS], 4, False),
     "softmax_cross_entropy_onehot": (lambda be, z, y: be.softmax_cross_entropy(z, y),
                                      lambda d: [randn((3, 4), d, 1, scale=3), onehot(LABELS, 4, d)], 4, False),
+    "softmax_cross_entropy_stats": (lambda be, z, y: (lambda r: (r[0], r[1], *(v.item() for v in be.to_numpy(r[2]))))(
+                                        be.softmax_cross_entropy_stats(z, y)),
+                                    lambda d: [randn((3, 4), d, 1, scale=3), LABELS], 4, False),
     "crossentropy": (lambda be, p, y: be.crossentropy(p, y, eps=0.05),
                      lambda d: [np.linspace(0.01, 0.99, 12).reshape(3, 4).astype(d), LABELS], 4, False),
     "mse": (lambda be, p, t: be.mse(p, t), lambda d: [randn((3, 2, 2), d, 1), randn((3, 2, 2), d, 2)], 4, False),
     "accuracy": (lambda be, s, y: be.accuracy(s, y), lambda d: [randn((3, 4), d, 1), LABELS], 1, True),
+    "accuracy_onehot": (lambda be, s, y: be.accuracy(s, y), lambda d: [randn((3, 4), d, 1), onehot(LABELS, 4, d)],
+                        1, True),
     "bias_add": (lambda be, x, b: be.bias_add(x, b), lambda d: [randn((2, 3, 4), d, 1), randn((4,), d, 2)], 1, True),
     "dropout": (lambda be, x, dy: (lambda ym: ym + (be.dropout_backward(dy, ym[1]),))(be.dropout(x, 0.4, 12345)),
                 lambda d: [randn((5, 7), d, 1), randn((5, 7), d, 2)], 1, True),
@@ -243,40 +265,97 @@ def test_gpu_is_deterministic(gpu, name):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (70, 3, 5), (3, 70, 5), (2, 3, 70), (65, 1, 9)])
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
-def test_gemm_tile_edges(gpu, m, n, k, trans_a, trans_b):
-    """Shapes of 1 and shapes crossing the 64 x 64 x 8 block tile, every transpose, with bias."""
-    a = randn((k, m) if trans_a else (m, k), np.float64, 1)
-    b = randn((n, k) if trans_b else (k, n), np.float64, 2)
-    bias = randn((n,), np.float64, 3)
+def gemm_reference(a, b, bias, trans_a, trans_b, activation):
+    z = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64) + bias
+    return {"linear": z, "relu": np.where(z > 0, z, 0.0), "tanh": np.tanh(z)}[activation]
+
+
+def check_gemm(gpu, m, n, k, trans_a, trans_b, dtype, activation="linear"):
+    a = randn((k, m) if trans_a else (m, k), dtype, 1)
+    b = randn((n, k) if trans_b else (k, n), dtype, 2)
+    bias = randn((n,), dtype, 3)
     got = download(gpu, gpu.matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b,
-                                   bias=upload(gpu, bias)))
-    want = np.einsum("ik,kj->ij", a.T if trans_a else a, b.T if trans_b else b) + bias
-    assert_close(got, want, np.float64, k=k)
+                                   bias=upload(gpu, bias), activation=activation))
+    want = gemm_reference(a, b, bias, trans_a, trans_b, activation)
+    assert_close(got, want.astype(dtype), dtype, k=k)
 
 
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
-def test_gemm_big_tile_edges(gpu, trans_a, trans_b):
-    """M, N >= 128 select the 128 x 128 tile (8 x 8 per thread); 130 x 129 crosses its edges."""
+# (config, m, n): 1 x 1; edges of each tile shape (one past a tile, a partial warp
+# fragment); the config is asserted, so a change of the selection rule shows here.
+TILE_CASES = [
+    ("small", 1, 1), ("small", 65, 70), ("small", 3, 33), ("small", 127, 64),
+    ("narrow", 130, 7), ("narrow", 129, 32),
+    ("big", 130, 129),
+]
+TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
+# The big tile runs 1024 Python threads per launch under the simulator: (F, F) and (T, T)
+# cover both load orders of each operand.
+TILE_PARAMS = [(c, m, n, ta, tb) for c, m, n in TILE_CASES for ta, tb in TRANSPOSES
+               if c != "big" or ta == tb]
+
+
+@pytest.mark.parametrize("config,m,n,trans_a,trans_b", TILE_PARAMS)
+def test_gemm_tile_edges(gpu, config, m, n, trans_a, trans_b):
+    """Every tile shape at its edges, every transpose, bias and relu in the epilogue;
+    K = 9 crosses the 8-deep K step (the double-buffered loop's last, partial step)."""
     from numbanet.kernels.gpu import gemm
-    m, n, k = 130, 129, 9
-    assert gemm.config_for(m, n) == gemm.BIG
-    a = randn((k, m) if trans_a else (m, k), np.float32, 1)
-    b = randn((n, k) if trans_b else (k, n), np.float32, 2)
-    got = download(gpu, gpu.matmul(*upload(gpu, a, b), trans_a=trans_a, trans_b=trans_b))
-    want = np.einsum("ik,kj->ij", (a.T if trans_a else a).astype(np.float64), (b.T if trans_b else b))
-    assert_close(got, want.astype(np.float32), np.float32, k=k)
+    dtype = np.float32 if config == "big" else np.float64
+    assert gemm.config_for(m, n, dtype) == config
+    check_gemm(gpu, m, n, 9, trans_a, trans_b, dtype, activation="relu")
 
 
-@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
-    ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid"),
-    ((1, 9, 9, 1), (1, 1, 1, 2), (1, 1), "valid"),      # 81 output rows: crosses the 64-row tile
-    ((1, 3, 3, 3), (3, 3, 3, 1), (1, 1), "same"),       # K = 27: crosses the 8-deep K tile
-    ((2, 4, 3, 1), (2, 3, 1, 2), (3, 2), "same"),
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_float64_never_takes_the_big_tile(dtype):
+    from numbanet.kernels.gpu import gemm
+    want = "big" if dtype == np.float32 else "small"
+    assert gemm.config_for(128, 128, dtype) == want
+
+
+@pytest.mark.parametrize("m,n,k", [(5, 7, 40), (3, 33, 43), (1, 1, 17)])
+@pytest.mark.parametrize("activation", ["linear", "tanh"])
+def test_gemm_split_k(gpu, monkeypatch, m, n, k, activation):
+    """Split-K (forced with a minimum chunk of 8): partial tiles in the scratch buffer, summed
+    in split order by the reduce kernel with bias and activation; an uneven last chunk."""
+    from numbanet.kernels.gpu import gemm
+    monkeypatch.setattr(gemm, "SPLIT_MIN_K", 8)
+    splits, chunk = gemm.split_for(m, n, k, gemm.config_for(m, n, np.float64))
+    assert splits > 1 and chunk % gemm.BK == 0 and (splits - 1) * chunk < k <= splits * chunk
+    check_gemm(gpu, m, n, k, False, True, np.float64, activation)
+    check_gemm(gpu, m, n, k, True, False, np.float32, activation)
+
+
+def test_gemm_split_k_is_deterministic(gpu, monkeypatch):
+    from numbanet.kernels.gpu import gemm
+    monkeypatch.setattr(gemm, "SPLIT_MIN_K", 8)
+    a, b = upload(gpu, randn((4, 50), np.float32, 1), randn((50, 6), np.float32, 2))
+    first = download(gpu, gpu.matmul(a, b))
+    assert np.asarray(first).tobytes() == np.asarray(download(gpu, gpu.matmul(a, b))).tobytes()
+
+
+def test_split_rule_at_full_size():
+    """The split count depends on the shapes only: the article CNN's first conv layer dw
+    (9 x 32 outputs over 128 * 26 * 26 positions) splits to fill the GPU; a square 4096
+    GEMM or a product with K below two chunks does not."""
+    from numbanet.kernels.gpu import gemm
+    splits, chunk = gemm.split_for(9, 32, 128 * 26 * 26, "narrow")
+    assert splits >= gemm.TARGET_BLOCKS // 2 and chunk >= gemm.SPLIT_MIN_K
+    assert gemm.split_for(4096, 4096, 4096, "big") == (1, 4096)
+    assert gemm.split_for(10, 10, 2 * gemm.SPLIT_MIN_K - 1, "small") == (1, 2 * gemm.SPLIT_MIN_K - 1)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding,split", [
+    ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), "valid", False),
+    ((1, 9, 9, 1), (1, 1, 1, 2), (1, 1), "valid", False),      # 81 output rows: crosses the 64-row tile
+    ((1, 3, 3, 3), (3, 3, 3, 1), (1, 1), "same", False),       # K = 27: crosses the 8-deep K tile
+    ((2, 4, 3, 1), (2, 3, 1, 2), (3, 2), "same", False),
+    ((2, 9, 8, 1), (3, 3, 1, 2), (1, 1), "same", False),       # 144 rows, 2 channels: the narrow tile
+    ((2, 4, 5, 2), (3, 2, 2, 3), (1, 2), "same", True),        # dw and dx split over K
 ])
-def test_conv2d_edges_against_numpy(gpu, x_shape, w_shape, strides, padding):
+def test_conv2d_edges_against_numpy(gpu, monkeypatch, x_shape, w_shape, strides, padding, split):
     """Forward and all three gradients against a direct NumPy loop, float64."""
+    if split:
+        from numbanet.kernels.gpu import gemm
+        monkeypatch.setattr(gemm, "SPLIT_MIN_K", 8)
     x = randn(x_shape, np.float64, 1)
     w = randn(w_shape, np.float64, 2)
     y = download(gpu, gpu.conv2d(*upload(gpu, x, w), strides=strides, padding=padding))
@@ -310,6 +389,33 @@ def test_conv2d_edges_against_numpy(gpu, x_shape, w_shape, strides, padding):
     assert_close(db, dy.sum(axis=(0, 1, 2)), np.float64, k=k, what="db")
 
 
+@pytest.mark.parametrize("x_shape,w_shape,padding,activation,configs", [
+    # the first conv layer's shape class: one input channel, 4 filters, many rows
+    ((2, 9, 8, 1), (3, 3, 1, 4), "same", "relu", ("narrow", "small", None)),
+    # 128 filters over 132 positions: the 128 x 128 tile in float32
+    ((1, 12, 11, 2), (1, 1, 2, 128), "valid", "linear", ("big", "small", "narrow")),
+    # 144 = 3 * 3 * 16 weight rows: dw in the narrow tile
+    ((1, 4, 4, 16), (3, 3, 16, 8), "valid", "tanh", ("small", "narrow", "small")),
+])
+def test_conv2d_float32_tile_shapes(gpu, cpu, x_shape, w_shape, padding, activation, configs):
+    """The float32 tile shapes a full-size layer selects (BIG needs float32, so these are
+    float32 against the cpu backend), forward with the fused activation and backward."""
+    from numbanet.kernels.gpu import gemm
+    n, h, wd, c = x_shape
+    kh, kw, _, co = w_shape
+    y_shape = gpu.conv2d(gpu.zeros(x_shape), gpu.zeros(w_shape), padding=padding).shape
+    m = n * y_shape[1] * y_shape[2]
+    got = (gemm.config_for(m, co, np.float32), gemm.config_for(kh * kw * c, co, np.float32),
+           gemm.config_for(n * h * wd, c, np.float32) if configs[2] else None)
+    assert got == configs
+    dtype = np.float32
+    x, w, b = randn(x_shape, dtype, 1), randn(w_shape, dtype, 2), randn((co,), dtype, 3)
+    dy = randn(y_shape, dtype, 4)
+    op = lambda be, x, w, b, dy: (be.conv2d(x, w, b, padding=padding, activation=activation),
+                                  *be.conv2d_backward(x, w, dy, padding=padding, compute_dx=configs[2] is not None))
+    compare(gpu, cpu, op, [x, w, b, dy], dtype, k=kh * kw * max(c, co) * m)
+
+
 def test_backend_rejects_host_arrays(gpu):
     with pytest.raises(TypeError, match="matmul: a must be a numba device array.*be.asarray"):
         gpu.matmul(np.ones((2, 2), np.float32), gpu.asarray(np.ones((2, 2), np.float32)))
@@ -325,6 +431,23 @@ def test_memory_helpers(gpu):
     view = d[:, ::2]
     assert not gpu._is_c_contiguous(view)
     np.testing.assert_array_equal(gpu.to_numpy(gpu._contiguous(view)), x[:, ::2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,index", [
+    ((9,), np.s_[::2]),
+    ((4, 6), np.s_[:, ::2]),
+    ((3, 4, 5), np.s_[:, ::2, 1:]),
+    ((2, 3, 4, 5), np.s_[:, 1:, :, ::3]),
+])
+def test_contiguous_copies_strided_views_on_the_device(gpu, shape, index, dtype):
+    """A strided view of each rank is copied into C order by a kernel, not through the host."""
+    x = randn(shape, dtype, 1)
+    view = gpu.asarray(x)[index]
+    assert not gpu._is_c_contiguous(view)
+    got = gpu._contiguous(view)
+    assert gpu._is_c_contiguous(got)
+    np.testing.assert_array_equal(gpu.to_numpy(got), x[index])
 
 
 def test_status_reports_the_simulator_honestly():

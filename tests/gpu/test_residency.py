@@ -51,14 +51,18 @@ else:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICE_ARRAY = type(cuda.device_array(1))
 
-# One float64 or int64: the step's loss, be.accuracy's count.
+# One float64 or int64: the step's loss, be.accuracy's count; or both as two float64s,
+# the one copy of be.softmax_cross_entropy_stats.
 SCALAR_BYTES = 8
+STATS_BYTES = 16
 # A step may copy back its loss (the mean data loss and every regularization penalty,
-# summed into one float64 on the device) and the correct count (be.accuracy, an int64):
-# the progress bar shows both. The finite check is math.isfinite on that loss, on the
-# host. Nothing goes up: labels were range-checked on the host by _check_y (also for a
-# loss that is not fused with softmax), the batch indices are fit's own permutation, and
-# the accuracy count is cleared by a kernel.
+# summed on the device) and the correct count: the progress bar shows both. With a
+# softmax + cross-entropy model that is one 16-byte copy (the fused loss kernel writes
+# both, the penalties are added on the device); with another loss, the loss (a float64)
+# and be.accuracy's count (an int64). The finite check is math.isfinite on that loss, on
+# the host. Nothing goes up: labels were range-checked on the host by _check_y (also for
+# a loss that is not fused with softmax), the batch indices are fit's own permutation,
+# and the accuracy count is cleared by a kernel.
 MAX_SCALARS_PER_STEP = 2
 
 # Shapes chosen so that no weight (and so no gradient or Adam slot) has the byte size of
@@ -161,6 +165,11 @@ def transfers(monkeypatch):
             f"host array passed to a kernel ({hint.__name__})", "host",
             lambda self, *r, **k: _nbytes(self.value) if isinstance(self.value, np.ndarray) else None,
             hint.to_device))
+    # Not a transfer, but counted the same way: every device allocation (the backend
+    # allocates through cuda.device_array), direction "alloc".
+    monkeypatch.setattr(cuda, "device_array", rec.wrap(
+        "cuda.device_array", "alloc",
+        lambda shape, dtype=np.float64, *r, **k: int(np.prod(shape)) * np.dtype(dtype).itemsize, cuda.device_array))
     for name in ("mapped_array", "managed_array"):
         if hasattr(cuda, name):
             monkeypatch.setattr(cuda, name, rec.wrap(f"cuda.{name}", "host", lambda *a, **k: 0,
@@ -247,6 +256,8 @@ def state_sizes(model):
     assert model.be.name == "gpu" and model.optimizer.slots, "fit: the model did not train on the gpu"
     arrays = [a for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())]
     arrays += [a for d in model.optimizer.slots.values() for a in d.values()]
+    if model._packed is not None:  # the flat arrays behind the weights, gradients and slots (nn/packed.py)
+        arrays += [model._packed.params, model._packed.grads, *model.optimizer._flat[1].values()]
     return {int(a.nbytes) for a in arrays}
 
 
@@ -254,12 +265,17 @@ def show(events):
     return "\n  ".join(f"{e.direction} {e.nbytes} B via {e.how} at {e.where}" for e in events) or "(none)"
 
 
+def moves(events):
+    """The transfers among the events (allocations are recorded too, direction "alloc")."""
+    return [e for e in events if e.direction != "alloc"]
+
+
 def check_no_state_crosses(model, steps, legit_sizes):
     sizes = state_sizes(model)
     assert not sizes & legit_sizes, \
         f"test setup: weight sizes {sorted(sizes)} overlap the expected transfer sizes {sorted(legit_sizes)}"
     for w, events in steps.items():
-        moved = [e for e in events if e.nbytes in sizes]
+        moved = [e for e in moves(events) if e.nbytes in sizes]
         assert not moved, (f"fit step {w}: a transfer has the size of a weight, gradient or optimizer slot "
                            f"({sorted(sizes)} bytes); expected them to stay on the device, got:\n  {show(moved)}")
 
@@ -267,12 +283,29 @@ def check_no_state_crosses(model, steps, legit_sizes):
 def check_scalars(w, events):
     downs = [e for e in events if e.direction == "down"]
     assert downs, f"fit step {w}: expected the batch loss to come back, saw no download (is the recorder live?)"
-    big = [e for e in downs if e.nbytes > SCALAR_BYTES]
-    assert not big, f"fit step {w}: expected only scalar downloads (<= {SCALAR_BYTES} B), got:\n  {show(big)}"
+    big = [e for e in downs if e.nbytes > STATS_BYTES]
+    assert not big, f"fit step {w}: expected only scalar downloads (<= {STATS_BYTES} B), got:\n  {show(big)}"
     assert len(downs) <= MAX_SCALARS_PER_STEP, \
         f"fit step {w}: expected at most {MAX_SCALARS_PER_STEP} scalar downloads, got {len(downs)}:\n  {show(downs)}"
     other = [e for e in events if e.direction == "host"]
     assert not other, f"fit step {w}: expected no implicit or mapped copies, got:\n  {show(other)}"
+
+
+def check_no_allocations_after_the_first_step_of_each_size(steps, n=N, batch=BATCH):
+    """fit keeps one workspace per batch size (kernels.backend.Workspace): the first step
+    of each size allocates its activations and gradients, every later step none."""
+    sizes_seen = set()
+    first = []
+    for (epoch, step), events in sorted(steps.items()):
+        size = min(batch, n - step * batch)
+        allocs = [e for e in events if e.direction == "alloc"]
+        if size in sizes_seen:
+            assert not allocs, (f"fit step {(epoch, step)}: expected no device allocations after the first step "
+                                f"of batch size {size}, got {len(allocs)}:\n  {show(allocs)}")
+        else:
+            sizes_seen.add(size)
+            first.append(len(allocs))
+    assert min(first) > 0, "the recorder saw no allocation in the first steps (is cuda.device_array wrapped?)"
 
 
 def test_the_recorder_sees_every_transfer_path(transfers):
@@ -299,7 +332,9 @@ def test_the_recorder_sees_every_transfer_path(transfers):
     double[1, 32](dev)                           # a device array: not counted
     np.asarray(dev)                              # down 16
     transfers.recording = False
-    got = [(e.direction, e.nbytes) for e in transfers.events]
+    got = [(e.direction, e.nbytes) for e in moves(transfers.events)]
+    assert [(e.direction, e.nbytes) for e in transfers.events if e.direction == "alloc"] == [("alloc", 16)], \
+        "recorder: be.zeros((4,)) is the one allocation that is not part of a copy"
     want = [("up", 16), ("up", 16), ("down", 16), ("down", 4), ("up", 4), ("host", 16)]
     if SIM:
         want.append(("down", 16))  # the simulator copies the kernel's host argument back
@@ -319,9 +354,10 @@ def test_resident_fit_copies_only_scalars_per_step(transfers, variant):
     # Outside the steps: the dataset once (x, then int32 labels), then each epoch's
     # shuffled order (int32), nothing else and nothing back.
     want = [("up", x.nbytes), ("up", N * 4)] + [("up", N * 4)] * epochs
-    got = [(e.direction, e.nbytes) for e in outside]
+    got = [(e.direction, e.nbytes) for e in moves(outside)]
     assert got == want, (f"fit outside steps (resident data): expected {want}, got {got}:\n  {show(outside)}")
-    check_no_state_crosses(model, steps, {SCALAR_BYTES, x.nbytes, N * 4})
+    check_no_state_crosses(model, steps, {SCALAR_BYTES, STATS_BYTES, x.nbytes, N * 4})
+    check_no_allocations_after_the_first_step_of_each_size(steps)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -329,7 +365,7 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, varian
     monkeypatch.setattr(nn_models, "_RESIDENT_BYTES", 0)
     model, x = fit_recorded(transfers, 1, variant)
     steps, outside = by_step(transfers, 1)
-    legit = {SCALAR_BYTES}
+    legit = {SCALAR_BYTES, STATS_BYTES}
     for (epoch, step), events in steps.items():
         rows = min(BATCH, N - step * BATCH)
         want = [x[:rows].nbytes, rows * 4]  # the x batch, then its int32 labels
@@ -338,7 +374,8 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, varian
         assert ups == want, (f"fit step {(epoch, step)} (data uploaded per batch): expected uploads of "
                              f"{want} bytes (x batch, y batch), got {ups}:\n  {show(events)}")
         check_scalars((epoch, step), events)
-    assert not outside, f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(outside)}"
+    assert not moves(outside), \
+        f"fit outside steps (data uploaded per batch): expected no transfers, got:\n  {show(moves(outside))}"
     check_no_state_crosses(model, steps, legit)
 
 
@@ -346,8 +383,11 @@ def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, varian
 # The GPT of `numbanet train --model charlm`, tiny: token and position embeddings, a pre-norm
 # block of causal attention and a GELU MLP, AdamW on a cosine schedule with global gradient
 # clipping (its norm and scale stay on the device). Sizes chosen so that no weight has the
-# byte size of the dataset (3 x 5 int32 = 60 B), an order (12 B) or a scalar (8 B).
-LM_N, LM_T, LM_V, LM_BATCH = 3, 5, 11, 2
+# byte size of the dataset (4 x 5 int32 = 80 B), an order (16 B) or a scalar (8 B); two
+# steps of one batch size, so that the second must allocate nothing on the device (the
+# workspace, and launch.scratch for the attention, layer norm, embedding sort and
+# clipping temporaries).
+LM_N, LM_T, LM_V, LM_BATCH = 4, 5, 11, 2
 
 
 def test_charlm_fit_copies_only_scalars_per_step(transfers):
@@ -358,7 +398,7 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
     rng = np.random.default_rng(5)
     x = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
     y = rng.integers(0, LM_V, (LM_N, LM_T)).astype(np.int32)
-    epochs = 1   # two steps (a full batch and a partial one); the simulator runs every thread in Python
+    epochs = 1   # two steps; the simulator runs every thread in Python
     transfers.recording = True
     try:
         model.fit(x, y, batch_size=LM_BATCH, epochs=epochs, verbose=0, callbacks=[StepWindows(transfers)])
@@ -377,12 +417,13 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
         assert not ups, f"charlm fit step {w}: expected no uploads, got:\n  {show(ups)}"
         check_scalars(w, events)
     want = [("up", x.nbytes), ("up", y.nbytes)] + [("up", LM_N * 4)] * epochs
-    got = [(e.direction, e.nbytes) for e in outside]
-    assert got == want, f"charlm fit outside steps: expected {want}, got {got}:\n  {show(outside)}"
+    got = [(e.direction, e.nbytes) for e in moves(outside)]
+    assert got == want, f"charlm fit outside steps: expected {want}, got {got}:\n  {show(moves(outside))}"
     sizes = {int(a.nbytes) for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())}
     sizes |= {int(a.nbytes) for d in model.optimizer.slots.values() for a in d.values()}
-    legit = {SCALAR_BYTES, x.nbytes, LM_N * 4}
+    legit = {SCALAR_BYTES, STATS_BYTES, x.nbytes, LM_N * 4}
     assert not sizes & legit, f"test setup: weight sizes {sorted(sizes)} overlap {sorted(legit)}"
     for w, events in steps.items():
-        moved = [e for e in events if e.nbytes in sizes]
+        moved = [e for e in moves(events) if e.nbytes in sizes]
         assert not moved, f"charlm fit step {w}: a weight-sized transfer:\n  {show(moved)}"
+    check_no_allocations_after_the_first_step_of_each_size(steps, n=LM_N, batch=LM_BATCH)

@@ -301,3 +301,58 @@ def test_conv2d_backward_rejects_bad_dy(be):
     x_bad = be.asarray(np.ones((2, 5, 5, 2), np.float32))
     with pytest.raises(ValueError, match=r"conv2d_backward: x has 2 channels but w expects 3"):
         be.conv2d_backward(x_bad, w, be.asarray(np.ones((2, 3, 3, 4), np.float32)))
+
+
+# --------------------------------------------------------------------------- fused activation, padding
+
+ACTIVATION_REFS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.where(z > 0, z, 0.0),
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+}
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATION_REFS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_fused_activation(be, small, activation, dtype):
+    """conv2d(..., activation=a) is a(conv2d + bias), applied as the output is written."""
+    x = randn((2, 5, 4, 3) if small else (3, 9, 8, 5), dtype, seed=31)
+    w = randn((3, 3, x.shape[3], 4), dtype, seed=32)
+    b = randn((4,), dtype, seed=33)
+
+    def ref(x, w, b, **kw):
+        z = conv_ref(x, w, b, padding="same").astype(np.float64)
+        return ACTIVATION_REFS[activation](z).astype(dtype)
+
+    check_op(be, lambda be, x, w, b: be.conv2d(x, w, b, padding="same", activation=activation), [x, w, b], ref,
+             k=9 * x.shape[3])
+
+
+def test_conv2d_rejects_unknown_activation(be):
+    x, w = be.asarray(np.ones((1, 3, 3, 1), np.float32)), be.asarray(np.ones((2, 2, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: activation must be None or one of linear, relu, sigmoid, "
+                                         r"tanh, got 'softmax'"):
+        be.conv2d(x, w, activation="softmax")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_conv2d_padding_is_an_exact_zero(be, small):
+    """Padded border cells add exact zeros: an inf or NaN in x reaches only the outputs
+    whose windows hold it (a border computed as x * 0 would be NaN everywhere)."""
+    x = randn((1, 4, 5, 2), np.float32, seed=41)
+    x[0, 0, 0, 0] = np.inf
+    x[0, 3, 4, 1] = np.nan
+    w = randn((3, 3, 2, 2), np.float32, seed=42)
+    y = be.to_numpy(be.conv2d(be.asarray(x), be.asarray(w), padding="same"))
+    clean = x.copy()
+    clean[0, 0, 0, 0] = clean[0, 3, 4, 1] = 0.0
+    want = conv_ref(clean, w, padding="same")
+    touched = np.zeros(y.shape[:3], bool)
+    touched[0, 0:2, 0:2] = True   # windows holding x[0, 0, 0]
+    touched[0, 2:4, 3:5] = True   # windows holding x[0, 3, 4]
+    assert not np.isfinite(y[touched]).all(), "conv2d: the inf/NaN inputs vanished from their windows"
+    np.testing.assert_allclose(y[~touched], want[~touched], rtol=1e-4, atol=1e-4)
+    dy = randn(y.shape, np.float32, seed=43)
+    dx, dw, _ = be.conv2d_backward(be.asarray(clean), be.asarray(w), be.asarray(dy), padding="same")
+    assert np.isfinite(be.to_numpy(dx)).all() and np.isfinite(be.to_numpy(dw)).all()

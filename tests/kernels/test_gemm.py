@@ -134,6 +134,56 @@ def test_cpu_micro_kernel_tile(kc, dtype):
     np.testing.assert_allclose(tile, want, rtol=rtol, atol=atol)
 
 
+ACTIVATION_REFS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.where(z > 0, z, 0.0),
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", list(ACTIVATION_REFS))
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_matmul_fused_activation(be, small, activation, trans_a, trans_b, dtype):
+    """matmul(..., activation=a) is a(op(a) @ op(b) + bias), computed in one pass."""
+    m, n, k = shrink(small, 33, 70, 40)
+    a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=13)
+    bias = randn((n,), dtype, seed=14, scale=3.0)
+
+    def ref(a, b, bias, **kw):
+        z = matmul_ref(a, b, bias, **kw).astype(np.float64)
+        return ACTIVATION_REFS[activation](z).astype(dtype)
+
+    check_op(be, lambda be, a, b, bias, **kw: be.matmul(a, b, bias=bias, activation=activation, **kw),
+             [a, b, bias], ref, kwargs={"trans_a": trans_a, "trans_b": trans_b}, k=k, scale=3.0)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_matmul_fused_relu_at_infinities_and_zeros(be):
+    """relu in the epilogue is an exact 0 where the product is <= 0 (-inf, -0 included),
+    and passes +inf."""
+    a = np.array([[1.0, 1.0], [np.inf, 0.0], [-np.inf, 0.0], [0.0, 0.0], [-1.0, 0.0]], np.float32)
+    b = np.array([[1.0, -1.0], [1.0, -1.0]], np.float32)
+    fused = be.to_numpy(be.matmul(be.asarray(a), be.asarray(b), activation="relu"))
+    want = np.array([[2, 0], [np.inf, 0], [0, np.inf], [0, 0], [0, 1]], np.float32)
+    np.testing.assert_array_equal(fused, want)
+    assert not np.signbit(fused).any()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_matmul_fused_relu_follows_the_relu_op(be):
+    """The epilogue's relu is the relu op's, NaN rule included (relu(NaN) = NaN): fused and
+    unfused agree bit for bit."""
+    a = np.array([[np.nan, 1.0], [1.0, 1.0], [np.inf, 0.0], [-np.inf, 0.0], [0.0, 0.0]], np.float32)
+    b = np.array([[1.0, -1.0], [1.0, -1.0]], np.float32)
+    a_, b_ = be.asarray(a), be.asarray(b)
+    fused = be.to_numpy(be.matmul(a_, b_, activation="relu"))
+    apart = be.to_numpy(be.relu(be.matmul(a_, b_)))
+    np.testing.assert_array_equal(fused, apart)
+    assert np.isnan(fused[0]).all()
+
+
 # --------------------------------------------------------------------------- bad input
 
 def bad(be, *arrays):
@@ -171,6 +221,9 @@ def test_matmul_rejects_mixed_dtypes_and_bad_bias_or_out(be):
     out = be.asarray(np.empty((3, 3), np.float32))
     with pytest.raises(ValueError, match=r"matmul: out must have shape \(2, 2\)"):
         be.matmul(a, b, out=out)
+    with pytest.raises(ValueError, match=r"matmul: activation must be None or one of linear, relu, sigmoid, "
+                                         r"tanh, got 'softmax'"):
+        be.matmul(a, b, activation="softmax")
 
 
 # --------------------------------------------------------------------------- batched_matmul

@@ -97,6 +97,41 @@ def test_softmax_cross_entropy_gradient_finite_differences(be):
                lambda be, z: be.softmax_cross_entropy(z, be.asarray(labels))[1], [z], wrt=[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["int", "onehot"])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_softmax_cross_entropy_stats(be, small, n, form, dtype):
+    """Loss, gradient, mean loss and correct count in one op (one kernel on the gpu): the
+    rows as softmax_cross_entropy computes them, the mean and count of NumPy. 300 rows
+    pass the gpu kernel's 256 threads, so a thread folds more than one row."""
+    if small and n == 300:
+        n = 260
+    c = 4
+    z = randn((n, c), dtype, seed=n, scale=3.0)
+    labels = labels_for(n, c, seed=n)
+    labels[: n // 3] = z[: n // 3].argmax(1)   # some rows right, whatever the draw
+    y = labels if form == "int" else onehot(labels, c, dtype)
+    losses, dz, stats = be.softmax_cross_entropy_stats(be.asarray(z), be.asarray(y))
+    want_losses, want_dz = softmax_ce_ref(z, y)
+    rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-12, 1e-14)
+    np.testing.assert_allclose(be.to_numpy(losses), want_losses, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(be.to_numpy(dz), want_dz, rtol=rtol, atol=atol)
+    stats = be.to_numpy(stats)
+    assert stats.dtype == np.float64 and stats.shape == (2,)
+    np.testing.assert_allclose(stats[0], want_losses.astype(np.float64).mean(), rtol=rtol * 10)
+    assert stats[1] == int((z.argmax(1) == labels).sum())
+
+
+def test_softmax_cross_entropy_stats_takes_penalties_into_its_mean(be):
+    """stats[0:1] is a valid `into` for the penalties: a step adds them on the backend."""
+    z, labels = randn((4, 3), np.float64, seed=5), np.array([0, 2, 1, 1])
+    w = randn((5,), np.float64, seed=6)
+    losses, _, stats = be.softmax_cross_entropy_stats(be.asarray(z), be.asarray(labels))
+    be.l1_l2_penalty(be.asarray(w), l1=0.1, l2=0.2, into=stats[0:1])
+    want = softmax_ce_ref(z, labels)[0].mean() + 0.1 * np.abs(w).sum() + 0.2 * (w * w).sum()
+    np.testing.assert_allclose(be.to_numpy(stats)[0], want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("op", ["softmax_cross_entropy", "crossentropy", "accuracy"])
 def test_label_out_of_range(be, op):
     z = be.asarray(np.full((3, 4), 0.25, np.float32))
