@@ -18,8 +18,9 @@ first_out_of_range and its error), kernels/<backend>/order.py (the NaN rule of m
 argmax: beats, row_argmax) and kernels/gpu/checks.py (the range rule on the device:
 first_out_of_range, and in_range for kernels that index with data).
 
-A subclass supplies memory management (`asarray`, `to_numpy`, `_allocate`, `zeros`,
-`_zero`, `_assign`, `synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
+A subclass supplies memory management (`asarray`, `to_numpy` (into a given host array
+with out=), `copy_from_host`, `host_empty`, `_allocate`, `zeros`, `_zero`, `_assign`,
+`synchronize`, `_check_native`, `_contiguous`) and sets those module attributes. The
 compute functions receive already-validated, C-contiguous arrays and write into the
 outputs they are given; they return nothing unless documented (`sum`, `accuracy`,
 `l1_l2_penalty` return Python numbers).
@@ -170,6 +171,20 @@ class Backend:
         if np.dtype(into.dtype) != np.float64 or tuple(into.shape) != (1,):
             raise ValueError(f"{op}: into must be a float64 array of shape (1,), got "
                              f"{np.dtype(into.dtype)} {tuple(into.shape)}")
+
+    def _check_host_copy(self, op, arr, host):
+        """to_numpy(arr, out=host) / copy_from_host(arr, host): host is a C-contiguous,
+        writable NumPy array of arr's shape and dtype; arr is this backend's."""
+        self._check_native(op, "array", arr)
+        if not isinstance(host, np.ndarray):
+            raise TypeError(f"{op}: the host array must be a numpy.ndarray, got {type(host).__name__}")
+        if not host.flags.c_contiguous or not self._is_c_contiguous(arr):
+            raise ValueError(f"{op}: both arrays must be C-contiguous")
+        if tuple(host.shape) != tuple(arr.shape) or np.dtype(host.dtype) != np.dtype(arr.dtype):
+            raise ValueError(f"{op}: the host array is {np.dtype(host.dtype)} {tuple(host.shape)} but the backend "
+                             f"array is {np.dtype(arr.dtype)} {tuple(arr.shape)}; they must match")
+        if op == "to_numpy" and not host.flags.writeable:
+            raise ValueError(f"{op}: out is read-only")
 
     def _flat(self, arr):
         return self.reshape(arr, (arr.size,))
@@ -725,12 +740,20 @@ class Backend:
         self.elementwise.l1_l2_penalty_into(self._flat(w), l1, l2, into)
         return into
 
-    def scale(self, x, alpha):
-        """y = alpha * x."""
-        x = self._unary("scale", x)
-        y = self.empty(x.shape, x.dtype)
-        self.elementwise.scale(self._flat(x), shapes.float_scalar("scale", "alpha", alpha), self._flat(y))
-        return y
+    def scale(self, x, alpha, *, out=None):
+        """y = alpha * x; out may be x (in place: data-parallel training scales its packed
+        gradients so, nn/distributed.py)."""
+        op = "scale"
+        x = self._unary(op, x)
+        if out is None:
+            out = self.empty(x.shape, x.dtype)
+        else:
+            # Elementwise: out may BE x, but not overlap it any other way.
+            self._check_written(op, "out", out, [] if out is x else [("x", x)])
+            shapes.check_same_dtype(op, [("out", out), ("x", x)])
+            shapes.check_same_shape(op, [("out", out), ("x", x)])
+        self.elementwise.scale(self._flat(x), shapes.float_scalar(op, "alpha", alpha), self._flat(out))
+        return out
 
     def add(self, a, b, *, out=None):
         """a + b of one shape and dtype (nothing is broadcast); out may be a or b, for

@@ -2,7 +2,14 @@
 import math
 import sys
 
+from numbanet.nn import distributed
 
+
+def _say(message):
+    """Print, on process 0 only in a data-parallel run (every process runs the callbacks
+    on the same logs and decides alike)."""
+    if distributed.is_chief():
+        print(message)
 
 
 class Callback:
@@ -97,12 +104,12 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.verbose:
-                print(f"Epoch {epoch + 1}: early stopping")
+                _say(f"Epoch {epoch + 1}: early stopping")
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
-                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                _say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
 
@@ -131,7 +138,7 @@ class ModelCheckpoint(Callback):
             self.best = current
         self.model.save(path)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: saved model to {path}")
+            _say(f"Epoch {epoch + 1}: saved model to {path}")
 
 
 class TerminateOnNaN(Callback):
@@ -140,7 +147,7 @@ class TerminateOnNaN(Callback):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            print(f"Batch {batch}: Invalid loss, terminating training", file=sys.stdout)
+            _say(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
 
 

@@ -25,6 +25,7 @@ from numbanet import kernels
 from numbanet.kernels import shapes
 from numbanet.kernels.backend import Workspace
 from numbanet.nn import callbacks as callbacks_mod
+from numbanet.nn import distributed
 from numbanet.nn import graph
 from numbanet.nn import layers as layers_mod
 from numbanet.nn import losses as losses_mod
@@ -568,15 +569,25 @@ class Model:
             self._packed = PackedParams(self.be, slots)
         self._packed.adopt(slots)
 
-    def _train_batch(self, xbs, ybs):
-        outs = self._forward(xbs, training=True)
-        loss, per_output, douts, stats = self._loss_terms(outs, ybs)
-        if not math.isfinite(loss):
-            # No update: non-finite gradients would overwrite the weights with NaN.
-            return loss, per_output, stats, False
+    def _train_batch(self, xbs, ybs, sync=None):
+        """One step -> (loss, per-output losses, metric counts, updated). With sync (a
+        data-parallel fit: nn/distributed.py) the gradients and logs are the global
+        batch's after one Allreduce; xbs is None when this process has no rows this step."""
+        loss, per_output, douts, stats = 0.0, [], None, []
+        if xbs is not None:
+            outs = self._forward(xbs, training=True)
+            loss, per_output, douts, stats = self._loss_terms(outs, ybs)
+        finite = math.isfinite(loss)
         for layer in self.layers:  # set again by each layer that writes packed gradients this step
             layer._grads_into = None
-        self._backward(douts)
+        if finite and douts is not None:
+            self._backward(douts)
+        if sync is not None:
+            loss, per_output, stats = sync.reduce(loss, per_output, stats, have_grads=finite and douts is not None)
+            finite = math.isfinite(loss)
+        if not finite:
+            # No update: non-finite gradients would overwrite the weights with NaN.
+            return loss, per_output, stats, False
         self._update()
         return loss, per_output, stats, True
 
@@ -653,6 +664,13 @@ class Model:
             val = None
 
         be = self.be
+        # Several processes (distributed.init() under mpiexec): process 0's weights and
+        # optimizer state everywhere, then each step on this process's share of the batch.
+        comm = distributed.active()
+        sync = distributed.FitSync(comm, self) if comm is not None else None
+        if sync is not None:
+            sync.begin()
+            verbose = verbose if sync.chief else 0
         steps = (n + batch_size - 1) // batch_size
         arrays = xs + ys
         resident = sum(a.nbytes for a in arrays) <= _RESIDENT_BYTES
@@ -689,19 +707,23 @@ class Model:
                     for cb in cbs:
                         cb.on_batch_begin(step)
                     lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                    mine = (lo, hi) if sync is None else sync.share(lo, hi)
                     # One workspace per batch size (the last batch may be smaller): from the
                     # second step of a size on, the step's activations and gradients reuse
                     # its arrays and the step allocates nothing (kernels.backend.Workspace).
                     with be.workspace(workspaces.setdefault(hi - lo, Workspace())):
-                        if resident:
+                        if mine[0] == mine[1]:
+                            batch = [None] * (2 * n_in)   # no rows here this step (data parallel)
+                        elif resident:
                             # order is a permutation of range(n): no range check (on the gpu,
                             # a round trip per call).
-                            idx = order_dev[lo:hi]
+                            idx = order_dev[mine[0]:mine[1]]
                             batch = [be.take_rows(a, idx, _indices_checked=True) for a in on_device]
                         else:
-                            idx = order[lo:hi]
+                            idx = order[mine[0]:mine[1]]
                             batch = [be.asarray(a[idx]) for a in arrays]
-                        loss, per_output, stats, ok = self._train_batch(batch[:n_in], batch[n_in:])
+                        loss, per_output, stats, ok = self._train_batch(batch[:n_in] if batch[0] is not None else None,
+                                                                        batch[n_in:], sync)
                     for cb in cbs:
                         cb.on_batch_end(step, {"loss": loss})
                     if not ok:
@@ -742,6 +764,22 @@ class Model:
 
     # ------------------------------------------------------------------ evaluate, predict
     def _evaluate_arrays(self, xs, ys, batch_size):
+        n = xs[0].shape[0]
+        comm = distributed.active()
+        if comm is None:
+            sums, hits = self._evaluate_sums(xs, ys, batch_size)
+        else:
+            # Each process its consecutive share of the rows; the sums and counts added up.
+            lo, hi = distributed.share(0, n, comm.rank, comm.size)
+            sums, hits = self._evaluate_sums([a[lo:hi] for a in xs], [a[lo:hi] for a in ys],
+                                             -(-batch_size // comm.size))
+            sums, hits = comm.sum_counts(sums, hits)
+        penalty = self._penalty()
+        return [sums[0] / n + penalty] + [s / n for s in sums[1:]] + [h / c for h, c in hits]
+
+    def _evaluate_sums(self, xs, ys, batch_size):
+        """-> ([sum over rows of the data loss, then of each output's loss], [[hits, count]
+        per metric]) over xs's rows (none: zeros)."""
         be = self.be
         n = xs[0].shape[0]
         names = self._log_names()
@@ -762,8 +800,7 @@ class Model:
                     hits[j][1] += c
         finally:
             self._clear()
-        penalty = self._penalty()
-        return [sums[0] / n + penalty] + [s / n for s in sums[1:]] + [h / c for h, c in hits]
+        return sums, hits
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose=1, return_dict=False):
         """[loss, *per-output losses, *metrics] (a float when that is just the loss)."""
@@ -774,7 +811,7 @@ class Model:
         ys = self._check_y(op, xs, y)
         result = self._evaluate_arrays(xs, ys, batch_size)
         names = self._log_names()
-        if verbose:
+        if verbose and distributed.is_chief():
             print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(names, result)))
         if return_dict:
             return dict(zip(names, result))
@@ -786,6 +823,19 @@ class Model:
         op = "predict"
         batch_size = self._check_batch_size(op, batch_size)
         xs = self._check_x(op, x)
+        comm = distributed.active()
+        if comm is not None:
+            # Each process predicts its consecutive share of the rows; every process gets all.
+            n = xs[0].shape[0]
+            lo, hi = distributed.share(0, n, comm.rank, comm.size)
+            mine = self._predict_rows([a[lo:hi] for a in xs], -(-batch_size // comm.size))
+            result = [comm.allgather_rows(m, n) for m in mine]
+        else:
+            result = self._predict_rows(xs, batch_size)
+        return result[0] if self._single_output else result
+
+    def _predict_rows(self, xs, batch_size):
+        """Host outputs, one array per model output, for the rows of xs (which may be none)."""
         be = self.be
         outs = [[] for _ in self.outputs]
         try:
@@ -795,8 +845,9 @@ class Model:
                     acc.append(be.to_numpy(o))
         finally:
             self._clear()
-        result = [np.concatenate(o, axis=0) for o in outs]
-        return result[0] if self._single_output else result
+        if not outs[0]:   # no rows (a process of a data-parallel predict): empty outputs
+            return [np.empty((0,) + tuple(t.per_sample_shape), self.dtype) for t in self.outputs]
+        return [np.concatenate(o, axis=0) for o in outs]
 
     def __call__(self, x):
         if graph.is_symbolic(x) or (isinstance(x, (list, tuple)) and any(graph.is_symbolic(t) for t in x)):

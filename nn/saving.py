@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from numbanet.nn import distributed
 from numbanet.nn import losses as losses_mod
 from numbanet.nn import optimizers as optimizers_mod
 from numbanet.nn import utils
@@ -38,6 +39,8 @@ def save_model(model, filepath):
     filepath = os.fspath(filepath)
     if not model.built:
         raise ValueError(f"save: the model is not built yet, nothing to save to {filepath}")
+    if not distributed.is_chief():
+        return   # data parallel: every process holds the same model; process 0 writes it
     weights = model.get_weights()
     config = {"format": FORMAT, "version": VERSION, "model": model.get_config(), "n_weights": len(weights)}
     arrays = {f"weight_{i:04d}": w for i, w in enumerate(weights)}

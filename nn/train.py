@@ -119,8 +119,8 @@ def _save(model, path):
     parent = os.path.dirname(output)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    model.save(output)
-    print(f"Saved model to {output}")
+    model.save(output)   # process 0 only, when several train together
+    _say(f"Saved model to {output}")
 
 
 def _plot(history, path, title):
@@ -130,7 +130,7 @@ def _plot(history, path, title):
     except ImportError as e:
         print(f"numbanet train: {e}", file=sys.stderr)
         return 1
-    print(f"Saved training curves to {os.path.abspath(written)}")
+    _say(f"Saved training curves to {os.path.abspath(written)}")
     return 0
 
 
@@ -147,10 +147,29 @@ def _check_plot_path(path):
     return None
 
 
+def _say(*args, **kwargs):
+    """print, on process 0 only when several train together (mpiexec -n N numbanet train)."""
+    from numbanet.nn import distributed
+    if distributed.is_chief():
+        print(*args, **kwargs)
+
+
+def _processes(batch_size):
+    """', 2 processes (MPI) of 64 rows each' under mpiexec, else ''."""
+    from numbanet.nn import distributed
+    n = distributed.size()
+    if n == 1:
+        return ""
+    return f" split over {n} processes (MPI, {batch_size // n}{'+' if batch_size % n else ''} rows each)"
+
+
 def main(args):
     from numbanet import kernels
+    from numbanet.nn import distributed
     from numbanet.nn.utils import set_random_seed
 
+    # Under `mpiexec -n N` (N > 1) the processes train data-parallel; alone, nothing changes.
+    distributed.init()
     problem = _check_plot_path(args.plot)
     if problem:
         print(f"numbanet train: {problem}", file=sys.stderr)
@@ -168,6 +187,7 @@ def main(args):
 
 
 def _main_cnn(args, be):
+    from numbanet.nn import distributed
     from numbanet.nn.datasets import mnist
 
     with warnings.catch_warnings(record=True) as caught:
@@ -181,7 +201,7 @@ def _main_cnn(args, be):
     for w in caught:
         sample = sample or issubclass(w.category, mnist.MNISTSampleWarning)
         # One plain line on stderr: a command's user needs the message, not a source line.
-        print(f"numbanet train: warning: {w.message}", file=sys.stderr, flush=True)
+        _say(f"numbanet train: warning: {w.message}", file=sys.stderr, flush=True)
     epochs = args.epochs or (DEFAULT_EPOCHS_SAMPLE if sample else DEFAULT_EPOCHS_FULL)
     batch_size = args.batch_size or 128
     if args.limit is not None:
@@ -189,8 +209,8 @@ def _main_cnn(args, be):
     x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255
     x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255
     source = "the offline MNIST sample" if sample else "MNIST"
-    print(f"numbanet train: backend {be.name}, {source}: {len(x_train)} training and {len(x_test)} test digits, "
-          f"{epochs} epoch(s) of batch {batch_size}, seed {args.seed}", flush=True)
+    _say(f"numbanet train: backend {be.name}, {source}: {len(x_train)} training and {len(x_test)} test digits, "
+         f"{epochs} epoch(s) of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
 
     model = build_model()
     start = time.perf_counter()
@@ -201,18 +221,18 @@ def _main_cnn(args, be):
     seconds = time.perf_counter() - start
     steps = epochs * -(-len(x_train) // batch_size)
     test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
-    print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
-          f"{1000 * seconds / steps:.0f} ms/step)")
-    print(f"Test loss: {float(test_loss):.4f}")
-    print(f"Test accuracy: {float(test_acc):.4f}")
+    _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
+         f"{1000 * seconds / steps:.0f} ms/step)")
+    _say(f"Test loss: {float(test_loss):.4f}")
+    _say(f"Test accuracy: {float(test_acc):.4f}")
     _save(model, args.output or DEFAULT_OUTPUT)
-    if args.plot:
+    if args.plot and distributed.is_chief():
         return _plot(history, args.plot, "MNIST CNN (validation: the test digits)")
     return 0
 
 
 def _main_charlm(args, be):
-    from numbanet.nn import charlm
+    from numbanet.nn import charlm, distributed
     from numbanet.nn.callbacks import Callback
     from numbanet.nn.datasets import pydoc_topics
     from numbanet.nn.generation import generate
@@ -223,17 +243,17 @@ def _main_charlm(args, be):
     epochs = args.epochs or charlm.EPOCHS
     batch_size = args.batch_size or charlm.BATCH_SIZE
     steps_per_epoch = -(-len(x_train) // batch_size)
-    print(f"numbanet train: backend {be.name}, Python's documentation topics (pydoc_data): {len(x_train)} training "
-          f"and {len(x_val)} validation windows of {charlm.SEQUENCE_LENGTH} characters, vocabulary {vocab.size}, "
-          f"{epochs} epoch(s) of batch {batch_size}, seed {args.seed}", flush=True)
+    _say(f"numbanet train: backend {be.name}, Python's documentation topics (pydoc_data): {len(x_train)} training "
+         f"and {len(x_val)} validation windows of {charlm.SEQUENCE_LENGTH} characters, vocabulary {vocab.size}, "
+         f"{epochs} epoch(s) of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
     model = charlm.compile_model(charlm.build_model(vocab.size), total_steps=epochs * steps_per_epoch)
-    print(f"numbanet train: {model.count_params():,} parameters, {charlm.NUM_LAYERS} blocks of {charlm.NUM_HEADS} "
+    _say(f"numbanet train: {model.count_params():,} parameters, {charlm.NUM_LAYERS} blocks of {charlm.NUM_HEADS} "
           f"heads, d_model {charlm.D_MODEL}", flush=True)
 
     class Perplexity(Callback):
         def on_epoch_end(self, epoch, logs=None):
             if args.verbose:
-                print(f"Epoch {epoch + 1}: validation loss {logs['val_loss']:.4f} (perplexity "
+                _say(f"Epoch {epoch + 1}: validation loss {logs['val_loss']:.4f} (perplexity "
                       f"{charlm.perplexity(logs['val_loss']):.2f}), accuracy {logs['val_accuracy']:.4f}", flush=True)
 
     start = time.perf_counter()
@@ -242,17 +262,17 @@ def _main_charlm(args, be):
     be.synchronize()
     seconds = time.perf_counter() - start
     val_loss = history.history["val_loss"][-1]
-    print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
-          f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
-    print(f"Validation loss: {val_loss:.4f}")
-    print(f"Validation perplexity: {charlm.perplexity(val_loss):.2f}")
-    print(f"Validation accuracy: {history.history['val_accuracy'][-1]:.4f}")
+    _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
+         f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
+    _say(f"Validation loss: {val_loss:.4f}")
+    _say(f"Validation perplexity: {charlm.perplexity(val_loss):.2f}")
+    _say(f"Validation accuracy: {history.history['val_accuracy'][-1]:.4f}")
     _save(model, args.output or DEFAULT_CHARLM_OUTPUT)
-    if args.sample_length:
+    if args.sample_length and distributed.is_chief():
         text = generate(model, args.prompt, args.sample_length, temperature=args.temperature, top_k=args.top_k,
                         vocabulary=vocab, seed=args.seed)
         print(f"Sample (temperature {args.temperature:g}{f', top-k {args.top_k}' if args.top_k else ''}):")
         print(args.prompt + text)
-    if args.plot:
+    if args.plot and distributed.is_chief():
         return _plot(history, args.plot, "character-level GPT on pydoc topics")
     return 0

@@ -22,6 +22,25 @@ def get_rng():
     return _rng
 
 
+# Data-parallel training (nn/distributed.py) gives every process the same generator, so
+# that they shuffle alike; each process's rank, mixed into the seeds it draws for dropout
+# masks, keeps the processes from dropping the same units. 0: a single process.
+_seed_stream = 0
+
+
+def set_seed_stream(stream):
+    global _seed_stream
+    _seed_stream = int(stream)
+
+
+def draw_seed():
+    """A seed for a dropout mask, from the library's RNG (one draw per call)."""
+    seed = int(_rng.integers(0, 2 ** 63 - 1))
+    if _seed_stream:
+        seed = (seed + _seed_stream * 0x9E3779B97F4A7C15) % (2 ** 63 - 1)
+    return seed
+
+
 def floatx():
     """The dtype new models use when none is given ("float32" unless set_floatx changed it)."""
     return _floatx

@@ -25,8 +25,14 @@ def _info(args):
 
 
 def _train(args):
+    from numbanet.nn import distributed
     from numbanet.nn.train import main as train_main
-    return train_main(args)
+    code = train_main(args)
+    if code and distributed.active() is not None:
+        # A process that gives up with an error would leave the others waiting in the
+        # next collective: end the whole job with its status (its message is printed).
+        distributed.abort(code)
+    return code
 
 
 def _bench(args):

@@ -41,13 +41,20 @@ def small(be):
 
 # The signature recorder (tests/signature_recorder.py): on in the simulator run that
 # tests/test_gpu_simulator.py starts, which names the file to write.
+# Under pytest-xdist each worker writes its own file (<name>.<worker id>) and the test
+# unites them; the controlling process runs no test and records nothing.
 _RECORD_TO = os.environ.get("NUMBANET_RECORD_LAUNCHES")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 _recorder = None
 
 
 def pytest_configure(config):
-    global _recorder
+    global _recorder, _RECORD_TO
     if _RECORD_TO and simulated():
+        if _WORKER:
+            _RECORD_TO = f"{_RECORD_TO}.{_WORKER}"
+        elif getattr(config.option, "numprocesses", None):
+            return
         import signature_recorder
         _recorder = signature_recorder.SignatureRecorder()
         _recorder.install()

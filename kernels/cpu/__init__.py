@@ -43,8 +43,22 @@ class CpuBackend(Backend):
             return np.ascontiguousarray(cuda.as_cuda_array(array).copy_to_host())
         return np.ascontiguousarray(interop.host_view(array))
 
-    def to_numpy(self, array):
+    def to_numpy(self, array, out=None):
+        if out is not None:
+            self._check_host_copy("to_numpy", array, out)
+            if out is not array:
+                np.copyto(out, array)
+            return out
         return np.asarray(array)
+
+    def copy_from_host(self, dst, host):
+        self._check_host_copy("copy_from_host", dst, host)
+        if dst is not host:
+            np.copyto(dst, host)
+        return dst
+
+    def host_empty(self, shape, dtype="float32"):
+        return np.empty(shape, dtype=dtype)
 
     def _allocate(self, shape, dtype="float32"):
         return np.empty(shape, dtype=dtype)

@@ -48,10 +48,24 @@ class GpuBackend(Backend):
             return self._contiguous(cuda.as_cuda_array(array))
         return cuda.to_device(np.ascontiguousarray(interop.host_view(array)))
 
-    def to_numpy(self, array):
+    def to_numpy(self, array, out=None):
+        if out is not None:
+            self._check_host_copy("to_numpy", array, out)
+            array.copy_to_host(out)
+            return out
         if isinstance(array, np.ndarray):
             return array
         return array.copy_to_host()
+
+    def copy_from_host(self, dst, host):
+        self._check_host_copy("copy_from_host", dst, host)
+        dst.copy_to_device(host)
+        return dst
+
+    def host_empty(self, shape, dtype="float32"):
+        # Page-locked: the copies to and from it run at the bus's speed, without the
+        # driver's extra copy through its own staging buffer.
+        return cuda.pinned_array(shape, dtype=np.dtype(dtype))
 
     def _allocate(self, shape, dtype="float32"):
         return cuda.device_array(shape, dtype=np.dtype(dtype))

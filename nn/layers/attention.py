@@ -182,7 +182,7 @@ class MultiHeadAttention(Layer):
         s = be.scale(be.batched_matmul(qh, kh, trans_b=True), 1.0 / math.sqrt(self.key_dim))
         p = be.softmax(s, causal=causal)
         if drop:
-            seed = int(utils.get_rng().integers(0, 2 ** 63 - 1))
+            seed = utils.draw_seed()
             pd, mask = be.dropout(p, self.dropout, seed)
         else:
             pd, mask = p, None

@@ -33,7 +33,7 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._saved_mask = None
             return x
-        seed = int(utils.get_rng().integers(0, 2 ** 63 - 1))
+        seed = utils.draw_seed()
         y, self._saved_mask = self.be.dropout(x, self.rate, seed)
         return y
 

@@ -427,3 +427,85 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
         moved = [e for e in moves(events) if e.nbytes in sizes]
         assert not moved, f"charlm fit step {w}: a weight-sized transfer:\n  {show(moved)}"
     check_no_allocations_after_the_first_step_of_each_size(steps, n=LM_N, batch=LM_BATCH)
+
+
+# --------------------------------------------------------------------------- data-parallel steps (issue 14)
+class LoopbackComm:
+    """Stands in for a 2-process mpi4py communicator, inside this process (rank 0; the
+    other process holds the same rows, so Allreduce doubles the buffer). Records where
+    each Allreduce's buffer lived and its size."""
+
+    def __init__(self, be, rec):
+        self.be, self.rec, self.calls = be, rec, []
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Bcast(self, buf, root=0):
+        pass   # rank 0 sends; nothing changes here
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        on_device = isinstance(recvbuf, DEVICE_ARRAY)
+        self.calls.append((self.rec.window, "device" if on_device else "host", int(recvbuf.nbytes)))
+        if on_device:
+            self.be.scale(recvbuf, 2.0, out=recvbuf)
+        else:
+            recvbuf *= 2
+
+
+@pytest.mark.parametrize("cuda_aware", [False, True])
+def test_data_parallel_step_copies_the_packed_gradients_once_each_way(transfers, monkeypatch, cuda_aware):
+    """One Allreduce per step over every gradient packed in one buffer, with the step's
+    loss and metric counts behind them: without CUDA-aware MPI the packed gradients come
+    down once and go up once per step (and nothing else of their size moves); with it,
+    the device buffer goes to Allreduce and only the few logged numbers cross."""
+    from numbanet.nn import distributed
+    monkeypatch.setenv("NUMBANET_MPI_CUDA_AWARE", "1" if cuda_aware else "0")
+    model = tiny_cnn("fused")
+    comm = LoopbackComm(model.be, transfers)
+    monkeypatch.setattr(distributed, "_comm", distributed.Communicator(comm))
+    grads = sum(int(np.prod(w.shape)) for w in model.get_weights())
+    packed = grads * 4                 # float32 gradients
+    tail = (1 + 2) * 4                 # the loss, then the accuracy's hits and count
+    x, y = data()
+    epochs = 1
+    transfers.recording = True
+    try:
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[StepWindows(transfers)])
+    finally:
+        transfers.recording = False
+    assert transfers._inside == 0
+    steps, _ = by_step(transfers, epochs)
+    windows = sorted(steps)
+    assert model.optimizer.iterations == len(windows)
+    # Exactly one Allreduce in each step, of the whole packed buffer.
+    where = "device" if cuda_aware else "host"
+    assert comm.calls == [(w, where, packed + tail) for w in windows], comm.calls
+    # The packed optimizer's flat weight/gradient/moment arrays (nn/packed.py) have the
+    # Allreduce buffer's size by construction: the crossings of that size are counted exactly
+    # below; every other weight-sized transfer is refused.
+    assert model._packed is not None, "test setup: fit did not pack this model's parameters"
+    sizes = state_sizes(model) - {packed}
+    assert packed not in {int(np.prod(w.shape)) * 4 for w in model.get_weights()}, \
+        f"test setup: the packed size {packed} B equals a weight's"
+    for w in windows:
+        events = steps[w]
+        if cuda_aware:
+            assert not [e for e in moves(events) if e.nbytes >= packed], show(events)
+            # The logged numbers go up into the buffer's tail and come back reduced (the tiny
+            # model's output bias has their size too: those two are the tail's, not its).
+            assert [e.nbytes for e in events if e.direction == "up"] == [tail], show(events)
+            assert [e.nbytes for e in events if e.direction == "down" and e.nbytes == tail] == [tail], show(events)
+            events = [e for e in events if e.nbytes != tail]
+        else:
+            assert [e.nbytes for e in events if e.direction == "down" and e.nbytes == packed] == [packed], show(events)
+            assert [e.nbytes for e in events if e.direction == "up"] == [packed], show(events)
+            # Besides them only scalars and the loss step's 16-byte stats read come down.
+            assert not [e for e in events if e.direction == "down" and e.nbytes > SCALAR_BYTES
+                        and e.nbytes not in (packed, STATS_BYTES)], show(events)
+        moved = [e for e in moves(events) if e.nbytes in sizes]
+        assert not moved, f"data-parallel step {w}: a weight-sized transfer:\n  {show(moved)}"
+        assert not [e for e in events if e.direction == "host"], show(events)

@@ -238,3 +238,28 @@ def test_transpose_bad_input(be):
         be.transpose(be.asarray(np.zeros((1,) * 7, np.float32)), range(7))
     with pytest.raises(TypeError, match="transpose"):
         be.transpose(be.asarray(np.zeros((2, 3), np.int32)), (1, 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scale_in_place_and_into_out(be, dtype):
+    x = randn((5, 7), dtype, seed=3)
+    a = be.asarray(x.copy())
+    assert be.scale(a, 0.25, out=a) is a
+    np.testing.assert_array_equal(be.to_numpy(a), x * np.asarray(0.25, dtype))
+    flat = be.asarray(np.arange(12, dtype=dtype))
+    head = flat[:8]   # a view of a packed buffer, scaled in place (nn/distributed.py)
+    be.scale(head, 2.0, out=head)
+    np.testing.assert_array_equal(be.to_numpy(flat), np.r_[np.arange(8) * 2.0, np.arange(8, 12)].astype(dtype))
+    out = be.zeros((5, 7), dtype)
+    be.scale(be.asarray(x), -1.5, out=out)
+    np.testing.assert_array_equal(be.to_numpy(out), x * np.asarray(-1.5, dtype))
+
+
+def test_scale_out_bad_input(be):
+    x = be.asarray(np.arange(8, dtype=np.float32))
+    with pytest.raises(ValueError, match="scale: out shares memory with x"):
+        be.scale(x[:4], 2.0, out=x[2:6])
+    with pytest.raises(ValueError, match="scale"):
+        be.scale(x, 2.0, out=be.zeros((4,), "float32"))
+    with pytest.raises(TypeError, match="scale"):
+        be.scale(x, 2.0, out=be.zeros((8,), "float64"))

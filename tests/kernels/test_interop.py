@@ -83,3 +83,32 @@ def test_torch_cpu_tensor_is_used_in_place_on_the_cpu_backend():
     assert a.ctypes.data == t.data_ptr() and a.dtype == np.float32
     t[0, 0] = 42.0
     assert a[0, 0] == 42.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_to_numpy_into_a_host_array_and_copy_from_host(be, dtype):
+    """The staging copies of a data-parallel step (nn/distributed.py): backend -> a given
+    host array (host_empty: pinned on the gpu), and back, through views of packed buffers."""
+    src = np.arange(10, dtype=dtype)
+    dev = be.asarray(src.copy())
+    host = be.host_empty((12,), dtype)
+    assert isinstance(host, np.ndarray) and host.shape == (12,) and host.dtype == np.dtype(dtype)
+    host[:] = -1
+    assert be.to_numpy(dev[:6], out=host[:6]) is not None
+    np.testing.assert_array_equal(host, np.r_[src[:6], [-1] * 6].astype(dtype))
+    host[:6] *= 3
+    be.copy_from_host(dev[:6], host[:6])
+    np.testing.assert_array_equal(be.to_numpy(dev), np.r_[src[:6] * 3, src[6:]].astype(dtype))
+
+
+def test_host_copies_refuse_mismatched_arrays(be):
+    dev = be.asarray(np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match=r"to_numpy: the host array is float64 \(6,\) but the backend array is "
+                                         r"float32 \(6,\)"):
+        be.to_numpy(dev, out=np.zeros(6, np.float64))
+    with pytest.raises(ValueError, match="copy_from_host: the host array is float32 \\(5,\\)"):
+        be.copy_from_host(dev, np.zeros(5, np.float32))
+    with pytest.raises(TypeError, match="copy_from_host: the host array must be a numpy.ndarray"):
+        be.copy_from_host(dev, [0.0] * 6)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        be.to_numpy(dev, out=np.zeros(12, np.float32)[::2])
