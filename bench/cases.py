@@ -15,9 +15,9 @@ import numpy as np
 
 OURS = ("cpu", "gpu")
 REFERENCES = ("numpy", "torch", "cupy")
-OPS = ("gemm", "conv", "pool", "optim", "attention", "train_step")
+OPS = ("gemm", "conv", "pool", "optim", "attention", "rnn", "train_step")
 UNITS = {"gemm": "GFLOP/s", "conv": "GFLOP/s", "pool": "GB/s", "optim": "GB/s", "attention": "GFLOP/s",
-         "train_step": "GFLOP/s"}
+         "rnn": "GFLOP/s", "train_step": "GFLOP/s"}
 
 
 # Cases with no NumPy twin: the charlm step is measured against PyTorch only (a Transformer's
@@ -143,6 +143,26 @@ def _attention(batch, t, heads, head_dim, causal, backward):
     return Case("attention", kind, label, t, (batch, t, heads, head_dim, causal), fwd * (3.5 if backward else 1.0))
 
 
+RNN_GATES = {"lstm": 4, "gru": 3}
+
+
+def _rnn(cell, batch, t, features, units):
+    """A recurrent layer forward + backward over a whole sequence (return_sequences, dy on
+    every output): x (batch, t, features), `units` units, Keras's weights. FLOPs: the
+    forward's input and recurrent products, 2 B T (F + H) G H, and the backward's three
+    (dx, the weight gradients, dh through the recurrent kernel), twice that; the gates'
+    arithmetic is not counted."""
+    g = RNN_GATES[cell]
+    fwd = 2.0 * batch * t * (features + units) * g * units
+    label = f"{cell.upper()} fwd+bwd B{batch} T{t} F{features} H{units}"
+    return Case("rnn", f"{cell}_fwd_bwd", label, t, (batch, t, features, units), 3.0 * fwd)
+
+
+def rnn_cases(quick=False):
+    """The issue's shape: batch 64, 100 steps, 128 inputs, 256 units, LSTM and GRU."""
+    return [_rnn(cell, 64, 100, 128, 256) for cell in ("lstm", "gru")]
+
+
 def attention_cases(quick=False):
     """The target shape (batch 32, heads 4, T 128, head dim 32) with and without the causal
     mask; the full list adds the forward alone and longer sequences."""
@@ -177,6 +197,7 @@ def full_cases():
         cases += [_pool(x, False), _pool(x, True)]
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
     cases += attention_cases()
+    cases += rnn_cases()
     cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step()]
     return cases
 
@@ -192,6 +213,7 @@ def quick_cases():
     cases += [_pool((128, 26, 26, 32), False), _pool((128, 26, 26, 32), True)]
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
     cases += attention_cases(quick=True)
+    cases += rnn_cases(quick=True)
     cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step()]
     return cases
 
@@ -209,6 +231,8 @@ def tiny_cases():
         _optim("sgd", 1000),
         _attention(2, 8, 2, 4, False, False),
         _attention(2, 9, 2, 4, True, True),
+        _rnn("lstm", 3, 4, 5, 6),
+        _rnn("gru", 3, 4, 5, 6),
         _train_step(4),
         _train_step(4, busy_cores=1),
         _charlm_step(2, 8, 16, 2, 1, 11),
@@ -250,6 +274,15 @@ def make_inputs(case, seed=0):
     if k.startswith("attention"):
         batch, t, heads, head_dim, _ = p
         return {name: f32(batch, t, heads, head_dim) for name in ("q", "k", "v", "dout")}
+    if k in ("lstm_fwd_bwd", "gru_fwd_bwd"):
+        batch, t, features, units = p
+        g = RNN_GATES[k.split("_")[0]]
+        # Keras's initial scales (glorot-like kernels, an orthogonal-like recurrent kernel),
+        # so the gates neither saturate nor vanish over 100 steps.
+        return {"x": f32(batch, t, features), "dy": f32(batch, t, units),
+                "kernel": f32(features, g * units) * np.float32(np.sqrt(1.0 / (features + g * units))),
+                "recurrent_kernel": f32(units, g * units) * np.float32(np.sqrt(1.0 / (g * units))),
+                "bias": f32(*((2, g * units) if g == 3 else (g * units,))) * np.float32(0.1)}
     if k == "train_step":
         (batch,) = p
         return {"x": rng.random((batch, 28, 28, 1), dtype=np.float32),

@@ -32,7 +32,7 @@ def load_backend(name):
         for attr, module in (("gemm", "gemm"), ("conv", "conv"), ("pool", "pool"), ("optim", "optim"),
                              ("activation", "activation"), ("loss", "loss"), ("elementwise", "elementwise"),
                              ("reduce", "reduce"), ("attn", "attention"), ("layernorm", "layernorm"),
-                             ("embed", "embedding")):
+                             ("embed", "embedding"), ("recurrent", "rnn")):
             try:
                 setattr(be, attr, importlib.import_module(f"{cls[0]}.{module}"))
             except ImportError as exc:
@@ -42,7 +42,8 @@ def load_backend(name):
 
 _MODULE_OF = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_backward": "conv",
               "max_pool2d_forward": "pool", "max_pool2d_backward": "pool", "adam": "optim", "sgd": "optim",
-              "attention_forward": "attn", "attention_fwd_bwd": "attn"}
+              "attention_forward": "attn", "attention_fwd_bwd": "attn", "lstm_fwd_bwd": "recurrent",
+              "gru_fwd_bwd": "recurrent"}
 
 
 def _prepare_ours(case, be, inp):
@@ -101,6 +102,8 @@ def _prepare_ours(case, be, inp):
         return Prepared(run, sync, lambda: be.to_numpy(d["param"]))
     if k.startswith("attention"):
         return _prepare_attention(case, be, d)
+    if k in ("lstm_fwd_bwd", "gru_fwd_bwd"):
+        return _prepare_rnn(case, be, d)
     if k == "train_step":
         return _prepare_train_step(be, inp)
     if k == "charlm_train_step":
@@ -120,6 +123,20 @@ def _prepare_attention(case, be, d):
     def run():
         o, lse = be.attention(q, k, v, causal=causal)
         out[0] = be.attention_backward(q, k, v, o, dout, lse, causal=causal)
+    return Prepared(run, be.synchronize, lambda: tuple(be.to_numpy(a) for a in out[0]))
+
+
+def _prepare_rnn(case, be, d):
+    """be.rnn over the sequence (every output), then be.rnn_backward with dy on every output:
+    what a recurrent layer with return_sequences runs in a training step. -> (dx, dkernel,
+    drecurrent_kernel, dbias)."""
+    cell = case.kind.split("_")[0]
+    x, k, r, b, dy = d["x"], d["kernel"], d["recurrent_kernel"], d["bias"], d["dy"]
+    out = [None]
+
+    def run():
+        _, _, _, ws = be.rnn(x, k, r, b, cell=cell)
+        out[0] = be.rnn_backward(x, k, r, b, ws, dy, cell=cell)[:4]
     return Prepared(run, be.synchronize, lambda: tuple(be.to_numpy(a) for a in out[0]))
 
 

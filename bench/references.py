@@ -97,6 +97,72 @@ def attention_backward(xp, q, k, v, out, p, dout):
     return (ds @ k) * scale, (ds.transpose(0, 1, 3, 2) @ q) * scale, dv
 
 
+def _sigmoid(xp, z):
+    return 1 / (1 + xp.exp(-z))
+
+
+def rnn_forward_backward(xp, cell, x, kernel, rec, bias, dy):
+    """Keras's LSTM (gates i, f, c, o) or GRU (z, r, h, reset_after) over every step from
+    zero states, then backward through time with dy on every output, step by step in
+    NumPy: -> (dx, dkernel, drecurrent_kernel, dbias)."""
+    b, t, f = x.shape
+    h_units = rec.shape[0]
+    lstm = cell == "lstm"
+    in_bias = bias if lstm else bias[0]
+    proj = (x.reshape(b * t, f) @ kernel + in_bias).reshape(b, t, -1)
+    h = xp.zeros((b, h_units), x.dtype)
+    c = xp.zeros_like(h)
+    saved = []
+    for s in range(t):
+        if lstm:
+            z = proj[:, s] + h @ rec
+            i, fg, o = (_sigmoid(xp, z[:, k * h_units:(k + 1) * h_units]) for k in (0, 1, 3))
+            g = xp.tanh(z[:, 2 * h_units:3 * h_units])
+            c_new = fg * c + i * g
+            tc = xp.tanh(c_new)
+            saved.append((h, c, i, fg, g, o, tc))
+            h, c = o * tc, c_new
+        else:
+            rz = h @ rec + bias[1]
+            zx = proj[:, s]
+            zg = _sigmoid(xp, zx[:, :h_units] + rz[:, :h_units])
+            rg = _sigmoid(xp, zx[:, h_units:2 * h_units] + rz[:, h_units:2 * h_units])
+            n = xp.tanh(zx[:, 2 * h_units:] + rg * rz[:, 2 * h_units:])
+            saved.append((h, zg, rg, n, rz[:, 2 * h_units:]))
+            h = zg * h + (1 - zg) * n
+    dzx = xp.empty_like(proj)
+    dzr = xp.empty_like(proj)
+    hprev = xp.empty((b, t, h_units), x.dtype)
+    dh = xp.zeros((b, h_units), x.dtype)
+    dc = xp.zeros_like(dh)
+    for s in range(t - 1, -1, -1):
+        dh = dh + dy[:, s]
+        if lstm:
+            hp, cp, i, fg, g, o, tc = saved[s]
+            dc = dc + dh * o * (1 - tc * tc)
+            dz = xp.concatenate([dc * g * i * (1 - i), dc * cp * fg * (1 - fg), dc * i * (1 - g * g),
+                                 dh * tc * o * (1 - o)], axis=1)
+            dc = dc * fg
+            dzx[:, s] = dz
+            dzr[:, s] = dz
+            dh = dz @ rec.T
+        else:
+            hp, zg, rg, n, rh = saved[s]
+            dn = dh * (1 - zg) * (1 - n * n)
+            dzz = dh * (hp - n) * zg * (1 - zg)
+            dr = dn * rh * rg * (1 - rg)
+            dzx[:, s] = xp.concatenate([dzz, dr, dn], axis=1)
+            dzr[:, s] = xp.concatenate([dzz, dr, dn * rg], axis=1)
+            dh = dh * zg + dzr[:, s] @ rec.T
+        hprev[:, s] = hp
+    dzx2, dzr2 = dzx.reshape(b * t, -1), dzr.reshape(b * t, -1)
+    dx = (dzx2 @ kernel.T).reshape(b, t, f)
+    dkernel = x.reshape(b * t, f).T @ dzx2
+    drec = hprev.reshape(b * t, h_units).T @ dzr2
+    dbias = dzx2.sum(axis=0) if lstm else xp.stack([dzx2.sum(axis=0), dzr2.sum(axis=0)])
+    return dx, dkernel, drec, dbias
+
+
 # ---------------------------------------------------------------------- NumPy / CuPy
 def _xp_prepared(xp, case, inp, sync, to_host):
     d = {k: xp.asarray(v) for k, v in inp.items()}
@@ -158,6 +224,11 @@ def _xp_prepared(xp, case, inp, sync, to_host):
             o, p = attention_forward(xp, q, kk, v, causal)
             out[0] = attention_backward(xp, q, kk, v, o, p, dout)
         return Prepared(run, sync, lambda: tuple(back(a) for a in out[0]))
+    if k in ("lstm_fwd_bwd", "gru_fwd_bwd"):
+        def run():
+            out[0] = rnn_forward_backward(xp, k.split("_")[0], d["x"], d["kernel"], d["recurrent_kernel"],
+                                          d["bias"], d["dy"])
+        return Prepared(run, sync, lambda: tuple(to_host(a) for a in out[0]))
     if k == "train_step":
         return _xp_train_step(xp, d, sync)
     if k == "charlm_train_step":
@@ -364,6 +435,8 @@ def _torch(case, inp):
         return Prepared(run, none, lambda: np.asarray(out[0]))
     if k == "charlm_train_step":
         return _torch_charlm_step(torch, case, inp)
+    if k in ("lstm_fwd_bwd", "gru_fwd_bwd"):
+        return _torch_rnn(torch, case, inp)
     raise ValueError(f"references: unknown case kind {k!r}")
 
 
@@ -418,6 +491,44 @@ def _torch_charlm_step(torch, case, inp):
         opt.step()
         out[0] = loss.item()
     return Prepared(run, lambda: None, lambda: np.asarray(out[0]))
+
+
+def _torch_rnn(torch, case, inp):
+    """torch.nn.LSTM / torch.nn.GRU (batch_first) forward, then autograd with dy on every
+    output. The weights are Keras's, transposed into PyTorch's (gates out, inputs in): the
+    LSTM's gate order i, f, g, o is Keras's; the GRU's is r, z, n against Keras's z, r, h
+    (the same equations as reset_after=True), so its blocks are swapped in and out.
+    -> (dx, dkernel, drecurrent_kernel, dbias) in Keras's layout."""
+    cell = case.kind.split("_")[0]
+    batch, t, features, units = case.params
+    lstm = cell == "lstm"
+    layer = (torch.nn.LSTM if lstm else torch.nn.GRU)(features, units, batch_first=True)
+    swap = (lambda a: a) if lstm else (lambda a: np.concatenate([a[..., units:2 * units], a[..., :units],
+                                                                  a[..., 2 * units:]], axis=-1))
+    kernel, rec, bias = inp["kernel"], inp["recurrent_kernel"], inp["bias"]
+    with torch.no_grad():
+        layer.weight_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(swap(kernel).T)))
+        layer.weight_hh_l0.copy_(torch.from_numpy(np.ascontiguousarray(swap(rec).T)))
+        if lstm:   # Keras has one bias: PyTorch's two add up to it
+            layer.bias_ih_l0.copy_(torch.from_numpy(bias))
+            layer.bias_hh_l0.zero_()
+        else:
+            layer.bias_ih_l0.copy_(torch.from_numpy(swap(bias[0])))
+            layer.bias_hh_l0.copy_(torch.from_numpy(swap(bias[1])))
+    x = torch.from_numpy(inp["x"]).requires_grad_(True)
+    dy = torch.from_numpy(inp["dy"])
+    params = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+    out = [None]
+
+    def run():
+        y, _ = layer(x)
+        out[0] = torch.autograd.grad(y, (x,) + params, dy)
+
+    def result():
+        dx, dwi, dwh, dbi, dbh = (a.detach().numpy() for a in out[0])
+        db = swap(dbi) if lstm else np.stack([swap(dbi), swap(dbh)])
+        return dx, swap(dwi.T), swap(dwh.T), db
+    return Prepared(run, lambda: None, result)
 
 
 _PREPARE = {"numpy": _numpy, "torch": _torch, "cupy": _cupy}

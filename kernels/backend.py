@@ -1063,3 +1063,163 @@ class Backend:
         dtable = self.empty((input_dim, d), dout.dtype)
         self.embed.embedding_backward(flat, self.reshape(dout, (ids.size, d)), dtable)
         return dtable
+
+    # ------------------------------------------------------------------ recurrent ops (issue 13)
+    # Compute module: self.recurrent = kernels/<backend>/rnn.py (rnn_forward, rnn_backward, keep_steps,
+    # scale_features); the GEMMs over all steps go through self.gemm.matmul.
+    def _rnn_inputs(self, op, cell, x, kernel, recurrent_kernel, bias, h0, c0, mask, dropout_mask,
+                    recurrent_dropout_mask, activation, recurrent_activation):
+        cell = shapes.rnn_cell(op, cell)
+        x, kernel, recurrent_kernel, bias, h0, c0, mask, dmask, rmask = self._prepare(
+            op, ("bias", "h0", "c0", "mask", "dropout_mask", "recurrent_dropout_mask"), x=x, kernel=kernel,
+            recurrent_kernel=recurrent_kernel, bias=bias, h0=h0, c0=c0, mask=mask, dropout_mask=dropout_mask,
+            recurrent_dropout_mask=recurrent_dropout_mask)
+        b_count, t_count, features, h, g = shapes.rnn_shapes(op, cell, x, kernel, recurrent_kernel, bias)
+        dtype = np.dtype(x.dtype)
+        if c0 is not None and cell != "lstm":
+            raise ValueError(f"{op}: c0 is an LSTM's second state; a {cell} cell has only h0")
+        for name, arr, width in (("h0", h0, h), ("c0", c0, h), ("dropout_mask", dmask, features),
+                                 ("recurrent_dropout_mask", rmask, h)):
+            if arr is not None:
+                shapes.check_rnn_state(op, name, arr, dtype, b_count, width)
+        keep = None
+        if mask is not None:
+            shapes.check_rnn_mask(op, mask, b_count, t_count)
+            keep = self.empty((b_count, t_count), np.uint8)
+            self.recurrent.keep_steps(mask, keep)
+        # Zero states from the step's workspace (be.zeros would allocate every step).
+        if h0 is None:
+            h0 = self.empty((b_count, h), dtype)
+            self.zero(h0)
+        if c0 is None and cell == "lstm":
+            c0 = self.empty((b_count, h), dtype)
+            self.zero(c0)
+        codes = (shapes.rnn_activation(op, "activation", activation),
+                 shapes.rnn_activation(op, "recurrent_activation", recurrent_activation))
+        xin = x
+        if dmask is not None:
+            # Keras's input dropout: one mask per sample, the same at every step.
+            xin = self.empty(tuple(x.shape), dtype)
+            self.recurrent.scale_features(x, dmask, xin)
+        return (cell, x, xin, kernel, recurrent_kernel, bias, h0, c0, keep, dmask, rmask, codes,
+                (b_count, t_count, features, h, g))
+
+    def rnn(self, x, kernel, recurrent_kernel, bias=None, *, cell, h0=None, c0=None, mask=None,
+            activation="tanh", recurrent_activation="sigmoid", go_backwards=False, return_sequences=True,
+            zero_output_for_mask=False, dropout_mask=None, recurrent_dropout_mask=None,
+            outputs_in_input_order=False):
+        """A recurrent layer over x (batch, timesteps, features) -> (y, h, c, workspace).
+
+        cell "simple", "lstm" or "gru" with Keras's weights: kernel (features, G * units),
+        recurrent_kernel (units, G * units), bias (G * units,), a GRU's (2, 3 * units)
+        (reset_after=True: input and recurrent biases), or None; G = 1, 4 (gates i, f, c, o)
+        or 3 (z, r, h). y is (batch, timesteps, units) with return_sequences, else the last
+        output (batch, units); h (and c, for an LSTM; else None) the final states; workspace
+        what rnn_backward needs. h0/c0: initial states (zeros when None). mask (batch,
+        timesteps), bool or integer: a step is skipped where it is False/0, carrying the
+        state through; its output is the previous output (0 before the first) or 0 with
+        zero_output_for_mask. go_backwards runs from the last step and returns the outputs
+        in that order (Keras's rule), or in input order with outputs_in_input_order (what
+        Bidirectional's backward half needs: no flip afterwards). dropout_mask (batch, features) and
+        recurrent_dropout_mask (batch, units) scale the inputs and the state fed to the
+        recurrent kernel, the same mask at every step."""
+        op = "rnn"
+        reverse = shapes.flag(op, "go_backwards", go_backwards)
+        return_sequences = shapes.flag(op, "return_sequences", return_sequences)
+        zero_output = shapes.flag(op, "zero_output_for_mask", zero_output_for_mask)
+        in_order = shapes.flag(op, "outputs_in_input_order", outputs_in_input_order)
+        (cell, x, xin, kernel, u, bias, h0, c0, keep, _, rmask, (act, ract),
+         (b_count, t_count, features, h, g)) = self._rnn_inputs(
+            op, cell, x, kernel, recurrent_kernel, bias, h0, c0, mask, dropout_mask, recurrent_dropout_mask,
+            activation, recurrent_activation)
+        dtype = np.dtype(x.dtype)
+        in_bias, rec_bias = bias, None
+        if bias is not None and cell == "gru":
+            in_bias, rec_bias = bias[0], bias[1]
+        # The input projection of every step at once: one GEMM.
+        xproj = self.empty((b_count, t_count, g * h), dtype)
+        self.gemm.matmul(self.reshape(xin, (b_count * t_count, features)), kernel, False, False, in_bias,
+                         self.reshape(xproj, (b_count * t_count, g * h)))
+        y = self.empty((b_count, t_count, h), dtype) if return_sequences else None
+        last = self.empty((b_count, h), dtype)
+        h_out = self.empty((b_count, h), dtype)
+        c_out = self.empty((b_count, h), dtype) if cell == "lstm" else None
+        ws = self.empty((b_count, t_count, shapes.RNN_WORKSPACE[cell] * h), dtype)
+        self.recurrent.rnn_forward(shapes.RNN_CELLS[cell], xproj, u, rec_bias, h0, c0, keep, rmask, reverse,
+                                   zero_output, act, ract, y, last, h_out, c_out, ws, in_order)
+        return (y if return_sequences else last), h_out, c_out, ws
+
+    def rnn_backward(self, x, kernel, recurrent_kernel, bias, workspace, dy, *, cell, h0=None, c0=None,
+                     mask=None, dh=None, dc=None, activation="tanh", recurrent_activation="sigmoid",
+                     go_backwards=False, zero_output_for_mask=False, dropout_mask=None,
+                     recurrent_dropout_mask=None, outputs_in_input_order=False, compute_dx=True):
+        """-> (dx, dkernel, drecurrent_kernel, dbias, dh0, dc0) for y, h, c, workspace =
+        rnn(x, ...) with the same arguments. dy: the gradient of y ((batch, timesteps, units),
+        or (batch, units) when rnn ran without return_sequences); dh, dc: of the final states
+        (None: zero). dbias is None without a bias, dc0 None but for an LSTM, dx None with
+        compute_dx=False. dkernel and drecurrent_kernel are one GEMM each over every step,
+        summed in a fixed order."""
+        op = "rnn_backward"
+        reverse = shapes.flag(op, "go_backwards", go_backwards)
+        zero_output = shapes.flag(op, "zero_output_for_mask", zero_output_for_mask)
+        compute_dx = shapes.flag(op, "compute_dx", compute_dx)
+        in_order = shapes.flag(op, "outputs_in_input_order", outputs_in_input_order)
+        (cell, x, xin, kernel, u, bias, h0, c0, keep, dmask, rmask, (act, ract),
+         (b_count, t_count, features, h, g)) = self._rnn_inputs(
+            op, cell, x, kernel, recurrent_kernel, bias, h0, c0, mask, dropout_mask, recurrent_dropout_mask,
+            activation, recurrent_activation)
+        dtype = np.dtype(x.dtype)
+        workspace, dy, dh, dc = self._prepare(op, ("dh", "dc"), workspace=workspace, dy=dy, dh=dh, dc=dc)
+        shapes.check_float(op, "workspace", workspace)
+        shapes.check_float(op, "dy", dy)
+        shapes.check_same_dtype(op, [("x", x), ("workspace", workspace), ("dy", dy)])
+        shapes.check_shape(op, "workspace", workspace, (b_count, t_count, shapes.RNN_WORKSPACE[cell] * h))
+        if dy.ndim == 2:
+            shapes.check_shape(op, "dy", dy, (b_count, h))
+            dy = self.reshape(dy, (b_count, 1, h))
+        else:
+            shapes.check_shape(op, "dy", dy, (b_count, t_count, h))
+        if dc is not None and cell != "lstm":
+            raise ValueError(f"{op}: dc is the gradient of an LSTM's cell state; a {cell} cell has none")
+        for name, arr in (("dh", dh), ("dc", dc)):
+            if arr is not None:
+                shapes.check_rnn_state(op, name, arr, dtype, b_count, h)
+        if dh is None:
+            dh = self.empty((b_count, h), dtype)
+            self.zero(dh)
+        if dc is None and cell == "lstm":
+            dc = self.empty((b_count, h), dtype)
+            self.zero(dc)
+        gh = g * h
+        dzx = self.empty((b_count, t_count, gh), dtype)
+        dzr = self.empty((b_count, t_count, gh), dtype) if cell == "gru" else dzx
+        hprev = self.empty((b_count, t_count, h), dtype)
+        dh0 = self.empty((b_count, h), dtype)
+        dc0 = self.empty((b_count, h), dtype) if cell == "lstm" else None
+        self.recurrent.rnn_backward(shapes.RNN_CELLS[cell], u, h0, c0, keep, rmask, reverse, zero_output, act, ract,
+                                    workspace, dy, dh, dc, dzx, dzr, hprev, dh0, dc0, in_order)
+        rows = b_count * t_count
+        dzx2, dzr2 = self.reshape(dzx, (rows, gh)), self.reshape(dzr, (rows, gh))
+        # dzx, dzr and hprev are indexed by input step (not processing order), so the
+        # products below pair them with x as it is, go_backwards or not.
+        dkernel = self.empty((features, gh), dtype)
+        self.gemm.matmul(self.reshape(xin, (rows, features)), dzx2, True, False, None, dkernel)
+        drec = self.empty((h, gh), dtype)
+        self.gemm.matmul(self.reshape(hprev, (rows, h)), dzr2, True, False, None, drec)
+        dbias = None
+        if bias is not None:
+            dbias = self.empty(tuple(bias.shape), dtype)
+            if cell == "gru":
+                self.reduce.column_sum(dzx2, dbias[0])
+                self.reduce.column_sum(dzr2, dbias[1])
+            else:
+                self.reduce.column_sum(dzx2, dbias)
+        dx = None
+        if compute_dx:
+            dx = self.empty((b_count, t_count, features), dtype)
+            self.gemm.matmul(dzx2, kernel, False, True, None, self.reshape(dx, (rows, features)))
+            if dmask is not None:
+                scaled = self.empty(tuple(dx.shape), dtype)
+                self.recurrent.scale_features(dx, dmask, scaled)
+                dx = scaled
+        return dx, dkernel, drec, dbias, dh0, dc0

@@ -15,8 +15,8 @@ brings numba-cuda[cu12]: NVVM, libdevice and ptxas):
      SM on an H200 (sm_90).
 
 `numbanet info --gpu-kernels` prints the table; tests/kernels/test_gpu_static.py fails on
-any compile error, on any spill in a hot kernel (GEMM, convolution, attention) and on a
-kernel that no simulator test launched.
+any compile error, on any spill in a hot kernel (GEMM, convolution, attention, the
+recurrence steps) and on a kernel that no simulator test launched.
 """
 import ast
 import contextlib
@@ -35,8 +35,9 @@ SIGNATURES = os.path.join(GPU_DIR, "signatures.json")
 PACKAGE = "numbanet.kernels.gpu"
 ARCHS = ((8, 0), (9, 0))
 # Modules whose kernels carry the FLOPs: a spill there costs local-memory traffic in the
-# inner loop, so the static test allows none.
-HOT_MODULES = ("gemm", "conv", "attention")
+# inner loop, so the static test allows none. rnn: its step kernels run once per time step
+# of every call (a spill would cost T times over).
+HOT_MODULES = ("gemm", "conv", "attention", "rnn")
 
 # H200 (sm_90, Hopper), per SM; the allocation rules of CUDA's occupancy calculator.
 H200 = {
@@ -122,6 +123,8 @@ _SCALARS = {"boolean", "int8", "int16", "int32", "int64", "uint8", "uint16", "ui
 def decode_type(e):
     from numba.core import types
     if isinstance(e, str):
+        if e == "bool":   # how numba names a bool array's dtype (a bool mask: kernels/gpu/rnn.py)
+            return types.boolean
         if e not in _SCALARS:
             raise ValueError(f"gpu_static: unknown scalar type {e!r} in {SIGNATURES}")
         return getattr(types, e)
@@ -486,7 +489,7 @@ def format_table(rows, cc=(9, 0)):
                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [head, "", fmt(cols), fmt(["-" * w for w in widths])]
     out += [fmt(b) for b in body]
-    out += ["", "* hot kernel (GEMM, convolution, attention): no spill and no stack frame allowed "
-                "(tests/kernels/test_gpu_static.py); grid-stride 1-D kernels shown at their full-size block of "
+    out += ["", "* hot kernel (GEMM, convolution, attention, the recurrence steps): no spill and no stack frame "
+                "allowed (tests/kernels/test_gpu_static.py); grid-stride 1-D kernels shown at their full-size block of "
                 f"{THREADS_1D} threads, the others at their own"]
     return "\n".join(out)

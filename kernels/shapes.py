@@ -347,3 +347,77 @@ def check_ids(op, name, ids):
     if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
         raise TypeError(f"{op}: {name} must be int32 or int64, got {dtype}")
     check_nonempty(op, name, ids)
+
+
+# --------------------------------------------------------------------------- recurrent ops
+# rnn and rnn_backward: SimpleRNN, LSTM and GRU cells (issue 13).
+
+RNN_CELLS = {"simple": 0, "lstm": 1, "gru": 2}
+RNN_GATES = {"simple": 1, "lstm": 4, "gru": 3}
+RNN_WORKSPACE = {"simple": 1, "lstm": 6, "gru": 5}   # workspace columns per unit (kernels/cpu/rnn.py)
+RNN_ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
+
+
+def rnn_cell(op, cell):
+    if not isinstance(cell, str) or cell not in RNN_CELLS:
+        raise ValueError(f"{op}: cell must be one of {sorted(RNN_CELLS)}, got {cell!r}")
+    return cell
+
+
+def rnn_activation(op, name, value):
+    """An activation the recurrent kernels compute (by name) -> its code."""
+    if not isinstance(value, str) or value not in RNN_ACTIVATIONS:
+        raise ValueError(f"{op}: {name} must be one of {sorted(RNN_ACTIVATIONS)}, got {value!r}")
+    return RNN_ACTIVATIONS[value]
+
+
+def rnn_bias_shape(cell, units):
+    """Keras's bias shapes: (units,), (4 * units,), GRU with reset_after: (2, 3 * units)."""
+    g = RNN_GATES[cell]
+    return (2, g * units) if cell == "gru" else (g * units,)
+
+
+def rnn_shapes(op, cell, x, kernel, recurrent_kernel, bias):
+    """x (batch, timesteps, features), kernel (features, G * units), recurrent_kernel
+    (units, G * units), bias (see rnn_bias_shape) or None -> (B, T, I, H, G)."""
+    for name, arr in (("x", x), ("kernel", kernel), ("recurrent_kernel", recurrent_kernel)):
+        check_float(op, name, arr)
+    check_ndim(op, "x", x, 3, "(batch, timesteps, features)")
+    check_ndim(op, "kernel", kernel, 2, "(features, gates * units)")
+    check_ndim(op, "recurrent_kernel", recurrent_kernel, 2, "(units, gates * units)")
+    check_nonempty(op, "x", x)
+    check_nonempty(op, "recurrent_kernel", recurrent_kernel)
+    check_same_dtype(op, [("x", x), ("kernel", kernel), ("recurrent_kernel", recurrent_kernel), ("bias", bias)])
+    g = RNN_GATES[cell]
+    h = int(recurrent_kernel.shape[0])
+    if tuple(recurrent_kernel.shape) != (h, g * h):
+        raise ValueError(f"{op}: a {cell} cell's recurrent_kernel must have shape (units, {g} * units), got "
+                         f"{tuple(recurrent_kernel.shape)}")
+    b_count, t_count, features = (int(s) for s in x.shape)
+    if tuple(kernel.shape) != (features, g * h):
+        raise ValueError(f"{op}: kernel must have shape (features, {g} * units) = {(features, g * h)} for x with "
+                         f"{features} features and {h} units, got {tuple(kernel.shape)} (x.shape={tuple(x.shape)})")
+    if bias is not None:
+        check_float(op, "bias", bias)
+        check_shape(op, "bias", bias, rnn_bias_shape(cell, h))
+    return b_count, t_count, features, h, g
+
+
+def check_rnn_state(op, name, arr, dtype, batch, units):
+    check_float(op, name, arr)
+    if np.dtype(arr.dtype) != dtype:
+        raise TypeError(f"{op}: {name} is {np.dtype(arr.dtype)} but x is {dtype}; pass arrays of one dtype")
+    check_shape(op, name, arr, (batch, units))
+
+
+def check_rnn_mask(op, mask, batch, steps):
+    """A (batch, timesteps) bool or integer array; a step is kept where it is non-zero."""
+    dtype = getattr(mask, "dtype", None)
+    if dtype is None or (np.dtype(dtype).kind not in "iub"):
+        got = np.dtype(dtype) if dtype is not None else type(mask).__name__
+        raise TypeError(f"{op}: mask must be a bool or integer array (True/non-zero keeps a step), got {got}")
+    if not np.dtype(dtype).isnative:
+        raise TypeError(f"{op}: mask must be in native byte order, got {np.dtype(dtype).str}")
+    if tuple(mask.shape) != (batch, steps):
+        raise ValueError(f"{op}: mask must have shape (batch, timesteps) = {(batch, steps)}, got "
+                         f"{tuple(mask.shape)}")

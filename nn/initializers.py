@@ -72,8 +72,22 @@ def _truncated_normal(shape, stddev, dtype):
     return (out * scale).astype(dtype)
 
 
+def orthogonal(shape, dtype):
+    """Keras's Orthogonal() (gain 1): the Q of a QR decomposition of a normal draw, signs fixed
+    by R's diagonal, over the shape flattened to (prod(shape[:-1]), shape[-1]): the default
+    recurrent_initializer of SimpleRNN, LSTM and GRU."""
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    cols = shape[-1]
+    a = utils.get_rng().standard_normal(size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return q.reshape(shape).astype(dtype)
+
+
 _TABLE = {f.__name__: f for f in (zeros, ones, random_uniform, random_normal, glorot_uniform, glorot_normal,
-                                   he_uniform, he_normal)}
+                                   he_uniform, he_normal, orthogonal)}
 _ALIASES = {"uniform": "random_uniform", "normal": "random_normal"}
 
 

@@ -420,10 +420,16 @@ class Model:
         left = dict(self._uses)
         keep = {id(t) for t in self.outputs}
         self._node_states = {}
+        masks = {}   # time-step masks, by tensor (Embedding(mask_zero=True) starts one)
         for node in self._nodes:
             layer = node.layer
             ins = [values[id(t)] for t in node.inputs]
-            outs = layer.run_node(ins, training, fuse and id(node) in self._fused_nodes, node.kwargs)
+            mask = masks.get(id(node.inputs[0])) if node.inputs else None
+            kwargs = node.kwargs if mask is None else dict(node.kwargs, mask=mask)
+            outs = layer.run_node(ins, training, fuse and id(node) in self._fused_nodes, kwargs)
+            for t, m in zip(node.outputs, layer.output_masks(mask, ins, len(outs))):
+                if m is not None:
+                    masks[id(t)] = m
             if self._calls[id(layer)] > 1:
                 self._node_states[id(node)] = layer.saved_state()
             for t, v in zip(node.outputs, outs):

@@ -1,5 +1,6 @@
-"""`numbanet train`: the article's MNIST CNN (the default) or, with --model charlm, a
-character-level GPT on Python's documentation topics, trained and evaluated end to end."""
+"""`numbanet train`: the article's MNIST CNN (the default); with --model charlm, a
+character-level GPT on Python's documentation topics; with --model lstm, an LSTM on
+scikit-learn's 8x8 digits read row by row. Trained and evaluated end to end."""
 import os
 import sys
 import time
@@ -12,25 +13,28 @@ DEFAULT_EPOCHS_FULL = 3
 DEFAULT_EPOCHS_SAMPLE = 5
 DEFAULT_OUTPUT = "mnist_cnn.npz"
 DEFAULT_CHARLM_OUTPUT = "charlm.npz"
+DEFAULT_LSTM_OUTPUT = "digits_lstm.npz"
 
 
 def add_arguments(parser):
-    from numbanet.nn import charlm
-    parser.add_argument("--model", choices=("cnn", "charlm"), default="cnn",
+    from numbanet.nn import charlm, digits_lstm
+    parser.add_argument("--model", choices=("cnn", "charlm", "lstm"), default="cnn",
                         help="cnn: the article's MNIST CNN (default); charlm: a character-level GPT on Python's "
-                             "documentation topics")
+                             "documentation topics; lstm: an LSTM on scikit-learn's 8x8 digits, read row by row")
     parser.add_argument("--epochs", type=_positive_int, default=None,
                         help=f"passes over the training set (cnn: {DEFAULT_EPOCHS_FULL} on the full MNIST set, "
-                             f"{DEFAULT_EPOCHS_SAMPLE} on the offline sample; charlm: {charlm.EPOCHS})")
+                             f"{DEFAULT_EPOCHS_SAMPLE} on the offline sample; charlm: {charlm.EPOCHS}; lstm: "
+                             f"{digits_lstm.EPOCHS})")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
-                        help=f"samples per step (cnn: 128 digits; charlm: {charlm.BATCH_SIZE} windows)")
+                        help=f"samples per step (cnn: 128 digits; charlm: {charlm.BATCH_SIZE} windows; lstm: "
+                             f"{digits_lstm.BATCH_SIZE} digits)")
     parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default=None,
                         help="kernel backend (default NUMBANET_BACKEND, else auto: the GPU when usable)")
     parser.add_argument("--data-dir", default=None,
                         help="MNIST cache directory (default NUMBANET_DATA, else ~/.cache/numbanet)")
     parser.add_argument("--output", default=None,
                         help=f"where to save the trained model (default ./{DEFAULT_OUTPUT}, charlm: "
-                             f"./{DEFAULT_CHARLM_OUTPUT})")
+                             f"./{DEFAULT_CHARLM_OUTPUT}, lstm: ./{DEFAULT_LSTM_OUTPUT})")
     parser.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling (default 0)")
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="train on the first N training samples only (a quick smoke run)")
@@ -183,6 +187,8 @@ def main(args):
     set_random_seed(args.seed)
     if args.model == "charlm":
         return _main_charlm(args, kernels.get_backend())
+    if args.model == "lstm":
+        return _main_lstm(args, kernels.get_backend())
     return _main_cnn(args, kernels.get_backend())
 
 
@@ -275,4 +281,40 @@ def _main_charlm(args, be):
         print(args.prompt + text)
     if args.plot and distributed.is_chief():
         return _plot(history, args.plot, "character-level GPT on pydoc topics")
+    return 0
+
+
+def _main_lstm(args, be):
+    from numbanet.nn import digits_lstm
+    from numbanet.nn.datasets import digits
+
+    try:
+        (x_train, y_train), (x_test, y_test) = digits.load_data(seed=args.seed)
+    except RuntimeError as e:  # scikit-learn missing: the message says what to install
+        print(f"numbanet train: {e}", file=sys.stderr)
+        return 1
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    epochs = args.epochs or digits_lstm.EPOCHS
+    batch_size = args.batch_size or digits_lstm.BATCH_SIZE
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    print(f"numbanet train: backend {be.name}, scikit-learn's 8x8 digits read row by row ({digits.TIMESTEPS} steps "
+          f"of {digits.FEATURES} pixels): {len(x_train)} training and {len(x_test)} test digits, {epochs} epoch(s) "
+          f"of batch {batch_size}, seed {args.seed}", flush=True)
+    model = digits_lstm.build_model()
+    print(f"numbanet train: LSTM({digits_lstm.UNITS}) -> Dense(10), {model.count_params():,} parameters",
+          flush=True)
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
+                        validation_data=(x_test, y_test))
+    be.synchronize()
+    seconds = time.perf_counter() - start
+    test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
+    print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
+          f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
+    print(f"Test loss: {float(test_loss):.4f}")
+    print(f"Test accuracy: {float(test_acc):.4f}")
+    _save(model, args.output or DEFAULT_LSTM_OUTPUT)
+    if args.plot:
+        return _plot(history, args.plot, "LSTM on the 8x8 digits, row by row (validation: the test digits)")
     return 0

@@ -52,7 +52,8 @@ def build_parser():
                            "memory, spills and H200 occupancy")
     info.add_argument("--arch", choices=("80", "90"), default="90",
                       help="the architecture for --gpu-kernels: sm_80 (A100) or sm_90 (H100/H200, the default)")
-    train = sub.add_parser("train", help="train the article's MNIST CNN, or --model charlm: a character-level GPT")
+    train = sub.add_parser("train", help="train the article's MNIST CNN; --model charlm: a character-level GPT; "
+                                         "--model lstm: an LSTM on 8x8 digits")
     train.set_defaults(func=_train)
     add_train_arguments(train)
     bench = sub.add_parser("bench", help="benchmark the kernels against NumPy/PyTorch/CuPy")

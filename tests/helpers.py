@@ -117,3 +117,70 @@ def check_grad(be, forward_loss, backward, inputs, wrt, *, samples=24, rtol=1e-6
         num = numerical_grad(f, x, idx)
         np.testing.assert_allclose(g.reshape(-1)[idx], num, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {pos} vs finite differences")
+
+
+# --------------------------------------------------------------------------- recurrent reference
+# Keras 3's recurrent cells in NumPy: tests/kernels/test_rnn.py checks the rnn op with it,
+# tests/nn/layers/test_recurrent.py the layers (and weights saved and loaded).
+
+GATES = {"simple": 1, "lstm": 4, "gru": 3}
+ACT = {"tanh": np.tanh, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0.0),
+       "linear": lambda z: z}
+
+
+def rnn_ref(cell, x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=None, activation="tanh",
+            recurrent_activation="sigmoid", go_backwards=False, return_sequences=True,
+            zero_output_for_mask=False, dropout_mask=None, recurrent_dropout_mask=None,
+            outputs_in_input_order=False):
+    """Keras 3's cells stepped by Keras's backend rnn loop, in float64: -> (y, h, c).
+    outputs_in_input_order: y flipped back to input order after go_backwards (Bidirectional)."""
+    dtype = x.dtype
+    x, w, u = (a.astype(np.float64) for a in (x, kernel, recurrent_kernel))
+    b_count, t_count, _ = x.shape
+    units = u.shape[0]
+    act, rec = ACT[activation], ACT[recurrent_activation]
+    h = np.zeros((b_count, units)) if h0 is None else h0.astype(np.float64)
+    c = np.zeros((b_count, units)) if c0 is None else c0.astype(np.float64)
+    if dropout_mask is not None:
+        x = x * dropout_mask[:, None, :]
+    in_bias, rec_bias = np.zeros(GATES[cell] * units), np.zeros(GATES[cell] * units)
+    if bias is not None:
+        if cell == "gru":
+            in_bias, rec_bias = bias[0].astype(np.float64), bias[1].astype(np.float64)
+        else:
+            in_bias = bias.astype(np.float64)
+    out_prev = np.zeros((b_count, units))
+    outputs = []
+    steps = range(t_count - 1, -1, -1) if go_backwards else range(t_count)
+    for t in steps:
+        hr = h if recurrent_dropout_mask is None else h * recurrent_dropout_mask
+        zx = x[:, t] @ w + in_bias
+        zh = hr @ u + rec_bias
+        if cell == "simple":
+            h_new = act(zx + zh)
+            c_new = c
+        elif cell == "lstm":
+            zi, zf, zg, zo = np.split(zx + zh, 4, axis=1)
+            c_new = rec(zf) * c + rec(zi) * act(zg)
+            h_new = rec(zo) * act(c_new)
+        else:
+            xz, xr, xh = np.split(zx, 3, axis=1)
+            hz, hr_, hh = np.split(zh, 3, axis=1)
+            z = rec(xz + hz)
+            r = rec(xr + hr_)
+            cand = act(xh + r * hh)
+            h_new = z * h + (1 - z) * cand
+            c_new = c
+        if mask is None:
+            keep = np.ones((b_count, 1), bool)
+        else:
+            keep = (mask[:, t] != 0)[:, None]
+        out = np.where(keep, h_new, 0.0 if zero_output_for_mask else out_prev)
+        h = np.where(keep, h_new, h)
+        c = np.where(keep, c_new, c)
+        out_prev = out
+        outputs.append(out)
+    if go_backwards and outputs_in_input_order:
+        outputs = outputs[::-1]
+    y = np.stack(outputs, axis=1) if return_sequences else outputs[-1]
+    return y.astype(dtype), h.astype(dtype), (c.astype(dtype) if cell == "lstm" else None)

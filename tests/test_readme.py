@@ -74,3 +74,16 @@ def test_attention_example_runs_on_the_cpu(monkeypatch):
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["out"].shape == (32, 128, 4, 32) and scope["lse"].shape == (32, 4, 128)
     assert scope["dq"].shape == scope["dk"].shape == scope["dv"].shape == (32, 128, 4, 32)
+
+
+def test_recurrent_example_builds_the_model_it_describes():
+    """The recurrent layers' example: its parameter count from Keras's weight shapes."""
+    (block,) = [b for b in _python_blocks() if "Bidirectional(GRU(64))" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_recurrent"})
+    lstm = 64 * 512 + 128 * 512 + 512                   # kernel, recurrent kernel, bias (4 gates)
+    gru = 128 * 192 + 64 * 192 + 2 * 192                 # (3 gates, reset_after: two biases), per direction
+    want = 1000 * 64 + lstm + 2 * gru + (128 * 2 + 2)
+    assert out.getvalue().split()[-1] == str(want)
+    assert f"# {want}" in block

@@ -11,12 +11,12 @@ class CpuBackend(Backend):
     def __init__(self):
         # Imported here so that `import numbanet.kernels` compiles nothing until a backend is used.
         from numbanet.kernels.cpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
-        from numbanet.kernels.cpu import embedding, layernorm
+        from numbanet.kernels.cpu import embedding, layernorm, rnn
         from numbanet.kernels.cpu.memory import keep_freed_memory
         keep_freed_memory()
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
-        self.layernorm, self.embed = layernorm, embedding
+        self.layernorm, self.embed, self.recurrent = layernorm, embedding, rnn
 
     def __repr__(self):
         return "<numbanet cpu backend>"

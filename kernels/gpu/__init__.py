@@ -24,10 +24,10 @@ class GpuBackend(Backend):
 
     def __init__(self):
         from numbanet.kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
-        from numbanet.kernels.gpu import attention, embedding, layernorm
+        from numbanet.kernels.gpu import attention, embedding, layernorm, rnn
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
-        self.attn, self.layernorm, self.embed = attention, layernorm, embedding
+        self.attn, self.layernorm, self.embed, self.recurrent = attention, layernorm, embedding, rnn
 
     def __repr__(self):
         return "<numbanet gpu backend>"

@@ -162,6 +162,15 @@ class Layer:
         (None where an input needs none)."""
         return [self.backward(douts[0], logits=logits)]
 
+    # Layers that pass a time-step mask on unchanged (Keras's supports_masking): Dense,
+    # Dropout, Activation, LayerNormalization. Others drop it.
+    supports_masking = False
+
+    def output_masks(self, mask, inputs, n_outputs):
+        """The masks of this call's outputs, given the mask of its first input (None: no
+        mask): a (batch, steps) backend array whose zero entries mark padded steps."""
+        return [mask if self.supports_masking else None] * n_outputs
+
     def clear(self):
         """Drop the activations kept for backward."""
         for key in [k for k in vars(self) if k.startswith("_saved")]:

@@ -22,6 +22,7 @@ class Dropout(Layer):
     """Zeroes a fraction `rate` of activations while training and scales the rest by
     1 / (1 - rate); the identity at inference. Each training step draws a fresh seed
     from the library RNG for the backend's counter-based mask."""
+    supports_masking = True
 
     def __init__(self, rate, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
@@ -49,6 +50,7 @@ class Dropout(Layer):
 
 
 class Activation(ActivationMixin, Layer):
+    supports_masking = True
     def __init__(self, activation, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
         self.activation = activations.get(activation)

@@ -5,6 +5,7 @@ from numbanet.nn.layers.base import ActivationMixin, Layer
 
 
 class Dense(ActivationMixin, Layer):
+    supports_masking = True
     fuses_activation = True
 
     @property

@@ -12,7 +12,11 @@ def _positive_int(owner, name, value):
 class Embedding(Layer):
     """Embedding(input_dim, output_dim): integer ids of any shape -> (..., output_dim) rows of
     the (input_dim, output_dim) table `embeddings`. Ids outside [0, input_dim) are refused
-    with an error naming the id. The gradient is a deterministic scatter-add."""
+    with an error naming the id. The gradient is a deterministic scatter-add.
+
+    mask_zero=True: id 0 is padding. The output carries a mask (the ids themselves: zero
+    marks a padded step) that the recurrent layers downstream skip, as in Keras; Dense,
+    Dropout, Activation and LayerNormalization pass it on. The loss does not read it."""
     accepts_int = True
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
@@ -22,12 +26,7 @@ class Embedding(Layer):
         self.output_dim = _positive_int("Embedding", "output_dim", output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
-        if mask_zero:
-            # Keras would skip id 0 in every later layer and in the loss; a model that silently
-            # ignored the request would train on the padding.
-            raise ValueError("Embedding: mask_zero=True is not supported: numbanet layers do not propagate "
-                             "masks yet; leave mask_zero=False")
-        self.mask_zero = False
+        self.mask_zero = bool(mask_zero)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
@@ -45,6 +44,9 @@ class Embedding(Layer):
         # those on the host against every Embedding that reads them: the gpu need not scan
         # the ids again (a round trip per call).
         return [self.forward(inputs[0], training=training, ids_checked=True)]
+
+    def output_masks(self, mask, inputs, n_outputs):
+        return [inputs[0] if self.mask_zero else None]
 
     def backward(self, dy, logits=False):
         be = self.be

@@ -6,6 +6,7 @@ from numbanet.nn.layers.base import Layer
 class LayerNormalization(Layer):
     """y = (x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over the last axis of
     each sample; weights gamma then beta (Keras's order), each (features,)."""
+    supports_masking = True
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, input_shape=None,

@@ -180,6 +180,9 @@ def valid_calls():
         "binary_crossentropy": ([np.full((2, 3), 0.3, F32), np.ones((2, 3), F32)], {}),
         "binary_accuracy": ([np.full((2, 3), 0.3, F32), np.ones((2, 3), F32)], {}),
         "clip_by_norm": ([rnd((2, 3))], {"clipnorm": 0.5}),
+        "rnn": ([rnd((2, 3, 2)), rnd((2, 8), 1), rnd((2, 8), 2), rnd((8,), 3)], {"cell": "lstm"}),
+        "rnn_backward": ([rnd((2, 3, 2)), rnd((2, 8), 1), rnd((2, 8), 2), rnd((8,), 3), rnd((2, 3, 12), 4),
+                          rnd((2, 3, 2), 5)], {"cell": "lstm"}),
     }
 
 
@@ -205,7 +208,7 @@ BAD_SCALARS = {
     "l1_l2_grad": {"l1": "0.1"}, "l1_l2_penalty": {"l2": None}, "scale": {"alpha": float("inf")},
     "gelu": {"approximate": "yes"}, "leaky_relu": {"negative_slope": float("nan")}, "split": {"sizes": [1, 1]},
     "transpose": {"axes": (0, 0, 1)}, "binary_crossentropy": {"eps": 0.6}, "binary_accuracy": {"threshold": None},
-    "clip_by_norm": {"clipnorm": -1.0},
+    "clip_by_norm": {"clipnorm": -1.0}, "rnn": {"cell": "rnn"}, "rnn_backward": {"go_backwards": "yes"},
 }
 
 

@@ -214,6 +214,39 @@ CASES.update({
 })
 
 
+# The recurrent ops (issue 13): every cell, a mask with a padded step, go_backwards, the
+# dropout masks, and the gradients of every output.
+RNN_MASK = np.array([[1, 1, 0], [0, 1, 1]], np.int32)
+
+
+def _rnn_case(cell, dropout=False, **flags):
+    g = {"simple": 1, "lstm": 4, "gru": 3}[cell]
+
+    def op(be, x, k, r, b, dy, mask, *masks):
+        drop = dict(zip(("dropout_mask", "recurrent_dropout_mask"), masks))
+        y, h, c, ws = be.rnn(x, k, r, b, cell=cell, mask=mask, **drop, **flags)
+        grads = be.rnn_backward(x, k, r, b, ws, dy, cell=cell, mask=mask, dh=h, **drop, **flags)
+        return (y, h, c) + grads
+
+    def inputs(d):
+        arrays = [randn((2, 3, 4), d, 1), randn((4, g * 5), d, 2, scale=0.5), randn((5, g * 5), d, 3, scale=0.5),
+                  randn((2, g * 5) if cell == "gru" else (g * 5,), d, 4, scale=0.3), randn((2, 3, 5), d, 5), RNN_MASK]
+        if dropout:
+            keep = np.random.default_rng(6)
+            arrays += [((keep.random((2, 4)) > 0.3) / 0.7).astype(d), ((keep.random((2, 5)) > 0.3) / 0.7).astype(d)]
+        return arrays
+    return op, inputs, 9, False
+
+
+CASES.update({
+    "rnn_simple_dropout": _rnn_case("simple", dropout=True),
+    "rnn_lstm_backwards": _rnn_case("lstm", go_backwards=True),
+    "rnn_lstm_dropout_in_order": _rnn_case("lstm", dropout=True, go_backwards=True, outputs_in_input_order=True),
+    "rnn_gru_zero_output": _rnn_case("gru", zero_output_for_mask=True),
+    "rnn_gru_dropout_relu": _rnn_case("gru", dropout=True, activation="relu", recurrent_activation="tanh"),
+})
+
+
 def public_ops():
     """Every op of the backend API: the public methods kernels/backend.py defines."""
     from numbanet.kernels.backend import Backend
@@ -252,7 +285,7 @@ def test_gpu_matches_cpu(gpu, cpu, name, dtype):
 @pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
                                   "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "batched_matmul_tn",
                                   "attention_backward_causal", "layer_norm_backward", "embedding_backward",
-                                  "clip_by_global_norm"])
+                                  "clip_by_global_norm", "rnn_lstm_backwards", "rnn_gru_zero_output"])
 def test_gpu_is_deterministic(gpu, name):
     op, inputs, _, _ = CASES[name]
     arrays = inputs(np.float32)

@@ -429,6 +429,55 @@ def test_charlm_fit_copies_only_scalars_per_step(transfers):
     check_no_allocations_after_the_first_step_of_each_size(steps, n=LM_N, batch=LM_BATCH)
 
 
+# --------------------------------------------------------------------------- a recurrent step (issue 13)
+# Embedding(mask_zero=True) -> LSTM (sequences) -> Bidirectional(GRU) -> Dense: the masked
+# recurrences forward and backward, dropout masks drawn on the device. No weight has the
+# byte size of the dataset (6 x 4 int32 = 96 B), an order or the labels (24 B), a scalar or
+# the stats (8, 16 B); two steps of one batch size, the second allocating nothing.
+RNN_N, RNN_T, RNN_V, RNN_BATCH = 6, 4, 7, 3
+
+
+def test_recurrent_fit_copies_only_scalars_per_step(transfers):
+    from numbanet.nn.layers import GRU, LSTM, Bidirectional, Embedding, Input
+    from numbanet.nn.models import Model
+    ids = Input((RNN_T,), dtype="int32")
+    h = Embedding(RNN_V, 3, mask_zero=True)(ids)
+    h = LSTM(3, return_sequences=True, recurrent_dropout=0.25, seed=1)(h)
+    h = Bidirectional(GRU(2, dropout=0.25, seed=2))(h)
+    model = Model(ids, Dense(CLASSES, activation="softmax")(h)).to("gpu")
+    model.compile(optimizer=Adam(learning_rate=0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert model.be.name == "gpu"
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, RNN_V, (RNN_N, RNN_T)).astype(np.int32)
+    y = rng.integers(0, CLASSES, RNN_N).astype(np.int32)
+    transfers.recording = True
+    try:
+        model.fit(x, y, batch_size=RNN_BATCH, epochs=1, verbose=0, callbacks=[StepWindows(transfers)])
+    finally:
+        transfers.recording = False
+    steps_per_epoch = -(-RNN_N // RNN_BATCH)
+    assert model.optimizer.iterations == steps_per_epoch
+    steps = defaultdict(list)
+    for e in transfers.events:
+        if e.window is not None:
+            steps[e.window].append(e)
+    for w in [(0, s) for s in range(steps_per_epoch)]:
+        ups = [e for e in steps[w] if e.direction == "up"]
+        assert not ups, f"recurrent fit step {w}: expected no uploads, got:\n  {show(ups)}"
+        check_scalars(w, steps[w])
+    outside = [(e.direction, e.nbytes) for e in moves(transfers.events) if e.window is None]
+    want = [("up", x.nbytes), ("up", y.nbytes), ("up", RNN_N * 4)]
+    assert outside == want, f"recurrent fit outside steps: expected {want}, got {outside}"
+    sizes = {int(a.nbytes) for layer in model.layers for a in (*layer.params.values(), *layer.grads.values())}
+    sizes |= {int(a.nbytes) for d in model.optimizer.slots.values() for a in d.values()}
+    legit = {SCALAR_BYTES, STATS_BYTES, x.nbytes, RNN_N * 4}
+    assert not sizes & legit, f"test setup: weight sizes {sorted(sizes)} overlap {sorted(legit)}"
+    for w, events in steps.items():
+        moved = [e for e in moves(events) if e.nbytes in sizes]
+        assert not moved, f"recurrent fit step {w}: a weight-sized transfer:\n  {show(moved)}"
+    check_no_allocations_after_the_first_step_of_each_size(steps, n=RNN_N, batch=RNN_BATCH)
+
+
 # --------------------------------------------------------------------------- data-parallel steps (issue 14)
 class LoopbackComm:
     """Stands in for a 2-process mpi4py communicator, inside this process (rank 0; the

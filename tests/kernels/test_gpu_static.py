@@ -3,9 +3,9 @@
 Each (kernel, argument types) pair that the simulator tests launch (kernels/gpu/
 signatures.json, kept exact by tests/test_gpu_simulator.py) is compiled to PTX by NVVM and
 assembled by ptxas for sm_80 (A100) and sm_90 (H100/H200): any compile error fails, and
-so does any spill or stack frame in a hot kernel (GEMM, convolution, attention). A kernel
-written in kernels/gpu/ that no simulator test launches fails here too, so a new kernel
-cannot escape the static compile.
+so does any spill or stack frame in a hot kernel (GEMM, convolution, attention, the
+recurrence steps). A kernel written in kernels/gpu/ that no simulator test launches fails
+here too, so a new kernel cannot escape the static compile.
 
 The CUDA compiler wheels come with the test extra (`pip install -e '.[test]'` installs
 numba-cuda[cu12]: NVVM, libdevice and ptxas); without them this module fails and says so.
@@ -93,6 +93,14 @@ def test_fixed_blocks_name_real_kernels_launched_with_that_block():
             assert gpu_static.block_threads(rec) == fixed[rec["site"]]
     attention = [r for r in RECORDS if "attention" in r["site"]]
     assert attention and all(gpu_static.block_threads(r) == 128 for r in attention)
+
+
+def test_bool_arrays_round_trip():
+    """A bool array (a mask) records its dtype as numba names it, "bool"."""
+    from numba.core import types
+    t = types.Array(types.boolean, 2, "C")
+    assert gpu_static.encode_type(t) == ["array", "bool", 2, "C"]
+    assert gpu_static.decode_type(gpu_static.encode_type(t)) == t
 
 
 def test_recorded_types_round_trip():

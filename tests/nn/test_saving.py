@@ -121,9 +121,9 @@ def test_mismatched_weights_and_bad_json(tmp_path):
     _model().save(path)
     with np.load(path, allow_pickle=False) as data:
         cfg = json.loads(data["config"].tobytes())
-    cfg["model"]["layers"][0]["class_name"] = "LSTM"
+    cfg["model"]["layers"][0]["class_name"] = "ConvLSTM2D"
     _rewrite(path, config=np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8))
-    with pytest.raises(ValueError, match="its architecture cannot be rebuilt .*unknown layer class 'LSTM'"):
+    with pytest.raises(ValueError, match="its architecture cannot be rebuilt .*unknown layer class 'ConvLSTM2D'"):
         load_model(path)
 
 

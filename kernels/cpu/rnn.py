@@ -1,0 +1,520 @@
+"""Recurrent layers on the CPU: SimpleRNN, LSTM and GRU cells, forward and backward through time.
+
+The backend (Backend.rnn, Backend.rnn_backward in kernels/backend.py) does the parts that
+are one GEMM over all time steps: the input projection x @ kernel (+ bias) before the
+loop, and dx, dkernel, drecurrent_kernel after it. What is left is the recurrence, and
+each of `rnn_forward` / `rnn_backward` below runs it as one call that loops over time
+itself: the state never leaves the kernel between steps.
+
+Per step, the product with the recurrent kernel runs on the GEMM micro-kernel
+(kernels/cpu/_gemm_micro.py: an MR x NR tile from packed panels) and the gates are
+combined right where the tile lands, in the same prange iteration:
+
+    forward, work item = (MR batch rows, NR units): G tiles, one per gate,
+        z_g = h_{t-1} @ U[:, g*H + j0 : g*H + j0 + NR]     A: h packed (H x MR)
+                                                             B: U packed per gate (H x NR)
+        then the cell's equations on the MR x NR lanes, writing h_t straight into the
+        packed A panel of the next step (double-buffered: other items still read h_{t-1}).
+    backward, work item = (MR batch rows, NR units):
+        dh_{t-1}[rows, units] = dz_t @ U^T                  A: dz_t packed (G*H x MR)
+                                                             B: U^T packed (G*H x NR)
+        then step t-1's gradients on those lanes, writing dz_{t-1} into the next packed A.
+
+So each step is one parallel region, and every element of every output has one writer
+and a fixed summation order: the same bits on every run and thread count. The gradient
+of the recurrent kernel is one GEMM over all steps afterwards (h_{t-1}^T dz_t summed over
+t in a fixed order), not a sum of per-step products.
+
+Keras's equations (gates in Keras's column order; act = activation, rec = recurrent_activation):
+    SimpleRNN  h = act(x W + b + h U)
+    LSTM       i, f, g, o = rec(.), rec(.), act(.), rec(.) of x W + b + h U  (i, f, c, o)
+               c = f c_prev + i g;  h = o act(c)
+    GRU        z, r = rec(x W_z + b_z + h U_z + rb_z), rec(x W_r + b_r + h U_r + rb_r)
+               hh = act(x W_h + b_h + r (h U_h + rb_h))  (reset_after=True)
+               h = z h_prev + (1 - z) hh
+
+Time runs in processing order s (reversed when go_backwards); x, the mask and the
+projection are read at t = T-1-s then, and the outputs and the workspace are written at
+s (Keras's go_backwards returns the reversed sequence). A masked step (mask == 0) carries
+the state unchanged, and its output is the previous output (0 before the first one), or 0
+with zero_output_for_mask, as Keras's backend rnn does.
+
+Workspace per (batch, step s), what backward needs (W columns):
+    SimpleRNN  h                              (H)
+    LSTM       i f g o (activated), c, h      (6H)
+    GRU        z r hh (activated), rh, h      (5H)   rh = h_prev U_h + rb_h
+"""
+import math
+
+import numba
+import numpy as np
+from numba import prange
+from numba.core import types
+from numba.extending import overload
+
+from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+
+SIMPLE, LSTM, GRU = 0, 1, 2
+LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
+GATES = (1, 4, 3)
+WORKSPACE = (1, 6, 5)   # workspace columns per unit, by cell
+
+# tanh on float32 as an odd rational function (Eigen's fast tanh: x P(x^2) / Q(x^2) on
+# [-7.9053, 7.9053], clamped outside; max error 3.4e-7 against float64 tanh over [-12, 12]).
+# libm's tanhf is a scalar call, and a step's gates need B * H * G of them: the rational
+# form is plain arithmetic that LLVM vectorizes across a tile's lanes. sigmoid(x) =
+# (1 + tanh(x / 2)) / 2. float64 (the gradient-check dtype) keeps math.tanh and math.exp.
+_A = tuple(np.float32(c) for c in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
+                                   5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
+                                   -2.76076847742355e-16))
+_B = tuple(np.float32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
+                                   1.19825839466702e-06))
+_CLAMP = np.float32(7.90531110763549805)
+_A0, _A1, _A2, _A3, _A4, _A5, _A6 = _A
+_B0, _B1, _B2, _B3 = _B
+_HALF32 = np.float32(0.5)
+
+
+def tanh(x):
+    """tanh; the float32 rational form above, math.tanh for float64."""
+    return math.tanh(x)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(tanh, jit_options={"cache": True})
+def _tanh_impl(x):
+    if x == types.float32:
+        def impl(x):
+            x = max(min(x, _CLAMP), -_CLAMP)
+            x2 = x * x
+            p = ((((((_A6 * x2 + _A5) * x2 + _A4) * x2 + _A3) * x2 + _A2) * x2 + _A1) * x2 + _A0) * x
+            q = ((_B3 * x2 + _B2) * x2 + _B1) * x2 + _B0
+            return p / q
+        return impl
+    return lambda x: math.tanh(x)
+
+
+@overload(sigmoid, jit_options={"cache": True})
+def _sigmoid_impl(x):
+    if x == types.float32:
+        return lambda x: _HALF32 + _HALF32 * tanh(_HALF32 * x)
+
+    def impl(x):
+        # exp of a non-positive number only: no overflow for large |x|.
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+    return impl
+
+
+# --------------------------------------------------------------------------- packing
+
+@numba.njit(cache=True)
+def _pack_recurrent(u, g_count, up):
+    """up[jb, g, k, c] = U[k, g*H + jb*NR + c] (zero past the last unit): the B panels of the
+    forward product, one per (unit block, gate)."""
+    h = u.shape[0]
+    for jb in range(up.shape[0]):
+        for g in range(g_count):
+            for k in range(h):
+                for c in range(NR):
+                    j = jb * NR + c
+                    up[jb, g, k, c] = u[k, g * h + j] if j < h else 0
+
+
+@numba.njit(cache=True)
+def _pack_recurrent_t(u, upt):
+    """upt[jb, k, c] = U[jb*NR + c, k] (zero past the last unit): U^T's B panels, for the
+    backward product dz @ U^T over k = all G*H gate columns."""
+    h, gh = u.shape
+    for jb in range(upt.shape[0]):
+        for k in range(gh):
+            for c in range(NR):
+                j = jb * NR + c
+                upt[jb, k, c] = u[j, k] if j < h else 0
+
+
+# --------------------------------------------------------------------------- lanes
+# The gate arithmetic runs on NR-lane rows (one tile row: one batch row, NR units) in
+# loops without branches inside; the choice of activation and the mask test are made once
+# per row, outside them, so LLVM vectorizes each loop across the lanes.
+
+@numba.njit(cache=True, inline="always")
+def _add(dst, src, n):
+    for c in range(n):
+        dst[c] += src[c]
+
+
+@numba.njit(cache=True, inline="always")
+def _copy(dst, src, n):
+    for c in range(n):
+        dst[c] = src[c]
+
+
+@numba.njit(cache=True, inline="always")
+def _activate(code, v, n):
+    """v[:n] = act(v[:n]) in place."""
+    if code == TANH:
+        for c in range(n):
+            v[c] = tanh(v[c])
+    elif code == SIGMOID:
+        for c in range(n):
+            v[c] = sigmoid(v[c])
+    elif code == RELU:
+        for c in range(n):
+            v[c] = max(v[c], v[c] - v[c])
+
+
+@numba.njit(cache=True, inline="always")
+def _derive(code, y, out, n, one):
+    """out[:n] = act'(z) from the activation's outputs y[:n]."""
+    if code == TANH:
+        for c in range(n):
+            out[c] = one - y[c] * y[c]
+    elif code == SIGMOID:
+        for c in range(n):
+            out[c] = y[c] * (one - y[c])
+    elif code == RELU:
+        for c in range(n):
+            out[c] = one if y[c] > 0 else one - one
+    else:
+        for c in range(n):
+            out[c] = one
+
+
+# --------------------------------------------------------------------------- forward
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract,
+             y, last, h_out, c_out, ws, in_order, nchunks):
+    b_count, t_count, _ = xproj.shape
+    h = u.shape[0]
+    g_count = GATES[cell]
+    hcol = (WORKSPACE[cell] - 1) * h
+    nib = (b_count + MR - 1) // MR
+    njb = (h + NR - 1) // NR
+    dt = xproj.dtype
+    one = dt.type(1)
+    zero = one - one
+    up = np.empty((njb, g_count, h, NR), dt)
+    _pack_recurrent(u, g_count, up)
+    hp = np.zeros((2, nib, h, MR), dt)          # h_{t-1} (times the recurrent dropout mask), packed
+    hs = np.empty((2, b_count, h), dt)          # the state h itself
+    cs = np.zeros((b_count, h), dt)             # LSTM's c
+    tiles = np.empty((nchunks, g_count, MR, NR), dt)
+    lanes = np.empty((nchunks, 2, NR), dt)
+    for b in range(b_count):
+        for j in range(h):
+            v = h0[b, j]
+            hs[0, b, j] = v
+            hp[0, b // MR, j, b % MR] = v * rmask[b, j] if rmask.shape[0] else v
+            if cell == LSTM:
+                cs[b, j] = c0[b, j]
+            last[b, j] = zero
+    seq = y.shape[0] > 0
+    for chunk in prange(nchunks):
+        # A run of batch rows per thread, every step: rows never depend on each other, so the
+        # threads need no barrier between steps (one parallel region for the whole sequence).
+        ib0 = chunk * nib // nchunks
+        ib1 = (chunk + 1) * nib // nchunks
+        tile = tiles[chunk]
+        hn = lanes[chunk, 0]
+        tmp = lanes[chunk, 1]
+        for s in range(t_count):
+            cur = s % 2
+            nxt = 1 - cur
+            t = t_count - 1 - s if reverse else s
+            # Unit blocks outer: the U panels of a block serve all of the run's rows.
+            for jb in range(njb):
+                for ib in range(ib0, ib1):
+                    for g in range(g_count):
+                        micro(hp[cur, ib], up[jb, g], h, tile[g])
+                    j0 = jb * NR
+                    nj = min(NR, h - j0)
+                    for r in range(min(MR, b_count - ib * MR)):
+                        b = ib * MR + r
+                        on = keep.shape[0] == 0 or keep[b, t] != 0
+                        xp = xproj[b, t]
+                        w = ws[b, s]
+                        hprev = hs[cur, b, j0:j0 + nj]
+                        if cell == LSTM:
+                            for g in range(4):
+                                _add(tile[g, r], xp[g * h + j0:], nj)
+                            gi, gf, gg, go = tile[0, r], tile[1, r], tile[2, r], tile[3, r]
+                            _activate(ract, gi, nj)
+                            _activate(ract, gf, nj)
+                            _activate(act, gg, nj)
+                            _activate(ract, go, nj)
+                            cst = cs[b, j0:j0 + nj]
+                            for c in range(nj):
+                                tmp[c] = gf[c] * cst[c] + gi[c] * gg[c]
+                            if on:
+                                _copy(cst, tmp, nj)
+                            _activate(act, tmp, nj)
+                            for c in range(nj):
+                                hn[c] = go[c] * tmp[c]
+                            for g in range(4):
+                                _copy(w[g * h + j0:], tile[g, r], nj)
+                            _copy(w[4 * h + j0:], cst, nj)
+                        elif cell == GRU:
+                            if rbias.shape[0]:
+                                for g in range(3):
+                                    _add(tile[g, r], rbias[g * h + j0:], nj)
+                            gz, gr, gh = tile[0, r], tile[1, r], tile[2, r]
+                            _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
+                            _add(gz, xp[j0:], nj)
+                            _add(gr, xp[h + j0:], nj)
+                            _activate(ract, gz, nj)
+                            _activate(ract, gr, nj)
+                            xh = xp[2 * h + j0:]
+                            for c in range(nj):
+                                gh[c] = xh[c] + gr[c] * gh[c]
+                            _activate(act, gh, nj)
+                            for c in range(nj):
+                                hn[c] = gz[c] * hprev[c] + (one - gz[c]) * gh[c]
+                            for g in range(3):
+                                _copy(w[g * h + j0:], tile[g, r], nj)
+                        else:
+                            g0 = tile[0, r]
+                            _add(g0, xp[j0:], nj)
+                            _activate(act, g0, nj)
+                            _copy(hn, g0, nj)
+                        # hn: this step's h. A masked row keeps h_prev as its state.
+                        hnew = hs[nxt, b, j0:j0 + nj]
+                        _copy(hnew, hn if on else hprev, nj)
+                        _copy(w[hcol + j0:], hnew, nj)
+                        packed = hp[nxt, ib]
+                        if rmask.shape[0]:
+                            rm = rmask[b, j0:]
+                            for c in range(nj):
+                                packed[j0 + c, r] = hnew[c] * rm[c]
+                        else:
+                            for c in range(nj):
+                                packed[j0 + c, r] = hnew[c]
+                        lst = last[b, j0:j0 + nj]
+                        if on:
+                            _copy(lst, hn, nj)
+                        elif zero_output:
+                            for c in range(nj):
+                                lst[c] = zero
+                        if seq:
+                            _copy(y[b, t if in_order else s, j0:], lst, nj)
+    fin = t_count % 2
+    for b in range(b_count):
+        for j in range(h):
+            h_out[b, j] = hs[fin, b, j]
+            if cell == LSTM:
+                c_out[b, j] = cs[b, j]
+
+
+def _chunks(batch):
+    """Runs of MR-row panels, one per thread (numba.get_num_threads() inside @njit defeats
+    cache=True, so it is read here)."""
+    return max(1, min(numba.get_num_threads(), -(-batch // MR)))
+
+
+def _empty(arr, ndim, dtype):
+    # None -> an empty array of the one type each kernel is compiled for (None would be a
+    # second type, compiled again, for seconds, on first use).
+    return np.empty((0,) * ndim, dtype) if arr is None else arr
+
+
+def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract, y, last, h_out,
+                c_out, ws, in_order):
+    """The recurrence over xproj (B, T, G*H: x @ kernel + bias for every step, input order).
+    y (B, T, H) receives every output, or is None when only `last` (B, H), the last output,
+    is wanted; in_order writes y[:, t] at input step t even when reverse (else in processing
+    order, Keras's go_backwards rule). None also stands for the absent rbias (GRU's recurrent bias), c0/c_out (not
+    an LSTM), keep (uint8 (B, T), no mask) and rmask (no recurrent dropout)."""
+    dt = xproj.dtype
+    _forward(cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
+             _empty(rmask, 2, dt), reverse, zero_output, act, ract, _empty(y, 3, dt), last, h_out,
+             _empty(c_out, 2, dt), ws, in_order, _chunks(xproj.shape[0]))
+
+
+# --------------------------------------------------------------------------- backward
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
+              dzx, dzr, hprev, dh0, dc0, in_order, nchunks):
+    b_count, t_count, _ = ws.shape
+    h = u.shape[0]
+    g_count = GATES[cell]
+    gh = g_count * h
+    nib = (b_count + MR - 1) // MR
+    njb = (h + NR - 1) // NR
+    dt = ws.dtype
+    one = dt.type(1)
+    zero = one - one
+    upt = np.empty((njb, gh, NR), dt)
+    _pack_recurrent_t(u, upt)
+    dzp = np.zeros((2, nib, gh, MR), dt)     # dz_t (recurrent part), packed as the A operand
+    direct = np.empty((b_count, h), dt)      # dh_{t-1} terms that skip the product (GRU's z dh; a masked step)
+    dcs = np.zeros((b_count, h), dt)         # LSTM: dc carried to the previous step
+    carry = np.zeros((b_count, h), dt)       # d(output) carried back over masked steps
+    tiles = np.empty((nchunks, MR, NR), dt)
+    lanes = np.empty((nchunks, 8, NR), dt)
+    hcol = (WORKSPACE[cell] - 1) * h
+    for b in range(b_count):
+        for j in range(h):
+            direct[b, j] = dh_last[b, j]
+            if cell == LSTM:
+                dcs[b, j] = dc_last[b, j]
+    seq = dy.shape[1] == t_count
+    # Phase s: dh_s = direct + (dz_{s+1} @ U^T) * rmask, then step s's gradients (s >= 0).
+    for chunk in prange(nchunks):
+        ib0 = chunk * nib // nchunks
+        ib1 = (chunk + 1) * nib // nchunks
+        tile = tiles[chunk]
+        dh, dout, d1, d2, d3, d4, tc, dc = (lanes[chunk, 0], lanes[chunk, 1], lanes[chunk, 2], lanes[chunk, 3],
+                                            lanes[chunk, 4], lanes[chunk, 5], lanes[chunk, 6], lanes[chunk, 7])
+        for s in range(t_count - 1, -2, -1):
+            cur = s % 2
+            nxt = 1 - cur
+            t = t_count - 1 - s if reverse else s
+            for jb in range(njb):
+                for ib in range(ib0, ib1):
+                    if s < t_count - 1:
+                        micro(dzp[nxt, ib], upt[jb], gh, tile)
+                    j0 = jb * NR
+                    nj = min(NR, h - j0)
+                    for r in range(min(MR, b_count - ib * MR)):
+                        b = ib * MR + r
+                        _copy(dh, direct[b, j0:], nj)
+                        if s < t_count - 1:
+                            if rmask.shape[0]:
+                                rm = rmask[b, j0:]
+                                for c in range(nj):
+                                    dh[c] += tile[r, c] * rm[c]
+                            else:
+                                _add(dh, tile[r], nj)
+                        if s < 0:
+                            _copy(dh0[b, j0:], dh, nj)
+                            if cell == LSTM:
+                                _copy(dc0[b, j0:], dcs[b, j0:], nj)
+                            continue
+                        on = keep.shape[0] == 0 or keep[b, t] != 0
+                        cr = carry[b, j0:j0 + nj]
+                        _copy(dout, cr, nj)
+                        if seq:
+                            _add(dout, dy[b, t if in_order else s, j0:], nj)
+                        elif s == t_count - 1:
+                            _add(dout, dy[b, 0, j0:], nj)
+                        hp_ = ws[b, s - 1, hcol + j0:] if s > 0 else h0[b, j0:]
+                        hpv = hprev[b, t, j0:]
+                        if rmask.shape[0]:
+                            rm = rmask[b, j0:]
+                            for c in range(nj):
+                                hpv[c] = hp_[c] * rm[c]
+                        else:
+                            _copy(hpv, hp_, nj)
+                        zx = dzx[b, t]
+                        zr = dzr[b, t]
+                        packed = dzp[cur, ib]
+                        if not on:
+                            # The state passed through unchanged; the output is the previous one (or 0).
+                            if zero_output or s == 0:
+                                for c in range(nj):
+                                    cr[c] = zero
+                            else:
+                                _copy(cr, dout, nj)
+                            _copy(direct[b, j0:], dh, nj)
+                            for g in range(g_count):
+                                for c in range(nj):
+                                    zx[g * h + j0 + c] = zero
+                                    zr[g * h + j0 + c] = zero
+                                    packed[g * h + j0 + c, r] = zero
+                            continue
+                        for c in range(nj):
+                            cr[c] = zero
+                        _add(dh, dout, nj)
+                        w = ws[b, s]
+                        if cell == LSTM:
+                            gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                            cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
+                            _copy(tc, w[4 * h + j0:], nj)
+                            _activate(act, tc, nj)
+                            _derive(act, tc, d1, nj, one)
+                            dcst = dcs[b, j0:]
+                            for c in range(nj):
+                                dc[c] = dcst[c] + dh[c] * go[c] * d1[c]
+                            _derive(ract, gi, d1, nj, one)
+                            _derive(ract, gf, d2, nj, one)
+                            _derive(act, gg, d3, nj, one)
+                            _derive(ract, go, d4, nj, one)
+                            for c in range(nj):
+                                di = dc[c] * gg[c] * d1[c]
+                                df = dc[c] * cprev[c] * d2[c]
+                                dg = dc[c] * gi[c] * d3[c]
+                                do = dh[c] * tc[c] * d4[c]
+                                dcst[c] = dc[c] * gf[c]
+                                zx[j0 + c] = di
+                                zx[h + j0 + c] = df
+                                zx[2 * h + j0 + c] = dg
+                                zx[3 * h + j0 + c] = do
+                            for c in range(nj):
+                                direct[b, j0 + c] = zero
+                        elif cell == GRU:
+                            gz, gr, ghh, rh = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                            _derive(ract, gz, d1, nj, one)
+                            _derive(act, ghh, d2, nj, one)
+                            _derive(ract, gr, d3, nj, one)
+                            dst = direct[b, j0:]
+                            for c in range(nj):
+                                dzz = dh[c] * (hp_[c] - ghh[c]) * d1[c]
+                                dpre = dh[c] * (one - gz[c]) * d2[c]
+                                dr = dpre * rh[c] * d3[c]
+                                dst[c] = dh[c] * gz[c]
+                                zx[j0 + c] = dzz
+                                zx[h + j0 + c] = dr
+                                zx[2 * h + j0 + c] = dpre
+                                zr[j0 + c] = dzz
+                                zr[h + j0 + c] = dr
+                                zr[2 * h + j0 + c] = dpre * gr[c]
+                        else:
+                            _derive(act, w[j0:], d1, nj, one)
+                            for c in range(nj):
+                                zx[j0 + c] = dh[c] * d1[c]
+                                direct[b, j0 + c] = zero
+                        for g in range(g_count):
+                            for c in range(nj):
+                                packed[g * h + j0 + c, r] = zr[g * h + j0 + c]
+
+
+def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
+                 dzx, dzr, hprev, dh0, dc0, in_order):
+    """Backward through time. dy: (B, T, H) gradients of every output (in y's order: see
+    in_order in rnn_forward), or (B, 1, H) of the last output only; dh_last/dc_last: gradients
+    of the final states. Writes, indexed by input step: dzx (B, T, G*H: the gradients of the
+    gate pre-activations on the input side; zero at masked steps), dzr (the recurrent side:
+    GRU's candidate gate differs, r times it; for the other cells dzr is dzx and the caller
+    passes the same array) and hprev (B, T, H: the GEMM input of each step, h_{t-1} times
+    the recurrent dropout mask); then dh0 and dc0 (LSTM). None as in rnn_forward."""
+    dt = ws.dtype
+    _backward(cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
+              zero_output, act, ract, ws, dy, dh_last, _empty(dc_last, 2, dt), dzx, dzr, hprev, dh0,
+              _empty(dc0, 2, dt), in_order, _chunks(ws.shape[0]))
+
+
+# --------------------------------------------------------------------------- helpers for the backend
+
+@numba.njit(cache=True, parallel=True)
+def keep_steps(mask, keep):
+    """keep[b, t] = 1 where mask[b, t] is non-zero (True), else 0: any integer or bool mask
+    becomes the one uint8 type the recurrence kernels are compiled for."""
+    for b in prange(mask.shape[0]):
+        for t in range(mask.shape[1]):
+            keep[b, t] = 1 if mask[b, t] != 0 else 0
+
+
+@numba.njit(cache=True, parallel=True)
+def scale_features(x, m, out):
+    """out[b, t, i] = x[b, t, i] * m[b, i]: one dropout mask per sample, the same at every step."""
+    for b in prange(x.shape[0]):
+        for t in range(x.shape[1]):
+            for i in range(x.shape[2]):
+                out[b, t, i] = x[b, t, i] * m[b, i]
