@@ -41,6 +41,7 @@ class Case:
     size: int        # x axis of the plot (GEMM: the square size or M)
     params: tuple    # kind-specific, see make_inputs
     work: float      # FLOPs (GFLOP/s units) or bytes moved (GB/s units) per call
+    busy_cores: int = 0  # other processes spinning on a core each while the repeats are timed
 
     @property
     def unit(self):
@@ -106,9 +107,10 @@ def _train_step_flops(batch):
     return 3 * (sum(conv) + sum(dense)) - conv[0]
 
 
-def _train_step(batch):
-    return Case("train_step", "train_step", f"article CNN, batch {batch}", batch, (batch,),
-                _train_step_flops(batch))
+def _train_step(batch, busy_cores=0):
+    busy = f", {busy_cores} core busy" if busy_cores else ""
+    return Case("train_step", "train_step", f"article CNN, batch {batch}{busy}", batch, (batch,),
+                _train_step_flops(batch), busy_cores)
 
 
 # The default charlm (nn/charlm.py): batch, steps, d_model, heads, blocks, vocabulary.
@@ -196,7 +198,7 @@ def full_cases():
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
     cases += attention_cases()
     cases += rnn_cases()
-    cases += [_train_step(128), _charlm_step()]
+    cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step()]
     return cases
 
 
@@ -212,7 +214,7 @@ def quick_cases():
     cases += [_optim("adam", 10_000_000), _optim("sgd", 1_000_000)]
     cases += attention_cases(quick=True)
     cases += rnn_cases(quick=True)
-    cases += [_train_step(128), _charlm_step()]
+    cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step()]
     return cases
 
 
@@ -232,6 +234,7 @@ def tiny_cases():
         _rnn("lstm", 3, 4, 5, 6),
         _rnn("gru", 3, 4, 5, 6),
         _train_step(4),
+        _train_step(4, busy_cores=1),
         _charlm_step(2, 8, 16, 2, 1, 11),
     ]
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,8 +104,25 @@ def _time_call(p):
     return time.perf_counter() - t0
 
 
+def start_spinners(count):
+    """`count` child processes, each a Python loop that never sleeps: the other CPU-bound
+    job of a busy machine. The operating system shares the cores between them and the
+    implementation being timed, so a kernel whose threads wait at a barrier for a
+    descheduled one shows it. Stopped by stop_spinners."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_spinners(procs):
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
 def run_case(case, impls, repeats, log=None):
-    """-> one row per impl: status ok/missing/error, first-call time, the timed repeats."""
+    """-> one row per impl: status ok/missing/error, first-call time, the timed repeats.
+    A case with busy_cores runs its timed repeats (not the first calls) beside that many
+    spinning processes."""
     rows, live = [], []
     for impl in impls:
         row = {"op": case.op, "kind": case.kind, "case": case.label, "size": case.size, "impl": impl,
@@ -120,14 +138,18 @@ def run_case(case, impls, repeats, log=None):
         except Exception as exc:  # ours or a reference broke: reported, and the run fails
             row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
         rows.append(row)
-    for r in range(repeats):
-        shift = r % max(len(live), 1)
-        for row, p in live[shift:] + live[:shift]:
-            try:
-                row["times_s"].append(_time_call(p))
-            except Exception as exc:
-                row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
-        live = [(row, p) for row, p in live if row["status"] == "ok"]
+    spinners = start_spinners(case.busy_cores)
+    try:
+        for r in range(repeats):
+            shift = r % max(len(live), 1)
+            for row, p in live[shift:] + live[:shift]:
+                try:
+                    row["times_s"].append(_time_call(p))
+                except Exception as exc:
+                    row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+            live = [(row, p) for row, p in live if row["status"] == "ok"]
+    finally:
+        stop_spinners(spinners)
     for row in rows:
         if row["status"] == "ok":
             t = np.asarray(row["times_s"])

@@ -11,7 +11,10 @@ child reports, from just before `import numbanet`:
     float64, on tiny shapes, so that every kernel the cpu backend has is compiled (or
     loaded) by the end.
 Times are wall-clock seconds of one run each (compile time is what is measured here, so
-there is no warm-up to discard); run it again to see the spread.
+there is no warm-up to discard); run it again to see the spread. Beside each, the CPU
+seconds the child used (all its threads): on a machine shared with other jobs the wall
+time grows with the load, the CPU time much less, so it is the figure to compare
+between runs there.
 """
 import json
 import os
@@ -21,7 +24,7 @@ import tempfile
 import time
 
 def _child():
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     import numpy as np
 
     from numbanet import kernels
@@ -33,14 +36,15 @@ def _child():
     y = rng.integers(0, 10, 128).astype(np.int64)
     model = build_model()
     loss = model.train_on_batch(x, y)
-    t_step = time.perf_counter() - t0
+    t_step, c_step = time.perf_counter() - t0, time.process_time() - c0
     if not np.isfinite(loss[0]):
         raise SystemExit(f"startup: the first training step gave a loss of {loss[0]}")
     _every_op(kernels.get_backend(), np.float32)
-    t_f32 = time.perf_counter() - t0
+    t_f32, c_f32 = time.perf_counter() - t0, time.process_time() - c0
     _every_op(kernels.get_backend(), np.float64)
-    t_all = time.perf_counter() - t0
-    print(json.dumps({"first_step_s": t_step, "every_op_f32_s": t_f32, "every_op_s": t_all}))
+    t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"first_step_s": t_step, "every_op_f32_s": t_f32, "every_op_s": t_all,
+                      "first_step_cpu_s": c_step, "every_op_f32_cpu_s": c_f32, "every_op_cpu_s": c_all}))
 
 
 def _every_op(be, dt):
@@ -121,12 +125,15 @@ def main():
     with tempfile.TemporaryDirectory(prefix="numbanet-cache-") as cache_dir:
         cold = _run(cache_dir)
         warm = _run(cache_dir)
-    head = f"{'process':<34} {'first step s':>12} {'+ every op f32 s':>16} {'+ every op f64 s':>16}"
+    head = f"{'process':<34} {'first step s':>16} {'+ every op f32 s':>16} {'+ every op f64 s':>16}"
     print(head)
     for label, r in (("1st (empty cache: compiles)", cold), ("2nd (cache written by the 1st)", warm)):
-        print(f"{label:<34} {r['first_step_s']:>12.2f} {r['every_op_f32_s']:>16.2f} {r['every_op_s']:>16.2f}")
+        cells = [f"{r[k + '_s']:.2f} ({r[k + '_cpu_s']:.1f})" for k in ("first_step", "every_op_f32", "every_op")]
+        print(f"{label:<34} " + " ".join(f"{c:>16}" for c in cells))
     print("seconds from `import numbanet`: to one finished train_on_batch of the article's CNN (batch 128), "
-          "then to each backend op called once in float32, then once more in float64 (every kernel compiled)")
+          "then to each backend op called once in float32, then once more in float64 (every kernel compiled); "
+          "wall clock, with the child's CPU seconds in brackets")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"python -m numbanet.bench.startup ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
 
 

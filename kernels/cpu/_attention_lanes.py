@@ -13,7 +13,6 @@ vectorizer off, and the loop vectorizer only sees the outer loop, whose lanes di
 import math
 
 import numpy as np
-from numba import types
 
 from numbanet.kernels.cpu import fastexp
 from numbanet.kernels.cpu.slp import compile_slp
@@ -166,18 +165,7 @@ def _ds_rows_py(p, dp, n, delta):
 
 
 
-def _signatures(*kinds):
-    """One signature per float dtype: 's' a 2-D strip, 'v' a 1-D vector (both of the dtype),
-    'i' the int32 bits scratch, 'n' a length, 'b' a flag."""
-    sigs = []
-    for dt in (types.float32, types.float64):
-        arg = {"s": types.Array(dt, 2, "C"), "v": types.Array(dt, 1, "C"), "i": types.Array(types.int32, 2, "C"),
-               "n": types.intp, "b": types.boolean}
-        sigs.append(types.void(*(arg[k] for k in kinds)))
-    return sigs
-
-
-max_lanes = compile_slp(_max_lanes_py, _signatures("s", "n", "v"))
-exp2_lanes = compile_slp(_exp2_lanes_py, _signatures("s", "n", "v", "v", "i", "b"), fastmath={"contract"})
-exp2_rows = compile_slp(_exp2_rows_py, _signatures("s", "n", "v", "i", "b"), fastmath={"contract"})
-ds_rows = compile_slp(_ds_rows_py, _signatures("s", "s", "n", "v"), fastmath={"contract"})
+max_lanes = compile_slp(_max_lanes_py)
+exp2_lanes = compile_slp(_exp2_lanes_py, fastmath={"contract"})
+exp2_rows = compile_slp(_exp2_rows_py, fastmath={"contract"})
+ds_rows = compile_slp(_ds_rows_py, fastmath={"contract"})

@@ -10,19 +10,14 @@ every accumulator is its own local scalar:
 
 Local scalars are what LLVM keeps in registers; its SLP vectorizer then packs each row
 of NR scalars into one 512-bit (float32) or two (float64) FMA registers. Numba leaves the
-SLP vectorizer off by default, so this one function is compiled eagerly, for the two
-float dtypes, with it switched on by kernels/cpu/slp.py (a loop over a small array instead
+SLP vectorizer off by default, so this one function is compiled, per float dtype on first
+use, with it switched on by kernels/cpu/slp.py (a loop over a small array instead
 keeps the tile in memory and ran about 3x slower here).
 """
-from numba import types
-
 from numbanet.kernels.cpu.slp import compile_slp
 
 MR = 8
 NR = 16
-
-SIGNATURES = [types.void(types.Array(dt, 2, "C"), types.Array(dt, 2, "C"), types.intp, types.Array(dt, 2, "C"))
-              for dt in (types.float32, types.float64)]
 
 
 def _micro_py(ap, bp, kc, tile):
@@ -156,4 +151,4 @@ def _micro_py(ap, bp, kc, tile):
     tile[7, 12] = c7_12; tile[7, 13] = c7_13; tile[7, 14] = c7_14; tile[7, 15] = c7_15
 
 
-micro = compile_slp(_micro_py, SIGNATURES, fastmath={"contract"})
+micro = compile_slp(_micro_py, fastmath={"contract"})

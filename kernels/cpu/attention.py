@@ -46,6 +46,8 @@ from numba import prange
 from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
 from numbanet.kernels.cpu.fastexp import LN2, LOG2E
+from numbanet.kernels.cpu.threads import CHUNKS_PER_THREAD
+from numbanet.kernels.cpu.threads import dynamic as _dynamic
 
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
@@ -179,21 +181,6 @@ def _forward(q, k, v, out, lse, causal, scale, nchunks, qsplit, fast):
 def _threads():
     # Read here: numba.get_num_threads() inside @njit defeats cache=True.
     return numba.get_num_threads()
-
-
-CHUNKS_PER_THREAD = 8
-
-
-def _dynamic(kernel, *args):
-    """Run a prange kernel with its iterations handed out one at a time (chunk size 1)
-    instead of split evenly up front: the runs of items are many and equal, so a thread
-    that loses its core for a while (a shared machine, the other library's threads) no
-    longer holds up the whole call. Which thread runs an item does not change any result."""
-    previous = numba.set_parallel_chunksize(1)
-    try:
-        kernel(*args)
-    finally:
-        numba.set_parallel_chunksize(previous)
 
 
 def attention_forward(q, k, v, out, lse, causal, scale):

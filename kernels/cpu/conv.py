@@ -19,10 +19,12 @@ fixed order.
 """
 import numba
 import numpy as np
-from numba import prange, types
+from numba import prange
 
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
+from numbanet.kernels.cpu.slp import compile_slp
+from numbanet.kernels.cpu.threads import dynamic, work_items
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
 # per output the GEMM path's time goes to patch packing and tile write-back, not FMAs
@@ -128,9 +130,9 @@ def _panels(size, width):
 #             for c in range(NR):
 #                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
 #
-# unrolled (by a throwaway script) into local scalars, compiled eagerly with the SLP
-# vectorizer on, as kernels/cpu/_gemm_micro.py does and for the same reason: a loop over
-# a small accumulator array keeps it in memory.
+# unrolled (by a throwaway script) into local scalars, compiled with the SLP vectorizer
+# on (per dtype, on first use), as kernels/cpu/_gemm_micro.py does and for the same
+# reason: a loop over a small accumulator array keeps it in memory.
 
 def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     x0 = bases[0]; x1 = bases[1]; x2 = bases[2]; x3 = bases[3]; x4 = bases[4]; x5 = bases[5]; x6 = bases[6]; x7 = bases[7]
@@ -205,25 +207,7 @@ def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
 
 
 
-def _direct_tile_signatures():
-    sigs = []
-    for dt in (types.float32, types.float64):
-        vec, mat, idx = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(types.intp, 1, "C")
-        sigs.append(types.void(vec, idx, idx, types.intp, mat, vec, mat, types.intp, types.intp))
-    return sigs
-
-
-def _compile_direct_tile():
-    old = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        return numba.njit(_direct_tile_signatures(), cache=True, fastmath={"contract"},
-                          boundscheck=False)(_direct_tile_py)
-    finally:
-        numba.config.SLP_VECTORIZE = old
-
-
-_direct_tile = _compile_direct_tile()
+_direct_tile = compile_slp(_direct_tile_py, fastmath={"contract"})
 
 
 @numba.njit(cache=True)
@@ -438,18 +422,19 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left):
     fan_in = dwdb.shape[0] - 1
     dw = dwdb[:fan_in].reshape(w.shape)
     db = dwdb[fan_in]
-    # Fixed chunks, one per thread (not one per prange step), so the partial sums and so
-    # dw and db do not depend on how the scheduler hands out iterations. Read here, not in
-    # the kernel: numba.get_num_threads() inside @njit would defeat cache=True.
-    nchunks = max(1, min(x.shape[0], numba.get_num_threads()))
+    # Fixed runs of images, several per thread, each with its own partial dW/db summed in
+    # run order: dw and db do not depend on which thread ran which run, and a thread that
+    # loses its core to another process leaves its unstarted runs to the other thread.
+    nchunks = work_items(x.shape[0])
     # An empty dx stands in for None: one compiled kernel per dtype, not two.
     compute_dx = dx is not None
     if not compute_dx:
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
-    _conv2d_backward(x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
+    dynamic(_conv2d_backward, x, w, dy, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
 def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
     """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
-    _conv2d_forward(x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
+    # One image per prange item, handed out one at a time (threads.dynamic).
+    dynamic(_conv2d_forward, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left)
     epilogue(activation, y)

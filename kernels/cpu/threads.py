@@ -1,4 +1,5 @@
-"""Numba's threading layer is only known after a parallel kernel has run once."""
+"""Threads: Numba's threading layer (only known after a parallel kernel has run once), and
+the dynamic hand-out of prange iterations that keeps a busy machine from stalling a call."""
 import numba
 import numpy as np
 from numba import prange
@@ -13,3 +14,31 @@ def _touch(a):
 def threading_layer():
     _touch(np.empty(numba.get_num_threads(), dtype=np.int64))
     return numba.threading_layer()
+
+
+# Kernels whose prange items are coarse (an image, a run of images) split their work into
+# this many items per thread and run under `dynamic`.
+CHUNKS_PER_THREAD = 8
+
+
+def dynamic(kernel, *args):
+    """Run a prange kernel with its iterations handed out one at a time (chunk size 1)
+    instead of split evenly up front. With even splits, each thread owns half of the items
+    and the call ends when the slower half does: on a machine where another process holds
+    a core, the thread that shares it finishes its half late and the other thread waits.
+    Handed out one at a time, the thread that keeps its core takes more of the items. For
+    kernels whose items are coarse only (an image, a run of rows): with chunk size 1 an
+    elementwise loop would be handed out one element at a time. Which thread runs an item
+    changes no result."""
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+def work_items(count):
+    """How many items to split `count` units of work into for `dynamic`: CHUNKS_PER_THREAD
+    per thread, at most one per unit. Read here, not in a kernel: numba.get_num_threads()
+    inside @njit defeats cache=True."""
+    return max(1, min(count, CHUNKS_PER_THREAD * numba.get_num_threads()))

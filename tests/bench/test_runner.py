@@ -123,6 +123,27 @@ def test_round_robin_rotates_the_order(monkeypatch):
     assert all(len(r["times_s"]) == 3 for r in rows)
 
 
+def test_busy_case_times_its_repeats_beside_spinning_processes(monkeypatch):
+    started = []
+    real_start = runner.start_spinners
+    monkeypatch.setattr(runner, "start_spinners", lambda n: started.extend(real_start(n)) or started)
+    alive_at_call = []
+
+    class Fake:
+        def run(self):
+            alive_at_call.append(sum(p.poll() is None for p in started))
+
+        def sync(self):
+            pass
+    case = next(c for c in C.tiny_cases() if c.busy_cores)
+    assert case.busy_cores == 1 and "1 core busy" in case.label
+    monkeypatch.setattr(implementations, "prepare", lambda c, impl, seed=0: Fake())
+    runner.run_case(case, ["cpu", "numpy"], repeats=3)
+    # first call and warm-up of both impls alone, then every timed call beside one spinner
+    assert alive_at_call == [0, 0, 0, 0] + [1] * 6
+    assert len(started) == 1 and started[0].returncode is not None  # stopped and reaped
+
+
 def test_bad_filters_are_rejected():
     err_out = io.StringIO()
     assert runner.main(_args("--tiny", "--ops", "gemm,nope"), out=err_out) == 2
