@@ -285,6 +285,7 @@ def _main_charlm(args, be):
 
 
 def _main_lstm(args, be):
+    from numbanet.nn import distributed
     from numbanet.nn import digits_lstm
     from numbanet.nn.datasets import digits
 
@@ -298,11 +299,11 @@ def _main_lstm(args, be):
     epochs = args.epochs or digits_lstm.EPOCHS
     batch_size = args.batch_size or digits_lstm.BATCH_SIZE
     steps_per_epoch = -(-len(x_train) // batch_size)
-    print(f"numbanet train: backend {be.name}, scikit-learn's 8x8 digits read row by row ({digits.TIMESTEPS} steps "
+    _say(f"numbanet train: backend {be.name}, scikit-learn's 8x8 digits read row by row ({digits.TIMESTEPS} steps "
           f"of {digits.FEATURES} pixels): {len(x_train)} training and {len(x_test)} test digits, {epochs} epoch(s) "
-          f"of batch {batch_size}, seed {args.seed}", flush=True)
+          f"of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
     model = digits_lstm.build_model()
-    print(f"numbanet train: LSTM({digits_lstm.UNITS}) -> Dense(10), {model.count_params():,} parameters",
+    _say(f"numbanet train: LSTM({digits_lstm.UNITS}) -> Dense(10), {model.count_params():,} parameters",
           flush=True)
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
@@ -310,11 +311,11 @@ def _main_lstm(args, be):
     be.synchronize()
     seconds = time.perf_counter() - start
     test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
-    print(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
+    _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
           f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
-    print(f"Test loss: {float(test_loss):.4f}")
-    print(f"Test accuracy: {float(test_acc):.4f}")
+    _say(f"Test loss: {float(test_loss):.4f}")
+    _say(f"Test accuracy: {float(test_acc):.4f}")
     _save(model, args.output or DEFAULT_LSTM_OUTPUT)
-    if args.plot:
+    if args.plot and distributed.is_chief():
         return _plot(history, args.plot, "LSTM on the 8x8 digits, row by row (validation: the test digits)")
     return 0
