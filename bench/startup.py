@@ -18,7 +18,8 @@ between runs there. When the child's first cache miss started the background com
 (kernels/cpu/precompile.py), its helper process's CPU seconds follow after a `+`: the
 child waits for the helper after each column (outside the timed wall clock) so that they
 are counted; the first-step column thus counts all the helper did, including work the
-step did not need. NUMBANET_BACKGROUND_COMPILE=0 measures without the helper.
+step did not need. The helper starts only when the load average leaves a core idle:
+NUMBANET_BACKGROUND_COMPILE=1 measures with it regardless, =0 without it.
 """
 import json
 import os

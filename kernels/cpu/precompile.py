@@ -2,7 +2,7 @@
 
 A first-ever training step spends ~20 CPU seconds compiling kernels, one at a time: Numba
 compiles under one lock per process, so the machine's second core sits idle. On the first
-cache miss this module starts a helper process (`python -m numbanet.kernels.cpu.precompile`)
+cache miss this module starts a helper process (`python -m numbanet.kernels.cpu.compile_worker`)
 that compiles, through the same on-disk cache (cache=True), the kernels the parent will
 need later in the step (the backward passes, the Dense GEMM, the loss, Adam) while the
 parent compiles the forward pass. When the parent reaches a kernel the helper has written,
@@ -27,23 +27,26 @@ The helper runs with NUMBANET_BACKGROUND_COMPILE=0 and one Numba thread, is kill
 the parent exits (atexit) or dies (PR_SET_PDEATHSIG), exits by itself after 20 idle
 seconds, and is only started on a cache miss: a cached start never starts it.
 
-NUMBANET_BACKGROUND_COMPILE=0 turns the helper off (the cache lock stays on: it only makes
-concurrent processes, such as MPI ranks sharing one cache, safe).
+The helper starts only when the machine has an idle core (`_a_core_is_idle`);
+NUMBANET_BACKGROUND_COMPILE=1 starts it regardless, =0 never (the cache lock stays on: it
+only makes concurrent processes, such as MPI ranks sharing one cache, safe).
 """
 import atexit
-import fcntl
 import itertools
 import os
-import select
 import subprocess
 import sys
 import threading
 import time
 
-import numpy as np
 from numba.core.caching import IndexDataCacheFile
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
+
+try:
+    import fcntl
+except ImportError:   # not POSIX: no lock, so no helper either (install does nothing)
+    fcntl = None
 
 ENV = "NUMBANET_BACKGROUND_COMPILE"
 _IDLE_EXIT_S = 20.0
@@ -52,8 +55,27 @@ _IDLE_EXIT_S = 20.0
 _STUCK_S = 180.0
 
 
-def background_enabled():
-    return os.environ.get(ENV, "1").strip() not in ("0", "")
+def background_mode():
+    """NUMBANET_BACKGROUND_COMPILE: "0" never, "1" always, unset ("auto"): when a core is
+    idle as the helper would start."""
+    value = os.environ.get(ENV, "auto").strip().lower()
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "on" if value in ("1", "on", "true", "yes") else "auto"
+
+
+def _a_core_is_idle():
+    """The 1-minute load average below the core count: other jobs leave a core's worth of
+    time that a helper compiling beside this process can use. On a busy machine it would
+    only take CPU from the parent's share, and it adds its own start-up and cache loads
+    (the two processes used ~10% more CPU seconds in all than one). Measured on 2 cores
+    shared with other jobs (first step of the article's CNN, empty cache): 30.0 s without
+    and 15.9 s with the helper at load 2.5; 1-10 s slower with it in 4 of 4 pairs at load
+    3-5 (read after each run, so counting the run itself)."""
+    try:
+        return os.getloadavg()[0] < (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- cache lock
@@ -138,10 +160,17 @@ def _wait_for_flock(fd):
 def install(modules):
     """Put every cached kernel (Numba CPU dispatcher) defined in `modules` under the lock,
     and have its cache misses start the helper. Idempotent."""
+    if fcntl is None:
+        return
     for module in modules:
         for obj in list(vars(module).values()):
             if isinstance(obj, CPUDispatcher) and not getattr(obj, "_numbanet_locked", False):
                 _lock_dispatcher(obj)
+
+
+def _kernel_name(dispatcher):
+    """'conv._conv2d_forward' for kernels/cpu/conv.py's _conv2d_forward."""
+    return dispatcher.py_func.__module__.rsplit(".", 1)[-1] + "." + dispatcher.py_func.__name__
 
 
 def _lock_dispatcher(dispatcher):
@@ -163,7 +192,7 @@ def _lock_dispatcher(dispatcher):
     def load_overload_noting_misses(sig, target_context):
         cres = load_overload(sig, target_context)
         if cres is None:
-            _helper.note_miss(dispatcher.py_func.__name__, sig)
+            _helper.note_miss(_kernel_name(dispatcher), sig)
         return cres
 
     dispatcher.compile = compile_locked
@@ -172,70 +201,23 @@ def _lock_dispatcher(dispatcher):
 
 
 # --------------------------------------------------------------------------- what to compile
-# Warm-up items: backend ops on tiny arrays. Calling the op (not compiling a signature
-# written here) gives exactly the argument types the layers' calls give, whatever the
-# kernels' signatures become. The helper takes the lowest rank first. The parent needs
-# the forward pass first (a CNN: conv2d_forward, whose compile also makes the GEMM
-# micro-kernel and the direct-conv tile, which the GEMM and conv2d_backward call), so
-# the helper starts with what shares nothing with it (Adam, the loss, the ReLU
-# gradient), then the Dense GEMM and the backward passes, which need those shared
-# kernels: by then the parent has compiled them and they load from the cache.
-def _warm_dense(be, dt):
-    x, w, b = be.zeros((3, 5), dt), be.zeros((5, 4), dt), be.zeros((4,), dt)
-    for act in ("relu", "linear"):
-        be.matmul(x, w, bias=b, activation=act)
-    be.dense_backward(x, w, be.zeros((3, 4), dt), compute_dx=True)
-
-
-def _warm_loss(be, dt):
-    z = be.zeros((4, 10), dt)
-    labels = be.asarray(np.array([1, 0, 3, 9], dtype=np.int32))
-    _, _, stats = be.softmax_cross_entropy_stats(z, labels, _labels_checked=True)
-    be.softmax_cross_entropy(z, labels, _labels_checked=True)
-    be.accuracy(z, labels, _labels_checked=True)
-    be.sum(be.zeros((4,), dt))
-
-
-def _warm_relu_backward(be, dt):
-    y = be.zeros((3, 4), dt)
-    be.relu_backward(y, y)
-
-
-def _warm_adam(be, dt):
-    from numbanet.kernels.cpu import optim
-    for size in (8, optim._PARALLEL_MIN):   # both the serial and the threaded path
-        p = be.zeros((size,), dt)
-        be.adam_step(p, be.zeros((size,), dt), be.zeros((size,), dt), be.zeros((size,), dt), lr=1e-3, step=1)
-
-
-def _warm_conv_backward(be, dt):
-    x, w = be.zeros((2, 6, 6, 3), dt), be.zeros((3, 3, 3, 4), dt)
-    y = be.zeros((2, 4, 4, 4), dt)
-    be.conv2d_backward(x, w, y, compute_dx=True)
-
-
-def _warm_max_pool_backward(be, dt):
-    # Zero indices (valid ones) rather than max_pool2d's: the forward is the parent's.
-    be.max_pool2d_backward(be.zeros((2, 2, 2, 3), dt), be.zeros((2, 2, 2, 3), np.int32), (2, 4, 4, 3))
-
-
-WARMUPS = {
-    # name: (rank, function)
-    "adam": (1, _warm_adam),
-    "relu_backward": (2, _warm_relu_backward),
-    "loss": (3, _warm_loss),
-    "dense": (4, _warm_dense),
-    "conv2d_backward": (5, _warm_conv_backward),
-    "max_pool2d_backward": (6, _warm_max_pool_backward),
-}
+# Items are the helper's warm-ups (kernels/cpu/compile_worker.py's WARMUPS), by name.
 # Sent on the first miss of a dtype: what nearly every model's training step runs.
 COMMON = ("dense", "loss", "relu_backward", "adam")
-# Sent on a miss of a forward kernel: its backward.
+# Sent on a miss of a forward kernel (module.function under kernels/cpu/): its backward.
 HINTS = {
-    "_conv2d_forward": ("conv2d_backward",),
-    "max_pool2d_forward": ("max_pool2d_backward",),
+    "conv._conv2d_forward": ("conv2d_backward",),
+    "pool.max_pool2d_forward": ("max_pool2d_backward",),
+    "pool.avg_pool2d_forward": ("avg_pool2d_backward",),
+    "activation.sigmoid_forward": ("sigmoid_backward",),
+    "activation.tanh_forward": ("tanh_backward",),
+    "activation._softmax_rows": ("softmax_backward",),
+    "elementwise.dropout_forward": ("dropout_backward",),
+    "embedding._gather": ("embedding_backward",),
+    "layernorm._forward": ("layer_norm_backward",),
+    "attention._forward": ("attention_backward",),
 }
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DTYPES = ("float32", "float64")
 
 
 def _sig_dtype(sig):
@@ -252,13 +234,21 @@ class _Helper:
 
     def __init__(self):
         self.proc = None
+        self.owner = os.getpid()
         self.sent = set()
         self.lock = threading.Lock()
         self.registered = False
 
+    def _forget_if_forked(self):
+        # A fork of the parent inherits this object but not the helper: it must neither
+        # write to nor kill the parent's helper.
+        if os.getpid() != self.owner:
+            self.proc, self.owner, self.sent = None, os.getpid(), set()
+
     def note_miss(self, kernel, sig):
-        if not background_enabled():
+        if background_mode() == "off":
             return
+        self._forget_if_forked()
         dtype = _sig_dtype(sig)
         if dtype is None:
             return
@@ -272,6 +262,8 @@ class _Helper:
             lines = "".join(f"{name} {dtype}\n" for name, dtype in items).encode()
             for _ in range(2):
                 if self.proc is None or self.proc.poll() is not None:
+                    if background_mode() == "auto" and not _a_core_is_idle():
+                        return
                     self._start()
                 try:
                     self.proc.stdin.write(lines)
@@ -282,9 +274,11 @@ class _Helper:
 
     def _start(self):
         self._reap()
-        env = dict(os.environ, **{ENV: "0", "NUMBA_NUM_THREADS": "1"})
+        # The parent's sys.path, so that the helper imports the same numbanet.
+        path = os.pathsep.join(p for p in sys.path if p)
+        env = dict(os.environ, **{ENV: "0", "NUMBA_NUM_THREADS": "1", "PYTHONPATH": path})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "numbanet.kernels.cpu.precompile", str(os.getpid())],
+            [sys.executable, "-m", "numbanet.kernels.cpu.compile_worker", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=env, close_fds=True)
         if not self.registered:
@@ -304,6 +298,7 @@ class _Helper:
     def kill(self):
         """Stop the helper now (at exit: what it has saved stays valid). -> whether one ran."""
         with self.lock:
+            self._forget_if_forked()
             running = self.proc is not None and self.proc.poll() is None
             self._reap()
             return running
@@ -312,6 +307,7 @@ class _Helper:
         """Close the request stream and wait for the helper to finish what it was sent
         (benchmarks and tests: its CPU time is then counted in RUSAGE_CHILDREN)."""
         with self.lock:
+            self._forget_if_forked()
             if self.proc is None:
                 return
             try:
@@ -329,53 +325,3 @@ class _Helper:
 
 _helper = _Helper()
 wait = _helper.wait
-
-
-def _die_with_parent(parent_pid):
-    """Ask Linux to SIGKILL this process when its parent dies; exit if it already has."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
-def _serve(parent_pid):
-    """The helper's side: read `name dtype` lines from stdin, run the warm-ups lowest rank
-    first, exit at end of input, when the parent is gone, or after _IDLE_EXIT_S idle."""
-    _die_with_parent(parent_pid)
-    from numbanet import kernels
-    be = kernels.get_backend("cpu")
-    pending, done, buffer = set(), set(), b""
-    fd = sys.stdin.fileno()
-    eof = False
-    while os.getppid() == parent_pid:
-        if not eof:
-            ready, _, _ = select.select([fd], [], [], 0 if pending else _IDLE_EXIT_S)
-            if ready:
-                chunk = os.read(fd, 4096)
-                eof = not chunk
-                *lines, buffer = (buffer + chunk).split(b"\n")
-                for line in lines:
-                    item = tuple(line.decode().split())
-                    if len(item) == 2 and item[0] in WARMUPS and item[1] in _DTYPES and item not in done:
-                        pending.add(item)
-            elif not pending:
-                return   # idle
-        if pending:
-            item = min(pending, key=lambda p: (WARMUPS[p[0]][0], p[1]))
-            pending.discard(item)
-            done.add(item)
-            try:
-                WARMUPS[item[0]][1](be, _DTYPES[item[1]])
-            except Exception:   # noqa: BLE001 - the parent compiles what this did not
-                pass
-        elif eof:
-            return
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
