@@ -115,13 +115,20 @@ class _function_lock:
             if entry is not None:
                 entry[1] += 1
                 return self
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                _wait_for_flock(fd)
-            except BaseException:
-                os.close(fd)
-                raise
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                fd = None   # no lock file here: Numba's unlocked behaviour, as before
+            if fd is not None:
+                try:
+                    locked = _wait_for_flock(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if not locked:
+                    os.close(fd)
+                    fd = None
             _held[self.path] = [fd, 1]
             return self
         except BaseException:
@@ -134,27 +141,27 @@ class _function_lock:
             entry[1] -= 1
             if entry[1] == 0:
                 del _held[self.path]
-                fcntl.flock(entry[0], fcntl.LOCK_UN)
-                os.close(entry[0])
+                if entry[0] is not None:
+                    fcntl.flock(entry[0], fcntl.LOCK_UN)
+                    os.close(entry[0])
         finally:
             global_compiler_lock.release()
 
 
 def _wait_for_flock(fd):
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
+    """Take the lock on fd, waiting as long as another process holds it. -> False where
+    the file system has no flock (then there is no lock, as in Numba itself)."""
     start = time.monotonic()
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             if time.monotonic() - start > _STUCK_S and _helper.kill():
                 start = time.monotonic()
             time.sleep(0.005)
+        except OSError:
+            return False
 
 
 def install(modules):

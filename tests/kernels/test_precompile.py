@@ -196,3 +196,12 @@ def test_auto_starts_no_helper_on_a_busy_machine(monkeypatch):
     assert helper.proc is None
     monkeypatch.setattr(precompile.os, "getloadavg", lambda: (os.cpu_count() - 0.5, 0.0, 0.0))
     assert precompile._a_core_is_idle()
+
+
+def test_no_lock_file_possible_means_no_lock_not_an_error(tmp_path):
+    # A cache folder the lock file cannot be made in behaves as Numba does without it.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with precompile._function_lock(str(blocker / "sub" / "k-1.py311.nbi")):
+        assert precompile._held[str(blocker / "sub" / "k-1.py311.nbi.lock")][0] is None
+    assert not precompile._held
