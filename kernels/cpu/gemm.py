@@ -20,11 +20,13 @@ from numba import prange
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
+from numbanet.kernels.cpu.slp import plain_types
 
 MC = 128   # rows of op(a) per thread block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
 
 
+@plain_types
 @numba.njit(cache=True)
 def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
     """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r]; rows past mc are zero so the
@@ -44,6 +46,7 @@ def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
                 ap[ip, p, r] = a[i0 + i, p0 + p]
 
 
+@plain_types
 @numba.njit(cache=True)
 def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
     """op(b)[p0:p0+kc, jp*NR:jp*NR+NR] -> bp[jp, p, c], zero columns past n."""
@@ -115,6 +118,7 @@ def _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups):
                                 orow[c] = tile[r, c] + bias[j0 + c]
 
 
+@plain_types
 @numba.njit(cache=True)
 def pack_b(b, trans_b, n, p0, kc, bp):
     """All NR-column panels of op(b)[p0:p0+kc, :n] into bp (serially)."""
@@ -122,6 +126,7 @@ def pack_b(b, trans_b, n, p0, kc, bp):
         _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
 
 
+@plain_types
 @numba.njit(cache=True)
 def pack_a(a, trans_a, m, kc, ap):
     """All MR-row panels of op(a)[:m, :kc] into ap (serially)."""
