@@ -10,6 +10,10 @@ import pytest
 
 BACKENDS = [b.strip() for b in os.environ.get("NUMBANET_TEST_BACKENDS", "cpu").split(",") if b.strip()]
 
+# No background compile helper (kernels/cpu/precompile.py) in the test processes, whatever
+# the machine's load: the tests of that helper switch it on in the processes they start.
+os.environ.setdefault("NUMBANET_BACKGROUND_COMPILE", "0")
+
 
 def simulated():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
