@@ -329,6 +329,29 @@ def test_conv2d_fused_activation(be, small, activation, dtype):
              k=9 * x.shape[3])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's direct and GEMM paths
+def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_shape):
+    """conv2d(activation=a) is a(conv2d(...)), relu(NaN) = NaN included: bit for bit for
+    relu, and on the cpu (the same scalar functions either way); the gpu's GEMM epilogue
+    may round sigmoid and tanh 1 ulp apart from their own kernels."""
+    if small:
+        w_shape = (3, 3, 2, 2)
+    x = randn((2, 6, 5, w_shape[2]) if not small else (1, 4, 4, 2), np.float32, 81, scale=2.0)
+    x[0, 1, 1, 0] = np.nan
+    x[-1, 3, 2, 1] = -np.inf
+    w, b = randn(w_shape, np.float32, 82), randn((w_shape[3],), np.float32, 83)
+    x_, w_, b_ = be.asarray(x), be.asarray(w), be.asarray(b)
+    fused = be.to_numpy(be.conv2d(x_, w_, b_, padding="same", activation=activation))
+    apart = be.to_numpy(getattr(be, activation)(be.conv2d(x_, w_, b_, padding="same")))
+    if activation == "relu" or be.name == "cpu":
+        np.testing.assert_array_equal(fused, apart)
+    else:
+        np.testing.assert_allclose(fused, apart, rtol=1e-6, atol=0)   # NaN where apart has NaN
+    assert np.isnan(fused).any() and np.isfinite(fused).any()
+
+
 def test_conv2d_rejects_unknown_activation(be):
     x, w = be.asarray(np.ones((1, 3, 3, 1), np.float32)), be.asarray(np.ones((2, 2, 1, 1), np.float32))
     with pytest.raises(ValueError, match=r"conv2d: activation must be None or one of linear, relu, sigmoid, "
