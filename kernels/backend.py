@@ -265,24 +265,34 @@ class Backend:
         self.conv.conv2d_forward(x, w, bias, y, sh, sw, pt, pl, activation)
         return y
 
-    def conv2d_backward(self, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True, grads=None):
+    def conv2d_backward(self, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True, grads=None,
+                        activation=None, y=None):
         """-> (dx, dw, db); dx is None when compute_dx=False (a first layer needs no dx).
         dw and db are views of one buffer (dw, then db): `grads` when given, as in
-        dense_backward."""
+        dense_backward.
+
+        With activation ("relu", "sigmoid" or "tanh", as conv2d applied it) and y, the
+        conv2d output it produced, dy is the gradient of that activated y and the op
+        back-propagates through the activation first (dz = dy * act'(y), relu's zeroed
+        only where y <= 0), as relu_backward etc. would, without the separate pass: the cpu
+        forms dz image by image where dy is read."""
         op = "conv2d_backward"
-        x, w, dy = self._prepare(op, x=x, w=w, dy=dy)
+        activation = shapes.check_activation(op, activation)
+        x, w, dy, y = self._prepare(op, ("y",), x=x, w=w, dy=dy, y=y)
         (sh, sw), (oh, ow, pt, pl, _, _) = shapes.conv2d_shapes(op, x, w, strides, padding)
         shapes.check_float(op, "dy", dy)
         shapes.check_same_dtype(op, [("x", x), ("dy", dy)])
         shapes.check_shape(op, "dy", dy, (x.shape[0], oh, ow, w.shape[3]))
+        shapes.check_activation_output(op, activation, y, dy)
         dx = self.empty(x.shape, x.dtype) if shapes.flag(op, "compute_dx", compute_dx) else None
         # dw and db as views of one (KH*KW*C_in + 1) x C_out buffer, as in dense_backward:
         # the gpu's dw GEMM writes db as its extra row.
         co = w.shape[3]
-        dwdb = self._grads_buffer(op, grads, w.size + co, w.dtype, [("x", x), ("w", w), ("dy", dy)])
+        dwdb = self._grads_buffer(op, grads, w.size + co, w.dtype, [("x", x), ("w", w), ("dy", dy), ("y", y)])
         dw = self.reshape(dwdb[:w.size], w.shape)
         db = dwdb[w.size:]
-        self.conv.conv2d_backward(x, w, dy, dx, self.reshape(dwdb, (w.size // co + 1, co)), sh, sw, pt, pl)
+        self.conv.conv2d_backward(x, w, dy, dx, self.reshape(dwdb, (w.size // co + 1, co)), sh, sw, pt, pl,
+                                  y, activation)
         return dx, dw, db
 
     # ------------------------------------------------------------------ pooling

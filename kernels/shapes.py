@@ -60,6 +60,22 @@ def check_activation(op, activation):
     return activation
 
 
+def check_activation_output(op, activation, y, dy):
+    """y, the forward output an activation's gradient is taken from: given exactly when
+    activation is not "linear", then of dy's shape and dtype."""
+    if activation == "linear":
+        if y is not None:
+            raise ValueError(f"{op}: y is only read to back-propagate through an activation; pass it with "
+                             f"activation='relu', 'sigmoid' or 'tanh', not with activation=None")
+        return
+    if y is None:
+        raise TypeError(f"{op}: activation={activation!r} needs y, the activated forward output "
+                        f"(the array conv2d returned), got None")
+    check_float(op, "y", y)
+    check_same_dtype(op, [("dy", dy), ("y", y)])
+    check_shape(op, "y", y, tuple(dy.shape))
+
+
 def check_float_or_int(op, name, arr):
     """float32, float64 or a native integer array (data that is only copied, like labels)."""
     dtype = getattr(arr, "dtype", None)

@@ -9,54 +9,196 @@ from numba import prange
 from numbanet.kernels.cpu.fastexp import exp_shifted
 
 
+# The epilogue activations (relu, sigmoid, tanh: their gradients are functions of the
+# output y), each rule written once as a scalar function. The parallel kernels below use
+# them, and so do apply_activation, activate_inplace and activation_grad, the serial loops
+# that small arrays take (SERIAL_MAX) and that a convolution runs inside its own prange on
+# one image (kernels/cpu/conv.py): fused and separate passes give the same bits.
+#
 # relu's NaN rule is PyTorch's: relu(NaN) = NaN (the comparison is false, x passes
 # through), and the gradient is zeroed only where y <= 0, so a NaN or inf in dy reaches dx
 # exactly where relu let x through.
+LINEAR, RELU, SIGMOID, TANH = 0, 1, 2, 3
+# A kernel takes the activation as one of these ints: one compiled kernel serves them all.
+ACTIVATION_CODES = {"linear": LINEAR, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH}
+
+
+@numba.njit(cache=True)
+def _relu(v, zero):
+    return zero if v <= zero else v
+
+
+@numba.njit(cache=True)
+def _relu_grad(y, d, zero):
+    return zero if y <= zero else d
+
+
+@numba.njit(cache=True)
+def _sigmoid(v, one):
+    # exp of a non-positive number only: no overflow for large |v|.
+    if v >= 0:
+        return one / (one + math.exp(-v))
+    e = math.exp(v)
+    return e / (one + e)
+
+
+@numba.njit(cache=True)
+def _sigmoid_grad(y, d, one):
+    return d * y * (one - y)
+
+
+@numba.njit(cache=True)
+def _tanh_grad(y, d, one):
+    return d * (one - y * y)
+
+
 @numba.njit(parallel=True, cache=True)
-def relu_forward(x, y):
+def _relu_forward(x, y):
     zero = x.dtype.type(0)
     for i in prange(x.shape[0]):
-        y[i] = zero if x[i] <= zero else x[i]
+        y[i] = _relu(x[i], zero)
 
 
 @numba.njit(parallel=True, cache=True)
-def relu_backward(y, dy, dx):
+def _relu_backward(y, dy, dx):
     zero = y.dtype.type(0)
     for i in prange(y.shape[0]):
-        dx[i] = zero if y[i] <= zero else dy[i]
+        dx[i] = _relu_grad(y[i], dy[i], zero)
 
 
 @numba.njit(parallel=True, cache=True)
-def sigmoid_forward(x, y):
+def _sigmoid_forward(x, y):
     one = x.dtype.type(1)
     for i in prange(x.shape[0]):
-        xi = x[i]
-        # exp of a non-positive number only: no overflow for large |x|.
-        if xi >= 0:
-            y[i] = one / (one + math.exp(-xi))
-        else:
-            e = math.exp(xi)
-            y[i] = e / (one + e)
+        y[i] = _sigmoid(x[i], one)
 
 
 @numba.njit(parallel=True, cache=True)
-def sigmoid_backward(y, dy, dx):
+def _sigmoid_backward(y, dy, dx):
     one = y.dtype.type(1)
     for i in prange(y.shape[0]):
-        dx[i] = dy[i] * y[i] * (one - y[i])
+        dx[i] = _sigmoid_grad(y[i], dy[i], one)
 
 
 @numba.njit(parallel=True, cache=True)
-def tanh_forward(x, y):
+def _tanh_forward(x, y):
     for i in prange(x.shape[0]):
         y[i] = math.tanh(x[i])
 
 
 @numba.njit(parallel=True, cache=True)
-def tanh_backward(y, dy, dx):
+def _tanh_backward(y, dy, dx):
     one = y.dtype.type(1)
     for i in prange(y.shape[0]):
-        dx[i] = dy[i] * (one - y[i] * y[i])
+        dx[i] = _tanh_grad(y[i], dy[i], one)
+
+
+@numba.njit(cache=True)
+def apply_activation(code, x, y):
+    """y = act(x) over 1-D arrays (y may be x), on the calling thread; LINEAR copies."""
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    n = x.shape[0]
+    # One loop per activation: a branch inside the loop would keep it from vectorizing.
+    if code == RELU:
+        for i in range(n):
+            y[i] = _relu(x[i], zero)
+    elif code == SIGMOID:
+        for i in range(n):
+            y[i] = _sigmoid(x[i], one)
+    elif code == TANH:
+        for i in range(n):
+            y[i] = math.tanh(x[i])
+    else:
+        for i in range(n):
+            y[i] = x[i]
+
+
+@numba.njit(cache=True)
+def activate_inplace(code, y):
+    """y = act(y) over a 1-D array, on the calling thread. One array argument, not
+    apply_activation(code, y, y): for two array arguments LLVM vectorizes the loop behind
+    a run-time overlap check, and an array passed twice fails it and runs the scalar loop
+    (about 6x slower here)."""
+    zero, one = y.dtype.type(0), y.dtype.type(1)
+    n = y.shape[0]
+    if code == RELU:
+        for i in range(n):
+            y[i] = _relu(y[i], zero)
+    elif code == SIGMOID:
+        for i in range(n):
+            y[i] = _sigmoid(y[i], one)
+    elif code == TANH:
+        for i in range(n):
+            y[i] = math.tanh(y[i])
+
+
+@numba.njit(cache=True)
+def activation_grad(code, y, dy, dx):
+    """dx = dy * act'(y) over 1-D arrays, y the activation's output, on the calling
+    thread; LINEAR copies dy."""
+    zero, one = y.dtype.type(0), y.dtype.type(1)
+    n = y.shape[0]
+    if code == RELU:
+        for i in range(n):
+            dx[i] = _relu_grad(y[i], dy[i], zero)
+    elif code == SIGMOID:
+        for i in range(n):
+            dx[i] = _sigmoid_grad(y[i], dy[i], one)
+    elif code == TANH:
+        for i in range(n):
+            dx[i] = _tanh_grad(y[i], dy[i], one)
+    else:
+        for i in range(n):
+            dx[i] = dy[i]
+
+
+# Arrays up to this many elements (a Dense layer's 128 x 128 output: 16384) take the
+# serial loops above: a parallel region costs more to start and join than one thread
+# needs for them, and a busy machine's descheduled thread cannot hold them up. Under the
+# workqueue threading layer (the bench's), relu of 16,384 float32 took 65 us as the
+# parallel kernel and 0.9 us serially; 65,536: 63 us and 2.1 us; 262,144: 89 us and 17 us.
+SERIAL_MAX = 1 << 16
+
+
+def _elementwise(code, parallel, x, y):
+    if x.shape[0] <= SERIAL_MAX:
+        if x is y:
+            activate_inplace(code, y)
+        else:
+            apply_activation(code, x, y)
+    else:
+        parallel(x, y)
+
+
+def _elementwise_grad(code, parallel, y, dy, dx):
+    if y.shape[0] <= SERIAL_MAX:
+        activation_grad(code, y, dy, dx)
+    else:
+        parallel(y, dy, dx)
+
+
+def relu_forward(x, y):
+    _elementwise(RELU, _relu_forward, x, y)
+
+
+def relu_backward(y, dy, dx):
+    _elementwise_grad(RELU, _relu_backward, y, dy, dx)
+
+
+def sigmoid_forward(x, y):
+    _elementwise(SIGMOID, _sigmoid_forward, x, y)
+
+
+def sigmoid_backward(y, dy, dx):
+    _elementwise_grad(SIGMOID, _sigmoid_backward, y, dy, dx)
+
+
+def tanh_forward(x, y):
+    _elementwise(TANH, _tanh_forward, x, y)
+
+
+def tanh_backward(y, dy, dx):
+    _elementwise_grad(TANH, _tanh_backward, y, dy, dx)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -100,16 +242,17 @@ def softmax_backward(y, dy, dx):
             dx[r, k] = y[r, k] * (dy[r, k] - s)
 
 
-_EPILOGUES = {"relu": relu_forward, "sigmoid": sigmoid_forward, "tanh": tanh_forward}
-
-
 def epilogue(activation, y):
-    """y = act(y) in place on a C-contiguous array: the activation a GEMM or convolution
-    applies to its output (the gpu kernels fuse it into their epilogue; here it is one
-    more pass over the output, while it is still in cache)."""
+    """y = act(y) in place on a C-contiguous array: the activation a GEMM applies to its
+    output (the convolution applies it inside its own kernel, image by image; the gpu
+    kernels in their epilogue). Here it is one more pass over the output, on the calling
+    thread for a small output (SERIAL_MAX)."""
     if activation != "linear":
         flat = y.reshape(y.size)
-        _EPILOGUES[activation](flat, flat)
+        _elementwise(ACTIVATION_CODES[activation], _PARALLEL_FORWARDS[activation], flat, flat)
+
+
+_PARALLEL_FORWARDS = {"relu": _relu_forward, "sigmoid": _sigmoid_forward, "tanh": _tanh_forward}
 
 
 # GELU, SiLU and leaky ReLU: their derivatives are not functions of the output alone

@@ -21,8 +21,9 @@ geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every l
 import numpy as np
 from numba import cuda
 
+from numbanet.kernels.gpu import activation as act
 from numbanet.kernels.gpu import gemm
-from numbanet.kernels.gpu.launch import kernel_family
+from numbanet.kernels.gpu.launch import kernel_family, scratch
 
 
 @cuda.jit(device=True, inline=True)
@@ -134,9 +135,20 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"
                       y.reshape(m, co), m, co, kh * kw * c, geo, activation)
 
 
-def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left):
+_ACTIVATION_GRADS = {"relu": act.relu_backward, "sigmoid": act.sigmoid_backward, "tanh": act.tanh_backward}
+
+
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear"):
     """dx (None to skip) and dwdb = [dw rows; db] written in full, each by one GEMM;
-    every reduction in a fixed order."""
+    every reduction in a fixed order. With an activation, dy is the gradient of the
+    forward's output y = act(conv + bias): dz = dy * act'(y) is formed first, by the
+    elementwise kernel relu_backward etc. would launch, into a scratch buffer (a second
+    pass here, kept behind the cpu's signature; folding it into the GEMM loaders would
+    make two more conv kernel variants per dtype)."""
+    if activation != "linear":
+        dz = scratch("conv2d-dz", (dy.size,), dy.dtype)
+        _ACTIVATION_GRADS[activation](y.reshape(y.size), dy.reshape(dy.size), dz)
+        dy = dz.reshape(dy.shape)
     geo = _geo(x, w, dy, sh, sw, pad_top, pad_left)
     kh, kw, c, co = w.shape
     m = dy.shape[0] * dy.shape[1] * dy.shape[2]

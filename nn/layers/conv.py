@@ -52,9 +52,13 @@ class Conv2D(ActivationMixin, Layer):
 
     def backward(self, dy, logits=False):
         be = self.be
-        dz = self._deactivate(dy, logits)
+        # The activation conv2d applied is undone by conv2d_backward itself (activation=,
+        # y=): no separate pass over dy and the saved output; any other goes first.
+        fused = self._epilogue(logits)
+        dz = dy if fused != "linear" else self._deactivate(dy, logits)
         dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
-                                        padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer)
+                                        padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer,
+                                        activation=fused, y=self._saved_a if fused != "linear" else None)
         self._grads_into = self.grad_buffer
         if self.kernel_regularizer is not None:
             self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)

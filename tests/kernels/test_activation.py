@@ -82,6 +82,50 @@ def test_backward_reference_float32(be, name):
     check_op(be, lambda be, y, dy: getattr(be, name + "_backward")(y, dy), [y, dy], refs[name], k=5)
 
 
+def _sizes_around_serial_max(be, small):
+    """The cpu runs relu/sigmoid/tanh (and their gradients) on one thread up to SERIAL_MAX
+    elements and as a parallel kernel above: sizes on both sides of the switch."""
+    if small:
+        return [32]
+    limit = 64 if be.name != "cpu" else __import__("numbanet.kernels.cpu.activation", fromlist=["x"]).SERIAL_MAX
+    return [limit, limit + 1, 3 * limit + 7]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_elementwise_serial_and_parallel_sizes(be, small, name, dtype):
+    """Forward and gradient against NumPy on both sides of the cpu's serial/parallel
+    switch, NaN and inf included, and a prefix computed at a size below the switch equals
+    the same prefix computed above it bit for bit."""
+    results = []
+    for n in _sizes_around_serial_max(be, small):
+        x = randn((n,), dtype, seed=n % 97, scale=3.0)
+        x[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0]
+        y = be.to_numpy(getattr(be, name)(be.asarray(x)))
+        with np.errstate(all="ignore"):
+            # relu(NaN) = NaN (REFS' relu is for finite inputs).
+            want = np.where(x <= 0, 0, x).astype(dtype) if name == "relu" else REFS[name](x)
+        np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
+        dy = randn((n,), dtype, seed=n % 89 + 1)
+        dy[6:9] = [np.nan, np.inf, -np.inf]
+        dx = be.to_numpy(getattr(be, name + "_backward")(be.asarray(y), be.asarray(dy)))
+        with np.errstate(all="ignore"):
+            grad = {"relu": np.where(y <= 0, 0, dy), "sigmoid": dy * y * (1 - y), "tanh": dy * (1 - y * y)}[name]
+        np.testing.assert_allclose(dx, grad.astype(dtype), rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
+        results.append((x, y, dy, dx))
+    if len(results) > 1:
+        (x0, y0, dy0, dx0), (x1, y1, dy1, dx1) = results[0], results[1]
+        k = x0.size
+        x1 = x1.copy()
+        x1[:k], dy1 = x0, dy1.copy()
+        dy1[:k] = dy0
+        y1 = be.to_numpy(getattr(be, name)(be.asarray(x1)))
+        dx1 = be.to_numpy(getattr(be, name + "_backward")(be.asarray(y1), be.asarray(dy1)))
+        np.testing.assert_array_equal(y1[:k], y0)
+        np.testing.assert_array_equal(dx1[:k], dx0)
+
+
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
 def test_bad_input(be, name):
     f = getattr(be, name)

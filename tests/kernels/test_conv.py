@@ -329,6 +329,29 @@ def test_conv2d_fused_activation(be, small, activation, dtype):
              k=9 * x.shape[3])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's direct and GEMM paths
+def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_shape):
+    """conv2d(activation=a) is a(conv2d(...)), relu(NaN) = NaN included: bit for bit for
+    relu, and on the cpu (the same scalar functions either way); the gpu's GEMM epilogue
+    may round sigmoid and tanh 1 ulp apart from their own kernels."""
+    if small:
+        w_shape = (3, 3, 2, 2)
+    x = randn((2, 6, 5, w_shape[2]) if not small else (1, 4, 4, 2), np.float32, 81, scale=2.0)
+    x[0, 1, 1, 0] = np.nan
+    x[-1, 3, 2, 1] = -np.inf
+    w, b = randn(w_shape, np.float32, 82), randn((w_shape[3],), np.float32, 83)
+    x_, w_, b_ = be.asarray(x), be.asarray(w), be.asarray(b)
+    fused = be.to_numpy(be.conv2d(x_, w_, b_, padding="same", activation=activation))
+    apart = be.to_numpy(getattr(be, activation)(be.conv2d(x_, w_, b_, padding="same")))
+    if activation == "relu" or be.name == "cpu":
+        np.testing.assert_array_equal(fused, apart)
+    else:
+        np.testing.assert_allclose(fused, apart, rtol=1e-6, atol=0)   # NaN where apart has NaN
+    assert np.isnan(fused).any() and np.isfinite(fused).any()
+
+
 def test_conv2d_rejects_unknown_activation(be):
     x, w = be.asarray(np.ones((1, 3, 3, 1), np.float32)), be.asarray(np.ones((2, 2, 1, 1), np.float32))
     with pytest.raises(ValueError, match=r"conv2d: activation must be None or one of linear, relu, sigmoid, "
@@ -356,3 +379,169 @@ def test_conv2d_padding_is_an_exact_zero(be, small):
     dy = randn(y.shape, np.float32, seed=43)
     dx, dw, _ = be.conv2d_backward(be.asarray(clean), be.asarray(w), be.asarray(dy), padding="same")
     assert np.isfinite(be.to_numpy(dx)).all() and np.isfinite(be.to_numpy(dw)).all()
+
+
+# --------------------------------------------------------------------------- backward through the activation
+
+# dz = dy * act'(y), y the activation's output. relu's gradient is zeroed only where
+# y <= 0, so a NaN y passes dy (NaN fails the comparison), as in PyTorch.
+ACTIVATION_GRAD_REFS = {
+    "relu": lambda y, dy: np.where(y <= 0, 0.0, dy),
+    "sigmoid": lambda y, dy: dy * y * (1.0 - y),
+    "tanh": lambda y, dy: dy * (1.0 - y * y),
+}
+
+# Both cpu paths (direct register tiles up to depth 64, packed GEMM above), with and
+# without dx, padding, strides, sizes off the 8 x 16 tile.
+FUSED_GRAD_CASES = [
+    # x shape, w shape, strides, padding, compute_dx
+    ((2, 9, 8, 1), (3, 3, 1, 17), (1, 1), "valid", False),   # direct, a first layer (no dx)
+    ((3, 7, 6, 3), (3, 3, 3, 5), (2, 1), "same", True),      # direct, stride 2 rows, odd sizes
+    ((2, 6, 7, 8), (3, 3, 8, 20), (1, 2), "same", True),     # GEMM (depth 72)
+    ((2, 5, 5, 65), (1, 1, 65, 3), (1, 1), "valid", False),  # GEMM, no dx
+]
+
+
+def activated(x, w, b, activation, strides, padding):
+    z = conv_ref(x, w, b, strides=strides, padding=padding).astype(np.float64)
+    return ACTIVATION_REFS[activation](z).astype(x.dtype)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding,compute_dx", FUSED_GRAD_CASES)
+def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides, padding, compute_dx,
+                                            activation, dtype):
+    """conv2d_backward(dy, activation=a, y=y) is conv2d_backward(dy * a'(y)): the gradient
+    through the activation, formed in NumPy here."""
+    if small:
+        x_shape, w_shape = _simulator_sized(x_shape, w_shape)
+    x, w, b = randn(x_shape, dtype, 51), randn(w_shape, dtype, 52), randn((w_shape[3],), dtype, 53)
+    y = activated(x, w, b, activation, strides, padding)
+    if activation == "relu":
+        assert (y == 0).any() and (y > 0).any(), "the case must hold both sides of relu's kink"
+    dy = randn(y.shape, dtype, 54)
+    kw = {"strides": strides, "padding": padding}
+
+    def op(be, x, w, dy, y, **kw):
+        return be.conv2d_backward(x, w, dy, compute_dx=compute_dx, activation=activation, y=y, **kw)
+
+    def ref(x, w, dy, y, **kw):
+        dz = ACTIVATION_GRAD_REFS[activation](y.astype(np.float64), dy.astype(np.float64))
+        dx, dw, db = conv_backward_ref(x, w, dz, **kw)
+        return (dx if compute_dx else None), dw, db
+
+    got = check_op(be, op, [x, w, dy, y], ref, kwargs=kw,
+                   k=x_shape[0] * y.shape[1] * y.shape[2] + w_shape[0] * w_shape[1] * w_shape[3])
+    if not compute_dx:
+        assert got[0] is None
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
+    ((2, 6, 5, 2), (3, 3, 2, 4), (2, 1), "same"),     # direct path on the cpu
+    ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # GEMM path (depth 81)
+])
+def test_conv2d_backward_through_activation_finite_differences(be, small, x_shape, w_shape, strides, padding,
+                                                               activation):
+    """The gradient of sum(act(conv2d(x, w, b)) * r), from conv2d_backward's fused
+    activation, against float64 central differences of the fused forward."""
+    if small:
+        x_shape, w_shape = (1, 4, 4, 2), (3, 3, 2, 2)
+    x, w, b = randn(x_shape, np.float64, 61), randn(w_shape, np.float64, 62), randn((w_shape[3],), np.float64, 63)
+    r = randn(out_shape(x_shape, w_shape, strides, padding), np.float64, 64)
+    kw = {"strides": strides, "padding": padding}
+    z = conv_ref(x, w, b, **kw)
+    if activation == "relu":
+        # No pre-activation within the differences' reach of the kink.
+        assert np.abs(z).min() > 1e-4
+
+    def loss(be, x, w, b):
+        return float(np.sum(be.to_numpy(be.conv2d(x, w, b, activation=activation, **kw)) * r))
+
+    def backward(be, x, w, b):
+        y = be.conv2d(x, w, b, activation=activation, **kw)
+        return be.conv2d_backward(x, w, be.asarray(r), activation=activation, y=y, **kw)
+
+    check_grad(be, loss, backward, [x, w, b], wrt=[0, 1, 2], samples=8 if small else 24)
+
+
+def _separate_and_fused(be, x, w, dy, y, padding, compute_dx=True):
+    x, w, dy, y = (be.asarray(a) for a in (x, w, dy, y))
+    fused = be.conv2d_backward(x, w, dy, padding=padding, compute_dx=compute_dx, activation="relu", y=y)
+    apart = be.conv2d_backward(x, w, be.relu_backward(y, dy), padding=padding, compute_dx=compute_dx)
+    return [None if g is None else be.to_numpy(g) for g in fused], \
+           [None if g is None else be.to_numpy(g) for g in apart]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 5)])   # the cpu's direct and GEMM paths
+def test_conv2d_backward_through_relu_non_finite_as_the_separate_pass(be, small, w_shape):
+    """The fused relu gradient follows relu_backward bit for bit, NaN and inf included:
+    a NaN or inf in dy is dropped where y <= 0 and passed where y > 0 or y is NaN."""
+    if small:
+        w_shape = (3, 3, 2, 2)
+    x_shape = (2, 5, 6, w_shape[2]) if not small else (1, 4, 4, 2)
+    x, w = randn(x_shape, np.float32, 71), randn(w_shape, np.float32, 72)
+    y = activated(x, w, None, "relu", (1, 1), "same")
+    zero_at, pos_at = np.argwhere(y == 0)[0], np.argwhere(y > 0)[0]
+
+    # Non-finite dy only where y == 0: every gradient stays finite.
+    dy = randn(y.shape, np.float32, 73)
+    dy[tuple(zero_at)] = np.nan
+    y_zero_only = y.copy()
+    fused, apart = _separate_and_fused(be, x, w, dy, y_zero_only, "same")
+    for f, a in zip(fused, apart):
+        np.testing.assert_array_equal(f, a)
+        assert np.isfinite(f).all(), "a NaN in dy where y == 0 leaked into a gradient"
+
+    # inf in dy where y > 0 and a NaN y: both pass into the gradients, as apart.
+    dy[tuple(pos_at)] = np.inf
+    y[tuple(np.argwhere(y > 0)[-1])] = np.nan
+    for compute_dx in (True, False):
+        fused, apart = _separate_and_fused(be, x, w, dy, y, "same", compute_dx)
+        for f, a in zip(fused, apart):
+            if a is None:
+                assert f is None
+                continue
+            np.testing.assert_array_equal(f, a)
+        assert not np.isfinite(fused[1]).all(), "the inf / NaN that relu lets through vanished from dw"
+
+
+def test_conv2d_backward_through_activation_is_deterministic(be, small):
+    x_shape, w_shape = ((9, 8, 8, 5), (3, 3, 5, 7)) if not small else ((2, 4, 4, 2), (3, 3, 2, 2))
+    x, w = randn(x_shape, np.float32, 91), randn(w_shape, np.float32, 92)
+    y = be.asarray(activated(x, w, None, "relu", (1, 1), "same"))
+    x, w = be.asarray(x), be.asarray(w)
+    dy = be.asarray(randn(tuple(y.shape), np.float32, 93))
+    first = [be.to_numpy(g) for g in be.conv2d_backward(x, w, dy, padding="same", activation="relu", y=y)]
+    for _ in range(3):
+        again = be.conv2d_backward(x, w, dy, padding="same", activation="relu", y=y)
+        for g, f in zip(again, first):
+            np.testing.assert_array_equal(be.to_numpy(g), f)
+
+
+def test_conv2d_backward_rejects_bad_activation_arguments(be):
+    x, w = up(be, np.ones((2, 5, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32))
+    dy, y = up(be, np.ones((2, 3, 3, 4), np.float32), np.ones((2, 3, 3, 4), np.float32))
+    with pytest.raises(TypeError, match=r"conv2d_backward: activation='relu' needs y, the activated forward "
+                                        r"output .* got None"):
+        be.conv2d_backward(x, w, dy, activation="relu")
+    with pytest.raises(ValueError, match=r"conv2d_backward: y is only read to back-propagate through an "
+                                         r"activation"):
+        be.conv2d_backward(x, w, dy, y=y)
+    with pytest.raises(ValueError, match=r"conv2d_backward: activation must be None or one of linear, relu, "
+                                         r"sigmoid, tanh, got 'softmax'"):
+        be.conv2d_backward(x, w, dy, activation="softmax", y=y)
+    y_bad = be.asarray(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_backward: y must have shape \(2, 3, 3, 4\), got \(2, 3, 4, 4\)"):
+        be.conv2d_backward(x, w, dy, activation="relu", y=y_bad)
+    y64 = be.asarray(np.ones((2, 3, 3, 4), np.float64))
+    with pytest.raises(TypeError, match=r"conv2d_backward: y is float64 but dy is float32"):
+        be.conv2d_backward(x, w, dy, activation="tanh", y=y64)
+    y_int = be.asarray(np.ones((2, 3, 3, 4), np.int32))
+    with pytest.raises(TypeError, match=r"conv2d_backward: y must be float32 or float64, got int32"):
+        be.conv2d_backward(x, w, dy, activation="relu", y=y_int)
+    grads = be.zeros((w.size + 4,), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d_backward: grads shares memory with y"):
+        be.conv2d_backward(x, w, dy, activation="relu", y=be.reshape(grads[:72], (2, 3, 3, 4)), grads=grads)

@@ -123,3 +123,21 @@ def test_check_x_shape():
     for bad in [(1, 2, 3), (0, 2, 2, 1), 5]:
         with pytest.raises(ValueError, match="op: x_shape"):
             shapes.check_x_shape("op", bad)
+
+
+def test_check_activation_output():
+    """y, the activated output an op back-propagates through: given exactly when there is
+    an activation, and then of dy's shape and dtype."""
+    dy = np.zeros((2, 3), np.float32)
+    shapes.check_activation_output("op", "linear", None, dy)
+    shapes.check_activation_output("op", "relu", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(ValueError, match=r"^op: y is only read to back-propagate through an activation"):
+        shapes.check_activation_output("op", "linear", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: activation='tanh' needs y, the activated forward output"):
+        shapes.check_activation_output("op", "tanh", None, dy)
+    with pytest.raises(ValueError, match=r"^op: y must have shape \(2, 3\), got \(3, 2\)"):
+        shapes.check_activation_output("op", "relu", np.ones((3, 2), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: y is float64 but dy is float32"):
+        shapes.check_activation_output("op", "sigmoid", np.ones((2, 3), np.float64), dy)
+    with pytest.raises(TypeError, match=r"^op: y must be float32 or float64, got int64"):
+        shapes.check_activation_output("op", "relu", np.ones((2, 3), np.int64), dy)

@@ -51,6 +51,17 @@ def test_conv_with_bias_maxpool_gradients():
     check_model_gradients(m, x, y)
 
 
+def test_two_convs_fused_and_separate_activation_gradients():
+    """conv2d_backward undoes the activation conv2d applied (sigmoid here, on a layer that
+    needs dx); an activation conv2d cannot apply (gelu) still takes the separate pass."""
+    m = Sequential([Conv2D(3, 3, padding="same", activation="gelu", input_shape=(6, 5, 2)),
+                    Conv2D(4, 3, strides=(2, 1), activation="sigmoid"), Flatten(),
+                    Dense(3, activation="softmax")], dtype="float64")
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = _data((6, 5, 2), 3, seed=7)
+    check_model_gradients(m, x, y)
+
+
 def test_conv_same_strided_no_bias_regularized_avgpool_gradients():
     m = Sequential([Conv2D(2, 3, strides=2, padding="same", activation="tanh", use_bias=False,
                            kernel_regularizer=regularizers.l2(0.1), input_shape=(7, 7, 1)),
