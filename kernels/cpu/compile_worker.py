@@ -42,8 +42,7 @@ def _warm_loss(be, dt):
 
 
 def _warm_relu_backward(be, dt):
-    y = be.zeros((3, 4), dt)
-    be.relu_backward(y, y)
+    _warm_activation_backward("relu")(be, dt)
 
 
 def _warm_adam(be, dt):
@@ -68,10 +67,13 @@ def _warm_avg_pool_backward(be, dt):
     be.avg_pool2d_backward(be.zeros((2, 2, 2, 3), dt), (2, 4, 4, 3))
 
 
-def _warm_activation_backward(name):
+def _warm_activation_backward(name, both_paths=True):
     def warm(be, dt):
-        y = be.zeros((3, 4), dt)
-        getattr(be, name + "_backward")(y, y)
+        from numbanet.kernels.cpu.activation import SERIAL_MAX
+        # Elementwise gradients: the serial path (small arrays) and the threaded one.
+        for shape in ((3, 4), (SERIAL_MAX + 1,)) if both_paths else ((3, 4),):
+            y = be.zeros(shape, dt)
+            getattr(be, name + "_backward")(y, y)
     return warm
 
 
@@ -111,7 +113,7 @@ WARMUPS = {
     "avg_pool2d_backward": (7, _warm_avg_pool_backward),
     "sigmoid_backward": (8, _warm_activation_backward("sigmoid")),
     "tanh_backward": (9, _warm_activation_backward("tanh")),
-    "softmax_backward": (10, _warm_activation_backward("softmax")),
+    "softmax_backward": (10, _warm_activation_backward("softmax", both_paths=False)),
     "dropout_backward": (11, _warm_dropout_backward),
     "embedding_backward": (12, _warm_embedding_backward),
     "layer_norm_backward": (13, _warm_layer_norm_backward),
