@@ -1,27 +1,30 @@
-"""GEMM on the CPU, BLIS-style: packed panels, cache blocking, a register-blocked micro-kernel.
+"""GEMM on the CPU, BLIS-style: packed panels, cache blocking, register-blocked micro-kernels.
 
 out = op(a) @ op(b) (+ bias over rows). For each KC-deep slice, op(b) is packed into
-NR-column panels and each MC-row block of op(a) into MR-row panels; packing reads a and b
-in either orientation, so the transposes cost nothing beyond the copy, and pads edge
-panels with zeros so the micro-kernel (kernels/cpu/_gemm_micro.py: MR x NR accumulators
-in registers, SLP-vectorized FMAs) always runs full; only the write-back checks bounds.
+column panels and each block of op(a) into row panels; packing reads a and b in either
+orientation, so the transposes cost nothing beyond the copy, and pads edge panels with
+zeros so the micro-kernel always runs full; only the write-back checks bounds.
 
-Threads split `out` into work items (an MC-row block x a group of NR-column panels); each
-owns its tiles of `out`, so no two iterations write the same element and every element's
-sum is added in the same order whatever the schedule.
+matmul runs on an 8 x 32 micro-kernel (kernels/cpu/_gemm_wide.py) by one of three paths
+chosen by size (see "matmul's own path" below). The 8 x 16 micro-kernel
+(kernels/cpu/_gemm_micro.py) and the helpers built on it here, `pack_a`, `pack_b` and
+`gemm_packed_serial`, are exported for conv.py, which packs and multiplies one image at a
+time inside its own prange, and serve batched_matmul.
 
-`pack_a`, `pack_b` and `gemm_packed_serial` are exported for conv.py, which packs and
-multiplies one image at a time inside its own prange.
+Threads split `out` into rectangles; each owns its tiles of `out`, so no two iterations
+write the same element and every element's sum is added in the same order whatever the
+schedule.
 """
 import numba
 import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu._gemm_wide import MR as MR_WIDE, NR as NR_WIDE, micro_wide
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
 
-MC = 128   # rows of op(a) per thread block (a multiple of MR): 128 x KC packed fits L2
+MC = 128   # batched_matmul's rows of op(a) per block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
 
 
@@ -60,59 +63,6 @@ def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
         for p in range(kc):
             for c in range(nr):
                 bp[jp, p, c] = b[p0 + p, j0 + c]
-
-
-@numba.njit(cache=True, parallel=True)
-def _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups):
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    nbp = (n + NR - 1) // NR
-    nblocks = (m + MC - 1) // MC
-    nslices = (k + KC - 1) // KC
-    # Work item = (row block, group of b panels): a short, wide out (a Dense layer's
-    # batch of 128 rows) still gives every thread work.
-    nitems = nblocks * ngroups
-    kc_max = min(KC, k)
-    # All of op(b) is packed up front (one copy of b), so the threads meet at two
-    # barriers per call instead of two per KC slice.
-    bp = np.empty((nslices, nbp, kc_max, NR), dtype=out.dtype)
-    for job in prange(nslices * nbp):
-        s = job // nbp
-        jp = job - s * nbp
-        p0 = s * KC
-        _pack_b_panel(b, trans_b, jp, n, p0, min(KC, k - p0), bp[s])
-    # Scratch per work item, allocated once: each prange iteration owns its own.
-    ap_all = np.empty((nitems, MC // MR, kc_max, MR), dtype=out.dtype)
-    tiles = np.empty((nitems, MR, NR), dtype=out.dtype)
-    for item in prange(nitems):
-        blk = item // ngroups
-        g = item - blk * ngroups
-        i0 = blk * MC
-        mc = min(MC, m - i0)
-        ap = ap_all[item]
-        tile = tiles[item]
-        for s in range(nslices):
-            p0 = s * KC
-            kc = min(KC, k - p0)
-            _pack_a(a, trans_a, i0, mc, p0, kc, ap)
-            bps = bp[s]
-            # jp outer, ip inner: one b panel stays in L1 while the block's a panels stream.
-            for jp in range(g * nbp // ngroups, (g + 1) * nbp // ngroups):
-                j0 = jp * NR
-                nr = min(NR, n - j0)
-                for ip in range((mc + MR - 1) // MR):
-                    micro(ap[ip], bps[jp], kc, tile)
-                    for r in range(min(MR, mc - ip * MR)):
-                        orow = out[i0 + ip * MR + r, j0:j0 + nr]
-                        if s > 0:
-                            for c in range(nr):
-                                orow[c] += tile[r, c]
-                        elif bias.shape[0] == 0:
-                            for c in range(nr):
-                                orow[c] = tile[r, c]
-                        else:
-                            for c in range(nr):
-                                orow[c] = tile[r, c] + bias[j0 + c]
 
 
 @numba.njit(cache=True)
@@ -158,19 +108,283 @@ def no_bias(dtype):
     return np.empty(0, dtype=dtype)
 
 
+# --------------------------------------------------------------------------- matmul's own path
+# matmul runs on the wide 8 x 32 micro-kernel (kernels/cpu/_gemm_wide.py says why 8 x 32);
+# the 8 x 16 one above stays for conv, rnn and attention, which pack for it.
+#
+# Three ways to run, by size, all adding every element's products in the same order
+# (KC slices in turn, p ascending within one), so the result is the same bit for bit
+# whichever runs and however many threads there are:
+# - serial, below SERIAL_MACS: a parallel region costs 0.04-0.09 ms to start and join
+#   here (measured: an empty prange of 2 takes 0.065-0.09 ms under the workqueue layer
+#   the bench uses, 0.044 under OpenMP with passive waiting), more than half of the
+#   whole product below ~8M multiply-adds.
+# - one parallel region, below PREPACK_MACS: the output is split into one rectangle per
+#   thread, by rows unless op(b) must be packed anyway (trans_b), then by columns, and
+#   each thread packs only what it reads, once. Panels are read in place where they can
+#   be: op(a) when trans_a (a row of `a` holds 8 neighbouring rows of op(a)), op(b) when
+#   not trans_b (a row of `b` holds 32 neighbouring columns); only edge panels are then
+#   packed, with zero padding.
+# - two regions above: all of op(b) packed once by every thread together (read in place
+#   a large power-of-two-wide b thrashes L1: 4 KiB rows all map to one cache set), then
+#   work items of MCW rows x a group of panels, each packing its own MCW x KC block of
+#   op(a) once per slice and sweeping the panels over it.
+MRW = MR_WIDE
+NRW = NR_WIDE
+MCW = 128   # rows of op(a) per packed block: 128 x KCW floats (128 KiB) stay in L2
+KCW = 256   # deepest KC slice: one KCW x NRW b panel (32 KiB) stays in L1 (48 KiB)
+SERIAL_MACS = 4 * 1024 * 1024
+PREPACK_MACS = 96 * 1024 * 1024
+assert MRW == 8  # _pack_a_wide copies 8 rows by name
+
+
+@numba.njit(cache=True)
+def _slice(k, nslices, s):
+    """(p0, kc) of KC slice s of nslices = ceil(k / KCW) near-equal slices: k = 288 runs as
+    144 + 144, not 256 + 32 (a 32-deep slice pays a whole tile load and store for little).
+    A function of k alone, so every path and split sums each element in the same order."""
+    p0 = s * k // nslices
+    return p0, (s + 1) * k // nslices - p0
+
+
+@numba.njit(cache=True)
+def _pack_b_wide(b, trans_b, jp, n, p0, kc, bp):
+    """op(b)[p0:p0+kc, jp*NRW : jp*NRW+NRW] -> bp[p, c] (kc x NRW), zero columns past n.
+    Rows are copied through 1-D slices: indexing b[p0 + p, j0 + c] directly costs a
+    negative-index check per element and ran 5x slower (1.7 against 9 GB/s)."""
+    j0 = jp * NRW
+    nr = min(NRW, n - j0)
+    if nr < NRW:
+        for p in range(kc):
+            dst = bp[p]
+            for c in range(nr, NRW):
+                dst[c] = 0
+    if trans_b:
+        for c in range(nr):
+            src = b[j0 + c, p0:p0 + kc]
+            for p in range(kc):
+                bp[p, c] = src[p]
+    else:
+        for p in range(kc):
+            src = b[p0 + p, j0:j0 + nr]
+            dst = bp[p]
+            for c in range(nr):
+                dst[c] = src[c]
+
+
+@numba.njit(cache=True)
+def _pack_a_wide(a, trans_a, i0, mc, p0, kc, ap):
+    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r] (8-row panels, rows past mc zero),
+    as _pack_a, through 1-D row slices: 2.0x (not trans_a: eight rows read side by
+    side, each panel row written whole) and 7x (trans_a) faster than _pack_a's
+    element-wise 2-D indexing, measured at 1024 x 1024."""
+    for ip in range((mc + MRW - 1) // MRW):
+        r0 = i0 + ip * MRW
+        rows = min(MRW, mc - ip * MRW)
+        dst = ap[ip]
+        if trans_a:
+            for p in range(kc):
+                src = a[p0 + p, r0:r0 + rows]
+                d = dst[p]
+                for r in range(rows):
+                    d[r] = src[r]
+                for r in range(rows, MRW):
+                    d[r] = 0
+        elif rows == MRW:
+            s0 = a[r0, p0:p0 + kc]
+            s1 = a[r0 + 1, p0:p0 + kc]
+            s2 = a[r0 + 2, p0:p0 + kc]
+            s3 = a[r0 + 3, p0:p0 + kc]
+            s4 = a[r0 + 4, p0:p0 + kc]
+            s5 = a[r0 + 5, p0:p0 + kc]
+            s6 = a[r0 + 6, p0:p0 + kc]
+            s7 = a[r0 + 7, p0:p0 + kc]
+            for p in range(kc):
+                d = dst[p]
+                d[0] = s0[p]
+                d[1] = s1[p]
+                d[2] = s2[p]
+                d[3] = s3[p]
+                d[4] = s4[p]
+                d[5] = s5[p]
+                d[6] = s6[p]
+                d[7] = s7[p]
+        else:
+            for r in range(MRW):
+                d = dst[:kc, r]
+                if r < rows:
+                    src = a[r0 + r, p0:p0 + kc]
+                    for p in range(kc):
+                        d[p] = src[p]
+                else:
+                    for p in range(kc):
+                        d[p] = 0
+
+
+@numba.njit(cache=True)
+def _edge_tile(ap, ac, bp, bc, kc, out, r0, c0, mr, nr, first, bias, tile):
+    """A tile cut by the edge of out (mr < MRW or nr < NRW) runs through the scratch
+    tile: the micro-kernel always computes all MRW x NRW, and only mr x nr are real.
+    Its accumulators start as full tiles' do (0, the bias, or the previous slices' sum),
+    so every element is summed in the same order wherever its tile falls."""
+    if not first:
+        for r in range(mr):
+            tile[r, :nr] = out[r0 + r, c0:c0 + nr]
+    elif bias.shape[0] != 0:
+        for r in range(mr):
+            tile[r, :nr] = bias[c0:c0 + nr]
+    micro_wide(ap, ac, bp, bc, kc, tile, np.uint64(0), not first or bias.shape[0] != 0)
+    # the tile store (edge tiles; full tiles are stored by micro_wide into out itself)
+    for r in range(mr):
+        out[r0 + r, c0:c0 + nr] = tile[r, :nr]
+
+
+@numba.njit(cache=True)
+def _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre, bscr, ascr, tile):
+    """out[i_lo:i_hi, panels jp_lo:jp_hi] on one thread. op(b)'s panels come from bpre
+    (packed by all threads beforehand, when it is not empty), from b itself, or are
+    packed into bscr; op(a)'s from a itself or are packed, one MCW-row block at a time,
+    into ascr. Full tiles accumulate straight into out: a KC slice after the first
+    loads the running sum, the first starts from 0 or the bias (written into out just
+    before)."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    use_pre = bpre.shape[0] > 0
+    has_bias = bias.shape[0] != 0
+    nslices = (k + KCW - 1) // KCW
+    for s in range(nslices):
+        p0, kc = _slice(k, nslices, s)
+        first = s == 0
+        if not use_pre:
+            for jp in range(jp_lo, jp_hi):
+                if trans_b or (jp + 1) * NRW > n:
+                    _pack_b_wide(b, trans_b, jp, n, p0, kc, bscr[jp - jp_lo])
+        arows = a[p0:p0 + kc]
+        brows = b[p0:p0 + kc]
+        for i0 in range(i_lo, i_hi, MCW):
+            mc = min(MCW, i_hi - i0)
+            npan = (mc + MRW - 1) // MRW
+            if not trans_a:
+                _pack_a_wide(a, trans_a, i0, mc, p0, kc, ascr)
+            elif mc % MRW != 0:
+                # only the ragged last panel: its padding rows must read as zeros
+                last = (npan - 1) * MRW
+                _pack_a_wide(a, trans_a, i0 + last, mc - last, p0, kc, ascr[npan - 1:])
+            for jp in range(jp_lo, jp_hi):
+                j0 = jp * NRW
+                nr = min(NRW, n - j0)
+                if use_pre:
+                    bpan = bpre[s, jp, :kc]
+                    bcol = 0
+                elif trans_b or nr < NRW:
+                    bpan = bscr[jp - jp_lo, :kc]
+                    bcol = 0
+                else:
+                    bpan = brows
+                    bcol = j0
+                for ip in range(npan):
+                    r0 = i0 + ip * MRW
+                    mr = min(MRW, i_hi - r0)
+                    if trans_a and mr == MRW:
+                        apan = arows
+                        acol = r0
+                    else:
+                        apan = ascr[ip, :kc]
+                        acol = 0
+                    if mr < MRW or nr < NRW:
+                        _edge_tile(apan, np.uint64(acol), bpan, np.uint64(bcol), kc, out, r0, j0, mr, nr,
+                                   first, bias, tile)
+                        continue
+                    if first and has_bias:
+                        for r in range(MRW):
+                            out[r0 + r, j0:j0 + NRW] = bias[j0:j0 + NRW]
+                    micro_wide(apan, np.uint64(acol), bpan, np.uint64(bcol), kc, out[r0:r0 + MRW], np.uint64(j0),
+                               not first or has_bias)
+
+
+@numba.njit(cache=True, parallel=True)
+def _wide_split(a, b, trans_a, trans_b, bias, out, nparts, by_rows):
+    """One parallel region: part t computes its own rectangle of out (a run of MRW-row
+    panels, or of NRW-column panels) with _wide_rect, packing what it reads itself."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    kc = min(KCW, k)
+    nip = (m + MRW - 1) // MRW
+    njp = (n + NRW - 1) // NRW
+    bpre = np.empty((0, 0, 0, NRW), dtype=out.dtype)
+    for t in prange(nparts):
+        if by_rows:
+            i_lo, i_hi = min(m, t * nip // nparts * MRW), min(m, (t + 1) * nip // nparts * MRW)
+            jp_lo, jp_hi = 0, njp
+        else:
+            i_lo, i_hi = 0, m
+            jp_lo, jp_hi = t * njp // nparts, (t + 1) * njp // nparts
+        bscr = np.empty((max(jp_hi - jp_lo, 1), kc, NRW), dtype=out.dtype)
+        ascr = np.empty(((min(MCW, m) + MRW - 1) // MRW, kc, MRW), dtype=out.dtype)
+        tile = np.zeros((MRW, NRW), dtype=out.dtype)
+        if i_lo < i_hi and jp_lo < jp_hi:
+            _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre, bscr, ascr, tile)
+
+
+@numba.njit(cache=True, parallel=True)
+def _wide_prepacked(a, b, trans_a, trans_b, bias, out, ngroups, nparts):
+    """Two parallel regions: every panel of op(b) packed once (together), then work items
+    of MCW rows x a group of panels, dealt in nparts contiguous runs so that each run
+    allocates its scratch once (per item, 121 allocations and first touches of 128 KiB
+    cost more than the packing at 15488 x 288 x 64)."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    kc_max = min(KCW, k)
+    njp = (n + NRW - 1) // NRW
+    nslices = (k + KCW - 1) // KCW
+    bpre = np.empty((nslices, njp, kc_max, NRW), dtype=out.dtype)
+    for job in prange(nslices * njp):
+        s = job // njp
+        jp = job - s * njp
+        p0, kc = _slice(k, nslices, s)
+        _pack_b_wide(b, trans_b, jp, n, p0, kc, bpre[s, jp])
+    nblocks = (m + MCW - 1) // MCW
+    nitems = nblocks * ngroups
+    for part in prange(nparts):
+        bscr = np.empty((1, kc_max, NRW), dtype=out.dtype)
+        ascr = np.empty((MCW // MRW, kc_max, MRW), dtype=out.dtype)
+        tile = np.zeros((MRW, NRW), dtype=out.dtype)
+        for item in range(part * nitems // nparts, (part + 1) * nitems // nparts):
+            blk = item // ngroups
+            g = item - blk * ngroups
+            i0 = blk * MCW
+            _wide_rect(a, b, trans_a, trans_b, bias, out, i0, min(m, i0 + MCW),
+                       g * njp // ngroups, (g + 1) * njp // ngroups, bpre, bscr, ascr, tile)
+
+
 def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
     """out = act(op(a) @ op(b) (+ bias over rows)); arrays validated and C-contiguous."""
     if bias is None:
         bias = no_bias(out.dtype)
     m, n = out.shape
-    nblocks = -(-m // MC)
-    nbp = -(-n // NR)
-    # Enough work items for two per thread, splitting columns only when rows run out.
+    k = a.shape[0] if trans_a else a.shape[1]
+    macs = m * n * k
     # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
-    ngroups = max(1, min(nbp, -(-2 * numba.get_num_threads() // nblocks)))
-    _gemm_packed(a, b, trans_a, trans_b, bias, out, ngroups)
+    threads = numba.get_num_threads()
+    if macs < SERIAL_MACS or (threads == 1 and macs < PREPACK_MACS):
+        njp = -(-n // NRW)
+        kc = min(KCW, k)
+        bpre = np.empty((0, 0, 0, NRW), out.dtype)
+        bscr = np.empty((njp, kc, NRW), out.dtype)
+        ascr = np.empty((-(-min(MCW, m) // MRW), kc, MRW), out.dtype)
+        tile = np.zeros((MRW, NRW), out.dtype)
+        _wide_rect(a, b, trans_a, trans_b, bias, out, 0, m, 0, njp, bpre, bscr, ascr, tile)
+    elif macs < PREPACK_MACS:
+        by_rows = not trans_b
+        panels = -(-m // MRW) if by_rows else -(-n // NRW)
+        _wide_split(a, b, trans_a, trans_b, bias, out, min(threads, panels), by_rows)
+    else:
+        nblocks = -(-m // MCW)
+        njp = -(-n // NRW)
+        # Enough work items for two per thread, splitting columns only when rows run out.
+        ngroups = max(1, min(njp, -(-2 * threads // nblocks)))
+        _wide_prepacked(a, b, trans_a, trans_b, bias, out, ngroups, min(nblocks * ngroups, threads))
     epilogue(activation, out)
-
 
 def dense_backward(x, w, dy, dx, dwdb):
     """dwdb[:in] = x^T @ dy, dwdb[in] = column sums of dy; dx = dy @ w^T unless None."""
