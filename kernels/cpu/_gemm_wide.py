@@ -12,201 +12,147 @@ vectors and 8 broadcasts: no spill. Measured in L1 on one core: 8 x 16 221-239 G
 8 x 32 267-275, 6 x 64 259-281 (spills a little), 10 x 32 271, 12 x 32 139 and 14 x 32
 75 (LLVM keeps the broadcasts in registers and spills accumulators).
 
-Operands and result are C-contiguous 2-D arrays addressed at a column offset (ac, bc,
-cc), so the same compiled kernel reads a packed panel (offset 0) or the caller's own
-array in place: a row of `a` (trans_a) holds 8 neighbouring rows of op(a), a row of `b`
-32 neighbouring columns of op(b), and `cp` may be `out[r0:r0 + 8]` itself, so a full
-tile is accumulated straight into the output, with no tile buffer to copy. The
-accumulators start at zero or, with `load`, from cp (a bias or the previous KC slice's
-sum). float64 compiles too (32 accumulators in 32 registers: it spills, ~95 GFLOP/s in
+Operands and result are C-contiguous 2-D arrays read from a column offset (ac, bc, cc),
+so the same compiled kernel reads a packed panel (offset 0) or the caller's own array in
+place: a row of `a` (trans_a) holds 8 neighbouring rows of op(a), a row of `b` 32
+neighbouring columns of op(b), and `cp` may be `out[r0:r0 + 8]` itself, so a full tile
+is accumulated straight into the output, with no tile buffer to copy. Each row is taken
+as a 1-D slice (`bp[p, bc:]`) and indexed by constants: LLVM then sees the 32 loads of
+a row as one contiguous vector, where `bp[p, bc + c]` gets a negative-index check per
+element (and this form compiles in 2.9 s against 4.9 s for unsigned offsets, at the
+same speed). The accumulators start from cp (the caller writes zeros or the bias there
+before the first KC slice; later slices add to the running sum): no zero-or-load
+branch, whose second copy of the 256 initialisations cost another second of compile
+time. float64 compiles too (32 accumulators in 32 registers: it spills, ~95 GFLOP/s in
 L1; float64 is for gradient checks, not speed).
 """
-import numpy as np
-
 from numbanet.kernels.cpu.slp import compile_slp
 
 MR = 8
 NR = 32
-U1 = np.uint64(1)
-U2 = np.uint64(2)
-U3 = np.uint64(3)
-U4 = np.uint64(4)
-U5 = np.uint64(5)
-U6 = np.uint64(6)
-U7 = np.uint64(7)
-U8 = np.uint64(8)
-U9 = np.uint64(9)
-U10 = np.uint64(10)
-U11 = np.uint64(11)
-U12 = np.uint64(12)
-U13 = np.uint64(13)
-U14 = np.uint64(14)
-U15 = np.uint64(15)
-U16 = np.uint64(16)
-U17 = np.uint64(17)
-U18 = np.uint64(18)
-U19 = np.uint64(19)
-U20 = np.uint64(20)
-U21 = np.uint64(21)
-U22 = np.uint64(22)
-U23 = np.uint64(23)
-U24 = np.uint64(24)
-U25 = np.uint64(25)
-U26 = np.uint64(26)
-U27 = np.uint64(27)
-U28 = np.uint64(28)
-U29 = np.uint64(29)
-U30 = np.uint64(30)
-U31 = np.uint64(31)
 
 
-def _micro_wide_py(ap, ac, bp, bc, kc, cp, cc, load):
-    """cp[:MR, cc:cc + NR] = (cp[:MR, cc:cc + NR] if load else 0)
-    + ap[:kc, ac:ac + MR].T @ bp[:kc, bc:bc + NR]; ac, bc, cc are uint64."""
-    if load:
-        c0_00 = cp[0, cc]; c0_01 = cp[0, cc + U1]; c0_02 = cp[0, cc + U2]; c0_03 = cp[0, cc + U3]; c0_04 = cp[0, cc + U4]; c0_05 = cp[0, cc + U5]; c0_06 = cp[0, cc + U6]; c0_07 = cp[0, cc + U7]
-        c0_08 = cp[0, cc + U8]; c0_09 = cp[0, cc + U9]; c0_10 = cp[0, cc + U10]; c0_11 = cp[0, cc + U11]; c0_12 = cp[0, cc + U12]; c0_13 = cp[0, cc + U13]; c0_14 = cp[0, cc + U14]; c0_15 = cp[0, cc + U15]
-        c0_16 = cp[0, cc + U16]; c0_17 = cp[0, cc + U17]; c0_18 = cp[0, cc + U18]; c0_19 = cp[0, cc + U19]; c0_20 = cp[0, cc + U20]; c0_21 = cp[0, cc + U21]; c0_22 = cp[0, cc + U22]; c0_23 = cp[0, cc + U23]
-        c0_24 = cp[0, cc + U24]; c0_25 = cp[0, cc + U25]; c0_26 = cp[0, cc + U26]; c0_27 = cp[0, cc + U27]; c0_28 = cp[0, cc + U28]; c0_29 = cp[0, cc + U29]; c0_30 = cp[0, cc + U30]; c0_31 = cp[0, cc + U31]
-        c1_00 = cp[1, cc]; c1_01 = cp[1, cc + U1]; c1_02 = cp[1, cc + U2]; c1_03 = cp[1, cc + U3]; c1_04 = cp[1, cc + U4]; c1_05 = cp[1, cc + U5]; c1_06 = cp[1, cc + U6]; c1_07 = cp[1, cc + U7]
-        c1_08 = cp[1, cc + U8]; c1_09 = cp[1, cc + U9]; c1_10 = cp[1, cc + U10]; c1_11 = cp[1, cc + U11]; c1_12 = cp[1, cc + U12]; c1_13 = cp[1, cc + U13]; c1_14 = cp[1, cc + U14]; c1_15 = cp[1, cc + U15]
-        c1_16 = cp[1, cc + U16]; c1_17 = cp[1, cc + U17]; c1_18 = cp[1, cc + U18]; c1_19 = cp[1, cc + U19]; c1_20 = cp[1, cc + U20]; c1_21 = cp[1, cc + U21]; c1_22 = cp[1, cc + U22]; c1_23 = cp[1, cc + U23]
-        c1_24 = cp[1, cc + U24]; c1_25 = cp[1, cc + U25]; c1_26 = cp[1, cc + U26]; c1_27 = cp[1, cc + U27]; c1_28 = cp[1, cc + U28]; c1_29 = cp[1, cc + U29]; c1_30 = cp[1, cc + U30]; c1_31 = cp[1, cc + U31]
-        c2_00 = cp[2, cc]; c2_01 = cp[2, cc + U1]; c2_02 = cp[2, cc + U2]; c2_03 = cp[2, cc + U3]; c2_04 = cp[2, cc + U4]; c2_05 = cp[2, cc + U5]; c2_06 = cp[2, cc + U6]; c2_07 = cp[2, cc + U7]
-        c2_08 = cp[2, cc + U8]; c2_09 = cp[2, cc + U9]; c2_10 = cp[2, cc + U10]; c2_11 = cp[2, cc + U11]; c2_12 = cp[2, cc + U12]; c2_13 = cp[2, cc + U13]; c2_14 = cp[2, cc + U14]; c2_15 = cp[2, cc + U15]
-        c2_16 = cp[2, cc + U16]; c2_17 = cp[2, cc + U17]; c2_18 = cp[2, cc + U18]; c2_19 = cp[2, cc + U19]; c2_20 = cp[2, cc + U20]; c2_21 = cp[2, cc + U21]; c2_22 = cp[2, cc + U22]; c2_23 = cp[2, cc + U23]
-        c2_24 = cp[2, cc + U24]; c2_25 = cp[2, cc + U25]; c2_26 = cp[2, cc + U26]; c2_27 = cp[2, cc + U27]; c2_28 = cp[2, cc + U28]; c2_29 = cp[2, cc + U29]; c2_30 = cp[2, cc + U30]; c2_31 = cp[2, cc + U31]
-        c3_00 = cp[3, cc]; c3_01 = cp[3, cc + U1]; c3_02 = cp[3, cc + U2]; c3_03 = cp[3, cc + U3]; c3_04 = cp[3, cc + U4]; c3_05 = cp[3, cc + U5]; c3_06 = cp[3, cc + U6]; c3_07 = cp[3, cc + U7]
-        c3_08 = cp[3, cc + U8]; c3_09 = cp[3, cc + U9]; c3_10 = cp[3, cc + U10]; c3_11 = cp[3, cc + U11]; c3_12 = cp[3, cc + U12]; c3_13 = cp[3, cc + U13]; c3_14 = cp[3, cc + U14]; c3_15 = cp[3, cc + U15]
-        c3_16 = cp[3, cc + U16]; c3_17 = cp[3, cc + U17]; c3_18 = cp[3, cc + U18]; c3_19 = cp[3, cc + U19]; c3_20 = cp[3, cc + U20]; c3_21 = cp[3, cc + U21]; c3_22 = cp[3, cc + U22]; c3_23 = cp[3, cc + U23]
-        c3_24 = cp[3, cc + U24]; c3_25 = cp[3, cc + U25]; c3_26 = cp[3, cc + U26]; c3_27 = cp[3, cc + U27]; c3_28 = cp[3, cc + U28]; c3_29 = cp[3, cc + U29]; c3_30 = cp[3, cc + U30]; c3_31 = cp[3, cc + U31]
-        c4_00 = cp[4, cc]; c4_01 = cp[4, cc + U1]; c4_02 = cp[4, cc + U2]; c4_03 = cp[4, cc + U3]; c4_04 = cp[4, cc + U4]; c4_05 = cp[4, cc + U5]; c4_06 = cp[4, cc + U6]; c4_07 = cp[4, cc + U7]
-        c4_08 = cp[4, cc + U8]; c4_09 = cp[4, cc + U9]; c4_10 = cp[4, cc + U10]; c4_11 = cp[4, cc + U11]; c4_12 = cp[4, cc + U12]; c4_13 = cp[4, cc + U13]; c4_14 = cp[4, cc + U14]; c4_15 = cp[4, cc + U15]
-        c4_16 = cp[4, cc + U16]; c4_17 = cp[4, cc + U17]; c4_18 = cp[4, cc + U18]; c4_19 = cp[4, cc + U19]; c4_20 = cp[4, cc + U20]; c4_21 = cp[4, cc + U21]; c4_22 = cp[4, cc + U22]; c4_23 = cp[4, cc + U23]
-        c4_24 = cp[4, cc + U24]; c4_25 = cp[4, cc + U25]; c4_26 = cp[4, cc + U26]; c4_27 = cp[4, cc + U27]; c4_28 = cp[4, cc + U28]; c4_29 = cp[4, cc + U29]; c4_30 = cp[4, cc + U30]; c4_31 = cp[4, cc + U31]
-        c5_00 = cp[5, cc]; c5_01 = cp[5, cc + U1]; c5_02 = cp[5, cc + U2]; c5_03 = cp[5, cc + U3]; c5_04 = cp[5, cc + U4]; c5_05 = cp[5, cc + U5]; c5_06 = cp[5, cc + U6]; c5_07 = cp[5, cc + U7]
-        c5_08 = cp[5, cc + U8]; c5_09 = cp[5, cc + U9]; c5_10 = cp[5, cc + U10]; c5_11 = cp[5, cc + U11]; c5_12 = cp[5, cc + U12]; c5_13 = cp[5, cc + U13]; c5_14 = cp[5, cc + U14]; c5_15 = cp[5, cc + U15]
-        c5_16 = cp[5, cc + U16]; c5_17 = cp[5, cc + U17]; c5_18 = cp[5, cc + U18]; c5_19 = cp[5, cc + U19]; c5_20 = cp[5, cc + U20]; c5_21 = cp[5, cc + U21]; c5_22 = cp[5, cc + U22]; c5_23 = cp[5, cc + U23]
-        c5_24 = cp[5, cc + U24]; c5_25 = cp[5, cc + U25]; c5_26 = cp[5, cc + U26]; c5_27 = cp[5, cc + U27]; c5_28 = cp[5, cc + U28]; c5_29 = cp[5, cc + U29]; c5_30 = cp[5, cc + U30]; c5_31 = cp[5, cc + U31]
-        c6_00 = cp[6, cc]; c6_01 = cp[6, cc + U1]; c6_02 = cp[6, cc + U2]; c6_03 = cp[6, cc + U3]; c6_04 = cp[6, cc + U4]; c6_05 = cp[6, cc + U5]; c6_06 = cp[6, cc + U6]; c6_07 = cp[6, cc + U7]
-        c6_08 = cp[6, cc + U8]; c6_09 = cp[6, cc + U9]; c6_10 = cp[6, cc + U10]; c6_11 = cp[6, cc + U11]; c6_12 = cp[6, cc + U12]; c6_13 = cp[6, cc + U13]; c6_14 = cp[6, cc + U14]; c6_15 = cp[6, cc + U15]
-        c6_16 = cp[6, cc + U16]; c6_17 = cp[6, cc + U17]; c6_18 = cp[6, cc + U18]; c6_19 = cp[6, cc + U19]; c6_20 = cp[6, cc + U20]; c6_21 = cp[6, cc + U21]; c6_22 = cp[6, cc + U22]; c6_23 = cp[6, cc + U23]
-        c6_24 = cp[6, cc + U24]; c6_25 = cp[6, cc + U25]; c6_26 = cp[6, cc + U26]; c6_27 = cp[6, cc + U27]; c6_28 = cp[6, cc + U28]; c6_29 = cp[6, cc + U29]; c6_30 = cp[6, cc + U30]; c6_31 = cp[6, cc + U31]
-        c7_00 = cp[7, cc]; c7_01 = cp[7, cc + U1]; c7_02 = cp[7, cc + U2]; c7_03 = cp[7, cc + U3]; c7_04 = cp[7, cc + U4]; c7_05 = cp[7, cc + U5]; c7_06 = cp[7, cc + U6]; c7_07 = cp[7, cc + U7]
-        c7_08 = cp[7, cc + U8]; c7_09 = cp[7, cc + U9]; c7_10 = cp[7, cc + U10]; c7_11 = cp[7, cc + U11]; c7_12 = cp[7, cc + U12]; c7_13 = cp[7, cc + U13]; c7_14 = cp[7, cc + U14]; c7_15 = cp[7, cc + U15]
-        c7_16 = cp[7, cc + U16]; c7_17 = cp[7, cc + U17]; c7_18 = cp[7, cc + U18]; c7_19 = cp[7, cc + U19]; c7_20 = cp[7, cc + U20]; c7_21 = cp[7, cc + U21]; c7_22 = cp[7, cc + U22]; c7_23 = cp[7, cc + U23]
-        c7_24 = cp[7, cc + U24]; c7_25 = cp[7, cc + U25]; c7_26 = cp[7, cc + U26]; c7_27 = cp[7, cc + U27]; c7_28 = cp[7, cc + U28]; c7_29 = cp[7, cc + U29]; c7_30 = cp[7, cc + U30]; c7_31 = cp[7, cc + U31]
-    else:
-        zero = cp.dtype.type(0)
-        c0_00 = zero; c0_01 = zero; c0_02 = zero; c0_03 = zero; c0_04 = zero; c0_05 = zero; c0_06 = zero; c0_07 = zero
-        c0_08 = zero; c0_09 = zero; c0_10 = zero; c0_11 = zero; c0_12 = zero; c0_13 = zero; c0_14 = zero; c0_15 = zero
-        c0_16 = zero; c0_17 = zero; c0_18 = zero; c0_19 = zero; c0_20 = zero; c0_21 = zero; c0_22 = zero; c0_23 = zero
-        c0_24 = zero; c0_25 = zero; c0_26 = zero; c0_27 = zero; c0_28 = zero; c0_29 = zero; c0_30 = zero; c0_31 = zero
-        c1_00 = zero; c1_01 = zero; c1_02 = zero; c1_03 = zero; c1_04 = zero; c1_05 = zero; c1_06 = zero; c1_07 = zero
-        c1_08 = zero; c1_09 = zero; c1_10 = zero; c1_11 = zero; c1_12 = zero; c1_13 = zero; c1_14 = zero; c1_15 = zero
-        c1_16 = zero; c1_17 = zero; c1_18 = zero; c1_19 = zero; c1_20 = zero; c1_21 = zero; c1_22 = zero; c1_23 = zero
-        c1_24 = zero; c1_25 = zero; c1_26 = zero; c1_27 = zero; c1_28 = zero; c1_29 = zero; c1_30 = zero; c1_31 = zero
-        c2_00 = zero; c2_01 = zero; c2_02 = zero; c2_03 = zero; c2_04 = zero; c2_05 = zero; c2_06 = zero; c2_07 = zero
-        c2_08 = zero; c2_09 = zero; c2_10 = zero; c2_11 = zero; c2_12 = zero; c2_13 = zero; c2_14 = zero; c2_15 = zero
-        c2_16 = zero; c2_17 = zero; c2_18 = zero; c2_19 = zero; c2_20 = zero; c2_21 = zero; c2_22 = zero; c2_23 = zero
-        c2_24 = zero; c2_25 = zero; c2_26 = zero; c2_27 = zero; c2_28 = zero; c2_29 = zero; c2_30 = zero; c2_31 = zero
-        c3_00 = zero; c3_01 = zero; c3_02 = zero; c3_03 = zero; c3_04 = zero; c3_05 = zero; c3_06 = zero; c3_07 = zero
-        c3_08 = zero; c3_09 = zero; c3_10 = zero; c3_11 = zero; c3_12 = zero; c3_13 = zero; c3_14 = zero; c3_15 = zero
-        c3_16 = zero; c3_17 = zero; c3_18 = zero; c3_19 = zero; c3_20 = zero; c3_21 = zero; c3_22 = zero; c3_23 = zero
-        c3_24 = zero; c3_25 = zero; c3_26 = zero; c3_27 = zero; c3_28 = zero; c3_29 = zero; c3_30 = zero; c3_31 = zero
-        c4_00 = zero; c4_01 = zero; c4_02 = zero; c4_03 = zero; c4_04 = zero; c4_05 = zero; c4_06 = zero; c4_07 = zero
-        c4_08 = zero; c4_09 = zero; c4_10 = zero; c4_11 = zero; c4_12 = zero; c4_13 = zero; c4_14 = zero; c4_15 = zero
-        c4_16 = zero; c4_17 = zero; c4_18 = zero; c4_19 = zero; c4_20 = zero; c4_21 = zero; c4_22 = zero; c4_23 = zero
-        c4_24 = zero; c4_25 = zero; c4_26 = zero; c4_27 = zero; c4_28 = zero; c4_29 = zero; c4_30 = zero; c4_31 = zero
-        c5_00 = zero; c5_01 = zero; c5_02 = zero; c5_03 = zero; c5_04 = zero; c5_05 = zero; c5_06 = zero; c5_07 = zero
-        c5_08 = zero; c5_09 = zero; c5_10 = zero; c5_11 = zero; c5_12 = zero; c5_13 = zero; c5_14 = zero; c5_15 = zero
-        c5_16 = zero; c5_17 = zero; c5_18 = zero; c5_19 = zero; c5_20 = zero; c5_21 = zero; c5_22 = zero; c5_23 = zero
-        c5_24 = zero; c5_25 = zero; c5_26 = zero; c5_27 = zero; c5_28 = zero; c5_29 = zero; c5_30 = zero; c5_31 = zero
-        c6_00 = zero; c6_01 = zero; c6_02 = zero; c6_03 = zero; c6_04 = zero; c6_05 = zero; c6_06 = zero; c6_07 = zero
-        c6_08 = zero; c6_09 = zero; c6_10 = zero; c6_11 = zero; c6_12 = zero; c6_13 = zero; c6_14 = zero; c6_15 = zero
-        c6_16 = zero; c6_17 = zero; c6_18 = zero; c6_19 = zero; c6_20 = zero; c6_21 = zero; c6_22 = zero; c6_23 = zero
-        c6_24 = zero; c6_25 = zero; c6_26 = zero; c6_27 = zero; c6_28 = zero; c6_29 = zero; c6_30 = zero; c6_31 = zero
-        c7_00 = zero; c7_01 = zero; c7_02 = zero; c7_03 = zero; c7_04 = zero; c7_05 = zero; c7_06 = zero; c7_07 = zero
-        c7_08 = zero; c7_09 = zero; c7_10 = zero; c7_11 = zero; c7_12 = zero; c7_13 = zero; c7_14 = zero; c7_15 = zero
-        c7_16 = zero; c7_17 = zero; c7_18 = zero; c7_19 = zero; c7_20 = zero; c7_21 = zero; c7_22 = zero; c7_23 = zero
-        c7_24 = zero; c7_25 = zero; c7_26 = zero; c7_27 = zero; c7_28 = zero; c7_29 = zero; c7_30 = zero; c7_31 = zero
+def _micro_wide_py(ap, ac, bp, bc, kc, cp, cc):
+    """cp[:MR, cc:cc + NR] += ap[:kc, ac:ac + MR].T @ bp[:kc, bc:bc + NR]."""
+    c0 = cp[0, cc:]
+    c1 = cp[1, cc:]
+    c2 = cp[2, cc:]
+    c3 = cp[3, cc:]
+    c4 = cp[4, cc:]
+    c5 = cp[5, cc:]
+    c6 = cp[6, cc:]
+    c7 = cp[7, cc:]
+    c0_00 = c0[0]; c0_01 = c0[1]; c0_02 = c0[2]; c0_03 = c0[3]; c0_04 = c0[4]; c0_05 = c0[5]; c0_06 = c0[6]; c0_07 = c0[7]
+    c0_08 = c0[8]; c0_09 = c0[9]; c0_10 = c0[10]; c0_11 = c0[11]; c0_12 = c0[12]; c0_13 = c0[13]; c0_14 = c0[14]; c0_15 = c0[15]
+    c0_16 = c0[16]; c0_17 = c0[17]; c0_18 = c0[18]; c0_19 = c0[19]; c0_20 = c0[20]; c0_21 = c0[21]; c0_22 = c0[22]; c0_23 = c0[23]
+    c0_24 = c0[24]; c0_25 = c0[25]; c0_26 = c0[26]; c0_27 = c0[27]; c0_28 = c0[28]; c0_29 = c0[29]; c0_30 = c0[30]; c0_31 = c0[31]
+    c1_00 = c1[0]; c1_01 = c1[1]; c1_02 = c1[2]; c1_03 = c1[3]; c1_04 = c1[4]; c1_05 = c1[5]; c1_06 = c1[6]; c1_07 = c1[7]
+    c1_08 = c1[8]; c1_09 = c1[9]; c1_10 = c1[10]; c1_11 = c1[11]; c1_12 = c1[12]; c1_13 = c1[13]; c1_14 = c1[14]; c1_15 = c1[15]
+    c1_16 = c1[16]; c1_17 = c1[17]; c1_18 = c1[18]; c1_19 = c1[19]; c1_20 = c1[20]; c1_21 = c1[21]; c1_22 = c1[22]; c1_23 = c1[23]
+    c1_24 = c1[24]; c1_25 = c1[25]; c1_26 = c1[26]; c1_27 = c1[27]; c1_28 = c1[28]; c1_29 = c1[29]; c1_30 = c1[30]; c1_31 = c1[31]
+    c2_00 = c2[0]; c2_01 = c2[1]; c2_02 = c2[2]; c2_03 = c2[3]; c2_04 = c2[4]; c2_05 = c2[5]; c2_06 = c2[6]; c2_07 = c2[7]
+    c2_08 = c2[8]; c2_09 = c2[9]; c2_10 = c2[10]; c2_11 = c2[11]; c2_12 = c2[12]; c2_13 = c2[13]; c2_14 = c2[14]; c2_15 = c2[15]
+    c2_16 = c2[16]; c2_17 = c2[17]; c2_18 = c2[18]; c2_19 = c2[19]; c2_20 = c2[20]; c2_21 = c2[21]; c2_22 = c2[22]; c2_23 = c2[23]
+    c2_24 = c2[24]; c2_25 = c2[25]; c2_26 = c2[26]; c2_27 = c2[27]; c2_28 = c2[28]; c2_29 = c2[29]; c2_30 = c2[30]; c2_31 = c2[31]
+    c3_00 = c3[0]; c3_01 = c3[1]; c3_02 = c3[2]; c3_03 = c3[3]; c3_04 = c3[4]; c3_05 = c3[5]; c3_06 = c3[6]; c3_07 = c3[7]
+    c3_08 = c3[8]; c3_09 = c3[9]; c3_10 = c3[10]; c3_11 = c3[11]; c3_12 = c3[12]; c3_13 = c3[13]; c3_14 = c3[14]; c3_15 = c3[15]
+    c3_16 = c3[16]; c3_17 = c3[17]; c3_18 = c3[18]; c3_19 = c3[19]; c3_20 = c3[20]; c3_21 = c3[21]; c3_22 = c3[22]; c3_23 = c3[23]
+    c3_24 = c3[24]; c3_25 = c3[25]; c3_26 = c3[26]; c3_27 = c3[27]; c3_28 = c3[28]; c3_29 = c3[29]; c3_30 = c3[30]; c3_31 = c3[31]
+    c4_00 = c4[0]; c4_01 = c4[1]; c4_02 = c4[2]; c4_03 = c4[3]; c4_04 = c4[4]; c4_05 = c4[5]; c4_06 = c4[6]; c4_07 = c4[7]
+    c4_08 = c4[8]; c4_09 = c4[9]; c4_10 = c4[10]; c4_11 = c4[11]; c4_12 = c4[12]; c4_13 = c4[13]; c4_14 = c4[14]; c4_15 = c4[15]
+    c4_16 = c4[16]; c4_17 = c4[17]; c4_18 = c4[18]; c4_19 = c4[19]; c4_20 = c4[20]; c4_21 = c4[21]; c4_22 = c4[22]; c4_23 = c4[23]
+    c4_24 = c4[24]; c4_25 = c4[25]; c4_26 = c4[26]; c4_27 = c4[27]; c4_28 = c4[28]; c4_29 = c4[29]; c4_30 = c4[30]; c4_31 = c4[31]
+    c5_00 = c5[0]; c5_01 = c5[1]; c5_02 = c5[2]; c5_03 = c5[3]; c5_04 = c5[4]; c5_05 = c5[5]; c5_06 = c5[6]; c5_07 = c5[7]
+    c5_08 = c5[8]; c5_09 = c5[9]; c5_10 = c5[10]; c5_11 = c5[11]; c5_12 = c5[12]; c5_13 = c5[13]; c5_14 = c5[14]; c5_15 = c5[15]
+    c5_16 = c5[16]; c5_17 = c5[17]; c5_18 = c5[18]; c5_19 = c5[19]; c5_20 = c5[20]; c5_21 = c5[21]; c5_22 = c5[22]; c5_23 = c5[23]
+    c5_24 = c5[24]; c5_25 = c5[25]; c5_26 = c5[26]; c5_27 = c5[27]; c5_28 = c5[28]; c5_29 = c5[29]; c5_30 = c5[30]; c5_31 = c5[31]
+    c6_00 = c6[0]; c6_01 = c6[1]; c6_02 = c6[2]; c6_03 = c6[3]; c6_04 = c6[4]; c6_05 = c6[5]; c6_06 = c6[6]; c6_07 = c6[7]
+    c6_08 = c6[8]; c6_09 = c6[9]; c6_10 = c6[10]; c6_11 = c6[11]; c6_12 = c6[12]; c6_13 = c6[13]; c6_14 = c6[14]; c6_15 = c6[15]
+    c6_16 = c6[16]; c6_17 = c6[17]; c6_18 = c6[18]; c6_19 = c6[19]; c6_20 = c6[20]; c6_21 = c6[21]; c6_22 = c6[22]; c6_23 = c6[23]
+    c6_24 = c6[24]; c6_25 = c6[25]; c6_26 = c6[26]; c6_27 = c6[27]; c6_28 = c6[28]; c6_29 = c6[29]; c6_30 = c6[30]; c6_31 = c6[31]
+    c7_00 = c7[0]; c7_01 = c7[1]; c7_02 = c7[2]; c7_03 = c7[3]; c7_04 = c7[4]; c7_05 = c7[5]; c7_06 = c7[6]; c7_07 = c7[7]
+    c7_08 = c7[8]; c7_09 = c7[9]; c7_10 = c7[10]; c7_11 = c7[11]; c7_12 = c7[12]; c7_13 = c7[13]; c7_14 = c7[14]; c7_15 = c7[15]
+    c7_16 = c7[16]; c7_17 = c7[17]; c7_18 = c7[18]; c7_19 = c7[19]; c7_20 = c7[20]; c7_21 = c7[21]; c7_22 = c7[22]; c7_23 = c7[23]
+    c7_24 = c7[24]; c7_25 = c7[25]; c7_26 = c7[26]; c7_27 = c7[27]; c7_28 = c7[28]; c7_29 = c7[29]; c7_30 = c7[30]; c7_31 = c7[31]
     for p in range(kc):
-        b00, b01, b02, b03, b04, b05, b06, b07 = (bp[p, bc], bp[p, bc + U1], bp[p, bc + U2], bp[p, bc + U3], bp[p, bc + U4], bp[p, bc + U5], bp[p, bc + U6], bp[p, bc + U7])
-        b08, b09, b10, b11, b12, b13, b14, b15 = (bp[p, bc + U8], bp[p, bc + U9], bp[p, bc + U10], bp[p, bc + U11], bp[p, bc + U12], bp[p, bc + U13], bp[p, bc + U14], bp[p, bc + U15])
-        b16, b17, b18, b19, b20, b21, b22, b23 = (bp[p, bc + U16], bp[p, bc + U17], bp[p, bc + U18], bp[p, bc + U19], bp[p, bc + U20], bp[p, bc + U21], bp[p, bc + U22], bp[p, bc + U23])
-        b24, b25, b26, b27, b28, b29, b30, b31 = (bp[p, bc + U24], bp[p, bc + U25], bp[p, bc + U26], bp[p, bc + U27], bp[p, bc + U28], bp[p, bc + U29], bp[p, bc + U30], bp[p, bc + U31])
-        a = ap[p, ac]
+        arow = ap[p, ac:]
+        brow = bp[p, bc:]
+        b00, b01, b02, b03, b04, b05, b06, b07 = (brow[0], brow[1], brow[2], brow[3], brow[4], brow[5], brow[6], brow[7])
+        b08, b09, b10, b11, b12, b13, b14, b15 = (brow[8], brow[9], brow[10], brow[11], brow[12], brow[13], brow[14], brow[15])
+        b16, b17, b18, b19, b20, b21, b22, b23 = (brow[16], brow[17], brow[18], brow[19], brow[20], brow[21], brow[22], brow[23])
+        b24, b25, b26, b27, b28, b29, b30, b31 = (brow[24], brow[25], brow[26], brow[27], brow[28], brow[29], brow[30], brow[31])
+        a = arow[0]
         c0_00 += a * b00; c0_01 += a * b01; c0_02 += a * b02; c0_03 += a * b03; c0_04 += a * b04; c0_05 += a * b05; c0_06 += a * b06; c0_07 += a * b07
         c0_08 += a * b08; c0_09 += a * b09; c0_10 += a * b10; c0_11 += a * b11; c0_12 += a * b12; c0_13 += a * b13; c0_14 += a * b14; c0_15 += a * b15
         c0_16 += a * b16; c0_17 += a * b17; c0_18 += a * b18; c0_19 += a * b19; c0_20 += a * b20; c0_21 += a * b21; c0_22 += a * b22; c0_23 += a * b23
         c0_24 += a * b24; c0_25 += a * b25; c0_26 += a * b26; c0_27 += a * b27; c0_28 += a * b28; c0_29 += a * b29; c0_30 += a * b30; c0_31 += a * b31
-        a = ap[p, ac + U1]
+        a = arow[1]
         c1_00 += a * b00; c1_01 += a * b01; c1_02 += a * b02; c1_03 += a * b03; c1_04 += a * b04; c1_05 += a * b05; c1_06 += a * b06; c1_07 += a * b07
         c1_08 += a * b08; c1_09 += a * b09; c1_10 += a * b10; c1_11 += a * b11; c1_12 += a * b12; c1_13 += a * b13; c1_14 += a * b14; c1_15 += a * b15
         c1_16 += a * b16; c1_17 += a * b17; c1_18 += a * b18; c1_19 += a * b19; c1_20 += a * b20; c1_21 += a * b21; c1_22 += a * b22; c1_23 += a * b23
         c1_24 += a * b24; c1_25 += a * b25; c1_26 += a * b26; c1_27 += a * b27; c1_28 += a * b28; c1_29 += a * b29; c1_30 += a * b30; c1_31 += a * b31
-        a = ap[p, ac + U2]
+        a = arow[2]
         c2_00 += a * b00; c2_01 += a * b01; c2_02 += a * b02; c2_03 += a * b03; c2_04 += a * b04; c2_05 += a * b05; c2_06 += a * b06; c2_07 += a * b07
         c2_08 += a * b08; c2_09 += a * b09; c2_10 += a * b10; c2_11 += a * b11; c2_12 += a * b12; c2_13 += a * b13; c2_14 += a * b14; c2_15 += a * b15
         c2_16 += a * b16; c2_17 += a * b17; c2_18 += a * b18; c2_19 += a * b19; c2_20 += a * b20; c2_21 += a * b21; c2_22 += a * b22; c2_23 += a * b23
         c2_24 += a * b24; c2_25 += a * b25; c2_26 += a * b26; c2_27 += a * b27; c2_28 += a * b28; c2_29 += a * b29; c2_30 += a * b30; c2_31 += a * b31
-        a = ap[p, ac + U3]
+        a = arow[3]
         c3_00 += a * b00; c3_01 += a * b01; c3_02 += a * b02; c3_03 += a * b03; c3_04 += a * b04; c3_05 += a * b05; c3_06 += a * b06; c3_07 += a * b07
         c3_08 += a * b08; c3_09 += a * b09; c3_10 += a * b10; c3_11 += a * b11; c3_12 += a * b12; c3_13 += a * b13; c3_14 += a * b14; c3_15 += a * b15
         c3_16 += a * b16; c3_17 += a * b17; c3_18 += a * b18; c3_19 += a * b19; c3_20 += a * b20; c3_21 += a * b21; c3_22 += a * b22; c3_23 += a * b23
         c3_24 += a * b24; c3_25 += a * b25; c3_26 += a * b26; c3_27 += a * b27; c3_28 += a * b28; c3_29 += a * b29; c3_30 += a * b30; c3_31 += a * b31
-        a = ap[p, ac + U4]
+        a = arow[4]
         c4_00 += a * b00; c4_01 += a * b01; c4_02 += a * b02; c4_03 += a * b03; c4_04 += a * b04; c4_05 += a * b05; c4_06 += a * b06; c4_07 += a * b07
         c4_08 += a * b08; c4_09 += a * b09; c4_10 += a * b10; c4_11 += a * b11; c4_12 += a * b12; c4_13 += a * b13; c4_14 += a * b14; c4_15 += a * b15
         c4_16 += a * b16; c4_17 += a * b17; c4_18 += a * b18; c4_19 += a * b19; c4_20 += a * b20; c4_21 += a * b21; c4_22 += a * b22; c4_23 += a * b23
         c4_24 += a * b24; c4_25 += a * b25; c4_26 += a * b26; c4_27 += a * b27; c4_28 += a * b28; c4_29 += a * b29; c4_30 += a * b30; c4_31 += a * b31
-        a = ap[p, ac + U5]
+        a = arow[5]
         c5_00 += a * b00; c5_01 += a * b01; c5_02 += a * b02; c5_03 += a * b03; c5_04 += a * b04; c5_05 += a * b05; c5_06 += a * b06; c5_07 += a * b07
         c5_08 += a * b08; c5_09 += a * b09; c5_10 += a * b10; c5_11 += a * b11; c5_12 += a * b12; c5_13 += a * b13; c5_14 += a * b14; c5_15 += a * b15
         c5_16 += a * b16; c5_17 += a * b17; c5_18 += a * b18; c5_19 += a * b19; c5_20 += a * b20; c5_21 += a * b21; c5_22 += a * b22; c5_23 += a * b23
         c5_24 += a * b24; c5_25 += a * b25; c5_26 += a * b26; c5_27 += a * b27; c5_28 += a * b28; c5_29 += a * b29; c5_30 += a * b30; c5_31 += a * b31
-        a = ap[p, ac + U6]
+        a = arow[6]
         c6_00 += a * b00; c6_01 += a * b01; c6_02 += a * b02; c6_03 += a * b03; c6_04 += a * b04; c6_05 += a * b05; c6_06 += a * b06; c6_07 += a * b07
         c6_08 += a * b08; c6_09 += a * b09; c6_10 += a * b10; c6_11 += a * b11; c6_12 += a * b12; c6_13 += a * b13; c6_14 += a * b14; c6_15 += a * b15
         c6_16 += a * b16; c6_17 += a * b17; c6_18 += a * b18; c6_19 += a * b19; c6_20 += a * b20; c6_21 += a * b21; c6_22 += a * b22; c6_23 += a * b23
         c6_24 += a * b24; c6_25 += a * b25; c6_26 += a * b26; c6_27 += a * b27; c6_28 += a * b28; c6_29 += a * b29; c6_30 += a * b30; c6_31 += a * b31
-        a = ap[p, ac + U7]
+        a = arow[7]
         c7_00 += a * b00; c7_01 += a * b01; c7_02 += a * b02; c7_03 += a * b03; c7_04 += a * b04; c7_05 += a * b05; c7_06 += a * b06; c7_07 += a * b07
         c7_08 += a * b08; c7_09 += a * b09; c7_10 += a * b10; c7_11 += a * b11; c7_12 += a * b12; c7_13 += a * b13; c7_14 += a * b14; c7_15 += a * b15
         c7_16 += a * b16; c7_17 += a * b17; c7_18 += a * b18; c7_19 += a * b19; c7_20 += a * b20; c7_21 += a * b21; c7_22 += a * b22; c7_23 += a * b23
         c7_24 += a * b24; c7_25 += a * b25; c7_26 += a * b26; c7_27 += a * b27; c7_28 += a * b28; c7_29 += a * b29; c7_30 += a * b30; c7_31 += a * b31
-    cp[0, cc] = c0_00; cp[0, cc + U1] = c0_01; cp[0, cc + U2] = c0_02; cp[0, cc + U3] = c0_03; cp[0, cc + U4] = c0_04; cp[0, cc + U5] = c0_05; cp[0, cc + U6] = c0_06; cp[0, cc + U7] = c0_07
-    cp[0, cc + U8] = c0_08; cp[0, cc + U9] = c0_09; cp[0, cc + U10] = c0_10; cp[0, cc + U11] = c0_11; cp[0, cc + U12] = c0_12; cp[0, cc + U13] = c0_13; cp[0, cc + U14] = c0_14; cp[0, cc + U15] = c0_15
-    cp[0, cc + U16] = c0_16; cp[0, cc + U17] = c0_17; cp[0, cc + U18] = c0_18; cp[0, cc + U19] = c0_19; cp[0, cc + U20] = c0_20; cp[0, cc + U21] = c0_21; cp[0, cc + U22] = c0_22; cp[0, cc + U23] = c0_23
-    cp[0, cc + U24] = c0_24; cp[0, cc + U25] = c0_25; cp[0, cc + U26] = c0_26; cp[0, cc + U27] = c0_27; cp[0, cc + U28] = c0_28; cp[0, cc + U29] = c0_29; cp[0, cc + U30] = c0_30; cp[0, cc + U31] = c0_31
-    cp[1, cc] = c1_00; cp[1, cc + U1] = c1_01; cp[1, cc + U2] = c1_02; cp[1, cc + U3] = c1_03; cp[1, cc + U4] = c1_04; cp[1, cc + U5] = c1_05; cp[1, cc + U6] = c1_06; cp[1, cc + U7] = c1_07
-    cp[1, cc + U8] = c1_08; cp[1, cc + U9] = c1_09; cp[1, cc + U10] = c1_10; cp[1, cc + U11] = c1_11; cp[1, cc + U12] = c1_12; cp[1, cc + U13] = c1_13; cp[1, cc + U14] = c1_14; cp[1, cc + U15] = c1_15
-    cp[1, cc + U16] = c1_16; cp[1, cc + U17] = c1_17; cp[1, cc + U18] = c1_18; cp[1, cc + U19] = c1_19; cp[1, cc + U20] = c1_20; cp[1, cc + U21] = c1_21; cp[1, cc + U22] = c1_22; cp[1, cc + U23] = c1_23
-    cp[1, cc + U24] = c1_24; cp[1, cc + U25] = c1_25; cp[1, cc + U26] = c1_26; cp[1, cc + U27] = c1_27; cp[1, cc + U28] = c1_28; cp[1, cc + U29] = c1_29; cp[1, cc + U30] = c1_30; cp[1, cc + U31] = c1_31
-    cp[2, cc] = c2_00; cp[2, cc + U1] = c2_01; cp[2, cc + U2] = c2_02; cp[2, cc + U3] = c2_03; cp[2, cc + U4] = c2_04; cp[2, cc + U5] = c2_05; cp[2, cc + U6] = c2_06; cp[2, cc + U7] = c2_07
-    cp[2, cc + U8] = c2_08; cp[2, cc + U9] = c2_09; cp[2, cc + U10] = c2_10; cp[2, cc + U11] = c2_11; cp[2, cc + U12] = c2_12; cp[2, cc + U13] = c2_13; cp[2, cc + U14] = c2_14; cp[2, cc + U15] = c2_15
-    cp[2, cc + U16] = c2_16; cp[2, cc + U17] = c2_17; cp[2, cc + U18] = c2_18; cp[2, cc + U19] = c2_19; cp[2, cc + U20] = c2_20; cp[2, cc + U21] = c2_21; cp[2, cc + U22] = c2_22; cp[2, cc + U23] = c2_23
-    cp[2, cc + U24] = c2_24; cp[2, cc + U25] = c2_25; cp[2, cc + U26] = c2_26; cp[2, cc + U27] = c2_27; cp[2, cc + U28] = c2_28; cp[2, cc + U29] = c2_29; cp[2, cc + U30] = c2_30; cp[2, cc + U31] = c2_31
-    cp[3, cc] = c3_00; cp[3, cc + U1] = c3_01; cp[3, cc + U2] = c3_02; cp[3, cc + U3] = c3_03; cp[3, cc + U4] = c3_04; cp[3, cc + U5] = c3_05; cp[3, cc + U6] = c3_06; cp[3, cc + U7] = c3_07
-    cp[3, cc + U8] = c3_08; cp[3, cc + U9] = c3_09; cp[3, cc + U10] = c3_10; cp[3, cc + U11] = c3_11; cp[3, cc + U12] = c3_12; cp[3, cc + U13] = c3_13; cp[3, cc + U14] = c3_14; cp[3, cc + U15] = c3_15
-    cp[3, cc + U16] = c3_16; cp[3, cc + U17] = c3_17; cp[3, cc + U18] = c3_18; cp[3, cc + U19] = c3_19; cp[3, cc + U20] = c3_20; cp[3, cc + U21] = c3_21; cp[3, cc + U22] = c3_22; cp[3, cc + U23] = c3_23
-    cp[3, cc + U24] = c3_24; cp[3, cc + U25] = c3_25; cp[3, cc + U26] = c3_26; cp[3, cc + U27] = c3_27; cp[3, cc + U28] = c3_28; cp[3, cc + U29] = c3_29; cp[3, cc + U30] = c3_30; cp[3, cc + U31] = c3_31
-    cp[4, cc] = c4_00; cp[4, cc + U1] = c4_01; cp[4, cc + U2] = c4_02; cp[4, cc + U3] = c4_03; cp[4, cc + U4] = c4_04; cp[4, cc + U5] = c4_05; cp[4, cc + U6] = c4_06; cp[4, cc + U7] = c4_07
-    cp[4, cc + U8] = c4_08; cp[4, cc + U9] = c4_09; cp[4, cc + U10] = c4_10; cp[4, cc + U11] = c4_11; cp[4, cc + U12] = c4_12; cp[4, cc + U13] = c4_13; cp[4, cc + U14] = c4_14; cp[4, cc + U15] = c4_15
-    cp[4, cc + U16] = c4_16; cp[4, cc + U17] = c4_17; cp[4, cc + U18] = c4_18; cp[4, cc + U19] = c4_19; cp[4, cc + U20] = c4_20; cp[4, cc + U21] = c4_21; cp[4, cc + U22] = c4_22; cp[4, cc + U23] = c4_23
-    cp[4, cc + U24] = c4_24; cp[4, cc + U25] = c4_25; cp[4, cc + U26] = c4_26; cp[4, cc + U27] = c4_27; cp[4, cc + U28] = c4_28; cp[4, cc + U29] = c4_29; cp[4, cc + U30] = c4_30; cp[4, cc + U31] = c4_31
-    cp[5, cc] = c5_00; cp[5, cc + U1] = c5_01; cp[5, cc + U2] = c5_02; cp[5, cc + U3] = c5_03; cp[5, cc + U4] = c5_04; cp[5, cc + U5] = c5_05; cp[5, cc + U6] = c5_06; cp[5, cc + U7] = c5_07
-    cp[5, cc + U8] = c5_08; cp[5, cc + U9] = c5_09; cp[5, cc + U10] = c5_10; cp[5, cc + U11] = c5_11; cp[5, cc + U12] = c5_12; cp[5, cc + U13] = c5_13; cp[5, cc + U14] = c5_14; cp[5, cc + U15] = c5_15
-    cp[5, cc + U16] = c5_16; cp[5, cc + U17] = c5_17; cp[5, cc + U18] = c5_18; cp[5, cc + U19] = c5_19; cp[5, cc + U20] = c5_20; cp[5, cc + U21] = c5_21; cp[5, cc + U22] = c5_22; cp[5, cc + U23] = c5_23
-    cp[5, cc + U24] = c5_24; cp[5, cc + U25] = c5_25; cp[5, cc + U26] = c5_26; cp[5, cc + U27] = c5_27; cp[5, cc + U28] = c5_28; cp[5, cc + U29] = c5_29; cp[5, cc + U30] = c5_30; cp[5, cc + U31] = c5_31
-    cp[6, cc] = c6_00; cp[6, cc + U1] = c6_01; cp[6, cc + U2] = c6_02; cp[6, cc + U3] = c6_03; cp[6, cc + U4] = c6_04; cp[6, cc + U5] = c6_05; cp[6, cc + U6] = c6_06; cp[6, cc + U7] = c6_07
-    cp[6, cc + U8] = c6_08; cp[6, cc + U9] = c6_09; cp[6, cc + U10] = c6_10; cp[6, cc + U11] = c6_11; cp[6, cc + U12] = c6_12; cp[6, cc + U13] = c6_13; cp[6, cc + U14] = c6_14; cp[6, cc + U15] = c6_15
-    cp[6, cc + U16] = c6_16; cp[6, cc + U17] = c6_17; cp[6, cc + U18] = c6_18; cp[6, cc + U19] = c6_19; cp[6, cc + U20] = c6_20; cp[6, cc + U21] = c6_21; cp[6, cc + U22] = c6_22; cp[6, cc + U23] = c6_23
-    cp[6, cc + U24] = c6_24; cp[6, cc + U25] = c6_25; cp[6, cc + U26] = c6_26; cp[6, cc + U27] = c6_27; cp[6, cc + U28] = c6_28; cp[6, cc + U29] = c6_29; cp[6, cc + U30] = c6_30; cp[6, cc + U31] = c6_31
-    cp[7, cc] = c7_00; cp[7, cc + U1] = c7_01; cp[7, cc + U2] = c7_02; cp[7, cc + U3] = c7_03; cp[7, cc + U4] = c7_04; cp[7, cc + U5] = c7_05; cp[7, cc + U6] = c7_06; cp[7, cc + U7] = c7_07
-    cp[7, cc + U8] = c7_08; cp[7, cc + U9] = c7_09; cp[7, cc + U10] = c7_10; cp[7, cc + U11] = c7_11; cp[7, cc + U12] = c7_12; cp[7, cc + U13] = c7_13; cp[7, cc + U14] = c7_14; cp[7, cc + U15] = c7_15
-    cp[7, cc + U16] = c7_16; cp[7, cc + U17] = c7_17; cp[7, cc + U18] = c7_18; cp[7, cc + U19] = c7_19; cp[7, cc + U20] = c7_20; cp[7, cc + U21] = c7_21; cp[7, cc + U22] = c7_22; cp[7, cc + U23] = c7_23
-    cp[7, cc + U24] = c7_24; cp[7, cc + U25] = c7_25; cp[7, cc + U26] = c7_26; cp[7, cc + U27] = c7_27; cp[7, cc + U28] = c7_28; cp[7, cc + U29] = c7_29; cp[7, cc + U30] = c7_30; cp[7, cc + U31] = c7_31
+    c0[0] = c0_00; c0[1] = c0_01; c0[2] = c0_02; c0[3] = c0_03; c0[4] = c0_04; c0[5] = c0_05; c0[6] = c0_06; c0[7] = c0_07
+    c0[8] = c0_08; c0[9] = c0_09; c0[10] = c0_10; c0[11] = c0_11; c0[12] = c0_12; c0[13] = c0_13; c0[14] = c0_14; c0[15] = c0_15
+    c0[16] = c0_16; c0[17] = c0_17; c0[18] = c0_18; c0[19] = c0_19; c0[20] = c0_20; c0[21] = c0_21; c0[22] = c0_22; c0[23] = c0_23
+    c0[24] = c0_24; c0[25] = c0_25; c0[26] = c0_26; c0[27] = c0_27; c0[28] = c0_28; c0[29] = c0_29; c0[30] = c0_30; c0[31] = c0_31
+    c1[0] = c1_00; c1[1] = c1_01; c1[2] = c1_02; c1[3] = c1_03; c1[4] = c1_04; c1[5] = c1_05; c1[6] = c1_06; c1[7] = c1_07
+    c1[8] = c1_08; c1[9] = c1_09; c1[10] = c1_10; c1[11] = c1_11; c1[12] = c1_12; c1[13] = c1_13; c1[14] = c1_14; c1[15] = c1_15
+    c1[16] = c1_16; c1[17] = c1_17; c1[18] = c1_18; c1[19] = c1_19; c1[20] = c1_20; c1[21] = c1_21; c1[22] = c1_22; c1[23] = c1_23
+    c1[24] = c1_24; c1[25] = c1_25; c1[26] = c1_26; c1[27] = c1_27; c1[28] = c1_28; c1[29] = c1_29; c1[30] = c1_30; c1[31] = c1_31
+    c2[0] = c2_00; c2[1] = c2_01; c2[2] = c2_02; c2[3] = c2_03; c2[4] = c2_04; c2[5] = c2_05; c2[6] = c2_06; c2[7] = c2_07
+    c2[8] = c2_08; c2[9] = c2_09; c2[10] = c2_10; c2[11] = c2_11; c2[12] = c2_12; c2[13] = c2_13; c2[14] = c2_14; c2[15] = c2_15
+    c2[16] = c2_16; c2[17] = c2_17; c2[18] = c2_18; c2[19] = c2_19; c2[20] = c2_20; c2[21] = c2_21; c2[22] = c2_22; c2[23] = c2_23
+    c2[24] = c2_24; c2[25] = c2_25; c2[26] = c2_26; c2[27] = c2_27; c2[28] = c2_28; c2[29] = c2_29; c2[30] = c2_30; c2[31] = c2_31
+    c3[0] = c3_00; c3[1] = c3_01; c3[2] = c3_02; c3[3] = c3_03; c3[4] = c3_04; c3[5] = c3_05; c3[6] = c3_06; c3[7] = c3_07
+    c3[8] = c3_08; c3[9] = c3_09; c3[10] = c3_10; c3[11] = c3_11; c3[12] = c3_12; c3[13] = c3_13; c3[14] = c3_14; c3[15] = c3_15
+    c3[16] = c3_16; c3[17] = c3_17; c3[18] = c3_18; c3[19] = c3_19; c3[20] = c3_20; c3[21] = c3_21; c3[22] = c3_22; c3[23] = c3_23
+    c3[24] = c3_24; c3[25] = c3_25; c3[26] = c3_26; c3[27] = c3_27; c3[28] = c3_28; c3[29] = c3_29; c3[30] = c3_30; c3[31] = c3_31
+    c4[0] = c4_00; c4[1] = c4_01; c4[2] = c4_02; c4[3] = c4_03; c4[4] = c4_04; c4[5] = c4_05; c4[6] = c4_06; c4[7] = c4_07
+    c4[8] = c4_08; c4[9] = c4_09; c4[10] = c4_10; c4[11] = c4_11; c4[12] = c4_12; c4[13] = c4_13; c4[14] = c4_14; c4[15] = c4_15
+    c4[16] = c4_16; c4[17] = c4_17; c4[18] = c4_18; c4[19] = c4_19; c4[20] = c4_20; c4[21] = c4_21; c4[22] = c4_22; c4[23] = c4_23
+    c4[24] = c4_24; c4[25] = c4_25; c4[26] = c4_26; c4[27] = c4_27; c4[28] = c4_28; c4[29] = c4_29; c4[30] = c4_30; c4[31] = c4_31
+    c5[0] = c5_00; c5[1] = c5_01; c5[2] = c5_02; c5[3] = c5_03; c5[4] = c5_04; c5[5] = c5_05; c5[6] = c5_06; c5[7] = c5_07
+    c5[8] = c5_08; c5[9] = c5_09; c5[10] = c5_10; c5[11] = c5_11; c5[12] = c5_12; c5[13] = c5_13; c5[14] = c5_14; c5[15] = c5_15
+    c5[16] = c5_16; c5[17] = c5_17; c5[18] = c5_18; c5[19] = c5_19; c5[20] = c5_20; c5[21] = c5_21; c5[22] = c5_22; c5[23] = c5_23
+    c5[24] = c5_24; c5[25] = c5_25; c5[26] = c5_26; c5[27] = c5_27; c5[28] = c5_28; c5[29] = c5_29; c5[30] = c5_30; c5[31] = c5_31
+    c6[0] = c6_00; c6[1] = c6_01; c6[2] = c6_02; c6[3] = c6_03; c6[4] = c6_04; c6[5] = c6_05; c6[6] = c6_06; c6[7] = c6_07
+    c6[8] = c6_08; c6[9] = c6_09; c6[10] = c6_10; c6[11] = c6_11; c6[12] = c6_12; c6[13] = c6_13; c6[14] = c6_14; c6[15] = c6_15
+    c6[16] = c6_16; c6[17] = c6_17; c6[18] = c6_18; c6[19] = c6_19; c6[20] = c6_20; c6[21] = c6_21; c6[22] = c6_22; c6[23] = c6_23
+    c6[24] = c6_24; c6[25] = c6_25; c6[26] = c6_26; c6[27] = c6_27; c6[28] = c6_28; c6[29] = c6_29; c6[30] = c6_30; c6[31] = c6_31
+    c7[0] = c7_00; c7[1] = c7_01; c7[2] = c7_02; c7[3] = c7_03; c7[4] = c7_04; c7[5] = c7_05; c7[6] = c7_06; c7[7] = c7_07
+    c7[8] = c7_08; c7[9] = c7_09; c7[10] = c7_10; c7[11] = c7_11; c7[12] = c7_12; c7[13] = c7_13; c7[14] = c7_14; c7[15] = c7_15
+    c7[16] = c7_16; c7[17] = c7_17; c7[18] = c7_18; c7[19] = c7_19; c7[20] = c7_20; c7[21] = c7_21; c7[22] = c7_22; c7[23] = c7_23
+    c7[24] = c7_24; c7[25] = c7_25; c7[26] = c7_26; c7[27] = c7_27; c7[28] = c7_28; c7[29] = c7_29; c7[30] = c7_30; c7[31] = c7_31
 
 
 micro_wide = compile_slp(_micro_wide_py, fastmath={"contract"})

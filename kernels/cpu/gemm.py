@@ -222,19 +222,23 @@ def _pack_a_wide(a, trans_a, i0, mc, p0, kc, ap):
 
 
 @numba.njit(cache=True)
-def _edge_tile(ap, ac, bp, bc, kc, out, r0, c0, mr, nr, first, bias, tile):
-    """A tile cut by the edge of out (mr < MRW or nr < NRW) runs through the scratch
-    tile: the micro-kernel always computes all MRW x NRW, and only mr x nr are real.
-    Its accumulators start as full tiles' do (0, the bias, or the previous slices' sum),
-    so every element is summed in the same order wherever its tile falls."""
-    if not first:
-        for r in range(mr):
+def _tile_in(out, r0, c0, mr, nr, first, bias, tile):
+    """An edge tile (mr < MRW or nr < NRW) runs through the scratch tile: the micro-kernel
+    always computes all MRW x NRW, and only mr x nr are real. It starts as full tiles do
+    (0, the bias, or the previous slices' sum), so every element is summed in the same
+    order wherever its tile falls."""
+    for r in range(mr):
+        if not first:
             tile[r, :nr] = out[r0 + r, c0:c0 + nr]
-    elif bias.shape[0] != 0:
-        for r in range(mr):
+        elif bias.shape[0] != 0:
             tile[r, :nr] = bias[c0:c0 + nr]
-    micro_wide(ap, ac, bp, bc, kc, tile, np.uint64(0), not first or bias.shape[0] != 0)
-    # the tile store (edge tiles; full tiles are stored by micro_wide into out itself)
+        else:
+            tile[r, :nr] = 0
+
+
+@numba.njit(cache=True)
+def _tile_out(tile, out, r0, c0, mr, nr):
+    """The tile store of an edge tile (a full tile is stored by micro_wide into out itself)."""
     for r in range(mr):
         out[r0 + r, c0:c0 + nr] = tile[r, :nr]
 
@@ -244,9 +248,8 @@ def _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre
     """out[i_lo:i_hi, panels jp_lo:jp_hi] on one thread. op(b)'s panels come from bpre
     (packed by all threads beforehand, when it is not empty), from b itself, or are
     packed into bscr; op(a)'s from a itself or are packed, one MCW-row block at a time,
-    into ascr. Full tiles accumulate straight into out: a KC slice after the first
-    loads the running sum, the first starts from 0 or the bias (written into out just
-    before)."""
+    into ascr. Full tiles accumulate straight into out: the first KC slice onto zeros
+    or the bias written there just before, later ones onto the running sum."""
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     use_pre = bpre.shape[0] > 0
@@ -291,70 +294,71 @@ def _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre
                     else:
                         apan = ascr[ip, :kc]
                         acol = 0
+                    # Two call sites on purpose: LLVM inlines a function called once
+                    # (the last-call bonus), then unswitches the loops around the
+                    # inlined 8 x 32 body, copying it per branch; that cost 2-4 s of
+                    # compile time in every function this one is linked into.
                     if mr < MRW or nr < NRW:
-                        _edge_tile(apan, np.uint64(acol), bpan, np.uint64(bcol), kc, out, r0, j0, mr, nr,
-                                   first, bias, tile)
-                        continue
-                    if first and has_bias:
-                        for r in range(MRW):
-                            out[r0 + r, j0:j0 + NRW] = bias[j0:j0 + NRW]
-                    micro_wide(apan, np.uint64(acol), bpan, np.uint64(bcol), kc, out[r0:r0 + MRW], np.uint64(j0),
-                               not first or has_bias)
+                        _tile_in(out, r0, j0, mr, nr, first, bias, tile)
+                        micro_wide(apan, acol, bpan, bcol, kc, tile, 0)
+                        _tile_out(tile, out, r0, j0, mr, nr)
+                    else:
+                        if first:
+                            for r in range(MRW):
+                                orow = out[r0 + r, j0:j0 + NRW]
+                                if has_bias:
+                                    orow[:] = bias[j0:j0 + NRW]
+                                else:
+                                    orow[:] = 0
+                        micro_wide(apan, acol, bpan, bcol, kc, out[r0:r0 + MRW], j0)
 
 
 @numba.njit(cache=True, parallel=True)
-def _wide_split(a, b, trans_a, trans_b, bias, out, nparts, by_rows):
-    """One parallel region: part t computes its own rectangle of out (a run of MRW-row
-    panels, or of NRW-column panels) with _wide_rect, packing what it reads itself."""
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    kc = min(KCW, k)
-    nip = (m + MRW - 1) // MRW
-    njp = (n + NRW - 1) // NRW
-    bpre = np.empty((0, 0, 0, NRW), dtype=out.dtype)
-    for t in prange(nparts):
-        if by_rows:
-            i_lo, i_hi = min(m, t * nip // nparts * MRW), min(m, (t + 1) * nip // nparts * MRW)
-            jp_lo, jp_hi = 0, njp
-        else:
-            i_lo, i_hi = 0, m
-            jp_lo, jp_hi = t * njp // nparts, (t + 1) * njp // nparts
-        bscr = np.empty((max(jp_hi - jp_lo, 1), kc, NRW), dtype=out.dtype)
-        ascr = np.empty(((min(MCW, m) + MRW - 1) // MRW, kc, MRW), dtype=out.dtype)
-        tile = np.zeros((MRW, NRW), dtype=out.dtype)
-        if i_lo < i_hi and jp_lo < jp_hi:
-            _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre, bscr, ascr, tile)
-
-
-@numba.njit(cache=True, parallel=True)
-def _wide_prepacked(a, b, trans_a, trans_b, bias, out, ngroups, nparts):
-    """Two parallel regions: every panel of op(b) packed once (together), then work items
-    of MCW rows x a group of panels, dealt in nparts contiguous runs so that each run
-    allocates its scratch once (per item, 121 allocations and first touches of 128 KiB
-    cost more than the packing at 15488 x 288 x 64)."""
+def _wide_parallel(a, b, trans_a, trans_b, bias, out, prepack, rstep, ngroups, nparts):
+    """out in rectangles of rstep rows (a multiple of MRW) x one of ngroups runs of
+    NRW-column panels, dealt to nparts threads as contiguous runs of rectangles, each
+    run with its scratch allocated once. With prepack, every panel of op(b) is first
+    packed once, by all threads together (a second parallel region); without, each
+    rectangle packs what it reads of op(b) itself."""
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     kc_max = min(KCW, k)
     njp = (n + NRW - 1) // NRW
     nslices = (k + KCW - 1) // KCW
-    bpre = np.empty((nslices, njp, kc_max, NRW), dtype=out.dtype)
-    for job in prange(nslices * njp):
-        s = job // njp
-        jp = job - s * njp
-        p0, kc = _slice(k, nslices, s)
-        _pack_b_wide(b, trans_b, jp, n, p0, kc, bpre[s, jp])
-    nblocks = (m + MCW - 1) // MCW
-    nitems = nblocks * ngroups
+    if prepack:
+        bpre = np.empty((nslices, njp, kc_max, NRW), dtype=out.dtype)
+        for job in prange(nslices * njp):
+            s = job // njp
+            jp = job - s * njp
+            p0, kc = _slice(k, nslices, s)
+            _pack_b_wide(b, trans_b, jp, n, p0, kc, bpre[s, jp])
+    else:
+        bpre = np.empty((0, 0, 0, NRW), dtype=out.dtype)
+    nitems = ((m + rstep - 1) // rstep) * ngroups
+    widest = 1 if prepack else (njp + ngroups - 1) // ngroups
     for part in prange(nparts):
-        bscr = np.empty((1, kc_max, NRW), dtype=out.dtype)
-        ascr = np.empty((MCW // MRW, kc_max, MRW), dtype=out.dtype)
+        bscr = np.empty((widest, kc_max, NRW), dtype=out.dtype)
+        ascr = np.empty(((min(MCW, m) + MRW - 1) // MRW, kc_max, MRW), dtype=out.dtype)
         tile = np.zeros((MRW, NRW), dtype=out.dtype)
         for item in range(part * nitems // nparts, (part + 1) * nitems // nparts):
-            blk = item // ngroups
-            g = item - blk * ngroups
-            i0 = blk * MCW
-            _wide_rect(a, b, trans_a, trans_b, bias, out, i0, min(m, i0 + MCW),
-                       g * njp // ngroups, (g + 1) * njp // ngroups, bpre, bscr, ascr, tile)
+            rb = item // ngroups
+            g = item - rb * ngroups
+            i_lo = rb * rstep
+            jp_lo = g * njp // ngroups
+            jp_hi = (g + 1) * njp // ngroups
+            if jp_lo < jp_hi:
+                _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, min(m, i_lo + rstep), jp_lo, jp_hi,
+                           bpre, bscr, ascr, tile)
+
+
+def _wide_serial(a, b, trans_a, trans_b, bias, out):
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    kc = min(KCW, k)
+    njp = -(-n // NRW)
+    _wide_rect(a, b, trans_a, trans_b, bias, out, 0, m, 0, njp, np.empty((0, 0, 0, NRW), out.dtype),
+               np.empty((njp, kc, NRW), out.dtype), np.empty((-(-min(MCW, m) // MRW), kc, MRW), out.dtype),
+               np.zeros((MRW, NRW), out.dtype))
 
 
 def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
@@ -364,27 +368,26 @@ def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     macs = m * n * k
+    npan, njp = -(-m // MRW), -(-n // NRW)
     # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
     threads = numba.get_num_threads()
     if macs < SERIAL_MACS or (threads == 1 and macs < PREPACK_MACS):
-        njp = -(-n // NRW)
-        kc = min(KCW, k)
-        bpre = np.empty((0, 0, 0, NRW), out.dtype)
-        bscr = np.empty((njp, kc, NRW), out.dtype)
-        ascr = np.empty((-(-min(MCW, m) // MRW), kc, MRW), out.dtype)
-        tile = np.zeros((MRW, NRW), out.dtype)
-        _wide_rect(a, b, trans_a, trans_b, bias, out, 0, m, 0, njp, bpre, bscr, ascr, tile)
+        _wide_serial(a, b, trans_a, trans_b, bias, out)
+    elif macs < PREPACK_MACS and trans_b:
+        # by columns: each thread packs only its own panels of op(b)
+        parts = min(threads, njp)
+        _wide_parallel(a, b, trans_a, trans_b, bias, out, False, m, parts, parts)
     elif macs < PREPACK_MACS:
-        by_rows = not trans_b
-        panels = -(-m // MRW) if by_rows else -(-n // NRW)
-        _wide_split(a, b, trans_a, trans_b, bias, out, min(threads, panels), by_rows)
+        # by rows: op(b) is read in place (its edge panel packed by each thread)
+        parts = min(threads, npan)
+        _wide_parallel(a, b, trans_a, trans_b, bias, out, False, -(-npan // parts) * MRW, 1, parts)
     else:
         nblocks = -(-m // MCW)
-        njp = -(-n // NRW)
-        # Enough work items for two per thread, splitting columns only when rows run out.
+        # Enough rectangles for two per thread, splitting columns only when rows run out.
         ngroups = max(1, min(njp, -(-2 * threads // nblocks)))
-        _wide_prepacked(a, b, trans_a, trans_b, bias, out, ngroups, min(nblocks * ngroups, threads))
+        _wide_parallel(a, b, trans_a, trans_b, bias, out, True, MCW, ngroups, min(nblocks * ngroups, threads))
     epilogue(activation, out)
+
 
 def dense_backward(x, w, dy, dx, dwdb):
     """dwdb[:in] = x^T @ dy, dwdb[in] = column sums of dy; dx = dy @ w^T unless None."""

@@ -136,19 +136,17 @@ def test_cpu_micro_kernel_tile(kc, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kc,ac,bc,cc", [(1, 0, 0, 0), (2, 3, 5, 7), (255, 0, 0, 0), (256, 9, 33, 1)])
-@pytest.mark.parametrize("load", [False, True])
-def test_cpu_wide_micro_kernel(kc, ac, bc, cc, load, dtype):
+def test_cpu_wide_micro_kernel(kc, ac, bc, cc, dtype):
     """matmul's 8 x 32 micro-kernel on its own: operands read at column offsets, the
-    result accumulated onto cp's block (load) or written over it, nothing else touched."""
+    product added onto cp's 8 x 32 block, nothing else touched."""
     from numbanet.kernels.cpu._gemm_wide import MR, NR, micro_wide
     ap = randn((kc + 3, ac + MR + 2), dtype, seed=kc)
     bp = randn((kc + 3, bc + NR + 2), dtype, seed=kc + 1)
     cp = randn((MR + 1, cc + NR + 3), dtype, seed=kc + 2)
     before = cp.copy()
-    micro_wide(ap, np.uint64(ac), bp, np.uint64(bc), kc, cp, np.uint64(cc), load)
-    prod = ap[:kc, ac:ac + MR].T.astype(np.float64) @ bp[:kc, bc:bc + NR].astype(np.float64)
+    micro_wide(ap, ac, bp, bc, kc, cp, cc)
     want = before.astype(np.float64)
-    want[:MR, cc:cc + NR] = prod + (want[:MR, cc:cc + NR] if load else 0)
+    want[:MR, cc:cc + NR] += ap[:kc, ac:ac + MR].T.astype(np.float64) @ bp[:kc, bc:bc + NR].astype(np.float64)
     rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
     np.testing.assert_allclose(cp, want, rtol=rtol, atol=atol)
     outside = np.ones(cp.shape, bool)
@@ -163,8 +161,8 @@ def test_cpu_wide_micro_kernel_is_its_generators_output():
     assert pathlib.Path(_gemm_wide.__file__).read_text() == _gemm_wide_gen.source()
 
 
-# The three ways the cpu matmul runs (kernels/cpu/gemm.py: serial, one region split by
-# rows or columns, op(b) packed first then MCW-row items), called directly so that every
+# The ways the cpu matmul runs (kernels/cpu/gemm.py: serial; one region split by rows or
+# columns; op(b) packed first, then MCW-row rectangles), called directly so that every
 # split is tried on small shapes. Shapes straddle MRW=8, NRW=32, MCW=128, KCW=256 and
 # include single rows/columns and K below, at and past one and two slices.
 WIDE_SHAPES = [(1, 1, 1), (1, 70, 300), (70, 1, 300), (8, 32, 256), (9, 33, 257), (7, 31, 5),
@@ -175,31 +173,19 @@ def _wide_all_ways(a, b, trans_a, trans_b, bias, dtype):
     """{decomposition name: out} from every cpu driver and split of the same product."""
     from numbanet.kernels.cpu import gemm
     m = a.shape[1] if trans_a else a.shape[0]
-    n = b.shape[0] if trans_b else b.shape[1]
-    k = a.shape[0] if trans_a else a.shape[1]
     bias_arr = gemm.no_bias(dtype) if bias is None else bias
-    njp = -(-n // gemm.NRW)
+    out_shape = (m, b.shape[0] if trans_b else b.shape[1])
     results = {}
-
-    def fresh():
-        return np.full((m, n), np.nan, dtype)
-
-    out = fresh()
-    kc = min(gemm.KCW, k)
-    gemm._wide_rect(a, b, trans_a, trans_b, bias_arr, out, 0, m, 0, njp, np.empty((0, 0, 0, gemm.NRW), dtype),
-                    np.empty((njp, kc, gemm.NRW), dtype), np.empty((-(-min(gemm.MCW, m) // gemm.MRW), kc, gemm.MRW), dtype),
-                    np.zeros((gemm.MRW, gemm.NRW), dtype))
+    out = np.full(out_shape, np.nan, dtype)
+    gemm._wide_serial(a, b, trans_a, trans_b, bias_arr, out)
     results["serial"] = out
-    for by_rows in (True, False):
-        for nparts in (1, 2, 3, 5):
-            out = fresh()
-            gemm._wide_split(a, b, trans_a, trans_b, bias_arr, out, nparts, by_rows)
-            results[f"split rows={by_rows} parts={nparts}"] = out
-    for ngroups, nparts in ((1, 1), (1, 2), (2, 2), (3, 4)):
-        out = fresh()
-        nitems = -(-m // gemm.MCW) * ngroups
-        gemm._wide_prepacked(a, b, trans_a, trans_b, bias_arr, out, ngroups, min(nparts, nitems))
-        results[f"prepacked groups={ngroups} parts={nparts}"] = out
+    # (prepack, rows per rectangle, column groups, threads)
+    for prepack in (False, True):
+        for rstep, ngroups, nparts in ((8, 1, 1), (8, 1, 3), (16, 2, 2), (gemm.MCW, 3, 4), (m, 5, 5), (m, 1, 1)):
+            nitems = -(-m // rstep) * ngroups
+            out = np.full(out_shape, np.nan, dtype)
+            gemm._wide_parallel(a, b, trans_a, trans_b, bias_arr, out, prepack, rstep, ngroups, min(nparts, nitems))
+            results[f"prepack={prepack} rstep={rstep} groups={ngroups} parts={nparts}"] = out
     return results
 
 
