@@ -23,6 +23,7 @@ from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
 from numbanet.kernels.cpu._gemm_wide import MR as MR_WIDE, NR as NR_WIDE, micro_wide
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
+from numbanet.kernels.cpu.threads import dynamic, work_items
 
 MC = 128   # batched_matmul's rows of op(a) per block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
@@ -110,25 +111,23 @@ def no_bias(dtype):
 
 # --------------------------------------------------------------------------- matmul's own path
 # matmul runs on the wide 8 x 32 micro-kernel (kernels/cpu/_gemm_wide.py says why 8 x 32);
-# the 8 x 16 one above stays for conv, rnn and attention, which pack for it.
+# the 8 x 16 one above stays for conv, rnn, attention and batched_matmul.
 #
 # Three ways to run, by size, all adding every element's products in the same order
-# (KC slices in turn, p ascending within one), so the result is the same bit for bit
-# whichever runs and however many threads there are:
-# - serial, below SERIAL_MACS: a parallel region costs 0.04-0.09 ms to start and join
-#   here (measured: an empty prange of 2 takes 0.065-0.09 ms under the workqueue layer
-#   the bench uses, 0.044 under OpenMP with passive waiting), more than half of the
-#   whole product below ~8M multiply-adds.
-# - one parallel region, below PREPACK_MACS: the output is split into one rectangle per
-#   thread, by rows unless op(b) must be packed anyway (trans_b), then by columns, and
-#   each thread packs only what it reads, once. Panels are read in place where they can
-#   be: op(a) when trans_a (a row of `a` holds 8 neighbouring rows of op(a)), op(b) when
-#   not trans_b (a row of `b` holds 32 neighbouring columns); only edge panels are then
-#   packed, with zero padding.
-# - two regions above: all of op(b) packed once by every thread together (read in place
-#   a large power-of-two-wide b thrashes L1: 4 KiB rows all map to one cache set), then
-#   work items of MCW rows x a group of panels, each packing its own MCW x KC block of
-#   op(a) once per slice and sweeping the panels over it.
+# (near-equal KC slices in turn, a function of k alone; p ascending within one), so the
+# result is the same bit for bit whichever runs and however many threads there are:
+# - serial, below SERIAL_MACS multiply-adds: a parallel region costs 0.03-0.09 ms to
+#   start and join here under the workqueue layer the bench uses (an empty prange, even
+#   on one thread; 0.007-0.044 under OpenMP), as much as the whole product below ~4M.
+# - one parallel region, below PREPACK_MACS: one rectangle of out per thread, by rows
+#   unless op(b) must be packed anyway (trans_b), then by columns, each thread packing
+#   only what it reads. Panels are read in place where they can be: op(a) when trans_a
+#   (a row of `a` holds 8 neighbouring rows of op(a)), op(b) when not trans_b (a row of
+#   `b` holds 32 neighbouring columns); only edge panels are packed, with zero padding.
+# - above: all of op(b) packed once, by all threads together (read in place, a large
+#   power-of-two-wide b thrashes L1: its 4 KiB rows all map to one cache set), then
+#   rectangles of MCW rows x a group of panels handed out one at a time, each packing
+#   its MCW x KC blocks of op(a) and sweeping the panels over them.
 MRW = MR_WIDE
 NRW = NR_WIDE
 MCW = 128   # rows of op(a) per packed block: 128 x KCW floats (128 KiB) stay in L2
@@ -385,7 +384,9 @@ def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
         nblocks = -(-m // MCW)
         # Enough rectangles for two per thread, splitting columns only when rows run out.
         ngroups = max(1, min(njp, -(-2 * threads // nblocks)))
-        _wide_parallel(a, b, trans_a, trans_b, bias, out, True, MCW, ngroups, min(nblocks * ngroups, threads))
+        # Handed out one at a time (kernels/cpu/threads.py): when another process holds
+        # a core, the thread that keeps its own takes more of the rectangles.
+        dynamic(_wide_parallel, a, b, trans_a, trans_b, bias, out, True, MCW, ngroups, work_items(nblocks * ngroups))
     epilogue(activation, out)
 
 
