@@ -210,14 +210,13 @@ def _pack_a_wide(a, trans_a, i0, mc, p0, kc, ap):
                 d[7] = s7[p]
         else:
             for r in range(MRW):
-                d = dst[:kc, r]
                 if r < rows:
                     src = a[r0 + r, p0:p0 + kc]
                     for p in range(kc):
-                        d[p] = src[p]
+                        dst[p, r] = src[p]
                 else:
                     for p in range(kc):
-                        d[p] = 0
+                        dst[p, r] = 0
 
 
 @numba.njit(cache=True)
@@ -225,21 +224,47 @@ def _tile_in(out, r0, c0, mr, nr, first, bias, tile):
     """An edge tile (mr < MRW or nr < NRW) runs through the scratch tile: the micro-kernel
     always computes all MRW x NRW, and only mr x nr are real. It starts as full tiles do
     (0, the bias, or the previous slices' sum), so every element is summed in the same
-    order wherever its tile falls."""
+    order wherever its tile falls. (Element loops over 1-D row slices, here and below:
+    numba's slice assignment `t[r, :nr] = o[...]` emits ~3,000 lines of machine code per
+    use, which every function linking this one compiles again; indexing the slices from
+    0 keeps the loops free of negative-index checks, so LLVM vectorizes them.)"""
+    bsrc = bias[c0:c0 + nr]
     for r in range(mr):
+        t = tile[r]
         if not first:
-            tile[r, :nr] = out[r0 + r, c0:c0 + nr]
+            o = out[r0 + r, c0:c0 + nr]
+            for c in range(nr):
+                t[c] = o[c]
         elif bias.shape[0] != 0:
-            tile[r, :nr] = bias[c0:c0 + nr]
+            for c in range(nr):
+                t[c] = bsrc[c]
         else:
-            tile[r, :nr] = 0
+            for c in range(nr):
+                t[c] = 0
 
 
 @numba.njit(cache=True)
 def _tile_out(tile, out, r0, c0, mr, nr):
     """The tile store of an edge tile (a full tile is stored by micro_wide into out itself)."""
     for r in range(mr):
-        out[r0 + r, c0:c0 + nr] = tile[r, :nr]
+        t = tile[r]
+        o = out[r0 + r, c0:c0 + nr]
+        for c in range(nr):
+            o[c] = t[c]
+
+
+@numba.njit(cache=True)
+def _tile_start(out, r0, c0, bias):
+    """A full tile's first KC slice accumulates onto the bias (or zeros), written here."""
+    bsrc = bias[c0:c0 + NRW]
+    for r in range(MRW):
+        o = out[r0 + r, c0:c0 + NRW]
+        if bias.shape[0] != 0:
+            for c in range(NRW):
+                o[c] = bsrc[c]
+        else:
+            for c in range(NRW):
+                o[c] = 0
 
 
 @numba.njit(cache=True)
@@ -252,7 +277,6 @@ def _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     use_pre = bpre.shape[0] > 0
-    has_bias = bias.shape[0] != 0
     nslices = (k + KCW - 1) // KCW
     for s in range(nslices):
         p0, kc = _slice(k, nslices, s)
@@ -303,12 +327,7 @@ def _wide_rect(a, b, trans_a, trans_b, bias, out, i_lo, i_hi, jp_lo, jp_hi, bpre
                         _tile_out(tile, out, r0, j0, mr, nr)
                     else:
                         if first:
-                            for r in range(MRW):
-                                orow = out[r0 + r, j0:j0 + NRW]
-                                if has_bias:
-                                    orow[:] = bias[j0:j0 + NRW]
-                                else:
-                                    orow[:] = 0
+                            _tile_start(out, r0, j0, bias)
                         micro_wide(apan, acol, bpan, bcol, kc, out[r0:r0 + MRW], j0)
 
 
