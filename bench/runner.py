@@ -1,7 +1,9 @@
 """`numbanet bench`: our backends against NumPy, PyTorch CPU and CuPy, one table per op.
 
 Timing: every implementation's first call is timed on its own (compile time for ours),
-one more untimed call warms it, then the repeats go round-robin over the
+untimed calls warm it (at least one, and more until --warmup seconds have passed: our CNN
+step needed 3 to 14 calls before its times settled, 17-28 ms falling to 14.5 ms, so two
+calls timed part of a transient), then the repeats go round-robin over the
 implementations, in an order rotated each repeat, so that drift of a shared, noisy
 machine lands on ours and the references alike. Medians and the interquartile range are
 reported; ratios are taken within the same run.
@@ -24,6 +26,10 @@ FAIR_ENV_NOTE = ("note: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and can slow 
                  "for a fair reference run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench`")
 
 
+WARMUP_S = 0.5
+WARMUP_MAX_CALLS = 50
+
+
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="fewer cases and repeats (under a minute on 2 cores)")
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
@@ -35,6 +41,9 @@ def add_arguments(parser):
                              "numpy,torch,cupy (default: all that are available)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per case (default 7, 5 with --quick)")
+    parser.add_argument("--warmup", type=float, default=None, metavar="SECONDS",
+                        help=f"untimed calls per implementation after its first, for at least this long "
+                             f"(default {WARMUP_S}; at most {WARMUP_MAX_CALLS} calls)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes, for the tests
     return parser
 
@@ -119,10 +128,19 @@ def stop_spinners(procs):
         proc.wait()
 
 
-def run_case(case, impls, repeats, log=None):
-    """-> one row per impl: status ok/missing/error, first-call time, the timed repeats.
-    A case with busy_cores runs its timed repeats (not the first calls) beside that many
-    spinning processes."""
+def _warm_up(p, seconds):
+    """One untimed call, then more until `seconds` have passed (at most WARMUP_MAX_CALLS)."""
+    spent, calls = _time_call(p), 1
+    while spent < seconds and calls < WARMUP_MAX_CALLS:
+        spent += _time_call(p)
+        calls += 1
+    return calls
+
+
+def run_case(case, impls, repeats, log=None, warmup_s=0.0):
+    """-> one row per impl: status ok/missing/error, first-call time, warm-up calls, the
+    timed repeats. A case with busy_cores runs its timed repeats (not the first calls nor
+    the warm-up) beside that many spinning processes."""
     rows, live = [], []
     for impl in impls:
         row = {"op": case.op, "kind": case.kind, "case": case.label, "size": case.size, "impl": impl,
@@ -130,7 +148,7 @@ def run_case(case, impls, repeats, log=None):
         try:
             p = implementations.prepare(case, impl)
             row["first_call_s"] = _time_call(p)  # numba compiles (or loads its cache) here
-            _time_call(p)
+            row["warmup_calls"] = _warm_up(p, warmup_s)
             row.update(status="ok", times_s=[])
             live.append((row, p))
         except C.Missing as exc:
@@ -265,10 +283,10 @@ def write_plot(path, rows):
 
 
 # ---------------------------------------------------------------------- entry point
-def run(case_list, impls, repeats, log=None):
+def run(case_list, impls, repeats, log=None, warmup_s=0.0):
     rows = []
     for case in case_list:
-        rows += run_case(case, impls, repeats, log)
+        rows += run_case(case, impls, repeats, log, warmup_s)
     return rows
 
 
@@ -284,6 +302,10 @@ def main(args, out=None):
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 3 if args.tiny else 7)
     if repeats < 1:
         print(f"numbanet bench: --repeats must be at least 1, got {repeats}", file=err)
+        return 2
+    warmup_s = args.warmup if args.warmup is not None else (0.0 if args.tiny else WARMUP_S)
+    if not 0.0 <= warmup_s <= 60.0:
+        print(f"numbanet bench: --warmup must be between 0 and 60 seconds, got {warmup_s}", file=err)
         return 2
     started = time.perf_counter()
     # Numba's OpenMP workers, PyTorch's and OpenBLAS's threads share the cores in this one
@@ -301,7 +323,7 @@ def main(args, out=None):
     print(format_header(info), file=out)
     print("", file=out)
     case_list = C.cases_for(ops, quick=args.quick, tiny=args.tiny)
-    rows = run(case_list, impls, repeats, log=lambda s: print(s, file=err, flush=True))
+    rows = run(case_list, impls, repeats, log=lambda s: print(s, file=err, flush=True), warmup_s=warmup_s)
     print(format_tables(rows), file=out)
     missing = {}
     for r in rows:
@@ -315,11 +337,12 @@ def main(args, out=None):
     for r in errors:
         print(f"ERROR {r['op']} {r['case']} on {r['impl']}: {r['reason']}", file=err)
     elapsed = time.perf_counter() - started
-    print(f"\nnumbanet bench{' --quick' if args.quick else ''}: {len(case_list)} cases, {repeats} repeats, "
+    print(f"\nnumbanet bench{' --quick' if args.quick else ''}: {len(case_list)} cases, {repeats} repeats "
+          f"after {warmup_s:g} s of warm-up, "
           f"{elapsed:.1f} s ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", file=out)
     status = 1 if errors else 0
     if args.json:
-        write_json(args.json, {"machine": info, "repeats": repeats, "quick": bool(args.quick),
+        write_json(args.json, {"machine": info, "repeats": repeats, "warmup_s": warmup_s, "quick": bool(args.quick),
                                "elapsed_s": elapsed, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "results": rows})
         print(f"wrote {args.json}", file=out)

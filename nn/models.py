@@ -67,6 +67,7 @@ class Model:
         self.stop_training = False
         self.history = None
         self._packed = None
+        self._step_workspaces = {}   # train_on_batch's, by backend and batch shapes
         self._losses, self._loss_weights, self._metric_names = [], [], []
         self._graph_layers = []
         self._nodes = []
@@ -622,20 +623,37 @@ class Model:
 
     def train_on_batch(self, x, y):
         """One optimizer step on (x, y); returns the loss (with metrics or several outputs:
-        a list in evaluate's order)."""
+        a list in evaluate's order). The step is fit's: the packed optimizer, and a workspace
+        per batch shape (the model keeps the last few), so that from the second call of a
+        shape on the step allocates nothing."""
         op = "train_on_batch"
         self._require_compiled(op)
         xs = self._check_x(op, x)
         ys = self._check_y(op, xs, y)
         be = self.be
+        self._pack()
         try:
-            loss, per_output, stats, ok = self._train_batch([be.asarray(a) for a in xs], [be.asarray(a) for a in ys])
+            with be.workspace(self._step_workspace(xs + ys)):
+                loss, per_output, stats, ok = self._train_batch([be.asarray(a) for a in xs],
+                                                                [be.asarray(a) for a in ys])
         finally:
             self._clear()
         if not ok:
             raise FloatingPointError(f"train_on_batch: the loss is {loss}; the weights were not updated")
         logs = self._batch_logs(loss, per_output, stats)
         return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    _STEP_WORKSPACES = 4   # batch shapes train_on_batch keeps a workspace for (a custom loop's full and last batch, ...)
+
+    def _step_workspace(self, arrays):
+        key = (id(self.be),) + tuple((tuple(a.shape), np.dtype(a.dtype).str) for a in arrays)
+        ws = self._step_workspaces.pop(key, None)
+        if ws is None:
+            ws = Workspace()
+            while len(self._step_workspaces) >= self._STEP_WORKSPACES:
+                del self._step_workspaces[next(iter(self._step_workspaces))]   # the least recently used
+        self._step_workspaces[key] = ws
+        return ws
 
     # ------------------------------------------------------------------ fit
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
@@ -905,6 +923,7 @@ class Model:
         if self.optimizer is not None:
             self.optimizer.move_to(old, new)
         self._packed = None
+        self._step_workspaces = {}
         self.be = new
         return self
 

@@ -35,7 +35,7 @@ def add_arguments(parser):
     parser.add_argument("--output", default=None,
                         help=f"where to save the trained model (default ./{DEFAULT_OUTPUT}, charlm: "
                              f"./{DEFAULT_CHARLM_OUTPUT}, lstm: ./{DEFAULT_LSTM_OUTPUT})")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed for weights and shuffling (default 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights and shuffling (default 0)")
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="train on the first N training samples only (a quick smoke run)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -55,15 +55,22 @@ def add_arguments(parser):
     return parser
 
 
-def _non_negative_int(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _int_at_least(minimum, expected):
+    """An argparse type: an int >= minimum, refused with `expected` named."""
+    def parse(text):
+        import argparse
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+_non_negative_int = _int_at_least(0, "an integer >= 0")
+_positive_int = _int_at_least(1, "a positive integer")
 
 
 def _non_negative_float(text):
@@ -75,28 +82,6 @@ def _non_negative_float(text):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_int(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 

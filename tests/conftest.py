@@ -69,3 +69,16 @@ def pytest_unconfigure(config):
             _recorder.records["unnamed:" + site] = {"kernel": None, "args": [], "site": site, "signature": [],
                                                     "block": [1, 1, 1], "threads": count}
         gpu_static.dump_signatures(list(_recorder.records.values()), _RECORD_TO)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Start the simulator run (tests/test_gpu_simulator.py) as soon as it is known to be
+    selected, to overlap the other tests. Not in an xdist worker: every worker collects
+    every test, and the one that runs it starts it then."""
+    if simulated() or _WORKER or config.option.collectonly:
+        return
+    for item in items:
+        if item.name == "test_gpu_backend_under_cuda_simulator":
+            item.module.start_early(config)
+            return

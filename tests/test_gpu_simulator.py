@@ -17,36 +17,72 @@ fails here until the file is rewritten with
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 1800
+_started = {}   # the run start_early began: {"proc", "dir", "log"}
+
+
+def _start(directory):
+    """Popen of the simulator run, writing its report, launch records and output to directory."""
+    directory = Path(directory)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu",
+               NUMBANET_RECORD_LAUNCHES=str(directory / "signatures.json"))
+    # Two xdist workers: the simulator is single-threaded Python, so on a 2-core machine
+    # two of them halve the wall time of the longest test in the suite.
+    cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
+           "-p", "no:cacheprovider", "-n", str(SIMULATOR_WORKERS), f"--junitxml={directory / 'simulator.xml'}"]
+    log = open(directory / "output.txt", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return {"proc": proc, "dir": directory, "log": log, "started": time.monotonic()}
+
+
+def start_early(config):
+    """Start the run when collection ends (tests/conftest.py calls this when the test below
+    is selected), so that it overlaps the rest of the suite instead of following it: the
+    rest is mostly one busy core (compiles, small kernels), the simulator run two."""
+    run = _start(tempfile.mkdtemp(prefix="numbanet-simulator-"))
+    _started.update(run)
+
+    def cleanup():
+        if run["proc"].poll() is None:
+            run["proc"].kill()
+            run["proc"].wait()
+        run["log"].close()
+        shutil.rmtree(run["dir"], ignore_errors=True)
+    config.add_cleanup(cleanup)
+
 
 # Defined only outside the simulator: a pytest run that already has NUMBA_ENABLE_CUDASIM
 # set (the subprocess below, or a user running the suite that way) collects no test here
 # instead of starting itself again.
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
     def test_gpu_backend_under_cuda_simulator(tmp_path):
-        recorded = tmp_path / "signatures.json"
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu",
-                   NUMBANET_RECORD_LAUNCHES=str(recorded))
-        report = tmp_path / "simulator.xml"
-        # Two xdist workers: the simulator is single-threaded Python, so on a 2-core machine
-        # two of them halve the wall time of the longest test in the suite.
-        cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
-               "-p", "no:cacheprovider", "-n", str(SIMULATOR_WORKERS),
-               f"--junitxml={report}"]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"simulator run failed (exit {proc.returncode}):\n{output[-20000:]}"
+        run = dict(_started) if _started else _start(tmp_path)
+        _started.clear()
+        try:
+            returncode = run["proc"].wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - run["started"])))
+        except subprocess.TimeoutExpired:
+            run["proc"].kill()
+            run["proc"].wait()
+            returncode = f"killed after {TIMEOUT_S} s"
+        run["log"].close()
+        output = (run["dir"] / "output.txt").read_text()
+        assert returncode == 0, f"simulator run failed (exit {returncode}):\n{output[-20000:]}"
         # The test count comes from the JUnit report: -q twice (here and in addopts) hides
         # pytest's "N passed" line.
-        suite = ET.parse(report).getroot()
+        suite = ET.parse(run["dir"] / "simulator.xml").getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         ran = int(suite.get("tests")) - int(suite.get("skipped", 0))
         assert ran > 0, f"the simulator run ran no tests:\n{output[-5000:]}"
-        check_signatures(unite_recordings(recorded))
+        check_signatures(unite_recordings(run["dir"] / "signatures.json"))
 
 
 SIMULATOR_WORKERS = 2

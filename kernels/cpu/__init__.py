@@ -5,6 +5,18 @@ from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
 
 
+_attention_shared = False
+
+
+def _share_cache():
+    """Every kernel module loaded so far under kernels/cpu/precompile.py's cache lock (and
+    its cache misses start the background compile)."""
+    import sys
+    from numbanet.kernels.cpu import precompile
+    precompile.install([m for name, m in list(sys.modules.items())
+                        if name.startswith("numbanet.kernels.cpu.") and m is not None])
+
+
 class CpuBackend(Backend):
     name = "cpu"
 
@@ -14,6 +26,7 @@ class CpuBackend(Backend):
         from numbanet.kernels.cpu import embedding, layernorm, rnn
         from numbanet.kernels.cpu.memory import keep_freed_memory
         keep_freed_memory()
+        _share_cache()
         self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
         self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
         self.layernorm, self.embed, self.recurrent = layernorm, embedding, rnn
@@ -26,7 +39,11 @@ class CpuBackend(Backend):
         """kernels/cpu/attention.py, imported on first use: its vectorized helpers are
         compiled when the module loads (seconds, once; cached after), which a model
         without attention should not wait for."""
+        global _attention_shared
         from numbanet.kernels.cpu import attention
+        if not _attention_shared:
+            _share_cache()
+            _attention_shared = True
         return attention
 
     # ------------------------------------------------------------------ memory

@@ -23,7 +23,7 @@ from numba import prange
 
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
-from numbanet.kernels.cpu.slp import compile_slp
+from numbanet.kernels.cpu.slp import compile_slp, plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
 # Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
@@ -111,6 +111,7 @@ def _pack_dy_and_sum(dyn, dypack, dbt):
                 dst[c] = 0
 
 
+@plain_types
 @numba.njit(cache=True)
 def _panels(size, width):
     return (size + width - 1) // width

@@ -23,12 +23,14 @@ from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
 from numbanet.kernels.cpu._gemm_wide import MR as MR_WIDE, NR as NR_WIDE, micro_wide
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
+from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
 MC = 128   # batched_matmul's rows of op(a) per block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
 
 
+@plain_types
 @numba.njit(cache=True)
 def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
     """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r]; rows past mc are zero so the
@@ -48,6 +50,7 @@ def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
                 ap[ip, p, r] = a[i0 + i, p0 + p]
 
 
+@plain_types
 @numba.njit(cache=True)
 def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
     """op(b)[p0:p0+kc, jp*NR:jp*NR+NR] -> bp[jp, p, c], zero columns past n."""
@@ -66,6 +69,7 @@ def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
                 bp[jp, p, c] = b[p0 + p, j0 + c]
 
 
+@plain_types
 @numba.njit(cache=True)
 def pack_b(b, trans_b, n, p0, kc, bp):
     """All NR-column panels of op(b)[p0:p0+kc, :n] into bp (serially)."""
@@ -73,6 +77,7 @@ def pack_b(b, trans_b, n, p0, kc, bp):
         _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
 
 
+@plain_types
 @numba.njit(cache=True)
 def pack_a(a, trans_a, m, kc, ap):
     """All MR-row panels of op(a)[:m, :kc] into ap (serially)."""

@@ -123,6 +123,28 @@ def test_round_robin_rotates_the_order(monkeypatch):
     assert all(len(r["times_s"]) == 3 for r in rows)
 
 
+
+def test_warm_up_calls_until_its_time_has_passed_then_stops_at_the_cap(monkeypatch):
+    calls = []
+
+    class Fake:
+        def run(self):
+            calls.append("run")
+
+        def sync(self):
+            pass
+    case = C.tiny_cases()[0]
+    monkeypatch.setattr(implementations, "prepare", lambda c, impl, seed=0: Fake())
+    # Every call "takes" 0.1 s: 0.35 s of warm-up is 4 calls (0.4 s), after the first call.
+    monkeypatch.setattr(runner, "_time_call", lambda p: p.run() or 0.1)
+    (row,) = runner.run_case(case, ["cpu"], repeats=2, warmup_s=0.35)
+    assert row["warmup_calls"] == 4 and len(calls) == 1 + 4 + 2 and len(row["times_s"]) == 2
+    calls.clear()
+    monkeypatch.setattr(runner, "_time_call", lambda p: p.run() or 0.001)
+    (row,) = runner.run_case(case, ["cpu"], repeats=1, warmup_s=5.0)
+    assert row["warmup_calls"] == runner.WARMUP_MAX_CALLS and len(calls) == 1 + runner.WARMUP_MAX_CALLS + 1
+
+
 def test_busy_case_times_its_repeats_beside_spinning_processes(monkeypatch):
     started = []
     real_start = runner.start_spinners
@@ -149,6 +171,8 @@ def test_bad_filters_are_rejected():
     assert runner.main(_args("--tiny", "--ops", "gemm,nope"), out=err_out) == 2
     assert runner.main(_args("--tiny", "--backends", "cpu,blas"), out=err_out) == 2
     assert runner.main(_args("--tiny", "--repeats", "0"), out=err_out) == 2
+    assert runner.main(_args("--tiny", "--warmup", "-1"), out=err_out) == 2
+    assert runner.main(_args("--tiny", "--warmup", "nan"), out=err_out) == 2
 
 
 def test_json_write_is_atomic_and_complete(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from numbanet import nn
+from numbanet.kernels.backend import Workspace
 from numbanet.nn import utils
 from numbanet.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from numbanet.nn.models import Sequential
@@ -88,6 +89,32 @@ def test_epoch_loss_is_sample_weighted_mean_of_batch_losses():
     losses = [m2.train_on_batch(x[i:i + 10], y[i:i + 10]) for i in (0, 10, 20)]
     assert np.isclose(h.history["loss"][0], (10 * losses[0] + 10 * losses[1] + 5 * losses[2]) / 25, rtol=1e-6)
     for a, b in zip(m.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+
+@pytest.mark.simulator
+def test_train_on_batch_reuses_its_step_arrays_and_trains_as_fresh_arrays(monkeypatch):
+    """train_on_batch runs fit's step: from the second call of a batch shape on it allocates
+    no backend array, and alternating shapes (each with its own workspace) leave the same
+    weights as a model given fresh arrays at every step."""
+    x, y = _images(13)
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])] * 3
+    reused, fresh = _cnn(), _cnn()
+    fresh.set_weights(reused.get_weights())
+    be = reused.be
+    calls = []
+    allocate = type(be)._allocate
+    monkeypatch.setattr(type(be), "_allocate", lambda self, *a, **k: calls.append(a) or allocate(self, *a, **k))
+    for i, (xb, yb) in enumerate(batches):
+        before = len(calls)
+        reused.train_on_batch(xb, yb)
+        if i >= 2:
+            assert len(calls) == before, f"step {i} allocated {calls[before:]}"
+    monkeypatch.setattr(fresh, "_step_workspace", lambda arrays: Workspace())
+    for xb, yb in batches:
+        fresh.train_on_batch(xb, yb)
+    for a, b in zip(reused.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
