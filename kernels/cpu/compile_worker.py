@@ -30,10 +30,10 @@ def _warm_dense(be, dt):
     for act in ("relu", "linear"):
         be.matmul(x, w, bias=b, activation=act)
     be.dense_backward(x, w, be.zeros((3, 4), dt), compute_dx=True)
-    # matmul runs serially below gemm.SERIAL_MACS multiply-adds and through its parallel
-    # driver above (a Dense layer of the article's CNN: 26M): one product that size.
-    n = -(-gemm.SERIAL_MACS // (16 * 64))
-    be.matmul(be.zeros((16, 64), dt), be.zeros((64, n), dt))
+    # matmul runs serially below gemm.serial_below() multiply-adds and through its
+    # parallel driver above: one product that size.
+    n = -(-gemm.serial_below() // (64 * 256))
+    be.matmul(be.zeros((64, 256), dt), be.zeros((256, n), dt))
 
 
 def _warm_loss(be, dt):

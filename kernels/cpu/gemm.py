@@ -24,7 +24,7 @@ from numbanet.kernels.cpu._gemm_wide import MR as MR_WIDE, NR as NR_WIDE, micro_
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
 from numbanet.kernels.cpu.slp import plain_types
-from numbanet.kernels.cpu.threads import dynamic, work_items
+from numbanet.kernels.cpu.threads import dynamic, threading_layer, work_items
 
 MC = 128   # batched_matmul's rows of op(a) per block (a multiple of MR): 128 x KC packed fits L2
 KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
@@ -121,9 +121,10 @@ def no_bias(dtype):
 # Three ways to run, by size, all adding every element's products in the same order
 # (near-equal KC slices in turn, a function of k alone; p ascending within one), so the
 # result is the same bit for bit whichever runs and however many threads there are:
-# - serial, below SERIAL_MACS multiply-adds: a parallel region costs 0.03-0.09 ms to
+# - serial, below serial_below() multiply-adds: a parallel region costs 0.03-0.09 ms to
 #   start and join here under the workqueue layer the bench uses (an empty prange, even
-#   on one thread; 0.007-0.044 under OpenMP), as much as the whole product below ~4M.
+#   on one thread; 0.007-0.044 under OpenMP), as much as the whole product below ~4M;
+#   with real work in it, more (see SERIAL_MACS_WORKQUEUE).
 # - one parallel region, below PREPACK_MACS: one rectangle of out per thread, by rows
 #   unless op(b) must be packed anyway (trans_b), then by columns, each thread packing
 #   only what it reads. Panels are read in place where they can be: op(a) when trans_a
@@ -138,6 +139,12 @@ NRW = NR_WIDE
 MCW = 128   # rows of op(a) per packed block: 128 x KCW floats (128 KiB) stay in L2
 KCW = 256   # deepest KC slice: one KCW x NRW b panel (32 KiB) stays in L1 (48 KiB)
 SERIAL_MACS = 4 * 1024 * 1024
+# Under Numba's workqueue layer (the one `numbanet bench` runs on) a parallel region of
+# ours cost 0.1-0.2 ms more than under OpenMP on this 2-core VM, (0.05 ms empty), so the
+# one-region path lost to one thread at every size it covers (measured, load 1.6-2.1:
+# 256^3 0.157 ms serial / 0.268 parallel, 128x1600x128 0.252 / 0.379; under OpenMP
+# 0.149 / 0.157 and 0.242 / 0.198).
+SERIAL_MACS_WORKQUEUE = 32 * 1024 * 1024
 PREPACK_MACS = 96 * 1024 * 1024
 assert MRW == 8  # _pack_a_wide copies 8 rows by name
 
@@ -374,6 +381,18 @@ def _wide_parallel(a, b, trans_a, trans_b, bias, out, prepack, rstep, ngroups, n
                            bpre, bscr, ascr, tile)
 
 
+_layer = []
+
+
+def serial_below():
+    """matmul runs on one thread below this many multiply-adds: SERIAL_MACS, or
+    SERIAL_MACS_WORKQUEUE under the workqueue threading layer (known only once a
+    parallel kernel has run: kernels/cpu/threads.py runs one, once per process)."""
+    if not _layer:
+        _layer.append(threading_layer())
+    return SERIAL_MACS_WORKQUEUE if _layer[0] == "workqueue" else SERIAL_MACS
+
+
 def _wide_serial(a, b, trans_a, trans_b, bias, out):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
@@ -394,7 +413,7 @@ def matmul(a, b, trans_a, trans_b, bias, out, activation="linear"):
     npan, njp = -(-m // MRW), -(-n // NRW)
     # The thread count is read here: numba.get_num_threads() inside @njit defeats cache=True.
     threads = numba.get_num_threads()
-    if macs < SERIAL_MACS or (threads == 1 and macs < PREPACK_MACS):
+    if macs < serial_below() or (threads == 1 and macs < PREPACK_MACS):
         _wide_serial(a, b, trans_a, trans_b, bias, out)
     elif macs < PREPACK_MACS and trans_b:
         # by columns: each thread packs only its own panels of op(b)
