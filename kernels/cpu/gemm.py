@@ -140,11 +140,13 @@ MCW = 128   # rows of op(a) per packed block: 128 x KCW floats (128 KiB) stay in
 KCW = 256   # deepest KC slice: one KCW x NRW b panel (32 KiB) stays in L1 (48 KiB)
 SERIAL_MACS = 4 * 1024 * 1024
 # Under Numba's workqueue layer (the one `numbanet bench` runs on) a parallel region of
-# ours cost 0.1-0.2 ms more than under OpenMP on this 2-core VM, (0.05 ms empty), so the
-# one-region path lost to one thread at every size it covers (measured, load 1.6-2.1:
-# 256^3 0.157 ms serial / 0.268 parallel, 128x1600x128 0.252 / 0.379; under OpenMP
-# 0.149 / 0.157 and 0.242 / 0.198).
-SERIAL_MACS_WORKQUEUE = 32 * 1024 * 1024
+# ours cost 0.1-0.2 ms more than under OpenMP on this 2-core VM (0.05 ms empty), and its
+# second thread often starts late after another library's call, so the parallel paths
+# lost to one thread up to 768^3 (measured, load 1.6-2.1, serial / parallel: 256^3
+# 0.157 / 0.268 ms, 128x1600x128 0.252 / 0.379, 512^3 1.17 / 1.37, 768^3 4.00 / 4.10;
+# 1024^3 9.9-12.0 / 5.1-7.1; under OpenMP 256^3 0.149 / 0.157, 128x1600x128 0.242 /
+# 0.198, 512^3 1.14 / 0.72). Under workqueue the one-region path is then never taken.
+SERIAL_MACS_WORKQUEUE = 160 * 1024 * 1024
 PREPACK_MACS = 96 * 1024 * 1024
 assert MRW == 8  # _pack_a_wide copies 8 rows by name
 
