@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from numbanet import kernels
-from numbanet.kernels.cpu import precompile
+from numbanet.kernels.cpu import gemm, precompile
 
 # Warm-up items: backend ops on tiny arrays. Calling the op (not compiling a signature
 # written here) gives exactly the argument types the layers' calls give, whatever the
@@ -30,6 +30,10 @@ def _warm_dense(be, dt):
     for act in ("relu", "linear"):
         be.matmul(x, w, bias=b, activation=act)
     be.dense_backward(x, w, be.zeros((3, 4), dt), compute_dx=True)
+    # matmul runs serially below gemm.serial_below() multiply-adds and through its
+    # parallel driver above: one product that size.
+    n = -(-gemm.serial_below() // (64 * 256))
+    be.matmul(be.zeros((64, 256), dt), be.zeros((256, n), dt))
 
 
 def _warm_loss(be, dt):

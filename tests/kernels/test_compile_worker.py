@@ -22,7 +22,7 @@ def test_hinted_kernels_exist():
 
 # The kernel each warm-up exists to compile (one per item; most compile more).
 _WARMED = {"adam": "optim._adam_parallel", "relu_backward": "activation._relu_backward",
-           "loss": "loss._softmax_ce_rows", "dense": "gemm._gemm_packed", "conv2d_backward": "conv._conv2d_backward",
+           "loss": "loss._softmax_ce_rows", "dense": "gemm._wide_parallel", "conv2d_backward": "conv._conv2d_backward",
            "max_pool2d_backward": "pool.max_pool2d_backward", "avg_pool2d_backward": "pool.avg_pool2d_backward",
            "sigmoid_backward": "activation._sigmoid_backward", "tanh_backward": "activation._tanh_backward",
            "softmax_backward": "activation.softmax_backward", "dropout_backward": "elementwise.multiply",

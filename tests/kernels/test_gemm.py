@@ -134,6 +134,112 @@ def test_cpu_micro_kernel_tile(kc, dtype):
     np.testing.assert_allclose(tile, want, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kc,ac,bc,cc", [(1, 0, 0, 0), (2, 3, 5, 7), (255, 0, 0, 0), (256, 9, 33, 1)])
+def test_cpu_wide_micro_kernel(kc, ac, bc, cc, dtype):
+    """matmul's 8 x 32 micro-kernel on its own: operands read at column offsets, the
+    product added onto cp's 8 x 32 block, nothing else touched."""
+    from numbanet.kernels.cpu._gemm_wide import MR, NR, micro_wide
+    ap = randn((kc + 3, ac + MR + 2), dtype, seed=kc)
+    bp = randn((kc + 3, bc + NR + 2), dtype, seed=kc + 1)
+    cp = randn((MR + 1, cc + NR + 3), dtype, seed=kc + 2)
+    before = cp.copy()
+    micro_wide(ap, ac, bp, bc, kc, cp, cc)
+    want = before.astype(np.float64)
+    want[:MR, cc:cc + NR] += ap[:kc, ac:ac + MR].T.astype(np.float64) @ bp[:kc, bc:bc + NR].astype(np.float64)
+    rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
+    np.testing.assert_allclose(cp, want, rtol=rtol, atol=atol)
+    outside = np.ones(cp.shape, bool)
+    outside[:MR, cc:cc + NR] = False
+    np.testing.assert_array_equal(cp[outside], before[outside])
+
+
+def test_cpu_wide_micro_kernel_is_its_generators_output():
+    """kernels/cpu/_gemm_wide.py is generated: an edit to one without the other fails here."""
+    import pathlib
+    from numbanet.kernels.cpu import _gemm_wide, _gemm_wide_gen
+    assert pathlib.Path(_gemm_wide.__file__).read_text() == _gemm_wide_gen.source()
+
+
+# The ways the cpu matmul runs (kernels/cpu/gemm.py: serial; one region split by rows or
+# columns; op(b) packed first, then MCW-row rectangles), called directly so that every
+# split is tried on small shapes. Shapes straddle MRW=8, NRW=32, MCW=128, KCW=256 and
+# include single rows/columns and K below, at and past one and two slices.
+WIDE_SHAPES = [(1, 1, 1), (1, 70, 300), (70, 1, 300), (8, 32, 256), (9, 33, 257), (7, 31, 5),
+               (130, 65, 513), (257, 96, 40), (16, 64, 1)]
+
+
+def _wide_all_ways(a, b, trans_a, trans_b, bias, dtype):
+    """{decomposition name: out} from every cpu driver and split of the same product."""
+    from numbanet.kernels.cpu import gemm
+    m = a.shape[1] if trans_a else a.shape[0]
+    bias_arr = gemm.no_bias(dtype) if bias is None else bias
+    out_shape = (m, b.shape[0] if trans_b else b.shape[1])
+    results = {}
+    out = np.full(out_shape, np.nan, dtype)
+    gemm._wide_serial(a, b, trans_a, trans_b, bias_arr, out)
+    results["serial"] = out
+    # (prepack, rows per rectangle, column groups, threads)
+    for prepack in (False, True):
+        for rstep, ngroups, nparts in ((8, 1, 1), (8, 1, 3), (16, 2, 2), (gemm.MCW, 3, 4), (m, 5, 5), (m, 1, 1)):
+            nitems = -(-m // rstep) * ngroups
+            out = np.full(out_shape, np.nan, dtype)
+            gemm._wide_parallel(a, b, trans_a, trans_b, bias_arr, out, prepack, rstep, ngroups, min(nparts, nitems))
+            results[f"prepack={prepack} rstep={rstep} groups={ngroups} parts={nparts}"] = out
+    return results
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", WIDE_SHAPES)
+def test_cpu_matmul_every_path_and_split(m, n, k, trans_a, trans_b):
+    """Every path against float64 NumPy, and all of them equal bit for bit: each element's
+    products are added in one order (KC slices in turn) whichever thread computes it."""
+    dtype = np.float32
+    a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=m + 3 * n + k)
+    bias = randn((n,), dtype, seed=4) if (m + n) % 2 else None
+    want = matmul_ref(a, b, bias, trans_a=trans_a, trans_b=trans_b).astype(np.float64)
+    results = _wide_all_ways(a, b, trans_a, trans_b, bias, dtype)
+    first = results["serial"]
+    for name, got in results.items():
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k), err_msg=name)
+        np.testing.assert_array_equal(got, first, err_msg=name)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_cpu_matmul_every_path_float64(trans_a, trans_b):
+    m, n, k = 37, 70, 300
+    a, b = operands(m, n, k, trans_a, trans_b, np.float64, seed=8)
+    bias = randn((n,), np.float64, seed=5)
+    want = matmul_ref(a, b, bias, trans_a=trans_a, trans_b=trans_b)
+    for name, got in _wide_all_ways(a, b, trans_a, trans_b, bias, np.float64).items():
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.sqrt(k), err_msg=name)
+
+
+@pytest.mark.parametrize("size", ["serial", "split", "prepacked"])
+def test_cpu_matmul_same_on_one_thread_and_all(size):
+    """be.matmul at a size each path is chosen for, on 1 thread and on every thread."""
+    import numba
+    from numbanet.kernels import get_backend
+    from numbanet.kernels.cpu import gemm
+    cpu = get_backend("cpu")
+    m, n, k = {"serial": (20, 30, 40), "split": (400, 300, 300), "prepacked": (400, 600, 900)}[size]
+    macs = m * n * k
+    # (under the workqueue layer the "split" size runs serially: gemm.SERIAL_MACS_WORKQUEUE)
+    assert (macs < gemm.serial_below()) == (size == "serial" or (size == "split" and gemm.serial_below() > macs))
+    assert (macs >= max(gemm.PREPACK_MACS, gemm.serial_below())) == (size == "prepacked")
+    a, b = operands(m, n, k, False, True, np.float32, seed=31)
+    bias = randn((n,), np.float32, seed=32)
+    every = cpu.matmul(a, b, trans_b=True, bias=bias)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = cpu.matmul(a, b, trans_b=True, bias=bias)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(one, every)
+    np.testing.assert_allclose(every, matmul_ref(a, b, bias, trans_b=True), rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
 ACTIVATION_REFS = {
     "linear": lambda z: z,
     "relu": lambda z: np.where(z > 0, z, 0.0),

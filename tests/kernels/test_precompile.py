@@ -110,7 +110,7 @@ z = be.matmul(d["a"], d["bw"], bias=d["bb"], activation="relu")
 p, m, v = d["p"].copy(), np.zeros_like(d["p"]), np.zeros_like(d["p"])
 be.adam_step(p, d["g"], m, v, lr=1e-3, step=1)
 np.savez(sys.argv[2], y=y, dx=dx, dw=dw, db=db, z=z, p=p, m=m, v=v)
-hits = {k.py_func.__name__: sum(k.stats.cache_hits.values()) for k in (conv._conv2d_backward, gemm._gemm_packed, optim._adam_parallel)}
+hits = {k.py_func.__name__: sum(k.stats.cache_hits.values()) for k in (conv._conv2d_backward, gemm._wide_rect, optim._adam_parallel)}
 print(json.dumps({"helper": helper, "hits": hits}))
 """
 
