@@ -68,14 +68,16 @@ def build_parser():
 # (measured: ours at 1024^3 fell from 167 to 74 GFLOP/s right after a NumPy call).
 # 2**4 cycles lets them sleep at once, as OMP_WAIT_POLICY=PASSIVE does for OpenMP.
 #
-# Numba's default threading layer here is OpenMP (libgomp), a second OpenMP runtime beside
-# PyTorch's own. Whichever pool starts first keeps its speed and the other loses it: with
-# Numba's pool started first (as it is when the backends load), PyTorch's charlm training
-# step ran 4-7x slower in the same process (1,030 ms against 210 ms alone; measured with
-# `numbanet bench --ops train_step`), which made every "vs PyTorch" ratio flatter us.
-# Numba's own workqueue pool is not an OpenMP runtime and leaves PyTorch's alone; ours ran
-# as fast on it (charlm step 154-224 ms against 187-202 ms under OpenMP, same session).
-_BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "NUMBA_THREADING_LAYER": "workqueue"}
+# Numba runs on its default threading layer (OpenMP here, what `numbanet train` and fit
+# get), not workqueue. OpenMP beside PyTorch's own runtime once made PyTorch's charlm step
+# 4-7x slower, when Numba's pool started first; bench.references.load_torch_first now
+# starts PyTorch's first, and with it and PASSIVE PyTorch's times did not move (2026-11-30
+# 07:33 UTC, idle machine, `numbanet bench --quick --ops train_step,rnn --backends
+# cpu,torch`: PyTorch's CNN step 15.5-16.8 ms under OpenMP against 16.0-16.6 ms with
+# NUMBA_THREADING_LAYER=workqueue, charlm 89-98 against 99 ms). Workqueue cost ours
+# 0.1-0.2 ms per parallel region and a bimodal CNN step (12.7 or 20-22 ms against a
+# steady 11.5 ms under OpenMP). NUMBA_THREADING_LAYER, when set, is kept.
+_BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _reexec_for_bench():
