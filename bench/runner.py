@@ -69,8 +69,10 @@ def machine_info():
     # so every implementation timed here runs with the same allocator settings.
     kernels.get_backend("cpu")
     from numbanet.kernels.cpu.memory import status as malloc_status
+    from numbanet.kernels.cpu.threads import threading_layer
     info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(), "numba_threading_layer": numba.config.THREADING_LAYER,
+            # The layer Numba picked (config says only "default" when none was asked for).
+            "numba_threads": numba.get_num_threads(), "numba_threading_layer": threading_layer(),
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
     try:
