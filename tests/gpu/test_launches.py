@@ -71,12 +71,17 @@ def small_cnn():
     return m
 
 
-def test_dry_counting_launches_what_a_real_step_launches(gpu):
+def test_dry_counting_launches_what_a_real_step_launches(gpu, monkeypatch):
     """The dry mode's count is the executed step's count: same kernels, same order."""
+    from numbanet.kernels.gpu import launch
     rng = np.random.default_rng(3)
     x = rng.random((6, 6, 6, 1), dtype=np.float32)
     y = rng.integers(0, 3, 6)
+    # launch.scratch keeps its buffers for the process: each count starts without them,
+    # or the second would find what the first (or an earlier test) allocated.
+    monkeypatch.setattr(launch, "_scratch", {})
     real = gpu_launches.count_fit_steps(batch=3, steps=2, dry=False, model=small_cnn(), x=x, y=y)
+    monkeypatch.setattr(launch, "_scratch", {})
     dry = gpu_launches.count_fit_steps(batch=3, steps=2, dry=True, model=small_cnn(), x=x, y=y)
     assert real.launches == dry.launches
     assert len(real.launches[1]) > 10
