@@ -37,12 +37,11 @@ class Conv2D(ActivationMixin, Layer):
                                         self.kernel_size, self.strides)[:2]
         return (oh, ow, self.filters)
 
-    def initial_params(self, input_shape):
-        kshape = self.kernel_size + (input_shape[2], self.filters)
-        p = {"kernel": initializers.initialize(self.kernel_initializer, kshape, self.dtype)}
+    def build_weights(self, input_shape):
+        self.add_weight("kernel", self.kernel_size + (input_shape[2], self.filters), self.kernel_initializer,
+                        self.kernel_regularizer)
         if self.use_bias:
-            p["bias"] = initializers.initialize(self.bias_initializer, (self.filters,), self.dtype)
-        return p
+            self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
 
     def forward(self, x, training=False, logits=False):
         self._saved_x = x
@@ -60,30 +59,14 @@ class Conv2D(ActivationMixin, Layer):
                                         padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer,
                                         activation=fused, y=self._saved_a if fused != "linear" else None)
         self._grads_into = self.grad_buffer
-        if self.kernel_regularizer is not None:
-            self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
-        self.grads = {"kernel": dw}
-        if self.use_bias:
-            if self.bias_regularizer is not None:
-                self.bias_regularizer.add_gradient(be, self.params["bias"], db)
-            self.grads["bias"] = db
+        self.grads = {"kernel": dw, "bias": db} if self.use_bias else {"kernel": dw}
         return dx
-
-    def regularization_penalty(self, into=None):
-        """The penalties of this layer's weights (a host float); with into, added to that
-        backend float64 (1,) array instead (and 0.0 returned): no download per array."""
-        total = 0.0
-        if self.kernel_regularizer is not None:
-            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"], into)
-        if self.bias_regularizer is not None and self.use_bias:
-            total += self.bias_regularizer.penalty(self.be, self.params["bias"], into)
-        return total
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
                    padding=self.padding, activation=self.activation, use_bias=self.use_bias,
                    kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
-                   kernel_regularizer=None if self.kernel_regularizer is None else self.kernel_regularizer.get_config(),
-                   bias_regularizer=None if self.bias_regularizer is None else self.bias_regularizer.get_config())
+                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                   bias_regularizer=regularizers.serialize(self.bias_regularizer))
         return cfg

@@ -1,0 +1,37 @@
+"""fit's callbacks called as one (Keras 3: keras/src/callbacks/callback_list.py): a
+History first, then the user's, each told the model."""
+from numbanet.nn.callbacks import History, TerminateOnNaN
+
+
+class CallbackList:
+    def __init__(self, callbacks, model):
+        self.history = History()
+        self.callbacks = [self.history] + list(callbacks or [])
+        for cb in self.callbacks:
+            cb.set_model(model)
+        # With TerminateOnNaN a non-finite loss ends fit quietly instead of raising.
+        self.stop_on_nan = any(isinstance(cb, TerminateOnNaN) for cb in self.callbacks)
+
+    def on_train_begin(self):
+        for cb in self.callbacks:
+            cb.on_train_begin()
+
+    def on_train_end(self):
+        for cb in self.callbacks:
+            cb.on_train_end()
+
+    def on_epoch_begin(self, epoch):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch)
+
+    def on_epoch_end(self, epoch, logs):
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_batch_begin(self, step):
+        for cb in self.callbacks:
+            cb.on_batch_begin(step)
+
+    def on_batch_end(self, step, logs):
+        for cb in self.callbacks:
+            cb.on_batch_end(step, logs)
