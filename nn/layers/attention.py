@@ -192,7 +192,7 @@ class MultiHeadAttention(Layer):
     def backward_node(self, douts, logits):
         be = self.be
         n, tq, tk, n_inputs, causal = self._saved_shapes
-        h, kd, vd = self.num_heads, self.key_dim, self.value_dim
+        h, vd = self.num_heads, self.value_dim
         dy = douts[0]
         dscores = douts[1] if len(douts) > 1 else None
         grads = {}
