@@ -37,6 +37,12 @@ def _auto_name(base):
     return base if n == 0 else f"{base}_{n}"
 
 
+def _per_sample_shapes(tensors):
+    """The one tensor's per-sample shape, a list of them for several, None for none."""
+    shapes = [t.per_sample_shape for t in tensors]
+    return None if not shapes else shapes[0] if len(shapes) == 1 else shapes
+
+
 class Model(Trainer):
     """Model(inputs, outputs): the layers between nn.Input tensors and output tensors."""
 
@@ -82,17 +88,11 @@ class Model(Trainer):
     # model input or output tensor gives Keras's (None, ...) form.
     @property
     def input_shape(self):
-        if not self.inputs:
-            return None
-        shapes = [t.per_sample_shape for t in self.inputs]
-        return shapes[0] if len(shapes) == 1 else shapes
+        return _per_sample_shapes(self.inputs)
 
     @property
     def output_shape(self):
-        if not self.outputs:
-            return None
-        shapes = [t.per_sample_shape for t in self.outputs]
-        return shapes[0] if len(shapes) == 1 else shapes
+        return _per_sample_shapes(self.outputs)
 
     @property
     def output_names(self):

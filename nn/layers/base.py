@@ -20,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from numbanet.kernels import shapes
-from numbanet.nn import activations, graph, initializers
+from numbanet.nn import activations, graph, initializers, regularizers
 
 _counters = defaultdict(itertools.count)
 
@@ -257,3 +257,38 @@ class ActivationMixin:
         if logits or self.activation == "linear":
             return dy
         return activations.backward(self.be, self.activation, self._saved_a, dy)
+
+
+class KernelBiasMixin:
+    """A kernel and an optional bias with Keras's arguments (Dense, Conv2D), whose
+    gradients the backend op writes into one buffer when the model packs them."""
+
+    def _init_kernel_bias(self, activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                          bias_regularizer):
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    @property
+    def packs_grads(self):
+        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
+        return self.use_bias
+
+    def _add_kernel_bias(self, kernel_shape, units):
+        self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer)
+        if self.use_bias:
+            self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer)
+
+    def _set_kernel_bias_grads(self, dw, db):
+        """The backend op computed db with or without a bias; grads_into: see nn/packed.py."""
+        self._grads_into = self.grad_buffer
+        self.grads = {"kernel": dw, "bias": db} if self.use_bias else {"kernel": dw}
+
+    def _kernel_bias_config(self):
+        return dict(activation=self.activation, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+                    bias_initializer=self.bias_initializer,
+                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                    bias_regularizer=regularizers.serialize(self.bias_regularizer))

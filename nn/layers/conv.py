@@ -1,16 +1,10 @@
 """Conv2D over NHWC activations with a (KH, KW, C_in, filters) kernel."""
 from numbanet.kernels import shapes
-from numbanet.nn import activations, initializers, regularizers
-from numbanet.nn.layers.base import ActivationMixin, Layer
+from numbanet.nn.layers.base import ActivationMixin, KernelBiasMixin, Layer
 
 
-class Conv2D(ActivationMixin, Layer):
+class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
     fuses_activation = True
-
-    @property
-    def packs_grads(self):
-        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
-        return self.use_bias
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
@@ -22,12 +16,8 @@ class Conv2D(ActivationMixin, Layer):
         self.kernel_size = shapes.pair("Conv2D", "kernel_size", kernel_size)
         self.strides = shapes.pair("Conv2D", "strides", strides)
         self.padding = shapes.check_padding("Conv2D", padding, explicit=False)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._init_kernel_bias(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                               bias_regularizer)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -38,10 +28,7 @@ class Conv2D(ActivationMixin, Layer):
         return (oh, ow, self.filters)
 
     def build_weights(self, input_shape):
-        self.add_weight("kernel", self.kernel_size + (input_shape[2], self.filters), self.kernel_initializer,
-                        self.kernel_regularizer)
-        if self.use_bias:
-            self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+        self._add_kernel_bias(self.kernel_size + (input_shape[2], self.filters), self.filters)
 
     def forward(self, x, training=False, logits=False):
         self._saved_x = x
@@ -58,15 +45,11 @@ class Conv2D(ActivationMixin, Layer):
         dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
                                         padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer,
                                         activation=fused, y=self._saved_a if fused != "linear" else None)
-        self._grads_into = self.grad_buffer
-        self.grads = {"kernel": dw, "bias": db} if self.use_bias else {"kernel": dw}
+        self._set_kernel_bias_grads(dw, db)
         return dx
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, activation=self.activation, use_bias=self.use_bias,
-                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
-                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=regularizers.serialize(self.bias_regularizer))
+                   padding=self.padding, **self._kernel_bias_config())
         return cfg

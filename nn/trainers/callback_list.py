@@ -12,26 +12,24 @@ class CallbackList:
         # With TerminateOnNaN a non-finite loss ends fit quietly instead of raising.
         self.stop_on_nan = any(isinstance(cb, TerminateOnNaN) for cb in self.callbacks)
 
-    def on_train_begin(self):
+    def _call(self, hook, *args):
         for cb in self.callbacks:
-            cb.on_train_begin()
+            getattr(cb, hook)(*args)
+
+    def on_train_begin(self):
+        self._call("on_train_begin")
 
     def on_train_end(self):
-        for cb in self.callbacks:
-            cb.on_train_end()
+        self._call("on_train_end")
 
     def on_epoch_begin(self, epoch):
-        for cb in self.callbacks:
-            cb.on_epoch_begin(epoch)
+        self._call("on_epoch_begin", epoch)
 
     def on_epoch_end(self, epoch, logs):
-        for cb in self.callbacks:
-            cb.on_epoch_end(epoch, logs)
+        self._call("on_epoch_end", epoch, logs)
 
     def on_batch_begin(self, step):
-        for cb in self.callbacks:
-            cb.on_batch_begin(step)
+        self._call("on_batch_begin", step)
 
     def on_batch_end(self, step, logs):
-        for cb in self.callbacks:
-            cb.on_batch_end(step, logs)
+        self._call("on_batch_end", step, logs)
