@@ -188,6 +188,7 @@ class Graph:
             for t in node.inputs:
                 self.uses[id(t)] = self.uses.get(id(t), 0) + 1
         self.input_ids = input_ids
+        self._run_layers = list({id(node.layer): node.layer for node in self.nodes}.values())
         self._node_states = {}   # a shared layer's saved activations, by node
 
     # ------------------------------------------------------------------ reading the graph
@@ -279,6 +280,6 @@ class Graph:
 
     def clear(self):
         """Drop every activation kept for backward."""
-        for layer in self.layers:
+        for layer in self._run_layers:
             layer.clear()
         self._node_states = {}

@@ -72,13 +72,14 @@ class Model(Trainer):
         self._graph = graph.Graph(inputs, outputs, f"Model '{self.name}'")
         self.built = False
 
+    # The graph's own lists (read every step: no copy), empty before the graph exists.
     @property
     def inputs(self):
-        return list(self._graph.inputs) if self._graph is not None else []
+        return self._graph.inputs if self._graph is not None else []
 
     @property
     def outputs(self):
-        return list(self._graph.outputs) if self._graph is not None else []
+        return self._graph.outputs if self._graph is not None else []
 
     @property
     def layers(self):
@@ -198,18 +199,24 @@ class Model(Trainer):
         """[(regularizer, layer, weight name)] of every weight created with a regularizer."""
         return [(reg, layer, k) for layer in self.layers for k, reg in layer.regularizers.items()]
 
-    def _add_penalties(self, into):
-        """Every penalty added to the backend float64 (1,) array into: no download per weight."""
-        for reg, layer, k in self._regularized():
-            reg.penalty(self.be, layer.params[k], into)
+    def _penalty_adder(self, regularized):
+        """-> add(into): every penalty added to the backend float64 (1,) array into (no
+        download per weight); None when no weight has a regularizer."""
+        if not regularized:
+            return None
+
+        def add(into):
+            for reg, layer, k in regularized:
+                reg.penalty(self.be, layer.params[k], into)
+        return add
 
     def _penalty(self):
         """The sum of the penalties, a host float."""
         return sum(reg.penalty(self.be, layer.params[k]) for reg, layer, k in self._regularized())
 
-    def _add_penalty_gradients(self):
+    def _add_penalty_gradients(self, regularized):
         """Each penalty's gradient added into its weight's gradient (in place)."""
-        for reg, layer, k in self._regularized():
+        for reg, layer, k in regularized:
             reg.add_gradient(self.be, layer.params[k], layer.grads[k])
 
     # ------------------------------------------------------------------ summary, config, saving
@@ -334,7 +341,7 @@ class Sequential(Model):
         super().build(backend)
 
     def _build_for_data(self, op, x):
-        if self.inputs:
+        if self._graph is not None:
             return
         if isinstance(x, np.ndarray) and x.ndim >= 2:
             if not self._stack:

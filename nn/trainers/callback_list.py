@@ -28,8 +28,11 @@ class CallbackList:
     def on_epoch_end(self, epoch, logs):
         self._call("on_epoch_end", epoch, logs)
 
+    # Called every step: a plain loop each, without _call's lookup.
     def on_batch_begin(self, step):
-        self._call("on_batch_begin", step)
+        for cb in self.callbacks:
+            cb.on_batch_begin(step)
 
     def on_batch_end(self, step, logs):
-        self._call("on_batch_end", step, logs)
+        for cb in self.callbacks:
+            cb.on_batch_end(step, logs)

@@ -7,8 +7,6 @@ on, the step's activations and gradients reuse that workspace's arrays and the s
 allocates nothing (kernels.backend.Workspace). evaluate and predict upload consecutive
 slices (host_batches).
 """
-import contextlib
-
 import numpy as np
 
 from numbanet.kernels.backend import Workspace
@@ -40,26 +38,28 @@ class EpochIterator:
         if self.resident:
             self.order_on_device = self.be.asarray(order)
 
-    @contextlib.contextmanager
-    def step(self, step):
-        """Inside the batch size's workspace: (rows of the global batch, xs, ys) on the
-        backend; xs and ys are None when this process has no rows this step."""
+    def workspace(self, step):
+        """The context the step runs in: the workspace of its batch size."""
+        size = min(self.batch_size, self.rows - step * self.batch_size)
+        return self.be.workspace(self.workspaces.setdefault(size, Workspace()))
+
+    def batch(self, step):
+        """(rows of the global batch, xs, ys) on the backend; xs and ys are None when this
+        process has no rows this step. Inside workspace(step)."""
         be = self.be
         lo, hi = step * self.batch_size, min(self.rows, (step + 1) * self.batch_size)
         mine = (lo, hi) if self.sync is None else self.sync.share(lo, hi)
-        with be.workspace(self.workspaces.setdefault(hi - lo, Workspace())):
-            if mine[0] == mine[1]:
-                yield hi - lo, None, None
-                return
-            if self.resident:
-                # The order is a permutation of range(rows): no range check (on the gpu, a
-                # round trip per call).
-                idx = self.order_on_device[mine[0]:mine[1]]
-                batch = [be.take_rows(a, idx, _indices_checked=True) for a in self.on_device]
-            else:
-                idx = self.order[mine[0]:mine[1]]
-                batch = [be.asarray(a[idx]) for a in self.arrays]
-            yield hi - lo, batch[:self.n_inputs], batch[self.n_inputs:]
+        if mine[0] == mine[1]:
+            return hi - lo, None, None
+        if self.resident:
+            # The order is a permutation of range(rows): no range check (on the gpu, a
+            # round trip per call).
+            idx = self.order_on_device[mine[0]:mine[1]]
+            batch = [be.take_rows(a, idx, _indices_checked=True) for a in self.on_device]
+        else:
+            idx = self.order[mine[0]:mine[1]]
+            batch = [be.asarray(a[idx]) for a in self.arrays]
+        return hi - lo, batch[:self.n_inputs], batch[self.n_inputs:]
 
 
 def host_batches(be, arrays, batch_size):

@@ -89,10 +89,10 @@ class Trainer:
             raise RuntimeError(f"{op}: call model.compile(optimizer, loss, metrics) first")
 
     # ------------------------------------------------------------------ one step
-    def _backward(self, douts):
+    def _backward(self, douts, regularized):
         """Every weight's gradient: the graph's backward, then each regularizer's term."""
         self._graph.backward(self.be, douts, self._compile_loss.fused_nodes)
-        self._add_penalty_gradients()
+        self._add_penalty_gradients(regularized)
 
     def _update(self):
         params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}") for key, layer, k in self._params()]
@@ -126,14 +126,15 @@ class Trainer:
         data-parallel fit: nn/distributed.py) the gradients and logs are the global
         batch's after one Allreduce; xbs is None when this process has no rows this step."""
         loss, per_output, douts, stats = 0.0, [], None, []
+        regularized = self._regularized()
         if xbs is not None:
             outs = self._graph.forward(xbs, True, self._compile_loss.fused_nodes)
-            loss, per_output, douts, stats = self._compile_loss(self.be, outs, ybs, self._add_penalties)
+            loss, per_output, douts, stats = self._compile_loss(self.be, outs, ybs, self._penalty_adder(regularized))
         finite = math.isfinite(loss)
         for layer in self.layers:  # set again by each layer that writes packed gradients this step
             layer._grads_into = None
         if finite and douts is not None:
-            self._backward(douts)
+            self._backward(douts, regularized)
         if sync is not None:
             loss, per_output, stats = sync.reduce(loss, per_output, stats, have_grads=finite and douts is not None)
             finite = math.isfinite(loss)
@@ -152,10 +153,12 @@ class Trainer:
         xs = data_adapter.check_x(self, op, x)
         ys = data_adapter.check_y(self, op, xs, y)
         be = self.be
+        regularized = self._regularized()
         try:
             outs = self._graph.forward([be.asarray(a) for a in xs], True, self._compile_loss.fused_nodes)
-            loss, _, douts, _ = self._compile_loss(be, outs, [be.asarray(a) for a in ys], self._add_penalties)
-            self._backward(douts)
+            loss, _, douts, _ = self._compile_loss(be, outs, [be.asarray(a) for a in ys],
+                                                   self._penalty_adder(regularized))
+            self._backward(douts, regularized)
             grads = [be.to_numpy(layer.grads[k]).copy() for _, layer, k in self._params()]
         finally:
             self._graph.clear()
@@ -180,9 +183,7 @@ class Trainer:
             self._graph.clear()
         if not ok:
             raise FloatingPointError(f"train_on_batch: the loss is {loss}; the weights were not updated")
-        logs = RunningLogs(self._compile_loss)
-        logs.add(1, loss, per_output, stats)
-        values = list(logs.means().values())
+        values = [loss] + per_output + [hits / count for hits, count in stats]   # evaluate's order
         return values[0] if len(values) == 1 else values
 
     def _step_workspace(self, arrays):
@@ -256,7 +257,8 @@ class Trainer:
         logs = RunningLogs(self._compile_loss)
         for step in range(data.steps):
             callbacks.on_batch_begin(step)
-            with data.step(step) as (rows, xbs, ybs):
+            with data.workspace(step):
+                rows, xbs, ybs = data.batch(step)
                 loss, per_output, stats, ok = self._train_batch(xbs, ybs, sync)
             callbacks.on_batch_end(step, {"loss": loss})
             if not ok:
