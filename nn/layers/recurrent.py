@@ -203,7 +203,8 @@ class _Recurrent(Layer):
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
                    kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
-                   bias_initializer=self.bias_initializer, kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                   bias_initializer=self.bias_initializer,
+                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
                    recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
                    bias_regularizer=regularizers.serialize(self.bias_regularizer),
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
