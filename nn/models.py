@@ -702,7 +702,7 @@ class Model:
             on_device = [be.asarray(np.ascontiguousarray(a)) for a in arrays]
 
         history = callbacks_mod.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = list(callbacks or []) + [history]   # last, as in Keras: it sees what callbacks add to the logs
         for cb in cbs:
             cb.set_model(self)
         terminate_on_nan = any(isinstance(cb, callbacks_mod.TerminateOnNaN) for cb in cbs)
