@@ -6,7 +6,6 @@ import csv
 import io
 import math
 import os
-import sys
 
 import numpy as np
 

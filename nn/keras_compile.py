@@ -61,17 +61,27 @@ def _schedule(value):
     return value
 
 
-def read_optimizer(value):
+def _lookup(kind, value, table, by_name):
+    """A Keras object named by a string (-> (by_name(it), None, None)) or serialized as
+    {"class_name", "config"} with the class in table (-> (None, class name, config))."""
+    if isinstance(value, dict) and value.get("class_name") == "function":
+        value = value.get("config")   # a Keras function (a loss) serialized by its name
     if isinstance(value, str):
         try:
-            return optimizers_mod.get(value)
+            return by_name(value), None, None
         except ValueError as exc:
             raise Unsupported(str(exc)) from None
     cls = value.get("class_name") if isinstance(value, dict) else None
     cfg = value.get("config") if isinstance(value, dict) else None
-    if cls not in OPTIMIZERS or not isinstance(cfg, dict):
-        raise Unsupported(f"optimizer {cls or value!r} has no numbanet counterpart (numbanet has "
-                          f"{', '.join(OPTIMIZERS)})")
+    if cls not in table or not isinstance(cfg, dict):
+        raise Unsupported(f"{kind} {cls or value!r} has no numbanet counterpart (numbanet has {', '.join(table)})")
+    return None, cls, cfg
+
+
+def read_optimizer(value):
+    named, cls, cfg = _lookup("optimizer", value, OPTIMIZERS, optimizers_mod.get)
+    if named is not None:
+        return named
     entry = OPTIMIZERS[cls]
     kwargs = {}
     for key, v in cfg.items():
@@ -90,17 +100,9 @@ def read_optimizer(value):
 
 
 def _read_loss(value):
-    if isinstance(value, dict) and value.get("class_name") == "function":
-        value = value.get("config")
-    if isinstance(value, str):
-        try:
-            return losses_mod.get(value)
-        except ValueError as exc:
-            raise Unsupported(str(exc)) from None
-    cls = value.get("class_name") if isinstance(value, dict) else None
-    cfg = value.get("config") if isinstance(value, dict) else None
-    if cls not in _LOSSES or not isinstance(cfg, dict):
-        raise Unsupported(f"loss {cls or value!r} has no numbanet counterpart (numbanet has {', '.join(_LOSSES)})")
+    named, cls, cfg = _lookup("loss", value, _LOSSES, losses_mod.get)
+    if named is not None:
+        return named
     for key, allowed in _LOSS_FIXED.items():
         if key in cfg and cfg[key] not in allowed:
             raise Unsupported(f"loss {cls}: {key}={cfg[key]!r} is not supported")

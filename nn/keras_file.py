@@ -1,10 +1,11 @@
-""".keras files (Keras 3's model format), read and written: model.save("m.keras") and
-nn.models.load_model("m.keras") come here; every other extension stays numbanet's .npz.
+""".keras files (Keras 3's model format): nn.models.load_model("m.keras") and
+model.save("m.keras") come here (the writer is nn/keras_save.py); every other extension
+stays numbanet's .npz.
 
 A .keras file is a zip of config.json (the architecture, as Keras's serialized layer
 configs, and the compile record), metadata.json and model.weights.h5 (the variables, laid
-out by nn/keras_h5.py). The layer table is nn/keras_layers.py, the compile record's
-nn/keras_compile.py.
+out as nn/keras_h5.py says). The layer table is nn/keras_layers.py, the compile record's
+nn/keras_compile.py, Keras's serialized objects nn/keras_config.py.
 
 Loading treats the file as hostile, with nn/saving.py's rules and errors (InvalidModelFile
 through saving.bad_file): nothing is unpickled and no code runs (a Lambda layer or a class
@@ -16,37 +17,23 @@ an optimizer's slots) can take; every object in the HDF5 file is checked, and ev
 dataset's shape and dtype compared with the architecture's, before the model is built and
 a byte of weight data is read. A compile record numbanet cannot honour (an optimizer or
 loss it lacks) loads the model uncompiled, with a warning naming what is missing.
-
-Writing goes through utils.atomic_write (a temporary file renamed into place), and only on
-process 0 of a data-parallel run, as for .npz.
 """
-import datetime
 import json
 import os
-import shutil
 import tempfile
 import warnings
-import zipfile
 
 import numpy as np
 
-from numbanet.nn import distributed
 from numbanet.nn import graph
 from numbanet.nn import keras_compile
 from numbanet.nn import keras_h5
 from numbanet.nn import keras_layers
+from numbanet.nn import keras_save
 from numbanet.nn import saving
-from numbanet.nn import utils
-from numbanet.nn.keras_layers import Unsupported
+from numbanet.nn.keras_config import CONFIG, KEEP, WEIGHTS, Unsupported, map_tree, policy_name
 from numbanet.nn.layers.input_layer import Input, InputLayer
 
-# The Keras release whose .keras layout the writer follows, and that loaded numbanet's
-# files in the by-hand check.
-KERAS_VERSION = "3.15.1"
-CONFIG = "config.json"
-METADATA = "metadata.json"
-WEIGHTS = "model.weights.h5"
-MAX_METADATA_BYTES = 1 << 20
 # A bound on the weights a file may declare: far above what numbanet trains, far below a
 # hostile config's numbers.
 MAX_WEIGHTS_BYTES = 16 << 30
@@ -60,22 +47,18 @@ def is_keras_path(filepath):
     return str(os.fspath(filepath)).lower().endswith(".keras")
 
 
+def save_model(model, filepath):
+    """model.save("m.keras"): nn/keras_save.py writes it."""
+    keras_save.save_model(model, filepath)
+
+
 # ====================================================================== loading
 def load_model(filepath, backend=None, *, sequential, functional):
     """The model in the .keras file at filepath, compiled as its compile record says when
     numbanet can; `sequential` and `functional` are nn.models.Sequential and Model."""
     filepath = os.fspath(filepath)
-    if not os.path.isfile(filepath):
-        raise FileNotFoundError(f"load_model: no such file: {filepath}")
-    try:
-        archive = zipfile.ZipFile(filepath)
-    except Exception as exc:  # BadZipFile, OSError, ValueError, EOFError, ...
-        raise saving.bad_file(filepath, f"it cannot be read as a .keras archive (a zip; "
-                                        f"{type(exc).__name__}: {exc})") from exc
-    with archive:
+    with saving.open_archive(filepath, "a .keras") as archive:
         config = _read_json(archive, CONFIG, saving.MAX_CONFIG_BYTES, filepath)
-        if METADATA in archive.namelist():
-            _read_json(archive, METADATA, MAX_METADATA_BYTES, filepath)
         try:
             plan = _Plan(config)
         except Unsupported as exc:
@@ -88,13 +71,15 @@ def load_model(filepath, backend=None, *, sequential, functional):
                 plan.check(reader)
                 model = plan.build(sequential, functional, backend)
                 plan.set_weights(model, reader)
-            except keras_h5.H5Error as exc:
+            except (ValueError, TypeError) as exc:   # H5Error, Unsupported, a layer's own check
                 raise saving.bad_file(filepath, str(exc)) from exc
             _compile(model, plan, reader, filepath)
     return model
 
 
 def _read_json(archive, member, limit, filepath):
+    """The JSON object in the archive's member, read only when the archive says it is at
+    most limit bytes (and then at most limit bytes read)."""
     try:
         info = archive.getinfo(member)
     except KeyError:
@@ -175,13 +160,8 @@ def _history(ref, tensors, owner):
 
 def _substitute(value, tensors, owner):
     """Node arguments with every Keras tensor replaced by the numbanet tensor it names."""
-    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
-        return _history(value, tensors, owner)
-    if isinstance(value, list):
-        return [_substitute(v, tensors, owner) for v in value]
-    if isinstance(value, dict):
-        return {k: _substitute(v, tensors, owner) for k, v in value.items()}
-    return value
+    return map_tree(value, lambda v: _history(v, tensors, owner) if isinstance(v, dict) and
+                     v.get("class_name") == "__keras_tensor__" else KEEP)
 
 
 class _Plan:
@@ -194,7 +174,7 @@ class _Plan:
             raise Unsupported(f"its model class is {cls!r}; numbanet reads Sequential and Functional models "
                               f"(a subclassed model's call() is code)")
         self.kind, self.name = cls, cfg.get("name", cls.lower())
-        self.dtype = keras_layers.policy_name("the model", cfg.get("dtype")) or "float32"
+        self.dtype = policy_name("the model", cfg.get("dtype")) or "float32"
         if self.dtype not in ("float32", "float64"):
             raise Unsupported(f"its dtype policy is {self.dtype!r}; numbanet runs float32 or float64")
         self.compile_config = config.get("compile_config") or None
@@ -223,7 +203,7 @@ class _Plan:
             x = layer(x)
         self.output = x
         self.tokens = in_dtype in graph.INT_DTYPES
-        self.groups = self._group_names(self.layers)
+        self.groups = keras_layers.group_names(self.layers)
 
     def _wire_functional(self, entries, cfg):
         layers, pending, tensors = [], [], {}
@@ -270,7 +250,7 @@ class _Plan:
         self.layers = [l for l in layers if not isinstance(l, InputLayer)]
         self.inputs = self._refs(cfg.get("input_layers"), tensors)
         self.outputs = self._refs(cfg.get("output_layers"), tensors)
-        self.groups = self._group_names(layers)
+        self.groups = keras_layers.group_names(layers)
 
     @staticmethod
     def _refs(value, tensors):
@@ -279,17 +259,6 @@ class _Plan:
         if not isinstance(value, list) or not value:
             raise Unsupported(f"the model's input_layers/output_layers {value!r} name no tensors")
         return [_history(v, tensors, "the model's inputs/outputs") for v in value]
-
-    @staticmethod
-    def _group_names(layers):
-        """{layer name: its group in model.weights.h5}: Keras names them by class, in model
-        order (dense, dense_1, ...), not by the layer's own name."""
-        used, out = {}, {}
-        for layer in layers:
-            base = keras_layers.snake_case(keras_layers.entry_of(layer).keras_name)
-            used[base] = used.get(base, -1) + 1
-            out[layer.name] = base if used[base] == 0 else f"{base}_{used[base]}"
-        return out
 
     # ------------------------------------------------------------------ weights
     def _expected(self):
@@ -390,135 +359,3 @@ def _compile(model, plan, reader, filepath):
         raise saving.bad_file(filepath, str(exc)) from exc
     model.optimizer.iterations = iterations
     model.optimizer.set_state(model.be, state)
-
-
-# ====================================================================== saving
-def save_model(model, filepath):
-    filepath = os.fspath(filepath)
-    if not model.built:
-        raise ValueError(f"save: the model is not built yet, nothing to save to {filepath}")
-    if not distributed.is_chief():
-        return   # data parallel: every process holds the same model; process 0 writes it
-    config, objects = _serialize(model)
-    metadata = {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
-                "saved_by": "numbanet"}
-
-    def write(f):
-        with tempfile.TemporaryFile() as h5:
-            keras_h5.write_weights(h5, objects)
-            h5.seek(0)
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-                z.writestr(METADATA, json.dumps(metadata))
-                z.writestr(CONFIG, json.dumps(config))
-                with z.open(WEIGHTS, "w", force_zip64=True) as out:
-                    shutil.copyfileobj(h5, out)
-
-    utils.atomic_write(filepath, write, suffix=".keras")
-
-
-def _tensor(t, index, dtype):
-    return {"class_name": "__keras_tensor__",
-            "config": {"shape": [None] + list(t.per_sample_shape), "dtype": dtype if t.is_float else t.dtype,
-                       "keras_history": [t.node.layer.name, index[id(t.node)], t.index]}}
-
-
-def _tensors_in(value, index, dtype):
-    if graph.is_symbolic(value):
-        return _tensor(value, index, dtype)
-    if isinstance(value, list):
-        return [_tensors_in(v, index, dtype) for v in value]
-    if isinstance(value, dict):
-        return {k: _tensors_in(v, index, dtype) for k, v in value.items()}
-    return value
-
-
-def _input_entry(t, dtype):
-    layer = t.node.layer
-    return {"module": "keras.layers", "class_name": "InputLayer",
-            "config": {"batch_shape": [None] + list(t.per_sample_shape),
-                       "dtype": layer.input_dtype if layer.is_int else dtype, "sparse": False, "ragged": False,
-                       "name": layer.name, "optional": False}, "registered_name": None}
-
-
-def _layer_entry(layer, dtype):
-    entry = keras_layers.entry_of(layer)
-    out = keras_layers.serialize(layer, dtype)
-    build = entry.build_config(layer)
-    if build is not None:
-        out["build_config"] = build
-    return out
-
-
-def _serialize(model):
-    """-> (config.json's dict, model.weights.h5's [(path, name, arrays)])."""
-    dtype = model.dtype.name
-    be = model.be
-    sequential = model.get_config()["class_name"] == "Sequential"
-    if sequential:
-        shape = [None] + list(model.inputs[0].per_sample_shape)
-        layers = [_input_entry(model.inputs[0], dtype)] + [_layer_entry(l, dtype) for l in model.layers]
-        config = {"module": "keras", "class_name": "Sequential",
-                  "config": {"name": model.name, "trainable": True, "dtype": keras_layers.policy(dtype),
-                             "layers": layers, "build_input_shape": shape},
-                  "registered_name": None, "build_config": {"input_shape": shape}}
-        saved = model.layers
-    else:
-        index = model._node_indices()
-        layers = []
-        for layer in model.layers:
-            if isinstance(layer, InputLayer):
-                e = _input_entry(layer.output, dtype)
-                e.update(name=layer.name, inbound_nodes=[])
-            else:
-                e = _layer_entry(layer, dtype)
-                call = keras_layers.entry_of(layer).call
-                nodes = []
-                for node in model._nodes:
-                    if node.layer is layer:
-                        args, kwargs = call(node.inputs, node.kwargs)
-                        nodes.append({"args": _tensors_in(args, index, dtype),
-                                      "kwargs": _tensors_in(kwargs, index, dtype)})
-                e.update(name=layer.name, inbound_nodes=nodes)
-            layers.append(e)
-
-        def refs(tensors, single):
-            out = [[t.node.layer.name, index[id(t.node)], t.index] for t in tensors]
-            return out[0] if single else out
-
-        config = {"module": "keras.src.models.functional", "class_name": "Functional",
-                  "config": {"name": model.name, "trainable": True, "dtype": keras_layers.policy(dtype),
-                             "layers": layers, "input_layers": refs(model.inputs, model._single_input),
-                             "output_layers": refs(model.outputs, model._single_output)},
-                  "registered_name": "Functional", "build_config": {"input_shape": None}}
-        saved = model.layers
-    groups = _Plan._group_names(saved)
-    objects = [("", model.name, [])]
-    for layer in saved:
-        path = f"layers/{groups[layer.name]}"
-        objects.append((path, layer.name, []))
-        if isinstance(layer, InputLayer):
-            continue
-        for sub, params in keras_layers.entry_of(layer).variables(layer, layer.input_shape):
-            arrays = [be.to_numpy(layer.params[p]) for p, _ in params]
-            objects.append((f"{path}/{sub}" if sub else path, sub.rsplit("/", 1)[-1] or layer.name, arrays))
-    if model.compiled:
-        config["compile_config"] = keras_compile.write_compile(model)
-        objects.append(("optimizer", keras_compile.write_optimizer(model.optimizer)["config"]["name"],
-                        _optimizer_arrays(model)))
-    return config, objects
-
-
-def _optimizer_arrays(model):
-    """Keras's optimizer variables for the model's optimizer state (zeros for slots it has
-    not made yet: Keras builds them at load and would otherwise skip the whole record)."""
-    opt = model.optimizer
-    state = opt.get_state(model.be)
-    out = []
-    for name, shape in keras_compile.variable_layout(model):
-        if name == "iterations":
-            out.append(np.array(opt.iterations, np.int64))
-        elif name == "learning_rate":
-            out.append(np.array(opt.current_learning_rate(), np.float32))
-        else:
-            out.append(state[name] if name in state else np.zeros(shape, model.dtype))
-    return out

@@ -14,172 +14,13 @@ numbanet behaves as (Conv2D's dilation_rate=(1, 1), trainable=True, constraints 
 in a later version is accepted while it is null or false. Random seeds (of initializers,
 Dropout) are not carried over: they only choose draws that the file's weights replace.
 """
-import re
-
 from numbanet.kernels import shapes as kshapes
-from numbanet.nn import activations as activations_mod
-from numbanet.nn import initializers as initializers_mod
-from numbanet.nn import regularizers as regularizers_mod
+from numbanet.nn.keras_config import (KerasConfig, Unsupported, obj, policy, policy_name, read_activation,
+                                      snake_case, write_activation, write_initializer, write_regularizer)
 from numbanet.nn.layers import (GRU, LSTM, Activation, Add, AveragePooling2D, Bidirectional, Concatenate, Conv2D,
                                 Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
                                 InputLayer, LayerNormalization, MaxPooling2D, MultiHeadAttention, Permute,
                                 PositionEmbedding, Reshape, SimpleRNN)
-
-
-class Unsupported(ValueError):
-    """A Keras layer, argument or value numbanet cannot represent (the message says which)."""
-
-
-def snake_case(name):
-    """Keras's naming.to_snake_case: how Keras names a layer's group in model.weights.h5."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-# ---------------------------------------------------------------------- serialized objects
-def _obj(module, class_name, config, registered_name=None):
-    return {"module": module, "class_name": class_name, "config": config, "registered_name": registered_name}
-
-
-def policy(dtype_name):
-    return _obj("keras", "DTypePolicy", {"name": dtype_name})
-
-
-def policy_name(owner, value):
-    """A Keras dtype (a DTypePolicy or a name) -> "float32"/"float64"/..., mixed policies refused."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy" and isinstance(value.get("config"), dict):
-        return value["config"].get("name")
-    raise Unsupported(f"{owner}: dtype policy {value!r} is not supported (numbanet runs a model in one float type)")
-
-
-# Keras initializer class -> (numbanet name, the config values numbanet's draw has).
-_INITIALIZERS = {
-    "GlorotUniform": ("glorot_uniform", {}), "GlorotNormal": ("glorot_normal", {}),
-    "HeUniform": ("he_uniform", {}), "HeNormal": ("he_normal", {}),
-    "Zeros": ("zeros", {}), "Ones": ("ones", {}), "Orthogonal": ("orthogonal", {"gain": 1.0}),
-    "RandomUniform": ("random_uniform", {"minval": -0.05, "maxval": 0.05}),
-    "RandomNormal": ("random_normal", {"mean": 0.0, "stddev": 0.05}),
-}
-_INITIALIZER_CLASS = {name: cls for cls, (name, _) in _INITIALIZERS.items()}
-
-
-def read_initializer(owner, value):
-    if isinstance(value, str):
-        try:
-            return initializers_mod.get(value)
-        except ValueError as exc:
-            raise Unsupported(f"{owner}: {exc}") from None
-    cls = value.get("class_name") if isinstance(value, dict) else None
-    if cls not in _INITIALIZERS:
-        raise Unsupported(f"{owner}: initializer {cls or value!r} has no numbanet counterpart (numbanet has "
-                          f"{', '.join(sorted(_INITIALIZERS))})")
-    name, fixed = _INITIALIZERS[cls]
-    cfg = value.get("config") or {}
-    for key, v in cfg.items():
-        if key == "seed" or (key in ("input_axes", "output_axes") and v is None):
-            continue
-        if key not in fixed or v != fixed[key]:
-            raise Unsupported(f"{owner}: initializer {cls} with {key}={v!r} has no numbanet counterpart")
-    return name
-
-
-def write_initializer(name):
-    cls = _INITIALIZER_CLASS[name]
-    cfg = dict(_INITIALIZERS[cls][1])
-    if cls not in ("Zeros", "Ones"):   # the constant ones take no seed
-        cfg["seed"] = None
-    return _obj("keras.initializers", cls, cfg)
-
-
-def read_regularizer(owner, value):
-    if value is None:
-        return None
-    cls = value.get("class_name") if isinstance(value, dict) else None
-    cfg = value.get("config") if isinstance(value, dict) else None
-    if cls not in ("L1", "L2", "L1L2") or not isinstance(cfg, dict):
-        raise Unsupported(f"{owner}: regularizer {value!r} has no numbanet counterpart (L1, L2, L1L2)")
-    try:
-        return regularizers_mod.L1L2(l1=float(cfg.get("l1", 0.0)), l2=float(cfg.get("l2", 0.0)))
-    except (TypeError, ValueError) as exc:
-        raise Unsupported(f"{owner}: regularizer {value!r}: {exc}") from None
-
-
-def write_regularizer(reg):
-    return None if reg is None else _obj("keras.regularizers", "L1L2", {"l1": reg.l1, "l2": reg.l2})
-
-
-def read_activation(owner, value):
-    if isinstance(value, dict) and value.get("class_name") == "function":
-        value = value.get("config")
-    if not isinstance(value, str):
-        raise Unsupported(f"{owner}: activation {value!r} is not a Keras activation name")
-    try:
-        return activations_mod.get(value)
-    except ValueError:
-        raise Unsupported(f"{owner}: activation {value!r} has no numbanet kernel (numbanet has "
-                          f"{', '.join(activations_mod.NAMES)})") from None
-
-
-def write_activation(owner, spec):
-    if not isinstance(spec, str):
-        raise Unsupported(f"{owner}: activation {spec!r} takes a parameter other than its default; a .keras file "
-                          f"names activations without parameters")
-    return spec
-
-
-# ---------------------------------------------------------------------- reading a layer config
-_ABSENT = object()
-
-
-class KerasConfig:
-    """A Keras layer config being read: take() each argument numbanet maps; finish()
-    refuses what is left unless it is null, false or a random seed."""
-
-    def __init__(self, config, owner):
-        if not isinstance(config, dict):
-            raise Unsupported(f"{owner}: config must be a JSON object, got {type(config).__name__}")
-        self.config, self.owner, self.used = config, owner, {"name", "dtype", "seed", "shared_object_id"}
-
-    def take(self, key, default=_ABSENT):
-        self.used.add(key)
-        if key in self.config:
-            return self.config[key]
-        if default is _ABSENT:
-            raise Unsupported(f"{self.owner}: the config has no {key!r}")
-        return default
-
-    def only(self, key, *allowed):
-        """An argument numbanet supports with these values only (absent is fine)."""
-        value = self.take(key, allowed[0])
-        if isinstance(value, list):
-            value = tuple(value)
-        if value not in allowed:
-            raise Unsupported(f"{self.owner}: {key}={value!r} is not supported (numbanet: "
-                              f"{' or '.join(repr(a) for a in allowed)})")
-        return value
-
-    def finish(self):
-        self.only("trainable", True)
-        for key, value in self.config.items():
-            if key not in self.used and value not in (None, False):
-                raise Unsupported(f"{self.owner}: argument {key}={value!r} has no numbanet counterpart")
-
-    def initializer(self, key):
-        return read_initializer(f"{self.owner} {key}", self.take(key))
-
-    def regularizer(self, key):
-        return read_regularizer(f"{self.owner} {key}", self.take(key, None))
-
-    def activation(self, key="activation"):
-        return read_activation(self.owner, self.take(key, "linear"))
-
-    def no_constraints(self, *names):
-        for n in names:
-            self.only(f"{n}_constraint", None)
-        self.only("activity_regularizer", None)
 
 
 def _channels_last(c):
@@ -255,8 +96,8 @@ def _read_conv2d(c):
     c.only("dilation_rate", (1, 1), 1)
     c.only("groups", 1)
     c.no_constraints("kernel", "bias")
-    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")), strides=tuple(c.take("strides")),
-                padding=c.take("padding", "valid"), activation=c.activation(), use_bias=c.take("use_bias", True),
+    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
+                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"), activation=c.activation(), use_bias=c.take("use_bias", True),
                 kernel_initializer=c.initializer("kernel_initializer"),
                 bias_initializer=c.initializer("bias_initializer"),
                 kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
@@ -480,7 +321,7 @@ def _read_input(c):
     c.only("sparse", False)
     c.only("ragged", False)
     c.only("optional", False)
-    shape = c.take("batch_shape", None)
+    shape = c.take("batch_shape", None) or c.take("batch_input_shape", None)   # Keras 3's name, then 2's
     if shape is None:
         shape = [None] + list(c.take("shape"))
     if not isinstance(shape, list) or not shape or shape[0] is not None:
@@ -592,4 +433,15 @@ def serialize(layer, dtype=None):
     if dtype is not None:
         cfg["dtype"] = policy(dtype)
     cfg.update(entry.write(layer))
-    return _obj(entry.module, entry.keras_name, cfg, entry.registered_name)
+    return obj(entry.module, entry.keras_name, cfg, entry.registered_name)
+
+
+def group_names(layers):
+    """{layer name: its group in model.weights.h5}: Keras names them by class, in model
+    order (dense, dense_1, ...), not by the layer's own name."""
+    used, out = {}, {}
+    for layer in layers:
+        base = snake_case(entry_of(layer).keras_name)
+        used[base] = used.get(base, -1) + 1
+        out[layer.name] = base if used[base] == 0 else f"{base}_{used[base]}"
+    return out
