@@ -164,6 +164,16 @@ def _substitute(value, tensors, owner):
                      v.get("class_name") == "__keras_tensor__" else KEEP)
 
 
+class _PaddingMask:
+    """Keras's NotEqual(ids, 0) node in a functional graph: where ids is 0, a padded step."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __repr__(self):
+        return f"the padding mask of {self.ids!r}"
+
+
 class _Plan:
     """The architecture of config.json, wired symbolically: no weight allocated yet."""
 
@@ -202,12 +212,17 @@ class _Plan:
         for layer in self.layers:
             x = layer(x)
         self.output = x
+        keras_layers.mask_sources([(id(n), l, n.inputs, n.outputs) for l in self.layers for n in l.inbound_nodes])
         self.tokens = in_dtype in graph.INT_DTYPES
         self.groups = keras_layers.group_names(self.layers)
 
     def _wire_functional(self, entries, cfg):
         layers, pending, tensors = [], [], {}
+        self.nodes, self.keras_masks = [], {}
         for e in entries:
+            if isinstance(e, dict) and e.get("class_name") == "NotEqual":
+                self._mask_op(e, tensors)
+                continue
             layer = keras_layers.make_layer(e, self.dtype)
             layers.append(layer)
             if isinstance(layer, InputLayer):
@@ -238,10 +253,18 @@ class _Plan:
                     except KeyError:
                         break
                     kwargs = {k: v for k, v in kwargs.items() if v is not None and k != "training"}
+                    mask = kwargs.pop("mask", None)
+                    if mask is not None and not isinstance(mask, _PaddingMask):
+                        raise Unsupported(f"{owner}: its mask comes from {mask!r}; numbanet reads the padding masks "
+                                          f"of Embedding(mask_zero=True) only")
                     index = len(layer.inbound_nodes)
                     outs = layer(*args, **kwargs)
-                    for j, t in enumerate(outs if isinstance(outs, tuple) else (outs,)):
+                    outs = outs if isinstance(outs, tuple) else (outs,)
+                    for j, t in enumerate(outs):
                         tensors[(layer.name, index, j)] = t
+                    node = layer.inbound_nodes[-1]
+                    self.nodes.append((id(node), layer, node.inputs, node.outputs))
+                    self.keras_masks[id(node)] = None if mask is None else mask.ids
                     nodes.pop(0)
                     progressed = True
             pending = [item for item in pending if item[1]]
@@ -251,6 +274,29 @@ class _Plan:
         self.inputs = self._refs(cfg.get("input_layers"), tensors)
         self.outputs = self._refs(cfg.get("output_layers"), tensors)
         self.groups = keras_layers.group_names(layers)
+        # Keras writes each padding mask a layer receives as its mask argument; numbanet's
+        # layers receive them from the graph: the two must agree node for node.
+        ours = keras_layers.mask_sources(self.nodes)
+        for node_id, layer, _, _ in self.nodes:
+            theirs = self.keras_masks[node_id]
+            if ours[node_id] is not theirs and (theirs is not None or isinstance(layer, keras_layers.MASK_APPLYING)):
+                raise Unsupported(f"layer '{layer.name}' gets {'no' if self.keras_masks[node_id] is None else 'a'} "
+                                  f"padding mask in Keras's graph but {'no' if ours[node_id] is None else 'one'} in "
+                                  f"numbanet's")
+
+    @staticmethod
+    def _mask_op(entry, tensors):
+        """Keras's NotEqual(ids, 0): the padding mask of an Embedding(mask_zero=True), which
+        numbanet's graph carries by itself; any other use of the op is refused."""
+        nodes = entry.get("inbound_nodes")
+        name = entry.get("config", {}).get("name", entry.get("name"))
+        for index, node in enumerate(nodes if isinstance(nodes, list) else []):
+            args = node.get("args") if isinstance(node, dict) else None
+            if not isinstance(args, list) or len(args) != 2 or args[1] != 0 or node.get("kwargs"):
+                raise Unsupported(f"operation {name!r} (NotEqual) compares {args!r}; numbanet reads it only as "
+                                  f"an Embedding(mask_zero=True) padding mask, ids != 0")
+            ids = _history(args[0], tensors, f"operation {name!r}")
+            tensors[(name, index, 0)] = _PaddingMask(ids)
 
     @staticmethod
     def _refs(value, tensors):

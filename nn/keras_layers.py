@@ -436,6 +436,31 @@ def serialize(layer, dtype=None):
     return obj(entry.module, entry.keras_name, cfg, entry.registered_name)
 
 
+# Layers whose numbanet kernels apply an Embedding(mask_zero=True) padding mask; layers
+# with supports_masking pass it on unchanged (Dense, Dropout, Activation, LayerNormalization),
+# as in Keras.
+MASK_APPLYING = (SimpleRNN, LSTM, GRU, Bidirectional)
+
+
+def mask_sources(nodes):
+    """{id(node): the token-id tensor whose padding (id 0) masks the node's input, or None},
+    as numbanet's Model propagates masks, for nodes [(layer, inputs, outputs)] in graph
+    order. A mask that reaches a layer numbanet neither applies it in nor passes it
+    through (GlobalAveragePooling1D, MultiHeadAttention, merging, reshaping layers) is
+    refused: Keras applies or carries it there, so the two would compute different things."""
+    masks, out = {}, {}
+    for node_id, layer, inputs, outputs in nodes:
+        mask = masks.get(id(inputs[0])) if inputs else None
+        out[node_id] = mask
+        if mask is not None and not isinstance(layer, MASK_APPLYING) and not layer.supports_masking:
+            raise Unsupported(f"layer '{layer.name}' ({type(layer).__name__}) receives the padding mask of an "
+                              f"Embedding(mask_zero=True); Keras applies or carries it there and numbanet does not")
+        for t, m in zip(outputs, layer.output_masks(mask, list(inputs), len(outputs))):
+            if m is not None:
+                masks[id(t)] = m
+    return out
+
+
 def group_names(layers):
     """{layer name: its group in model.weights.h5}: Keras names them by class, in model
     order (dense, dense_1, ...), not by the layer's own name."""

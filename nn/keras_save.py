@@ -78,6 +78,9 @@ def _serialize(model):
     """-> (config.json's dict, model.weights.h5's [(path, name, arrays)])."""
     dtype = model.dtype.name
     be = model.be
+    # Keras rebuilds padding masks itself when it calls the layers; where numbanet would
+    # not apply one Keras does, refuse.
+    keras_layers.mask_sources([(id(n), n.layer, n.inputs, n.outputs) for n in model._nodes])
     sequential = model.get_config()["class_name"] == "Sequential"
     if sequential:
         shape = [None] + list(model.inputs[0].per_sample_shape)

@@ -56,6 +56,7 @@ KERAS_MADE = {
     "transformer": (Model, nn.optimizers.AdamW, 2, ["sparse_categorical_crossentropy"], [["accuracy"]]),
     "cnn": (Sequential, nn.optimizers.SGD, 2, ["categorical_crossentropy"], [["accuracy"]]),
     "recurrent": (Model, nn.optimizers.Adam, 0, ["mean_squared_error", "binary_crossentropy"], [[], ["accuracy"]]),
+    "masked": (Model, None, None, None, None),   # not compiled
 }
 
 

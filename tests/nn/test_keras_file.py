@@ -1,16 +1,18 @@
 """Loading .keras files (nn/keras_file.py): files real Keras 3 wrote predict as Keras did;
 every layer kind round-trips through numbanet's writer; hostile archives and configs get
 one clear error each, before anything large is read or allocated."""
+import os
 import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from keras_cases import (KERAS_MADE, ROUND_TRIP, arrays, flat, layer_entry, load_keras_made, refused, rewrite,
+from keras_cases import (DATA, KERAS_MADE, ROUND_TRIP, arrays, flat, layer_entry, load_keras_made, refused, rewrite,
                          small_file)
-from numbanet.nn import saving
-from numbanet.nn.models import load_model
+from numbanet.nn import keras_layers, saving
+from numbanet.nn import layers as L
+from numbanet.nn.models import Model, load_model
 
 
 @pytest.mark.simulator
@@ -27,9 +29,10 @@ def test_files_keras_wrote_predict_as_keras_did(name):
     for g, w in zip(got, want):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
-    assert type(model) is cls and model.compiled and type(model.optimizer) is opt
-    assert model.optimizer.iterations == iterations
-    assert [l.name for l in model._losses] == losses and model._metric_names == metrics
+    assert type(model) is cls and model.compiled == (opt is not None)
+    if opt is not None:
+        assert type(model.optimizer) is opt and model.optimizer.iterations == iterations
+        assert [l.name for l in model._losses] == losses and model._metric_names == metrics
     # "recurrent" was compiled but never trained: Keras saved an optimizer without slots,
     # which numbanet (as Keras) skips with a warning; the others load theirs silently.
     assert bool(caught) == (name == "recurrent")
@@ -92,6 +95,44 @@ def test_round_trip_through_numbanet_s_writer(tmp_path, name, nn_small):
         back.train_on_batch(x, y)
         for a, b in zip(back.get_weights(), model.get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_keras_s_padding_mask_node_is_numbanet_s_embedding_mask():
+    """Keras writes Embedding(mask_zero=True)'s mask as a NotEqual(ids, 0) node feeding the
+    recurrent layers' mask arguments; numbanet's graph carries the mask itself. Rows with
+    padding predict as Keras did (test above), and the padding is skipped, not read: ids
+    2, 3, 5 with padding between them predict as the same ids packed at the front."""
+    model, _ = load_keras_made("masked")
+    assert [type(l).__name__ for l in model.layers] == ["InputLayer", "Embedding", "LSTM", "Dense", "Bidirectional",
+                                                        "Dense"]
+    spread = np.array([[0, 0, 2, 3, 0, 5]], "int32")
+    packed = np.array([[2, 3, 5, 0, 0, 0]], "int32")
+    np.testing.assert_allclose(model.predict(spread), model.predict(packed), rtol=0, atol=1e-6)
+    assert not np.allclose(model.predict(np.array([[1, 1, 2, 3, 1, 5]], "int32")), model.predict(packed), atol=1e-4)
+
+
+def test_a_padding_mask_numbanet_would_not_apply_is_refused(tmp_path):
+    """A mask reaching a layer Keras applies it in and numbanet does not (GlobalAveragePooling1D)
+    is refused, loading and saving; so is a NotEqual node that is not a padding mask."""
+    tok = L.Input((4,), dtype="int32")
+    m = Model(tok, L.GlobalAveragePooling1D()(L.Embedding(5, 3, mask_zero=True)(tok)))
+    with pytest.raises(keras_layers.Unsupported, match=r"layer 'global_average_pooling1d.*' \(GlobalAveragePooling1D\) "
+                                                       r"receives the padding mask of an Embedding\(mask_zero=True\)"):
+        m.save(tmp_path / "m.keras")
+    src = os.path.join(DATA, "masked.keras")
+
+    def not_a_padding_mask(cfg):
+        op = next(e for e in cfg["config"]["layers"] if e["class_name"] == "NotEqual")
+        op["inbound_nodes"][0]["args"][1] = 3
+    refused(rewrite(src, tmp_path / "a.keras", config=not_a_padding_mask),
+            r"operation 'not_equal' \(NotEqual\) compares .*; numbanet reads it only as an Embedding\(mask_zero=True\) "
+            r"padding mask")
+
+    def no_mask_for_the_gru(cfg):
+        bi = next(e for e in cfg["config"]["layers"] if e["class_name"] == "Bidirectional")
+        del bi["inbound_nodes"][0]["kwargs"]["mask"]
+    refused(rewrite(src, tmp_path / "b.keras", config=no_mask_for_the_gru),
+            r"layer 'bidirectional\w*' gets no padding mask in Keras's graph but one in numbanet's")
 
 
 def test_a_sequential_of_token_ids_loads_as_the_same_functional_stack():

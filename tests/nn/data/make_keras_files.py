@@ -8,7 +8,7 @@ repository root, after `pip install keras h5py torch`:
 
 For each model of MODELS it writes tests/nn/data/<name>.keras (trained for two steps, so
 that the file holds an optimizer's state; "recurrent" is only compiled, which keeps its
-file small and gives a record whose optimizer was never built), <name>_x.npy (the input, a list of arrays
+file small and gives a record whose optimizer was never built; "masked" is not compiled), <name>_x.npy (the input, a list of arrays
 saved as <name>_x0.npy, <name>_x1.npy, ... for several inputs) and <name>_y.npy (Keras's
 predictions for it; <name>_y0.npy, ... for several outputs). For the models of NEXT_STEP
 (no Dropout: their step is deterministic) also <name>_t.npy, the targets, and
@@ -89,7 +89,20 @@ def recurrent(keras, L):
     return model, xs, ys
 
 
-MODELS = {"text_lstm": text_lstm, "transformer": transformer, "cnn": cnn, "recurrent": recurrent}
+def masked(keras, L):
+    """Padded token sequences: Embedding(mask_zero=True), whose mask Keras writes into the
+    graph as a NotEqual(ids, 0) node feeding the recurrent layers' mask arguments, through
+    a Dense that passes it on."""
+    tok = keras.Input((6,), dtype="int32")
+    e = L.Embedding(9, 4, mask_zero=True)(tok)
+    h = L.Dense(5, activation="tanh")(L.LSTM(3, return_sequences=True)(e))
+    y = L.Dense(2, activation="softmax")(L.Bidirectional(L.GRU(2))(h))
+    model = keras.Model(tok, y)
+    x = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 1], [0, 0, 2, 3, 0, 5], [3, 0, 0, 0, 0, 0]], "int32")
+    return model, x, None
+
+
+MODELS = {"text_lstm": text_lstm, "transformer": transformer, "cnn": cnn, "recurrent": recurrent, "masked": masked}
 NEXT_STEP = ("text_lstm", "transformer")
 
 
@@ -107,7 +120,7 @@ def main():
     keras.utils.set_random_seed(0)
     for name, make in MODELS.items():
         model, x, y = make(keras, keras.layers)
-        if name != "recurrent":
+        if y is not None and name != "recurrent":
             model.fit(x, y, batch_size=len(y), epochs=2, verbose=0)
         model.save(os.path.join(HERE, f"{name}.keras"))
         _save(name, "x", x)
