@@ -13,7 +13,7 @@ from numbanet.nn import losses as losses_mod
 from numbanet.nn import metrics as metrics_mod
 from numbanet.nn import optimizers as optimizers_mod
 from numbanet.nn import schedules as schedules_mod
-from numbanet.nn.keras_layers import Unsupported
+from numbanet.nn.keras_config import Unsupported
 
 # Arguments every Keras optimizer has, at the values numbanet behaves as.
 _COMMON_FIXED = {"clipvalue": None, "use_ema": False, "loss_scale_factor": None, "gradient_accumulation_steps": None}

@@ -3,10 +3,24 @@
 One Entry per Keras class name, in LAYERS: the numbanet class, how a Keras config becomes
 numbanet arguments (`read`) and back (`write`), and where Keras keeps the layer's
 variables in model.weights.h5 with their shapes (`variables`), which the loader checks
-against the file before the model is built. Adding a layer is one entry:
+against the file before the model is built; for a layer called on several tensors or
+with keyword arguments, how a call is written (`call`), and what Keras's build_config
+says (`build_config`). Adding a layer is one entry, with its reader and writer:
 
-    _entry("Conv1D", Conv1D, read=_read_conv1d, write=_write_conv1d,
-           variables=lambda layer, shape: [("", [("kernel", ...), ("bias", ...)])])
+    def _read_conv1d(c):          # c: a keras_config.KerasConfig over Keras's config
+        c.only("groups", 1)       # an argument numbanet supports at one value only
+        return dict(filters=c.take("filters"), kernel_size=c.take("kernel_size"), ...,
+                    activation=c.activation(), kernel_initializer=c.initializer("kernel_initializer"))
+
+    _entry("Conv1D", Conv1D, read=_read_conv1d,
+           write=lambda l: _write_weighted(l, f"layer '{l.name}' (Conv1D)", filters=l.filters, ...),
+           variables=lambda l, s: [("", _kernel_bias()(l, (l.kernel_size, s[-1], l.filters), (l.filters,)))])
+
+A layer with non-trainable variables (BatchNormalization's moving statistics) lists them
+after the trainable ones in `variables`, in Keras's creation order. Its round trip and
+its shapes are then checked by tests/nn/test_keras_layers.py and test_keras_file.py once
+a model in tests/nn/keras_cases.py ROUND_TRIP holds it (test_keras_layers fails until one
+does).
 
 A Keras argument numbanet has no counterpart for is refused unless it holds the value
 numbanet behaves as (Conv2D's dilation_rate=(1, 1), trainable=True, constraints None,
