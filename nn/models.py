@@ -27,6 +27,7 @@ from numbanet.kernels.backend import Workspace
 from numbanet.nn import callbacks as callbacks_mod
 from numbanet.nn import distributed
 from numbanet.nn import graph
+from numbanet.nn import keras_file
 from numbanet.nn import layers as layers_mod
 from numbanet.nn import losses as losses_mod
 from numbanet.nn import metrics as metrics_mod
@@ -702,7 +703,7 @@ class Model:
             on_device = [be.asarray(np.ascontiguousarray(a)) for a in arrays]
 
         history = callbacks_mod.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = list(callbacks or []) + [history]   # last, as in Keras: it sees what callbacks add to the logs
         for cb in cbs:
             cb.set_model(self)
         terminate_on_nan = any(isinstance(cb, callbacks_mod.TerminateOnNaN) for cb in cbs)
@@ -1020,6 +1021,8 @@ class Model:
         return model
 
     def save(self, filepath):
+        if keras_file.is_keras_path(filepath):
+            return keras_file.save_model(self, filepath)
         saving.save_model(self, filepath)
 
 
@@ -1115,6 +1118,8 @@ def load_model(filepath, backend=None):
     wrong; only the archive members the config names are read, each checked against the
     architecture before its data is read (see nn/saving.py)."""
     filepath = os.fspath(filepath)
+    if keras_file.is_keras_path(filepath):
+        return keras_file.load_model(filepath, backend, sequential=Sequential, functional=Model)
     be = kernels.get_backend(backend) if backend is not None else None
     with saving.open_model_file(filepath) as (config, archive):
         try:
