@@ -24,6 +24,7 @@ import numpy as np
 
 from numbanet import kernels
 from numbanet.nn import graph
+from numbanet.nn import keras_file
 from numbanet.nn import layers as layers_mod
 from numbanet.nn import saving, summary_utils, utils
 from numbanet.nn.graph import as_list
@@ -267,6 +268,8 @@ class Model(Trainer):
         return model
 
     def save(self, filepath):
+        if keras_file.is_keras_path(filepath):
+            return keras_file.save_model(self, filepath)
         saving.save_model(self, filepath)
 
 
@@ -362,6 +365,8 @@ def load_model(filepath, backend=None):
     wrong; only the archive members the config names are read, each checked against the
     architecture before its data is read (see nn/saving.py)."""
     filepath = os.fspath(filepath)
+    if keras_file.is_keras_path(filepath):
+        return keras_file.load_model(filepath, backend, sequential=Sequential, functional=Model)
     be = kernels.get_backend(backend) if backend is not None else None
     with saving.open_model_file(filepath) as (config, archive):
         try:

@@ -35,12 +35,18 @@ class InvalidModelFile(ValueError):
     """load_model's one error for a file it cannot load; the message says why."""
 
 
+def writes_here(model, filepath):
+    """Whether this process writes the model's file (.npz or .keras): refuses an unbuilt
+    model; in a data-parallel run every process holds the same model and process 0 writes."""
+    if not model.built:
+        raise ValueError(f"save: the model is not built yet, nothing to save to {os.fspath(filepath)}")
+    return distributed.is_chief()
+
+
 def save_model(model, filepath):
     filepath = os.fspath(filepath)
-    if not model.built:
-        raise ValueError(f"save: the model is not built yet, nothing to save to {filepath}")
-    if not distributed.is_chief():
-        return   # data parallel: every process holds the same model; process 0 writes it
+    if not writes_here(model, filepath):
+        return
     weights = model.get_weights()
     config = {"format": FORMAT, "version": VERSION, "model": model.get_config(), "n_weights": len(weights)}
     arrays = {f"weight_{i:04d}": w for i, w in enumerate(weights)}
@@ -88,18 +94,24 @@ def read_npy_header(f, what="member"):
     return shape, dtype, fortran
 
 
+def open_archive(filepath, kind="an .npz"):
+    """The zip archive at filepath (.npz, .keras), open for reading: FileNotFoundError when
+    there is no file, InvalidModelFile when it is not a zip."""
+    filepath = os.fspath(filepath)
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"load_model: no such file: {filepath}")
+    try:
+        return zipfile.ZipFile(filepath)
+    except Exception as exc:  # BadZipFile, OSError, ValueError, EOFError, ...
+        raise bad_file(filepath, f"it cannot be read as {kind} archive ({type(exc).__name__}: {exc})") from exc
+
+
 @contextmanager
 def open_model_file(filepath):
     """with open_model_file(path) as (config, archive): the checked config dict and the
     open zipfile.ZipFile for read_member. Any defect raises InvalidModelFile."""
     filepath = os.fspath(filepath)
-    if not os.path.isfile(filepath):
-        raise FileNotFoundError(f"load_model: no such file: {filepath}")
-    try:
-        archive = zipfile.ZipFile(filepath)
-    except Exception as exc:  # BadZipFile, OSError, ValueError, EOFError, ...
-        raise bad_file(filepath, f"it cannot be read as an .npz archive ({type(exc).__name__}: {exc})") from exc
-    with archive:
+    with open_archive(filepath) as archive:
         yield _read_config(archive, filepath), archive
 
 

@@ -34,7 +34,10 @@ def _softmax_ce_rows(z, y, onehot, labels, losses, dz):
         loss = z.dtype.type(0)
         for k in range(c):
             t = y[r, k] if onehot else (z.dtype.type(1) if labels[r] == k else z.dtype.type(0))
-            loss += t * ((mx - z[r, k]) + log_total)
+            # A zero target adds nothing, and is skipped: for a logit far below the max
+            # (-3e38 under 3e38) mx - z overflows to inf, and 0 * inf is NaN.
+            if t != 0:
+                loss += t * ((mx - z[r, k]) + log_total)
             dz[r, k] = (math.exp(z[r, k] - mx) * inv_total - t) * inv_n
         losses[r] = loss
 

@@ -48,7 +48,10 @@ def _sce_row(onehot):
                 t = labels[i, j]
             else:
                 t = one if labels[i] == j else one * 0
-            loss += t * ((mx - z[i, j]) + log_total)
+            # A zero target adds nothing, and is skipped: for a logit far below the max
+            # (-3e38 under 3e38) mx - z overflows to inf, and 0 * inf is NaN.
+            if t != 0:
+                loss += t * ((mx - z[i, j]) + log_total)
             dz[i, j] = (math.exp(z[i, j] - mx) * inv_total - t) * inv_n
         losses[i] = loss
         return loss

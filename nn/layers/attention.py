@@ -143,7 +143,7 @@ class MultiHeadAttention(Layer):
         # GEMM against the kernels side by side, (d, 3 * heads * key_dim) wide: a wide product
         # keeps the micro-kernel's tiles full where three narrow ones run at a lower rate, and
         # the backward's dx is one product instead of three products and two sums.
-        self._saved_self = key is query
+        self._saved_self = key is query and value is query
         x2 = {}
         if self._saved_self:
             x2["query"] = x2["key"] = x2["value"] = be.reshape(query, (n * tq, query.shape[2]))

@@ -1,12 +1,13 @@
-"""fit's callbacks called as one (Keras 3: keras/src/callbacks/callback_list.py): a
-History first, then the user's, each told the model."""
+"""fit's callbacks called as one (Keras 3: keras/src/callbacks/callback_list.py): the
+user's, then a History, each told the model."""
 from numbanet.nn.callbacks import History, TerminateOnNaN
 
 
 class CallbackList:
     def __init__(self, callbacks, model):
         self.history = History()
-        self.callbacks = [self.history] + list(callbacks or [])
+        # History last, as in Keras: it records what the others add to the logs (learning_rate).
+        self.callbacks = list(callbacks or []) + [self.history]
         for cb in self.callbacks:
             cb.set_model(model)
         # With TerminateOnNaN a non-finite loss ends fit quietly instead of raising.

@@ -24,9 +24,16 @@ def softmax_ce_ref(z, labels):
     z64 = z.astype(np.float64)
     y = as_rows(labels, z.shape[1], z.dtype)
     mx = z64.max(1, keepdims=True)
-    lse = mx[:, 0] + np.log(np.exp(z64 - mx).sum(1))
-    losses = lse - (y * z64).sum(1)
-    soft = np.exp(z64 - lse[:, None])
+    # sum_k y_k (lse - z_k) with lse - z_k as (max - z_k) + log(sum): near the float limit
+    # the max itself would swallow log(sum) (3e38 + log 2 is 3e38 in float64 too).
+    # A class without target weight adds nothing, even where max - z_k passes the float64
+    # limit (rows at +-1.5e308).
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(z64 - mx)
+        terms = np.where(y != 0, y * (mx - z64), 0.0)
+    s = e.sum(1)
+    losses = terms.sum(1) + y.sum(1) * np.log(s)
+    soft = e / s[:, None]
     return losses.astype(z.dtype), ((soft - y) / z.shape[0]).astype(z.dtype)
 
 
@@ -88,6 +95,54 @@ def test_softmax_cross_entropy_huge_logits(be, dtype):
     # Row 1: the label's logit is 2 below the max and the third is e^-1e4 away from
     # mattering, so the loss is log(1 + e^2) to full precision.
     np.testing.assert_allclose(losses[1], np.log1p(np.exp(2.0)), rtol=1e-6)
+
+
+def _limit_rows(dtype):
+    """Logits at the float type's limit, a finite float64 loss for each row's label, and
+    one ordinary row: (z, labels)."""
+    big = np.finfo(dtype).max / 1.2   # 2.8e38 in float32: max - (-max) overflows, max itself does not
+    z = np.array([[big, -big, 0.0], [0.0, big, -big], [big, -big, big], [-big, 0.0, big], [1.0, 2.0, 3.0]], dtype)
+    return z, np.array([0, 1, 2, 2, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["int", "onehot"])
+def test_softmax_cross_entropy_at_the_float_limit(be, dtype, form):
+    """Logits of +-max/1.2 (the issue's [3e38, -3e38, 0]): finite losses and gradients
+    equal to the float64 reference, 0 where the label has the largest logit (PyTorch's
+    answer too), on softmax_cross_entropy and its _stats variant."""
+    z, labels = _limit_rows(dtype)
+    y = labels if form == "int" else onehot(labels, 3, dtype)
+    want_l, want_d = softmax_ce_ref(z, y)
+    assert np.all(np.isfinite(want_l)) and want_l[0] == 0 and want_l[1] == 0 and want_l[3] == 0
+    np.testing.assert_allclose(want_l[2], np.log(2.0), rtol=1e-6)
+    for got in (be.softmax_cross_entropy(be.asarray(z), be.asarray(y)),
+                be.softmax_cross_entropy_stats(be.asarray(z), be.asarray(y))):
+        losses, dz = be.to_numpy(got[0]), be.to_numpy(got[1])
+        assert np.all(np.isfinite(losses)) and np.all(np.isfinite(dz)), (losses, dz)
+        np.testing.assert_allclose(losses, want_l, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(dz, want_d, rtol=1e-6, atol=1e-7)
+    stats = be.to_numpy(got[2])
+    np.testing.assert_allclose(stats[0], want_l.astype(np.float64).mean(), rtol=1e-6)
+    assert stats[1] == int((z.argmax(1) == labels).sum())
+
+
+def test_softmax_cross_entropy_a_nan_row_stays_in_its_row(be):
+    """A NaN logit makes its own row's loss and gradient NaN, and no other row's; the
+    _stats mean is NaN (a mean of a NaN) while its correct count still counts the others."""
+    z, labels = _limit_rows(np.float32)
+    z[1, 0] = np.nan
+    want_l, want_d = softmax_ce_ref(np.delete(z, 1, axis=0), np.delete(labels, 1))
+    for got in (be.softmax_cross_entropy(be.asarray(z), be.asarray(labels)),
+                be.softmax_cross_entropy_stats(be.asarray(z), be.asarray(labels))):
+        losses, dz = be.to_numpy(got[0]), be.to_numpy(got[1])
+        assert np.isnan(losses[1])
+        # Each row's gradient is divided by the batch size: the reference's has one row less.
+        np.testing.assert_allclose(np.delete(losses, 1), want_l, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.delete(dz, 1, axis=0), want_d * 4 / 5, rtol=1e-6, atol=1e-7)
+    stats = be.to_numpy(got[2])
+    assert np.isnan(stats[0])
+    assert stats[1] == int((np.delete(z, 1, axis=0).argmax(1) == np.delete(labels, 1)).sum())
 
 
 def test_softmax_cross_entropy_gradient_finite_differences(be):

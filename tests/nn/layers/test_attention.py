@@ -250,3 +250,18 @@ def test_self_attention_stacks_its_projections_with_the_same_results(nnbe):
     m = Model(z, Dense(2)(MultiHeadAttention(2, 3)(h, h)), dtype="float64")
     m.compile("sgd", "mse")
     check_model_gradients(m, rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2)), max_per_array=8)
+
+
+def test_key_given_as_the_query_tensor_with_another_value(nnbe):
+    """mha(q, v, key=q): the key is the query tensor but the value is not, so this is not
+    self-attention: the value projection reads v (Keras's equations)."""
+    q, v = Input((4, 3)), Input((4, 3))
+    model = Model([q, v], MultiHeadAttention(2, 2)(q, v, key=q), dtype="float64")
+    w = _random_weights(model, seed=13)
+    model.set_weights(w)
+    rng = np.random.default_rng(14)
+    xq, xv = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3))
+    want, _ = mha_ref(xq, xv, xq, w, 2, 2, False)
+    np.testing.assert_allclose(model.predict([xq, xv]), want, rtol=1e-10, atol=1e-10)
+    model.compile("sgd", "mse")
+    check_model_gradients(model, [xq, xv], rng.standard_normal((2, 4, 3)), max_per_array=6)

@@ -1,5 +1,5 @@
-"""nn/trainers/callback_list.py: History first, every callback told the model and called
-in order with fit's arguments."""
+"""nn/trainers/callback_list.py: the user's callbacks, then History, every one told the
+model and called in order with fit's arguments."""
 from numbanet.nn.callbacks import Callback, History, TerminateOnNaN
 from numbanet.nn.trainers.callback_list import CallbackList
 
@@ -15,11 +15,11 @@ class Recorder(Callback):
         self.calls.append((self.name, "batch_end", batch, logs))
 
 
-def test_history_comes_first_and_each_callback_is_called_in_order():
+def test_history_comes_last_and_each_callback_is_called_in_order():
     calls, model = [], object()
     a, b = Recorder("a", calls), Recorder("b", calls)
     cbs = CallbackList([a, b], model)
-    assert isinstance(cbs.callbacks[0], History) and cbs.callbacks[1:] == [a, b]
+    assert cbs.callbacks[:2] == [a, b] and isinstance(cbs.callbacks[2], History)
     assert all(cb.model is model for cb in cbs.callbacks)
     cbs.on_train_begin()
     cbs.on_epoch_begin(2)
