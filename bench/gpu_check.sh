@@ -90,26 +90,14 @@ timeout 100 $PY - <<'PY' 2>&1 | tee "$OUT/train.txt" | tee -a "$OUT/summary.txt"
 import time
 import numpy as np
 from numbanet import kernels
-from numbanet.nn.models import Sequential
-from numbanet.nn.layers import Conv2D, MaxPooling2D, Flatten, Dense
-from numbanet.nn.optimizers import Adam
+from numbanet.nn.mnist_cnn import build_model
 
 rng = np.random.default_rng(0)
 x = rng.random((60000, 28, 28, 1), dtype=np.float32)
 y = rng.integers(0, 10, 60000)
 
 def model_on(backend):
-    m = Sequential()
-    m.add(Conv2D(32, kernel_size=(3, 3), activation='relu', input_shape=(28, 28, 1)))
-    m.add(MaxPooling2D(pool_size=(2, 2)))
-    m.add(Conv2D(64, kernel_size=(3, 3), activation='relu'))
-    m.add(MaxPooling2D(pool_size=(2, 2)))
-    m.add(Flatten())
-    m.add(Dense(128, activation='relu'))
-    m.add(Dense(10, activation='softmax'))
-    m.compile(optimizer=Adam(), loss='categorical_crossentropy', metrics=['accuracy'])
-    m.build((28, 28, 1), backend=kernels.get_backend(backend))
-    return m
+    return build_model().to(backend)
 
 step = {}
 for backend, reps in (("gpu", 20), ("cpu", 3)):

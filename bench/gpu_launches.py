@@ -18,8 +18,9 @@ takes the same path as with real numbers. The count is exact: which kernels a st
 launches depends on the shapes (the split-K rule included), never on the values. On a
 GPU the kernels run.
 
-The overhead estimate uses numba-cuda's dispatch cost from Python measured on an H100
-(issue 16): about 6 us per launch plus 1.5 us per argument.
+The overhead estimate uses numba-cuda's dispatch cost from Python on an H100: about 6 us
+per launch plus 1.5 us per argument (LAUNCH_US, ARG_US; bench/gpu_check.sh measures it on
+the machine it runs on).
 """
 import argparse
 import contextlib
@@ -185,7 +186,7 @@ def count_fit_steps(batch=128, steps=3, dry=None, model=None, x=None, y=None):
     import numpy as np
     from numba import cuda
     from numbanet import kernels
-    from numbanet.nn.train import build_model
+    from numbanet.nn.mnist_cnn import build_model
 
     dry = _simulated() if dry is None else dry
     if model is None:

@@ -131,7 +131,7 @@ def _prepare_rnn(case, be, d):
     what a recurrent layer with return_sequences runs in a training step. -> (dx, dkernel,
     drecurrent_kernel, dbias). Inside a step workspace, as fit runs every layer: from the
     second call on, the 39 MB LSTM workspace and the other arrays are reused, not mapped
-    fresh by malloc and faulted in page by page (which took 30-40 ms of a 68 ms forward)."""
+    fresh by malloc and faulted in page by page each call."""
     from numbanet.kernels.backend import Workspace
     cell = case.kind.split("_")[0]
     x, k, r, b, dy = d["x"], d["kernel"], d["recurrent_kernel"], d["bias"], d["dy"]
@@ -145,13 +145,13 @@ def _prepare_rnn(case, be, d):
     return Prepared(run, be.synchronize, lambda: tuple(be.to_numpy(a) for a in out[0]))
 
 
-def _prepare_train_step(be, inp):
+def _prepare_model_step(be, build, inp):
+    """train_on_batch of the model build() makes on `be` (the process default while it builds)."""
     from numbanet import kernels
-    from numbanet.nn.train import build_model
     previous = kernels.get_backend()
     kernels.set_backend(be.name)
     try:
-        model = build_model()  # the article's CNN, as `numbanet train` builds it
+        model = build()
     finally:
         kernels.set_backend(previous.name)
     x, y = inp["x"], inp["y"]
@@ -160,26 +160,20 @@ def _prepare_train_step(be, inp):
     def run():
         out[0] = model.train_on_batch(x, y)
     return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
+
+
+def _prepare_train_step(be, inp):
+    from numbanet.nn.mnist_cnn import build_model
+    return _prepare_model_step(be, build_model, inp)   # the article's CNN, as `numbanet train` builds it
 
 
 def _prepare_charlm_step(be, case, inp):
-    from numbanet import kernels
     from numbanet.nn import charlm
     batch, steps, d, heads, layers, vocab = case.params
-    previous = kernels.get_backend()
-    kernels.set_backend(be.name)
-    try:
-        # The model `numbanet train --model charlm` trains, compiled as it compiles it
-        # (AdamW, cosine schedule, global gradient clipping).
-        model = charlm.compile_model(charlm.build_model(vocab, steps, d, heads, layers), total_steps=10_000)
-    finally:
-        kernels.set_backend(previous.name)
-    x, y = inp["x"], inp["y"]
-    out = [None]
-
-    def run():
-        out[0] = model.train_on_batch(x, y)
-    return Prepared(run, be.synchronize, lambda: np.asarray(out[0], dtype=np.float64))
+    # The model `numbanet train --model charlm` trains, compiled as it compiles it (AdamW,
+    # cosine schedule, global gradient clipping).
+    return _prepare_model_step(
+        be, lambda: charlm.compile_model(charlm.build_model(vocab, steps, d, heads, layers), total_steps=10_000), inp)
 
 
 # ---------------------------------------------------------------------- entry point

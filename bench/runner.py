@@ -1,10 +1,10 @@
 """`numbanet bench`: our backends against NumPy, PyTorch CPU and CuPy, one table per op.
 
 Timing: every implementation's first call is timed on its own (compile time for ours),
-untimed calls warm it (at least one, and more until --warmup seconds have passed: our CNN
-step needed 3 to 14 calls before its times settled, 17-28 ms falling to 14.5 ms, so two
-calls timed part of a transient), then the repeats go round-robin over the
-implementations, in an order rotated each repeat, so that drift of a shared, noisy
+untimed calls warm it (at least one, and more until --warmup seconds have passed: a
+training step's first calls run slower while caches, allocator and thread pool settle,
+so a fixed count of calls would time part of that transient), then the repeats go
+round-robin over the implementations, in an order rotated each repeat, so that drift of a shared, noisy
 machine lands on ours and the references alike. Medians and the interquartile range are
 reported; ratios are taken within the same run.
 """

@@ -49,7 +49,7 @@ def ring_allreduce_seconds(nbytes, nodes, gbps, latency_s=LATENCY_S):
 def _cnn_step_times(steps, warmup):
     from numbanet.nn import distributed
     from numbanet.nn.callbacks import Callback
-    from numbanet.nn.train import build_model
+    from numbanet.nn.mnist_cnn import build_model
     from numbanet.nn.utils import set_random_seed
 
     distributed.init()

@@ -42,7 +42,7 @@ def _child():
     import numpy as np
 
     from numbanet import kernels
-    from numbanet.nn.train import build_model
+    from numbanet.nn.mnist_cnn import build_model
 
     kernels.set_backend(os.environ.get("NUMBANET_BACKEND", "cpu"))
     rng = np.random.default_rng(0)

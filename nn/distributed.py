@@ -272,7 +272,7 @@ class FitSync:
             offset += int(p.size)
         self.n_grads = offset
         self.n_per_output = len(model.outputs) if len(model.outputs) > 1 else 0
-        self.n_metrics = sum(len(kinds) for kinds in model._metric_kinds)
+        self.n_metrics = sum(len(kinds) for kinds in model._compile_loss.metric_kinds)
         self.n_tail = 1 + self.n_per_output + 2 * self.n_metrics
         # The logs travel behind the gradients: in the backend buffer itself on the cpu
         # (it is host memory) and with a CUDA-aware MPI, else in the host staging buffer.

@@ -126,3 +126,160 @@ def build_map(outputs):
             node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
     ordered = sorted(layer_index.values(), key=lambda il: (-layer_depth[id(il[1])], il[0]))
     return nodes, [layer for _, layer in ordered]
+
+
+def as_list(obj):
+    return list(obj) if isinstance(obj, (list, tuple)) else [obj]
+
+
+class Graph:
+    """The nodes between a model's input and output tensors, and running them (Keras's
+    Function): forward through the nodes in order, backward in reverse order.
+
+    A tensor read by several layers (a fan-out: a residual branch) receives the sum of
+    their gradients; a layer called at several places (shared weights) accumulates its
+    gradients over its calls. Activations are backend arrays; a layer keeps what its
+    backward needs, and an activation no later node reads is dropped as soon as it can be.
+    """
+
+    def __init__(self, inputs, outputs, owner):
+        inputs, outputs = as_list(inputs), as_list(outputs)
+        if not inputs or not outputs:
+            raise ValueError(f"{owner}: needs at least one input and one output tensor")
+        for t in inputs + outputs:
+            if not is_symbolic(t):
+                raise TypeError(f"{owner}: inputs and outputs must be symbolic tensors (from nn.Input and layer "
+                                f"calls), got {type(t).__name__}")
+        for t in inputs:
+            if t.node is None or not t.node.is_input:
+                raise ValueError(f"{owner}: every input must come from nn.Input(...); {t!r} is a layer's output")
+        if len({id(t) for t in inputs}) != len(inputs):
+            raise ValueError(f"{owner}: an input tensor is listed twice")
+        nodes, layers = build_map(outputs)
+        input_ids = {id(t) for t in inputs}
+        for node in nodes:
+            if node.is_input and id(node.outputs[0]) not in input_ids:
+                raise ValueError(f"{owner}: the outputs depend on nn.Input '{node.layer.name}', which is not among "
+                                 f"the model's inputs (graph disconnected)")
+        for t in inputs:   # inputs that no output reads are kept (Keras keeps them), in input order
+            if t.node.layer not in layers:
+                layers.append(t.node.layer)
+        names = [layer.name for layer in layers]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(f"{owner}: the name '{n}' is used by {names.count(n)} layers; layer names must be "
+                                 f"unique within a model")
+        first_shape = {}
+        for node in nodes:
+            if node.is_input:
+                continue
+            shapes = [t.per_sample_shape for t in node.inputs]
+            seen = first_shape.setdefault(id(node.layer), shapes)
+            if seen != shapes:
+                raise ValueError(f"{owner}: layer '{node.layer.name}' is called on inputs of shapes {seen} and "
+                                 f"{shapes}; a shared layer needs the same shapes at every call")
+        self.inputs, self.outputs = inputs, outputs
+        self.layers = layers
+        self.nodes = [n for n in nodes if not n.is_input]
+        self.uses = {}    # readers of each tensor, by id
+        self.calls = {}   # calls of each layer, by id
+        for node in self.nodes:
+            self.calls[id(node.layer)] = self.calls.get(id(node.layer), 0) + 1
+            for t in node.inputs:
+                self.uses[id(t)] = self.uses.get(id(t), 0) + 1
+        self.input_ids = input_ids
+        self._run_layers = list({id(node.layer): node.layer for node in self.nodes}.values())
+        self._node_states = {}   # a shared layer's saved activations, by node
+
+    # ------------------------------------------------------------------ reading the graph
+    def readers(self, t):
+        """The layers that read tensor t, in the order they run."""
+        return [node.layer for node in self.nodes if any(s is t for s in node.inputs)]
+
+    def node_indices(self):
+        """Each node's position among its layer's calls (Input nodes: 0), by node id."""
+        index, counts = {}, {}
+        for t in self.inputs:
+            index[id(t.node)] = 0
+        for node in self.nodes:
+            index[id(node)] = counts.get(id(node.layer), 0)
+            counts[id(node.layer)] = index[id(node)] + 1
+        return index
+
+    # ------------------------------------------------------------------ running it
+    def forward(self, xs, training, fused_nodes=frozenset()):
+        """xs: backend arrays, one per input -> backend outputs. The nodes in fused_nodes
+        return their pre-activation (logits), for a loss that applies the activation."""
+        values = {id(t): x for t, x in zip(self.inputs, xs)}
+        left = dict(self.uses)
+        keep = {id(t) for t in self.outputs}
+        self._node_states = {}
+        masks = {}   # time-step masks, by tensor (Embedding(mask_zero=True) starts one)
+        for node in self.nodes:
+            layer = node.layer
+            ins = [values[id(t)] for t in node.inputs]
+            mask = masks.get(id(node.inputs[0])) if node.inputs else None
+            kwargs = node.kwargs if mask is None else dict(node.kwargs, mask=mask)
+            outs = layer.run_node(ins, training, id(node) in fused_nodes, kwargs)
+            for t, m in zip(node.outputs, layer.output_masks(mask, ins, len(outs))):
+                if m is not None:
+                    masks[id(t)] = m
+            if self.calls[id(layer)] > 1:
+                self._node_states[id(node)] = layer.saved_state()
+            for t, v in zip(node.outputs, outs):
+                values[id(t)] = v
+            for t in node.inputs:   # drop activations no later layer reads (layers keep what backward needs)
+                left[id(t)] -= 1
+                if left[id(t)] == 0 and id(t) not in keep:
+                    values.pop(id(t), None)
+        return [values[id(t)] for t in self.outputs]
+
+    def backward(self, be, douts, fused_nodes=frozenset()):
+        """Gradients from the outputs back through every node; parameter gradients land
+        in each layer's `grads` (summed over the calls of a shared layer)."""
+        grads = {}
+        owned = set()   # tensors whose gradient array the graph allocated (safe to add into)
+
+        def receive(t, d):
+            key = id(t)
+            if key not in grads:
+                grads[key] = d
+            elif key in owned:
+                be.add(grads[key], d, out=grads[key])
+            else:
+                grads[key] = be.add(grads[key], d)
+                owned.add(key)
+
+        for t, d in zip(self.outputs, douts):
+            receive(t, d)
+        accumulated = {}   # a shared layer's gradient sums: {layer id: (layer, {name: array})}
+        for node in reversed(self.nodes):
+            layer = node.layer
+            dys = [grads.pop(id(t), None) for t in node.outputs]
+            if id(node) in self._node_states:
+                layer.restore_state(self._node_states[id(node)])
+            layer.need_dx = any(id(t) not in self.input_ids and t.is_float for t in node.inputs)
+            if all(d is None for d in dys):
+                # Nothing downstream depends on this call (its output only sized another layer).
+                layer.grads = {k: be.zeros(p.shape, p.dtype) for k, p in layer.params.items()}
+                dxs = [None] * len(node.inputs)
+            else:
+                dxs = layer.backward_node(dys, id(node) in fused_nodes)
+            if self.calls[id(layer)] > 1:
+                if id(layer) in accumulated:
+                    for k, g in layer.grads.items():
+                        total = accumulated[id(layer)][1][k]
+                        be.add(total, g, out=total)
+                else:
+                    accumulated[id(layer)] = (layer, {k: be.copy(g) for k, g in layer.grads.items()})
+            for t, d in zip(node.inputs, dxs):
+                if d is not None and id(t) not in self.input_ids:
+                    receive(t, d)
+        for layer, sums in accumulated.values():
+            layer.grads = sums
+
+    def clear(self):
+        """Drop every activation kept for backward."""
+        for layer in self._run_layers:
+            layer.clear()
+        self._node_states = {}

@@ -80,7 +80,7 @@ def _serialize(model):
     be = model.be
     # Keras rebuilds padding masks itself when it calls the layers; where numbanet would
     # not apply one Keras does, refuse.
-    keras_layers.mask_sources([(id(n), n.layer, n.inputs, n.outputs) for n in model._nodes])
+    keras_layers.mask_sources([(id(n), n.layer, n.inputs, n.outputs) for n in model._graph.nodes])
     sequential = model.get_config()["class_name"] == "Sequential"
     if sequential:
         shape = [None] + list(model.inputs[0].per_sample_shape)
@@ -91,7 +91,7 @@ def _serialize(model):
                   "registered_name": None, "build_config": {"input_shape": shape}}
         saved = model.layers
     else:
-        index = model._node_indices()
+        index = model._graph.node_indices()
         layers = []
         for layer in model.layers:
             if isinstance(layer, InputLayer):
@@ -101,7 +101,7 @@ def _serialize(model):
                 e = _layer_entry(layer, dtype)
                 call = keras_layers.entry_of(layer).call
                 nodes = []
-                for node in model._nodes:
+                for node in model._graph.nodes:
                     if node.layer is layer:
                         args, kwargs = call(node.inputs, node.kwargs)
                         nodes.append({"args": _tensors_in(args, index, dtype),

@@ -43,6 +43,11 @@ L1 = l1
 L2 = l2
 
 
+def serialize(reg):
+    """A regularizer (or None) as get_config records it; get() reads it back."""
+    return None if reg is None else reg.get_config()
+
+
 def get(obj):
     """None, an L1L2, 'l1' / 'l2' / 'l1_l2' (default strengths) or a saved config dict."""
     if obj is None or isinstance(obj, L1L2):

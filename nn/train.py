@@ -6,9 +6,9 @@ import sys
 import time
 import warnings
 
-# Defaults sized to finish in a few minutes on two cores (about 20 ms per step of 128
-# on an idle 2-core machine: 10 s per epoch of the full 60,000 digits). The offline
-# 4,000-digit sample needs more passes: about five to pass 95% on its held-out digits.
+# Epochs sized to finish in a few minutes on two cores (`numbanet train` prints its time
+# per step); the offline 4,000-digit sample needs about five passes to pass 95% on its
+# held-out digits (tests/nn/test_article.py trains it).
 DEFAULT_EPOCHS_FULL = 3
 DEFAULT_EPOCHS_SAMPLE = 5
 DEFAULT_OUTPUT = "mnist_cnn.npz"
@@ -83,24 +83,6 @@ def _non_negative_float(text):
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
-
-
-def build_model():
-    """The article's CNN, layer for layer, compiled as the article compiles it."""
-    from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-    from numbanet.nn.models import Sequential
-    from numbanet.nn.optimizers import Adam
-
-    model = Sequential()
-    model.add(Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)))
-    model.add(MaxPooling2D(pool_size=(2, 2)))
-    model.add(Conv2D(64, kernel_size=(3, 3), activation="relu"))
-    model.add(MaxPooling2D(pool_size=(2, 2)))
-    model.add(Flatten())
-    model.add(Dense(128, activation="relu"))
-    model.add(Dense(10, activation="softmax"))
-    model.compile(optimizer=Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def _save(model, path):
@@ -178,7 +160,7 @@ def main(args):
 
 
 def _main_cnn(args, be):
-    from numbanet.nn import distributed
+    from numbanet.nn import mnist_cnn
     from numbanet.nn.datasets import mnist
 
     with warnings.catch_warnings(record=True) as caught:
@@ -193,32 +175,54 @@ def _main_cnn(args, be):
         sample = sample or issubclass(w.category, mnist.MNISTSampleWarning)
         # One plain line on stderr: a command's user needs the message, not a source line.
         _say(f"numbanet train: warning: {w.message}", file=sys.stderr, flush=True)
-    epochs = args.epochs or (DEFAULT_EPOCHS_SAMPLE if sample else DEFAULT_EPOCHS_FULL)
-    batch_size = args.batch_size or 128
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_train, y_train, epochs, batch_size, steps_per_epoch = _run_size(
+        args, x_train, y_train, DEFAULT_EPOCHS_SAMPLE if sample else DEFAULT_EPOCHS_FULL, 128)
     x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255
     x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255
     source = "the offline MNIST sample" if sample else "MNIST"
     _say(f"numbanet train: backend {be.name}, {source}: {len(x_train)} training and {len(x_test)} test digits, "
          f"{epochs} epoch(s) of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
 
-    model = build_model()
+    model = mnist_cnn.build_model()
+    history, seconds = _fit_timed(be, model, x_train, y_train, batch_size, epochs, args.verbose,
+                                  (x_test, y_test) if args.plot else None)
+    return _test_and_save(args, model, history, seconds, epochs, steps_per_epoch, (x_test, y_test),
+                          args.output or DEFAULT_OUTPUT, "MNIST CNN (validation: the test digits)")
+
+
+def _run_size(args, x_train, y_train, epochs, batch_size):
+    """--limit, --epochs and --batch-size over the model's defaults -> (x_train, y_train,
+    epochs, batch size, steps per epoch)."""
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    batch_size = args.batch_size or batch_size
+    return x_train, y_train, args.epochs or epochs, batch_size, -(-len(x_train) // batch_size)
+
+
+def _fit_timed(be, model, x, y, batch_size, epochs, verbose, validation_data, callbacks=None):
+    """model.fit, timed until the backend has finished -> (history, seconds)."""
     start = time.perf_counter()
-    validation = (x_test, y_test) if args.plot else None
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
-                        validation_data=validation)
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, validation_data=validation_data,
+                        callbacks=callbacks)
     be.synchronize()
-    seconds = time.perf_counter() - start
-    steps = epochs * -(-len(x_train) // batch_size)
-    test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
+    return history, time.perf_counter() - start
+
+
+def _say_training_time(seconds, epochs, steps_per_epoch):
     _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
-         f"{1000 * seconds / steps:.0f} ms/step)")
+         f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
+
+
+def _test_and_save(args, model, history, seconds, epochs, steps_per_epoch, test, output, title):
+    """A classifier's end of training: the test figures, the saved model, the curves."""
+    from numbanet.nn import distributed
+    test_loss, test_acc = model.evaluate(*test, verbose=0)
+    _say_training_time(seconds, epochs, steps_per_epoch)
     _say(f"Test loss: {float(test_loss):.4f}")
     _say(f"Test accuracy: {float(test_acc):.4f}")
-    _save(model, args.output or DEFAULT_OUTPUT)
+    _save(model, output)
     if args.plot and distributed.is_chief():
-        return _plot(history, args.plot, "MNIST CNN (validation: the test digits)")
+        return _plot(history, args.plot, title)
     return 0
 
 
@@ -229,11 +233,8 @@ def _main_charlm(args, be):
     from numbanet.nn.generation import generate
 
     (x_train, y_train), (x_val, y_val), vocab = pydoc_topics.load_data(charlm.SEQUENCE_LENGTH)
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-    epochs = args.epochs or charlm.EPOCHS
-    batch_size = args.batch_size or charlm.BATCH_SIZE
-    steps_per_epoch = -(-len(x_train) // batch_size)
+    x_train, y_train, epochs, batch_size, steps_per_epoch = _run_size(args, x_train, y_train, charlm.EPOCHS,
+                                                                      charlm.BATCH_SIZE)
     _say(f"numbanet train: backend {be.name}, Python's documentation topics (pydoc_data): {len(x_train)} training "
          f"and {len(x_val)} validation windows of {charlm.SEQUENCE_LENGTH} characters, vocabulary {vocab.size}, "
          f"{epochs} epoch(s) of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
@@ -247,14 +248,10 @@ def _main_charlm(args, be):
                 _say(f"Epoch {epoch + 1}: validation loss {logs['val_loss']:.4f} (perplexity "
                       f"{charlm.perplexity(logs['val_loss']):.2f}), accuracy {logs['val_accuracy']:.4f}", flush=True)
 
-    start = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
-                        validation_data=(x_val, y_val), callbacks=[Perplexity()])
-    be.synchronize()
-    seconds = time.perf_counter() - start
+    history, seconds = _fit_timed(be, model, x_train, y_train, batch_size, epochs, args.verbose, (x_val, y_val),
+                                  callbacks=[Perplexity()])
     val_loss = history.history["val_loss"][-1]
-    _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
-         f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
+    _say_training_time(seconds, epochs, steps_per_epoch)
     _say(f"Validation loss: {val_loss:.4f}")
     _say(f"Validation perplexity: {charlm.perplexity(val_loss):.2f}")
     _say(f"Validation accuracy: {history.history['val_accuracy'][-1]:.4f}")
@@ -270,7 +267,6 @@ def _main_charlm(args, be):
 
 
 def _main_lstm(args, be):
-    from numbanet.nn import distributed
     from numbanet.nn import digits_lstm
     from numbanet.nn.datasets import digits
 
@@ -279,28 +275,15 @@ def _main_lstm(args, be):
     except RuntimeError as e:  # scikit-learn missing: the message says what to install
         print(f"numbanet train: {e}", file=sys.stderr)
         return 1
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-    epochs = args.epochs or digits_lstm.EPOCHS
-    batch_size = args.batch_size or digits_lstm.BATCH_SIZE
-    steps_per_epoch = -(-len(x_train) // batch_size)
+    x_train, y_train, epochs, batch_size, steps_per_epoch = _run_size(args, x_train, y_train, digits_lstm.EPOCHS,
+                                                                      digits_lstm.BATCH_SIZE)
     _say(f"numbanet train: backend {be.name}, scikit-learn's 8x8 digits read row by row ({digits.TIMESTEPS} steps "
           f"of {digits.FEATURES} pixels): {len(x_train)} training and {len(x_test)} test digits, {epochs} epoch(s) "
           f"of batch {batch_size}{_processes(batch_size)}, seed {args.seed}", flush=True)
     model = digits_lstm.build_model()
     _say(f"numbanet train: LSTM({digits_lstm.UNITS}) -> Dense(10), {model.count_params():,} parameters",
           flush=True)
-    start = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=args.verbose,
-                        validation_data=(x_test, y_test))
-    be.synchronize()
-    seconds = time.perf_counter() - start
-    test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
-    _say(f"Training time: {seconds:.1f} s ({seconds / epochs:.1f} s/epoch, "
-          f"{1000 * seconds / (epochs * steps_per_epoch):.0f} ms/step)")
-    _say(f"Test loss: {float(test_loss):.4f}")
-    _say(f"Test accuracy: {float(test_acc):.4f}")
-    _save(model, args.output or DEFAULT_LSTM_OUTPUT)
-    if args.plot and distributed.is_chief():
-        return _plot(history, args.plot, "LSTM on the 8x8 digits, row by row (validation: the test digits)")
-    return 0
+    history, seconds = _fit_timed(be, model, x_train, y_train, batch_size, epochs, args.verbose, (x_test, y_test))
+    return _test_and_save(args, model, history, seconds, epochs, steps_per_epoch, (x_test, y_test),
+                          args.output or DEFAULT_LSTM_OUTPUT,
+                          "LSTM on the 8x8 digits, row by row (validation: the test digits)")

@@ -62,21 +62,13 @@ def build_parser():
     return parser
 
 
-# OpenBLAS reads this once, when NumPy loads it. Its default lets idle BLAS threads spin
-# for about 2**28 cycles (~0.1 s) after every NumPy product, and on 2 cores those spinning
-# threads halved the speed of whichever implementation the benchmark timed next
-# (measured: ours at 1024^3 fell from 167 to 74 GFLOP/s right after a NumPy call).
-# 2**4 cycles lets them sleep at once, as OMP_WAIT_POLICY=PASSIVE does for OpenMP.
-#
-# Numba runs on its default threading layer (OpenMP here, what `numbanet train` and fit
-# get), not workqueue. OpenMP beside PyTorch's own runtime once made PyTorch's charlm step
-# 4-7x slower, when Numba's pool started first; bench.references.load_torch_first now
-# starts PyTorch's first, and with it and PASSIVE PyTorch's times did not move (2026-11-30
-# 07:33 UTC, idle machine, `numbanet bench --quick --ops train_step,rnn --backends
-# cpu,torch`: PyTorch's CNN step 15.5-16.8 ms under OpenMP against 16.0-16.6 ms with
-# NUMBA_THREADING_LAYER=workqueue, charlm 89-98 against 99 ms). Workqueue cost ours
-# 0.1-0.2 ms per parallel region and a bimodal CNN step (12.7 or 20-22 ms against a
-# steady 11.5 ms under OpenMP). NUMBA_THREADING_LAYER, when set, is kept.
+# Set before NumPy loads OpenBLAS, which reads them once. Idle BLAS threads spin ~2**28
+# cycles (~0.1 s) after each NumPy product by default, and on a small machine they slow
+# whichever implementation the bench times next; 2**4 cycles lets them sleep at once, as
+# PASSIVE does for OpenMP workers. Measure: `numbanet bench --quick --ops gemm --backends
+# cpu,numpy`, then the same with NUMBANET_BENCH_ENV=1 (run as is, without these). Numba
+# keeps its default threading layer, the one `numbanet train` gets; NUMBA_THREADING_LAYER,
+# when set, is kept (bench.references.load_torch_first: why PyTorch loads first).
 _BENCH_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -13,12 +13,13 @@ import gzip
 import hashlib
 import importlib.util
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 
 import numpy as np
+
+from numbanet.nn import utils
 
 from .idx import parse_idx, read_idx
 
@@ -141,23 +142,9 @@ def _download(name, data_dir, mirrors, sha256, timeout):
 
 
 def _write_atomic(path, data):
-    # A temporary file in the same directory, then os.replace: readers never see a
-    # partial file, and an interrupted write leaves only a stray temp file behind.
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Readers never see a partial file (nn.utils.atomic_write)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    utils.atomic_write(path, lambda f: f.write(data))
 
 
 def _check_pairs(arrays):

@@ -2,7 +2,10 @@
 shape, then forward(x, training) and backward(dy).
 
 Parameters and their gradients are backend arrays held in `self.params` and
-`self.grads` (dicts in get_weights order: "kernel" then "bias", ...). Activations are
+`self.grads` (dicts in get_weights order: "kernel" then "bias", ...). A layer creates its
+weights in build_weights with add_weight, as Keras's layers do; a weight created with a
+regularizer is listed in `self.regularizers`, and the model adds every such penalty to
+the loss and its gradient to the weight's (Model.add_penalties, add_penalty_gradients). Activations are
 kept between forward and backward only as backend arrays, in attributes whose names
 start with `_saved` (clear() drops them; a model that calls one layer at two places
 swaps them per call).
@@ -17,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from numbanet.kernels import shapes
-from numbanet.nn import activations, graph
+from numbanet.nn import activations, graph, initializers, regularizers
 
 _counters = defaultdict(itertools.count)
 
@@ -62,6 +65,8 @@ class Layer:
         self.dtype = None
         self.params = {}
         self.grads = {}
+        # {weight name: regularizer} of the weights add_weight created with one.
+        self.regularizers = {}
         # A layer that feeds on the model's input needs no dx.
         self.need_dx = True
         # Where backward writes its weights' gradients when the model packs them (nn/packed.py).
@@ -125,8 +130,8 @@ class Layer:
         self.input_shape = input_shape
         self.be, self.dtype = be, np.dtype(dtype)
         self.output_shape = self.compute_output_shape(input_shape)
-        host = self.initial_params(input_shape)
-        self.params = {k: be.asarray(v) for k, v in host.items()}
+        self.params, self.regularizers = {}, {}
+        self.build_weights(input_shape)
         self.grads = {}
         self.grad_buffer = None
         self.built = True
@@ -135,9 +140,26 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def initial_params(self, input_shape):
-        """Host NumPy initial values, {name: array}."""
-        return {}
+    def build_weights(self, input_shape):
+        """Create the layer's weights with add_weight, in get_weights order."""
+
+    def add_weight(self, name, shape, initializer, regularizer=None, fans=None):
+        """A new weight on the layer's backend (Keras's add_weight). initializer: a name
+        from nn.initializers (fans=(fan_in, fan_out) overriding the shape's fans), or the
+        initial values as a host array of `shape`. A regularizer's penalty joins the
+        model's loss."""
+        shape = tuple(int(s) for s in shape)
+        if isinstance(initializer, np.ndarray):
+            if initializer.shape != shape:
+                raise ValueError(f"layer '{self.name}': the initial value of {name} has shape {initializer.shape}, "
+                                 f"expected {shape}")
+            value = np.ascontiguousarray(initializer, dtype=self.dtype)
+        else:
+            value = initializers.initialize(initializer, shape, self.dtype, fans=fans)
+        self.params[name] = self.be.asarray(value)
+        if regularizer is not None:
+            self.regularizers[name] = regularizer
+        return self.params[name]
 
     def count_params(self):
         return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
@@ -182,10 +204,6 @@ class Layer:
     def restore_state(self, state):
         for k, v in state.items():
             setattr(self, k, v)
-
-    def regularization_penalty(self, into=None):
-        """Weight penalties: a host float, or added to the backend array into (see Dense)."""
-        return 0.0
 
     # ------------------------------------------------------------------ moving, config
     def move_to(self, be):
@@ -239,3 +257,38 @@ class ActivationMixin:
         if logits or self.activation == "linear":
             return dy
         return activations.backward(self.be, self.activation, self._saved_a, dy)
+
+
+class KernelBiasMixin:
+    """A kernel and an optional bias with Keras's arguments (Dense, Conv2D), whose
+    gradients the backend op writes into one buffer when the model packs them."""
+
+    def _init_kernel_bias(self, activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                          bias_regularizer):
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    @property
+    def packs_grads(self):
+        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
+        return self.use_bias
+
+    def _add_kernel_bias(self, kernel_shape, units):
+        self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer)
+        if self.use_bias:
+            self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer)
+
+    def _set_kernel_bias_grads(self, dw, db):
+        """The backend op computed db with or without a bias; grads_into: see nn/packed.py."""
+        self._grads_into = self.grad_buffer
+        self.grads = {"kernel": dw, "bias": db} if self.use_bias else {"kernel": dw}
+
+    def _kernel_bias_config(self):
+        return dict(activation=self.activation, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+                    bias_initializer=self.bias_initializer,
+                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                    bias_regularizer=regularizers.serialize(self.bias_regularizer))

@@ -1,16 +1,10 @@
 """Conv2D over NHWC activations with a (KH, KW, C_in, filters) kernel."""
 from numbanet.kernels import shapes
-from numbanet.nn import activations, initializers, regularizers
-from numbanet.nn.layers.base import ActivationMixin, Layer
+from numbanet.nn.layers.base import ActivationMixin, KernelBiasMixin, Layer
 
 
-class Conv2D(ActivationMixin, Layer):
+class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
     fuses_activation = True
-
-    @property
-    def packs_grads(self):
-        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
-        return self.use_bias
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
@@ -22,12 +16,8 @@ class Conv2D(ActivationMixin, Layer):
         self.kernel_size = shapes.pair("Conv2D", "kernel_size", kernel_size)
         self.strides = shapes.pair("Conv2D", "strides", strides)
         self.padding = shapes.check_padding("Conv2D", padding, explicit=False)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._init_kernel_bias(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                               bias_regularizer)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -37,12 +27,8 @@ class Conv2D(ActivationMixin, Layer):
                                         self.kernel_size, self.strides)[:2]
         return (oh, ow, self.filters)
 
-    def initial_params(self, input_shape):
-        kshape = self.kernel_size + (input_shape[2], self.filters)
-        p = {"kernel": initializers.initialize(self.kernel_initializer, kshape, self.dtype)}
-        if self.use_bias:
-            p["bias"] = initializers.initialize(self.bias_initializer, (self.filters,), self.dtype)
-        return p
+    def build_weights(self, input_shape):
+        self._add_kernel_bias(self.kernel_size + (input_shape[2], self.filters), self.filters)
 
     def forward(self, x, training=False, logits=False):
         self._saved_x = x
@@ -59,31 +45,11 @@ class Conv2D(ActivationMixin, Layer):
         dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
                                         padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer,
                                         activation=fused, y=self._saved_a if fused != "linear" else None)
-        self._grads_into = self.grad_buffer
-        if self.kernel_regularizer is not None:
-            self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
-        self.grads = {"kernel": dw}
-        if self.use_bias:
-            if self.bias_regularizer is not None:
-                self.bias_regularizer.add_gradient(be, self.params["bias"], db)
-            self.grads["bias"] = db
+        self._set_kernel_bias_grads(dw, db)
         return dx
-
-    def regularization_penalty(self, into=None):
-        """The penalties of this layer's weights (a host float); with into, added to that
-        backend float64 (1,) array instead (and 0.0 returned): no download per array."""
-        total = 0.0
-        if self.kernel_regularizer is not None:
-            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"], into)
-        if self.bias_regularizer is not None and self.use_bias:
-            total += self.bias_regularizer.penalty(self.be, self.params["bias"], into)
-        return total
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, activation=self.activation, use_bias=self.use_bias,
-                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
-                   kernel_regularizer=None if self.kernel_regularizer is None else self.kernel_regularizer.get_config(),
-                   bias_regularizer=None if self.bias_regularizer is None else self.bias_regularizer.get_config())
+                   padding=self.padding, **self._kernel_bias_config())
         return cfg

@@ -1,17 +1,11 @@
 """Dense: y = activation(x @ kernel + bias), over the last axis of an input of any rank
 (a (batch, time, features) sequence is one (batch * time, features) product)."""
-from numbanet.nn import activations, initializers, regularizers
-from numbanet.nn.layers.base import ActivationMixin, Layer
+from numbanet.nn.layers.base import ActivationMixin, KernelBiasMixin, Layer
 
 
-class Dense(ActivationMixin, Layer):
+class Dense(KernelBiasMixin, ActivationMixin, Layer):
     supports_masking = True
     fuses_activation = True
-
-    @property
-    def packs_grads(self):
-        """dw and db land in one buffer (grads=...): with a bias, they fill it exactly."""
-        return self.use_bias
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
@@ -22,21 +16,14 @@ class Dense(ActivationMixin, Layer):
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
         self.units = units
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._init_kernel_bias(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                               bias_regularizer)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def initial_params(self, input_shape):
-        p = {"kernel": initializers.initialize(self.kernel_initializer, (input_shape[-1], self.units), self.dtype)}
-        if self.use_bias:
-            p["bias"] = initializers.initialize(self.bias_initializer, (self.units,), self.dtype)
-        return p
+    def build_weights(self, input_shape):
+        self._add_kernel_bias((input_shape[-1], self.units), self.units)
 
     def forward(self, x, training=False, logits=False):
         be = self.be
@@ -54,35 +41,15 @@ class Dense(ActivationMixin, Layer):
         shape = dz.shape
         dz = be.reshape(dz, (self._saved_x.shape[0], self.units))
         # dw and db from one op (one GEMM on the gpu), into the model's packed gradients
-        # when it packs them (nn/packed.py); db is computed with or without a bias.
+        # when it packs them (nn/packed.py).
         dx, dw, db = be.dense_backward(self._saved_x, self.params["kernel"], dz, compute_dx=self.need_dx,
                                        grads=self.grad_buffer)
-        self._grads_into = self.grad_buffer
-        if self.kernel_regularizer is not None:
-            self.kernel_regularizer.add_gradient(be, self.params["kernel"], dw)
-        self.grads = {"kernel": dw}
-        if self.use_bias:
-            if self.bias_regularizer is not None:
-                self.bias_regularizer.add_gradient(be, self.params["bias"], db)
-            self.grads["bias"] = db
+        self._set_kernel_bias_grads(dw, db)
         if dx is None:
             return None
         return dx if len(shape) == 2 else be.reshape(dx, tuple(shape[:-1]) + (dx.shape[1],))
 
-    def regularization_penalty(self, into=None):
-        """The penalties of this layer's weights (a host float); with into, added to that
-        backend float64 (1,) array instead (and 0.0 returned): no download per array."""
-        total = 0.0
-        if self.kernel_regularizer is not None:
-            total += self.kernel_regularizer.penalty(self.be, self.params["kernel"], into)
-        if self.bias_regularizer is not None and self.use_bias:
-            total += self.bias_regularizer.penalty(self.be, self.params["bias"], into)
-        return total
-
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
-                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
-                   kernel_regularizer=None if self.kernel_regularizer is None else self.kernel_regularizer.get_config(),
-                   bias_regularizer=None if self.bias_regularizer is None else self.bias_regularizer.get_config())
+        cfg.update(units=self.units, **self._kernel_bias_config())
         return cfg

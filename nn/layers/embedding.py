@@ -31,16 +31,16 @@ class Embedding(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
-    def initial_params(self, input_shape):
-        return {"embeddings": initializers.initialize(self.embeddings_initializer,
-                                                      (self.input_dim, self.output_dim), self.dtype)}
+    def build_weights(self, input_shape):
+        self.add_weight("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer,
+                        self.embeddings_regularizer)
 
     def forward(self, x, training=False, logits=False, ids_checked=False):
         self._saved_ids, self._saved_checked = x, ids_checked
         return self.be.embedding(self.params["embeddings"], x, _ids_checked=ids_checked)
 
     def run_node(self, inputs, training, logits, kwargs):
-        # Integer tensors only come from a model's inputs, and Model._check_ids range-checks
+        # Integer tensors only come from a model's inputs, and fit/evaluate/predict range-check
         # those on the host against every Embedding that reads them: the gpu need not scan
         # the ids again (a round trip per call).
         return [self.forward(inputs[0], training=training, ids_checked=True)]
@@ -51,22 +51,14 @@ class Embedding(Layer):
     def backward(self, dy, logits=False):
         be = self.be
         d = be.embedding_backward(self._saved_ids, dy, self.input_dim, _ids_checked=bool(self._saved_checked))
-        if self.embeddings_regularizer is not None:
-            self.embeddings_regularizer.add_gradient(be, self.params["embeddings"], d)
         self.grads = {"embeddings": d}
         return None   # integer ids have no gradient
 
-    def regularization_penalty(self, into=None):
-        if self.embeddings_regularizer is None:
-            return 0.0
-        return self.embeddings_regularizer.penalty(self.be, self.params["embeddings"], into)
-
     def get_config(self):
         cfg = super().get_config()
-        reg = self.embeddings_regularizer
         cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
                    embeddings_initializer=self.embeddings_initializer,
-                   embeddings_regularizer=None if reg is None else reg.get_config(), mask_zero=self.mask_zero)
+                   embeddings_regularizer=regularizers.serialize(self.embeddings_regularizer), mask_zero=self.mask_zero)
         return cfg
 
 
@@ -91,9 +83,8 @@ class PositionEmbedding(Layer):
                              f"sequence_length={self.sequence_length}")
         return tuple(input_shape)
 
-    def initial_params(self, input_shape):
-        return {"embeddings": initializers.initialize(self.initializer, (self.sequence_length, input_shape[1]),
-                                                      self.dtype)}
+    def build_weights(self, input_shape):
+        self.add_weight("embeddings", (self.sequence_length, input_shape[1]), self.initializer)
 
     def _zeros(self, n):
         # Row indices all 0: take_rows copies the one (steps * features) row to every sample.

@@ -33,13 +33,11 @@ class LayerNormalization(Layer):
                              f"got axis={self.axis}")
         return tuple(input_shape)
 
-    def initial_params(self, input_shape):
-        p = {}
+    def build_weights(self, input_shape):
         if self.scale:
-            p["gamma"] = initializers.initialize(self.gamma_initializer, (input_shape[-1],), self.dtype)
+            self.add_weight("gamma", (input_shape[-1],), self.gamma_initializer, self.gamma_regularizer)
         if self.center:
-            p["beta"] = initializers.initialize(self.beta_initializer, (input_shape[-1],), self.dtype)
-        return p
+            self.add_weight("beta", (input_shape[-1],), self.beta_initializer, self.beta_regularizer)
 
     def forward(self, x, training=False, logits=False):
         y, mean, rstd = self.be.layer_norm(x, self.params.get("gamma"), self.params.get("beta"),
@@ -51,25 +49,13 @@ class LayerNormalization(Layer):
         be = self.be
         dx, dgamma, dbeta = be.layer_norm_backward(self._saved_x, self.params.get("gamma"), dy, self._saved_mean,
                                                    self._saved_rstd, center=self.center)
-        self.grads = {}
-        for key, d, reg in (("gamma", dgamma, self.gamma_regularizer), ("beta", dbeta, self.beta_regularizer)):
-            if key in self.params:
-                if reg is not None:
-                    reg.add_gradient(be, self.params[key], d)
-                self.grads[key] = d
+        self.grads = {key: d for key, d in (("gamma", dgamma), ("beta", dbeta)) if key in self.params}
         return dx if self.need_dx else None
-
-    def regularization_penalty(self, into=None):
-        total = 0.0
-        for key, reg in (("gamma", self.gamma_regularizer), ("beta", self.beta_regularizer)):
-            if key in self.params and reg is not None:
-                total += reg.penalty(self.be, self.params[key], into)
-        return total
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
                    beta_initializer=self.beta_initializer, gamma_initializer=self.gamma_initializer,
-                   beta_regularizer=None if self.beta_regularizer is None else self.beta_regularizer.get_config(),
-                   gamma_regularizer=None if self.gamma_regularizer is None else self.gamma_regularizer.get_config())
+                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
+                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
         return cfg

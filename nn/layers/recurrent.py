@@ -128,14 +128,14 @@ class _Recurrent(Layer):
     def _gates(self):
         return kshapes.RNN_GATES[self.cell]
 
-    def initial_params(self, input_shape):
+    def build_weights(self, input_shape):
         features = input_shape[-1]
         g, u = self._gates, self.units
-        p = {"kernel": initializers.initialize(self.kernel_initializer, (features, g * u), self.dtype),
-             "recurrent_kernel": initializers.initialize(self.recurrent_initializer, (u, g * u), self.dtype)}
+        self.add_weight("kernel", (features, g * u), self.kernel_initializer, self.kernel_regularizer)
+        self.add_weight("recurrent_kernel", (u, g * u), self.recurrent_initializer, self.recurrent_regularizer)
         if self.use_bias:
-            p["bias"] = self._initial_bias()
-        return p
+            bias = self._initial_bias()
+            self.add_weight("bias", bias.shape, bias, self.bias_regularizer)
 
     def _initial_bias(self):
         return initializers.initialize(self.bias_initializer, kshapes.rnn_bias_shape(self.cell, self.units),
@@ -194,31 +194,19 @@ class _Recurrent(Layer):
             x, self.params["kernel"], self.params["recurrent_kernel"], self.params.get("bias"), ws, dy, h0=h0, c0=c0,
             mask=mask, dh=dh, dc=dc, dropout_mask=dmask, recurrent_dropout_mask=rmask, compute_dx=self.need_dx,
             **self._op_kwargs())
-        grads = {"kernel": dk, "recurrent_kernel": dr}
+        self.grads = {"kernel": dk, "recurrent_kernel": dr}
         if self.use_bias:
-            grads["bias"] = db
-        for key, reg in (("kernel", self.kernel_regularizer), ("recurrent_kernel", self.recurrent_regularizer),
-                         ("bias", self.bias_regularizer)):
-            if reg is not None and key in grads:
-                reg.add_gradient(be, self.params[key], grads[key])
-        self.grads = grads
+            self.grads["bias"] = db
         return [dx] + [dh0, dc0][:n_states]
-
-    def regularization_penalty(self, into=None):
-        total = 0.0
-        for key, reg in (("kernel", self.kernel_regularizer), ("recurrent_kernel", self.recurrent_regularizer),
-                         ("bias", self.bias_regularizer)):
-            if reg is not None and key in self.params:
-                total += reg.penalty(self.be, self.params[key], into)
-        return total
 
     def get_config(self):
         cfg = super().get_config()
-        reg = lambda r: None if r is None else r.get_config()  # noqa: E731
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
                    kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
-                   bias_initializer=self.bias_initializer, kernel_regularizer=reg(self.kernel_regularizer),
-                   recurrent_regularizer=reg(self.recurrent_regularizer), bias_regularizer=reg(self.bias_regularizer),
+                   bias_initializer=self.bias_initializer,
+                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                   recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
+                   bias_regularizer=regularizers.serialize(self.bias_regularizer),
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
                    go_backwards=self.go_backwards, unroll=self.unroll,
@@ -355,9 +343,9 @@ class Bidirectional(Layer):
         out = super().build(input_shape, be, dtype)
         for sub in (self.forward_layer, self.backward_layer):
             sub.build(input_shape, be, dtype)
-        self.params = {f"{side}/{k}": v for side, sub in (("forward", self.forward_layer),
-                                                           ("backward", self.backward_layer))
-                       for k, v in sub.params.items()}
+        sides = (("forward", self.forward_layer), ("backward", self.backward_layer))
+        self.params = {f"{side}/{k}": v for side, sub in sides for k, v in sub.params.items()}
+        self.regularizers = {f"{side}/{k}": r for side, sub in sides for k, r in sub.regularizers.items()}
         return out
 
     def _sync(self):
@@ -402,10 +390,6 @@ class Bidirectional(Layer):
         if self.need_dx:
             dx = be.add(dxf[0], dxb[0], out=dxf[0])
         return [dx] + dxf[1:] + dxb[1:]
-
-    def regularization_penalty(self, into=None):
-        self._sync()
-        return self.forward_layer.regularization_penalty(into) + self.backward_layer.regularization_penalty(into)
 
     def clear(self):
         super().clear()

@@ -34,7 +34,7 @@ from numba import cuda
 from numba.cuda import config as cuda_config
 
 from numbanet import kernels
-from numbanet.nn import models as nn_models
+from numbanet.nn.trainers import epoch_iterator
 from numbanet.nn.callbacks import Callback
 from numbanet.nn import regularizers
 from numbanet.nn.layers import Activation, Conv2D, Dense, Flatten, MaxPooling2D
@@ -362,7 +362,7 @@ def test_resident_fit_copies_only_scalars_per_step(transfers, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_non_resident_fit_uploads_each_batch_once(transfers, monkeypatch, variant):
-    monkeypatch.setattr(nn_models, "_RESIDENT_BYTES", 0)
+    monkeypatch.setattr(epoch_iterator, "RESIDENT_BYTES", 0)
     model, x = fit_recorded(transfers, 1, variant)
     steps, outside = by_step(transfers, 1)
     legit = {SCALAR_BYTES, STATS_BYTES}

@@ -1,4 +1,6 @@
-"""The article's example, as written in design.md but for fewer epochs, learns MNIST.
+"""The article's example, as written in design.md but for fewer epochs, learns MNIST,
+and nn.mnist_cnn.build_model() (what `numbanet train`, the benchmarks, the GPU check and
+the MPI tests build) is the same model.
 
 It runs on the offline 4,000/1,000 sample (the mirrors point at a closed local port),
 so the figure is the accuracy on the 1,000 held-out digits.
@@ -20,7 +22,19 @@ def closed_port_url():
     return f"http://127.0.0.1:{port}/"
 
 
-def test_article_example_reaches_95_percent(monkeypatch, tmp_path):
+def describe(model):
+    """What makes two compiled models the same: each layer's class and config (its name
+    aside), the input shape, the weight shapes and dtypes, the optimizer's class and
+    config, the loss's, the metrics."""
+    layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+              for layer in model.layers]
+    return {"layers": layers, "input_shape": model.input_shape,
+            "weights": [(w.shape, w.dtype) for w in model.get_weights()],
+            "optimizer": (type(model.optimizer).__name__, model.optimizer.get_config()),
+            "loss": (type(model.loss).__name__, model.loss.get_config()), "metrics": model.metrics}
+
+
+def test_article_example_reaches_95_percent_and_is_the_builders_model(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBANET_MNIST_URL", closed_port_url())
     monkeypatch.setenv("NUMBANET_DATA", str(tmp_path / "empty-cache"))
     from numbanet.nn.utils import set_random_seed
@@ -51,6 +65,12 @@ def test_article_example_reaches_95_percent(monkeypatch, tmp_path):
     test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
     print('Test accuracy:', test_acc)
     # --- end of the article's code ---
+
+    from numbanet.nn import mnist_cnn
+    built = describe(mnist_cnn.build_model())
+    assert built == describe(model)
+    assert [name for name, _ in built["layers"]] == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
+                                                     "Dense", "Dense"]
 
     assert (x_train.shape, x_test.shape) == ((4000, 28, 28, 1), (1000, 28, 28, 1))
     assert test_acc >= 0.95, f"test accuracy {test_acc:.4f} after {EPOCHS} epochs"

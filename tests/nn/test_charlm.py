@@ -18,7 +18,7 @@ def test_architecture_and_parameter_count(nnbe):
     assert m.inputs[0].dtype == "int32" and m.output_shape == (t, v)
     att = next(l for l in m.layers if isinstance(l, layers.MultiHeadAttention))
     assert att.get_weights()[0].shape == (d, h, d // h)
-    assert next(n for n in m._nodes if n.layer is att).kwargs["use_causal_mask"] is True
+    assert next(n for n in m._graph.nodes if n.layer is att).kwargs["use_causal_mask"] is True
 
 
 def test_compile_recipe(nnbe):

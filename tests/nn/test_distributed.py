@@ -120,7 +120,6 @@ def test_a_resumed_fit_starts_from_process_0s_weights_and_optimizer_state(job):
 
 def test_evaluate_and_predict_shard_rows_and_give_every_process_the_whole_result(job):
     out, _ = job
-    from numbanet.nn.models import Sequential  # noqa: F401  (the worker's model class)
     model, _, x, y = _single_process_cnn()
     model.fit(x, y, batch_size=worker.GLOBAL_BATCH, epochs=1, verbose=0)
     ref = _load(out, "resumed", 0)

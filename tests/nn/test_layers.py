@@ -217,3 +217,29 @@ def test_global_average_pooling_refuses_other_layouts():
         GlobalAveragePooling2D(data_format="channels_first")
     with pytest.raises(ValueError, match=r"expects per-sample shape \(steps, channels\), got \(4, 2, 3\)"):
         GlobalAveragePooling1D()(Input((4, 2, 3)))
+
+
+def test_add_weight_records_regularizers_by_weight_name(nnbe):
+    from numbanet.nn.layers import LSTM, Bidirectional, Input
+    from numbanet.nn.models import Model
+    reg = regularizers.l2(0.1)
+    d = Dense(3, kernel_regularizer=reg)
+    x = Input((4, 2))
+    b = Bidirectional(LSTM(2, recurrent_regularizer=reg, bias_regularizer=reg))
+    Model(x, d(b(x)))
+    assert d.regularizers == {"kernel": reg}
+    # (Bidirectional rebuilds its halves from the layer's config: equal regularizers, new objects)
+    assert {k: r.get_config() for k, r in b.regularizers.items()} == {
+        k: {"l1": 0.0, "l2": 0.1} for k in ("forward/recurrent_kernel", "forward/bias", "backward/recurrent_kernel",
+                                            "backward/bias")}
+    assert set(b.regularizers) <= set(b.params)
+    # LSTM's bias starts from a host array (the forget gate's ones), passed as the initializer
+    f_bias = b.be.to_numpy(b.params["forward/bias"])
+    assert np.array_equal(f_bias, np.r_[np.zeros(2), np.ones(2), np.zeros(4)].astype(f_bias.dtype))
+
+
+def test_add_weight_refuses_an_initial_value_of_another_shape(nnbe):
+    layer = Dense(2)
+    layer.be, layer.dtype = nnbe, np.dtype("float32")
+    with pytest.raises(ValueError, match=r"layer 'dense\w*': the initial value of w has shape \(3,\), expected \(2,\)"):
+        layer.add_weight("w", (2,), np.zeros(3))

@@ -173,7 +173,7 @@ def test_functional_round_trip_and_resumed_training(tmp_path):
     a.save(tmp_path / "lm.npz")
     b = load_model(tmp_path / "lm.npz")
     assert b.name == "tiny_lm" and [l.name for l in b.layers] == [l.name for l in a.layers]
-    assert any(n.kwargs.get("use_causal_mask") for n in b._nodes)
+    assert any(n.kwargs.get("use_causal_mask") for n in b._graph.nodes)
     np.testing.assert_array_equal(b.predict(x), a.predict(x))
     assert b.optimizer.get_config() == a.optimizer.get_config() and b.optimizer.iterations == 2
     utils.set_random_seed(5)

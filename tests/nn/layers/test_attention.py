@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from gradcheck import check_model_gradients, sampled
-from numbanet import nn
 from numbanet.nn import utils
 from numbanet.nn.layers import Dense, Input, MultiHeadAttention
 from numbanet.nn.models import Model
