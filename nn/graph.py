@@ -2,8 +2,9 @@
 
 `nn.Input(shape)` makes a KerasTensor; calling a layer on KerasTensors records a Node
 (the layer, its input tensors, its call arguments) and returns new KerasTensors. Nothing
-is computed and no weight is created: `nn.models.Model(inputs, outputs)` walks the nodes
-back from its outputs, orders them as Keras does, builds every layer on its backend and
+is computed; a layer creates its weights at its first call, as in Keras
+(nn/layers/base.py). `nn.models.Model(inputs, outputs)` walks the nodes back from its
+outputs, orders them as Keras does, takes every layer's weights onto its backend and
 runs them.
 """
 import numpy as np

@@ -25,14 +25,14 @@ import warnings
 
 import numpy as np
 
-from numbanet.nn import graph
 from numbanet.nn import keras_compile
 from numbanet.nn import keras_h5
 from numbanet.nn import keras_layers
 from numbanet.nn import keras_save
 from numbanet.nn import saving
 from numbanet.nn.keras_config import CONFIG, KEEP, WEIGHTS, Unsupported, map_tree, policy_name
-from numbanet.nn.layers.input_layer import Input, InputLayer
+from numbanet.nn.layers.base import calls_without_building
+from numbanet.nn.layers.input_layer import Input, InputLayer, stack_input_dtype
 
 # A bound on the weights a file may declare: far above what numbanet trains, far below a
 # hostile config's numbers.
@@ -191,7 +191,8 @@ class _Plan:
         entries = cfg.get("layers")
         if not isinstance(entries, list):
             raise Unsupported("its model config has no list of layers")
-        (self._wire_sequential if cls == "Sequential" else self._wire_functional)(entries, cfg)
+        with calls_without_building():   # sizes are checked (_expected) before any weight exists
+            (self._wire_sequential if cls == "Sequential" else self._wire_functional)(entries, cfg)
         self._expected()
 
     # ------------------------------------------------------------------ wiring
@@ -207,13 +208,13 @@ class _Plan:
         self.layers = [keras_layers.make_layer(e, self.dtype) for e in entries]
         if not self.layers:
             raise Unsupported("its Sequential model has no layers")
-        self.input = Input(shape, dtype=in_dtype)
+        # Keras's float Input before an Embedding (it casts the ids) reads ids here.
+        self.input = Input(shape, dtype=stack_input_dtype(in_dtype, self.layers[0]))
         x = self.input
         for layer in self.layers:
             x = layer(x)
         self.output = x
         keras_layers.mask_sources([(id(n), l, n.inputs, n.outputs) for l in self.layers for n in l.inbound_nodes])
-        self.tokens = in_dtype in graph.INT_DTYPES
         self.groups = keras_layers.group_names(self.layers)
 
     def _wire_functional(self, entries, cfg):
@@ -345,18 +346,15 @@ class _Plan:
     def build(self, sequential, functional, backend):
         from numbanet import kernels
         be = kernels.get_backend(backend) if backend is not None else None
-        if self.kind == "Sequential" and not self.tokens:
+        if self.kind == "Sequential":
             model = sequential(name=self.name, dtype=self.dtype)
-            model.add(Input(self.input.per_sample_shape))
+            model.add(self.input)
             for layer in self.layers:
                 model.add(layer)
             model.build(backend=be)
             return model
-        # A Sequential reading token ids loads as the same stack in the functional API,
-        # which takes integer inputs.
-        inputs, outputs = (self.input, self.output) if self.kind == "Sequential" else (self.inputs, self.outputs)
         model = functional(name=self.name, dtype=self.dtype)
-        model._init_graph(inputs, outputs)
+        model._init_graph(self.inputs, self.outputs)
         model.build(be)
         return model
 

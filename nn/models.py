@@ -29,7 +29,7 @@ from numbanet.nn import layers as layers_mod
 from numbanet.nn import saving, summary_utils, utils
 from numbanet.nn.graph import as_list
 from numbanet.nn.layers.base import Layer, _counters
-from numbanet.nn.layers.input_layer import InputLayer
+from numbanet.nn.layers.input_layer import InputLayer, stack_input_dtype
 from numbanet.nn.trainers.trainer import Trainer
 
 
@@ -105,7 +105,9 @@ class Model(Trainer):
         return names
 
     def build(self, backend=None):
-        """Create every layer's parameters on the backend (the process default unless given)."""
+        """Every layer's parameters on the backend (the process default unless given), in
+        the model's float type: the weights its layers made at their symbolic calls, moved
+        there, or made now for a layer wired without them (Layer.build_for_model)."""
         self.be = backend if backend is not None else (self.be or kernels.get_backend())
         be = self.be
         for t in self.inputs:
@@ -113,15 +115,9 @@ class Model(Trainer):
         done = set()
         for node in self._graph.nodes:
             layer = node.layer
-            shapes = [t.per_sample_shape for t in node.inputs]
-            arg = shapes if layer.multi_input else shapes[0]
             if id(layer) not in done:
-                same = layer.built and layer.input_shape == arg and layer.dtype == self.dtype
-                if same and layer.be is not be:
-                    # Same shapes on another backend: keep the weights, move them.
-                    layer.move_to(be)
-                elif not same:
-                    layer.build(arg, be, self.dtype)
+                shapes = [t.per_sample_shape for t in node.inputs]
+                layer.build_for_model(shapes if layer.multi_input else shapes[0], be, self.dtype)
                 done.add(id(layer))
         self.built = True
         if self.compiled:
@@ -279,7 +275,8 @@ class Sequential(Model):
     def __init__(self, layers=None, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self._stack = []
-        self._declared_shape = None
+        self._declared_shape = None   # an added nn.Input's per-sample shape and dtype
+        self._declared_dtype = None
         for layer in layers or []:
             self.add(layer)
 
@@ -302,14 +299,13 @@ class Sequential(Model):
             if self._stack:
                 raise ValueError("Sequential.add: an nn.Input can only come first")
             self._declared_shape = layer.per_sample_shape
+            self._declared_dtype = layer.node.layer.input_dtype
             return
         if not isinstance(layer, Layer) or isinstance(layer, InputLayer):
             raise TypeError(f"Sequential.add: expected an nn.layers layer, got {type(layer).__name__}")
         if layer.multi_input:
             raise TypeError(f"Sequential.add: layer '{layer.name}' ({type(layer).__name__}) takes several inputs; "
                             f"use the functional API (nn.models.Model)")
-        if layer.built:
-            raise ValueError(f"Sequential.add: layer '{layer.name}' already belongs to a built model")
         if any(l.name == layer.name for l in self._stack):
             raise ValueError(f"Sequential.add: a layer named '{layer.name}' is already in the model")
         self._stack.append(layer)
@@ -320,7 +316,8 @@ class Sequential(Model):
 
     def build(self, input_shape=None, backend=None):
         """Wire the stack on per-sample `input_shape` (the first layer's, or an added
-        nn.Input's, unless given) and create every layer's parameters on the backend."""
+        nn.Input's, unless given) and create every layer's parameters on the backend. The
+        input reads token ids when the first layer does (an Embedding), floats otherwise."""
         if not self._stack:
             raise ValueError("Sequential.build: the model has no layers")
         if input_shape is None:
@@ -334,11 +331,13 @@ class Sequential(Model):
             raise ValueError(f"layer '{first.name}': declared input_shape={first.input_shape} but it receives {shape}")
         for layer in self._stack:
             layer.inbound_nodes = []   # the stack owns its layers: rewiring replaces their calls
-        x = InputLayer(shape, name=_auto_name("input_layer")).output
+        dtype = stack_input_dtype(self._declared_dtype, first)
+        x = InputLayer(shape, dtype=dtype, name=_auto_name("input_layer")).output
         inp = x
         for i, layer in enumerate(self._stack):
             if i > 0 and layer.input_shape is not None and layer.input_shape != x.per_sample_shape:
-                layer.input_shape = None   # a new input shape upstream: the layer is rebuilt
+                # A new input shape upstream: the layer builds again at its call.
+                layer.input_shape, layer.built = None, False
             x = layer(x)
         self._init_graph(inp, x)
         super().build(backend)

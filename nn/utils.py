@@ -1,4 +1,6 @@
 """Small helpers: the library-owned RNG, the default float type, one-hot labels."""
+import contextlib
+
 import numpy as np
 
 from numbanet.kernels import shapes
@@ -20,6 +22,21 @@ def set_random_seed(seed):
 
 def get_rng():
     return _rng
+
+
+@contextlib.contextmanager
+def rng_at(state):
+    """Draws inside come from a generator at `state` (an earlier get_rng().bit_generator.state),
+    so they repeat the draws made from that state; the library RNG is left where it is."""
+    global _rng
+    kept = _rng
+    bits = getattr(np.random, state["bit_generator"])()
+    bits.state = state
+    _rng = np.random.Generator(bits)
+    try:
+        yield
+    finally:
+        _rng = kept
 
 
 # Data-parallel training (nn/distributed.py) gives every process the same generator, so

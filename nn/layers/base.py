@@ -1,5 +1,6 @@
-"""The Layer base: called on symbolic tensors to wire a model, built on a known input
-shape, then forward(x, training) and backward(dy).
+"""The Layer base: called on symbolic tensors to wire a model, built on its first call
+(where its input shapes become known, as in Keras), then forward(x, training) and
+backward(dy).
 
 Parameters and their gradients are backend arrays held in `self.params` and
 `self.grads` (dicts in get_weights order: "kernel" then "bias", ...). A layer creates its
@@ -14,15 +15,33 @@ A layer with one input and one output implements forward(x, training, logits) an
 backward(dy, logits) -> dx. A layer with several inputs or outputs sets `multi_input`
 and/or overrides `run_node` / `backward_node`, which receive and return lists.
 """
+import contextlib
 import itertools
 from collections import defaultdict
 
 import numpy as np
 
+from numbanet import kernels
 from numbanet.kernels import shapes
-from numbanet.nn import activations, graph, initializers, regularizers
+from numbanet.nn import activations, graph, initializers, regularizers, utils
 
 _counters = defaultdict(itertools.count)
+
+# Above zero inside calls_without_building().
+_wiring_only = 0
+
+
+@contextlib.contextmanager
+def calls_without_building():
+    """Symbolic calls inside wire the graph but create no weights: a file's loader wires
+    the architecture it reads and checks the sizes it declares before anything is
+    allocated; the model built from it then builds its layers."""
+    global _wiring_only
+    _wiring_only += 1
+    try:
+        yield
+    finally:
+        _wiring_only -= 1
 
 
 def _snake(name):
@@ -47,8 +66,9 @@ def _shape_tuple(owner, name, shape):
 class Layer:
     # Several input tensors (a list of shapes at build time, a list of arrays at run time).
     multi_input = False
-    # Integer inputs (token ids) are accepted; every other layer needs float inputs.
-    accepts_int = False
+    # The layer reads integer token ids (an Embedding), never floats; every other layer
+    # reads floats only.
+    reads_ids = False
 
     def __init__(self, name=None, input_shape=None):
         base = _snake(type(self).__name__)
@@ -72,6 +92,9 @@ class Layer:
         # Where backward writes its weights' gradients when the model packs them (nn/packed.py).
         self.grad_buffer = None
         self.inbound_nodes = []
+        # The library RNG's state before the weights were drawn at a symbolic call, kept
+        # until a model takes the layer (see build_for_model).
+        self._drawn_from = None
 
     # ------------------------------------------------------------------ wiring (symbolic calls)
     def __call__(self, *args, **kwargs):
@@ -84,11 +107,18 @@ class Layer:
         if not tensors:
             raise ValueError(f"layer '{self.name}': called without an input tensor")
         for t in tensors:
-            if not t.is_float and not self.accepts_int:
+            if not t.is_float and not self.reads_ids:
                 raise TypeError(f"layer '{self.name}' ({type(self).__name__}) needs float inputs, got a {t.dtype} "
                                 f"tensor {t.shape}; integer token ids go through an Embedding first")
+            if t.is_float and self.reads_ids:
+                raise TypeError(f"layer '{self.name}' ({type(self).__name__}) reads integer token ids, got a float "
+                                f"tensor {t.shape}; declare the input as nn.Input(shape, dtype='int32') (float ids "
+                                f"are not cast)")
         shapes = [t.per_sample_shape for t in tensors]
-        out_shapes = self.output_shapes(shapes if self.multi_input else shapes[0], call_kwargs)
+        arg = shapes if self.multi_input else shapes[0]
+        out_shapes = self.output_shapes(arg, call_kwargs)
+        if not self.built and not _wiring_only:
+            self._build_on_call(arg)
         node = graph.Node(self, tensors, call_kwargs)
         node.outputs = [graph.KerasTensor(s, graph.FLOAT, node, i) for i, s in enumerate(out_shapes)]
         self.inbound_nodes.append(node)
@@ -129,6 +159,7 @@ class Layer:
                                  f"{input_shape}")
         self.input_shape = input_shape
         self.be, self.dtype = be, np.dtype(dtype)
+        self._drawn_from = None
         self.output_shape = self.compute_output_shape(input_shape)
         self.params, self.regularizers = {}, {}
         self.build_weights(input_shape)
@@ -136,6 +167,34 @@ class Layer:
         self.grad_buffer = None
         self.built = True
         return self.output_shape
+
+    def _build_on_call(self, input_shape):
+        """Keras's rule: a layer builds on its first symbolic call, so its weights exist (in
+        Keras's shapes) before any model does. They go to the process default backend in
+        floatx(); build_for_model moves them to the model's backend and float type."""
+        state = utils.get_rng().bit_generator.state
+        self.build(input_shape, kernels.get_backend(), utils.floatx())
+        self._drawn_from = state
+
+    def build_for_model(self, input_shape, be, dtype):
+        """Model.build: the layer's weights become the model's (a layer built at its call
+        keeps the weights it drew there; no second initialisation). Another float type
+        draws them again from the RNG state they were drawn from: initializers draw in
+        float64 and cast, so a float64 model gets exactly the values a float64 build would
+        have drawn. Weights a model already trained are never cast to another type."""
+        dtype = np.dtype(dtype)
+        if not self.built or self.input_shape != input_shape:
+            self.build(input_shape, be, dtype)
+        elif self.dtype != dtype:
+            if self._drawn_from is None:
+                raise ValueError(f"layer '{self.name}' holds {self.dtype.name} weights that a model has already "
+                                 f"taken; a {dtype.name} model cannot share them (numbanet casts nothing): build "
+                                 f"both models in one float type")
+            with utils.rng_at(self._drawn_from):
+                self.build(input_shape, be, dtype)
+        elif self.be is not be:
+            self.move_to(be)
+        self._drawn_from = None
 
     def compute_output_shape(self, input_shape):
         return input_shape

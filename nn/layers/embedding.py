@@ -17,10 +17,20 @@ class Embedding(Layer):
     mask_zero=True: id 0 is padding. The output carries a mask (the ids themselves: zero
     marks a padded step) that the recurrent layers downstream skip, as in Keras; Dense,
     Dropout, Activation and LayerNormalization pass it on. The loss does not read it."""
-    accepts_int = True
+    reads_ids = True
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
-                 mask_zero=False, input_shape=None, name=None):
+                 mask_zero=False, input_length=None, input_shape=None, name=None):
+        # input_length: the tutorials' (Keras 2's) way to give a Sequential its sequence
+        # length, the same as input_shape=(input_length,). Keras 3 ignores it with a
+        # warning and learns the length from the first batch; numbanet builds on it.
+        if input_length is not None:
+            length = _positive_int("Embedding", "input_length", input_length)
+            if input_shape is not None and not (isinstance(input_shape, (list, tuple))
+                                                and tuple(input_shape) == (length,)):
+                raise ValueError(f"Embedding: input_length={length} and input_shape={input_shape!r} disagree; "
+                                 f"give one of them")
+            input_shape = (length,)
         super().__init__(name=name, input_shape=input_shape)
         self.input_dim = _positive_int("Embedding", "input_dim", input_dim)
         self.output_dim = _positive_int("Embedding", "output_dim", output_dim)

@@ -54,3 +54,12 @@ def Input(shape, dtype=None, name=None):
     """A symbolic input of per-sample `shape` (no batch axis), as keras.Input: float data
     of the model's dtype by default, or dtype="int32"/"int64" for token ids."""
     return InputLayer(shape, dtype=dtype, name=name).output
+
+
+def stack_input_dtype(declared, first):
+    """The input dtype of a stack (a Sequential) whose first layer is `first`: the dtype
+    its nn.Input declared, else token ids when the first layer reads them (an Embedding:
+    int32, Keras's integer Input dtype), else None (the model's float type)."""
+    if declared is None and first.reads_ids:
+        return "int32"
+    return declared

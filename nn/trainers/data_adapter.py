@@ -77,8 +77,11 @@ def _check_input(model, op, what, t, x):
                          f"expects {want} ({what}.shape={x.shape}, expected (N, {', '.join(map(str, want))}))")
     if layer.is_int:
         if not np.issubdtype(x.dtype, np.integer):
-            raise TypeError(f"{op}: {what} feeds the integer Input '{layer.name}' but has dtype {x.dtype}; "
-                            f"pass integer token ids")
+            # Keras casts float ids to int32 in Embedding; numbanet casts nothing.
+            readers = ", ".join(f"'{r.name}' ({type(r).__name__})" for r in model._graph.readers(t))
+            raise TypeError(f"{op}: {what} feeds the integer Input '{layer.name}' (read by {readers or 'no layer'}) "
+                            f"but has dtype {x.dtype}; pass integer token ids (any integer dtype), e.g. "
+                            f"{what}.astype('int32') once they hold whole numbers")
         _check_ids(model, op, what, t, x)
         return np.ascontiguousarray(x, dtype=layer.input_dtype)
     dtype = model.dtype
@@ -98,9 +101,6 @@ def _check_ids(model, op, what, t, x):
     """Token ids against every Embedding that reads them (on the host, once per call:
     the gpu then needs no range check, which would be a round trip per batch)."""
     lo, hi = int(x.min()), int(x.max())
-    limit = np.iinfo(np.dtype(t.node.layer.input_dtype)).max
-    if hi > limit:
-        raise ValueError(f"{op}: {what} holds id {hi}, beyond the Input's {t.node.layer.input_dtype}")
     for layer in model._graph.readers(t):
         if isinstance(layer, Embedding):
             dim = layer.input_dim
@@ -108,6 +108,12 @@ def _check_ids(model, op, what, t, x):
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"{op}: {what} holds token id {bad}, out of range for layer '{layer.name}' "
                                  f"(Embedding with input_dim={dim}, ids in [0, {dim - 1}])")
+    # The cast to the Input's dtype below must keep every id: an Input no Embedding reads
+    # is bounded by its dtype alone.
+    info = np.iinfo(np.dtype(t.node.layer.input_dtype))
+    if lo < info.min or hi > info.max:
+        raise ValueError(f"{op}: {what} holds id {lo if lo < info.min else hi}, beyond the Input's "
+                         f"{t.node.layer.input_dtype}")
 
 
 def check_y(model, op, xs, y):

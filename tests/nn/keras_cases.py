@@ -52,7 +52,7 @@ def h5_layout(path, prefix="layers/"):
 
 KERAS_MADE = {
     # name: (numbanet model class, optimizer class, optimizer iterations, losses, metrics per output)
-    "text_lstm": (Model, nn.optimizers.Adam, 2, ["sparse_categorical_crossentropy"], [["accuracy"]]),
+    "text_lstm": (Sequential, nn.optimizers.Adam, 2, ["sparse_categorical_crossentropy"], [["accuracy"]]),
     "transformer": (Model, nn.optimizers.AdamW, 2, ["sparse_categorical_crossentropy"], [["accuracy"]]),
     "cnn": (Sequential, nn.optimizers.SGD, 2, ["categorical_crossentropy"], [["accuracy"]]),
     "recurrent": (Model, nn.optimizers.Adam, 0, ["mean_squared_error", "binary_crossentropy"], [[], ["accuracy"]]),

@@ -12,7 +12,7 @@ from keras_cases import (DATA, KERAS_MADE, ROUND_TRIP, arrays, flat, layer_entry
                          small_file)
 from numbanet.nn import keras_layers, saving
 from numbanet.nn import layers as L
-from numbanet.nn.models import Model, load_model
+from numbanet.nn.models import Model, Sequential, load_model
 
 
 @pytest.mark.simulator
@@ -135,10 +135,28 @@ def test_a_padding_mask_numbanet_would_not_apply_is_refused(tmp_path):
             r"layer 'bidirectional\w*' gets no padding mask in Keras's graph but one in numbanet's")
 
 
-def test_a_sequential_of_token_ids_loads_as_the_same_functional_stack():
+def test_a_keras_sequential_of_token_ids_loads_as_a_sequential():
+    """text_lstm.keras is keras.Sequential([keras.Input((6,), dtype="int32"), Embedding, LSTM,
+    Dense]): a Sequential here too, reading int32 ids, and trainable as one (its step from
+    the file is checked against Keras's above)."""
     model, _ = load_keras_made("text_lstm")
-    assert [type(l).__name__ for l in model.layers] == ["InputLayer", "Embedding", "LSTM", "Dense"]
-    assert model.inputs[0].dtype == "int32"
+    assert type(model) is Sequential
+    assert [type(l).__name__ for l in model.layers] == ["Embedding", "LSTM", "Dense"]
+    assert model.inputs[0].dtype == "int32" and model.inputs[0].shape == (None, 6)
+    with pytest.raises(TypeError, match=r"x feeds the integer Input .* \(read by 'embedding' \(Embedding\)\) but "
+                                        r"has dtype float32"):
+        model.predict(arrays("text_lstm_x")[0].astype("float32"))
+
+
+def test_keras_s_float_input_before_an_embedding_reads_ids(tmp_path):
+    """keras.Sequential([Embedding(13, 8, input_shape=(6,)), ...]) saves a float32 InputLayer
+    (Keras casts the ids in Embedding): numbanet reads the same file as a Sequential taking
+    integer ids, with the same predictions."""
+    def float_input(cfg):
+        cfg["config"]["layers"][0]["config"]["dtype"] = "float32"
+    model = load_model(rewrite(os.path.join(DATA, "text_lstm.keras"), tmp_path / "f.keras", config=float_input))
+    assert type(model) is Sequential and model.inputs[0].dtype == "int32"
+    np.testing.assert_allclose(model.predict(arrays("text_lstm_x")[0]), arrays("text_lstm_y")[0], rtol=0, atol=1e-5)
 
 
 def test_not_a_zip_and_missing_or_broken_members(tmp_path):
