@@ -113,13 +113,22 @@ def recurrent():
     return m, xs, [rng.standard_normal((3, 3)).astype("float32"), rng.integers(0, 2, (3, 2)).astype("float32")]
 
 
+def token_sequential():
+    """The tutorial text classifier as a Sequential: its input reads int32 token ids."""
+    m = Sequential([L.Embedding(13, 8, input_shape=(6,)), L.LSTM(10), L.Dense(3, activation="softmax")])
+    m.compile(nn.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(4)
+    return m, rng.integers(0, 13, (5, 6)).astype("int32"), rng.integers(0, 3, 5)
+
+
 def float64_uncompiled():
     m = Sequential([L.Dense(4, activation="silu", input_shape=(3,)), L.Dense(2, activation="leaky_relu")],
                    dtype="float64")
     return m, np.random.default_rng(3).standard_normal((4, 3)), None
 
 
-ROUND_TRIP = {"cnn": cnn, "transformer": transformer, "recurrent": recurrent, "float64": float64_uncompiled}
+ROUND_TRIP = {"cnn": cnn, "transformer": transformer, "recurrent": recurrent, "tokens": token_sequential,
+              "float64": float64_uncompiled}
 
 
 def small_file(tmp_path, compiled=True):

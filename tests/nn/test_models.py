@@ -1,6 +1,6 @@
 """nn/models.py: Model and Sequential: building, weights, moving between backends, the
-functional graph behind Sequential, and the regularization penalties the model collects
-from its weights.
+functional graph behind Sequential, the regularization penalties the model collects
+from its weights, and Sequential stacks that read token ids.
 
 Tests marked `simulator` also run on the gpu backend under the CUDA simulator (see
 tests/nn/conftest.py)."""
@@ -9,7 +9,7 @@ import pytest
 
 from numbanet import nn
 from numbanet.nn import utils
-from numbanet.nn.layers import Dense, Dropout
+from numbanet.nn.layers import LSTM, Dense, Dropout, Embedding
 from numbanet.nn.models import Sequential
 from toy_models import blobs, mlp
 
@@ -207,3 +207,133 @@ def test_every_layers_regularized_weights_join_the_loss_and_gradients():
     penalty = _numpy_penalty(w, regs)
     assert penalty > 0.1
     assert np.isclose(m.evaluate(x, y, verbose=0), plain.evaluate(x, y, verbose=0) + penalty, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- Sequential with token ids
+# The tutorial text classifier, built each way a user may write it. Keras's own model of
+# it (tests/nn/data/text_lstm.keras, made by make_keras_files.py) gives the weights and
+# the predictions to match.
+TOKEN_STACKS = {
+    "input_shape": lambda: [Embedding(13, 8, input_shape=(6,))],
+    "input_length": lambda: [Embedding(13, 8, input_length=6)],
+    "int Input": lambda: [nn.Input((6,), dtype="int32")] + [Embedding(13, 8)],
+    "untyped Input": lambda: [nn.Input((6,))] + [Embedding(13, 8)],
+    "first batch": lambda: [Embedding(13, 8)],
+}
+
+
+def _token_model(how, dtype=None):
+    return Sequential(TOKEN_STACKS[how]() + [LSTM(10), Dense(3, activation="softmax")], dtype=dtype)
+
+
+def _keras_text_lstm():
+    from keras_cases import arrays, load_keras_made
+    model, _ = load_keras_made("text_lstm")
+    return model.get_weights(), arrays("text_lstm_x")[0], arrays("text_lstm_y")[0]
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("how", sorted(TOKEN_STACKS))
+def test_sequential_of_token_ids_predicts_as_keras(how):
+    weights, x, want = _keras_text_lstm()
+    m = _token_model(how)
+    if how == "first batch":
+        assert not m.built
+        m.predict(x[:1], verbose=0)   # builds on the ids' shape
+    assert m.inputs[0].dtype == "int32" and m.inputs[0].shape == (None, 6)
+    m.set_weights(weights)
+    np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=0, atol=1e-5)
+    for kind in (np.int64, np.uint8, np.int16):   # any integer dtype, no float
+        np.testing.assert_array_equal(m.predict(x.astype(kind), verbose=0), m.predict(x, verbose=0))
+
+
+@pytest.mark.simulator
+def test_sequential_of_token_ids_evaluate_and_gradients():
+    """evaluate's loss is the NumPy cross-entropy of predict's rows; the gradients of a
+    float64 token stack match finite differences (on the simulator, the cpu's); one
+    train_on_batch with plain SGD moves every weight by -lr times its gradient."""
+    from gradcheck import check_model_gradients
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 13, (4, 6)), rng.integers(0, 3, 4)
+    m = _token_model("input_shape", dtype="float64")
+    m.compile(nn.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    p = m.predict(x, verbose=0)
+    assert np.isclose(m.evaluate(x, y, verbose=0), -np.log(p[np.arange(4), y]).mean(), rtol=1e-12)
+    check_model_gradients(m, x, y, max_per_array=8)
+    before = m.get_weights()
+    _, grads = m.compute_gradients(x, y)
+    m.train_on_batch(x, y)
+    for w0, g, w1 in zip(before, grads, m.get_weights()):
+        np.testing.assert_allclose(w1, w0 - 0.5 * g, rtol=1e-12, atol=1e-14)
+
+
+def test_sequential_of_token_ids_learns_a_toy_task():
+    """The class is the first token of the sequence mod 3 (the LSTM must carry it over five
+    steps): fit drives the loss down and the accuracy up, on held-out sequences too."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 13, (600, 6))
+    y = x[:, 0] % 3
+    m = _token_model("input_length")
+    m.compile(nn.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss0, acc0 = m.evaluate(x[500:], y[500:], verbose=0)
+    hist = m.fit(x[:500], y[:500], batch_size=32, epochs=12, verbose=0).history
+    loss1, acc1 = m.evaluate(x[500:], y[500:], verbose=0)
+    assert hist["loss"][-1] < 0.3 * hist["loss"][0]
+    assert acc0 < 0.5 and acc1 > 0.9 and loss1 < 0.5 * loss0
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("op", ["predict", "fit", "evaluate", "train_on_batch"])
+def test_sequential_of_token_ids_checks_the_ids(op):
+    m = _token_model("input_shape")
+    m.compile("sgd", "sparse_categorical_crossentropy")
+    y = np.zeros(2, np.int64)
+
+    def call(x):
+        if op == "predict":
+            return m.predict(x, verbose=0)
+        if op == "train_on_batch":
+            return m.train_on_batch(x, y)
+        return getattr(m, op)(x, y, verbose=0)
+
+    ok = np.array([[0, 1, 2, 3, 4, 12], [5, 6, 7, 8, 9, 10]])
+    for bad, got in ((13, "13"), (-1, "-1"), (2 ** 40, str(2 ** 40))):
+        x = ok.copy()
+        x[1, 3] = bad
+        with pytest.raises(ValueError, match=rf"{op}: x holds token id {got}, out of range for layer 'embedding\w*' "
+                                             rf"\(Embedding with input_dim=13, ids in \[0, 12\]\)"):
+            call(x)
+    for kind in ("float32", "float64", "bool"):
+        with pytest.raises(TypeError, match=rf"{op}: x feeds the integer Input .* \(read by 'embedding\w*' "
+                                            rf"\(Embedding\)\) but has dtype {kind}; pass integer token ids"):
+            call(ok.astype(kind))
+    call(ok.astype(np.uint16))   # any integer dtype in range goes through
+
+
+def test_sequential_with_a_float_input_refuses_an_embedding():
+    with pytest.raises(TypeError, match=r"layer 'embedding\w*' \(Embedding\) reads integer token ids, got a float "
+                                        r"tensor \(None, 6\)"):
+        Sequential([nn.Input((6,), dtype="float32"), Embedding(13, 8)])
+    with pytest.raises(ValueError, match=r"Embedding: input_length=6 and input_shape=\(5,\) disagree"):
+        Embedding(13, 8, input_length=6, input_shape=(5,))
+
+
+def test_sequential_of_token_ids_saves_and_loads(tmp_path):
+    from numbanet.nn.models import load_model
+    m = _token_model("int Input")
+    x = np.random.default_rng(4).integers(0, 13, (3, 6))
+    m.save(tmp_path / "m.npz")
+    back = load_model(tmp_path / "m.npz")
+    assert type(back) is Sequential and back.inputs[0].dtype == "int32"
+    np.testing.assert_array_equal(back.predict(x, verbose=0), m.predict(x, verbose=0))
+
+
+def test_a_built_layer_joins_a_sequential_with_its_weights():
+    """A layer built at a symbolic call may be added to a Sequential (Keras allows it): the
+    stack takes its weights as they are."""
+    dense = Dense(3)
+    dense(nn.Input((4,)))
+    w = dense.get_weights()
+    m = Sequential([nn.Input((4,)), dense])
+    for a, b in zip(m.get_weights(), w):
+        np.testing.assert_array_equal(a, b)
