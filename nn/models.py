@@ -335,9 +335,8 @@ class Sequential(Model):
         x = InputLayer(shape, dtype=dtype, name=_auto_name("input_layer")).output
         inp = x
         for i, layer in enumerate(self._stack):
-            if i > 0 and layer.input_shape is not None and layer.input_shape != x.per_sample_shape:
-                # A new input shape upstream: the layer builds again at its call.
-                layer.input_shape, layer.built = None, False
+            if i > 0 and not layer.built and layer.input_shape not in (None, x.per_sample_shape):
+                layer.input_shape = None   # Keras reads input_shape on the first layer only
             x = layer(x)
         self._init_graph(inp, x)
         super().build(backend)

@@ -117,6 +117,11 @@ class Layer:
         shapes = [t.per_sample_shape for t in tensors]
         arg = shapes if self.multi_input else shapes[0]
         out_shapes = self.output_shapes(arg, call_kwargs)
+        if self.built and self.input_shape != arg:
+            # Its weights were made for the first call's shapes (Keras refuses such a call too).
+            raise ValueError(f"layer '{self.name}' ({type(self).__name__}) was built on input shape(s) "
+                             f"{self.input_shape} and is now called on {arg}; a layer keeps the shapes of its "
+                             f"first call (make a new layer for other shapes)")
         if not self.built and not _wiring_only:
             self._build_on_call(arg)
         node = graph.Node(self, tensors, call_kwargs)

@@ -9,7 +9,7 @@ from numbanet import nn
 from numbanet.nn import initializers, utils
 from numbanet.nn import layers as L
 from numbanet.nn.layers.base import calls_without_building
-from numbanet.nn.models import Model
+from numbanet.nn.models import Model, Sequential
 
 
 def _float(*shape):
@@ -119,6 +119,19 @@ def test_a_second_model_shares_the_first_one_s_weights():
     a, b = Model(x, y), Model(x, L.Activation("relu")(y))
     a.set_weights([np.ones((4, 3), "float32"), np.zeros(3, "float32")])
     np.testing.assert_array_equal(b.get_weights()[0], np.ones((4, 3)))
+
+
+def test_a_built_layer_keeps_the_shapes_of_its_first_call():
+    """Its weights were made for them: a call on other shapes is refused (as in Keras),
+    in a functional graph and in a Sequential alike, instead of a silent re-initialisation."""
+    dense = L.Dense(2)
+    dense(nn.Input((3,)))
+    with pytest.raises(ValueError, match=r"layer 'dense\w*' \(Dense\) was built on input shape\(s\) \(3,\) and is "
+                                         r"now called on \(4,\); a layer keeps the shapes of its first call"):
+        dense(nn.Input((4,)))
+    with pytest.raises(ValueError, match=r"was built on input shape\(s\) \(3,\) and is now called on \(5,\)"):
+        Sequential([nn.Input((2,)), L.Dense(5), dense])
+    assert [w.shape for w in dense.get_weights()] == [(3, 2), (2,)]
 
 
 def test_calls_without_building_wire_only():
