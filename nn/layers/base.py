@@ -188,7 +188,7 @@ class Layer:
         float64 and cast, so a float64 model gets exactly the values a float64 build would
         have drawn. Weights a model already trained are never cast to another type."""
         dtype = np.dtype(dtype)
-        if not self.built or self.input_shape != input_shape:
+        if not self.built:   # wired by calls_without_building
             self.build(input_shape, be, dtype)
         elif self.dtype != dtype:
             if self._drawn_from is None:

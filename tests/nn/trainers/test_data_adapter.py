@@ -88,3 +88,10 @@ def test_int_inputs_keep_their_dtype_and_are_checked():
     assert m.predict(x64).shape == (1, 3, 2)
     with pytest.raises(ValueError, match=r"holds token id 4294967296, out of range for layer .embedding"):
         m.predict(np.array([[0, 2 ** 32, 1]]))
+    # An integer input no Embedding reads is bounded by its own dtype (the cast must keep every id).
+    unused, x = Input((2,), dtype="int32"), Input((3,))
+    m2 = nn.Model([unused, x], Dense(2)(x))
+    ok = np.zeros((1, 3), np.float32)
+    with pytest.raises(ValueError, match=r"x\[0\] holds id -2147483649, beyond the Input's int32"):
+        m2.predict([np.array([[0, -2 ** 31 - 1]]), ok])
+    assert m2.predict([np.array([[0, 2 ** 31 - 1]]), ok]).shape == (1, 2)
