@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
 from helpers import check_grad, check_op, randn
+from numbanet.kernels.ops import conv as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -545,3 +546,31 @@ def test_conv2d_backward_rejects_bad_activation_arguments(be):
     grads = be.zeros((w.size + 4,), np.float32)
     with pytest.raises(ValueError, match=r"conv2d_backward: grads shares memory with y"):
         be.conv2d_backward(x, w, dy, activation="relu", y=be.reshape(grads[:72], (2, 3, 3, 4)), grads=grads)
+
+
+# --------------------------------------------------------------------------- argument rules (kernels/ops/conv.py)
+
+def test_conv2d_shapes_channel_mismatch_message():
+    x = np.zeros((128, 28, 28, 3), np.float32)
+    w = np.zeros((3, 3, 1, 32), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d: x has 3 channels but w expects 1 \(x.shape=\(128, 28, 28, 3\), "
+                                         r"w.shape=\(3, 3, 1, 32\)\)"):
+        family.conv2d_shapes("conv2d", x, w, (1, 1), "valid")
+
+
+def test_check_activation_output():
+    """y, the activated output an op back-propagates through: given exactly when there is
+    an activation, and then of dy's shape and dtype."""
+    dy = np.zeros((2, 3), np.float32)
+    family.check_activation_output("op", "linear", None, dy)
+    family.check_activation_output("op", "relu", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(ValueError, match=r"^op: y is only read to back-propagate through an activation"):
+        family.check_activation_output("op", "linear", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: activation='tanh' needs y, the activated forward output"):
+        family.check_activation_output("op", "tanh", None, dy)
+    with pytest.raises(ValueError, match=r"^op: y must have shape \(2, 3\), got \(3, 2\)"):
+        family.check_activation_output("op", "relu", np.ones((3, 2), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: y is float64 but dy is float32"):
+        family.check_activation_output("op", "sigmoid", np.ones((2, 3), np.float64), dy)
+    with pytest.raises(TypeError, match=r"^op: y must be float32 or float64, got int64"):
+        family.check_activation_output("op", "relu", np.ones((2, 3), np.int64), dy)
