@@ -6,7 +6,8 @@ What is private here, and what it serves:
     types (kernels/cpu/slp.py); the cache lock held across a compile (precompile.py);
   - Numba's on-disk cache internals: the dispatcher's `_cache`, its `_cache_file`'s class
     swapped for one that locks and orders its writes (`_index_path`, `_load_index`,
-    `_save_index`, `_save_data`, `_data_name`), `load_overload` wrapped to see misses,
+    `_save_index`, `_save_data`, `_data_name`, `_source_stamp` widened to the files a
+    kernel compiles in), `load_overload` wrapped to see misses,
     `global_compiler_lock`, `CPUDispatcher` (lock_cache, compiler_lock, is_cpu_dispatcher);
   - numba.config.SLP_VECTORIZE set for the length of a compile (slp_vectorize);
   - numba-cuda's one-pass PTX compile for several architectures and its device query,
@@ -178,10 +179,13 @@ def locked_cache_file_class(lock):
     return LockedIndexDataCacheFile
 
 
-def lock_cache(dispatcher, lock, on_miss):
+def lock_cache(dispatcher, lock, on_miss, depends_on=()):
     """Put a cached CPU dispatcher's on-disk cache under lock(index path): its loads, its
     compiles (cache lookup, compile and save) and its saves, the data written before the
     index entry; on_miss(signature) is called when a signature is not in the cache.
+    depends_on: a stamp of the other source files whose code a kernel compiles in (the
+    rules it inlines, the kernels it calls): Numba checks only the kernel's own file, so
+    without it an edit there would leave cached kernels running the old code.
     -> False where there is nothing to lock (no on-disk cache) or no internals."""
     if not available():
         return False
@@ -191,6 +195,9 @@ def lock_cache(dispatcher, lock, on_miss):
     if type(cache_file) is not IndexDataCacheFile:
         return False   # not cached (cache=False): nothing on disk to share
     cache_file.__class__ = locked_cache_file_class(lock)
+    if depends_on:
+        # The index is read back only while this stamp equals the one it was saved with.
+        cache_file._source_stamp = (cache_file._source_stamp, tuple(depends_on))
     index_path = cache_file._index_path
     load_overload = cache.load_overload
 

@@ -152,11 +152,29 @@ def install(modules):
     without Numba's internals (kernels/numba_internals.py): Numba's own unlocked cache."""
     if fcntl is None or not numba_internals.available():
         return
+    sources = _sources_stamp()
     for module in modules:
         for obj in list(vars(module).values()):
             if numba_internals.is_cpu_dispatcher(obj) and not getattr(obj, "_numbanet_locked", False):
-                numba_internals.lock_cache(obj, _function_lock, _helper.note_miss)
+                numba_internals.lock_cache(obj, _function_lock, _helper.note_miss, sources)
                 obj._numbanet_locked = True
+
+
+def _sources_stamp():
+    """(name, mtime, size) of every source file a cpu kernel can compile in: kernels/rules.py
+    and kernels/cpu/*.py. A kernel inlines rules and calls kernels of other modules, and
+    its cached code holds theirs; an edit to any of them makes every cached kernel stale."""
+    cpu = os.path.dirname(os.path.abspath(__file__))
+    paths = [os.path.join(os.path.dirname(cpu), "rules.py")]
+    paths += sorted(os.path.join(cpu, f) for f in os.listdir(cpu) if f.endswith(".py"))
+    stamp = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamp.append((os.path.basename(path), st.st_mtime, st.st_size))
+    return tuple(stamp)
 
 
 # --------------------------------------------------------------------------- what to compile

@@ -227,6 +227,32 @@ def test_the_running_op_is_the_outermost_op_on_the_stack(monkeypatch):
     assert ops.running_op() is None
 
 
+_STAMPED = """
+import json, sys
+import numpy as np
+from numbanet.kernels.cpu import precompile
+precompile._sources_stamp = lambda: (("a kernel's dependency", float(sys.argv[1]), 1),)
+from numbanet import kernels
+from numbanet.kernels.cpu import activation
+kernels.get_backend("cpu").relu(np.ones(5, np.float32))
+stats = activation.apply_activation.stats
+print(json.dumps([sum(stats.cache_hits.values()), sum(stats.cache_misses.values())]))
+"""
+
+
+def test_an_edit_to_a_file_a_kernel_compiles_in_makes_its_cache_stale(tmp_path):
+    """Numba checks only a kernel's own source file; the cache lock adds the files its
+    code comes from (kernels/rules.py, the other kernel modules): a cached kernel whose
+    rules changed is compiled again, not loaded with the old code."""
+    def run(version):
+        proc = _run(_STAMPED, tmp_path / "cache", version, **{precompile.ENV: "0"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    assert run(1.0) == [0, 1]   # compiled and saved
+    assert run(1.0) == [1, 0]   # loaded
+    assert run(2.0) == [0, 1]   # the dependency changed: compiled again
+
+
 def test_no_lock_file_possible_means_no_lock_not_an_error(tmp_path):
     # A cache folder the lock file cannot be made in behaves as Numba does without it.
     blocker = tmp_path / "a-file"
