@@ -24,8 +24,8 @@ import numpy as np
 # The activations by code (the index). Those whose gradient is a function of their
 # output y alone, so that a fused op can back-propagate through them from the y it
 # returned.
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
-LINEAR, RELU, SIGMOID, TANH = range(4)
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "leaky_relu")
+LINEAR, RELU, SIGMOID, TANH, LEAKY_RELU = range(5)
 CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 
 
@@ -68,6 +68,8 @@ def activate(code, v, one):
         return sigmoid(v, one)
     if code == TANH:
         return math.tanh(v)
+    if code == LEAKY_RELU:
+        return leaky_relu(v, leaky_slope(one), one - one)
     return v
 
 
@@ -79,13 +81,18 @@ def derivative(code, y, one):
         return sigmoid_derivative(y, one)
     if code == TANH:
         return tanh_derivative(y, one)
+    if code == LEAKY_RELU:
+        return leaky_relu_grad(y, one, leaky_slope(one), one - one)
     return one
 
 
 def output_grad(code, y, d, one):
-    """d * act'(z) from y = act(z): what an activation's backward writes (relu's as a select)."""
+    """d * act'(z) from y = act(z): what an activation's backward writes (relu's and leaky
+    relu's as a select)."""
     if code == RELU:
         return relu_grad(y, d, one - one)
+    if code == LEAKY_RELU:
+        return leaky_relu_grad(y, d, leaky_slope(one), one - one)
     return d * derivative(code, y, one)
 
 
@@ -143,8 +150,16 @@ def leaky_relu(x, slope, zero):
 
 
 def leaky_relu_grad(x, d, slope, zero):
-    # At x == 0 the slope is negative_slope, as in PyTorch (x > 0 selects 1).
+    # At x == 0 the slope is negative_slope, as in PyTorch (x > 0 selects 1). With a
+    # positive slope y = leaky_relu(x) has x's sign, so the rule holds for y as well.
     return d if x > zero else slope * d
+
+
+def leaky_slope(one):
+    """Keras's default negative_slope, 0.2, in one's type: 1 / 5 rounds once to the same
+    value as the literal cast to that type, where a float literal would make float32 math
+    float64."""
+    return one / (one + one + one + one + one)
 
 
 # float32 erf as a rational function (Eigen's and XLA's fast float erf: odd degree-13

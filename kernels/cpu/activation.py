@@ -10,7 +10,7 @@ from numbanet.kernels import rules
 from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu.fastexp import exp_shifted
 from numbanet.kernels.cpu.threads import SERIAL_MAX, chunk
-from numbanet.kernels.rules import RELU, SIGMOID, TANH
+from numbanet.kernels.rules import LEAKY_RELU, RELU, SIGMOID, TANH
 
 
 # The activations by code (kernels/rules.py's encoding): each rule lives in kernels/rules.py
@@ -37,6 +37,9 @@ def apply_activation(code, x, y):
     elif code == TANH:
         for i in range(n):
             y[i] = math.tanh(x[i])
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            y[i] = R.activate(LEAKY_RELU, x[i], one)
     else:
         for i in range(n):
             y[i] = x[i]
@@ -58,6 +61,9 @@ def activate_inplace(code, y):
     elif code == TANH:
         for i in range(n):
             y[i] = math.tanh(y[i])
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            y[i] = R.activate(LEAKY_RELU, y[i], one)
 
 
 @numba.njit(cache=True)
@@ -76,6 +82,9 @@ def activation_grad(code, y, dy, dx):
     elif code == TANH:
         for i in range(n):
             dx[i] = R.output_grad(TANH, y[i], dy[i], one)
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            dx[i] = R.output_grad(LEAKY_RELU, y[i], dy[i], one)
     else:
         for i in range(n):
             dx[i] = dy[i]

@@ -4,8 +4,9 @@ from numbanet.kernels import shapes
 from numbanet.kernels.ops.declare import Family, Op
 
 # The activations conv2d applies as it writes y and conv2d_backward differentiates from
-# that y: kernels/rules.py's, each a function of its output's gradient.
-FUSED_ACTIVATIONS = shapes.EPILOGUE_ACTIVATIONS
+# that y (kernels/rules.py's, each with a gradient that is a function of its output):
+# a GEMM's, and leaky_relu with Keras's default slope 0.2.
+FUSED_ACTIVATIONS = shapes.EPILOGUE_ACTIVATIONS + ("leaky_relu",)
 
 
 def conv2d_shapes(op, x, w, strides, padding):
@@ -31,7 +32,7 @@ def check_activation_output(op, activation, y, dy):
     if activation == "linear":
         if y is not None:
             raise ValueError(f"{op}: y is only read to back-propagate through an activation; pass it with "
-                             f"activation='relu', 'sigmoid' or 'tanh', not with activation=None")
+                             f"one of {FUSED_ACTIVATIONS[1:]}, not with activation=None")
         return
     if y is None:
         raise TypeError(f"{op}: activation={activation!r} needs y, the activated forward output "
@@ -63,8 +64,8 @@ def conv2d_backward(be, x, w, dy, *, strides=(1, 1), padding="valid", compute_dx
     dw and db are views of one buffer (dw, then db): `grads` when given, as in
     dense_backward.
 
-    With activation ("relu", "sigmoid" or "tanh", as conv2d applied it) and y, the
-    conv2d output it produced, dy is the gradient of that activated y and the op
+    With activation (one of FUSED_ACTIVATIONS but "linear", as conv2d applied it) and y,
+    the conv2d output it produced, dy is the gradient of that activated y and the op
     back-propagates through the activation first (dz = dy * act'(y), relu's zeroed
     only where y <= 0), as relu_backward etc. would, without the separate pass: the cpu
     forms dz image by image where dy is read."""

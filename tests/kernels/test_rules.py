@@ -34,7 +34,8 @@ def test_compiled_rules_call_each_others_compiled_forms():
 
 
 REFS = {rules.LINEAR: lambda z: z, rules.RELU: lambda z: np.maximum(z, 0.0),
-        rules.SIGMOID: lambda z: 1.0 / (1.0 + np.exp(-z)), rules.TANH: np.tanh}
+        rules.SIGMOID: lambda z: 1.0 / (1.0 + np.exp(-z)), rules.TANH: np.tanh,
+        rules.LEAKY_RELU: lambda z: np.where(z >= 0, z, 0.2 * z)}
 
 
 @pytest.mark.parametrize("code", range(len(rules.ACTIVATIONS)))
@@ -81,6 +82,8 @@ def test_x_activations_and_their_gradients(name, ref):
 
 def test_leaky_relu():
     assert rules.leaky_relu(-2.0, 0.2, 0.0) == -0.4 and rules.leaky_relu(3.0, 0.2, 0.0) == 3.0
+    # The fused activation's slope is Keras's default, 0.2, as the literal rounds to each type.
+    assert rules.leaky_slope(np.float32(1)) == np.float32(0.2) and rules.leaky_slope(1.0) == 0.2
     assert rules.leaky_relu_grad(0.0, 1.0, 0.2, 0.0) == 0.2   # PyTorch's rule at 0
     assert rules.leaky_relu_grad(1e-9, 1.0, 0.2, 0.0) == 1.0
 
