@@ -29,10 +29,8 @@ def load_backend(name):
         cls = {"cpu": ("numbanet.kernels.cpu", "CpuBackend"), "gpu": ("numbanet.kernels.gpu", "GpuBackend")}[name]
         be = object.__new__(getattr(importlib.import_module(cls[0]), cls[1]))
         be._missing_modules = {}
-        for attr, module in (("gemm", "gemm"), ("conv", "conv"), ("pool", "pool"), ("optim", "optim"),
-                             ("activation", "activation"), ("loss", "loss"), ("elementwise", "elementwise"),
-                             ("reduce", "reduce"), ("attn", "attention"), ("layernorm", "layernorm"),
-                             ("embed", "embedding"), ("recurrent", "rnn")):
+        from numbanet.kernels import ops
+        for attr, module in ((f.attr, f.module) for f in ops.FAMILIES):
             try:
                 setattr(be, attr, importlib.import_module(f"{cls[0]}.{module}"))
             except ImportError as exc:

@@ -7,9 +7,8 @@ compiles every kernel it touches and writes the cache, the second only loads it.
 child reports, from just before `import numbanet`:
   - first step: the article's CNN built, compiled and one batch of 128 trained
     (`train_on_batch`), i.e. what a user waits for before training starts;
-  - every op f32 / f64: then each backend op called once in float32, then once more in
-    float64, on tiny shapes, so that every kernel the cpu backend has is compiled (or
-    loaded) by the end.
+  - every op f32 / f64: then each op's declared warm-up (kernels/ops/) in float32, then
+    in float64, so that every kernel the backend has is compiled (or loaded) by the end.
 Times are wall-clock seconds of one run each (compile time is what is measured here, so
 there is no warm-up to discard); run it again to see the spread. Beside each, the CPU
 seconds the child used (all its threads): on a machine shared with other jobs the wall
@@ -28,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+
 
 def _helper_cpu():
     """CPU seconds of the background-compile helper processes so far (waited for first)."""
@@ -69,68 +69,11 @@ def _child():
 
 
 def _every_op(be, dt):
-    """Each op of kernels/backend.py once in dtype dt, tiny shapes."""
-    import numpy as np
-    rng = np.random.default_rng(1)
-    def arr(*shape):
-        return be.asarray(rng.standard_normal(shape).astype(dt))
-    a, b = arr(5, 7), arr(7, 3)
-    be.matmul(a, b, bias=arr(3))
-    be.matmul(arr(7, 5), arr(3, 7), trans_a=True, trans_b=True)
-    x, w = arr(2, 6, 6, 3), arr(3, 3, 3, 4)
-    y = be.conv2d(x, w, arr(4), padding="same", strides=(2, 2))
-    be.conv2d_backward(x, w, y, padding="same", strides=(2, 2))
-    be.conv2d_backward(x, w, be.conv2d(x, w), compute_dx=False)
-    p, idx = be.max_pool2d(x, padding="same")
-    be.max_pool2d_backward(p, idx, x.shape)
-    q = be.avg_pool2d(x, padding="same")
-    be.avg_pool2d_backward(q, x.shape, padding="same")
-    par, g = arr(50), arr(50)
-    be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1)
-    be.adam_step(par, g, be.zeros(par.shape, dt), be.zeros(par.shape, dt), lr=1e-3, step=1, weight_decay=0.01)
-    be.sgd_step(par, g, lr=0.1)
-    be.sgd_step(par, g, be.zeros(par.shape, dt), lr=0.1, momentum=0.9, nesterov=True)
-    h = arr(4, 10)
-    for f in ("relu", "sigmoid", "tanh", "softmax"):
-        out = getattr(be, f)(h)
-        getattr(be, f + "_backward")(out, h)
-    labels = be.asarray(np.array([1, 0, 3, 9], dtype=np.int64))
-    onehot = be.asarray(np.eye(10, dtype=dt)[[1, 0, 3, 9]])
-    be.softmax_cross_entropy(h, labels)
-    be.softmax_cross_entropy(h, onehot)
-    be.crossentropy(be.softmax(h), labels)
-    be.crossentropy(be.softmax(h), onehot)
-    be.mse(h, arr(4, 10))
-    be.accuracy(h, labels)
-    be.bias_add(h, arr(10))
-    d, mask = be.dropout(h, 0.5, 7)
-    be.dropout_backward(d, mask)
-    be.l1_l2_grad(h, arr(4, 10), l1=0.01, l2=0.01)
-    be.l1_l2_penalty(h, l1=0.01, l2=0.01)
-    be.scale(h, 0.5)
-    be.take_rows(h, be.asarray(np.array([3, 0], dtype=np.int32)))
-    be.column_sum(x)
-    be.sum(h)
-    be.argmax(h)
-    _transformer_ops(be, arr)
-
-
-def _transformer_ops(be, arr):
-    """The transformer ops (issue 12), once each, tiny shapes."""
-    import numpy as np
-    be.batched_matmul(arr(2, 3, 4), arr(2, 5, 4), trans_b=True)
-    s = be.softmax(arr(2, 3, 3), causal=True)
-    be.softmax_backward(s, arr(2, 3, 3))
-    q, k, v = arr(2, 5, 2, 4), arr(2, 5, 2, 4), arr(2, 5, 2, 4)
-    for causal in (False, True):
-        out, lse = be.attention(q, k, v, causal=causal)
-        be.attention_backward(q, k, v, out, out, lse, causal=causal)
-    x, g = arr(3, 4, 8), arr(8)
-    y, mean, rstd = be.layer_norm(x, g, arr(8))
-    be.layer_norm_backward(x, g, y, mean, rstd)
-    ids = be.asarray(np.array([[0, 2], [2, 1]], dtype=np.int32))
-    e = be.embedding(arr(3, 4), ids)
-    be.embedding_backward(ids, e, 3)
+    """Every op's declared warm-up (kernels/ops/) once in dtype dt: each op on tiny arrays,
+    once per kernel path it has."""
+    from numbanet.kernels import ops
+    for op in ops.all_ops():
+        op.warmup(be, dt)
 
 
 def _run(cache_dir):
@@ -157,7 +100,7 @@ def main():
         cells = [f"{r[k + '_s']:.2f} ({_cpu(r, k)})" for k in ("first_step", "every_op_f32", "every_op")]
         print(f"{label:<34} " + " ".join(f"{c:>18}" for c in cells))
     print("seconds from `import numbanet`: to one finished train_on_batch of the article's CNN (batch 128), "
-          "then to each backend op called once in float32, then once more in float64 (every kernel compiled); "
+          "then to every op's warm-up in float32, then in float64 (every kernel compiled); "
           "wall clock, with the child's CPU seconds in brackets (+ its background-compile helper's, when one ran)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"python -m numbanet.bench.startup ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")

@@ -32,7 +32,7 @@ def gpu_status():
     """-> (usable: bool, detail: str). detail says which device, or why there is none."""
     if importlib.util.find_spec("numba_cuda") is None:
         try:
-            from numba import cuda  # noqa: F401  (older numba ships its own cuda target)
+            import numba.cuda  # noqa: F401  (older numba ships its own cuda target)
         except ImportError:
             return False, "numba-cuda is not installed: pip install 'numbanet[cu12]' (or [cu13] for a CUDA 13 driver)"
     if _simulator_on():
@@ -47,8 +47,8 @@ def gpu_status():
         dev = cuda.get_current_device()
         name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         cc = ".".join(str(v) for v in dev.compute_capability)
-        from numba.cuda.cudadrv.driver import driver
-        driver_major = driver.get_version()[0]
+        from numbanet.kernels import numba_internals
+        driver_major = numba_internals.cuda_driver_version()[0]
     except Exception as exc:  # the driver's own error says the most
         return False, f"CUDA initialisation failed: {exc}"
     missing = cuda_toolkit_problem()
@@ -63,19 +63,8 @@ def gpu_status():
 def cuda_toolkit_problem():
     """None when numba-cuda finds NVVM and libdevice, without which no kernel compiles for
     a real GPU (numba-cuda alone does not bring them), else what is missing."""
-    try:
-        from numba.cuda.cudadrv import nvvm
-        nvvm.NVVM()
-    except Exception as exc:  # numba-cuda raises its own errors and the loader's
-        return f"libNVVM was not found ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    try:
-        from numba.cuda.cudadrv.libs import get_libdevice
-        path = get_libdevice()
-    except Exception as exc:
-        return f"libdevice was not found ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    if not path or not os.path.isfile(path):
-        return "libdevice was not found"
-    return None
+    from numbanet.kernels import numba_internals
+    return numba_internals.cuda_toolkit_problem()
 
 
 def available_backends():

@@ -19,8 +19,6 @@ any compile error, on any spill in a hot kernel (GEMM, convolution, attention, t
 recurrence steps) and on a kernel that no simulator test launched.
 """
 import ast
-import contextlib
-import functools
 import importlib
 import json
 import os
@@ -28,16 +26,19 @@ import re
 import shutil
 import subprocess
 import tempfile
-import types
 
 GPU_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu")
 SIGNATURES = os.path.join(GPU_DIR, "signatures.json")
 PACKAGE = "numbanet.kernels.gpu"
 ARCHS = ((8, 0), (9, 0))
-# Modules whose kernels carry the FLOPs: a spill there costs local-memory traffic in the
-# inner loop, so the static test allows none. rnn: its step kernels run once per time step
-# of every call (a spill would cost T times over).
-HOT_MODULES = ("gemm", "conv", "attention", "rnn")
+
+def hot_modules():
+    """The compute modules of the families declared hot (kernels/ops/): their kernels carry
+    the FLOPs (or, for rnn, run once per time step), so a spill costs local-memory traffic
+    in an inner loop and the static test allows none."""
+    from numbanet.kernels import ops
+    return tuple(f.module for f in ops.FAMILIES if f.hot)
+
 
 # H200 (sm_90, Hopper), per SM; the allocation rules of CUDA's occupancy calculator.
 H200 = {
@@ -104,7 +105,7 @@ def kernel_sites(gpu_dir=GPU_DIR, package=PACKAGE):
 
 def encode_type(t):
     """A numba type as plain JSON: "float32", ["array", "float32", 2, "C"], ["tuple", [...]]."""
-    from numba.core import types
+    from numba import types
     if isinstance(t, types.Array):
         return ["array", str(t.dtype), t.ndim, t.layout]
     if isinstance(t, types.BaseTuple):
@@ -121,7 +122,7 @@ _SCALARS = {"boolean", "int8", "int16", "int32", "int64", "uint8", "uint16", "ui
 
 
 def decode_type(e):
-    from numba.core import types
+    from numba import types
     if isinstance(e, str):
         if e == "bool":   # how numba names a bool array's dtype (a bool mask: kernels/gpu/rnn.py)
             return types.boolean
@@ -142,7 +143,7 @@ def argument_type(value):
     tuples; a device array, real or simulated, by dtype, rank and contiguity)."""
     import numba
     import numpy as np
-    from numba.core import types
+    from numba import types
     if hasattr(value, "copy_to_host") and hasattr(value, "dtype"):
         flags = getattr(value, "flags", None)
         if flags is None:
@@ -189,8 +190,9 @@ def dump_signatures(records, path=SIGNATURES):
     os.replace(tmp, path)
 
 
-def merge_launch(records, kernel, site, block, args_types):
-    """Add one launch to {key: record}: the same kernel and signature keep the largest block."""
+def merge_launch(records, kernel, site, block, args_types, fixed_block=None):
+    """Add one launch to {key: record}: the same kernel and signature keep the largest block.
+    fixed_block: the block the kernel is always launched with (launch.fixed_block), if any."""
     name, fam_args = kernel
     sig = [encode_type(t) for t in args_types]
     threads = int(block[0]) * int(block[1]) * int(block[2])
@@ -199,6 +201,8 @@ def merge_launch(records, kernel, site, block, args_types):
     if rec is None:
         records[key] = {"kernel": name, "args": _plain(fam_args), "site": site, "signature": sig,
                         "block": [int(b) for b in block], "threads": threads}
+        if fixed_block is not None:
+            records[key]["fixed_block"] = int(fixed_block)
     elif threads > rec["threads"]:
         rec["threads"], rec["block"] = threads, [int(b) for b in block]
 
@@ -222,43 +226,23 @@ def resolve(record):
     return obj
 
 
-def fixed_blocks():
-    """{site: threads} of the kernels launched with a block size of their own rather than
-    through launch.grid_1d / rows_1d (a block per row, a tile of 128 threads): their
-    recorded block is their real one."""
-    from numbanet.kernels.gpu import attention, embedding, rows
-    pkg = PACKAGE
-    out = {f"{pkg}.attention:_make_{k}": attention.THREADS
-           for k in ("forward.<locals>.forward", "dq.<locals>.dq_kernel", "dkdv.<locals>.dkdv_kernel")}
-    for site in ("activation:_softmax_forward", "activation:_softmax_backward", "layernorm:_forward",
-                 "layernorm:_backward_rows"):
-        out[f"{pkg}.{site}"] = rows.ROW_THREADS
-    for site in ("_digit_hist", "_digit_scatter"):
-        out[f"{pkg}.embedding:{site}"] = embedding.SORT_THREADS
-    return out
-
-
 def block_threads(record):
     """Threads per block on full-size data: a 2-D/3-D block (the tile kernels), a fixed
-    1-D block (fixed_blocks) and a single thread as launched; any other 1-D block is
-    THREADS_1D (launch.grid_1d/rows_1d give whole warps, at most THREADS_1D, and shrink
-    the block only for arrays smaller than one block, which is all the simulator tests
-    use)."""
+    1-D block (launch.fixed_block, noted in the record) and a single thread as launched;
+    any other 1-D block is THREADS_1D (launch.grid_1d/rows_1d give whole warps, at most
+    THREADS_1D, and shrink the block only for arrays smaller than one block, which is all
+    the simulator tests use)."""
     bx, by, bz = record["block"]
-    if by == 1 and bz == 1 and bx > 1 and record["site"] not in _fixed_blocks_once():
+    if by == 1 and bz == 1 and bx > 1 and "fixed_block" not in record:
         return max(bx, THREADS_1D)
     return record["threads"]
-
-
-@functools.lru_cache(maxsize=1)
-def _fixed_blocks_once():
-    return fixed_blocks()
 
 
 def is_hot(record):
     module = record["kernel"].partition(":")[0].rsplit(".", 1)[-1]
     site_module = record["site"].partition(":")[0].rsplit(".", 1)[-1]
-    return module in HOT_MODULES or site_module in HOT_MODULES
+    hot = hot_modules()
+    return module in hot or site_module in hot
 
 
 # ----------------------------------------------------------------------------- compile
@@ -299,49 +283,13 @@ def toolkit_problem():
     return None
 
 
-@contextlib.contextmanager
-def _device_functions_without_a_driver(cc):
-    """A kernel that calls a device function declared without inline=True makes numba-cuda
-    compile that function separately, for the current device's compute capability, which
-    it asks the driver for (dispatcher.compile_device): without a driver the compile fails.
-    Here the "current device" is the lowest target architecture; the function's LLVM IR is
-    linked into the kernel and NVVM generates each architecture's PTX from the whole."""
-    try:
-        from numba.cuda import dispatcher
-    except ImportError:
-        yield
-        return
-    real = getattr(dispatcher, "get_current_device", None)
-    if real is None:
-        yield
-        return
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
-    try:
-        yield
-    finally:
-        dispatcher.get_current_device = real
-
-
 def compile_ptx(kernel, signature, ccs=ARCHS):
     """{cc: PTX} of a kernel (a numba CUDA dispatcher) for one signature, with the kernel's
-    own fastmath / launch_bounds options. Typing and lowering (two thirds of the time) run
-    once; NVVM then generates PTX for each architecture from the same LLVM IR."""
-    from numba import cuda
+    own fastmath / launch_bounds options (kernels/numba_internals.py: cuda_compile_ptx)."""
+    from numbanet.kernels import numba_internals
     opts = getattr(kernel, "targetoptions", {}) or {}
-    kwargs = {"fastmath": bool(opts.get("fastmath")), "launch_bounds": opts.get("launch_bounds")}
-    with _device_functions_without_a_driver(min(ccs)):
-        try:
-            from numba.cuda.compiler import _compile_pyfunc_with_fixup
-            lib, _ = _compile_pyfunc_with_fixup(kernel.py_func, tuple(signature), debug=None, lineinfo=False,
-                                                device=False, cc=min(ccs), opt=None, abi="numba", abi_info=None,
-                                                forceinline=False, lto=False, **kwargs)
-        except (ImportError, TypeError):  # another numba-cuda: its public API, lowering once per cc
-            return {cc: cuda.compile_ptx(kernel.py_func, tuple(signature), cc=cc, **kwargs)[0] for cc in ccs}
-    out = {}
-    for cc in ccs:
-        (ptx,) = lib.get_asm_strs(cc=cc)
-        out[cc] = ptx
-    return out
+    return numba_internals.cuda_compile_ptx(kernel.py_func, signature, tuple(ccs), bool(opts.get("fastmath")),
+                                            opts.get("launch_bounds"))
 
 
 _USED = re.compile(r"Used (\d+) registers[^\n]*")

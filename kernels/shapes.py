@@ -8,9 +8,12 @@ import math
 
 import numpy as np
 
+from numbanet.kernels import rules
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# The activations a GEMM or convolution applies to its output in the same pass (the gpu
-# kernels' epilogue); softmax needs a whole row and stays a separate op.
+# The activations a GEMM applies to its output in the same pass (its epilogue), which nn's
+# Dense and Conv2D layers hand to their op; softmax needs a whole row and stays a
+# separate op. A family may fuse more (kernels/ops/conv.py: FUSED_ACTIVATIONS).
 EPILOGUE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 
 
@@ -50,30 +53,14 @@ def check_int(op, name, arr):
     return np.dtype(dtype)
 
 
-def check_activation(op, activation):
-    """None or one of EPILOGUE_ACTIVATIONS -> its name ("linear" for None)."""
+def check_activation(op, activation, allowed=EPILOGUE_ACTIVATIONS):
+    """None or one of `allowed` (names of kernels/rules.py's ACTIVATIONS) -> its name
+    ("linear" for None)."""
     if activation is None:
         return "linear"
-    if not isinstance(activation, str) or activation not in EPILOGUE_ACTIVATIONS:
-        raise ValueError(f"{op}: activation must be None or one of {', '.join(EPILOGUE_ACTIVATIONS)}, "
-                         f"got {activation!r}")
+    if not isinstance(activation, str) or activation not in allowed:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(allowed)}, got {activation!r}")
     return activation
-
-
-def check_activation_output(op, activation, y, dy):
-    """y, the forward output an activation's gradient is taken from: given exactly when
-    activation is not "linear", then of dy's shape and dtype."""
-    if activation == "linear":
-        if y is not None:
-            raise ValueError(f"{op}: y is only read to back-propagate through an activation; pass it with "
-                             f"activation='relu', 'sigmoid' or 'tanh', not with activation=None")
-        return
-    if y is None:
-        raise TypeError(f"{op}: activation={activation!r} needs y, the activated forward output "
-                        f"(the array conv2d returned), got None")
-    check_float(op, "y", y)
-    check_same_dtype(op, [("dy", dy), ("y", y)])
-    check_shape(op, "y", y, tuple(dy.shape))
 
 
 def check_float_or_int(op, name, arr):
@@ -205,71 +192,7 @@ def resolve_padding(op, padding, in_hw, kernel_hw, strides, explicit=True):
     return out_h, out_w, pt, pl, pb, pr
 
 
-# --------------------------------------------------------------------------- per-op checks
-
-def matmul_shapes(a, b, trans_a, trans_b, bias, out):
-    op = "matmul"
-    check_float(op, "a", a)
-    check_float(op, "b", b)
-    check_ndim(op, "a", a, 2)
-    check_ndim(op, "b", b, 2)
-    check_same_dtype(op, [("a", a), ("b", b), ("bias", bias), ("out", out)])
-    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if ka != kb:
-        raise ValueError(f"{op}: inner dimensions differ: op(a) is {m}x{ka}, op(b) is {kb}x{n} "
-                         f"(a.shape={tuple(a.shape)}, trans_a={trans_a}, b.shape={tuple(b.shape)}, trans_b={trans_b})")
-    if m == 0 or n == 0 or ka == 0:
-        raise ValueError(f"{op}: empty operand (a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)})")
-    if bias is not None:
-        check_float(op, "bias", bias)
-        check_shape(op, "bias", bias, (n,))
-    if out is not None:
-        check_float(op, "out", out)
-        check_shape(op, "out", out, (m, n))
-    return m, n, ka
-
-
-def conv2d_shapes(op, x, w, strides, padding):
-    """-> (strides, (out_h, out_w, pt, pl, pb, pr))."""
-    check_float(op, "x", x)
-    check_float(op, "w", w)
-    check_ndim(op, "x", x, 4, "NHWC")
-    check_ndim(op, "w", w, 4, "(KH, KW, C_in, C_out)")
-    check_same_dtype(op, [("x", x), ("w", w)])
-    check_nonempty(op, "x", x)
-    check_nonempty(op, "w", w)
-    if x.shape[3] != w.shape[2]:
-        raise ValueError(f"{op}: x has {x.shape[3]} channels but w expects {w.shape[2]} "
-                         f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
-    strides = pair(op, "strides", strides)
-    geometry = resolve_padding(op, padding, x.shape[1:3], w.shape[0:2], strides)
-    return strides, geometry
-
-
-def pool_shapes(op, x_shape, pool_size, strides, padding):
-    """-> (pool_size, strides, (out_h, out_w, pt, pl, pb, pr))."""
-    pool_size = pair(op, "pool_size", pool_size)
-    strides = pool_size if strides is None else pair(op, "strides", strides)
-    geometry = resolve_padding(op, padding, x_shape[1:3], pool_size, strides, explicit=False)
-    return pool_size, strides, geometry
-
-
-def check_x_shape(op, x_shape):
-    """A shape the op allocates from: 4 positive ints (no floats that int() would
-    truncate, no bools), small enough that N*H*W*C fits an int64 index."""
-    try:
-        shape = tuple(x_shape)
-    except TypeError:
-        raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
-    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
-            or min(shape) < 1:
-        raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
-    shape = tuple(int(s) for s in shape)
-    if math.prod(shape) >= 2 ** 62:
-        raise ValueError(f"{op}: x_shape={shape} has more elements than an array can hold")
-    return shape
-
+# --------------------------------------------------------------------------- more checks
 
 def check_same_shape(op, named):
     first_name, first = named[0]
@@ -279,54 +202,13 @@ def check_same_shape(op, named):
                              f"{first_name}.shape={tuple(first.shape)}")
 
 
-def check_labels(op, logits, labels):
-    """Integer class labels (N,) or one-hot / probability rows (N, C). -> True if one-hot."""
-    n, c = logits.shape
-    if labels.ndim == 1:
-        check_int(op, "labels", labels)
-        if labels.shape[0] != n:
-            raise ValueError(f"{op}: labels has {labels.shape[0]} rows but logits has {n} "
-                             f"(labels.shape={tuple(labels.shape)}, logits.shape={tuple(logits.shape)})")
-        return False
-    if labels.ndim == 2:
-        check_float(op, "labels", labels)
-        check_same_dtype(op, [("logits", logits), ("labels", labels)])
-        if tuple(labels.shape) != (n, c):
-            raise ValueError(f"{op}: one-hot labels must have shape {(n, c)}, got {tuple(labels.shape)}")
-        return True
-    raise ValueError(f"{op}: labels must be integer class ids (N,) or one-hot rows (N, C), "
-                     f"got shape {tuple(labels.shape)}")
-
-
-# --------------------------------------------------------------------------- transformer ops
-# batched_matmul, softmax over any rank, attention, layer_norm, embedding (issue 12).
-
-def batched_matmul_shapes(a, b, trans_a, trans_b, out):
-    """-> (lead, m, n, k): op(a) (..., M, K) @ op(b) (..., K, N) with identical leading dims."""
-    op = "batched_matmul"
-    check_float(op, "a", a)
-    check_float(op, "b", b)
-    check_same_dtype(op, [("a", a), ("b", b), ("out", out)])
-    for name, arr in (("a", a), ("b", b)):
-        if arr.ndim < 3:
-            raise ValueError(f"{op}: {name} must have rank >= 3 (..., rows, cols), got {arr.ndim}-D "
-                             f"({name}.shape={tuple(arr.shape)}); use matmul for 2-D operands")
-    if tuple(a.shape[:-2]) != tuple(b.shape[:-2]):
-        raise ValueError(f"{op}: leading dimensions differ: a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)} "
-                         "(they must be identical; nothing is broadcast)")
-    nd = a.ndim
-    m, ka = (a.shape[nd - 1], a.shape[nd - 2]) if trans_a else (a.shape[nd - 2], a.shape[nd - 1])
-    kb, n = (b.shape[nd - 1], b.shape[nd - 2]) if trans_b else (b.shape[nd - 2], b.shape[nd - 1])
-    if ka != kb:
-        raise ValueError(f"{op}: inner dimensions differ: op(a) is {m}x{ka}, op(b) is {kb}x{n} "
-                         f"(a.shape={tuple(a.shape)}, trans_a={trans_a}, b.shape={tuple(b.shape)}, trans_b={trans_b})")
-    check_nonempty(op, "a", a)
-    check_nonempty(op, "b", b)
-    lead = tuple(int(s) for s in a.shape[:-2])
-    if out is not None:
-        check_float(op, "out", out)
-        check_shape(op, "out", out, lead + (m, n))
-    return lead, int(m), int(n), int(ka)
+def check_alike(op, named):
+    """(name, array) pairs of float arrays of one dtype and one shape: the operands of an
+    elementwise op."""
+    for name, arr in named:
+        check_float(op, name, arr)
+    check_same_dtype(op, named)
+    check_same_shape(op, named)
 
 
 def check_min_ndim(op, name, arr, ndim, layout):
@@ -335,56 +217,12 @@ def check_min_ndim(op, name, arr, ndim, layout):
                          f"({name}.shape={tuple(arr.shape)})")
 
 
-def attention_shapes(op, q, k, v, scale):
-    """q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv) -> (B, Tq, Tk, H, D, Dv, scale);
-    scale None -> 1 / sqrt(D)."""
-    for name, arr in (("q", q), ("k", k), ("v", v)):
-        check_float(op, name, arr)
-        check_ndim(op, name, arr, 4, "(batch, time, heads, head_dim)")
-        check_nonempty(op, name, arr)
-    check_same_dtype(op, [("q", q), ("k", k), ("v", v)])
-    bsz, tq, h, d = (int(s) for s in q.shape)
-    shapes = f"(q.shape={tuple(q.shape)}, k.shape={tuple(k.shape)}, v.shape={tuple(v.shape)})"
-    if k.shape[0] != bsz or v.shape[0] != bsz:
-        raise ValueError(f"{op}: q, k and v must have the same batch size {shapes}")
-    if k.shape[2] != h or v.shape[2] != h:
-        raise ValueError(f"{op}: q, k and v must have the same number of heads {shapes}")
-    if k.shape[3] != d:
-        raise ValueError(f"{op}: q and k must have the same head dimension {shapes}")
-    if v.shape[1] != k.shape[1]:
-        raise ValueError(f"{op}: k and v must have the same number of keys (axis 1) {shapes}")
-    scale = 1.0 / math.sqrt(d) if scale is None else float_scalar(op, "scale", scale)
-    return bsz, tq, int(k.shape[1]), h, d, int(v.shape[3]), scale
+# --------------------------------------------------------------------------- recurrent layers
+# What nn's recurrent layers read; the op's own rules are kernels/ops/rnn.py's.
 
-
-def check_ids(op, name, ids):
-    """Integer token ids: int32 or int64 (other integer types are refused, not cast)."""
-    dtype = check_int(op, name, ids)
-    if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
-        raise TypeError(f"{op}: {name} must be int32 or int64, got {dtype}")
-    check_nonempty(op, name, ids)
-
-
-# --------------------------------------------------------------------------- recurrent ops
-# rnn and rnn_backward: SimpleRNN, LSTM and GRU cells (issue 13).
-
-RNN_CELLS = {"simple": 0, "lstm": 1, "gru": 2}
-RNN_GATES = {"simple": 1, "lstm": 4, "gru": 3}
-RNN_WORKSPACE = {"simple": 1, "lstm": 6, "gru": 5}   # workspace columns per unit (kernels/cpu/rnn.py)
-RNN_ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
-
-
-def rnn_cell(op, cell):
-    if not isinstance(cell, str) or cell not in RNN_CELLS:
-        raise ValueError(f"{op}: cell must be one of {sorted(RNN_CELLS)}, got {cell!r}")
-    return cell
-
-
-def rnn_activation(op, name, value):
-    """An activation the recurrent kernels compute (by name) -> its code."""
-    if not isinstance(value, str) or value not in RNN_ACTIVATIONS:
-        raise ValueError(f"{op}: {name} must be one of {sorted(RNN_ACTIVATIONS)}, got {value!r}")
-    return RNN_ACTIVATIONS[value]
+RNN_GATES = dict(zip(rules.CELLS, rules.GATES))
+# The activations the recurrent cells compute, by name -> kernels/rules.py's code.
+RNN_ACTIVATIONS = {name: rules.CODES[name] for name in ("linear", "tanh", "sigmoid", "relu")}
 
 
 def rnn_bias_shape(cell, units):
@@ -393,47 +231,3 @@ def rnn_bias_shape(cell, units):
     return (2, g * units) if cell == "gru" else (g * units,)
 
 
-def rnn_shapes(op, cell, x, kernel, recurrent_kernel, bias):
-    """x (batch, timesteps, features), kernel (features, G * units), recurrent_kernel
-    (units, G * units), bias (see rnn_bias_shape) or None -> (B, T, I, H, G)."""
-    for name, arr in (("x", x), ("kernel", kernel), ("recurrent_kernel", recurrent_kernel)):
-        check_float(op, name, arr)
-    check_ndim(op, "x", x, 3, "(batch, timesteps, features)")
-    check_ndim(op, "kernel", kernel, 2, "(features, gates * units)")
-    check_ndim(op, "recurrent_kernel", recurrent_kernel, 2, "(units, gates * units)")
-    check_nonempty(op, "x", x)
-    check_nonempty(op, "recurrent_kernel", recurrent_kernel)
-    check_same_dtype(op, [("x", x), ("kernel", kernel), ("recurrent_kernel", recurrent_kernel), ("bias", bias)])
-    g = RNN_GATES[cell]
-    h = int(recurrent_kernel.shape[0])
-    if tuple(recurrent_kernel.shape) != (h, g * h):
-        raise ValueError(f"{op}: a {cell} cell's recurrent_kernel must have shape (units, {g} * units), got "
-                         f"{tuple(recurrent_kernel.shape)}")
-    b_count, t_count, features = (int(s) for s in x.shape)
-    if tuple(kernel.shape) != (features, g * h):
-        raise ValueError(f"{op}: kernel must have shape (features, {g} * units) = {(features, g * h)} for x with "
-                         f"{features} features and {h} units, got {tuple(kernel.shape)} (x.shape={tuple(x.shape)})")
-    if bias is not None:
-        check_float(op, "bias", bias)
-        check_shape(op, "bias", bias, rnn_bias_shape(cell, h))
-    return b_count, t_count, features, h, g
-
-
-def check_rnn_state(op, name, arr, dtype, batch, units):
-    check_float(op, name, arr)
-    if np.dtype(arr.dtype) != dtype:
-        raise TypeError(f"{op}: {name} is {np.dtype(arr.dtype)} but x is {dtype}; pass arrays of one dtype")
-    check_shape(op, name, arr, (batch, units))
-
-
-def check_rnn_mask(op, mask, batch, steps):
-    """A (batch, timesteps) bool or integer array; a step is kept where it is non-zero."""
-    dtype = getattr(mask, "dtype", None)
-    if dtype is None or (np.dtype(dtype).kind not in "iub"):
-        got = np.dtype(dtype) if dtype is not None else type(mask).__name__
-        raise TypeError(f"{op}: mask must be a bool or integer array (True/non-zero keeps a step), got {got}")
-    if not np.dtype(dtype).isnative:
-        raise TypeError(f"{op}: mask must be in native byte order, got {np.dtype(dtype).str}")
-    if tuple(mask.shape) != (batch, steps):
-        raise ValueError(f"{op}: mask must have shape (batch, timesteps) = {(batch, steps)}, got "
-                         f"{tuple(mask.shape)}")

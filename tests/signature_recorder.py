@@ -27,7 +27,8 @@ class SignatureRecorder:
             self.unnamed[site(kernel)] = self.unnamed.get(site(kernel), 0) + 1
             return False
         types = [gpu_static.argument_type(a) for a in args]
-        gpu_static.merge_launch(self.records, ident, site(kernel), block, types)
+        gpu_static.merge_launch(self.records, ident, site(kernel), block, types,
+                                getattr(kernel, "numbanet_block", None))
         return False
 
     def install(self):

@@ -1,11 +1,10 @@
 """The cpu backend: @numba.njit kernels on NumPy arrays."""
+import importlib
+
 import numpy as np
 
 from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
-
-
-_attention_shared = False
 
 
 def _share_cache():
@@ -21,30 +20,20 @@ class CpuBackend(Backend):
     name = "cpu"
 
     def __init__(self):
-        # Imported here so that `import numbanet.kernels` compiles nothing until a backend is used.
-        from numbanet.kernels.cpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
-        from numbanet.kernels.cpu import embedding, layernorm, rnn
         from numbanet.kernels.cpu.memory import keep_freed_memory
         keep_freed_memory()
         _share_cache()
-        self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
-        self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
-        self.layernorm, self.embed, self.recurrent = layernorm, embedding, rnn
 
     def __repr__(self):
         return "<numbanet cpu backend>"
 
-    @property
-    def attn(self):
-        """kernels/cpu/attention.py, imported on first use: its vectorized helpers are
-        compiled when the module loads (seconds, once; cached after), which a model
-        without attention should not wait for."""
-        global _attention_shared
-        from numbanet.kernels.cpu import attention
-        if not _attention_shared:
-            _share_cache()
-            _attention_shared = True
-        return attention
+    def _load_module(self, name):
+        """kernels/cpu/<name>.py, imported here so that `import numbanet.kernels` compiles
+        nothing; what it imported is put under the cache lock before any of it runs
+        (attention compiles helpers as it loads)."""
+        module = importlib.import_module(f"numbanet.kernels.cpu.{name}")
+        _share_cache()
+        return module
 
     # ------------------------------------------------------------------ memory
     def asarray(self, array):

@@ -27,15 +27,16 @@ import numba
 import numpy as np
 from numba import prange
 
-from numbanet.kernels.cpu.activation import ACTIVATION_CODES, LINEAR, activate_inplace, activation_grad
+from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
+from numbanet.kernels.rules import CODES, LINEAR
 from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
 from numbanet.kernels.cpu.slp import compile_slp, plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
-# Forward layers with KH*KW*C_in up to this take the direct path below. With so few terms
-# per output the GEMM path's time goes to patch packing and tile write-back, not FMAs
-# (the article's first conv: depth 9, ~2.5x faster direct); from about 72 on, the direct
-# path's re-reading of x per NR-column panel loses to the GEMM path's packed operands.
+# Forward layers with KH*KW*C_in up to this take the direct path below: with so few terms
+# per output the GEMM path's time goes to patch packing and tile write-back, not FMAs,
+# while deeper windows re-read x per NR-column panel and lose to the packed operands.
+# Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
 DIRECT_KDIM = 64
 
 
@@ -453,7 +454,7 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
     if not compute_dx:
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
-    dynamic(_conv2d_backward, x, w, dy, dy if y is None else y, ACTIVATION_CODES[activation], dx, compute_dx,
+    dynamic(_conv2d_backward, x, w, dy, dy if y is None else y, CODES[activation], dx, compute_dx,
             dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
@@ -461,4 +462,4 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"
     """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
     dynamic(_conv2d_forward, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left,
-            ACTIVATION_CODES[activation])
+            CODES[activation])

@@ -3,32 +3,15 @@ import numba
 import numpy as np
 from numba import prange
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@numba.njit(cache=True)
-def counter_uniform(seed, i):
-    """A uniform in [0, 1) from (seed, element index): splitmix64 of seed + (i+1)*golden.
-
-    kernels/gpu/elementwise.py must compute exactly this function, so that both backends
-    draw the same dropout mask for the same seed. All arithmetic stays in uint64: mixing
-    int64 and uint64 in numba promotes to float64 and would silently break the hash.
-    """
-    z = np.uint64(seed) + np.uint64(i + 1) * _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
+from numbanet.kernels.cpu import rules as R
+from numbanet.kernels.cpu.threads import SERIAL_MAX
 
 @numba.njit(parallel=True, cache=True)
 def dropout_forward(x, y, mask, rate, seed):
     keep_scale = x.dtype.type(1.0 / (1.0 - rate))
     zero = x.dtype.type(0)
     for i in prange(x.shape[0]):
-        mi = keep_scale if counter_uniform(seed, i) >= rate else zero
+        mi = keep_scale if R.counter_uniform(seed, i) >= rate else zero
         mask[i] = mi
         y[i] = x[i] * mi
 
@@ -106,8 +89,6 @@ def l1_l2_penalty_into(w, l1, l2, into):
     into[0] += l1_l2_penalty(w, l1, l2)
 
 
-# Below this many elements one thread is faster than waking the pool.
-_PARALLEL_MIN = 1 << 16
 
 
 @numba.njit(cache=True)
@@ -124,7 +105,7 @@ def _add_parallel(a, b, out):
 
 def add(a, b, out):
     # out may be a or b (in-place accumulation): each element is read before it is written.
-    (_add_parallel if a.shape[0] >= _PARALLEL_MIN else _add_serial)(a, b, out)
+    (_add_parallel if a.shape[0] > SERIAL_MAX else _add_serial)(a, b, out)
 
 
 @numba.njit(parallel=True, cache=True)

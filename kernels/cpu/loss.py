@@ -12,6 +12,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import reduce
+from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu.order import row_argmax
 
 
@@ -132,12 +133,9 @@ def _bce_probs(p, t, eps, losses, dp):
     for r in prange(n):
         acc = zero
         for k in range(d):
-            pk = p[r, k]
-            tk = t[r, k]
-            c = min(max(pk, lo), hi)
-            acc -= tk * math.log(c) + (one - tk) * math.log(one - c)
-            # Clipping has zero derivative outside [eps, 1 - eps].
-            dp[r, k] = (c - tk) / (c * (one - c)) * inv_nd if lo <= pk <= hi else zero
+            loss, grad = R.bce_probs(p[r, k], t[r, k], lo, hi, one, zero)
+            acc += loss
+            dp[r, k] = grad * inv_nd
         losses[r] = acc * inv_d
 
 
@@ -151,13 +149,9 @@ def _bce_logits(z, t, losses, dz):
     for r in prange(n):
         acc = zero
         for k in range(d):
-            zk = z[r, k]
-            tk = t[r, k]
-            # max(z, 0) - z t + log(1 + exp(-|z|)): exp of a non-positive number only.
-            e = math.exp(-abs(zk))
-            acc += max(zk, zero) - zk * tk + math.log1p(e)
-            s = one / (one + e) if zk >= zero else e / (one + e)
-            dz[r, k] = (s - tk) * inv_nd
+            loss, grad = R.bce_logits(z[r, k], t[r, k], one, zero)
+            acc += loss
+            dz[r, k] = grad * inv_nd
         losses[r] = acc * inv_d
 
 

@@ -3,10 +3,8 @@
 A training step allocates and frees the same large arrays every time (the first conv
 layer's output alone is 11 MB at batch 128). glibc's malloc serves blocks that size with
 fresh mmap()s, or trims its heap back to the OS on free, so every step pays page faults
-on first touch of its activations: measured on the 2-core machine, one step of the
-article's CNN took 38-59 ms with glibc's defaults and 30 ms with the two settings below
-(relu_backward into a fresh 11 MB array: 13 ms; into reused memory: 0.8 ms).
-The cost: the process keeps up to M_TRIM_THRESHOLD of freed memory instead of
+on first touch of its activations. Measure: numbanet bench --ops train_step with
+NUMBANET_MALLOC_TUNING=0 and without. The cost: the process keeps up to M_TRIM_THRESHOLD of freed memory instead of
 returning it. NUMBANET_MALLOC_TUNING=0, or either MALLOC_*_ variable set by the user,
 leaves malloc as it is.
 """

@@ -1,17 +1,17 @@
-"""Fused, in-place optimizer steps on flat parameter arrays (Keras 3's formulas).
+"""Fused, in-place optimizer steps on flat parameter arrays (Keras 3's formulas, per element
+in kernels/rules.py).
 
 These are memory-bound (Adam moves 28 bytes per float32 parameter), so each is a single
 pass over large contiguous chunks, one chunk per thread; the scalars are cast to the
 array dtype first so float32 loops stay float32 and vectorize.
 """
-import math
-
 import numba
 import numpy as np
 from numba import prange
 
-# Below this many elements one thread is faster than waking the pool.
-_PARALLEL_MIN = 1 << 16
+from numbanet.kernels.cpu import rules as R
+from numbanet.kernels.cpu.threads import SERIAL_MAX, chunk
+
 
 
 # Two things keep this loop vectorized (vsqrtps/vdivps): error_model="numpy", so a float
@@ -20,31 +20,20 @@ _PARALLEL_MIN = 1 << 16
 @numba.njit(cache=True, error_model="numpy")
 def _adam_chunk(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
     for i in range(p.shape[0]):
-        pi = p[i] - lr_wd * p[i]
-        gi = g[i]
-        mi = b1 * m[i] + one_b1 * gi
-        vi = b2 * v[i] + one_b2 * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = pi - alpha * mi / (math.sqrt(vi) + eps)
+        p[i], m[i], v[i] = R.adam(p[i], g[i], m[i], v[i], lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _adam_parallel(chunks, p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
-    n = p.shape[0]
-    size = (n + chunks - 1) // chunks
     for k in prange(chunks):
-        lo = min(k * size, n)
-        hi = min(lo + size, n)
+        lo, hi = chunk(k, chunks, p.shape[0])
         _adam_chunk(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
 
 
-def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
-    # Bias correction folded into one step size, computed once in float64.
-    alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    t = p.dtype.type
-    args = (t(lr * weight_decay), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(alpha), t(eps))
-    if p.shape[0] >= _PARALLEL_MIN:
+def adam_step(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
+    """One Adam step in place; the scalars in p's dtype (kernels/ops/optim.py casts them)."""
+    args = (lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
+    if p.shape[0] > SERIAL_MAX:
         # A few chunks per thread balance the load; the count is passed in because
         # numba.get_num_threads() inside a cached kernel defeats the cache.
         _adam_parallel(4 * numba.get_num_threads(), p, g, m, v, *args)
@@ -55,27 +44,21 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
 @numba.njit(parallel=True, cache=True)
 def _sgd_plain(p, g, lr, lr_wd):
     for i in prange(p.shape[0]):
-        p[i] = p[i] - lr_wd * p[i] - lr * g[i]
+        p[i] = R.sgd(p[i], g[i], lr, lr_wd)
 
 
 @numba.njit(parallel=True, cache=True)
 def _sgd_momentum(p, g, vel, lr, lr_wd, mom, nesterov):
     for i in prange(p.shape[0]):
-        pi = p[i] - lr_wd * p[i]
-        vi = mom * vel[i] - lr * g[i]
-        vel[i] = vi
-        if nesterov:
-            p[i] = pi + mom * vi - lr * g[i]
-        else:
-            p[i] = pi + vi
+        p[i], vel[i] = R.sgd_momentum(p[i], g[i], vel[i], lr, lr_wd, mom, nesterov)
 
 
-def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
-    t = p.dtype.type
-    if momentum == 0.0:
-        _sgd_plain(p, g, t(lr), t(lr * weight_decay))
+def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
+    """One SGD step in place; velocity None without momentum; scalars in p's dtype."""
+    if velocity is None:
+        _sgd_plain(p, g, lr, lr_wd)
     else:
-        _sgd_momentum(p, g, velocity, t(lr), t(lr * weight_decay), t(momentum), bool(nesterov))
+        _sgd_momentum(p, g, velocity, lr, lr_wd, momentum, bool(nesterov))
 
 
 # ---------------------------------------------------------------------- gradient clipping
@@ -127,13 +110,7 @@ def sq_norm_accumulate(x, acc):
 def clip_scale(sq, clipnorm, scale):
     """scale[0] = clipnorm / max(sqrt(sq[0]), clipnorm): exactly 1 when the norm is within
     bounds, NaN when the norm is NaN (so a broken gradient is not hidden)."""
-    norm = math.sqrt(sq[0])
-    if norm > clipnorm:
-        scale[0] = clipnorm / norm
-    elif norm != norm:
-        scale[0] = norm
-    else:
-        scale[0] = 1.0
+    scale[0] = R.clip_scale(sq[0], clipnorm)
 
 
 @numba.njit(cache=True)
@@ -151,5 +128,5 @@ def _scale_by_parallel(x, scale):
 
 
 def scale_by(x, scale):
-    # A model's biases and norms are small: one thread, no pool wake-up (see _PARALLEL_MIN).
-    (_scale_by_parallel if x.shape[0] >= _PARALLEL_MIN else _scale_by_serial)(x, scale)
+    # A model's biases and norms are small: one thread, no pool wake-up (threads.SERIAL_MAX).
+    (_scale_by_parallel if x.shape[0] > SERIAL_MAX else _scale_by_serial)(x, scale)

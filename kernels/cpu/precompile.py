@@ -32,16 +32,13 @@ NUMBANET_BACKGROUND_COMPILE=1 starts it regardless, =0 never (the cache lock sta
 only makes concurrent processes, such as MPI ranks sharing one cache, safe).
 """
 import atexit
-import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
 
-from numba.core.caching import IndexDataCacheFile
-from numba.core.compiler_lock import global_compiler_lock
-from numba.core.registry import CPUDispatcher
+from numbanet.kernels import numba_internals, ops
 
 try:
     import fcntl
@@ -51,7 +48,7 @@ except ImportError:   # not POSIX: no lock, so no helper either (install does no
 ENV = "NUMBANET_BACKGROUND_COMPILE"
 _IDLE_EXIT_S = 20.0
 # A lock held longer than this by someone while our helper runs: the helper is taken to
-# be stuck and killed (its locks then free). No kernel here compiles for more than ~10 s.
+# be stuck and killed (its locks then free): far above any one kernel's compile.
 _STUCK_S = 180.0
 
 
@@ -67,11 +64,9 @@ def background_mode():
 def _a_core_is_idle():
     """The 1-minute load average below the core count: other jobs leave a core's worth of
     time that a helper compiling beside this process can use. On a busy machine it would
-    only take CPU from the parent's share, and it adds its own start-up and cache loads
-    (the two processes used ~10% more CPU seconds in all than one). Measured on 2 cores
-    shared with other jobs (first step of the article's CNN, empty cache): 30.0 s without
-    and 15.9 s with the helper at load 2.5; 1-10 s slower with it in 4 of 4 pairs at load
-    3-5 (read after each run, so counting the run itself)."""
+    only take CPU from the parent's share, and it adds its own start-up and cache loads.
+    Measure: python -m numbanet.bench.startup with NUMBANET_BACKGROUND_COMPILE=1 and =0,
+    each at a few loads."""
     try:
         return os.getloadavg()[0] < (os.cpu_count() or 1)
     except OSError:
@@ -82,24 +77,11 @@ def _a_core_is_idle():
 _held = {}   # lock path -> [fd, depth]: flock is per open file, so re-entry is counted here
 
 
-class _LockedIndexDataCacheFile(IndexDataCacheFile):
-    """Numba's index/data cache file with the index read-modify-write under the function's
-    lock, and the data written before the index entry that names it."""
-
-    def save(self, key, data):
-        with _function_lock(self._index_path):
-            overloads = self._load_index()
-            data_name = overloads.get(key)
-            if data_name is None:
-                existing = set(overloads.values())
-                data_name = next(n for n in map(self._data_name, itertools.count(1)) if n not in existing)
-            self._save_data(data_name, data)
-            overloads[key] = data_name
-            self._save_index(overloads)
-
-    def load(self, key):
-        with _function_lock(self._index_path):
-            return super().load(key)
+def locked_cache_file():
+    """Numba's index/data cache file class with each function's index read, updated and
+    written under _function_lock and the data written before the index entry that names
+    it (kernels/numba_internals.py), or None without Numba's internals."""
+    return numba_internals.locked_cache_file_class(_function_lock)
 
 
 class _function_lock:
@@ -109,7 +91,7 @@ class _function_lock:
         self.path = index_path + ".lock"
 
     def __enter__(self):
-        global_compiler_lock.acquire()
+        numba_internals.compiler_lock().acquire()
         try:
             entry = _held.get(self.path)
             if entry is not None:
@@ -132,7 +114,7 @@ class _function_lock:
             _held[self.path] = [fd, 1]
             return self
         except BaseException:
-            global_compiler_lock.release()
+            numba_internals.compiler_lock().release()
             raise
 
     def __exit__(self, *exc):
@@ -145,7 +127,7 @@ class _function_lock:
                     fcntl.flock(entry[0], fcntl.LOCK_UN)
                     os.close(entry[0])
         finally:
-            global_compiler_lock.release()
+            numba_internals.compiler_lock().release()
 
 
 def _wait_for_flock(fd):
@@ -166,64 +148,41 @@ def _wait_for_flock(fd):
 
 def install(modules):
     """Put every cached kernel (Numba CPU dispatcher) defined in `modules` under the lock,
-    and have its cache misses start the helper. Idempotent."""
-    if fcntl is None:
+    and have its cache misses start the helper. Idempotent. Nothing without flock or
+    without Numba's internals (kernels/numba_internals.py): Numba's own unlocked cache."""
+    if fcntl is None or not numba_internals.available():
         return
+    sources = _sources_stamp()
     for module in modules:
         for obj in list(vars(module).values()):
-            if isinstance(obj, CPUDispatcher) and not getattr(obj, "_numbanet_locked", False):
-                _lock_dispatcher(obj)
+            if numba_internals.is_cpu_dispatcher(obj) and not getattr(obj, "_numbanet_locked", False):
+                numba_internals.lock_cache(obj, _function_lock, _helper.note_miss, sources)
+                obj._numbanet_locked = True
 
 
-def _kernel_name(dispatcher):
-    """'conv._conv2d_forward' for kernels/cpu/conv.py's _conv2d_forward."""
-    return dispatcher.py_func.__module__.rsplit(".", 1)[-1] + "." + dispatcher.py_func.__name__
-
-
-def _lock_dispatcher(dispatcher):
-    cache = dispatcher._cache
-    cache_file = getattr(cache, "_cache_file", None)
-    if type(cache_file) is not IndexDataCacheFile:
-        return   # not cached (cache=False): nothing on disk to share
-    cache_file.__class__ = _LockedIndexDataCacheFile
-    index_path = cache_file._index_path
-    compile_ = dispatcher.compile
-    load_overload = cache.load_overload
-
-    def compile_locked(sig):
-        # Held across the cache lookup, the compile and the save, so that a process
-        # needing this function while another compiles it waits and then loads it.
-        with _function_lock(index_path):
-            return compile_(sig)
-
-    def load_overload_noting_misses(sig, target_context):
-        cres = load_overload(sig, target_context)
-        if cres is None:
-            _helper.note_miss(_kernel_name(dispatcher), sig)
-        return cres
-
-    dispatcher.compile = compile_locked
-    cache.load_overload = load_overload_noting_misses
-    dispatcher._numbanet_locked = True
+def _sources_stamp():
+    """(name, mtime, size) of every source file a cpu kernel can compile in: kernels/rules.py
+    and kernels/cpu/*.py. A kernel inlines rules and calls kernels of other modules, and
+    its cached code holds theirs; an edit to any of them makes every cached kernel stale."""
+    cpu = os.path.dirname(os.path.abspath(__file__))
+    paths = [os.path.join(os.path.dirname(cpu), "rules.py")]
+    paths += sorted(os.path.join(cpu, f) for f in os.listdir(cpu) if f.endswith(".py"))
+    stamp = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamp.append((os.path.basename(path), st.st_mtime, st.st_size))
+    return tuple(stamp)
 
 
 # --------------------------------------------------------------------------- what to compile
-# Items are the helper's warm-ups (kernels/cpu/compile_worker.py's WARMUPS), by name.
-# Sent on the first miss of a dtype: what nearly every model's training step runs.
-COMMON = ("dense", "loss", "relu_backward", "adam")
-# Sent on a miss of a forward kernel (module.function under kernels/cpu/): its backward.
-HINTS = {
-    "conv._conv2d_forward": ("conv2d_backward",),
-    "pool.max_pool2d_forward": ("max_pool2d_backward",),
-    "pool.avg_pool2d_forward": ("avg_pool2d_backward",),
-    "activation._sigmoid_forward": ("sigmoid_backward",),
-    "activation._tanh_forward": ("tanh_backward",),
-    "activation._softmax_rows": ("softmax_backward",),
-    "elementwise.dropout_forward": ("dropout_backward",),
-    "embedding._gather": ("embedding_backward",),
-    "layernorm._forward": ("layer_norm_backward",),
-    "attention._forward": ("attention_backward",),
-}
+# Items are ops (kernels/ops/): the helper runs each one's declared warm-up.
+# Sent on the first miss of a dtype: what nearly every model's training step runs, the
+# ones that share no kernel with a forward pass first (the parent compiles that).
+COMMON = ("adam_step", "relu_backward", "softmax_cross_entropy_stats", "softmax_cross_entropy", "accuracy", "sum",
+          "matmul", "dense_backward")
 _DTYPES = ("float32", "float64")
 
 
@@ -252,14 +211,18 @@ class _Helper:
         if os.getpid() != self.owner:
             self.proc, self.owner, self.sent = None, os.getpid(), set()
 
-    def note_miss(self, kernel, sig):
+    def note_miss(self, sig):
+        """A kernel missed the cache: send COMMON and the backward of the op running (the
+        one whose forward is compiling now), for the signature's dtype."""
         if background_mode() == "off":
             return
         self._forget_if_forked()
         dtype = _sig_dtype(sig)
         if dtype is None:
             return
-        items = [(n, dtype) for n in (*COMMON, *HINTS.get(kernel, ())) if (n, dtype) not in self.sent]
+        op = ops.running_op()
+        hinted = (op.backward,) if op is not None and op.backward else ()
+        items = [(n, dtype) for n in (*COMMON, *hinted) if (n, dtype) not in self.sent]
         if items:
             self.request(items)
 

@@ -44,71 +44,13 @@ Workspace per (batch, step s), what backward needs (W columns):
     LSTM       i f g o (activated), c, h      (6H)
     GRU        z r hh (activated), rh, h      (5H)   rh = h_prev U_h + rb_h
 """
-import math
-
 import numba
 import numpy as np
 from numba import prange
-from numba.core import types
-from numba.extending import overload
 
+from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
-
-SIMPLE, LSTM, GRU = 0, 1, 2
-LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
-GATES = (1, 4, 3)
-WORKSPACE = (1, 6, 5)   # workspace columns per unit, by cell
-
-# tanh on float32 as an odd rational function (Eigen's fast tanh: x P(x^2) / Q(x^2) on
-# [-7.9053, 7.9053], clamped outside; max error 3.4e-7 against float64 tanh over [-12, 12]).
-# libm's tanhf is a scalar call, and a step's gates need B * H * G of them: the rational
-# form is plain arithmetic that LLVM vectorizes across a tile's lanes. sigmoid(x) =
-# (1 + tanh(x / 2)) / 2. float64 (the gradient-check dtype) keeps math.tanh and math.exp.
-_A = tuple(np.float32(c) for c in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
-                                   5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
-                                   -2.76076847742355e-16))
-_B = tuple(np.float32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
-                                   1.19825839466702e-06))
-_CLAMP = np.float32(7.90531110763549805)
-_A0, _A1, _A2, _A3, _A4, _A5, _A6 = _A
-_B0, _B1, _B2, _B3 = _B
-_HALF32 = np.float32(0.5)
-
-
-def tanh(x):
-    """tanh; the float32 rational form above, math.tanh for float64."""
-    return math.tanh(x)
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
-
-
-@overload(tanh, jit_options={"cache": True})
-def _tanh_impl(x):
-    if x == types.float32:
-        def impl(x):
-            x = max(min(x, _CLAMP), -_CLAMP)
-            x2 = x * x
-            p = ((((((_A6 * x2 + _A5) * x2 + _A4) * x2 + _A3) * x2 + _A2) * x2 + _A1) * x2 + _A0) * x
-            q = ((_B3 * x2 + _B2) * x2 + _B1) * x2 + _B0
-            return p / q
-        return impl
-    return lambda x: math.tanh(x)
-
-
-@overload(sigmoid, jit_options={"cache": True})
-def _sigmoid_impl(x):
-    if x == types.float32:
-        return lambda x: _HALF32 + _HALF32 * tanh(_HALF32 * x)
-
-    def impl(x):
-        # exp of a non-positive number only: no overflow for large |x|.
-        if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-    return impl
+from numbanet.kernels.rules import GATES, GRU, LSTM, RELU, SIGMOID, TANH, WORKSPACE
 
 
 # --------------------------------------------------------------------------- packing
@@ -156,17 +98,17 @@ def _copy(dst, src, n):
 
 
 @numba.njit(cache=True, inline="always")
-def _activate(code, v, n):
-    """v[:n] = act(v[:n]) in place."""
+def _activate(code, v, n, one):
+    """v[:n] = act(v[:n]) in place (tanh and sigmoid in their gate forms: kernels/cpu/rules.py)."""
     if code == TANH:
         for c in range(n):
-            v[c] = tanh(v[c])
+            v[c] = R.gate_tanh(v[c])
     elif code == SIGMOID:
         for c in range(n):
-            v[c] = sigmoid(v[c])
+            v[c] = R.gate_sigmoid(v[c])
     elif code == RELU:
         for c in range(n):
-            v[c] = max(v[c], v[c] - v[c])
+            v[c] = R.activate(RELU, v[c], one)
 
 
 @numba.njit(cache=True, inline="always")
@@ -174,13 +116,13 @@ def _derive(code, y, out, n, one):
     """out[:n] = act'(z) from the activation's outputs y[:n]."""
     if code == TANH:
         for c in range(n):
-            out[c] = one - y[c] * y[c]
+            out[c] = R.derivative(TANH, y[c], one)
     elif code == SIGMOID:
         for c in range(n):
-            out[c] = y[c] * (one - y[c])
+            out[c] = R.derivative(SIGMOID, y[c], one)
     elif code == RELU:
         for c in range(n):
-            out[c] = one if y[c] > 0 else one - one
+            out[c] = R.derivative(RELU, y[c], one)
     else:
         for c in range(n):
             out[c] = one
@@ -245,16 +187,16 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
                             for g in range(4):
                                 _add(tile[g, r], xp[g * h + j0:], nj)
                             gi, gf, gg, go = tile[0, r], tile[1, r], tile[2, r], tile[3, r]
-                            _activate(ract, gi, nj)
-                            _activate(ract, gf, nj)
-                            _activate(act, gg, nj)
-                            _activate(ract, go, nj)
+                            _activate(ract, gi, nj, one)
+                            _activate(ract, gf, nj, one)
+                            _activate(act, gg, nj, one)
+                            _activate(ract, go, nj, one)
                             cst = cs[b, j0:j0 + nj]
                             for c in range(nj):
-                                tmp[c] = gf[c] * cst[c] + gi[c] * gg[c]
+                                tmp[c] = R.lstm_cell(gi[c], gf[c], gg[c], cst[c])
                             if on:
                                 _copy(cst, tmp, nj)
-                            _activate(act, tmp, nj)
+                            _activate(act, tmp, nj, one)
                             for c in range(nj):
                                 hn[c] = go[c] * tmp[c]
                             for g in range(4):
@@ -268,20 +210,20 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
                             _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
                             _add(gz, xp[j0:], nj)
                             _add(gr, xp[h + j0:], nj)
-                            _activate(ract, gz, nj)
-                            _activate(ract, gr, nj)
+                            _activate(ract, gz, nj, one)
+                            _activate(ract, gr, nj, one)
                             xh = xp[2 * h + j0:]
                             for c in range(nj):
-                                gh[c] = xh[c] + gr[c] * gh[c]
-                            _activate(act, gh, nj)
+                                gh[c] = R.gru_candidate(xh[c], gr[c], gh[c])
+                            _activate(act, gh, nj, one)
                             for c in range(nj):
-                                hn[c] = gz[c] * hprev[c] + (one - gz[c]) * gh[c]
+                                hn[c] = R.gru_state(gz[c], hprev[c], gh[c], one)
                             for g in range(3):
                                 _copy(w[g * h + j0:], tile[g, r], nj)
                         else:
                             g0 = tile[0, r]
                             _add(g0, xp[j0:], nj)
-                            _activate(act, g0, nj)
+                            _activate(act, g0, nj, one)
                             _copy(hn, g0, nj)
                         # hn: this step's h. A masked row keeps h_prev as its state.
                         hnew = hs[nxt, b, j0:j0 + nj]
@@ -437,21 +379,18 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
                             gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
                             cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
                             _copy(tc, w[4 * h + j0:], nj)
-                            _activate(act, tc, nj)
-                            _derive(act, tc, d1, nj, one)
-                            dcst = dcs[b, j0:]
-                            for c in range(nj):
-                                dc[c] = dcst[c] + dh[c] * go[c] * d1[c]
+                            _activate(act, tc, nj, one)
+                            _derive(act, tc, dc, nj, one)          # dc holds act'(c) here
                             _derive(ract, gi, d1, nj, one)
                             _derive(ract, gf, d2, nj, one)
                             _derive(act, gg, d3, nj, one)
                             _derive(ract, go, d4, nj, one)
+                            dcst = dcs[b, j0:]
                             for c in range(nj):
-                                di = dc[c] * gg[c] * d1[c]
-                                df = dc[c] * cprev[c] * d2[c]
-                                dg = dc[c] * gi[c] * d3[c]
-                                do = dh[c] * tc[c] * d4[c]
-                                dcst[c] = dc[c] * gf[c]
+                                di, df, dg, do, dcp = R.lstm_cell_grads(dh[c], dcst[c], gi[c], gf[c], gg[c], go[c],
+                                                                        tc[c], cprev[c], dc[c], d1[c], d2[c], d3[c],
+                                                                        d4[c])
+                                dcst[c] = dcp
                                 zx[j0 + c] = di
                                 zx[h + j0 + c] = df
                                 zx[2 * h + j0 + c] = dg
@@ -465,16 +404,13 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
                             _derive(ract, gr, d3, nj, one)
                             dst = direct[b, j0:]
                             for c in range(nj):
-                                dzz = dh[c] * (hp_[c] - ghh[c]) * d1[c]
-                                dpre = dh[c] * (one - gz[c]) * d2[c]
-                                dr = dpre * rh[c] * d3[c]
-                                dst[c] = dh[c] * gz[c]
+                                dzz, dr, dpre, dst[c], zr[2 * h + j0 + c] = R.gru_cell_grads(
+                                    dh[c], hp_[c], gz[c], gr[c], ghh[c], rh[c], d1[c], d3[c], d2[c], one)
                                 zx[j0 + c] = dzz
                                 zx[h + j0 + c] = dr
                                 zx[2 * h + j0 + c] = dpre
                                 zr[j0 + c] = dzz
                                 zr[h + j0 + c] = dr
-                                zr[2 * h + j0 + c] = dpre * gr[c]
                         else:
                             _derive(act, w[j0:], d1, nj, one)
                             for c in range(nj):

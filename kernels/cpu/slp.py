@@ -13,40 +13,37 @@ kernels takes a second or more to compile per dtype). Arguments are compiled as 
 plain types (`plain_types`), so one signature per dtype serves every caller.
 """
 import numba
-from numba.core import types
+
+from numbanet.kernels import numba_internals
 
 
 def plain_types(dispatcher):
     """Have `dispatcher` compile its arguments as their plain types: a constant `True` or
     `0` in a caller is typed bool / int64, not a literal of its own. Numba otherwise
     compiles a separate copy of a helper for each constant a caller passes (a flag, a
-    panel width: 0.1-0.4 s each), and the callers' literals then select among them. The
+    panel width), each a compile of its own, and the callers' literals select among them. The
     constant's branch is then taken at run time instead of folded at compile time (a
-    loop-invariant test LLVM hoists out of the loops); the arithmetic is the same."""
-    compile_typed = dispatcher.compile
+    loop-invariant test LLVM hoists out of the loops); the arithmetic is the same.
+    Without Numba's internals (kernels/numba_internals.py) the dispatcher is left as it is."""
+    def compile_plain(compile_typed):
+        def compile(sig):
+            return compile_typed(numba_internals.unliteral(sig) if isinstance(sig, tuple) else sig)
+        return compile
 
-    def compile_plain(sig):
-        if isinstance(sig, tuple):
-            sig = tuple(types.unliteral(t) for t in sig)
-        return compile_typed(sig)
-
-    # Numba compiles through dispatcher.compile, both for calls from Python and when a
-    # caller's type inference needs this function.
-    dispatcher.compile = compile_plain
+    numba_internals.wrap_compile(dispatcher, compile_plain)
     return dispatcher
 
 
 def compile_slp(pyfunc, **options):
+    """numba.njit(cache=True) of pyfunc, each signature compiled with LLVM's SLP vectorizer
+    on and with plain argument types (plain_types)."""
     dispatcher = numba.njit(cache=True, boundscheck=False, **options)(pyfunc)
-    compile_plain = dispatcher.compile
 
-    def compile_with_slp(sig):
-        old = numba.config.SLP_VECTORIZE
-        numba.config.SLP_VECTORIZE = 1
-        try:
-            return compile_plain(sig)
-        finally:
-            numba.config.SLP_VECTORIZE = old
+    def compile_with_slp(compile_):
+        def compile(sig):
+            with numba_internals.slp_vectorize():
+                return compile_(sig)
+        return compile
 
-    dispatcher.compile = compile_with_slp
+    numba_internals.wrap_compile(dispatcher, compile_with_slp)
     return plain_types(dispatcher)

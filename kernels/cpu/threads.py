@@ -16,9 +16,27 @@ def threading_layer():
     return numba.threading_layer()
 
 
+# Elementwise kernels run on the calling thread for arrays up to this many elements (a
+# Dense layer's 128 x 128 output: 16384): a parallel region costs more to start and join
+# than one thread needs for them, and a busy machine's descheduled thread cannot hold them
+# up. Measure: relu of 2**14 to 2**18 float32 through activation.forward with SERIAL_MAX
+# above and below the size (timeit, numba's default threading layer).
+SERIAL_MAX = 1 << 16
+
 # Kernels whose prange items are coarse (an image, a run of images) split their work into
-# this many items per thread and run under `dynamic`.
+# this many items per thread and run under `dynamic`: enough that a thread which loses its
+# core leaves most of its share to the others. Measure: numbanet bench --ops train_step
+# with one core busy, at a few values.
 CHUNKS_PER_THREAD = 8
+
+
+@numba.njit(cache=True, inline="always")
+def chunk(k, chunks, n):
+    """(lo, hi) of the k-th of `chunks` contiguous runs that split range(n): a prange over
+    chunks whose bodies run a serial loop (which LLVM vectorizes) on their run."""
+    size = (n + chunks - 1) // chunks
+    lo = min(k * size, n)
+    return lo, min(lo + size, n)
 
 
 def dynamic(kernel, *args):

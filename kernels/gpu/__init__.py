@@ -4,13 +4,15 @@ Importing this package imports numba.cuda; kernels/__init__.py does so only when
 backend is asked for. Under NUMBA_ENABLE_CUDASIM=1 the same kernels run on Numba's CUDA
 simulator (Python per thread: for tests on tiny shapes only).
 """
+import importlib
+
 import numpy as np
 from numba import cuda
 
 from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
 from numbanet.kernels.gpu.checks import first_out_of_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d
 
 
 @cuda.jit
@@ -22,15 +24,11 @@ def _fill_zero(a):
 class GpuBackend(Backend):
     name = "gpu"
 
-    def __init__(self):
-        from numbanet.kernels.gpu import activation, conv, elementwise, gemm, loss, optim, pool, reduce
-        from numbanet.kernels.gpu import attention, embedding, layernorm, rnn
-        self.gemm, self.conv, self.pool, self.optim = gemm, conv, pool, optim
-        self.activation, self.loss, self.elementwise, self.reduce = activation, loss, elementwise, reduce
-        self.attn, self.layernorm, self.embed, self.recurrent = attention, layernorm, embedding, rnn
-
     def __repr__(self):
         return "<numbanet gpu backend>"
+
+    def _load_module(self, name):
+        return importlib.import_module(f"numbanet.kernels.gpu.{name}")
 
     # ------------------------------------------------------------------ memory
     def asarray(self, array):

@@ -7,61 +7,57 @@ attention scores, and a row per thread would read them uncoalesced and serially.
 """
 import math
 
+import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import grid_1d
+from numbanet.kernels import rules
+from numbanet.kernels.gpu import rules as R
+from numbanet.kernels.gpu.launch import ACC, fixed_block, grid_1d, kernel_family
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_max, block_sum
+from numbanet.kernels.rules import RELU, SIGMOID, TANH
 
 
 def _launch(kernel, n, *args):
     kernel[grid_1d(n)](*args)
 
 
-# PyTorch's NaN rule, as on the cpu: relu(NaN) = NaN, relu(-inf) = 0 (a typed zero, not
-# v * 0, which is NaN for -inf), and dx is zeroed only where y <= 0.
-@cuda.jit
-def _relu_forward(x, y):
-    zero = x.dtype.type(0)
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        y[i] = zero if v <= zero else v
+# The activations by code (kernels/rules.py's encoding), a kernel per code and dtype with
+# the code a constant, so each compiles only its own rule.
+@kernel_family
+def forward_kernel(code, dtype):
+    """y = act(x), or in place with x = y."""
+    cast = ACC[dtype]
+
+    @cuda.jit
+    def kernel(x, y):
+        one = cast(1)
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+            y[i] = R.activate(code, x[i], one)
+    return kernel
 
 
-@cuda.jit
-def _relu_backward(y, dy, dx):
-    zero = dy.dtype.type(0)
-    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        dx[i] = zero if y[i] <= zero else dy[i]
+@kernel_family
+def backward_kernel(code, dtype):
+    """dx = dy * act'(z) from the activation's output y."""
+    cast = ACC[dtype]
+
+    @cuda.jit
+    def kernel(y, dy, dx):
+        one = cast(1)
+        for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+            dx[i] = R.output_grad(code, y[i], dy[i], one)
+    return kernel
 
 
-@cuda.jit
-def _sigmoid_forward(x, y):
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        # exp of a non-positive argument only: no overflow for large |x|.
-        if v >= 0:
-            y[i] = 1 / (1 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            y[i] = e / (1 + e)
+def forward(code, x, y):
+    _launch(forward_kernel(code, np.dtype(x.dtype).name), x.shape[0], x, y)
 
 
-@cuda.jit
-def _sigmoid_backward(y, dy, dx):
-    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        dx[i] = dy[i] * y[i] * (1 - y[i])
+def backward(code, y, dy, dx):
+    _launch(backward_kernel(code, np.dtype(y.dtype).name), y.shape[0], y, dy, dx)
 
 
-@cuda.jit
-def _tanh_forward(x, y):
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        y[i] = math.tanh(x[i])
-
-
-@cuda.jit
-def _tanh_backward(y, dy, dx):
-    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        dx[i] = dy[i] * (1 - y[i] * y[i])
+@fixed_block(ROW_THREADS)
 
 
 @cuda.jit
@@ -92,6 +88,9 @@ def _softmax_forward(x, y, causal_rows):
         y[r, j] = 0
 
 
+@fixed_block(ROW_THREADS)
+
+
 @cuda.jit
 def _softmax_backward(y, dy, dx):
     buf = cuda.shared.array(ROW_THREADS, float64)
@@ -107,27 +106,27 @@ def _softmax_backward(y, dy, dx):
 
 
 def relu_forward(x, y):
-    _launch(_relu_forward, x.shape[0], x, y)
+    forward(RELU, x, y)
 
 
 def relu_backward(y, dy, dx):
-    _launch(_relu_backward, y.shape[0], y, dy, dx)
+    backward(RELU, y, dy, dx)
 
 
 def sigmoid_forward(x, y):
-    _launch(_sigmoid_forward, x.shape[0], x, y)
+    forward(SIGMOID, x, y)
 
 
 def sigmoid_backward(y, dy, dx):
-    _launch(_sigmoid_backward, y.shape[0], y, dy, dx)
+    backward(SIGMOID, y, dy, dx)
 
 
 def tanh_forward(x, y):
-    _launch(_tanh_forward, x.shape[0], x, y)
+    forward(TANH, x, y)
 
 
 def tanh_backward(y, dy, dx):
-    _launch(_tanh_backward, y.shape[0], y, dy, dx)
+    backward(TANH, y, dy, dx)
 
 
 def softmax_forward(x, y, causal_rows):
@@ -138,83 +137,61 @@ def softmax_backward(y, dy, dx):
     _softmax_backward[y.shape[0], ROW_THREADS](y, dy, dx)
 
 
-# GELU, SiLU, leaky ReLU: the backward takes the forward's input x (see kernels/cpu/activation.py).
-# The constants are cast to the array dtype on the host (`c`, `a`, ... arguments), so float32
+# GELU, SiLU, leaky ReLU take the forward's input x (kernels/rules.py says why). The
+# constants are cast to the array dtype on the host (`c`, `a`, ... arguments), so float32
 # arrays are computed in float32 as on the cpu.
-_SQRT_HALF = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
-_SQRT_2_OVER_PI = 0.7978845608028654
-_GELU_CUBIC = 0.044715
-
-
 @cuda.jit
 def _gelu_erf_forward(x, y, half, one, r):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        y[i] = half * v * (one + math.erf(v * r))
+        y[i] = R.gelu_erf(x[i], half, one, r)
 
 
 @cuda.jit
 def _gelu_tanh_forward(x, y, half, one, c, a):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        y[i] = half * v * (one + math.tanh(c * (v + a * v * v * v)))
+        y[i] = R.gelu_tanh(x[i], half, one, c, a)
 
 
 @cuda.jit
 def _gelu_erf_backward(x, dy, dx, half, one, r, pdf):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        dx[i] = dy[i] * (half * (one + math.erf(v * r)) + v * pdf * math.exp(-half * v * v))
+        dx[i] = R.gelu_erf_grad(x[i], dy[i], half, one, r, pdf)
 
 
 @cuda.jit
 def _gelu_tanh_backward(x, dy, dx, half, one, c, a, three_a):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        t = math.tanh(c * (v + a * v * v * v))
-        dx[i] = dy[i] * (half * (one + t) + half * v * (one - t * t) * c * (one + three_a * v * v))
+        dx[i] = R.gelu_tanh_grad(x[i], dy[i], half, one, c, a, three_a)
 
 
 def gelu_forward(x, y, approximate):
     t = x.dtype.type
     if approximate:
-        _launch(_gelu_tanh_forward, x.shape[0], x, y, t(0.5), t(1), t(_SQRT_2_OVER_PI), t(_GELU_CUBIC))
+        _launch(_gelu_tanh_forward, x.shape[0], x, y, t(0.5), t(1), t(rules.SQRT_2_OVER_PI), t(rules.GELU_CUBIC))
     else:
-        _launch(_gelu_erf_forward, x.shape[0], x, y, t(0.5), t(1), t(_SQRT_HALF))
+        _launch(_gelu_erf_forward, x.shape[0], x, y, t(0.5), t(1), t(rules.SQRT_HALF))
 
 
 def gelu_backward(x, dy, dx, approximate):
     t = x.dtype.type
     if approximate:
-        _launch(_gelu_tanh_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(_SQRT_2_OVER_PI), t(_GELU_CUBIC),
-                t(3 * _GELU_CUBIC))
+        _launch(_gelu_tanh_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(rules.SQRT_2_OVER_PI),
+                t(rules.GELU_CUBIC), t(3 * rules.GELU_CUBIC))
     else:
-        _launch(_gelu_erf_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(_SQRT_HALF), t(_INV_SQRT_2PI))
-
-
-@cuda.jit(device=True, inline=True)
-def _stable_sigmoid(v, one):
-    # exp of a non-positive argument only: no overflow for large |v|.
-    if v >= 0:
-        return one / (one + math.exp(-v))
-    e = math.exp(v)
-    return e / (one + e)
+        _launch(_gelu_erf_backward, x.shape[0], x, dy, dx, t(0.5), t(1), t(rules.SQRT_HALF),
+                t(rules.INV_SQRT_2PI))
 
 
 @cuda.jit
 def _silu_forward(x, y, one):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        y[i] = v * _stable_sigmoid(v, one)
+        y[i] = R.silu(x[i], one)
 
 
 @cuda.jit
 def _silu_backward(x, dy, dx, one):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        s = _stable_sigmoid(v, one)
-        dx[i] = dy[i] * s * (one + v * (one - s))
+        dx[i] = R.silu_grad(x[i], dy[i], one)
 
 
 def silu_forward(x, y):
@@ -226,21 +203,22 @@ def silu_backward(x, dy, dx):
 
 
 @cuda.jit
-def _leaky_relu_forward(x, y, slope):
+def _leaky_relu_forward(x, y, slope, zero):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        y[i] = v if v >= 0 else slope * v
+        y[i] = R.leaky_relu(x[i], slope, zero)
 
 
 @cuda.jit
-def _leaky_relu_backward(x, dy, dx, slope):
+def _leaky_relu_backward(x, dy, dx, slope, zero):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        dx[i] = dy[i] if x[i] > 0 else slope * dy[i]
+        dx[i] = R.leaky_relu_grad(x[i], dy[i], slope, zero)
 
 
 def leaky_relu_forward(x, y, negative_slope):
-    _launch(_leaky_relu_forward, x.shape[0], x, y, x.dtype.type(negative_slope))
+    t = x.dtype.type
+    _launch(_leaky_relu_forward, x.shape[0], x, y, t(negative_slope), t(0))
 
 
 def leaky_relu_backward(x, dy, dx, negative_slope):
-    _launch(_leaky_relu_backward, x.shape[0], x, dy, dx, x.dtype.type(negative_slope))
+    t = x.dtype.type
+    _launch(_leaky_relu_backward, x.shape[0], x, dy, dx, t(negative_slope), t(0))

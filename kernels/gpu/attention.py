@@ -29,10 +29,13 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from numbanet.kernels.gpu.launch import kernel_family, scratch
+from numbanet.kernels.gpu.launch import fixed_block, kernel_family, scratch
 
-TILE = 32      # rows and columns of a tile; the feature chunk staged at once
-THREADS = 128  # 4 threads per tile row
+# A tile's rows and columns (and the feature chunk staged at once), 4 threads per tile row:
+# the shared tiles of one block fit beside several others on an SM. Measure: numbanet
+# bench --backends gpu --ops attention, and numbanet info --gpu-kernels for the occupancy.
+TILE = 32
+THREADS = 128
 PER = 8        # columns per thread: TILE / 4
 PAD = TILE + 1
 
@@ -90,6 +93,8 @@ def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
 
 def _make_forward(acc_t, nchv):
     nout = PER * nchv
+
+    @fixed_block(THREADS)
 
     @cuda.jit
     def forward(q, k, v, out, lse, causal, scale):
@@ -170,6 +175,8 @@ def _make_forward(acc_t, nchv):
 def _make_dq(acc_t, nchd):
     nacc = PER * nchd
 
+    @fixed_block(THREADS)
+
     @cuda.jit
     def dq_kernel(q, k, v, out, dout, lse, dq, delta, causal, scale):
         bx = cuda.shared.array((TILE, PAD), acc_t)
@@ -239,6 +246,8 @@ def _make_dq(acc_t, nchd):
 def _make_dkdv(acc_t, nchd, nchv):
     nk_acc = PER * nchd
     nv_acc = PER * nchv
+
+    @fixed_block(THREADS)
 
     @cuda.jit
     def dkdv_kernel(q, k, v, dout, lse, delta, dk, dv, causal, scale):

@@ -21,9 +21,10 @@ geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every l
 import numpy as np
 from numba import cuda
 
+from numbanet.kernels import rules
 from numbanet.kernels.gpu import activation as act
 from numbanet.kernels.gpu import gemm
-from numbanet.kernels.gpu.launch import kernel_family, scratch
+from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch
 
 
 @cuda.jit(device=True, inline=True)
@@ -112,7 +113,7 @@ _OPERANDS = {
 @kernel_family
 def conv_kernel(which, dtype, config, activation):
     load_a, load_b, a_k_fast, b_n_fast = _OPERANDS[which]
-    return gemm.make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, gemm.ACC[dtype], config, activation)
+    return gemm.make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, ACC[dtype], config, activation)
 
 
 def _geo(x, w, dy_or_y, sh, sw, pt, pl):
@@ -135,19 +136,16 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"
                       y.reshape(m, co), m, co, kh * kw * c, geo, activation)
 
 
-_ACTIVATION_GRADS = {"relu": act.relu_backward, "sigmoid": act.sigmoid_backward, "tanh": act.tanh_backward}
-
-
 def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear"):
     """dx (None to skip) and dwdb = [dw rows; db] written in full, each by one GEMM;
     every reduction in a fixed order. With an activation, dy is the gradient of the
     forward's output y = act(conv + bias): dz = dy * act'(y) is formed first, by the
-    elementwise kernel relu_backward etc. would launch, into a scratch buffer (a second
+    elementwise kernel relu_backward etc. launch, into a scratch buffer (a second
     pass here, kept behind the cpu's signature; folding it into the GEMM loaders would
     make two more conv kernel variants per dtype)."""
     if activation != "linear":
         dz = scratch("conv2d-dz", (dy.size,), dy.dtype)
-        _ACTIVATION_GRADS[activation](y.reshape(y.size), dy.reshape(dy.size), dz)
+        act.backward(rules.CODES[activation], y.reshape(y.size), dy.reshape(dy.size), dz)
         dy = dz.reshape(dy.shape)
     geo = _geo(x, w, dy, sh, sw, pad_top, pad_left)
     kh, kw, c, co = w.shape

@@ -2,37 +2,22 @@
 threads, consecutive addresses: coalesced), scalars cast to the array dtype on the host as
 the cpu backend does, so float32 arrays are updated in float32 arithmetic on both.
 
-dropout draws its mask from the same counter-based hash as kernels/cpu/elementwise.py
-(splitmix64 of seed + (i + 1) * golden ratio), so the masks are identical bit for bit and
-need no RNG state on the device. Every operand of the hash is uint64: numba promotes
-int64 op uint64 to float64, which would silently break it.
+dropout draws its mask from kernels/rules.py's counter hash, as the cpu does, so the masks
+are identical bit for bit and need no RNG state on the device.
 """
 import numpy as np
-from numba import cuda, uint64
+from numba import cuda
 
 from numbanet.kernels.gpu import reduce
+from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.checks import in_range
 from numbanet.kernels.gpu.launch import grid_1d
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-
-
-@cuda.jit(device=True, inline=True)
-def counter_uniform(seed, i):
-    z = uint64(seed) + uint64(i + 1) * _GOLDEN
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    z = z ^ (z >> _S31)
-    return float(z >> _S11) * (1.0 / 9007199254740992.0)
 
 
 @cuda.jit
 def _dropout(x, y, mask, rate, seed, keep_scale):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        mi = keep_scale if counter_uniform(seed, i) >= rate else keep_scale * 0
+        mi = keep_scale if R.counter_uniform(seed, i) >= rate else keep_scale * 0
         mask[i] = mi
         y[i] = x[i] * mi
 

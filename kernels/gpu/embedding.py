@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda, int32, int64
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d, scratch
+from numbanet.kernels.gpu.launch import fixed_block, grid_1d, rows_1d, scratch
 
 RADIX_BITS = 8
 RADIX = 1 << RADIX_BITS
@@ -61,6 +61,9 @@ def _key(keys, i, v):
     """The sort key of position i: its id, or v (after every row) for an id outside [0, v)."""
     r = keys[i]
     return r if in_range(r, v) else v
+
+
+@fixed_block(SORT_THREADS)
 
 
 @cuda.jit
@@ -107,6 +110,9 @@ def _exclusive_scan(a, out):
         v = a[i]
         out[i] = run
         run += v
+
+
+@fixed_block(SORT_THREADS)
 
 
 @cuda.jit

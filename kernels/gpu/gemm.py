@@ -40,12 +40,12 @@ writes its partial tile into a scratch buffer of shape (splits * M, N), and a se
 kernel adds the partials in split order and applies bias and activation. The split count
 depends only on the shapes, so results stay bit-identical run to run (no atomics).
 """
-import math
-
 import numpy as np
-from numba import config, cuda, float32, float64
+from numba import config, cuda
 
-from numbanet.kernels.gpu.launch import dummy, grid_1d, kernel_family, load4, scratch
+from numbanet.kernels import rules
+from numbanet.kernels.gpu import rules as R
+from numbanet.kernels.gpu.launch import ACC, dummy, grid_1d, kernel_family, load4, scratch
 
 BK = 8
 PAD = 4
@@ -59,15 +59,16 @@ CONFIGS = {
     "small": (64, 64, 16, 32),
     "narrow": (128, 32, 16, 32),
 }
-SPLIT_MIN_K = 256           # below this a K chunk is too short to pay for its partial tile
-TARGET_BLOCKS = 2 * 132     # two resident blocks on each of an H200's 132 SMs
+# A K chunk shorter than SPLIT_MIN_K does not pay for writing and re-reading its partial
+# tile; TARGET_BLOCKS: two resident blocks on each of an H200's 132 SMs. Measure: the conv
+# layers' dw in numbanet bench --backends gpu --ops conv, at a few values.
+SPLIT_MIN_K = 256
+TARGET_BLOCKS = 2 * 132
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 TILE_ACTIVATIONS = ("linear", "relu")   # the ones the tile kernel's epilogue applies (launch_tiled)
 # 16-byte aligned shared tiles for launch.load4; the simulator refuses the argument (its
 # NumPy arrays are aligned anyway and load4 is plain indexing there).
 SHARED_ALIGN = None if config.ENABLE_CUDASIM else 16
-ACC = {"float32": float32, "float64": float64}
 
 
 def config_for(m, n, dtype):
@@ -92,27 +93,11 @@ def split_for(m, n, k, config):
     return -(-k // chunk), chunk
 
 
-@cuda.jit(device=True, inline=True)
-def activate(v, kind, zero):
-    """kind is a compile-time constant (a closure value), so only one branch is compiled.
-    Formulas and NaN rule as in the activation kernels: relu is an exact 0 where v <= 0
-    and lets NaN through (PyTorch's rule)."""
-    if kind == 1:
-        return zero if v <= zero else v
-    if kind == 2:
-        if v >= zero:
-            return (zero + 1) / (zero + 1 + math.exp(-v))
-        e = math.exp(v)
-        return e / (zero + 1 + e)
-    if kind == 3:
-        return math.tanh(v)
-    return v
-
-
 # Resident 256-thread blocks per SM that each tile shape is compiled for (launch bounds):
 # ptxas then keeps to 128 registers (2 blocks) or 80 (3 blocks) per thread. The big tile's
 # 64 accumulators need the 128; the 16 of the small and narrow tiles fit 80, and their
-# lower per-thread ILP gains more from the third block's warps.
+# lower per-thread ILP gains more from the third block's warps. Measure: numbanet info
+# --gpu-kernels (registers, spills) and numbanet bench --backends gpu --ops gemm.
 MIN_BLOCKS = {("big", "float32"): 2, ("small", "float32"): 3, ("narrow", "float32"): 3,
               ("small", "float64"): 2, ("narrow", "float64"): 2, ("big", "float64"): 1}
 
@@ -149,7 +134,7 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
     AS_COLS, BS_COLS = BM + PAD, BN + PAD
     A_SIZE, B_SIZE = 2 * BK * AS_COLS, 2 * BK * BS_COLS
     LOADS_A, LOADS_B = BM * BK // NT, BK * BN // NT
-    ACT = ACTIVATIONS.index(activation)
+    ACT = rules.CODES[activation]
 
     @cuda.jit(device=True, inline=True)
     def fetch(A, B, geo, M, N, k_end, row0, col0, k0, tid, a_stage, b_stage, zero):
@@ -268,7 +253,7 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
                         v = acc[r, c]
                         if has_bias:
                             v += bias[gj]
-                        out[out_row0 + gi, gj] = activate(v, ACT, zero)
+                        out[out_row0 + gi, gj] = R.activate(ACT, v, acc_t(1))
     return kernel
 
 
@@ -277,13 +262,13 @@ def split_reduce(dtype, activation):
     """out[i, j] = act(sum_s partial[s*M + i, j] (+ bias[j])), s in increasing order: the
     second kernel of a split-K product, and with splits = 1 and partial = out the in-place
     sigmoid / tanh pass after an unsplit one (launch_tiled)."""
-    ACT = ACTIVATIONS.index(activation)
+    ACT = rules.CODES[activation]
     acc_t = ACC[dtype]
 
     @cuda.jit
     def kernel(partial, splits, bias, has_bias, out):
         m, n = out.shape
-        zero = acc_t(0)
+        one = acc_t(1)
         for t in range(cuda.grid(1), m * n, cuda.gridsize(1)):
             i = t // n
             j = t - i * n
@@ -292,7 +277,7 @@ def split_reduce(dtype, activation):
                 v += partial[s * m + i, j]
             if has_bias:
                 v += bias[j]
-            out[i, j] = activate(v, ACT, zero)
+            out[i, j] = R.activate(ACT, v, one)
     return kernel
 
 
@@ -387,7 +372,7 @@ def dense_backward(x, w, dy, dx, dwdb):
         matmul(dy, w, False, True, None, dx)
 
 
-# --------------------------------------------------------------------------- batched (issue 12)
+# --------------------------------------------------------------------------- batched
 # A batch of products in one launch, blockIdx.x selecting the product: attention-shaped
 # batches are many small matrices (B * H of them), where a launch per product would cost
 # more than the product. A 32 x 32 tile of C per block of 16 x 16 threads, 2 x 2 outputs

@@ -2,14 +2,18 @@
 every kernel can be found again outside the process that launched it."""
 import functools
 
-from numba import cuda
+from numba import cuda, float32, float64
+
+# A kernel family's dtype argument (a name: see kernel_family) -> the numba type it computes in.
+ACC = {"float32": float32, "float64": float64}
 
 # 256 threads = 8 warps per block: enough warps per SM to hide global-memory latency
 # while leaving room for several resident blocks (registers are the limiter on H100/H200).
 THREADS_1D = 256
 
 # Grid-stride loops cover any size; capping the grid keeps launch overhead constant for
-# huge arrays (132 SMs x 16 blocks of 256 threads saturate an H200).
+# huge arrays (132 SMs x 16 blocks of 256 threads saturate an H200). Measure: the
+# optimizer step in numbanet bench --backends gpu --ops optim, at a few caps.
 MAX_BLOCKS_1D = 132 * 16
 
 
@@ -44,20 +48,17 @@ def _make_load4():
     base (cuda.shared.array(..., alignment=16)), i >= 0 a multiple of 4 and i + 3 in
     range; no bounds or negative-index handling is emitted. Under the simulator it is the
     plain Python reference above."""
+    from llvmlite import ir
     from numba import config, types
+
+    from numbanet.kernels import numba_internals
     if config.ENABLE_CUDASIM:
         return _load4_reference
-    try:
-        from llvmlite import ir
-        try:  # numba-cuda
-            from numba.cuda import cgutils
-            from numba.cuda.extending import intrinsic
-        except ImportError:  # numba's own, older cuda target
-            from numba.core import cgutils
-            from numba.core.extending import intrinsic
-    except ImportError:
+    tools = numba_internals.cuda_intrinsic_tools()
+    if tools is None:
         # Without intrinsics: four scalar loads, which the compiler may or may not merge.
-        return cuda.jit(device=True, inline=True)(_load4_reference)
+        return cuda.jit(device=True, inline="always")(_load4_reference)
+    intrinsic, cgutils = tools
 
     @intrinsic
     def load4(typingctx, array, i):
@@ -115,6 +116,17 @@ def rows_1d(n):
     n = max(1, int(n))
     threads = min(THREADS_1D, 32 * -(-n // 32))
     return -(-n // threads), threads
+
+
+def fixed_block(threads):
+    """Mark a kernel as launched with a block of `threads` threads whatever the data's size
+    (a block per row, a tile of its own), unlike grid_1d's, which shrinks for small arrays:
+    the launch recorder notes it, and the static check (kernels/gpu_static.py) then shows
+    the kernel's occupancy at that block rather than THREADS_1D."""
+    def mark(kernel):
+        kernel.numbanet_block = int(threads)
+        return kernel
+    return mark
 
 
 def kernel_family(build):

@@ -12,10 +12,13 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import dummy, rows_1d, scratch
+from numbanet.kernels.gpu.launch import dummy, fixed_block, rows_1d, scratch
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_sum
 
 CHUNK = 256
+
+
+@fixed_block(ROW_THREADS)
 
 
 @cuda.jit
@@ -49,6 +52,9 @@ def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
     _forward[x.shape[0], ROW_THREADS](x, dummy(x.dtype) if gamma is None else gamma, gamma is not None,
                                       dummy(x.dtype) if beta is None else beta, beta is not None,
                                       float(eps), y, mean, rstd)
+
+
+@fixed_block(ROW_THREADS)
 
 
 @cuda.jit

@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int64
 
+from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 
@@ -202,14 +203,12 @@ def accuracy(scores, labels, onehot):
 def _bce_probs(p, t, lo, hi, losses, dp, inv_d, inv_nd, one):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        acc = one * 0
+        zero = one - one
+        acc = zero
         for j in range(p.shape[1]):
-            pk = p[i, j]
-            tk = t[i, j]
-            c = min(max(pk, lo), hi)
-            acc -= tk * math.log(c) + (one - tk) * math.log(one - c)
-            # Clipping has zero derivative outside [eps, 1 - eps].
-            dp[i, j] = (c - tk) / (c * (one - c)) * inv_nd if (pk >= lo and pk <= hi) else one * 0
+            loss, grad = R.bce_probs(p[i, j], t[i, j], lo, hi, one, zero)
+            acc += loss
+            dp[i, j] = grad * inv_nd
         losses[i] = acc * inv_d
 
 
@@ -217,16 +216,12 @@ def _bce_probs(p, t, lo, hi, losses, dp, inv_d, inv_nd, one):
 def _bce_logits(z, t, losses, dz, inv_d, inv_nd, one):
     i = cuda.grid(1)
     if i < z.shape[0]:
-        zero = one * 0
+        zero = one - one
         acc = zero
         for j in range(z.shape[1]):
-            zk = z[i, j]
-            tk = t[i, j]
-            # max(z, 0) - z t + log(1 + exp(-|z|)): exp of a non-positive number only.
-            e = math.exp(-abs(zk))
-            acc += max(zk, zero) - zk * tk + math.log1p(e)
-            s = one / (one + e) if zk >= zero else e / (one + e)
-            dz[i, j] = (s - tk) * inv_nd
+            loss, grad = R.bce_logits(z[i, j], t[i, j], one, zero)
+            acc += loss
+            dz[i, j] = grad * inv_nd
         losses[i] = acc * inv_d
 
 

@@ -1,62 +1,44 @@
 """Fused optimizer steps on the gpu: one kernel launch per parameter tensor, each thread
 reading p, g and the state once and writing them once (the step is memory bound; a
-kernel per formula term would multiply the traffic). Formulas and the float64 -> dtype
-casts of the scalars match kernels/cpu/optim.py, so float32 steps agree to rounding.
+kernel per formula term would multiply the traffic). The formulas are kernels/rules.py's,
+and the scalars are cast to the dtype as on the cpu, so float32 steps agree to rounding.
 """
-import math
-
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda
 
 from numbanet.kernels.gpu import reduce
-from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, grid_1d, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu import rules as R
+from numbanet.kernels.gpu.launch import ACC, THREADS_1D, blocks_1d, grid_1d, kernel_family, scratch
 
 
 @cuda.jit
 def _adam(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        pi = p[i] - lr_wd * p[i]
-        gi = g[i]
-        mi = b1 * m[i] + one_b1 * gi
-        vi = b2 * v[i] + one_b2 * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = pi - alpha * mi / (math.sqrt(vi) + eps)
+        p[i], m[i], v[i] = R.adam(p[i], g[i], m[i], v[i], lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
 
 
-def adam_step(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
-    # Bias correction folded into one step size, computed once on the host in float64.
-    alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    t = p.dtype.type
-    _adam[grid_1d(p.shape[0])](p, g, m, v, t(lr * weight_decay), t(beta1), t(1.0 - beta1),
-                                             t(beta2), t(1.0 - beta2), t(alpha), t(eps))
+def adam_step(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
+    _adam[grid_1d(p.shape[0])](p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
 
 
 @cuda.jit
 def _sgd_plain(p, g, lr, lr_wd):
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[i] = p[i] - lr_wd * p[i] - lr * g[i]
+        p[i] = R.sgd(p[i], g[i], lr, lr_wd)
 
 
 @cuda.jit
 def _sgd_momentum(p, g, vel, lr, lr_wd, mom, nesterov):
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        pi = p[i] - lr_wd * p[i]
-        vi = mom * vel[i] - lr * g[i]
-        vel[i] = vi
-        if nesterov:
-            p[i] = pi + mom * vi - lr * g[i]
-        else:
-            p[i] = pi + vi
+        p[i], vel[i] = R.sgd_momentum(p[i], g[i], vel[i], lr, lr_wd, mom, nesterov)
 
 
-def sgd_step(p, g, velocity, lr, momentum, nesterov, weight_decay):
-    t = p.dtype.type
+def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
     grid = grid_1d(p.shape[0])
-    if momentum == 0.0:
-        _sgd_plain[grid](p, g, t(lr), t(lr * weight_decay))
+    if velocity is None:
+        _sgd_plain[grid](p, g, lr, lr_wd)
     else:
-        _sgd_momentum[grid](p, g, velocity, t(lr), t(lr * weight_decay), t(momentum), bool(nesterov))
+        _sgd_momentum[grid](p, g, velocity, lr, lr_wd, momentum, bool(nesterov))
 
 
 # ---------------------------------------------------------------------- gradient clipping
@@ -84,13 +66,7 @@ def sq_norm_accumulate(x, acc):
 @cuda.jit
 def _clip_scale(sq, clipnorm, scale):
     if cuda.grid(1) == 0:
-        norm = math.sqrt(sq[0])
-        if norm > clipnorm:
-            scale[0] = clipnorm / norm
-        elif norm != norm:
-            scale[0] = norm
-        else:
-            scale[0] = 1.0
+        scale[0] = R.clip_scale(sq[0], clipnorm)
 
 
 def clip_scale(sq, clipnorm, scale):
@@ -99,7 +75,7 @@ def clip_scale(sq, clipnorm, scale):
 
 @kernel_family
 def _scale_by(dtype):
-    cast = {"float32": float32, "float64": float64}[dtype]
+    cast = ACC[dtype]
 
     @cuda.jit
     def kernel(x, scale):

@@ -19,43 +19,12 @@ same bits on every run. The recurrent kernel's gradient is one GEMM afterwards
 Arithmetic stays in the data's dtype: the constants are typed (one = dtype(1)), since an
 int literal with a float32 promotes to float64, which runs at a fraction of the rate.
 """
-import math
-
 import numpy as np
 from numba import cuda
 
+from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.launch import rows_1d, scratch
-
-SIMPLE, LSTM, GRU = 0, 1, 2
-LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
-WORKSPACE = (1, 6, 5)   # workspace columns per unit, by cell (kernels/cpu/rnn.py)
-
-
-@cuda.jit(device=True, inline=True)
-def _act(code, z, one):
-    if code == TANH:
-        return math.tanh(z)
-    if code == SIGMOID:
-        # exp of a non-positive number only: no overflow for large |z|.
-        if z >= 0:
-            return one / (one + math.exp(-z))
-        e = math.exp(z)
-        return e / (one + e)
-    if code == RELU:
-        return max(z, z - z)
-    return z
-
-
-@cuda.jit(device=True, inline=True)
-def _der(code, y, one):
-    """act'(z) from the activation's output y."""
-    if code == TANH:
-        return one - y * y
-    if code == SIGMOID:
-        return y * (one - y)
-    if code == RELU:
-        return one if y > 0 else one - one
-    return one
+from numbanet.kernels.rules import GRU, LSTM, WORKSPACE
 
 
 _none = {}
@@ -120,12 +89,12 @@ def _forward_step(cell, s, t, y_t, xproj, u, rbias, has_rbias, keep, has_keep, r
     on = (not has_keep) or keep[b, t] != 0
     hprev = hs[cur, b, j]
     if cell == LSTM:
-        gi = _act(ract, xproj[b, t, j] + z0, one)
-        gf = _act(ract, xproj[b, t, h + j] + z1, one)
-        gg = _act(act, xproj[b, t, 2 * h + j] + z2, one)
-        go = _act(ract, xproj[b, t, 3 * h + j] + z3, one)
-        cv = gf * cs[b, j] + gi * gg
-        hn = go * _act(act, cv, one)
+        gi = R.activate(ract, xproj[b, t, j] + z0, one)
+        gf = R.activate(ract, xproj[b, t, h + j] + z1, one)
+        gg = R.activate(act, xproj[b, t, 2 * h + j] + z2, one)
+        go = R.activate(ract, xproj[b, t, 3 * h + j] + z3, one)
+        cv = R.lstm_cell(gi, gf, gg, cs[b, j])
+        hn = go * R.activate(act, cv, one)
         if on:
             cs[b, j] = cv
         ws[b, s, j] = gi
@@ -138,16 +107,16 @@ def _forward_step(cell, s, t, y_t, xproj, u, rbias, has_rbias, keep, has_keep, r
             z0 += rbias[j]
             z1 += rbias[h + j]
             z2 += rbias[2 * h + j]
-        gz = _act(ract, xproj[b, t, j] + z0, one)
-        gr = _act(ract, xproj[b, t, h + j] + z1, one)
-        gh = _act(act, xproj[b, t, 2 * h + j] + gr * z2, one)
-        hn = gz * hprev + (one - gz) * gh
+        gz = R.activate(ract, xproj[b, t, j] + z0, one)
+        gr = R.activate(ract, xproj[b, t, h + j] + z1, one)
+        gh = R.activate(act, R.gru_candidate(xproj[b, t, 2 * h + j], gr, z2), one)
+        hn = R.gru_state(gz, hprev, gh, one)
         ws[b, s, j] = gz
         ws[b, s, h + j] = gr
         ws[b, s, 2 * h + j] = gh
         ws[b, s, 3 * h + j] = z2          # rh = h_prev U_h + rb_h
     else:
-        hn = _act(act, xproj[b, t, j] + z0, one)
+        hn = R.activate(act, xproj[b, t, j] + z0, one)
     # A masked row keeps h_prev as its state; its output is the previous output (or 0).
     state = hn if on else hprev
     hs[1 - cur, b, j] = state
@@ -277,31 +246,30 @@ def _backward_step(cell, s, t, t_next, dy_t, ut, h0, c0, keep, has_keep, rmask, 
         gg = ws[b, s, 2 * h + j]
         go = ws[b, s, 3 * h + j]
         cprev = ws[b, s - 1, 4 * h + j] if s > 0 else c0[b, j]
-        tc = _act(act, ws[b, s, 4 * h + j], one)
-        dc = dcs[b, j] + dh * go * _der(act, tc, one)
-        dzx[b, t, j] = dc * gg * _der(ract, gi, one)
-        dzx[b, t, h + j] = dc * cprev * _der(ract, gf, one)
-        dzx[b, t, 2 * h + j] = dc * gi * _der(act, gg, one)
-        dzx[b, t, 3 * h + j] = dh * tc * _der(ract, go, one)
-        dcs[b, j] = dc * gf
+        tc = R.activate(act, ws[b, s, 4 * h + j], one)
+        di, df, dg, do, dcs[b, j] = R.lstm_cell_grads(
+            dh, dcs[b, j], gi, gf, gg, go, tc, cprev, R.derivative(act, tc, one), R.derivative(ract, gi, one),
+            R.derivative(ract, gf, one), R.derivative(act, gg, one), R.derivative(ract, go, one))
+        dzx[b, t, j] = di
+        dzx[b, t, h + j] = df
+        dzx[b, t, 2 * h + j] = dg
+        dzx[b, t, 3 * h + j] = do
         direct[b, j] = zero
     elif cell == GRU:
         gz = ws[b, s, j]
         gr = ws[b, s, h + j]
         ghh = ws[b, s, 2 * h + j]
         rh = ws[b, s, 3 * h + j]
-        dzz = dh * (hp - ghh) * _der(ract, gz, one)
-        dpre = dh * (one - gz) * _der(act, ghh, one)
-        dr = dpre * rh * _der(ract, gr, one)
-        direct[b, j] = dh * gz
+        dzz, dr, dpre, direct[b, j], dzr[b, t, 2 * h + j] = R.gru_cell_grads(
+            dh, hp, gz, gr, ghh, rh, R.derivative(ract, gz, one), R.derivative(ract, gr, one),
+            R.derivative(act, ghh, one), one)
         dzx[b, t, j] = dzz
         dzx[b, t, h + j] = dr
         dzx[b, t, 2 * h + j] = dpre
         dzr[b, t, j] = dzz
         dzr[b, t, h + j] = dr
-        dzr[b, t, 2 * h + j] = dpre * gr
     else:
-        dzx[b, t, j] = dh * _der(act, ws[b, s, j], one)
+        dzx[b, t, j] = dh * R.derivative(act, ws[b, s, j], one)
         direct[b, j] = zero
 
 

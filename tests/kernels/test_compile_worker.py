@@ -1,44 +1,84 @@
-"""kernels/cpu/compile_worker.py: the helper's warm-ups and the names precompile.py sends."""
+"""kernels/cpu/compile_worker.py: the helper runs the ops' declared warm-ups, and those
+warm-ups reach every kernel of the cpu backend."""
 import importlib
+import inspect
+import pkgutil
 
 import numpy as np
 
 from numbanet import kernels
-from numbanet.kernels.cpu import compile_worker, precompile
+from numbanet.kernels import numba_internals, ops
+from numbanet.kernels.cpu import precompile
+
+# Kernels that no warm-up compiles on purpose: the thread-count probe runs once per
+# process on int64 (kernels/cpu/threads.py), whatever the ops.
+NOT_AN_OP = {"threads._touch"}
+# float32 forms of an op whose float64 runs another kernel (the GELU's rational erf).
+FLOAT32_BY_DESIGN = {"activation._gelu_erf_forward_f32", "activation._gelu_erf_backward_f32"}
 
 
-def _kernel(name):
-    module, function = name.split(".")
-    return getattr(importlib.import_module(f"numbanet.kernels.cpu.{module}"), function)
+def test_the_names_sent_are_ops_with_warm_ups():
+    for name in precompile.COMMON:
+        assert ops.get(name).warmup is not None, name
+    for op in ops.all_ops():
+        if op.backward is not None:
+            assert ops.get(op.backward).warmup is not None, (op.name, op.backward)
 
 
-def test_hinted_kernels_exist():
-    # HINTS names forward kernels by module and function name: a rename must show up here.
-    for name in precompile.HINTS:
-        assert precompile._kernel_name(_kernel(name)) == name
-    assert {h for hs in precompile.HINTS.values() for h in hs} <= set(compile_worker.WARMUPS)
-    assert set(precompile.COMMON) <= set(compile_worker.WARMUPS)
+def _cpu_kernels():
+    """{"module.function": dispatcher} of every cached kernel in kernels/cpu/."""
+    import numbanet.kernels.cpu as package
+    found = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in ("compile_worker", "__main__"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, obj in vars(module).items():
+            if numba_internals.is_cpu_dispatcher(obj) and obj.py_func.__module__ == module.__name__ \
+                    and obj.targetoptions.get("inline", "never") == "never":
+                found[f"{info.name}.{name}"] = obj
+    return found
 
 
-# The kernel each warm-up exists to compile (one per item; most compile more).
-_WARMED = {"adam": "optim._adam_parallel", "relu_backward": "activation._relu_backward",
-           "loss": "loss._softmax_ce_rows", "dense": "gemm._wide_parallel", "conv2d_backward": "conv._conv2d_backward",
-           "max_pool2d_backward": "pool.max_pool2d_backward", "avg_pool2d_backward": "pool.avg_pool2d_backward",
-           "sigmoid_backward": "activation._sigmoid_backward", "tanh_backward": "activation._tanh_backward",
-           "softmax_backward": "activation.softmax_backward", "dropout_backward": "elementwise.multiply",
-           "embedding_backward": "embedding._scatter_rows", "layer_norm_backward": "layernorm._backward",
-           "attention_backward": "attention._backward"}
+def _callees(dispatcher):
+    """The dispatchers a kernel's code names (as a global, or as an attribute of a module
+    it names): compiled into it, so a kernel loaded from the cache brings them along
+    without their own entry."""
+    names = dispatcher.py_func.__code__.co_names
+    scope = dispatcher.py_func.__globals__
+    out = []
+    for name in names:
+        obj = scope.get(name)
+        if numba_internals.is_cpu_dispatcher(obj):
+            out.append(obj)
+        elif inspect.ismodule(obj):
+            out += [getattr(obj, n) for n in names if numba_internals.is_cpu_dispatcher(getattr(obj, n, None))]
+    return out
 
 
-def test_every_warmup_compiles_its_kernel():
-    # Each warm-up calls backend ops as the layers do; one that stopped reaching its
-    # kernel (an op renamed or re-routed) must fail here, not go quiet in the helper,
-    # which ignores its errors. The kernels load from this process's cache, or compile once.
-    assert set(_WARMED) == set(compile_worker.WARMUPS)
+def test_the_warm_ups_reach_every_cpu_kernel():
+    """Every op's warm-up in float32 and float64 (what the helper and the start-up bench
+    run) reaches every kernel of the cpu backend, in both dtypes where it computes in the
+    data's: a kernel path that no warm-up reaches (a new op without one, a threshold moved
+    past a warm-up's size) fails here. A kernel counts when it has been compiled or loaded
+    itself, or when one that was names it (the kernels load from this process's cache)."""
     be = kernels.get_backend("cpu")
-    for item, (_, warm) in compile_worker.WARMUPS.items():
+    for op in ops.all_ops():
         for dt in (np.float32, np.float64):
-            warm(be, dt)
-            kernel = _kernel(_WARMED[item])
-            dtypes = {str(getattr(t, "dtype", "")) for sig in kernel.signatures for t in sig}
-            assert np.dtype(dt).name in dtypes, (item, _WARMED[item], kernel.signatures)
+            op.warmup(be, dt)
+    everything = _cpu_kernels()
+    reached = {id(k) for k in everything.values() if k.signatures}
+    frontier = [k for k in everything.values() if k.signatures]
+    while frontier:
+        for callee in _callees(frontier.pop()):
+            if id(callee) not in reached:
+                reached.add(id(callee))
+                frontier.append(callee)
+    missed = sorted(name for name, k in everything.items() if id(k) not in reached and name not in NOT_AN_OP)
+    assert not missed, f"kernels no warm-up reaches: {missed}"
+    one_dtype = []
+    for name, k in everything.items():
+        dtypes = {str(getattr(t, "dtype", "")) for sig in k.signatures for t in sig} & {"float32", "float64"}
+        if dtypes == {"float32"} and name not in FLOAT32_BY_DESIGN:
+            one_dtype.append(name)
+    assert not one_dtype, f"kernels the warm-ups run in float32 only: {sorted(one_dtype)}"

@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
 from helpers import check_grad, check_op, randn
+from numbanet.kernels.ops import conv as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -310,6 +311,7 @@ ACTIVATION_REFS = {
     "relu": lambda z: np.where(z > 0, z, 0.0),
     "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
     "tanh": np.tanh,
+    "leaky_relu": lambda z: np.where(z >= 0, z, 0.2 * z),
 }
 
 
@@ -330,12 +332,13 @@ def test_conv2d_fused_activation(be, small, activation, dtype):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's direct and GEMM paths
 def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_shape):
-    """conv2d(activation=a) is a(conv2d(...)), relu(NaN) = NaN included: bit for bit for
-    relu, and on the cpu (the same scalar functions either way); the gpu's GEMM epilogue
-    may round sigmoid and tanh 1 ulp apart from their own kernels."""
+    """conv2d(activation=a) is a(conv2d(...)) (leaky_relu: be.leaky_relu at its default
+    slope 0.2), relu(NaN) = NaN included: bit for bit for the relus, and on the cpu (the
+    same rules either way); the gpu's tile epilogue may round sigmoid and tanh 1 ulp apart
+    from their own kernels."""
     if small:
         w_shape = (3, 3, 2, 2)
     x = randn((2, 6, 5, w_shape[2]) if not small else (1, 4, 4, 2), np.float32, 81, scale=2.0)
@@ -345,7 +348,7 @@ def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_sha
     x_, w_, b_ = be.asarray(x), be.asarray(w), be.asarray(b)
     fused = be.to_numpy(be.conv2d(x_, w_, b_, padding="same", activation=activation))
     apart = be.to_numpy(getattr(be, activation)(be.conv2d(x_, w_, b_, padding="same")))
-    if activation == "relu" or be.name == "cpu":
+    if activation in ("relu", "leaky_relu") or be.name == "cpu":
         np.testing.assert_array_equal(fused, apart)
     else:
         np.testing.assert_allclose(fused, apart, rtol=1e-6, atol=0)   # NaN where apart has NaN
@@ -355,7 +358,7 @@ def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_sha
 def test_conv2d_rejects_unknown_activation(be):
     x, w = be.asarray(np.ones((1, 3, 3, 1), np.float32)), be.asarray(np.ones((2, 2, 1, 1), np.float32))
     with pytest.raises(ValueError, match=r"conv2d: activation must be None or one of linear, relu, sigmoid, "
-                                         r"tanh, got 'softmax'"):
+                                         r"tanh, leaky_relu, got 'softmax'"):
         be.conv2d(x, w, activation="softmax")
 
 
@@ -389,6 +392,7 @@ ACTIVATION_GRAD_REFS = {
     "relu": lambda y, dy: np.where(y <= 0, 0.0, dy),
     "sigmoid": lambda y, dy: dy * y * (1.0 - y),
     "tanh": lambda y, dy: dy * (1.0 - y * y),
+    "leaky_relu": lambda y, dy: np.where(y > 0, dy, 0.2 * dy),
 }
 
 # Both cpu paths (direct register tiles up to depth 64, packed GEMM above), with and
@@ -407,7 +411,7 @@ def activated(x, w, b, activation, strides, padding):
     return ACTIVATION_REFS[activation](z).astype(x.dtype)
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding,compute_dx", FUSED_GRAD_CASES)
 def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides, padding, compute_dx,
@@ -418,8 +422,8 @@ def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides
         x_shape, w_shape = _simulator_sized(x_shape, w_shape)
     x, w, b = randn(x_shape, dtype, 51), randn(w_shape, dtype, 52), randn((w_shape[3],), dtype, 53)
     y = activated(x, w, b, activation, strides, padding)
-    if activation == "relu":
-        assert (y == 0).any() and (y > 0).any(), "the case must hold both sides of relu's kink"
+    if activation in ("relu", "leaky_relu"):
+        assert (y <= 0).any() and (y > 0).any(), "the case must hold both sides of the kink"
     dy = randn(y.shape, dtype, 54)
     kw = {"strides": strides, "padding": padding}
 
@@ -437,7 +441,7 @@ def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides
         assert got[0] is None
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
     ((2, 6, 5, 2), (3, 3, 2, 4), (2, 1), "same"),     # direct path on the cpu
     ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # GEMM path (depth 81)
@@ -452,7 +456,7 @@ def test_conv2d_backward_through_activation_finite_differences(be, small, x_shap
     r = randn(out_shape(x_shape, w_shape, strides, padding), np.float64, 64)
     kw = {"strides": strides, "padding": padding}
     z = conv_ref(x, w, b, **kw)
-    if activation == "relu":
+    if activation in ("relu", "leaky_relu"):
         # No pre-activation within the differences' reach of the kink.
         assert np.abs(z).min() > 1e-4
 
@@ -508,6 +512,19 @@ def test_conv2d_backward_through_relu_non_finite_as_the_separate_pass(be, small,
         assert not np.isfinite(fused[1]).all(), "the inf / NaN that relu lets through vanished from dw"
 
 
+def test_conv2d_backward_through_leaky_relu_as_the_separate_pass(be, small):
+    """The fused leaky_relu gradient is leaky_relu_backward's bit for bit (its default
+    slope, from the activated y: y has x's sign), then the plain backward."""
+    x_shape, w_shape = ((2, 6, 5, 3), (3, 3, 3, 4)) if not small else ((1, 4, 4, 2), (3, 3, 2, 2))
+    x, w = be.asarray(randn(x_shape, np.float32, 95)), be.asarray(randn(w_shape, np.float32, 96))
+    y = be.conv2d(x, w, padding="same", activation="leaky_relu")
+    dy = be.asarray(randn(tuple(y.shape), np.float32, 97))
+    fused = be.conv2d_backward(x, w, dy, padding="same", activation="leaky_relu", y=y)
+    apart = be.conv2d_backward(x, w, be.leaky_relu_backward(y, dy), padding="same")
+    for f, a in zip(fused, apart):
+        np.testing.assert_array_equal(be.to_numpy(f), be.to_numpy(a))
+
+
 def test_conv2d_backward_through_activation_is_deterministic(be, small):
     x_shape, w_shape = ((9, 8, 8, 5), (3, 3, 5, 7)) if not small else ((2, 4, 4, 2), (3, 3, 2, 2))
     x, w = randn(x_shape, np.float32, 91), randn(w_shape, np.float32, 92)
@@ -531,7 +548,7 @@ def test_conv2d_backward_rejects_bad_activation_arguments(be):
                                          r"activation"):
         be.conv2d_backward(x, w, dy, y=y)
     with pytest.raises(ValueError, match=r"conv2d_backward: activation must be None or one of linear, relu, "
-                                         r"sigmoid, tanh, got 'softmax'"):
+                                         r"sigmoid, tanh, leaky_relu, got 'softmax'"):
         be.conv2d_backward(x, w, dy, activation="softmax", y=y)
     y_bad = be.asarray(np.ones((2, 3, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"conv2d_backward: y must have shape \(2, 3, 3, 4\), got \(2, 3, 4, 4\)"):
@@ -545,3 +562,31 @@ def test_conv2d_backward_rejects_bad_activation_arguments(be):
     grads = be.zeros((w.size + 4,), np.float32)
     with pytest.raises(ValueError, match=r"conv2d_backward: grads shares memory with y"):
         be.conv2d_backward(x, w, dy, activation="relu", y=be.reshape(grads[:72], (2, 3, 3, 4)), grads=grads)
+
+
+# --------------------------------------------------------------------------- argument rules (kernels/ops/conv.py)
+
+def test_conv2d_shapes_channel_mismatch_message():
+    x = np.zeros((128, 28, 28, 3), np.float32)
+    w = np.zeros((3, 3, 1, 32), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d: x has 3 channels but w expects 1 \(x.shape=\(128, 28, 28, 3\), "
+                                         r"w.shape=\(3, 3, 1, 32\)\)"):
+        family.conv2d_shapes("conv2d", x, w, (1, 1), "valid")
+
+
+def test_check_activation_output():
+    """y, the activated output an op back-propagates through: given exactly when there is
+    an activation, and then of dy's shape and dtype."""
+    dy = np.zeros((2, 3), np.float32)
+    family.check_activation_output("op", "linear", None, dy)
+    family.check_activation_output("op", "relu", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(ValueError, match=r"^op: y is only read to back-propagate through an activation"):
+        family.check_activation_output("op", "linear", np.ones((2, 3), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: activation='tanh' needs y, the activated forward output"):
+        family.check_activation_output("op", "tanh", None, dy)
+    with pytest.raises(ValueError, match=r"^op: y must have shape \(2, 3\), got \(3, 2\)"):
+        family.check_activation_output("op", "relu", np.ones((3, 2), np.float32), dy)
+    with pytest.raises(TypeError, match=r"^op: y is float64 but dy is float32"):
+        family.check_activation_output("op", "sigmoid", np.ones((2, 3), np.float64), dy)
+    with pytest.raises(TypeError, match=r"^op: y must be float32 or float64, got int64"):
+        family.check_activation_output("op", "relu", np.ones((2, 3), np.int64), dy)

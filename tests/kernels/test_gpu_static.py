@@ -80,19 +80,29 @@ FLOAT64_BY_DESIGN = {"numbanet.kernels.gpu.reduce:_add_scaled", "numbanet.kernel
                      "numbanet.kernels.gpu.optim:_clip_scale"}
 
 
-def test_fixed_blocks_name_real_kernels_launched_with_that_block():
-    """The table shows a fixed-block kernel (attention's 128-thread tiles, the block-per-row
-    kernels) at its own block size, every other 1-D kernel at launch.grid_1d's full-size
-    block: the list must name existing kernels, launched with exactly that block."""
-    fixed = gpu_static.fixed_blocks()
-    sites = gpu_static.kernel_sites()
-    assert set(fixed) <= set(sites), f"fixed_blocks names no kernel: {sorted(set(fixed) - set(sites))}"
-    for rec in RECORDS:
-        if rec["site"] in fixed:
-            assert rec["block"] == [fixed[rec["site"]], 1, 1], f"{_name(rec)}: launched with block {rec['block']}"
-            assert gpu_static.block_threads(rec) == fixed[rec["site"]]
+def test_fixed_blocks_are_the_blocks_those_kernels_were_launched_with():
+    """The table shows a fixed-block kernel (launch.fixed_block: attention's 128-thread
+    tiles, the block-per-row kernels, the sort's tiles) at its own block size, every other
+    1-D kernel at launch.grid_1d's full-size block."""
+    fixed = [r for r in RECORDS if "fixed_block" in r]
+    assert {r["site"].rpartition(":")[2] for r in fixed} >= {"_softmax_forward", "_softmax_backward", "_forward",
+                                                              "_backward_rows", "_digit_hist", "_digit_scatter"}
+    for rec in fixed:
+        assert rec["block"] == [rec["fixed_block"], 1, 1], f"{_name(rec)}: launched with block {rec['block']}"
+        assert gpu_static.block_threads(rec) == rec["fixed_block"]
     attention = [r for r in RECORDS if "attention" in r["site"]]
     assert attention and all(gpu_static.block_threads(r) == 128 for r in attention)
+    small = next(r for r in RECORDS if "fixed_block" not in r and r["block"][1:] == [1, 1] and r["block"][0] > 1)
+    assert gpu_static.block_threads(small) == max(small["block"][0], gpu_static.THREADS_1D)
+
+
+def test_a_kernel_is_hot_where_its_family_is_declared_hot():
+    from numbanet.kernels import ops
+    for rec in RECORDS:
+        module = rec["site"].partition(":")[0].rsplit(".", 1)[-1]
+        family = next((f for f in ops.FAMILIES if f.module == module), None)
+        if family is not None and module == rec["kernel"].partition(":")[0].rsplit(".", 1)[-1]:
+            assert gpu_static.is_hot(rec) == family.hot, _name(rec)
 
 
 def test_bool_arrays_round_trip():

@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
 from helpers import check_grad, check_op, randn
+from numbanet.kernels.ops import loss as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 15, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -353,3 +354,17 @@ def test_binary_bad_input(be):
         be.binary_accuracy(p, be.asarray(np.zeros((2, 3), np.float64)))
     with pytest.raises(ValueError, match="binary_crossentropy: eps must be in"):
         be.binary_crossentropy(p, p, eps=0.7)
+
+
+# --------------------------------------------------------------------------- argument rules (kernels/ops/loss.py)
+
+def test_check_labels():
+    logits = np.zeros((3, 4), np.float32)
+    assert family.check_labels("op", logits, np.array([0, 1, 2])) is False
+    assert family.check_labels("op", logits, np.zeros((3, 4), np.float32)) is True
+    with pytest.raises(ValueError, match="op: labels has 2 rows but logits has 3"):
+        family.check_labels("op", logits, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"op: one-hot labels must have shape \(3, 4\)"):
+        family.check_labels("op", logits, np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="op: labels must be integer class ids"):
+        family.check_labels("op", logits, np.zeros((3, 4, 1), np.float32))

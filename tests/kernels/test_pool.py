@@ -1,10 +1,13 @@
 """max/avg pooling against NumPy loop references, and backward ops by finite differences."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
 from helpers import check_grad, check_op, randn
+from numbanet.kernels.ops import pool as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -271,3 +274,21 @@ def test_pool_backward_against_loops(be, small, dtype, c):
                                                  strides=strides, padding=padding))
         np.testing.assert_allclose(got, avg_backward_ref(dy, x.shape, pool, s, padding),
                                    rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- argument rules (kernels/ops/pool.py)
+
+def test_pool_shapes():
+    (ph, pw), (sh, sw), geo = family.pool_shapes("max_pool2d", (1, 7, 7, 1), 2, None, "valid")
+    assert (ph, pw, sh, sw) == (2, 2, 2, 2) and geo[:2] == (3, 3)
+    _, _, geo = family.pool_shapes("max_pool2d", (1, 7, 7, 1), 3, 2, "same")
+    assert geo[:4] == (math.ceil(7 / 2), math.ceil(7 / 2), 1, 1)
+    with pytest.raises(ValueError, match="max_pool2d: padding must be 'valid' or 'same'"):
+        family.pool_shapes("max_pool2d", (1, 7, 7, 1), 2, None, 1)
+
+
+def test_check_x_shape():
+    assert family.check_x_shape("op", [1, 2, 3, 4]) == (1, 2, 3, 4)
+    for bad in [(1, 2, 3), (0, 2, 2, 1), 5]:
+        with pytest.raises(ValueError, match="op: x_shape"):
+            family.check_x_shape("op", bad)

@@ -53,8 +53,8 @@ def _gone(pid, within=10.0):
 
 _WRITER = """
 import sys
-from numbanet.kernels.cpu.precompile import _LockedIndexDataCacheFile
-f = _LockedIndexDataCacheFile(sys.argv[1], "f-1.py311", ("stamp", 1))
+from numbanet.kernels.cpu import precompile
+f = precompile.locked_cache_file()(sys.argv[1], "f-1.py311", ("stamp", 1))
 who = sys.argv[2]
 for i in range(60):
     f.save((who, i), {"who": who, "i": i, "pad": bytes(2000)})
@@ -70,7 +70,7 @@ def test_concurrent_saves_keep_every_entry(tmp_path):
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), who], cwd=REPO)
              for who in ("a", "b", "c")]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    f = precompile._LockedIndexDataCacheFile(str(tmp_path), "f-1.py311", ("stamp", 1))
+    f = precompile.locked_cache_file()(str(tmp_path), "f-1.py311", ("stamp", 1))
     assert len(f._load_index()) == 180
     for who in ("a", "b", "c"):
         for i in range(60):
@@ -80,7 +80,7 @@ def test_concurrent_saves_keep_every_entry(tmp_path):
 def test_a_save_cut_short_leaves_no_index_entry(tmp_path, monkeypatch):
     # Data first, index second: a process stopped in between leaves the key unlisted
     # (compiled again next time), never listed with missing or another key's data.
-    f = precompile._LockedIndexDataCacheFile(str(tmp_path), "g-1.py311", ("stamp", 1))
+    f = precompile.locked_cache_file()(str(tmp_path), "g-1.py311", ("stamp", 1))
     f.save("old", "old data")
 
     def killed(overloads):
@@ -192,10 +192,65 @@ def test_auto_starts_no_helper_on_a_busy_machine(monkeypatch):
     monkeypatch.delenv(precompile.ENV, raising=False)
     monkeypatch.setattr(precompile.os, "getloadavg", lambda: (float(os.cpu_count()), 0.0, 0.0))
     helper = precompile._Helper()
-    helper.note_miss("conv._conv2d_forward", (types.float32[:, :, :, ::1],))
+    helper.note_miss((types.float32[:, :, :, ::1],))
     assert helper.proc is None
     monkeypatch.setattr(precompile.os, "getloadavg", lambda: (os.cpu_count() - 0.5, 0.0, 0.0))
     assert precompile._a_core_is_idle()
+
+
+def test_a_miss_sends_the_common_ops_and_the_running_ops_backward(monkeypatch):
+    from numba.core import types
+    from numbanet.kernels import ops
+    monkeypatch.setenv(precompile.ENV, "1")
+    sent = []
+    helper = precompile._Helper()
+    monkeypatch.setattr(helper, "request", sent.extend)
+    monkeypatch.setattr(ops, "running_op", lambda: ops.get("conv2d"))
+    helper.note_miss((types.float64[:, :, :, ::1],))
+    assert sent == [(name, "float64") for name in precompile.COMMON] + [("conv2d_backward", "float64")]
+    helper.sent.update(sent)
+    helper.note_miss((types.float64[:, ::1],))   # nothing new for this dtype: nothing sent
+    assert len(sent) == len(precompile.COMMON) + 1
+
+
+def test_the_running_op_is_the_outermost_op_on_the_stack(monkeypatch):
+    """What a cache miss inside an op's kernel reads: the op the caller called, not one it
+    calls in turn (conv2d's compute module here stands in for the kernel that misses)."""
+    from types import SimpleNamespace
+    from numbanet.kernels import ops
+    be = kernels.get_backend("cpu")
+    seen = []
+    monkeypatch.setattr(be, "conv", SimpleNamespace(conv2d_forward=lambda *args: seen.append(ops.running_op())),
+                        raising=False)
+    be.conv2d(np.zeros((1, 4, 4, 2), np.float32), np.zeros((3, 3, 2, 2), np.float32))
+    assert [op.name for op in seen] == ["conv2d"]
+    assert ops.running_op() is None
+
+
+_STAMPED = """
+import json, sys
+import numpy as np
+from numbanet.kernels.cpu import precompile
+precompile._sources_stamp = lambda: (("a kernel's dependency", float(sys.argv[1]), 1),)
+from numbanet import kernels
+from numbanet.kernels.cpu import activation
+kernels.get_backend("cpu").relu(np.ones(5, np.float32))
+stats = activation.apply_activation.stats
+print(json.dumps([sum(stats.cache_hits.values()), sum(stats.cache_misses.values())]))
+"""
+
+
+def test_an_edit_to_a_file_a_kernel_compiles_in_makes_its_cache_stale(tmp_path):
+    """Numba checks only a kernel's own source file; the cache lock adds the files its
+    code comes from (kernels/rules.py, the other kernel modules): a cached kernel whose
+    rules changed is compiled again, not loaded with the old code."""
+    def run(version):
+        proc = _run(_STAMPED, tmp_path / "cache", version, **{precompile.ENV: "0"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    assert run(1.0) == [0, 1]   # compiled and saved
+    assert run(1.0) == [1, 0]   # loaded
+    assert run(2.0) == [0, 1]   # the dependency changed: compiled again
 
 
 def test_no_lock_file_possible_means_no_lock_not_an_error(tmp_path):

@@ -1,6 +1,4 @@
 """kernels.shapes: padding arithmetic (TensorFlow's "same" rule) and validation messages."""
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -87,57 +85,3 @@ def test_check_shape_dtype_ndim_messages():
         shapes.check_shape("op", "a", a, (3,))
     with pytest.raises(ValueError, match=r"op: e is empty"):
         shapes.check_nonempty("op", "e", np.zeros((0, 3)))
-
-
-def test_conv2d_shapes_channel_mismatch_message():
-    x = np.zeros((128, 28, 28, 3), np.float32)
-    w = np.zeros((3, 3, 1, 32), np.float32)
-    with pytest.raises(ValueError, match=r"conv2d: x has 3 channels but w expects 1 \(x.shape=\(128, 28, 28, 3\), "
-                                         r"w.shape=\(3, 3, 1, 32\)\)"):
-        shapes.conv2d_shapes("conv2d", x, w, (1, 1), "valid")
-
-
-def test_pool_shapes():
-    (ph, pw), (sh, sw), geo = shapes.pool_shapes("max_pool2d", (1, 7, 7, 1), 2, None, "valid")
-    assert (ph, pw, sh, sw) == (2, 2, 2, 2) and geo[:2] == (3, 3)
-    _, _, geo = shapes.pool_shapes("max_pool2d", (1, 7, 7, 1), 3, 2, "same")
-    assert geo[:4] == (math.ceil(7 / 2), math.ceil(7 / 2), 1, 1)
-    with pytest.raises(ValueError, match="max_pool2d: padding must be 'valid' or 'same'"):
-        shapes.pool_shapes("max_pool2d", (1, 7, 7, 1), 2, None, 1)
-
-
-def test_check_labels():
-    logits = np.zeros((3, 4), np.float32)
-    assert shapes.check_labels("op", logits, np.array([0, 1, 2])) is False
-    assert shapes.check_labels("op", logits, np.zeros((3, 4), np.float32)) is True
-    with pytest.raises(ValueError, match="op: labels has 2 rows but logits has 3"):
-        shapes.check_labels("op", logits, np.array([0, 1]))
-    with pytest.raises(ValueError, match=r"op: one-hot labels must have shape \(3, 4\)"):
-        shapes.check_labels("op", logits, np.zeros((3, 5), np.float32))
-    with pytest.raises(ValueError, match="op: labels must be integer class ids"):
-        shapes.check_labels("op", logits, np.zeros((3, 4, 1), np.float32))
-
-
-def test_check_x_shape():
-    assert shapes.check_x_shape("op", [1, 2, 3, 4]) == (1, 2, 3, 4)
-    for bad in [(1, 2, 3), (0, 2, 2, 1), 5]:
-        with pytest.raises(ValueError, match="op: x_shape"):
-            shapes.check_x_shape("op", bad)
-
-
-def test_check_activation_output():
-    """y, the activated output an op back-propagates through: given exactly when there is
-    an activation, and then of dy's shape and dtype."""
-    dy = np.zeros((2, 3), np.float32)
-    shapes.check_activation_output("op", "linear", None, dy)
-    shapes.check_activation_output("op", "relu", np.ones((2, 3), np.float32), dy)
-    with pytest.raises(ValueError, match=r"^op: y is only read to back-propagate through an activation"):
-        shapes.check_activation_output("op", "linear", np.ones((2, 3), np.float32), dy)
-    with pytest.raises(TypeError, match=r"^op: activation='tanh' needs y, the activated forward output"):
-        shapes.check_activation_output("op", "tanh", None, dy)
-    with pytest.raises(ValueError, match=r"^op: y must have shape \(2, 3\), got \(3, 2\)"):
-        shapes.check_activation_output("op", "relu", np.ones((3, 2), np.float32), dy)
-    with pytest.raises(TypeError, match=r"^op: y is float64 but dy is float32"):
-        shapes.check_activation_output("op", "sigmoid", np.ones((2, 3), np.float64), dy)
-    with pytest.raises(TypeError, match=r"^op: y must be float32 or float64, got int64"):
-        shapes.check_activation_output("op", "relu", np.ones((2, 3), np.int64), dy)

@@ -1,0 +1,147 @@
+"""The optim family: fused in-place Adam and SGD steps and gradient clipping by norm, on
+kernels/<backend>/optim.py (the per-element updates are kernels/rules.py's)."""
+import math
+
+import numpy as np
+
+from numbanet.kernels import shapes
+from numbanet.kernels.ops.declare import Family, Op
+
+
+def _optim_arrays(be, op, param, named, written):
+    """param and the (name, array) pairs in named, flattened; param and the names in
+    `written` (the optimizer's slots) are updated in place, so they are checked as
+    outputs that share memory with no other argument."""
+    everything = [("param", param)] + [(name, arr) for name, arr in named]
+    be._check_written(op, "param", param, everything[1:])
+    shapes.check_float(op, "param", param)
+    flats = [be._flat(param)]
+    for name, arr in named:
+        if arr is None:
+            if name != "velocity":  # only SGD without momentum has no state
+                raise TypeError(f"{op}: {name} must be an array, got None")
+            flats.append(None)
+            continue
+        if name in written:
+            be._check_written(op, name, arr, [e for e in everything if e[0] != name])
+        else:
+            be._check_native(op, name, arr)
+            if not be._is_c_contiguous(arr):
+                raise ValueError(f"{op}: {name} must be C-contiguous")
+        shapes.check_float(op, name, arr)
+        shapes.check_same_dtype(op, [("param", param), (name, arr)])
+        shapes.check_same_shape(op, [("param", param), (name, arr)])
+        flats.append(be._flat(arr))
+    return flats
+
+
+def adam_step(be, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step, weight_decay=0.0):
+    """One fused, in-place Adam step (Keras's form); decoupled weight decay when non-zero."""
+    op = "adam_step"
+    step = shapes.int_scalar(op, "step", step)
+    if step < 1:
+        raise ValueError(f"{op}: step counts from 1, got {step}")
+    lr, eps, weight_decay = (shapes.float_scalar(op, k, v) for k, v in
+                             (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)))
+    for name, val in (("beta1", beta1), ("beta2", beta2)):
+        if not 0.0 <= shapes.float_scalar(op, name, val) < 1.0:
+            raise ValueError(f"{op}: {name} must be in [0, 1), got {val}")
+    p, g, m_, v_ = _optim_arrays(be, op, param, [("grad", grad), ("m", m), ("v", v)], ("m", "v"))
+    # Bias correction folded into one step size, computed once in float64; every scalar
+    # in the parameter's dtype, so a float32 update runs in float32.
+    beta1, beta2 = float(beta1), float(beta2)
+    alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    t = np.dtype(p.dtype).type
+    be.optim.adam_step(p, g, m_, v_, t(lr * weight_decay), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
+                       t(alpha), t(eps))
+
+
+def sgd_step(be, param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """One fused, in-place SGD step (Keras's form: v = momentum * v - lr * g)."""
+    op = "sgd_step"
+    lr, momentum, weight_decay = (shapes.float_scalar(op, k, v) for k, v in
+                                  (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)))
+    nesterov = shapes.flag(op, "nesterov", nesterov)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"{op}: momentum must be in [0, 1), got {momentum}")
+    if momentum > 0.0 and velocity is None:
+        raise ValueError(f"{op}: momentum={momentum} needs a velocity array, got None")
+    p, g, vel = _optim_arrays(be, op, param, [("grad", grad), ("velocity", velocity)], ("velocity",))
+    t = np.dtype(p.dtype).type
+    be.optim.sgd_step(p, g, None if momentum == 0.0 else vel, t(lr), t(lr * weight_decay), t(momentum), nesterov)
+
+
+def _clip_arrays(be, op, grads, clipnorm):
+    if shapes.float_scalar(op, "clipnorm", clipnorm) <= 0.0:
+        raise ValueError(f"{op}: clipnorm must be > 0, got {clipnorm!r}")
+    flats = []
+    names = [f"grads[{i}]" if len(grads) > 1 else "grad" for i in range(len(grads))]
+    for i, (name, g) in enumerate(zip(names, grads)):
+        # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
+        be._check_written(op, name, g, [(n, h) for j, (n, h) in enumerate(zip(names, grads)) if j != i])
+        shapes.check_float(op, name, g)
+        flats.append(be._flat(g))
+    return flats
+
+
+def _clip(be, flats, clipnorm):
+    # From the step's workspace (be.zeros would allocate every step), zeroed in place.
+    sq = be.empty((1,), np.float64)
+    be.zero(sq)
+    for g in flats:
+        be.optim.sq_norm_accumulate(g, sq)
+    scale = be.empty((1,), np.float64)
+    be.optim.clip_scale(sq, float(clipnorm), scale)
+    for g in flats:
+        be.optim.scale_by(g, scale)
+
+
+def clip_by_norm(be, grad, clipnorm):
+    """In place: grad *= clipnorm / max(||grad||, clipnorm) (Keras's clipnorm, per array).
+    The norm and the scale stay on the backend: no host round trip on the gpu."""
+    _clip(be, _clip_arrays(be, "clip_by_norm", [grad], clipnorm), clipnorm)
+
+
+def clip_by_global_norm(be, grads, clipnorm):
+    """In place: every array in grads *= clipnorm / max(global norm, clipnorm) (Keras's
+    global_clipnorm), the global norm taken over all of them together."""
+    op = "clip_by_global_norm"
+    if not isinstance(grads, (list, tuple)) or not grads:
+        raise ValueError(f"{op}: expected a non-empty list of gradient arrays, got {grads!r}")
+    _clip(be, _clip_arrays(be, op, list(grads), clipnorm), clipnorm)
+
+
+
+# --------------------------------------------------------------------------- warm-ups
+# Sizes on both sides of the cpu's threading threshold (kernels/cpu/threads.py: SERIAL_MAX).
+_SIZES = (8, 1 << 17)
+
+
+def _warm_adam_step(be, dt):
+    for size in _SIZES:
+        p = be.zeros((size,), dt)
+        be.adam_step(p, be.zeros((size,), dt), be.zeros((size,), dt), be.zeros((size,), dt), lr=1e-3, step=1)
+
+
+def _warm_sgd_step(be, dt):
+    for size in _SIZES:
+        p, g = be.zeros((size,), dt), be.zeros((size,), dt)
+        be.sgd_step(p, g, lr=0.1)
+        be.sgd_step(p, g, be.zeros((size,), dt), lr=0.1, momentum=0.9, nesterov=True)
+
+
+def _warm_clip_by_norm(be, dt):
+    for size in _SIZES:
+        be.clip_by_norm(be.zeros((size,), dt), 1.0)
+
+
+def _warm_clip_by_global_norm(be, dt):
+    be.clip_by_global_norm([be.zeros((8,), dt), be.zeros((3, 4), dt)], 1.0)
+
+
+FAMILY = Family("optim", module="optim", attr="optim", ops=(
+    Op("adam_step", adam_step, warmup=_warm_adam_step),
+    Op("sgd_step", sgd_step, warmup=_warm_sgd_step),
+    Op("clip_by_norm", clip_by_norm, warmup=_warm_clip_by_norm),
+    Op("clip_by_global_norm", clip_by_global_norm, warmup=_warm_clip_by_global_norm),
+))

@@ -1,0 +1,131 @@
+"""The pool family: max and average 2-D pooling, forward and backward, on
+kernels/<backend>/pool.py."""
+import math
+
+import numpy as np
+
+from numbanet.kernels import shapes
+from numbanet.kernels.ops.declare import Family, Op
+
+
+def pool_shapes(op, x_shape, pool_size, strides, padding):
+    """-> (pool_size, strides, (out_h, out_w, pt, pl, pb, pr))."""
+    pool_size = shapes.pair(op, "pool_size", pool_size)
+    strides = pool_size if strides is None else shapes.pair(op, "strides", strides)
+    geometry = shapes.resolve_padding(op, padding, x_shape[1:3], pool_size, strides, explicit=False)
+    return pool_size, strides, geometry
+
+
+def check_x_shape(op, x_shape):
+    """A shape the op allocates from: 4 positive ints (no floats that int() would
+    truncate, no bools), small enough that N*H*W*C fits an int64 index."""
+    try:
+        shape = tuple(x_shape)
+    except TypeError:
+        raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
+    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
+            or min(shape) < 1:
+        raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if math.prod(shape) >= 2 ** 62:
+        raise ValueError(f"{op}: x_shape={shape} has more elements than an array can hold")
+    return shape
+
+
+def _pool_forward(be, op, x, pool_size, strides, padding):
+    """-> (x, y, (ph, pw, sh, sw, pt, pl)): x checked (NHWC floats), y allocated."""
+    x = be._prepare(op, x=x)
+    shapes.check_float(op, "x", x)
+    shapes.check_ndim(op, "x", x, 4, "NHWC")
+    shapes.check_nonempty(op, "x", x)
+    (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = pool_shapes(op, x.shape, pool_size, strides, padding)
+    return x, be.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype), (ph, pw, sh, sw, pt, pl)
+
+
+def max_pool2d(be, x, *, pool_size=(2, 2), strides=None, padding="valid"):
+    """-> (y, indices); indices (int32, y's shape) hold h * W + w of each max in x."""
+    x, y, window = _pool_forward(be, "max_pool2d", x, pool_size, strides, padding)
+    indices = be.empty(y.shape, np.int32)
+    be.pool.max_pool2d_forward(x, y, indices, *window)
+    return y, indices
+
+
+def max_pool2d_backward(be, dy, indices, x_shape, *, _indices_checked=False):
+    """dx (x_shape) with dy added at the cells indices name (h * W + w within each image
+    and channel). Every index is checked against H * W before anything is written."""
+    op = "max_pool2d_backward"
+    dy, indices = be._prepare(op, dy=dy, indices=indices)
+    x_shape = check_x_shape(op, x_shape)
+    shapes.check_float(op, "dy", dy)
+    shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+    shapes.check_nonempty(op, "dy", dy)
+    shapes.check_int(op, "indices", indices)
+    if np.dtype(indices.dtype) != np.int32:
+        raise TypeError(f"{op}: indices must be the int32 array max_pool2d returned, got {indices.dtype}")
+    shapes.check_shape(op, "indices", indices, dy.shape)
+    n, h, w, c = x_shape
+    if dy.shape[0] != n or dy.shape[3] != c or dy.shape[1] > h or dy.shape[2] > w:
+        # A pooling output is never taller or wider than its input ("same" keeps the size).
+        raise ValueError(f"{op}: dy.shape={tuple(dy.shape)} cannot be a max_pool2d output of an x of "
+                         f"shape x_shape={x_shape} (batch and channels must match, height and width "
+                         f"must not exceed x's)")
+    if not _indices_checked:
+        be._check_range(op, "indices", indices, h * w, f"x_shape={x_shape} ({h}x{w} = {h * w} cells "
+                                                          f"per image)")
+    dx = be.empty(x_shape, dy.dtype)
+    be.pool.max_pool2d_backward(dy, indices, dx)
+    return dx
+
+
+def avg_pool2d(be, x, *, pool_size=(2, 2), strides=None, padding="valid"):
+    """Average over the window's cells inside x ("same" padding cells are not counted)."""
+    x, y, window = _pool_forward(be, "avg_pool2d", x, pool_size, strides, padding)
+    be.pool.avg_pool2d_forward(x, y, *window)
+    return y
+
+
+def avg_pool2d_backward(be, dy, x_shape, *, pool_size=(2, 2), strides=None, padding="valid"):
+    op = "avg_pool2d_backward"
+    dy = be._prepare(op, dy=dy)
+    x_shape = check_x_shape(op, x_shape)
+    shapes.check_float(op, "dy", dy)
+    shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+    (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = pool_shapes(op, x_shape, pool_size, strides, padding)
+    shapes.check_shape(op, "dy", dy, (x_shape[0], oh, ow, x_shape[3]))
+    dx = be.empty(x_shape, dy.dtype)
+    be.pool.avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pt, pl)
+    return dx
+
+
+
+# --------------------------------------------------------------------------- warm-ups
+
+def _warm_max_pool2d(be, dt):
+    # The 2x2 window and a general one, each with few channels and with many
+    # (kernels/cpu/pool.py picks its loops by both).
+    for channels in (3, 9):
+        for window, padding in (((2, 2), "valid"), ((3, 3), "same")):
+            be.max_pool2d(be.zeros((2, 5, 5, channels), dt), pool_size=window, padding=padding)
+
+
+def _warm_max_pool2d_backward(be, dt):
+    # Zero indices (valid ones) rather than max_pool2d's: the forward need not run first.
+    be.max_pool2d_backward(be.zeros((2, 2, 2, 3), dt), be.zeros((2, 2, 2, 3), np.int32), (2, 4, 4, 3))
+
+
+def _warm_avg_pool2d(be, dt):
+    for padding in ("valid", "same"):
+        be.avg_pool2d(be.zeros((2, 5, 5, 3), dt), padding=padding)
+
+
+def _warm_avg_pool2d_backward(be, dt):
+    for padding, side in (("valid", 2), ("same", 3)):
+        be.avg_pool2d_backward(be.zeros((2, side, side, 3), dt), (2, 5, 5, 3), padding=padding)
+
+
+FAMILY = Family("pool", module="pool", attr="pool", ops=(
+    Op("max_pool2d", max_pool2d, backward="max_pool2d_backward", warmup=_warm_max_pool2d),
+    Op("max_pool2d_backward", max_pool2d_backward, warmup=_warm_max_pool2d_backward),
+    Op("avg_pool2d", avg_pool2d, backward="avg_pool2d_backward", warmup=_warm_avg_pool2d),
+    Op("avg_pool2d_backward", avg_pool2d_backward, warmup=_warm_avg_pool2d_backward),
+))
