@@ -7,7 +7,7 @@ A bounded search, BLIS/ATLAS-style, each phase building on the one before:
              MAX_TILES, best-first by the derived rule), each in its serial driver, on
              all cores at once (one process per core, into Numba's on-disk cache);
 2. tile      each shape times one product on one thread, with the blocking derived for
-             it; the fastest wins;
+             it, the shapes taking turns (interleaved_best); the fastest wins;
 3. blocking  the winner's KC and MC, each at 1/2, 1 and 2 times the derived value (a
              3 x 3 grid), time a large product on every thread;
 4. thresholds with that: where the one-region parallel path starts to beat one thread
@@ -79,6 +79,21 @@ def best_time(fn, seconds, min_runs=3, max_runs=50):
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def interleaved_best(runs, seconds, starting=None, finished=None, rounds=3):
+    """{name: fastest time} of each of `runs` (name -> fn), timed in `rounds` rounds that
+    take every candidate in turn: a slow spell of the machine (another process waking
+    up) then costs each candidate one round, not one candidate all of its runs."""
+    best = {}
+    for r in range(rounds):
+        for name, fn in runs.items():
+            if starting:
+                starting(name)
+            best[name] = min(best.get(name, float("inf")), best_time(fn, seconds / rounds))
+            if finished and r == rounds - 1:
+                finished(name)
+    return best
 
 
 def _operands(shape, seed):
@@ -176,13 +191,13 @@ def search(machine=None, tiles=None, sizes=FULL, out=sys.stderr):
         _compile_in_workers(tiles, bar)
 
         flops = 2.0 * np.prod(sizes.tile)
-        rates = {}
+        runs = {}
         for tile in tiles:
-            bar.set_postfix_str(f"tile {tile.name}")
             kc, mc = tuning.derived_blocking(tile, machine)
-            base = tuning.Choice(tile, kc, mc, 1 << 40, 1 << 40, "given")
-            rates[tile.name] = flops / best_time(_runner(base, sizes.tile, 1), sizes.seconds) / 1e9
-            bar.update(1)
+            runs[tile.name] = _runner(tuning.Choice(tile, kc, mc, 1 << 40, 1 << 40, "given"), sizes.tile, 1)
+        bests = interleaved_best(runs, sizes.seconds, lambda name: bar.set_postfix_str(f"tile {name}"),
+                                 lambda name: bar.update(1))
+        rates = {name: flops / t / 1e9 for name, t in bests.items()}
         winner = max(tiles, key=lambda t: rates[t.name])
         measured["tile_gflops_1thread"] = {k: round(v, 1) for k, v in rates.items()}
 
@@ -194,42 +209,34 @@ def search(machine=None, tiles=None, sizes=FULL, out=sys.stderr):
         bar.update(1)
 
         flops = 2.0 * np.prod(sizes.blocking)
-        grid_rates = {}
-        for kc, mc in _blocking_grid(winner, machine):
-            bar.set_postfix_str(f"kc {kc} mc {mc}")
-            if (kc, mc) not in grid_rates:
-                trial = _with(choice, kc=kc, mc=mc, serial_macs=0, prepack_macs=0)
-                grid_rates[kc, mc] = flops / best_time(_runner(trial, sizes.blocking, threads), sizes.seconds) / 1e9
-            bar.update(1)
+        grid = _blocking_grid(winner, machine)
+        runs = {}
+        for kc, mc in dict.fromkeys(grid):
+            runs[kc, mc] = _runner(_with(choice, kc=kc, mc=mc, serial_macs=0, prepack_macs=0), sizes.blocking, threads)
+        bests = interleaved_best(runs, sizes.seconds, lambda km: bar.set_postfix_str("kc %d mc %d" % km),
+                                 lambda km: bar.update(grid.count(km)))
+        grid_rates = {km: flops / t / 1e9 for km, t in bests.items()}
         kc, mc = max(grid_rates, key=grid_rates.get)
         choice = _with(choice, kc=kc, mc=mc)
         measured["blocking_gflops"] = {f"kc={k} mc={c}": round(v, 1) for (k, c), v in grid_rates.items()}
 
-        serial, split = {}, {}
-        for side in sizes.serial:
-            bar.set_postfix_str(f"one thread or all at {side}^3")
-            shape = (side, side, side)
-            serial[side] = best_time(_runner(_with(choice, serial_macs=1 << 40), shape, threads), sizes.seconds)
-            split[side] = best_time(_runner(_with(choice, serial_macs=0, prepack_macs=1 << 40), shape, threads),
-                                    sizes.seconds)
-            bar.update(1)
-        side = _crossover(sizes.serial, serial, split)
-        serial_macs = (sizes.serial[-1] + 1) ** 3 if side is None else side ** 3
-        measured["serial_ms"] = {f"{s}^3": [round(serial[s] * 1e3, 4), round(split[s] * 1e3, 4)] for s in serial}
-
-        one, packed = {}, {}
-        for side in sizes.prepack:
-            bar.set_postfix_str(f"op(b) packed per thread or once at {side}^3")
-            shape = (side, side, side)
-            one[side] = best_time(_runner(_with(choice, serial_macs=0, prepack_macs=1 << 40), shape, threads),
-                                  sizes.seconds)
-            packed[side] = best_time(_runner(_with(choice, serial_macs=0, prepack_macs=0), shape, threads),
-                                     sizes.seconds)
-            bar.update(1)
-        side = _crossover(sizes.prepack, one, packed)
-        prepack_macs = (sizes.prepack[-1] + 1) ** 3 if side is None else side ** 3
-        measured["prepack_ms"] = {f"{s}^3": [round(one[s] * 1e3, 4), round(packed[s] * 1e3, 4)] for s in one}
-        choice = tuning.Choice(winner, kc, mc, serial_macs, max(prepack_macs, serial_macs), "tuned")
+        # (one thread, one region split by rows) around serial_macs; (one region, op(b)
+        # packed once) around prepack_macs
+        paths = {"serial": _with(choice, serial_macs=1 << 40), "split": _with(choice, serial_macs=0, prepack_macs=1 << 40),
+                 "prepack": _with(choice, serial_macs=0, prepack_macs=0)}
+        found = {}
+        for phase, sides, pair in (("serial", sizes.serial, ("serial", "split")),
+                                   ("prepack", sizes.prepack, ("split", "prepack"))):
+            times = {}
+            for side in sides:
+                bar.set_postfix_str(f"{pair[0]} or {pair[1]} at {side}^3")
+                runs = {path: _runner(paths[path], (side, side, side), threads) for path in pair}
+                times[side] = interleaved_best(runs, sizes.seconds)
+                bar.update(1)
+            side = _crossover(sides, {s: t[pair[0]] for s, t in times.items()}, {s: t[pair[1]] for s, t in times.items()})
+            found[phase] = (sides[-1] + 1) ** 3 if side is None else side ** 3
+            measured[f"{phase}_ms"] = {f"{s}^3": {p: round(v * 1e3, 4) for p, v in t.items()} for s, t in times.items()}
+        choice = tuning.Choice(winner, kc, mc, found["serial"], max(found["prepack"], found["serial"]), "tuned")
     measured["seconds"] = round(time.perf_counter() - start, 1)
     measured["load_after"] = _load()
     measured["tiles_considered"] = [t.name for t in tiles]

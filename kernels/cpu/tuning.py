@@ -105,9 +105,8 @@ def derived_blocking(tile, m):
 
 
 def derived_thresholds(m):
-    macs_per_s = m.lanes * m.fma_units * _NOMINAL_HZ
-    serial = int(_REGION_S * macs_per_s) // (1024 * 1024) * (1024 * 1024)
-    return max(serial, 1024 * 1024), max(serial, 1024 * 1024) * _PREPACK_OVER_SERIAL
+    serial = max(int(_REGION_S * m.lanes * m.fma_units * _NOMINAL_HZ), 1 << 20)
+    return serial, serial * _PREPACK_OVER_SERIAL
 
 
 def derive(m):
