@@ -288,6 +288,11 @@ def main(args):
           f"the winner's KC x MC grid ({len(GRID) ** 2}), {len(sizes.serial)} + {len(sizes.prepack)} threshold sizes")
     if args.dry_run:
         return 0
+    busy = _load()
+    if busy is not None and busy > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {busy} on {os.cpu_count()} CPUs: other processes share the cores, so the "
+              "timings (the thread thresholds most) will not be this machine's; run `numbanet tune` again when "
+              "it is idle", file=sys.stderr)
     choice, measured = search(machine, tiles, sizes)
     path = save(choice, machine, measured)
     rates = measured["tile_gflops_1thread"]

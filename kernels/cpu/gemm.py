@@ -1,111 +1,50 @@
 """GEMM on the CPU, BLIS-style: packed panels, cache blocking, register-blocked micro-kernels.
 
 out = op(a) @ op(b) (+ bias over rows). For each KC-deep slice, op(b) is packed into
-column panels and each block of op(a) into row panels; packing reads a and b in either
-orientation, so the transposes cost nothing beyond the copy, and pads edge panels with
-zeros so the micro-kernel always runs full; only the write-back checks bounds.
+column panels and each block of op(a) into row panels (or read in place where its layout
+already is one); packing reads a and b in either orientation, so the transposes cost
+nothing beyond the copy, and pads edge panels with zeros so the micro-kernel always runs
+full; only the write-back checks bounds.
 
-matmul runs on an 8 x 32 micro-kernel (kernels/cpu/_gemm_wide.py) by one of three paths
-chosen by size (see "matmul's own path" below). The 8 x 16 micro-kernel
-(kernels/cpu/_gemm_micro.py) and the helpers built on it here, `pack_a`, `pack_b` and
-`gemm_packed_serial`, are exported for conv.py, which packs and multiplies one image at a
-time inside its own prange, and serve batched_matmul.
+Every product here runs on the micro-kernel shape in force (kernels/cpu/tuning.py: the
+shape, KC, MC and the size thresholds, measured by `numbanet tune` or derived from the
+CPU's features), passed to the kernels as `tile` (kernels/cpu/tiles.py). matmul picks
+one of three paths by size (see "matmul's own path" below); conv.py packs and multiplies
+one image at a time inside its own prange through `pack_a`, `pack_b` and `gemm_packed`;
+batched_matmul runs many small products at once. The fixed 8 x 16 `pack_b_16` packs the
+weights of conv.py's direct path, whose register tile is its own.
 
 Threads split `out` into rectangles; each owns its tiles of `out`, so no two iterations
-write the same element and every element's sum is added in the same order whatever the
-schedule.
+write the same element, and every element is one chain of fused multiply-adds, p
+ascending, from 0 or the bias: the same bits whatever the schedule, the path, the tile
+shape or the blocking.
 """
 import numba
 import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
-from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu._gemm_micro import NR as NR_16
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
 from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, threading_layer, work_items
 
-MC = 128   # batched_matmul's rows of op(a) per block (a multiple of MR): 128 x KC packed fits L2
-KC = 256   # depth of one packed slice: one MR x KC a panel + one KC x NR b panel fit L1
-
 
 @plain_types
 @numba.njit(cache=True)
-def _pack_a(a, trans_a, i0, mc, p0, kc, ap):
-    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r]; rows past mc are zero so the
-    micro-kernel always runs full (their results are never written back)."""
-    npanels = (mc + MR - 1) // MR
-    for i in range(npanels * MR):
-        ip = i // MR
-        r = i - ip * MR
-        if i >= mc:
-            for p in range(kc):
-                ap[ip, p, r] = 0
-        elif trans_a:
-            for p in range(kc):
-                ap[ip, p, r] = a[p0 + p, i0 + i]
-        else:
-            for p in range(kc):
-                ap[ip, p, r] = a[i0 + i, p0 + p]
-
-
-@plain_types
-@numba.njit(cache=True)
-def _pack_b_panel(b, trans_b, jp, n, p0, kc, bp):
-    """op(b)[p0:p0+kc, jp*NR:jp*NR+NR] -> bp[jp, p, c], zero columns past n."""
-    j0 = jp * NR
-    nr = min(NR, n - j0)
-    for p in range(kc):
-        for c in range(nr, NR):
-            bp[jp, p, c] = 0
-    if trans_b:
-        for c in range(nr):
-            for p in range(kc):
-                bp[jp, p, c] = b[j0 + c, p0 + p]
-    else:
+def pack_b_16(b, n, kc, bp):
+    """b[:kc, :n] -> 16-column panels bp[jp, p, c], zero past n (conv.py's direct path)."""
+    for jp in range((n + NR_16 - 1) // NR_16):
+        j0 = jp * NR_16
+        nr = min(NR_16, n - j0)
         for p in range(kc):
+            src = b[p, j0:j0 + nr]
+            dst = bp[jp, p]
             for c in range(nr):
-                bp[jp, p, c] = b[p0 + p, j0 + c]
-
-
-@plain_types
-@numba.njit(cache=True)
-def pack_b(b, trans_b, n, p0, kc, bp):
-    """All NR-column panels of op(b)[p0:p0+kc, :n] into bp (serially)."""
-    for jp in range((n + NR - 1) // NR):
-        _pack_b_panel(b, trans_b, jp, n, p0, kc, bp)
-
-
-@plain_types
-@numba.njit(cache=True)
-def pack_a(a, trans_a, m, kc, ap):
-    """All MR-row panels of op(a)[:m, :kc] into ap (serially)."""
-    _pack_a(a, trans_a, 0, m, 0, kc, ap)
-
-
-@numba.njit(cache=True)
-def gemm_packed_serial(ap, bp, m, n, kc, out, accumulate, bias, tile):
-    """out[:m, :n] (+)= A @ B (+ bias over rows when not accumulating; an empty bias adds
-    nothing) from already packed panels of A (m x kc) and B (kc x n), on one thread:
-    conv.py calls it per image inside its own prange. The bias rides on the single write
-    of each tile, not a second pass."""
-    for jp in range((n + NR - 1) // NR):
-        j0 = jp * NR
-        nr = min(NR, n - j0)
-        for ip in range((m + MR - 1) // MR):
-            micro(ap[ip], bp[jp], kc, tile)
-            for r in range(min(MR, m - ip * MR)):
-                orow = out[ip * MR + r, j0:j0 + nr]
-                if accumulate:
-                    for c in range(nr):
-                        orow[c] += tile[r, c]
-                elif bias.shape[0] == 0:
-                    for c in range(nr):
-                        orow[c] = tile[r, c]
-                else:
-                    for c in range(nr):
-                        orow[c] = tile[r, c] + bias[j0 + c]
+                dst[c] = src[c]
+            for c in range(nr, NR_16):
+                dst[c] = 0
 
 
 def no_bias(dtype):
@@ -444,44 +383,88 @@ def dense_backward(x, w, dy, dx, dwdb):
         matmul(dy, w, False, True, None, dx)
 
 
-# --------------------------------------------------------------------------- batched (issue 12)
+# --------------------------------------------------------------------------- packed operands
+@numba.njit(cache=True)
+def pack_b(tile, b, trans_b, n, kc, bp):
+    """All NR-column panels of op(b)[:kc, :n] into bp[jp] (kc x NR each), serially."""
+    for jp in range((n + tile.nr - 1) // tile.nr):
+        _pack_b_wide(tile, b, trans_b, jp, n, 0, kc, bp[jp])
+
+
+@numba.njit(cache=True)
+def pack_a(tile, a, trans_a, m, kc, ap):
+    """All MR-row panels of op(a)[:m, :kc] into ap[ip] (kc x MR each), serially."""
+    _pack_a_wide(tile, a, trans_a, 0, m, 0, kc, ap)
+
+
+@numba.njit(cache=True)
+def gemm_packed(tile, ap, bp, m, n, kc, out, accumulate, bias, scratch):
+    """out[:m, :n] (+)= A @ B (+ bias over rows when not accumulating; an empty bias adds
+    nothing) from packed panels of A (ap[ip]: kc x MR) and B (bp[jp]: kc x NR), on one
+    thread: conv.py calls it per image inside its own prange. Full tiles accumulate
+    straight into out (from the bias or zeros written there first, or onto what out
+    holds), edge tiles through `scratch` (at least MR x NR)."""
+    mrw = tile.mr
+    nrw = tile.nr
+    for jp in range((n + nrw - 1) // nrw):
+        j0 = jp * nrw
+        nr = min(nrw, n - j0)
+        for ip in range((m + mrw - 1) // mrw):
+            r0 = ip * mrw
+            mr = min(mrw, m - r0)
+            if mr < mrw or nr < nrw:
+                _tile_in(out, r0, j0, mr, nr, not accumulate, bias, scratch)
+                tile.micro(ap[ip], 0, bp[jp], 0, kc, scratch, 0)
+                _tile_out(scratch, out, r0, j0, mr, nr)
+            else:
+                if not accumulate:
+                    _tile_start(tile, out, r0, j0, bias)
+                tile.micro(ap[ip], 0, bp[jp], 0, kc, out[r0:r0 + mrw], j0)
+
+
+# --------------------------------------------------------------------------- batched
 @numba.njit(cache=True, parallel=True)
-def _batched_gemm(a, b, trans_a, trans_b, out, nchunks):
-    """out[z] = op(a[z]) @ op(b[z]) for every z. Work item = (z, MC-row block); the items
+def _batched_gemm(tile, a, b, trans_a, trans_b, out, kcw, mcw, nchunks):
+    """out[z] = op(a[z]) @ op(b[z]) for every z. Work item = (z, mcw-row block); the items
     are split into nchunks contiguous runs, one prange iteration each, so the packing
     scratch is allocated once per run rather than once per (small) product."""
+    mrw = tile.mr
+    nrw = tile.nr
     nz, m, n = out.shape
     k = a.shape[1] if trans_a else a.shape[2]
-    kc_max = min(KC, k)
-    nblocks = (m + MC - 1) // MC
+    kc_max = min(kcw, k)
+    nblocks = (m + mcw - 1) // mcw
     nitems = nz * nblocks
-    mc_max = min(MC, ((m + MR - 1) // MR) * MR)
     empty_bias = np.empty(0, dtype=out.dtype)
+    nslices = (k + kcw - 1) // kcw
     for chunk in prange(nchunks):
-        ap = np.empty((mc_max // MR, kc_max, MR), dtype=out.dtype)
-        bp = np.empty(((n + NR - 1) // NR, kc_max, NR), dtype=out.dtype)
-        tile = np.empty((MR, NR), dtype=out.dtype)
+        ap = np.empty(((min(mcw, m) + mrw - 1) // mrw, kc_max, mrw), dtype=out.dtype)
+        bp = np.empty(((n + nrw - 1) // nrw, kc_max, nrw), dtype=out.dtype)
+        scratch = np.empty((mrw, nrw), dtype=out.dtype)
         for item in range(chunk * nitems // nchunks, (chunk + 1) * nitems // nchunks):
             z = item // nblocks
-            i0 = (item - z * nblocks) * MC
-            mc = min(MC, m - i0)
+            i0 = (item - z * nblocks) * mcw
+            mc = min(mcw, m - i0)
             az = a[z]
+            bz = b[z]
             oz = out[z]
-            for p0 in range(0, k, KC):
-                kc = min(KC, k - p0)
-                pack_b(b[z], trans_b, n, p0, kc, bp)
-                _pack_a(az, trans_a, i0, mc, p0, kc, ap)
-                gemm_packed_serial(ap, bp, mc, n, kc, oz[i0:i0 + mc], p0 > 0, empty_bias, tile)
+            for s in range(nslices):
+                p0, kc = _slice(k, kcw, s)
+                for jp in range((n + nrw - 1) // nrw):
+                    _pack_b_wide(tile, bz, trans_b, jp, n, p0, kc, bp[jp])
+                _pack_a_wide(tile, az, trans_a, i0, mc, p0, kc, ap)
+                gemm_packed(tile, ap, bp, mc, n, kc, oz[i0:i0 + mc], s > 0, empty_bias, scratch)
 
 
 def batched_matmul(a, b, trans_a, trans_b, out):
     """out[z] = op(a[z]) @ op(b[z]) for 3-D (Z, ., .) arrays, validated and C-contiguous."""
+    choice = tuning.current()
     nz, m, _ = out.shape
-    nitems = nz * -(-m // MC)
+    nitems = nz * -(-m // choice.mc)
     threads = numba.get_num_threads()
     if nitems < threads:
         # Too few products to share out: each one runs on every thread instead.
         for z in range(nz):
             matmul(a[z], b[z], trans_a, trans_b, None, out[z])
         return
-    _batched_gemm(a, b, trans_a, trans_b, out, min(nitems, 4 * threads))
+    _batched_gemm(choice.tile, a, b, trans_a, trans_b, out, choice.kc, choice.mc, min(nitems, 4 * threads))
