@@ -23,13 +23,15 @@ from numbanet.kernels.cpu._gemm_wide import MICRO, PACK_ROWS, TILE_SHAPES
 
 class Tile:
     """A micro-kernel shape, MR x NR, one of _gemm_wide.TILE_SHAPES."""
-    __slots__ = ("mr", "nr")
+    __slots__ = ("mr", "nr", "numba_type")
 
     def __init__(self, mr, nr):
         if (mr, nr) not in MICRO:
             raise ValueError(f"gemm tile: no generated micro-kernel is {mr}x{nr}; the candidates are "
                              + ", ".join(f"{m}x{n}" for m, n in TILE_SHAPES))
         self.mr, self.nr = mr, nr
+        # Made once: the dispatcher types every argument on every call.
+        self.numba_type = TileType(mr, nr)
 
     @classmethod
     def parse(cls, name):
@@ -82,7 +84,7 @@ class TileType(types.Type):
 
 @typeof_impl.register(Tile)
 def _typeof_tile(val, c):
-    return TileType(val.mr, val.nr)
+    return val.numba_type
 
 
 # The value carries nothing at run time: everything is in its type.
