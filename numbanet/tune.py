@@ -6,8 +6,9 @@ A bounded search, BLIS/ATLAS-style, each phase building on the one before:
 1. compile   every candidate micro-kernel shape that fits the register file (at most
              MAX_TILES, best-first by the derived rule), each in its serial driver, on
              all cores at once (one process per core, into Numba's on-disk cache);
-2. tile      each shape times one product on one thread, with the blocking derived for
-             it, the shapes taking turns (interleaved_best); the fastest wins;
+2. tile      each shape times one product on one thread (CPU time of that thread), with
+             the blocking derived for it, the shapes taking turns (interleaved_best);
+             the fastest wins;
 3. blocking  the winner's KC and MC, each at 1/2, 1 and 2 times the derived value (a
              3 x 3 grid), time a large product on every thread;
 4. thresholds with that: where the one-region parallel path starts to beat one thread
@@ -68,20 +69,20 @@ def plan(machine, tiles=None, sizes=FULL):
     return tiles, steps
 
 
-def best_time(fn, seconds, min_runs=3, max_runs=50):
+def best_time(fn, seconds, min_runs=3, max_runs=50, clock=time.perf_counter):
     """The fastest of at least min_runs calls of fn (after one untimed call), running
-    until `seconds` have passed or max_runs."""
+    until `seconds` have passed or max_runs, timed by `clock`."""
     fn()
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or (time.perf_counter() - start < seconds and len(times) < max_runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
-def interleaved_best(runs, seconds, starting=None, finished=None, rounds=3):
+def interleaved_best(runs, seconds, starting=None, finished=None, rounds=3, clock=time.perf_counter):
     """{name: fastest time} of each of `runs` (name -> fn), timed in `rounds` rounds that
     take every candidate in turn: a slow spell of the machine (another process waking
     up) then costs each candidate one round, not one candidate all of its runs."""
@@ -90,7 +91,7 @@ def interleaved_best(runs, seconds, starting=None, finished=None, rounds=3):
         for name, fn in runs.items():
             if starting:
                 starting(name)
-            best[name] = min(best.get(name, float("inf")), best_time(fn, seconds / rounds))
+            best[name] = min(best.get(name, float("inf")), best_time(fn, seconds / rounds, clock=clock))
             if finished and r == rounds - 1:
                 finished(name)
     return best
@@ -195,8 +196,10 @@ def search(machine=None, tiles=None, sizes=FULL, out=sys.stderr):
         for tile in tiles:
             kc, mc = tuning.derived_blocking(tile, machine)
             runs[tile.name] = _runner(tuning.Choice(tile, kc, mc, 1 << 40, 1 << 40, "given"), sizes.tile, 1)
+        # One thread, in this thread: its CPU time, which other processes sharing the core
+        # do not inflate as they do the wall-clock time.
         bests = interleaved_best(runs, sizes.seconds, lambda name: bar.set_postfix_str(f"tile {name}"),
-                                 lambda name: bar.update(1))
+                                 lambda name: bar.update(1), clock=time.thread_time)
         rates = {name: flops / t / 1e9 for name, t in bests.items()}
         winner = max(tiles, key=lambda t: rates[t.name])
         measured["tile_gflops_1thread"] = {k: round(v, 1) for k, v in rates.items()}

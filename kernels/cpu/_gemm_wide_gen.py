@@ -15,11 +15,11 @@ panel (pack_rows_MR). kernels/cpu/tiles.py says which candidates fit which CPU;
 kernels/cpu/tuning.py picks one per machine.
 """
 
-# (MR, NR): NR is a multiple of the vector width (8 float32 lanes for AVX2, 16 for
-# AVX-512), so each accumulator row is whole vectors. The AVX-512 shapes keep 12-24 of
-# the 32 zmm registers as accumulators, the AVX2 ones 8-12 of the 16 ymm registers.
-TILES = ((8, 32), (6, 32), (4, 64), (10, 32), (6, 48), (14, 16),
-         (6, 16), (4, 24), (8, 16), (4, 16), (12, 8))
+# (MR, NR): NR is a multiple of the vector width, so each accumulator row is whole
+# vectors. For AVX-512 (16 float32 lanes, 32 registers): 8x32, 4x64, 10x32, 14x16, 8x16;
+# for AVX2 (8 lanes, 16 registers): 4x16, 3x24, 2x32; 4x8 for 128-bit vectors (SSE,
+# NEON). kernels/cpu/tiles.py's `fits` says which fit which register file.
+TILES = ((8, 32), (4, 64), (10, 32), (14, 16), (8, 16), (4, 16), (3, 24), (2, 32), (4, 8))
 
 HEADER = '''"""The GEMM's candidate micro-kernels: an MR x NR block of op(a) @ op(b), accumulated in
 registers, for each (MR, NR) in TILES.

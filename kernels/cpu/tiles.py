@@ -66,14 +66,16 @@ def accumulators(tile, lanes):
 
 
 def fits(tile, lanes, registers):
-    """Whether `tile` suits a vector unit of `lanes` float32 lanes and `registers` vector
-    registers: whole vectors per row, and the accumulators, one row of B and one
-    broadcast of A held at once (BLIS's rule for a kernel that does not spill). LLVM
-    may keep more broadcasts live than that; the measurement (`numbanet tune`) decides
-    between the shapes that pass."""
+    """Whether `tile` runs without spilling on a vector unit of `lanes` float32 lanes and
+    `registers` vector registers: whole vectors per row, and the accumulators, one row of
+    B and all MR broadcasts of A held at once. The broadcasts count because LLVM keeps
+    every one of them live across the step's FMAs (it hoists the loads): measured in L1,
+    one thread, 12x32 (24 + 2 + 12 = 38 of 32 zmm) and 14x32 on AVX-512 and 6x16 (12 + 2 +
+    6 = 20 of 16 ymm), 4x24 and 8x16 on AVX2 spill and run at a third to a half of their
+    neighbours that fit (10x32: 20 + 2 + 10 = 32; 4x16: 8 + 2 + 4 = 14)."""
     if tile.nr % lanes:
         return False
-    return accumulators(tile, lanes) + tile.nr // lanes + 1 <= registers
+    return accumulators(tile, lanes) + tile.nr // lanes + tile.mr <= registers
 
 
 class TileType(types.Type):

@@ -31,10 +31,9 @@ def test_derived_tile_fits_the_register_file_and_fills_the_fma_units(isa, fma):
     tile = tuning.derive(m).tile
     assert tile.nr % m.lanes == 0
     acc = tile.mr * tile.nr // m.lanes
-    if any(t.nr % m.lanes == 0 and t.mr * t.nr // m.lanes + t.nr // m.lanes + 1 <= m.registers
-           for t in tuning.all_tiles()):
-        assert acc + tile.nr // m.lanes + 1 <= m.registers
-        assert acc >= fma * 4 or all(t.mr * t.nr // m.lanes < fma * 4 for t in tuning.candidate_tiles(m))
+    # accumulators + a row of B + MR broadcasts within the register file
+    assert acc + tile.nr // m.lanes + tile.mr <= m.registers
+    assert acc >= fma * 4 or all(t.mr * t.nr // m.lanes < fma * 4 for t in tuning.candidate_tiles(m))
 
 
 def test_derived_tiles_follow_the_isa_not_one_machine():
@@ -44,13 +43,20 @@ def test_derived_tiles_follow_the_isa_not_one_machine():
 
 
 def test_derived_tile_ranks_fma_per_load():
-    # Among the shapes with enough accumulators, the most FMAs per value loaded each step
-    # of k (NR / lanes B vectors + MR broadcasts); this is the ordering of the plan.
+    # Among the shapes with enough accumulators and a power-of-two NR, the most FMAs per
+    # value loaded each step of k (NR / lanes B vectors + MR broadcasts); this is the
+    # plan's order.
     m = fake("avx512", fma=2)
     ranked = tuning.candidate_tiles(m)
     ratio = [accumulators(t, 16) / (t.nr // 16 + t.mr) for t in ranked if accumulators(t, 16) >= 8]
-    assert ratio == sorted(ratio, reverse=True)
+    assert ratio == sorted(ratio, reverse=True) and len(ratio) >= 3
     assert tuning.derive(m).tile == ranked[0]
+
+
+def test_derived_tile_on_avx2_is_the_one_that_does_not_spill():
+    # 4x16: 8 + 2 + 4 = 14 of 16 ymm registers (measured: 107 GFLOP/s in L1 against 49 for
+    # 6x16 and 60 for 8x16, which spill).
+    assert tuning.derive(fake("avx2")).tile == Tile(4, 16)
 
 
 def test_derived_blocking_follows_the_caches():
