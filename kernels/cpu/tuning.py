@@ -205,6 +205,24 @@ def current():
     return _current[0][0]
 
 
+def strip_tile(lanes):
+    """The micro-kernel shape for products written into strips `lanes` wide whose row
+    panels split them evenly (attention's 16-lane score strips): the choice in force when
+    its shape is one, else the best-ranked candidate of that kind for this machine."""
+    if lanes not in _strip:
+        tile = current().tile
+        if not (tile.nr == lanes and lanes % tile.mr == 0):
+            m = current_machine()
+            kind = [t for t in all_tiles() if t.nr == lanes and lanes % t.mr == 0]
+            fitting = [t for t in kind if fits(t, m.lanes, m.registers)]
+            tile = max(fitting, key=lambda t: _tile_rank(t, m)) if fitting else min(kind, key=lambda t: t.mr)
+        _strip[lanes] = tile
+    return _strip[lanes]
+
+
+_strip = {}
+
+
 def current_machine():
     current()
     return _current[0][1]
@@ -213,3 +231,4 @@ def current_machine():
 def forget():
     """Read the choice again on the next current() (after `numbanet tune` wrote one)."""
     _current.clear()
+    _strip.clear()

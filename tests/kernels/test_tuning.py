@@ -198,3 +198,19 @@ def test_a_fresh_process_warns_once_about_a_corrupt_file(tmp_path):
     got, err = _current_in_child(tmp_path)
     assert got["source"] == "derived"
     assert err.count("TuningWarning") == 1 and "ignored" in err
+
+
+def test_strip_tile_is_16_wide_and_splits_the_strip(monkeypatch):
+    """Attention's 16-lane strips take a 16-wide tile whose MR divides 16: 8x16 where it
+    fits the registers with enough accumulators (AVX-512: 8 + 1 + 8 = 17 of 32), 4x16 on
+    AVX2 (8x16 needs 26 of 16); a choice in force of that kind is used as it is."""
+    from dataclasses import replace
+    for isa, want in (("avx512", Tile(8, 16)), ("avx2", Tile(4, 16))):
+        m = fake(isa)
+        monkeypatch.setattr(tuning, "_current", [(tuning.derive(m), m)])
+        monkeypatch.setattr(tuning, "_strip", {})
+        assert tuning.strip_tile(16) == want
+    m = fake("avx512")
+    monkeypatch.setattr(tuning, "_current", [(replace(tuning.derive(m), tile=Tile(4, 16)), m)])
+    monkeypatch.setattr(tuning, "_strip", {})
+    assert tuning.strip_tile(16) == Tile(4, 16)
