@@ -47,11 +47,11 @@ from numba import prange
 
 from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu import tuning
-from numbanet.kernels.cpu._gemm_micro import NR
 from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 from numbanet.kernels.cpu.threads import CHUNKS_PER_THREAD
 from numbanet.kernels.cpu.threads import dynamic as _dynamic
 
+NR = 16   # lanes of a strip: _attention_lanes' helpers are unrolled for 16
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 

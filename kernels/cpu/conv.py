@@ -30,8 +30,7 @@ from numba import prange
 
 from numbanet.kernels.cpu.activation import ACTIVATION_CODES, LINEAR, activate_inplace, activation_grad
 from numbanet.kernels.cpu import tuning
-from numbanet.kernels.cpu._gemm_micro import MR, NR
-from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b, pack_b_16
+from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
 from numbanet.kernels.cpu.slp import compile_slp, plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
@@ -40,6 +39,9 @@ from numbanet.kernels.cpu.threads import dynamic, work_items
 # (the article's first conv: depth 9, ~2.5x faster direct); from about 72 on, the direct
 # path's re-reading of x per NR-column panel loses to the GEMM path's packed operands.
 DIRECT_KDIM = 64
+# The direct path's register tile (_direct_tile): MR output pixels by NR output channels.
+MR = 8
+NR = 16
 
 
 @numba.njit(cache=True, inline="always")
@@ -122,6 +124,22 @@ def _pack_dy_and_sum(dyn, dypack, dbt):
                 dst[c] = 0
 
 
+@numba.njit(cache=True)
+def _pack_w_direct(w2, c_out, kdim, wpack):
+    """w2 (kdim, C_out) -> NR-column panels wpack[jp, k, c], zero past C_out: the direct
+    tile's B operand."""
+    for jp in range(wpack.shape[0]):
+        j0 = jp * NR
+        nr = min(NR, c_out - j0)
+        for k in range(kdim):
+            src = w2[k, j0:j0 + nr]
+            dst = wpack[jp, k]
+            for c in range(nr):
+                dst[c] = src[c]
+            for c in range(nr, NR):
+                dst[c] = 0
+
+
 @plain_types
 @numba.njit(cache=True)
 def _panels(size, width):
@@ -143,7 +161,7 @@ def _panels(size, width):
 #                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
 #
 # unrolled (by a throwaway script) into local scalars, compiled with the SLP vectorizer
-# on (per dtype, on first use), as kernels/cpu/_gemm_micro.py does and for the same
+# on (per dtype, on first use), as kernels/cpu/_gemm_wide.py does and for the same
 # reason: a loop over a small accumulator array keeps it in memory.
 
 def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
@@ -334,7 +352,7 @@ def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
     nbp = _panels(c_out, nrp)
     wpack = np.empty((nbp, kdim, nrp), dtype=w.dtype)
     if direct:
-        pack_b_16(w.reshape((kdim, c_out)), c_out, kdim, wpack)
+        _pack_w_direct(w.reshape((kdim, c_out)), c_out, kdim, wpack)
     else:
         pack_b(tile, w.reshape((kdim, c_out)), False, c_out, kdim, wpack)
     # Bias panels zero-padded like wpack (all zero for "no bias"): direct tiles start from

@@ -10,9 +10,9 @@ Every product here runs on the micro-kernel shape in force (kernels/cpu/tuning.p
 shape, KC, MC and the size thresholds, measured by `numbanet tune` or derived from the
 CPU's features), passed to the kernels as `tile` (kernels/cpu/tiles.py). matmul picks
 one of three paths by size (see "matmul's own path" below); conv.py packs and multiplies
-one image at a time inside its own prange through `pack_a`, `pack_b` and `gemm_packed`;
-batched_matmul runs many small products at once. The fixed 8 x 16 `pack_b_16` packs the
-weights of conv.py's direct path, whose register tile is its own.
+one image at a time inside its own prange through `pack_a`, `pack_b` and `gemm_packed`
+(its direct path for shallow windows has a register tile of its own); batched_matmul
+runs many small products at once.
 
 Threads split `out` into rectangles; each owns its tiles of `out`, so no two iterations
 write the same element, and every element is one chain of fused multiply-adds, p
@@ -24,27 +24,9 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
-from numbanet.kernels.cpu._gemm_micro import NR as NR_16
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
-from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, threading_layer, work_items
-
-
-@plain_types
-@numba.njit(cache=True)
-def pack_b_16(b, n, kc, bp):
-    """b[:kc, :n] -> 16-column panels bp[jp, p, c], zero past n (conv.py's direct path)."""
-    for jp in range((n + NR_16 - 1) // NR_16):
-        j0 = jp * NR_16
-        nr = min(NR_16, n - j0)
-        for p in range(kc):
-            src = b[p, j0:j0 + nr]
-            dst = bp[jp, p]
-            for c in range(nr):
-                dst[c] = src[c]
-            for c in range(nr, NR_16):
-                dst[c] = 0
 
 
 def no_bias(dtype):

@@ -123,20 +123,6 @@ def test_matmul_float32_stays_float32(be, small):
     assert np.mean(got != rounded) > 0.5
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kc", [1, 2, 255])
-def test_cpu_micro_kernel_tile(kc, dtype):
-    """The cpu micro-kernel on its own: one MR x NR tile from packed panels, rows past kc ignored."""
-    from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
-    ap = randn((kc + 3, MR), dtype, seed=kc)
-    bp = randn((kc + 3, NR), dtype, seed=kc + 1)
-    tile = np.full((MR, NR), np.nan, dtype)
-    micro(ap, bp, kc, tile)
-    want = ap[:kc].T.astype(np.float64) @ bp[:kc].astype(np.float64)
-    rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
-    np.testing.assert_allclose(tile, want, rtol=rtol, atol=atol)
-
-
 TILE_NAMES = [f"{mr}x{nr}" for mr, nr in TILE_SHAPES]
 
 
