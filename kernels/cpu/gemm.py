@@ -40,13 +40,11 @@ def no_bias(dtype):
 # `numbanet tune` and stored per machine, else derived from the CPU's features), passed
 # to every driver below as `tile` (kernels/cpu/tiles.py: its Numba type carries MR x NR,
 # so each shape is its own compiled and cached driver), with the blocking (kc: deepest
-# KC slice; mc: rows of op(a) per packed block) as run-time arguments. The 8 x 16 kernel
-# above stays for conv, rnn, attention and batched_matmul.
+# KC slice; mc: rows of op(a) per packed block) as run-time arguments.
 #
-# Three ways to run, by size, all adding every element's products in the same order
-# (near-equal KC slices in turn, a function of k and kc alone; p ascending within one),
-# so the result is the same bit for bit whichever runs and however many threads there
-# are (for one tile and kc: the choice is fixed for a process):
+# Three ways to run, by size, all adding every element's products in the same order (p
+# ascending, each KC slice resuming from the running sum stored in out), so the result
+# is the same bit for bit whichever runs and however many threads there are:
 # - serial, below serial_below() multiply-adds: a parallel region costs 0.007-0.09 ms to
 #   start and join (an empty prange, even on one thread), as much as a small product.
 # - one parallel region, below the choice's prepack_macs: one rectangle of out per
@@ -107,9 +105,9 @@ def _pack_b_wide(tile, b, trans_b, jp, n, p0, kc, bp):
 
 @numba.njit(cache=True)
 def _pack_a_wide(tile, a, trans_a, i0, mc, p0, kc, ap):
-    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r] (MR-row panels, rows past mc zero),
-    as _pack_a, through 1-D row slices: MR rows read side by side (tile.pack_rows) when
-    not trans_a, one row of `a` per p when trans_a (7x faster than _pack_a's
+    """op(a)[i0:i0+mc, p0:p0+kc] -> ap[panel, p, r] (MR-row panels, rows past mc zero so
+    the micro-kernel always runs full), through 1-D row slices: MR rows read side by side
+    (tile.pack_rows) when not trans_a, one row of `a` per p when trans_a (7x faster than
     element-wise 2-D indexing, measured at 1024 x 1024 with MR = 8)."""
     mrw = tile.mr
     for ip in range((mc + mrw - 1) // mrw):

@@ -6,9 +6,9 @@ vector ISA Numba compiles for, Numba's version: its LLVM decides what spills), o
 no valid file is stored, derived from the CPU's features (kernels/cpu/machine.py):
 
     tile   the candidate (kernels/cpu/tiles.py) that fits the register file, keeps at
-           least FMA units x FMA latency accumulators in flight, has an NR that divides
-           power-of-two widths, and does the most FMAs per value loaded (B vectors plus
-           A broadcasts per step of k; ties: the taller tile)
+           least 2 x FMA units x FMA latency accumulators in flight (else the most), has
+           an NR that divides power-of-two widths, and does the most FMAs per value
+           loaded (B vectors plus A broadcasts per step of k; ties: the taller tile)
     kc     deepest KC slice: one kc x NR panel of op(b) fills the L1 data cache (the
            micro-kernel streams it once per MR rows of op(a))
     mc     rows of op(a) per packed block: an mc x kc block takes an eighth of L2
@@ -83,12 +83,16 @@ def candidate_tiles(m):
 
 def _tile_rank(tile, m):
     acc = accumulators(tile, m.lanes)
-    enough = acc >= m.fma_units * machine_info.FMA_LATENCY
+    # Twice FMA units x latency independent accumulators: each FMA also waits on its
+    # loads (a row of B, a broadcast of A), so latency x units alone leaves the unit idle
+    # (2x32, 4 accumulators, ran at 63% of 8x32 on Zen 4, one 512-bit FMA per cycle).
+    enough = acc >= 2 * m.fma_units * machine_info.FMA_LATENCY
     # Layer widths are mostly powers of two: an NR that divides them leaves no edge
     # panel (6x48 ran 13% below 8x32 at 512^3, one thread, for that alone).
     whole = tile.nr & (tile.nr - 1) == 0
     loads = tile.nr // m.lanes + tile.mr
-    return (enough, whole, acc / loads, tile.mr)
+    # Short of accumulators, the most of them; else the most FMAs per value loaded.
+    return (enough, whole, acc / loads if enough else acc, tile.mr)
 
 
 def derived_tile(m):

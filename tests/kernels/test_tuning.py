@@ -33,7 +33,7 @@ def test_derived_tile_fits_the_register_file_and_fills_the_fma_units(isa, fma):
     acc = tile.mr * tile.nr // m.lanes
     # accumulators + a row of B + MR broadcasts within the register file
     assert acc + tile.nr // m.lanes + tile.mr <= m.registers
-    assert acc >= fma * 4 or all(t.mr * t.nr // m.lanes < fma * 4 for t in tuning.candidate_tiles(m))
+    assert acc >= 2 * fma * 4 or all(t.mr * t.nr // m.lanes < 2 * fma * 4 for t in tuning.candidate_tiles(m))
 
 
 def test_derived_tiles_follow_the_isa_not_one_machine():
@@ -43,13 +43,17 @@ def test_derived_tiles_follow_the_isa_not_one_machine():
 
 
 def test_derived_tile_ranks_fma_per_load():
-    # Among the shapes with enough accumulators and a power-of-two NR, the most FMAs per
-    # value loaded each step of k (NR / lanes B vectors + MR broadcasts); this is the
-    # plan's order.
+    # Among the shapes with enough accumulators (2 x units x latency) and a power-of-two
+    # NR, the most FMAs per value loaded each step of k (NR / lanes B vectors + MR
+    # broadcasts), then the ones short of accumulators, most first; this is the plan's
+    # order.
     m = fake("avx512", fma=2)
     ranked = tuning.candidate_tiles(m)
-    ratio = [accumulators(t, 16) / (t.nr // 16 + t.mr) for t in ranked if accumulators(t, 16) >= 8]
+    ratio = [accumulators(t, 16) / (t.nr // 16 + t.mr) for t in ranked if accumulators(t, 16) >= 16]
     assert ratio == sorted(ratio, reverse=True) and len(ratio) >= 3
+    assert ranked[:len(ratio)] == [t for t in ranked if accumulators(t, 16) >= 16]
+    short = [accumulators(t, 16) for t in ranked[len(ratio):]]
+    assert short == sorted(short, reverse=True)
     assert tuning.derive(m).tile == ranked[0]
 
 
@@ -202,8 +206,8 @@ def test_a_fresh_process_warns_once_about_a_corrupt_file(tmp_path):
 
 def test_strip_tile_is_16_wide_and_splits_the_strip(monkeypatch):
     """Attention's 16-lane strips take a 16-wide tile whose MR divides 16: 8x16 where it
-    fits the registers with enough accumulators (AVX-512: 8 + 1 + 8 = 17 of 32), 4x16 on
-    AVX2 (8x16 needs 26 of 16); a choice in force of that kind is used as it is."""
+    fits the registers (AVX-512: 8 + 1 + 8 = 17 of 32; more FMAs per load than 4x16), 4x16
+    on AVX2 (8x16 needs 26 of 16); a choice in force of that kind is used as it is."""
     from dataclasses import replace
     for isa, want in (("avx512", Tile(8, 16)), ("avx2", Tile(4, 16))):
         m = fake(isa)
