@@ -271,9 +271,12 @@ def save(choice, machine, measured):
 
 
 def add_arguments(parser):
+    # (the generator's list: importing the kernels would cost every `numbanet` command)
+    from numbanet.kernels.cpu._gemm_wide_gen import TILES
     parser.add_argument("--tiles", default=None,
-                        help="comma-separated micro-kernel shapes to measure (e.g. 8x32,6x16); default: the ones "
-                             "that fit this CPU's registers, at most %d" % MAX_TILES)
+                        help="comma-separated micro-kernel shapes to measure, of " + ", ".join(
+                            f"{mr}x{nr}" for mr, nr in TILES) + "; default: the ones that fit this CPU's "
+                        f"registers, at most {MAX_TILES}")
     parser.add_argument("--dry-run", action="store_true", help="print the machine and the plan, measure nothing")
     # Test-only: every phase on tiny products (tests/test_tune.py).
     parser.add_argument("--sizes", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)
