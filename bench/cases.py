@@ -115,6 +115,9 @@ def _train_step(batch, busy_cores=0):
 
 # The default charlm (nn/charlm.py): batch, steps, d_model, heads, blocks, vocabulary.
 CHARLM = (32, 128, 128, 4, 2, 97)
+# Twice as wide and twice as deep (the heads stay 32 wide): where the step's time moves
+# from attention and the small per-token ops to the GEMMs (24 d^2 per token and block).
+CHARLM_WIDE = (32, 128, 256, 8, 4, 97)
 
 
 def _charlm_flops(batch, steps, d, heads, layers, vocab):
@@ -198,7 +201,7 @@ def full_cases():
     cases += [_optim(k, n) for k in ("adam", "sgd") for n in (1_000_000, 10_000_000)]
     cases += attention_cases()
     cases += rnn_cases()
-    cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step()]
+    cases += [_train_step(128), _train_step(128, busy_cores=1), _charlm_step(), _charlm_step(*CHARLM_WIDE)]
     return cases
 
 

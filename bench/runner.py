@@ -60,7 +60,7 @@ def _split(text, allowed, what):
 # ---------------------------------------------------------------------- machine
 def machine_info():
     import numba
-    from numbanet.kernels.info import cpu_model
+    from numbanet.kernels.info import cpu_model, gemm_tuning
     from numbanet import kernels
     from numbanet.bench.references import openblas_info
 
@@ -74,7 +74,10 @@ def machine_info():
             # The layer Numba picked (config says only "default" when none was asked for).
             "numba_threads": numba.get_num_threads(), "numba_threading_layer": threading_layer(),
             "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info()}
+            "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info(),
+            # What our CPU kernels were compiled for and the GEMM configuration in force:
+            # figures from two machines (or ISAs, or tunings) are never read as one.
+            "gemm": gemm_tuning()}
     try:
         from numbanet.bench.references import torch_module
         torch = torch_module()
@@ -90,8 +93,11 @@ def format_header(info):
     lines = [f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs); numba threads: {info['numba_threads']} "
              f"({info.get('numba_threading_layer', 'default')} threading layer)"
              + (f"; torch threads: {info['torch_threads']}" if info.get("torch") else ""),
-             f"GPU: {info['gpu']}",
-             f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
+             f"GPU: {info['gpu']}"]
+    g = info.get("gemm")
+    if g:
+        lines += [f"ISA: {g['isa']} (numba compiles for {g['cpu_name']}); CPU GEMM: {g['summary']}, {g['origin']}"]
+    lines += [f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
              f"NumPy BLAS: {ob.get('config') or 'OpenBLAS ' + str(ob.get('version'))}, "
              f"core kernel: {ob.get('corename', 'unknown')}, "
              f"threads: {ob.get('threads', '?')} (via {ob.get('source')})"]

@@ -3,23 +3,14 @@ import importlib.metadata
 import os
 import platform
 
+from numbanet.kernels.cpu.machine import cpu_model
+
 
 def _version(dist):
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def collect():
@@ -48,7 +39,18 @@ def collect():
                 "logical_cpus": os.cpu_count()},
         "threading": {"layer": threading_layer(), "threads": numba.get_num_threads()},
         "malloc": _malloc_status(),
+        "gemm": gemm_tuning(),
     }
+
+
+def gemm_tuning():
+    """The CPU GEMM's configuration in force and where it came from (kernels/cpu/tuning.py)."""
+    from numbanet.kernels.cpu import tuning
+    choice = tuning.current()
+    m = tuning.current_machine()
+    return {"isa": m.isa, "cpu_name": m.cpu_name, "machine": m.describe(), "source": choice.source,
+            "file": choice.where or None, "choice": choice.as_dict(), "summary": choice.describe(),
+            "origin": choice.origin()}
 
 
 def _malloc_status():
@@ -68,6 +70,12 @@ def format_info(info):
               f"  cpus        {c['logical_cpus']}", f"  features    {c['features']}"]
     t = info["threading"]
     lines += ["", "numba threading:", f"  layer       {t['layer']}", f"  threads     {t['threads']}"]
+    g = info.get("gemm")
+    if g:
+        lines += ["", "cpu gemm:", f"  target      {g['machine']}", f"  choice      {g['summary']}",
+                  f"  from        {g['origin']}"]
+        if g["source"] != "tuned":
+            lines += ["              (`numbanet tune` measures and stores this machine's own)"]
     if info.get("malloc"):
         lines += ["", "memory:", f"  malloc      {info['malloc']}"]
     return "\n".join(lines)

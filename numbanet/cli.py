@@ -40,9 +40,15 @@ def _bench(args):
     return bench_main(args)
 
 
+def _tune(args):
+    from numbanet.tune import main as tune_main
+    return tune_main(args)
+
+
 def build_parser():
     from numbanet.bench.runner import add_arguments as add_bench_arguments
     from numbanet.nn.train import add_arguments as add_train_arguments
+    from numbanet.tune import add_arguments as add_tune_arguments
     parser = argparse.ArgumentParser(prog="numbanet", description="Hand-written Numba kernels for training neural networks")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, backends, CPU and threading")
@@ -56,6 +62,10 @@ def build_parser():
                                          "--model lstm: an LSTM on 8x8 digits")
     train.set_defaults(func=_train)
     add_train_arguments(train)
+    tune = sub.add_parser("tune", help="measure the GEMM's micro-kernel shapes, blocking and thresholds on this "
+                                       "machine and store the fastest for later processes (under two minutes)")
+    tune.set_defaults(func=_tune)
+    add_tune_arguments(tune)
     bench = sub.add_parser("bench", help="benchmark the kernels against NumPy/PyTorch/CuPy")
     bench.set_defaults(func=_bench)
     add_bench_arguments(bench)

@@ -4,9 +4,11 @@ Layout: q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv), out (B, Tq, H, Dv), 
 
 The scores are computed one strip at a time, never as a whole Tq x Tk matrix: 16 queries
 against their keys in the forward pass, 16 keys against their queries in the backward
-pass (a strip of 16 x 128 floats is 8 KiB, in L1). Every product runs on gemm.py's
-register-blocked micro-kernel (kernels/cpu/_gemm_micro.py: an 8 x 16 tile from packed
-panels), oriented so that its tiles land in the strip as they are, 16 lanes wide:
+pass (a strip of 16 x 128 floats is 8 KiB, in L1). Every product runs on an MR x 16
+register-blocked micro-kernel from packed panels (kernels/cpu/tuning.strip_tile: the best
+candidate 16 lanes wide for this CPU, 8 x 16 with AVX-512, 4 x 16 with AVX2, where 8 x 16
+spills), oriented so that its tiles land in the strip as they are, 16 lanes wide (the
+panels below say 8 for MR):
 
 forward, per 16 queries (scale * log2(e) is folded into the packed queries, so the
 exponentials are powers of two):
@@ -25,7 +27,7 @@ backward, per 16 keys (the probabilities recomputed from lse, as flash attention
     dq^T (D x 16 queries)   += k^T dS^T     A: k panels (keys x 8 D)   B: dS^T
 
 So dk and dv are final after one pass over the queries, and dS is the only strip that
-is transposed. The 8-wide tile outputs (out, dk, dv, dq) are written transposed.
+is transposed. The MR-wide tile outputs (out, dk, dv, dq) are written transposed.
 
 With a causal mask a strip only covers the keys (queries) its queries (keys) can see:
 about half the work. Masked scores are set to -inf before the exponentials, so their
@@ -44,11 +46,12 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
-from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 from numbanet.kernels.cpu.threads import CHUNKS_PER_THREAD
 from numbanet.kernels.cpu.threads import dynamic as _dynamic
 
+NR = 16   # lanes of a strip: _attention_lanes' helpers are unrolled for 16
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 
@@ -97,35 +100,47 @@ def _pack_rows(x, b, h, n, nrows, out):
                     row[w] = 0
 
 
+@numba.njit(cache=True, inline="always")
+def _product(tile, ap, bp, kc, cp):
+    """cp[:MR, :NR] = ap[:kc].T @ bp[:kc] on the tile's micro-kernel (which adds onto cp,
+    so cp is zeroed first)."""
+    for r in range(tile.mr):
+        row = cp[r]
+        for c in range(tile.nr):
+            row[c] = 0
+    tile.micro(ap, 0, bp, 0, kc, cp, 0)
+
+
 @numba.njit(cache=True)
-def _write_t(tile, nrows, c0, ncols, factor, x, b, h, r0):
-    """x[b, r0 + col, h, c0 + r] = tile[r, col] * factor[col] for col < ncols, r < nrows:
-    an 8 x 16 tile of a transposed product written back in x's layout."""
+def _write_t(t, nrows, c0, ncols, factor, x, b, h, r0):
+    """x[b, r0 + col, h, c0 + r] = t[r, col] * factor[col] for col < ncols, r < nrows:
+    an MR x 16 tile of a transposed product written back in x's layout."""
     for col in range(ncols):
         f = factor[col]
         for r in range(nrows):
-            x[b, r0 + col, h, c0 + r] = tile[r, col] * f
+            x[b, r0 + col, h, c0 + r] = t[r, col] * f
 
 
 @numba.njit(cache=True)
-def _forward_items(q, k, v, out, lse, causal, scale, lo, hi, qsplit, fast):
+def _forward_items(tile, q, k, v, out, lse, causal, scale, lo, hi, qsplit, fast):
     """Forward items lo .. hi (an item: a (batch, head) pair's part of the queries), serially."""
     nb, tq, nh, d = q.shape
     tk = k.shape[1]
     dv = v.shape[3]
     dt = q.dtype
+    mrw = tile.mr
     c2 = dt.type(scale * LOG2E)
     ln2 = dt.type(LN2)
     ninf = dt.type(-np.inf)
     nqp = (tq + NR - 1) // NR                # 16-query strips
-    tkp = ((tk + MR - 1) // MR) * MR         # keys, padded to the 8-key panels
-    ndvp = (dv + MR - 1) // MR
-    ka = np.empty((tkp // MR, d, MR), dt)
-    va = np.empty((ndvp, tkp, MR), dt)
+    tkp = ((tk + mrw - 1) // mrw) * mrw         # keys, padded to the 8-key panels
+    ndvp = (dv + mrw - 1) // mrw
+    ka = np.empty((tkp // mrw, d, mrw), dt)
+    va = np.empty((ndvp, tkp, mrw), dt)
     qb = np.empty((1, d, NR), dt)
     strip = np.empty((tkp, NR), dt)
     bits = np.empty((tkp, NR), np.int32)
-    tile = np.empty((MR, NR), dt)
+    scratch = np.empty((mrw, NR), dt)
     mx = np.empty(NR, dt)
     total = np.empty(NR, dt)
     inv = np.empty(NR, dt)
@@ -140,16 +155,16 @@ def _forward_items(q, k, v, out, lse, causal, scale, lo, hi, qsplit, fast):
             continue
         # Keys some query of this item may see: a causal item stops at its last query.
         nk = min(tk, s_hi * NR) if causal else tk
-        nkp = (nk + MR - 1) // MR * MR
+        nkp = (nk + mrw - 1) // mrw * mrw
         _pack_cols(k, b, h, 0, nk, dt.type(1), ka)
         _pack_rows(v, b, h, nk, nkp, va)
         for sp in range(s_lo, s_hi):
             q0 = sp * NR
             nq = min(NR, tq - q0)
-            kc = ((min(tk, q0 + NR) if causal else tk) + MR - 1) // MR * MR
+            kc = ((min(tk, q0 + NR) if causal else tk) + mrw - 1) // mrw * mrw
             _pack_cols(q, b, h, q0, nq, c2, qb)
-            for kp in range(kc // MR):
-                micro(ka[kp], qb[0], d, strip[kp * MR:kp * MR + MR])
+            for kp in range(kc // mrw):
+                _product(tile, ka[kp], qb[0], d, strip[kp * mrw:kp * mrw + mrw])
             # -inf where key j is hidden from query q0 + c: past Tk (panel padding), or
             # after the query under the causal mask.
             for j in range(min(q0 + 1, tk) if causal else tk, kc):
@@ -162,19 +177,19 @@ def _forward_items(q, k, v, out, lse, causal, scale, lo, hi, qsplit, fast):
             for c in range(NR):
                 inv[c] = dt.type(1) / total[c]
             for vp in range(ndvp):
-                micro(va[vp], strip, kc, tile)
-                _write_t(tile, min(MR, dv - vp * MR), vp * MR, nq, inv, out, b, h, q0)
+                _product(tile, va[vp], strip, kc, scratch)
+                _write_t(scratch, min(mrw, dv - vp * mrw), vp * mrw, nq, inv, out, b, h, q0)
             for c in range(nq):
                 lse[b, h, q0 + c] = (mx[c] + math.log2(total[c])) * ln2
 
 
 @numba.njit(cache=True, parallel=True)
-def _forward(q, k, v, out, lse, causal, scale, nchunks, qsplit, fast):
+def _forward(tile, q, k, v, out, lse, causal, scale, nchunks, qsplit, fast):
     # The prange body is one call: numba's parallel lowering then compiles a small
     # function, and the work is compiled once, as a plain function (seconds saved).
     nitems = q.shape[0] * q.shape[2] * qsplit
     for chunk in prange(nchunks):
-        _forward_items(q, k, v, out, lse, causal, scale, chunk * nitems // nchunks,
+        _forward_items(tile, q, k, v, out, lse, causal, scale, chunk * nitems // nchunks,
                        (chunk + 1) * nitems // nchunks, qsplit, fast)
 
 
@@ -189,40 +204,41 @@ def attention_forward(q, k, v, out, lse, causal, scale):
     # Split each (batch, head) over query ranges only when there are too few pairs to go round.
     qsplit = max(1, min(-(-tq // NR), -(-2 * threads // (nb * nh))))
     nitems = nb * nh * qsplit
-    _dynamic(_forward, q, k, v, out, lse, causal, scale, min(nitems, CHUNKS_PER_THREAD * threads), qsplit,
-             q.dtype == np.float32)
+    _dynamic(_forward, tuning.strip_tile(NR), q, k, v, out, lse, causal, scale,
+             min(nitems, CHUNKS_PER_THREAD * threads), qsplit, q.dtype == np.float32)
 
 
 @numba.njit(cache=True)
-def _backward_items(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, fast):
+def _backward_items(tile, q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, fast):
     """Backward items lo .. hi (an item: a (batch, head) pair), serially."""
     nb, tq, nh, d = q.shape
     tk = k.shape[1]
     ndv = v.shape[3]
     dt = q.dtype
+    mrw = tile.mr
     c2 = dt.type(scale * LOG2E)
     log2e = dt.type(LOG2E)
     one = dt.type(1)
     ninf = dt.type(-np.inf)
     tqp = ((tq + NR - 1) // NR) * NR        # queries, padded to the 16-query dq panels
     tkp = ((tk + NR - 1) // NR) * NR
-    ndp = (d + MR - 1) // MR
-    ndvp = (ndv + MR - 1) // MR
-    qa = np.empty((tqp // MR, d, MR), dt)       # S = q k^T: A
-    doa = np.empty((tqp // MR, ndv, MR), dt)    # dP = dout v^T: A
-    dot = np.empty((ndvp, tqp, MR), dt)         # dv^T = dout^T P: A
-    qt = np.empty((ndp, tqp, MR), dt)           # dk^T = q^T dS: A
-    kt = np.empty((ndp, tkp, MR), dt)           # dq^T = k^T dS^T: A
+    ndp = (d + mrw - 1) // mrw
+    ndvp = (ndv + mrw - 1) // mrw
+    qa = np.empty((tqp // mrw, d, mrw), dt)       # S = q k^T: A
+    doa = np.empty((tqp // mrw, ndv, mrw), dt)    # dP = dout v^T: A
+    dot = np.empty((ndvp, tqp, mrw), dt)         # dv^T = dout^T P: A
+    qt = np.empty((ndp, tqp, mrw), dt)           # dk^T = q^T dS: A
+    kt = np.empty((ndp, tkp, mrw), dt)           # dq^T = k^T dS^T: A
     kb = np.empty((1, d, NR), dt)               # S: B (16 keys)
     vb = np.empty((1, ndv, NR), dt)             # dP: B (16 keys)
     strip = np.empty((tqp, NR), dt)             # S, then P (queries x 16 keys)
     dstrip = np.empty((tqp, NR), dt)            # dP, then dS
     bits = np.empty((tqp, NR), np.int32)
     dst = np.empty((tqp // NR, KB, NR), dt)     # dS^T per 16-query panel: dq's B
-    dqt = np.empty((tqp // NR, ndp * MR, NR), dt)
+    dqt = np.empty((tqp // NR, ndp * mrw, NR), dt)
     lse2 = np.empty(tqp, dt)
     delta = np.empty(tqp, dt)
-    tile = np.empty((MR, NR), dt)
+    scratch = np.empty((mrw, NR), dt)
     ones = np.ones(NR, dt)
     scales = np.full(NR, scale, dt)
     for item in range(lo, hi):
@@ -263,9 +279,9 @@ def _backward_items(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, 
                 else:
                     _pack_cols(k, b, h, j0, nk, one, kb)
                     _pack_cols(v, b, h, j0, nk, one, vb)
-                    for qp in range(i0 // MR, tqp // MR):
-                        micro(qa[qp], kb[0], d, strip[qp * MR:qp * MR + MR])
-                        micro(doa[qp], vb[0], ndv, dstrip[qp * MR:qp * MR + MR])
+                    for qp in range(i0 // mrw, tqp // mrw):
+                        _product(tile, qa[qp], kb[0], d, strip[qp * mrw:qp * mrw + mrw])
+                        _product(tile, doa[qp], vb[0], ndv, dstrip[qp * mrw:qp * mrw + mrw])
                     if nk < NR or causal:
                         # -inf where key j0 + c is hidden from query i: past Tk (panel
                         # padding), or after the query under the causal mask.
@@ -277,11 +293,11 @@ def _backward_items(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, 
                     exp2_rows(strip[i0:], nrows, lse2[i0:], bits, fast)
                     ds_rows(strip[i0:], dstrip[i0:], nrows, delta[i0:])
                     for vp in range(ndvp):
-                        micro(dot[vp][i0:], strip[i0:], nrows, tile)
-                        _write_t(tile, min(MR, ndv - vp * MR), vp * MR, nk, ones, dv, b, h, j0)
+                        _product(tile, dot[vp][i0:], strip[i0:], nrows, scratch)
+                        _write_t(scratch, min(mrw, ndv - vp * mrw), vp * mrw, nk, ones, dv, b, h, j0)
                     for dp in range(ndp):
-                        micro(qt[dp][i0:], dstrip[i0:], nrows, tile)
-                        _write_t(tile, min(MR, d - dp * MR), dp * MR, nk, scales, dk, b, h, j0)
+                        _product(tile, qt[dp][i0:], dstrip[i0:], nrows, scratch)
+                        _write_t(scratch, min(mrw, d - dp * mrw), dp * mrw, nk, scales, dk, b, h, j0)
                 # dS^T, query-panel-major, for dq (the rows the mask skipped are never read:
                 # under the mask a 16-query panel's dq stops at its last query's keys).
                 kk = kp * NR
@@ -293,26 +309,26 @@ def _backward_items(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, 
             for sp in range((k0 // NR) if causal else 0, tqp // NR):
                 kc = min(kc_all, sp * NR + NR - k0) if causal else kc_all
                 for dp in range(ndp):
-                    micro(kt[dp][k0:k0 + kc], dst[sp], kc, tile)
-                    acc = dqt[sp][dp * MR:dp * MR + MR]
-                    for r in range(MR):
+                    _product(tile, kt[dp][k0:k0 + kc], dst[sp], kc, scratch)
+                    acc = dqt[sp][dp * mrw:dp * mrw + mrw]
+                    for r in range(mrw):
                         for c in range(NR):
-                            acc[r, c] += tile[r, c]
+                            acc[r, c] += scratch[r, c]
         for sp in range(tqp // NR):
             for dp in range(ndp):
-                _write_t(dqt[sp][dp * MR:dp * MR + MR], min(MR, d - dp * MR), dp * MR,
+                _write_t(dqt[sp][dp * mrw:dp * mrw + mrw], min(mrw, d - dp * mrw), dp * mrw,
                          min(NR, tq - sp * NR), scales, dq, b, h, sp * NR)
 
 
 @numba.njit(cache=True, parallel=True)
-def _backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, nchunks, fast):
+def _backward(tile, q, k, v, out, dout, lse, dq, dk, dv, causal, scale, nchunks, fast):
     nitems = q.shape[0] * q.shape[2]
     for chunk in prange(nchunks):
-        _backward_items(q, k, v, out, dout, lse, dq, dk, dv, causal, scale, chunk * nitems // nchunks,
+        _backward_items(tile, q, k, v, out, dout, lse, dq, dk, dv, causal, scale, chunk * nitems // nchunks,
                         (chunk + 1) * nitems // nchunks, fast)
 
 
 def attention_backward(q, k, v, out, dout, lse, dq, dk, dv, causal, scale):
     nitems = q.shape[0] * q.shape[2]
-    _dynamic(_backward, q, k, v, out, dout, lse, dq, dk, dv, causal, scale,
+    _dynamic(_backward, tuning.strip_tile(NR), q, k, v, out, dout, lse, dq, dk, dv, causal, scale,
              min(nitems, CHUNKS_PER_THREAD * _threads()), q.dtype == np.float32)

@@ -2,7 +2,8 @@
 
 Each image is lowered to a patch matrix P (OH*OW, KH*KW*C_in) in a buffer owned by one
 prange iteration (never a whole-batch im2col), and the products run on gemm.py's packed
-micro-kernel (the weights are packed once per call, the image's operands per image):
+micro-kernel, the shape in force (kernels/cpu/tuning.py; the weights are packed once per
+call, the image's operands per image):
 
     forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out))
     backward: dW  += P_n^T @ dy_n         (per-chunk partial sums, reduced in chunk order)
@@ -27,9 +28,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
 from numbanet.kernels.rules import CODES, LINEAR
-from numbanet.kernels.cpu.gemm import MR, NR, gemm_packed_serial, no_bias, pack_a, pack_b
+from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
 from numbanet.kernels.cpu.slp import compile_slp, plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
@@ -38,22 +40,26 @@ from numbanet.kernels.cpu.threads import dynamic, work_items
 # while deeper windows re-read x per NR-column panel and lose to the packed operands.
 # Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
 DIRECT_KDIM = 64
+# The direct path's register tile (_direct_tile): MR output pixels by NR output channels.
+MR = 8
+NR = 16
 
 
 @numba.njit(cache=True, inline="always")
-def _put(dst, transposed, row, col, v):
+def _put(tile, dst, transposed, row, col, v):
     if transposed:
-        dst[col // MR, row, col % MR] = v
+        dst[col // tile.mr, row, col % tile.mr] = v
     else:
-        dst[row // MR, col, row % MR] = v
+        dst[row // tile.mr, col, row % tile.mr] = v
 
 
 @numba.njit(cache=True)
-def _im2col_packed(xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
+def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
     """One image's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = xn[oh*sh - pt + kh,
     ow*sw - pl + kw, c] (0 outside xn), written straight into the micro-kernel's MR-row
-    panels: of P itself (dst[row // MR, col, row % MR]) or, when transposed, of P^T
-    (dst[col // MR, row, col % MR]). Panel rows past the matrix are zeroed. Takes the
+    panels (MR = tile.mr, a constant where this is compiled): of P itself
+    (dst[row // MR, col, row % MR]) or, when transposed, of P^T (dst[col // MR, row,
+    col % MR]). Panel rows past the matrix are zeroed. Takes the
     image, not (x, n), for the reason _forward_direct_image gives."""
     h, w, c_in = xn.shape
     dst[dst.shape[0] - 1] = 0
@@ -68,12 +74,12 @@ def _im2col_packed(xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
                     if 0 <= ih < h and 0 <= iw < w:
                         src = xn[ih, iw]
                         for c in range(c_in):
-                            _put(dst, transposed, row, base + c, src[c])
+                            _put(tile, dst, transposed, row, base + c, src[c])
                     else:
                         for c in range(c_in):
                             # A store of int 0 casts to dst's dtype; a float32/int
                             # conditional expression would compute in float64.
-                            _put(dst, transposed, row, base + c, 0)
+                            _put(tile, dst, transposed, row, base + c, 0)
 
 
 @numba.njit(cache=True)
@@ -100,20 +106,37 @@ def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
 
 @numba.njit(cache=True)
 def _pack_dy_and_sum(dyn, dypack, dbt):
-    """dyn (rows, C_out) -> NR-column panels dypack[jp, row, c] (zero past C_out), and
-    dbt += its column sums: one read of dy serves both dW's B operand and db."""
+    """dyn (rows, C_out) -> column panels dypack[jp, row, c] (as wide as dypack's last
+    axis: the direct path's 16 or the tile's NR; zero past C_out), and dbt += its column
+    sums: one read of dy serves both dW's B operand and db."""
     rows, c_out = dyn.shape
-    npanels = dypack.shape[0]
+    npanels, _, width = dypack.shape
     for p in range(rows):
         src = dyn[p]
         for jp in range(npanels):
-            j0 = jp * NR
+            j0 = jp * width
             dst = dypack[jp, p]
-            nr = min(NR, c_out - j0)
+            nr = min(width, c_out - j0)
             for c in range(nr):
                 v = src[j0 + c]
                 dst[c] = v
                 dbt[j0 + c] += v
+            for c in range(nr, width):
+                dst[c] = 0
+
+
+@numba.njit(cache=True)
+def _pack_w_direct(w2, c_out, kdim, wpack):
+    """w2 (kdim, C_out) -> NR-column panels wpack[jp, k, c], zero past C_out: the direct
+    tile's B operand."""
+    for jp in range(wpack.shape[0]):
+        j0 = jp * NR
+        nr = min(NR, c_out - j0)
+        for k in range(kdim):
+            src = w2[k, j0:j0 + nr]
+            dst = wpack[jp, k]
+            for c in range(nr):
+                dst[c] = src[c]
             for c in range(nr, NR):
                 dst[c] = 0
 
@@ -139,7 +162,7 @@ def _panels(size, width):
 #                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
 #
 # unrolled (by a throwaway script) into local scalars, compiled with the SLP vectorizer
-# on (per dtype, on first use), as kernels/cpu/_gemm_micro.py does and for the same
+# on (per dtype, on first use), as kernels/cpu/_gemm_wide.py does and for the same
 # reason: a loop over a small accumulator array keeps it in memory.
 
 def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
@@ -318,20 +341,26 @@ def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile)
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, act):
+def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
-    nbp = _panels(c_out, NR)
-    wpack = np.empty((nbp, kdim, NR), dtype=w.dtype)
-    pack_b(w.reshape((kdim, c_out)), False, c_out, 0, kdim, wpack)
     direct = kdim <= DIRECT_KDIM
+    # W in column panels: NR = 16 wide for the direct path's register tile, the GEMM
+    # tile's NR wide for the patch-matrix path.
+    nrp = NR if direct else tile.nr
+    nbp = _panels(c_out, nrp)
+    wpack = np.empty((nbp, kdim, nrp), dtype=w.dtype)
+    if direct:
+        _pack_w_direct(w.reshape((kdim, c_out)), c_out, kdim, wpack)
+    else:
+        pack_b(tile, w.reshape((kdim, c_out)), False, c_out, kdim, wpack)
     # Bias panels zero-padded like wpack (all zero for "no bias"): direct tiles start from
     # them. np.empty and a loop, not np.zeros: under parallel=True every np.zeros becomes
     # a parfor of its own, about a second of compile time each per dtype.
-    bpack = np.empty((nbp, NR), dtype=w.dtype)
-    for jp in range(nbp):
+    bpack = np.empty((_panels(c_out, NR), NR), dtype=w.dtype)
+    for jp in range(bpack.shape[0]):
         for c in range(NR):
             bpack[jp, c] = 0
     for j in range(bias.shape[0]):
@@ -340,15 +369,16 @@ def _conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, act):
     wp = (ow_ - 1) * sw + kw_
     offs = _cell_offsets(kh_, kw_, c_in, wp)
     for n in prange(n_):
-        tile = np.empty((MR, NR), dtype=x.dtype)
         if direct:
+            scratch = np.empty((MR, NR), dtype=x.dtype)
             xp = np.empty((hp, wp * c_in), dtype=x.dtype)
             bases = np.empty(MR, dtype=np.intp)
-            _forward_direct_image(x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, tile)
+            _forward_direct_image(x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
         else:
-            ppack = np.empty((_panels(rows, MR), kdim, MR), dtype=x.dtype)
-            _im2col_packed(x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
-            gemm_packed_serial(ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, tile)
+            scratch = np.empty((tile.mr, tile.nr), dtype=x.dtype)
+            ppack = np.empty((_panels(rows, tile.mr), kdim, tile.mr), dtype=x.dtype)
+            _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
+            gemm_packed(tile, ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, scratch)
         if act != LINEAR:
             # The image's output just written, still in cache (86 KB for the article's
             # first layer, in L2): no second pass over all of y, no parallel region.
@@ -357,19 +387,23 @@ def _conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, act):
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_backward(x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
+def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
     n_, oh_, ow_, c_out = dy.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
+    mrw = tile.mr
+    nrw = tile.nr
     # W^T packed once: dP = dy_n @ W^T needs it as the B operand (c_out deep, kdim wide).
-    wtpack = np.empty((_panels(kdim, NR), c_out, NR), dtype=w.dtype)
-    pack_b(w.reshape((kdim, c_out)), True, kdim, 0, c_out, wtpack)
+    wtpack = np.empty((_panels(kdim, nrw), c_out, nrw), dtype=w.dtype)
+    pack_b(tile, w.reshape((kdim, c_out)), True, kdim, c_out, wtpack)
     # Not np.zeros (a parfor each under parallel=True): each chunk clears its own below.
     dw_part = np.empty((nchunks, kdim, c_out), dtype=w.dtype)
     db_part = np.empty((nchunks, c_out), dtype=w.dtype)
-    # Shallow windows: dW by register tiles from a padded image (see _dw_direct_image).
+    # Shallow windows: dW by register tiles from a padded image (see _dw_direct_image),
+    # which read dy in 16-column panels; the GEMM path reads them NR wide.
     direct = kdim <= DIRECT_KDIM
+    nrp = NR if direct else nrw
     wp = (ow_ - 1) * sw + kw_
     offs = _cell_offsets(kh_, kw_, c_in, wp)
     pix = np.empty(rows, dtype=np.intp)
@@ -382,11 +416,12 @@ def _conv2d_backward(x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad_top, 
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
-        ptpack = np.empty((_panels(kdim, MR), rows, MR), dtype=x.dtype)
-        dybpack = np.empty((_panels(c_out, NR), rows, NR), dtype=x.dtype)
-        dyapack = np.empty((_panels(rows, MR), c_out, MR), dtype=x.dtype)
+        ptpack = np.empty((_panels(kdim, mrw), rows, mrw), dtype=x.dtype)
+        dybpack = np.empty((_panels(c_out, nrp), rows, nrp), dtype=x.dtype)
+        dyapack = np.empty((_panels(rows, mrw), c_out, mrw), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
-        tile = np.empty((MR, NR), dtype=x.dtype)
+        # for the direct tile (MR x NR) and the GEMM's edge tiles (tile.mr x tile.nr)
+        scratch = np.empty((max(MR, mrw), max(NR, nrw)), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
         xp = np.empty(((oh_ - 1) * sh + kh_, wp * c_in), dtype=x.dtype)
         cells = np.empty(MR, dtype=np.intp)
@@ -409,13 +444,13 @@ def _conv2d_backward(x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad_top, 
                 dyn = dzn
             _pack_dy_and_sum(dyn, dybpack, dbt)
             if direct:
-                _dw_direct_image(x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, tile)
+                _dw_direct_image(x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
             else:
-                _im2col_packed(x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
-                gemm_packed_serial(ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, tile)
+                _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
+                gemm_packed(tile, ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, scratch)
             if compute_dx:
-                pack_a(dyn, False, rows, c_out, dyapack)
-                gemm_packed_serial(dyapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, tile)
+                pack_a(tile, dyn, False, rows, c_out, dyapack)
+                gemm_packed(tile, dyapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, scratch)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):
@@ -454,12 +489,12 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
     if not compute_dx:
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
-    dynamic(_conv2d_backward, x, w, dy, dy if y is None else y, CODES[activation], dx, compute_dx,
-            dw, db, sh, sw, pad_top, pad_left, nchunks)
+    dynamic(_conv2d_backward, tuning.current().tile, x, w, dy, dy if y is None else y, CODES[activation],
+            dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
 
 
 def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
     """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
-    dynamic(_conv2d_forward, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw, pad_top, pad_left,
-            CODES[activation])
+    dynamic(_conv2d_forward, tuning.current().tile, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw,
+            pad_top, pad_left, CODES[activation])

@@ -6,8 +6,9 @@ loop, and dx, dkernel, drecurrent_kernel after it. What is left is the recurrenc
 each of `rnn_forward` / `rnn_backward` below runs it as one call that loops over time
 itself: the state never leaves the kernel between steps.
 
-Per step, the product with the recurrent kernel runs on the GEMM micro-kernel
-(kernels/cpu/_gemm_micro.py: an MR x NR tile from packed panels) and the gates are
+Per step, the product with the recurrent kernel runs on the GEMM micro-kernel in force
+(kernels/cpu/tuning.py: an MR x NR tile from packed panels, MR and NR constants where the
+kernels are compiled for it) and the gates are
 combined right where the tile lands, in the same prange iteration:
 
     forward, work item = (MR batch rows, NR units): G tiles, one per gate,
@@ -49,7 +50,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import rules as R
-from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
+from numbanet.kernels.cpu import tuning
 from numbanet.kernels.rules import GATES, GRU, LSTM, RELU, SIGMOID, TANH, WORKSPACE
 
 
@@ -60,11 +61,12 @@ def _pack_recurrent(u, g_count, up):
     """up[jb, g, k, c] = U[k, g*H + jb*NR + c] (zero past the last unit): the B panels of the
     forward product, one per (unit block, gate)."""
     h = u.shape[0]
+    width = up.shape[3]
     for jb in range(up.shape[0]):
         for g in range(g_count):
             for k in range(h):
-                for c in range(NR):
-                    j = jb * NR + c
+                for c in range(width):
+                    j = jb * width + c
                     up[jb, g, k, c] = u[k, g * h + j] if j < h else 0
 
 
@@ -73,10 +75,11 @@ def _pack_recurrent_t(u, upt):
     """upt[jb, k, c] = U[jb*NR + c, k] (zero past the last unit): U^T's B panels, for the
     backward product dz @ U^T over k = all G*H gate columns."""
     h, gh = u.shape
+    width = upt.shape[2]
     for jb in range(upt.shape[0]):
         for k in range(gh):
-            for c in range(NR):
-                j = jb * NR + c
+            for c in range(width):
+                j = jb * width + c
                 upt[jb, k, c] = u[j, k] if j < h else 0
 
 
@@ -84,6 +87,15 @@ def _pack_recurrent_t(u, upt):
 # The gate arithmetic runs on NR-lane rows (one tile row: one batch row, NR units) in
 # loops without branches inside; the choice of activation and the mask test are made once
 # per row, outside them, so LLVM vectorizes each loop across the lanes.
+
+@numba.njit(cache=True, inline="always")
+def _zero(t):
+    """An accumulator tile to zeros: the micro-kernel adds its product onto it."""
+    for r in range(t.shape[0]):
+        row = t[r]
+        for c in range(t.shape[1]):
+            row[c] = 0
+
 
 @numba.njit(cache=True, inline="always")
 def _add(dst, src, n):
@@ -131,29 +143,31 @@ def _derive(code, y, out, n, one):
 # --------------------------------------------------------------------------- forward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract,
+def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, act, ract,
              y, last, h_out, c_out, ws, in_order, nchunks):
     b_count, t_count, _ = xproj.shape
     h = u.shape[0]
     g_count = GATES[cell]
     hcol = (WORKSPACE[cell] - 1) * h
-    nib = (b_count + MR - 1) // MR
-    njb = (h + NR - 1) // NR
+    mrw = tile.mr
+    nrw = tile.nr
+    nib = (b_count + mrw - 1) // mrw
+    njb = (h + nrw - 1) // nrw
     dt = xproj.dtype
     one = dt.type(1)
     zero = one - one
-    up = np.empty((njb, g_count, h, NR), dt)
+    up = np.empty((njb, g_count, h, nrw), dt)
     _pack_recurrent(u, g_count, up)
-    hp = np.zeros((2, nib, h, MR), dt)          # h_{t-1} (times the recurrent dropout mask), packed
+    hp = np.zeros((2, nib, h, mrw), dt)          # h_{t-1} (times the recurrent dropout mask), packed
     hs = np.empty((2, b_count, h), dt)          # the state h itself
     cs = np.zeros((b_count, h), dt)             # LSTM's c
-    tiles = np.empty((nchunks, g_count, MR, NR), dt)
-    lanes = np.empty((nchunks, 2, NR), dt)
+    tiles = np.empty((nchunks, g_count, mrw, nrw), dt)
+    lanes = np.empty((nchunks, 2, nrw), dt)
     for b in range(b_count):
         for j in range(h):
             v = h0[b, j]
             hs[0, b, j] = v
-            hp[0, b // MR, j, b % MR] = v * rmask[b, j] if rmask.shape[0] else v
+            hp[0, b // mrw, j, b % mrw] = v * rmask[b, j] if rmask.shape[0] else v
             if cell == LSTM:
                 cs[b, j] = c0[b, j]
             last[b, j] = zero
@@ -163,7 +177,7 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
         # threads need no barrier between steps (one parallel region for the whole sequence).
         ib0 = chunk * nib // nchunks
         ib1 = (chunk + 1) * nib // nchunks
-        tile = tiles[chunk]
+        acc = tiles[chunk]
         hn = lanes[chunk, 0]
         tmp = lanes[chunk, 1]
         for s in range(t_count):
@@ -174,19 +188,20 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
             for jb in range(njb):
                 for ib in range(ib0, ib1):
                     for g in range(g_count):
-                        micro(hp[cur, ib], up[jb, g], h, tile[g])
-                    j0 = jb * NR
-                    nj = min(NR, h - j0)
-                    for r in range(min(MR, b_count - ib * MR)):
-                        b = ib * MR + r
+                        _zero(acc[g])
+                        tile.micro(hp[cur, ib], 0, up[jb, g], 0, h, acc[g], 0)
+                    j0 = jb * nrw
+                    nj = min(nrw, h - j0)
+                    for r in range(min(mrw, b_count - ib * mrw)):
+                        b = ib * mrw + r
                         on = keep.shape[0] == 0 or keep[b, t] != 0
                         xp = xproj[b, t]
                         w = ws[b, s]
                         hprev = hs[cur, b, j0:j0 + nj]
                         if cell == LSTM:
                             for g in range(4):
-                                _add(tile[g, r], xp[g * h + j0:], nj)
-                            gi, gf, gg, go = tile[0, r], tile[1, r], tile[2, r], tile[3, r]
+                                _add(acc[g, r], xp[g * h + j0:], nj)
+                            gi, gf, gg, go = acc[0, r], acc[1, r], acc[2, r], acc[3, r]
                             _activate(ract, gi, nj, one)
                             _activate(ract, gf, nj, one)
                             _activate(act, gg, nj, one)
@@ -200,13 +215,13 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
                             for c in range(nj):
                                 hn[c] = go[c] * tmp[c]
                             for g in range(4):
-                                _copy(w[g * h + j0:], tile[g, r], nj)
+                                _copy(w[g * h + j0:], acc[g, r], nj)
                             _copy(w[4 * h + j0:], cst, nj)
                         elif cell == GRU:
                             if rbias.shape[0]:
                                 for g in range(3):
-                                    _add(tile[g, r], rbias[g * h + j0:], nj)
-                            gz, gr, gh = tile[0, r], tile[1, r], tile[2, r]
+                                    _add(acc[g, r], rbias[g * h + j0:], nj)
+                            gz, gr, gh = acc[0, r], acc[1, r], acc[2, r]
                             _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
                             _add(gz, xp[j0:], nj)
                             _add(gr, xp[h + j0:], nj)
@@ -219,9 +234,9 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
                             for c in range(nj):
                                 hn[c] = R.gru_state(gz[c], hprev[c], gh[c], one)
                             for g in range(3):
-                                _copy(w[g * h + j0:], tile[g, r], nj)
+                                _copy(w[g * h + j0:], acc[g, r], nj)
                         else:
-                            g0 = tile[0, r]
+                            g0 = acc[0, r]
                             _add(g0, xp[j0:], nj)
                             _activate(act, g0, nj, one)
                             _copy(hn, g0, nj)
@@ -256,7 +271,7 @@ def _forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output, a
 def _chunks(batch):
     """Runs of MR-row panels, one per thread (numba.get_num_threads() inside @njit defeats
     cache=True, so it is read here)."""
-    return max(1, min(numba.get_num_threads(), -(-batch // MR)))
+    return max(1, min(numba.get_num_threads(), -(-batch // tuning.current().tile.mr)))
 
 
 def _empty(arr, ndim, dtype):
@@ -273,7 +288,7 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
     order, Keras's go_backwards rule). None also stands for the absent rbias (GRU's recurrent bias), c0/c_out (not
     an LSTM), keep (uint8 (B, T), no mask) and rmask (no recurrent dropout)."""
     dt = xproj.dtype
-    _forward(cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
+    _forward(tuning.current().tile, cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
              _empty(rmask, 2, dt), reverse, zero_output, act, ract, _empty(y, 3, dt), last, h_out,
              _empty(c_out, 2, dt), ws, in_order, _chunks(xproj.shape[0]))
 
@@ -281,25 +296,27 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
 # --------------------------------------------------------------------------- backward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
+def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
               dzx, dzr, hprev, dh0, dc0, in_order, nchunks):
     b_count, t_count, _ = ws.shape
     h = u.shape[0]
     g_count = GATES[cell]
     gh = g_count * h
-    nib = (b_count + MR - 1) // MR
-    njb = (h + NR - 1) // NR
+    mrw = tile.mr
+    nrw = tile.nr
+    nib = (b_count + mrw - 1) // mrw
+    njb = (h + nrw - 1) // nrw
     dt = ws.dtype
     one = dt.type(1)
     zero = one - one
-    upt = np.empty((njb, gh, NR), dt)
+    upt = np.empty((njb, gh, nrw), dt)
     _pack_recurrent_t(u, upt)
-    dzp = np.zeros((2, nib, gh, MR), dt)     # dz_t (recurrent part), packed as the A operand
+    dzp = np.zeros((2, nib, gh, mrw), dt)     # dz_t (recurrent part), packed as the A operand
     direct = np.empty((b_count, h), dt)      # dh_{t-1} terms that skip the product (GRU's z dh; a masked step)
     dcs = np.zeros((b_count, h), dt)         # LSTM: dc carried to the previous step
     carry = np.zeros((b_count, h), dt)       # d(output) carried back over masked steps
-    tiles = np.empty((nchunks, MR, NR), dt)
-    lanes = np.empty((nchunks, 8, NR), dt)
+    tiles = np.empty((nchunks, mrw, nrw), dt)
+    lanes = np.empty((nchunks, 8, nrw), dt)
     hcol = (WORKSPACE[cell] - 1) * h
     for b in range(b_count):
         for j in range(h):
@@ -311,7 +328,7 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
     for chunk in prange(nchunks):
         ib0 = chunk * nib // nchunks
         ib1 = (chunk + 1) * nib // nchunks
-        tile = tiles[chunk]
+        acc = tiles[chunk]
         dh, dout, d1, d2, d3, d4, tc, dc = (lanes[chunk, 0], lanes[chunk, 1], lanes[chunk, 2], lanes[chunk, 3],
                                             lanes[chunk, 4], lanes[chunk, 5], lanes[chunk, 6], lanes[chunk, 7])
         for s in range(t_count - 1, -2, -1):
@@ -321,19 +338,20 @@ def _backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws,
             for jb in range(njb):
                 for ib in range(ib0, ib1):
                     if s < t_count - 1:
-                        micro(dzp[nxt, ib], upt[jb], gh, tile)
-                    j0 = jb * NR
-                    nj = min(NR, h - j0)
-                    for r in range(min(MR, b_count - ib * MR)):
-                        b = ib * MR + r
+                        _zero(acc)
+                        tile.micro(dzp[nxt, ib], 0, upt[jb], 0, gh, acc, 0)
+                    j0 = jb * nrw
+                    nj = min(nrw, h - j0)
+                    for r in range(min(mrw, b_count - ib * mrw)):
+                        b = ib * mrw + r
                         _copy(dh, direct[b, j0:], nj)
                         if s < t_count - 1:
                             if rmask.shape[0]:
                                 rm = rmask[b, j0:]
                                 for c in range(nj):
-                                    dh[c] += tile[r, c] * rm[c]
+                                    dh[c] += acc[r, c] * rm[c]
                             else:
-                                _add(dh, tile[r], nj)
+                                _add(dh, acc[r], nj)
                         if s < 0:
                             _copy(dh0[b, j0:], dh, nj)
                             if cell == LSTM:
@@ -431,7 +449,7 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
     passes the same array) and hprev (B, T, H: the GEMM input of each step, h_{t-1} times
     the recurrent dropout mask); then dh0 and dc0 (LSTM). None as in rnn_forward."""
     dt = ws.dtype
-    _backward(cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
+    _backward(tuning.current().tile, cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
               zero_output, act, ract, ws, dy, dh_last, _empty(dc_last, 2, dt), dzx, dzr, hprev, dh0,
               _empty(dc0, 2, dt), in_order, _chunks(ws.shape[0]))
 

@@ -206,7 +206,7 @@ def test_openblas_env_note_printed_only_when_set():
     assert "env -u" not in runner.format_header(info)
 
 
-def _cli_bench_header(env_overrides):
+def _cli_bench_header(env_overrides, *more):
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -214,7 +214,7 @@ def _cli_bench_header(env_overrides):
            if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBANET_BENCH_ENV")}
     env.update(env_overrides)
     proc = subprocess.run([sys.executable, "-m", "numbanet.cli", "bench", "--tiny", "--repeats", "1", "--ops", "optim",
-                           "--backends", "cpu,numpy"], cwd=root, env=env, capture_output=True, text=True,
+                           "--backends", "cpu,numpy", *more], cwd=root, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -229,3 +229,36 @@ def test_command_line_restarts_with_quiet_blas_threads():
 def test_command_line_keeps_the_users_blas_settings():
     out = _cli_bench_header({"OPENBLAS_THREAD_TIMEOUT": "9", "OMP_WAIT_POLICY": "ACTIVE"})
     assert "OMP_WAIT_POLICY=ACTIVE, OPENBLAS_THREAD_TIMEOUT=9" in out
+
+
+def test_header_names_the_isa_and_the_gemm_choice_in_force():
+    info = {"cpu_model": "x", "logical_cpus": 2, "numba_threads": 2, "gpu": "none", "numpy": np.__version__,
+            "numba": "0", "openblas": {"corename": "Haswell", "source": "t"},
+            "gemm": {"isa": "avx2", "cpu_name": "haswell", "summary": "6x16 micro-kernel, KC 512, MC 64",
+                     "origin": "tuned file /t/gemm.json"}}
+    header = runner.format_header(info)
+    assert "ISA: avx2 (numba compiles for haswell); CPU GEMM: 6x16 micro-kernel, KC 512, MC 64, tuned file " \
+           "/t/gemm.json" in header
+
+
+def test_command_line_header_and_json_tell_the_machine_apart(tmp_path):
+    """An AVX2-only run (Numba told to compile for Haswell) with a tuned file for that
+    target: the header and the JSON name the ISA, the target and the stored choice."""
+    import json
+    from numbanet.kernels.cpu import machine, tuning
+    from numbanet.kernels.cpu.tiles import Tile
+    features = "+avx,+avx2,+fma,+sse2,+sse4.2,-avx512f"
+    target = machine.describe(target=("haswell", machine.parse_features(features)))
+    doc = tuning.record(tuning.Choice(Tile(4, 16), 320, 40, 1 << 22, 1 << 27), target, {})
+    path = tuning.path_for(target, str(tmp_path))
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    out = _cli_bench_header({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features,
+                             "NUMBANET_TUNING_DIR": str(tmp_path), "NUMBANET_BACKGROUND_COMPILE": "0"},
+                            "--json", str(tmp_path / "b.json"))
+    assert "ISA: avx2 (numba compiles for haswell); CPU GEMM: 4x16 micro-kernel, KC 320, MC 40" in out
+    assert f"tuned file {path}" in out
+    with open(tmp_path / "b.json") as f:
+        gemm = json.load(f)["machine"]["gemm"]
+    assert (gemm["isa"], gemm["cpu_name"], gemm["source"], gemm["file"]) == ("avx2", "haswell", "tuned", path)
+    assert gemm["choice"] == doc["choice"]

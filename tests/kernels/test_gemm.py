@@ -1,9 +1,12 @@
 """matmul: every backend against float64 NumPy `@`, including the edge shapes of the tiled kernel."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
+from numbanet.kernels.cpu._gemm_wide import TILE_SHAPES
 from helpers import check_op, randn
 
 # `be` only selects a backend object, so sharing it across generated examples is safe.
@@ -120,99 +123,144 @@ def test_matmul_float32_stays_float32(be, small):
     assert np.mean(got != rounded) > 0.5
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kc", [1, 2, 255])
-def test_cpu_micro_kernel_tile(kc, dtype):
-    """The cpu micro-kernel on its own: one MR x NR tile from packed panels, rows past kc ignored."""
-    from numbanet.kernels.cpu._gemm_micro import MR, NR, micro
-    ap = randn((kc + 3, MR), dtype, seed=kc)
-    bp = randn((kc + 3, NR), dtype, seed=kc + 1)
-    tile = np.full((MR, NR), np.nan, dtype)
-    micro(ap, bp, kc, tile)
-    want = ap[:kc].T.astype(np.float64) @ bp[:kc].astype(np.float64)
-    rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
-    np.testing.assert_allclose(tile, want, rtol=rtol, atol=atol)
+TILE_NAMES = [f"{mr}x{nr}" for mr, nr in TILE_SHAPES]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def _in_force():
+    from numbanet.kernels.cpu import tuning
+    return tuning.current().tile.name
+
+
+@pytest.mark.parametrize("tile", TILE_NAMES)
 @pytest.mark.parametrize("kc,ac,bc,cc", [(1, 0, 0, 0), (2, 3, 5, 7), (255, 0, 0, 0), (256, 9, 33, 1)])
-def test_cpu_wide_micro_kernel(kc, ac, bc, cc, dtype):
-    """matmul's 8 x 32 micro-kernel on its own: operands read at column offsets, the
-    product added onto cp's 8 x 32 block, nothing else touched."""
-    from numbanet.kernels.cpu._gemm_wide import MR, NR, micro_wide
-    ap = randn((kc + 3, ac + MR + 2), dtype, seed=kc)
-    bp = randn((kc + 3, bc + NR + 2), dtype, seed=kc + 1)
-    cp = randn((MR + 1, cc + NR + 3), dtype, seed=kc + 2)
-    before = cp.copy()
-    micro_wide(ap, ac, bp, bc, kc, cp, cc)
-    want = before.astype(np.float64)
-    want[:MR, cc:cc + NR] += ap[:kc, ac:ac + MR].T.astype(np.float64) @ bp[:kc, bc:bc + NR].astype(np.float64)
-    rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
-    np.testing.assert_allclose(cp, want, rtol=rtol, atol=atol)
-    outside = np.ones(cp.shape, bool)
-    outside[:MR, cc:cc + NR] = False
-    np.testing.assert_array_equal(cp[outside], before[outside])
+def test_cpu_wide_micro_kernel(tile, kc, ac, bc, cc):
+    """Each candidate micro-kernel on its own (float32; float64: the shape in force and
+    8x32): operands read at column offsets, the product added onto cp's MR x NR block,
+    nothing else touched."""
+    from numbanet.kernels.cpu._gemm_wide import MICRO
+    mr, nr = (int(v) for v in tile.split("x"))
+    for dtype in (np.float32, np.float64) if tile in ("8x32", _in_force()) else (np.float32,):
+        ap = randn((kc + 3, ac + mr + 2), dtype, seed=kc)
+        bp = randn((kc + 3, bc + nr + 2), dtype, seed=kc + 1)
+        cp = randn((mr + 1, cc + nr + 3), dtype, seed=kc + 2)
+        before = cp.copy()
+        MICRO[mr, nr](ap, ac, bp, bc, kc, cp, cc)
+        want = before.astype(np.float64)
+        want[:mr, cc:cc + nr] += ap[:kc, ac:ac + mr].T.astype(np.float64) @ bp[:kc, bc:bc + nr].astype(np.float64)
+        rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
+        np.testing.assert_allclose(cp, want, rtol=rtol, atol=atol)
+        outside = np.ones(cp.shape, bool)
+        outside[:mr, cc:cc + nr] = False
+        np.testing.assert_array_equal(cp[outside], before[outside])
 
 
-def test_cpu_wide_micro_kernel_is_its_generators_output():
+def test_cpu_wide_micro_kernels_are_their_generators_output():
     """kernels/cpu/_gemm_wide.py is generated: an edit to one without the other fails here."""
     import pathlib
     from numbanet.kernels.cpu import _gemm_wide, _gemm_wide_gen
     assert pathlib.Path(_gemm_wide.__file__).read_text() == _gemm_wide_gen.source()
+    assert _gemm_wide.TILE_SHAPES == _gemm_wide_gen.TILES
+    assert set(_gemm_wide.MICRO) == set(_gemm_wide_gen.TILES)
 
 
 # The ways the cpu matmul runs (kernels/cpu/gemm.py: serial; one region split by rows or
-# columns; op(b) packed first, then MCW-row rectangles), called directly so that every
-# split is tried on small shapes. Shapes straddle MRW=8, NRW=32, MCW=128, KCW=256 and
-# include single rows/columns and K below, at and past one and two slices.
-WIDE_SHAPES = [(1, 1, 1), (1, 70, 300), (70, 1, 300), (8, 32, 256), (9, 33, 257), (7, 31, 5),
-               (130, 65, 513), (257, 96, 40), (16, 64, 1)]
+# columns; op(b) packed first, then mc-row rectangles), called directly so that every
+# split is tried on small shapes, for every candidate tile and two blockings (a small
+# kc and mc, so that small shapes cross several KC slices and MC blocks). Shapes straddle
+# the tile's MR and NR, mc and kc, and include single rows/columns and K below, at and
+# past one and two slices.
+WIDE_SHAPES = [(1, 1, 1), (1, 70, 300), (70, 1, 300), (7, 31, 5), (130, 65, 513), (257, 96, 40), (16, 64, 1)]
 
 
-def _wide_all_ways(a, b, trans_a, trans_b, bias, dtype):
+def _tile_shapes(mr, nr, kc, mc):
+    return WIDE_SHAPES + [(mr, nr, kc), (mr + 1, nr + 1, kc + 1), (mr - 1 or 1, nr - 1, 5),
+                          (2 * mc + 3, 2 * nr + 1, 2 * kc + 1), (mc, 3 * nr, kc - 1)]
+
+
+def _choice(tile, kc, mc):
+    from numbanet.kernels.cpu.tiles import Tile
+    from numbanet.kernels.cpu.tuning import Choice
+    return Choice(Tile.parse(tile), kc, mc, 0, 0, "given")
+
+
+def _wide_all_ways(choice, a, b, trans_a, trans_b, bias, dtype):
     """{decomposition name: out} from every cpu driver and split of the same product."""
     from numbanet.kernels.cpu import gemm
+    tile, kc, mc = choice.tile, choice.kc, choice.mc
     m = a.shape[1] if trans_a else a.shape[0]
     bias_arr = gemm.no_bias(dtype) if bias is None else bias
     out_shape = (m, b.shape[0] if trans_b else b.shape[1])
     results = {}
     out = np.full(out_shape, np.nan, dtype)
-    gemm._wide_serial(a, b, trans_a, trans_b, bias_arr, out)
+    gemm._wide_serial(tile, kc, mc, a, b, trans_a, trans_b, bias_arr, out)
     results["serial"] = out
     # (prepack, rows per rectangle, column groups, threads)
     for prepack in (False, True):
-        for rstep, ngroups, nparts in ((8, 1, 1), (8, 1, 3), (16, 2, 2), (gemm.MCW, 3, 4), (m, 5, 5), (m, 1, 1)):
+        for rstep, ngroups, nparts in ((tile.mr, 1, 1), (tile.mr, 1, 3), (2 * tile.mr, 2, 2), (mc, 3, 4),
+                                       (m, 5, 5), (m, 1, 1)):
+            rstep = -(-rstep // tile.mr) * tile.mr
             nitems = -(-m // rstep) * ngroups
             out = np.full(out_shape, np.nan, dtype)
-            gemm._wide_parallel(a, b, trans_a, trans_b, bias_arr, out, prepack, rstep, ngroups, min(nparts, nitems))
+            gemm._wide_parallel(tile, a, b, trans_a, trans_b, bias_arr, out, kc, mc, prepack, rstep, ngroups,
+                                min(nparts, nitems))
             results[f"prepack={prepack} rstep={rstep} groups={ngroups} parts={nparts}"] = out
     return results
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("m,n,k", WIDE_SHAPES)
-def test_cpu_matmul_every_path_and_split(m, n, k, trans_a, trans_b):
-    """Every path against float64 NumPy, and all of them equal bit for bit: each element's
-    products are added in one order (KC slices in turn) whichever thread computes it."""
+@pytest.mark.parametrize("tile", TILE_NAMES)
+def test_cpu_matmul_every_path_and_split(tile, trans_a, trans_b):
+    """Every path of every candidate against float64 NumPy, and, for one tile and
+    blocking, all of them equal bit for bit: each element's products are added in one
+    order (KC slices in turn) whichever thread computes it."""
     dtype = np.float32
-    a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=m + 3 * n + k)
-    bias = randn((n,), dtype, seed=4) if (m + n) % 2 else None
-    want = matmul_ref(a, b, bias, trans_a=trans_a, trans_b=trans_b).astype(np.float64)
-    results = _wide_all_ways(a, b, trans_a, trans_b, bias, dtype)
-    first = results["serial"]
-    for name, got in results.items():
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k), err_msg=name)
-        np.testing.assert_array_equal(got, first, err_msg=name)
+    mr, nr = (int(v) for v in tile.split("x"))
+    for kc, mc in ((256, 128 // mr * mr), (40, 3 * mr)):
+        choice = _choice(tile, kc, mc)
+        for m, n, k in _tile_shapes(mr, nr, kc, mc):
+            a, b = operands(m, n, k, trans_a, trans_b, dtype, seed=m + 3 * n + k)
+            bias = randn((n,), dtype, seed=4) if (m + n) % 2 else None
+            want = matmul_ref(a, b, bias, trans_a=trans_a, trans_b=trans_b).astype(np.float64)
+            results = _wide_all_ways(choice, a, b, trans_a, trans_b, bias, dtype)
+            first = results["serial"]
+            for name, got in results.items():
+                where = f"{tile} kc={kc} mc={mc} {m}x{n}x{k} {name}"
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k), err_msg=where)
+                np.testing.assert_array_equal(got, first, err_msg=where)
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 def test_cpu_matmul_every_path_float64(trans_a, trans_b):
+    from numbanet.kernels.cpu import tuning
     m, n, k = 37, 70, 300
     a, b = operands(m, n, k, trans_a, trans_b, np.float64, seed=8)
     bias = randn((n,), np.float64, seed=5)
     want = matmul_ref(a, b, bias, trans_a=trans_a, trans_b=trans_b)
-    for name, got in _wide_all_ways(a, b, trans_a, trans_b, bias, np.float64).items():
+    for name, got in _wide_all_ways(tuning.current(), a, b, trans_a, trans_b, bias, np.float64).items():
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.sqrt(k), err_msg=name)
+
+
+def test_cpu_matmul_bits_do_not_depend_on_the_tuning():
+    """Every element is one chain of fused multiply-adds, p ascending, from 0 or the bias,
+    whatever the tile shape, the blocking (a KC slice ends with the running sum stored
+    in out, in float32, and resumes from it) or the path: the tuning in force changes
+    speed, never results."""
+    from numbanet.kernels.cpu import gemm, tuning
+    a, b = operands(45, 70, 700, False, True, np.float32, seed=41)
+    bias = randn((70,), np.float32, seed=42)
+    want = matmul_ref(a, b, bias, trans_b=True).astype(np.float64)
+    first = None
+    for tile in sorted({"8x32", "8x16", tuning.current().tile.name}):
+        mr = int(tile.split("x")[0])
+        for kc, mc in ((64, 2 * mr), (256, 128 // mr * mr), (700, 8 * mr)):
+            # serial; one region, split by columns (trans_b); op(b) packed first
+            for serial_macs, prepack_macs in ((1 << 40, 1 << 40), (0, 1 << 40), (0, 0)):
+                choice = replace(_choice(tile, kc, mc), serial_macs=serial_macs, prepack_macs=prepack_macs)
+                out = np.empty((45, 70), np.float32)
+                gemm.matmul_with(choice, a, b, False, True, bias, out, 2)
+                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(700))
+                first = out if first is None else first
+                np.testing.assert_array_equal(out, first, err_msg=f"{choice}")
 
 
 @pytest.mark.parametrize("size", ["serial", "split", "prepacked"])
@@ -220,13 +268,18 @@ def test_cpu_matmul_same_on_one_thread_and_all(size):
     """be.matmul at a size each path is chosen for, on 1 thread and on every thread."""
     import numba
     from numbanet.kernels import get_backend
-    from numbanet.kernels.cpu import gemm
+    from numbanet.kernels.cpu import gemm, tuning
     cpu = get_backend("cpu")
-    m, n, k = {"serial": (20, 30, 40), "split": (400, 300, 300), "prepacked": (400, 600, 900)}[size]
+    choice = tuning.current()
+    serial = gemm.serial_below()
+    # A product of each size class for the choice in force (the thresholds differ by machine).
+    side = {"serial": max(2, int(round((serial / 2) ** (1 / 3)))),
+            "split": int(round(((serial + choice.prepack_macs) / 2) ** (1 / 3))),
+            "prepacked": int(round((2 * max(serial, choice.prepack_macs)) ** (1 / 3)))}[size]
+    m, n, k = side, side + 3, side + 1
     macs = m * n * k
-    # (under the workqueue layer the "split" size runs serially: gemm.SERIAL_MACS_WORKQUEUE)
-    assert (macs < gemm.serial_below()) == (size == "serial" or (size == "split" and gemm.serial_below() > macs))
-    assert (macs >= max(gemm.PREPACK_MACS, gemm.serial_below())) == (size == "prepacked")
+    assert (macs < serial) == (size == "serial" or (size == "split" and serial > macs))
+    assert (macs >= max(choice.prepack_macs, serial)) == (size == "prepacked")
     a, b = operands(m, n, k, False, True, np.float32, seed=31)
     bias = randn((n,), np.float32, seed=32)
     every = cpu.matmul(a, b, trans_b=True, bias=bias)
