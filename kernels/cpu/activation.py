@@ -140,28 +140,10 @@ def backward(code, y, dy, dx):
         _grad_parallel(code, y, dy, dx, _chunks())
 
 
-def relu_forward(x, y):
-    forward(RELU, x, y)
 
 
-def relu_backward(y, dy, dx):
-    backward(RELU, y, dy, dx)
 
 
-def sigmoid_forward(x, y):
-    forward(SIGMOID, x, y)
-
-
-def sigmoid_backward(y, dy, dx):
-    backward(SIGMOID, y, dy, dx)
-
-
-def tanh_forward(x, y):
-    forward(TANH, x, y)
-
-
-def tanh_backward(y, dy, dx):
-    backward(TANH, y, dy, dx)
 
 
 @numba.njit(parallel=True, cache=True)

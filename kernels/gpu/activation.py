@@ -14,7 +14,6 @@ from numbanet.kernels import rules
 from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.launch import ACC, fixed_block, grid_1d, kernel_family
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_max, block_sum
-from numbanet.kernels.rules import RELU, SIGMOID, TANH
 
 
 def _launch(kernel, n, *args):
@@ -105,28 +104,10 @@ def _softmax_backward(y, dy, dx):
         dx[r, j] = y[r, j] * (dy[r, j] - dot)
 
 
-def relu_forward(x, y):
-    forward(RELU, x, y)
 
 
-def relu_backward(y, dy, dx):
-    backward(RELU, y, dy, dx)
 
 
-def sigmoid_forward(x, y):
-    forward(SIGMOID, x, y)
-
-
-def sigmoid_backward(y, dy, dx):
-    backward(SIGMOID, y, dy, dx)
-
-
-def tanh_forward(x, y):
-    forward(TANH, x, y)
-
-
-def tanh_backward(y, dy, dx):
-    backward(TANH, y, dy, dx)
 
 
 def softmax_forward(x, y, causal_rows):

@@ -1,7 +1,10 @@
 """The activation family: relu, sigmoid, tanh (their gradients from the output y), gelu,
 silu, leaky_relu (from the input x) and softmax over the last axis, on
 kernels/<backend>/activation.py (the per-element rules are kernels/rules.py's)."""
+from functools import partial
+
 from numbanet.kernels import shapes
+from numbanet.kernels.rules import RELU, SIGMOID, TANH
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -26,28 +29,28 @@ def _elementwise_backward(be, op, fn, y, dy):
 
 
 def relu(be, x):
-    return _elementwise_forward(be, "relu", be.activation.relu_forward, x)
+    return _elementwise_forward(be, "relu", partial(be.activation.forward, RELU), x)
 
 
 def relu_backward(be, y, dy):
     """dx from the forward output y (y > 0 exactly where x > 0)."""
-    return _elementwise_backward(be, "relu_backward", be.activation.relu_backward, y, dy)
+    return _elementwise_backward(be, "relu_backward", partial(be.activation.backward, RELU), y, dy)
 
 
 def sigmoid(be, x):
-    return _elementwise_forward(be, "sigmoid", be.activation.sigmoid_forward, x)
+    return _elementwise_forward(be, "sigmoid", partial(be.activation.forward, SIGMOID), x)
 
 
 def sigmoid_backward(be, y, dy):
-    return _elementwise_backward(be, "sigmoid_backward", be.activation.sigmoid_backward, y, dy)
+    return _elementwise_backward(be, "sigmoid_backward", partial(be.activation.backward, SIGMOID), y, dy)
 
 
 def tanh(be, x):
-    return _elementwise_forward(be, "tanh", be.activation.tanh_forward, x)
+    return _elementwise_forward(be, "tanh", partial(be.activation.forward, TANH), x)
 
 
 def tanh_backward(be, y, dy):
-    return _elementwise_backward(be, "tanh_backward", be.activation.tanh_backward, y, dy)
+    return _elementwise_backward(be, "tanh_backward", partial(be.activation.backward, TANH), y, dy)
 
 
 def _elementwise_backward_x(be, op, fn, x, dy, *extra):
