@@ -64,8 +64,8 @@ def _memory_cost(name, args, kwargs, result):
     arr = result if name in ("zeros", "asarray", "copy") else args[0] if args else None
     if name == "to_numpy" and kwargs.get("out") is not None:
         arr = kwargs["out"]
-    if arr is None or not hasattr(arr, "dtype"):
-        return 0, 0
+    if arr is None or not hasattr(arr, "dtype") or (name in ("asarray", "to_numpy") and result is args[0]):
+        return 0, 0   # nothing moved: the cpu's asarray and to_numpy hand a native array back as it is
     moved = int(arr.size) * np.dtype(arr.dtype).itemsize
     return 0, moved * (2 if name in ("assign", "copy") else 1)
 

@@ -1,0 +1,152 @@
+"""`numbanet profile`: profile N training steps of one of numbanet's models.
+
+    numbanet profile --model cnn --steps 20                  # the article's CNN, batch 128
+    numbanet profile --model charlm --backend cpu,gpu        # both backends, one chart
+
+Each backend: the model built on it, three warm-up steps (compiling), `--steps`
+unprofiled steps timed, the same number profiled, and `--steps` unprofiled again: the
+reference the profiled steps are checked against is the median of the unprofiled ones
+on both sides (a machine's load drifts). Prints the table and the check, writes the
+Chrome trace and the roofline chart. The data are random (shapes of the model's real data): a step's time
+does not depend on the values.
+"""
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+MODELS = ("cnn", "charlm", "lstm")
+DEFAULT_BATCH = {"cnn": 128, "charlm": 32, "lstm": 32}
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", choices=MODELS, default="cnn",
+                        help="cnn: the article's MNIST CNN; charlm: the character GPT (bench's default size); "
+                             "lstm: the digits LSTM")
+    parser.add_argument("--backend", default=None,
+                        help="cpu, gpu or cpu,gpu (both, in one chart); default: the process default backend")
+    parser.add_argument("--steps", type=int, default=20, help="training steps profiled (default 20)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: cnn 128, charlm 32, lstm 32")
+    parser.add_argument("--by", choices=("layer", "op"), default="layer",
+                        help="a row per op, layer and pass (default), or per op")
+    parser.add_argument("--top", type=int, default=None, help="show only the first N rows per backend")
+    parser.add_argument("--out", default=".", help="folder for the trace and the chart (default: here)")
+    parser.add_argument("--no-roofline", action="store_true",
+                        help="do not measure the machine's limits (no %% roof column, no chart)")
+    parser.add_argument("--refresh-limits", action="store_true",
+                        help="measure the machine's limits again instead of reading the cached ones")
+
+
+def build(model, batch, seed=0):
+    """(compiled model, x, y) on the process's default backend."""
+    rng = np.random.default_rng(seed)
+    if model == "cnn":
+        from numbanet.nn.mnist_cnn import build_model
+        return (build_model(), rng.random((batch, 28, 28, 1), dtype=np.float32),
+                rng.integers(0, 10, size=batch).astype(np.int64))
+    if model == "charlm":
+        from numbanet.bench.cases import CHARLM
+        from numbanet.nn import charlm
+        _, steps, d, heads, layers, vocab = CHARLM
+        m = charlm.compile_model(charlm.build_model(vocab, steps, d, heads, layers), total_steps=10_000)
+        return (m, rng.integers(0, vocab, size=(batch, steps)).astype(np.int32),
+                rng.integers(0, vocab, size=(batch, steps)).astype(np.int32))
+    if model == "lstm":
+        from numbanet.nn import digits_lstm
+        return (digits_lstm.build_model(), rng.random((batch, 8, 8), dtype=np.float32),
+                rng.integers(0, 10, size=batch).astype(np.int64))
+    raise ValueError(f"profile: model must be one of {MODELS}, got {model!r}")
+
+
+def unprofiled_step_ns(model, x, y, steps):
+    """Wall time of `steps` train_on_batch calls, each synchronized, in ns (a list)."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter_ns()
+        model.train_on_batch(x, y)
+        model.be.synchronize()
+        times.append(time.perf_counter_ns() - start)
+    return times
+
+
+def check(profile, reference):
+    """{backend: (rows per step (ns, median over the steps), unprofiled step (ns, median))}:
+    a step's rows add up to its time less the profiler's bookkeeping (summary.py), so
+    this holds the profiled step against an unprofiled one."""
+    out = {}
+    for backend, ref in reference.items():
+        profiled = [s.net_ns for s in profile.steps if s.backend == backend]
+        out[backend] = (statistics.median(profiled), statistics.median(ref))
+    return out
+
+
+def check_lines(profile, reference):
+    lines = []
+    for backend, (rows, ref) in check(profile, reference).items():
+        lines.append(f"{backend}: the rows add up to {rows / 1e6:.2f} ms per step (median); an unprofiled step "
+                     f"takes {ref / 1e6:.2f} ms (median of {len(reference[backend])}): {100 * rows / ref:.1f}%")
+    return lines
+
+
+def run(model_name, backends, steps, batch, out=".", by="layer", top=None, roofline=True, refresh=False,
+        file=sys.stdout):
+    """Profile; -> (Profile, {backend: unprofiled step times}, trace path, chart path or None)."""
+    from numbanet import kernels
+    from numbanet.profiler import profile
+    if steps < 1:
+        raise ValueError(f"profile: --steps must be at least 1, got {steps}")
+    if batch < 1:
+        raise ValueError(f"profile: --batch-size must be at least 1, got {batch}")
+    previous = kernels.get_backend().name
+    prepared, reference = {}, {}
+    try:
+        for name in backends:
+            kernels.set_backend(name)
+            model, x, y = build(model_name, batch)
+            unprofiled_step_ns(model, x, y, 3)   # compiles every kernel the step runs
+            reference[name] = unprofiled_step_ns(model, x, y, steps)
+            prepared[name] = (model, x, y)
+        with profile(backends) as p:
+            for name in backends:
+                model, x, y = prepared[name]
+                for _ in range(steps):
+                    model.train_on_batch(x, y)
+        for name in backends:
+            reference[name] += unprofiled_step_ns(*prepared[name], steps)
+    finally:
+        kernels.set_backend(previous)
+    if roofline:
+        p.limits(refresh)
+    print(p.table(by=by, top=top, roofline=roofline), file=file)
+    for line in check_lines(p, reference):
+        print(line, file=file)
+    os.makedirs(out, exist_ok=True)
+    tag = "_".join(backends)
+    trace_path = p.save_trace(os.path.join(out, f"profile_{model_name}_{tag}.json"))
+    print(f"trace: {trace_path} (open in https://ui.perfetto.dev or chrome://tracing)", file=file)
+    chart = None
+    if roofline:
+        chart = p.save_roofline(os.path.join(out, f"profile_{model_name}.png"),
+                                title=f"numbanet {model_name}, batch {batch}, {tag}")
+        print(f"roofline chart: {chart}", file=file)
+    return p, reference, trace_path, chart
+
+
+def main(args):
+    from numbanet import kernels
+    names = [args.backend] if args.backend is None else [b.strip() for b in args.backend.split(",") if b.strip()]
+    if names == [None]:
+        names = [kernels.get_backend().name]
+    for name in names:
+        if name not in ("cpu", "gpu"):
+            print(f"numbanet profile: --backend takes cpu, gpu or cpu,gpu, got {name!r}", file=sys.stderr)
+            return 2
+    try:
+        run(args.model, names, args.steps, args.batch_size or DEFAULT_BATCH[args.model], args.out, args.by,
+            args.top, not args.no_roofline, args.refresh_limits)
+    except (ValueError, kernels.BackendUnavailable) as e:
+        print(f"numbanet profile: {e}", file=sys.stderr)
+        return 2
+    return 0
