@@ -41,6 +41,8 @@ class Call:
 
 
 def _shape_of(value):
+    if isinstance(value, type):
+        return value.__name__
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{np.dtype(value.dtype).name}{list(value.shape)}"
     if isinstance(value, (list, tuple)) and value and all(hasattr(v, "shape") for v in value):
@@ -68,6 +70,17 @@ def _memory_cost(name, args, kwargs, result):
         return 0, 0   # nothing moved: the cpu's asarray and to_numpy hand a native array back as it is
     moved = int(arr.size) * np.dtype(arr.dtype).itemsize
     return 0, moved * (2 if name in ("assign", "copy") else 1)
+
+
+def _price(cost, args, kwargs):
+    """Op.cost on the call's arguments; None (shown "-") for an op without one, or whose
+    formula fails on arguments the op accepted: the profile goes on, the row says it."""
+    if cost is None:
+        return None
+    try:
+        return cost(*args, **kwargs)
+    except Exception:   # noqa: BLE001 (a formula's bug must not stop the training it profiles)
+        return None
 
 
 class Recorder:
@@ -114,7 +127,7 @@ class Recorder:
             call.depth, call.thread = len(frames), threading.get_ident()
             call.shapes = describe_args(args, kwargs)
             if kind == "kernel":
-                priced = cost(*args, **kwargs) if cost is not None else None
+                priced = _price(cost, args, kwargs)
             else:
                 priced = _memory_cost(name, args, kwargs, result)
             call.flops, call.bytes = priced if priced is not None else (None, None)
