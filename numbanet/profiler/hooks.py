@@ -8,7 +8,8 @@ that are taken away again at the end (nothing of them is left when off):
   _train_batch  a training step: its span, the recorder's bookkeeping inside it, its
                 backend synchronized at its end (so that a gpu step's time holds its
                 kernels); calls outside the layers are the loss's ("(loss)", forward)
-  _backward     the graph's backward and the regularizers' gradients ("(regularizers)")
+  _backward     the graph's backward: outside the layers' own backward, the gradient
+                sums of a fan-out and the regularizers' gradients ("(graph)")
   _update       the optimizer's step ("(optimizer)", optimizer)
 """
 import time
@@ -57,7 +58,7 @@ def install(recorder, steps):
         return result
 
     Trainer._train_batch = _train_batch
-    Trainer._backward = recorder.layer("(regularizers)", "backward", originals["_backward"])
+    Trainer._backward = recorder.layer("(graph)", "backward", originals["_backward"])
     Trainer._update = recorder.layer("(optimizer)", "optimizer", originals["_update"])
     graph.profiler = recorder
     return originals
