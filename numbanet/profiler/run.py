@@ -3,11 +3,11 @@
     numbanet profile --model cnn --steps 20                  # the article's CNN, batch 128
     numbanet profile --model charlm --backend cpu,gpu        # both backends, one chart
 
-Each backend: the model built on it, three warm-up steps (compiling), `--steps`
-unprofiled steps timed, the same number profiled, and `--steps` unprofiled again: the
-reference the profiled steps are checked against is the median of the unprofiled ones
-on both sides (a machine's load drifts). Prints the table and the check, writes the
-Chrome trace and the roofline chart. The data are random (shapes of the model's real data): a step's time
+Each backend: the model built on it, three warm-up steps (compiling), then `--steps`
+profiled steps, each followed by an unprofiled one (Profile.paused): the reference the
+profiled steps are checked against, interleaved with them so that a drifting load on
+the machine weighs on both alike. Prints the table and the check, writes the Chrome
+trace and the roofline chart. The data are random (shapes of the model's real data): a step's time
 does not depend on the values.
 """
 import os
@@ -106,15 +106,15 @@ def run(model_name, backends, steps, batch, out=".", by="layer", top=None, roofl
             kernels.set_backend(name)
             model, x, y = build(model_name, batch)
             unprofiled_step_ns(model, x, y, 3)   # compiles every kernel the step runs
-            reference[name] = unprofiled_step_ns(model, x, y, steps)
+            reference[name] = []
             prepared[name] = (model, x, y)
         with profile(backends) as p:
             for name in backends:
                 model, x, y = prepared[name]
                 for _ in range(steps):
                     model.train_on_batch(x, y)
-        for name in backends:
-            reference[name] += unprofiled_step_ns(*prepared[name], steps)
+                    with p.paused():
+                        reference[name] += unprofiled_step_ns(model, x, y, 1)
     finally:
         kernels.set_backend(previous)
     if roofline:

@@ -10,6 +10,7 @@ While the block runs, every op of the profiled backends is timed (recorder.py) a
 attributed to its layer and pass (hooks.py); after it, nothing of the profiler is left
 in the backends or in nn. Steps are Trainer._train_batch calls (fit, train_on_batch).
 """
+import contextlib
 import time
 
 from numbanet.profiler import hooks, recorder as recorder_mod, summary, trace
@@ -45,26 +46,44 @@ class Profile:
         if any(be.name == "gpu" for be in backends):
             from numbanet.profiler.device import DeviceTimer
             timers["gpu"] = DeviceTimer()
-        self._timers = timers
+        self._timers, self._backend_objects = timers, backends
         self.recorder = recorder_mod.Recorder()
-        self._installed = recorder_mod.install(self.recorder, backends, timers)
+        self._install()
+        self._open = True
+        self.origin = _now()
+        return self
+
+    def _install(self):
+        self._installed = recorder_mod.install(self.recorder, self._backend_objects, self._timers)
         try:
             self._originals = hooks.install(self.recorder, self.steps)
         except BaseException:
             recorder_mod.uninstall(self._installed)
             raise
-        self._open = True
-        self.origin = _now()
-        return self
+
+    def _uninstall(self):
+        hooks.uninstall(self._originals)
+        recorder_mod.uninstall(self._installed)
 
     def __exit__(self, *exc):
         self.end = _now()
-        hooks.uninstall(self._originals)
-        recorder_mod.uninstall(self._installed)
+        self._uninstall()
         self._open = False
         for timer in self._timers.values():
             timer.resolve(self.recorder.calls)
         return False
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Inside the profile's block: run unprofiled (nothing recorded, nothing wrapped),
+        e.g. reference steps interleaved with profiled ones."""
+        if not self._open:
+            raise RuntimeError("profile: paused() is used inside the `with numbanet.profile()` block")
+        self._uninstall()
+        try:
+            yield self
+        finally:
+            self._install()
 
     # ------------------------------------------------------------------ reading it
     def _closed(self, what):
@@ -97,7 +116,8 @@ class Profile:
 
     def table(self, by="layer", top=None, roofline=True):
         """The table as text; roofline=False leaves the limits unmeasured (no % roof)."""
-        return summary.table(self.rows(by), self.steps, self.limits() if roofline else None, top)
+        return summary.table(self.rows(by), self.steps, self.limits() if roofline else None, top,
+                             self.recorder.book_ns)
 
     def save_trace(self, path):
         self._closed("save_trace()")

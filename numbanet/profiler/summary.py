@@ -97,8 +97,9 @@ def _fmt(value, spec, missing="-"):
     return missing if value is None else format(value, spec)
 
 
-def table(rows, steps, limits=None, top=None):
-    """The rows as text, one block per backend; limits: {backend: limits dict} (or None)."""
+def table(rows, steps, limits=None, top=None, book_ns=None):
+    """The rows as text, one block per backend; limits: {backend: limits dict} (or None);
+    book_ns: the profiler's own time, for the last line."""
     out = []
     for backend in sorted({r.backend for r in rows}):
         mine = [r for r in rows if r.backend == backend]
@@ -126,6 +127,8 @@ def table(rows, steps, limits=None, top=None):
         out.append(f"rows inside steps: {inside / 1e6:.2f} ms = {100 * inside / total if total else 0:.1f}% of the "
                    f"steps' {total / 1e6:.2f} ms (each step's wall time less the profiler's own bookkeeping)")
         out.append("")
+    if book_ns is not None:
+        out.append(f"profiler bookkeeping: {book_ns / 1e6:.2f} ms over the profile, kept out of every time above")
     return "\n".join(out)
 
 

@@ -102,3 +102,21 @@ def test_every_op_is_recorded_with_a_cost_on_its_warm_up_arguments():
     for c in p.calls:
         if c.kind == "kernel":
             assert c.flops >= 0 and c.bytes > 0, c.name
+
+
+def test_paused_steps_are_not_recorded():
+    x, y = data()
+    model = tiny_cnn()
+    model.train_on_batch(x, y)
+    be = kernels.get_backend("cpu")
+    with numbanet.profile() as p:
+        model.train_on_batch(x, y)
+        with p.paused():
+            assert "conv2d" not in vars(be) and graph.profiler is None
+            model.train_on_batch(x, y)
+        model.train_on_batch(x, y)
+    assert [s.index for s in p.steps] == [0, 1]
+    assert {c.step for c in p.calls if c.name == "conv2d"} == {0, 1}
+    with pytest.raises(RuntimeError, match="inside the `with numbanet.profile\\(\\)` block"):
+        with p.paused():
+            pass
