@@ -108,6 +108,7 @@ class Recorder:
             frames = recorder._frames()
             frame = [0, []]   # the children's span (their bookkeeping with it), the children
             frames.append(frame)
+            begin = _now()
             events = device.start() if device is not None else None
             start = _now()
             try:
@@ -132,10 +133,9 @@ class Recorder:
                 priced = _memory_cost(name, args, kwargs, result)
             call.flops, call.bytes = priced if priced is not None else (None, None)
             recorder.calls.append(call)
-            booked = _now() - end
-            recorder.book_ns += booked
+            recorder.book_ns += _now() - end + start - begin   # the CUDA event before the call too
             if frames:
-                frames[-1][0] += _now() - start
+                frames[-1][0] += _now() - begin
                 frames[-1][1].append(call)
             return result
 

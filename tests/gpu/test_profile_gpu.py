@@ -44,3 +44,5 @@ def test_gpu_table_has_every_launched_kernel():
         assert name in text, name
     for r in rows:
         assert r.total_ns >= 0 and r.calls >= 1
+    if "simulator" in kernels.gpu_status()[1]:
+        assert p.limits()["gpu"] is None   # the simulator times nothing: no roofs from it
