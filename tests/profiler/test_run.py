@@ -18,7 +18,8 @@ def test_profile_command_writes_table_trace_and_chart(tmp_path, monkeypatch, cap
     for kernel in ("conv2d ", "conv2d_backward", "max_pool2d", "matmul", "dense_backward", "adam_step",
                    "softmax_cross_entropy_stats", "python overhead"):
         assert kernel in out, kernel
-    assert "cpu: the rows add up to" in out and "an unprofiled step takes" in out and "(median of 2)" in out
+    assert "cpu: train_on_batch profiled" in out and "the step's rows" in out
+    assert "unprofiled (median of 2, interleaved)" in out
     with open(tmp_path / "profile_cnn_cpu.json") as f:
         names = {e["name"] for e in json.load(f)["traceEvents"]}
     assert {"conv2d", "adam_step", "step 0", "step 1"} <= names
