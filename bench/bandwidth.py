@@ -29,6 +29,34 @@ def _threaded_copy(src, dst, chunks):
         dst[lo:hi] = src[lo:hi]
 
 
+@numba.njit(parallel=True, cache=True)
+def _threaded_triad(a, b, c, scalar, chunks):
+    n = a.shape[0]
+    size = (n + chunks - 1) // chunks
+    for j in prange(chunks):
+        lo = min(j * size, n)
+        hi = min(lo + size, n)
+        for i in range(lo, hi):
+            a[i] = b[i] + scalar * c[i]
+
+
+def triad_gbs(n=N, repeats=REPEATS):
+    """STREAM's triad a = b + s * c over n float32 on every Numba thread: the best GB/s of
+    `repeats` (STREAM's rule: the machine's limit, not its typical rate under other load),
+    12 bytes per element (b and c read, a written; the write's cache line fill not counted)."""
+    b = np.ones(n, dtype=np.float32)
+    c = np.full(n, 2.0, dtype=np.float32)
+    a = np.empty_like(b)
+    chunks = 4 * numba.get_num_threads()
+    _threaded_triad(a, b, c, np.float32(3.0), chunks)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _threaded_triad(a, b, c, np.float32(3.0), chunks)
+        times.append(time.perf_counter() - t)
+    return 12 * n / min(times) / 1e9
+
+
 def main():
     from numbanet import kernels
     be = kernels.get_backend("cpu")

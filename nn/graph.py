@@ -9,6 +9,10 @@ runs them.
 """
 import numpy as np
 
+# numbanet.profiler's Recorder while a profile is on, else None: Graph wraps each layer's
+# call with it (numbanet/profiler/hooks.py) to attribute the kernels to the layer and pass.
+profiler = None
+
 FLOAT = "float"   # the dtype of a float tensor: the model's float type, fixed when the model is built
 INT_DTYPES = ("int32", "int64")
 
@@ -221,7 +225,8 @@ class Graph:
             ins = [values[id(t)] for t in node.inputs]
             mask = masks.get(id(node.inputs[0])) if node.inputs else None
             kwargs = node.kwargs if mask is None else dict(node.kwargs, mask=mask)
-            outs = layer.run_node(ins, training, id(node) in fused_nodes, kwargs)
+            run = layer.run_node if profiler is None else profiler.layer(layer.name, "forward", layer.run_node)
+            outs = run(ins, training, id(node) in fused_nodes, kwargs)
             for t, m in zip(node.outputs, layer.output_masks(mask, ins, len(outs))):
                 if m is not None:
                     masks[id(t)] = m
@@ -265,7 +270,9 @@ class Graph:
                 layer.grads = {k: be.zeros(p.shape, p.dtype) for k, p in layer.params.items()}
                 dxs = [None] * len(node.inputs)
             else:
-                dxs = layer.backward_node(dys, id(node) in fused_nodes)
+                run = layer.backward_node if profiler is None else profiler.layer(layer.name, "backward",
+                                                                                  layer.backward_node)
+                dxs = run(dys, id(node) in fused_nodes)
             if self.calls[id(layer)] > 1:
                 if id(layer) in accumulated:
                     for k, g in layer.grads.items():

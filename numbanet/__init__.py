@@ -13,3 +13,11 @@ __version__ = "0.2.0"
 # folder shadows the installed package) still imports the installed parts, and
 # bench/gpu_check.sh can run an uninstalled checkout through a folder of links.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+
+def __getattr__(name):
+    # numbanet.profile, imported on first use: `import numbanet` stays cheap.
+    if name == "profile":
+        from numbanet.profiler import profile
+        return profile
+    raise AttributeError(f"module 'numbanet' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The `numbanet` command: info, train, bench.
+"""The `numbanet` command: info, train, bench, tune, profile.
 
 It sits above `numbanet.nn` and `numbanet.bench` so that neither imports the other's
 command line: `nn` never imports `bench`.
@@ -45,9 +45,15 @@ def _tune(args):
     return tune_main(args)
 
 
+def _profile(args):
+    from numbanet.profiler.run import main as profile_main
+    return profile_main(args)
+
+
 def build_parser():
     from numbanet.bench.runner import add_arguments as add_bench_arguments
     from numbanet.nn.train import add_arguments as add_train_arguments
+    from numbanet.profiler.run import add_arguments as add_profile_arguments
     from numbanet.tune import add_arguments as add_tune_arguments
     parser = argparse.ArgumentParser(prog="numbanet", description="Hand-written Numba kernels for training neural networks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +75,10 @@ def build_parser():
     bench = sub.add_parser("bench", help="benchmark the kernels against NumPy/PyTorch/CuPy")
     bench.set_defaults(func=_bench)
     add_bench_arguments(bench)
+    prof = sub.add_parser("profile", help="where a training step's time goes: per kernel, layer and pass, against "
+                                          "the machine's roofline; a Chrome trace and a roofline chart")
+    prof.set_defaults(func=_profile)
+    add_profile_arguments(prof)
     return parser
 
 

@@ -4,6 +4,7 @@ kernels/<backend>/activation.py (the per-element rules are kernels/rules.py's)."
 from functools import partial
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.rules import RELU, SIGMOID, TANH
 from numbanet.kernels.ops.declare import Family, Op
 
@@ -171,11 +172,38 @@ def _warm_softmax_backward(be, dt):
     be.softmax_backward(a, a)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+# FLOPs per element by kernels/rules.py's formulas (kernels/ops/cost.py's counting rule);
+# a forward reads x and writes y, a backward reads two arrays and writes dx.
+
+def _cost_gelu(x, *, approximate=False):
+    # exact: x * (1 + erf(x / sqrt 2)) / 2; tanh form: x^3 and the polynomial (4), tanh, 1 +, x / 2 *.
+    return (9 if approximate else 5) * cost.size(x), 2 * cost.nbytes(x)
+
+
+def _cost_gelu_backward(x, dy, *, approximate=False):
+    # Phi(x) and phi(x) (4 each), x * phi + Phi, times dy; the tanh form adds its polynomial's derivative.
+    return (16 if approximate else 11) * cost.size(x), 3 * cost.nbytes(x)
+
+
+_COSTS = {
+    "relu": cost.elementwise(1, 1, 1), "relu_backward": cost.elementwise(1, 2, 1),
+    "sigmoid": cost.elementwise(4, 1, 1), "sigmoid_backward": cost.elementwise(3, 2, 1),   # dy * y * (1 - y)
+    "tanh": cost.elementwise(1, 1, 1), "tanh_backward": cost.elementwise(3, 2, 1),         # dy * (1 - y * y)
+    "gelu": _cost_gelu, "gelu_backward": _cost_gelu_backward,
+    "silu": cost.elementwise(5, 1, 1), "silu_backward": cost.elementwise(9, 2, 1),
+    "leaky_relu": cost.elementwise(2, 1, 1), "leaky_relu_backward": cost.elementwise(2, 2, 1),
+    # the row's max, x - max, exp, the sum, the scale; backward: the row's dot(y, dy), dy - dot, y *
+    "softmax": cost.elementwise(5, 1, 1), "softmax_backward": cost.elementwise(4, 2, 1),
+}
+
+
 def _pair(name, forward=None, backward=None):
     """An elementwise activation and its gradient."""
-    return (Op(name, globals()[name], backward=name + "_backward", warmup=forward or _warm_forward(name)),
+    return (Op(name, globals()[name], backward=name + "_backward", warmup=forward or _warm_forward(name),
+               cost=_COSTS[name]),
             Op(name + "_backward", globals()[name + "_backward"],
-               warmup=backward or _warm_backward(name + "_backward")))
+               warmup=backward or _warm_backward(name + "_backward"), cost=_COSTS[name + "_backward"]))
 
 
 FAMILY = Family("activation", module="activation", attr="activation", ops=(

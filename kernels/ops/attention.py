@@ -3,6 +3,7 @@ kernels/<backend>/attention.py."""
 import math
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -81,7 +82,38 @@ def _warm_attention_backward(be, dt):
         be.attention_backward(q, q, q, out, out, lse, causal=causal)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _attention_sizes(q, k, v, causal):
+    """(score entries computed, D, Dv): B * H * Tq * Tk, halved (with the diagonal) when causal."""
+    bsz, tq, h, d = q.shape
+    tk, dv = k.shape[1], v.shape[3]
+    pairs = tq * tk
+    if causal:
+        # Query i sees keys 0..i (top-left aligned): the lower triangle of the Tq x Tk scores.
+        pairs = tq * (tq + 1) // 2 if tq <= tk else tk * (tk + 1) // 2 + (tq - tk) * tk
+    return bsz * h * pairs, d, dv
+
+
+def _cost_attention(q, k, v, *, causal=False, scale=None):
+    # q k^T (a multiply-add per score and D), the online softmax (5 per score: scale,
+    # max, exp, sum, rescale) and p v (a multiply-add per score and Dv); out and lse written.
+    scores, d, dv = _attention_sizes(q, k, v, causal)
+    bsz, tq, h, _ = q.shape
+    written = (bsz * tq * h * dv + bsz * h * tq) * cost.itemsize(q)
+    return scores * (2 * d + 5 + 2 * dv), cost.nbytes(q, k, v) + written
+
+
+def _cost_attention_backward(q, k, v, out, dout, lse, *, causal=False, scale=None):
+    # The scores recomputed (q k^T) and the probabilities from lse (3 per score), dv += p^T
+    # dout, dp = dout v^T, ds = p (dp - rowsum(dout * out)) (2 per score), dq += ds k and
+    # dk += ds^T q: five products the size of the forward's.
+    scores, d, dv = _attention_sizes(q, k, v, causal)
+    flops = scores * (2 * d + 3 + 2 * dv + 2 * dv + 2 + 2 * d + 2 * d)
+    return flops, cost.nbytes(q, k, v, out, dout, lse) + cost.nbytes(q, k, v)
+
+
 FAMILY = Family("attention", module="attention", attr="attn", hot=True, ops=(
-    Op("attention", attention, backward="attention_backward", warmup=_warm_attention),
-    Op("attention_backward", attention_backward, warmup=_warm_attention_backward),
+    Op("attention", attention, backward="attention_backward", warmup=_warm_attention, cost=_cost_attention),
+    Op("attention_backward", attention_backward, warmup=_warm_attention_backward, cost=_cost_attention_backward),
 ))

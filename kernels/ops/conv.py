@@ -1,6 +1,7 @@
 """The conv family: conv2d with a fused bias and activation, and conv2d_backward, which
 back-propagates through that activation too, on kernels/<backend>/conv.py."""
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 # The activations conv2d applies as it writes y and conv2d_backward differentiates from
@@ -110,7 +111,36 @@ def _warm_conv2d_backward(be, dt):
             be.conv2d_backward(x, w, dy, padding="same", activation=act, y=None if act == "linear" else dy)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _conv_sizes(x, w, strides, padding):
+    """(output elements, multiply-adds per output element) of conv2d on x and w."""
+    (_, (oh, ow, _, _, _, _)) = conv2d_shapes("conv2d", x, w, strides, padding)
+    kh, kw, ci, co = w.shape
+    return x.shape[0] * oh * ow * co, kh * kw * ci
+
+
+def _cost_conv2d(x, w, bias=None, *, strides=(1, 1), padding="valid", activation=None):
+    outs, macs = _conv_sizes(x, w, strides, padding)
+    epilogue = (bias is not None) + cost.activation_flops(activation)
+    return (2 * macs + epilogue) * outs, cost.nbytes(x, w, bias) + outs * cost.itemsize(x)
+
+
+def _cost_conv2d_backward(x, w, dy, *, strides=(1, 1), padding="valid", compute_dx=True, grads=None,
+                          activation=None, y=None):
+    # dw (a product the size of the forward's), db (the sums of dz), dx (a second such
+    # product) when asked, and the activation's gradient dz = dy * act'(y) (one multiply
+    # besides act' itself).
+    outs, macs = _conv_sizes(x, w, strides, padding)
+    products = 2 if compute_dx else 1
+    act = 0 if activation in (None, "linear") else 1 + cost.activation_flops(activation)
+    flops = products * 2 * macs * outs + outs + act * outs
+    read = cost.nbytes(x, dy, y) + (cost.nbytes(w) if compute_dx else 0)
+    written = cost.nbytes(w) + w.shape[3] * cost.itemsize(w) + (cost.nbytes(x) if compute_dx else 0)
+    return flops, read + written
+
+
 FAMILY = Family("conv", module="conv", attr="conv", hot=True, ops=(
-    Op("conv2d", conv2d, backward="conv2d_backward", warmup=_warm_conv2d),
-    Op("conv2d_backward", conv2d_backward, warmup=_warm_conv2d_backward),
+    Op("conv2d", conv2d, backward="conv2d_backward", warmup=_warm_conv2d, cost=_cost_conv2d),
+    Op("conv2d_backward", conv2d_backward, warmup=_warm_conv2d_backward, cost=_cost_conv2d_backward),
 ))

@@ -4,6 +4,7 @@ row gather, on kernels/<backend>/elementwise.py."""
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -268,16 +269,54 @@ def _warm_take_rows(be, dt):
     be.take_rows(be.asarray(np.arange(4, dtype=np.int32)), rows)   # fit's integer labels
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_bias_add(x, b):
+    return cost.size(x), 2 * cost.nbytes(x) + cost.nbytes(b)
+
+
+def _cost_l1_l2_grad(w, dw, *, l1=0.0, l2=0.0):
+    # dw += l1 * sign(w) + 2 * l2 * w: the sign, two multiplies, two adds and the doubling; dw read and written.
+    return 6 * cost.size(w), 3 * cost.nbytes(w)
+
+
+def _cost_l1_l2_penalty(w, *, l1=0.0, l2=0.0, into=None):
+    # |w| added, w * w added (a multiply-add).
+    return 4 * cost.size(w), cost.nbytes(w)
+
+
+def _cost_copy(x, *args, **kwargs):
+    """An op that only moves x's elements: read once, written once."""
+    return 0, 2 * cost.nbytes(x)
+
+
+def _cost_concatenate(arrays, axis=-1):
+    return 0, 2 * cost.nbytes(*arrays)
+
+
+def _cost_take_rows(x, indices, *, _indices_checked=False):
+    row = cost.size(x) // x.shape[0] * cost.itemsize(x)
+    return 0, cost.nbytes(indices) + 2 * indices.shape[0] * row
+
+
+_cost_dropout = cost.elementwise(2, 1, 2)            # the hash's draw compared, x scaled; y and mask written
+_cost_dropout_backward = cost.elementwise(1, 2, 1)   # dy * mask
+_cost_scale = cost.elementwise(1, 1, 1)
+_cost_add = cost.elementwise(1, 2, 1)
+_cost_split = _cost_copy
+_cost_transpose = _cost_copy
+
+
 FAMILY = Family("elementwise", module="elementwise", attr="elementwise", ops=(
-    Op("bias_add", bias_add, warmup=_warm_bias_add),
-    Op("dropout", dropout, backward="dropout_backward", warmup=_warm_dropout),
-    Op("dropout_backward", dropout_backward, warmup=_warm_dropout_backward),
-    Op("l1_l2_grad", l1_l2_grad, warmup=_warm_l1_l2_grad),
-    Op("l1_l2_penalty", l1_l2_penalty, warmup=_warm_l1_l2_penalty),
-    Op("scale", scale, warmup=_warm_scale),
-    Op("add", add, warmup=_warm_add),
-    Op("concatenate", concatenate, backward="split", warmup=_warm_concatenate),
-    Op("split", split, backward="concatenate", warmup=_warm_split),
-    Op("transpose", transpose, warmup=_warm_transpose),
-    Op("take_rows", take_rows, warmup=_warm_take_rows),
+    Op("bias_add", bias_add, warmup=_warm_bias_add, cost=_cost_bias_add),
+    Op("dropout", dropout, backward="dropout_backward", warmup=_warm_dropout, cost=_cost_dropout),
+    Op("dropout_backward", dropout_backward, warmup=_warm_dropout_backward, cost=_cost_dropout_backward),
+    Op("l1_l2_grad", l1_l2_grad, warmup=_warm_l1_l2_grad, cost=_cost_l1_l2_grad),
+    Op("l1_l2_penalty", l1_l2_penalty, warmup=_warm_l1_l2_penalty, cost=_cost_l1_l2_penalty),
+    Op("scale", scale, warmup=_warm_scale, cost=_cost_scale),
+    Op("add", add, warmup=_warm_add, cost=_cost_add),
+    Op("concatenate", concatenate, backward="split", warmup=_warm_concatenate, cost=_cost_concatenate),
+    Op("split", split, backward="concatenate", warmup=_warm_split, cost=_cost_split),
+    Op("transpose", transpose, warmup=_warm_transpose, cost=_cost_transpose),
+    Op("take_rows", take_rows, warmup=_warm_take_rows, cost=_cost_take_rows),
 ))

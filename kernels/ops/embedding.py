@@ -3,6 +3,7 @@ kernels/<backend>/embedding.py."""
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -74,7 +75,20 @@ def _warm_embedding_backward(be, dt):
     be.embedding_backward(ids, be.embedding(be.zeros((3, 4), dt), ids), 3)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_embedding(table, ids, *, _ids_checked=False):
+    # A gather: each id's row read and written.
+    return 0, cost.nbytes(ids) + 2 * cost.size(ids) * table.shape[1] * cost.itemsize(table)
+
+
+def _cost_embedding_backward(ids, dout, input_dim, *, _ids_checked=False):
+    # dtable written whole (zeros where no id is), a dout row added per id.
+    d = dout.shape[dout.ndim - 1]
+    return cost.size(dout), cost.nbytes(ids, dout) + int(input_dim) * d * cost.itemsize(dout)
+
+
 FAMILY = Family("embedding", module="embedding", attr="embed", ops=(
-    Op("embedding", embedding, backward="embedding_backward", warmup=_warm_embedding),
-    Op("embedding_backward", embedding_backward, warmup=_warm_embedding_backward),
+    Op("embedding", embedding, backward="embedding_backward", warmup=_warm_embedding, cost=_cost_embedding),
+    Op("embedding_backward", embedding_backward, warmup=_warm_embedding_backward, cost=_cost_embedding_backward),
 ))

@@ -3,6 +3,7 @@ batched_matmul, on kernels/<backend>/gemm.py."""
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -142,8 +143,34 @@ def _warm_batched_matmul(be, dt):
     be.batched_matmul(be.zeros((2, 4, 3), dt), be.zeros((2, 4, 5), dt), trans_a=True)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out=None):
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    epilogue = (bias is not None) + cost.activation_flops(activation)
+    return 2 * m * n * k + epilogue * m * n, cost.nbytes(a, b, bias) + m * n * cost.itemsize(a)
+
+
+def _cost_dense_backward(x, w, dy, *, compute_dx=True, grads=None):
+    # dw = x^T dy and db = the column sums of dy; dx = dy w^T when asked.
+    (m, k), n = x.shape, w.shape[1]
+    products = 2 if compute_dx else 1
+    flops = products * 2 * m * n * k + m * n
+    written = cost.nbytes(w) + n * cost.itemsize(w) + (cost.nbytes(x) if compute_dx else 0)
+    return flops, cost.nbytes(x, dy) + (cost.nbytes(w) if compute_dx else 0) + written
+
+
+def _cost_batched_matmul(a, b, *, trans_a=False, trans_b=False, out=None):
+    nd = a.ndim
+    m, k = (a.shape[nd - 1], a.shape[nd - 2]) if trans_a else (a.shape[nd - 2], a.shape[nd - 1])
+    n = b.shape[nd - 2] if trans_b else b.shape[nd - 1]
+    z = cost.size(a) // (m * k)
+    return 2 * z * m * n * k, cost.nbytes(a, b) + z * m * n * cost.itemsize(a)
+
+
 FAMILY = Family("gemm", module="gemm", attr="gemm", hot=True, ops=(
-    Op("matmul", matmul, backward="dense_backward", warmup=_warm_matmul),
-    Op("dense_backward", dense_backward, warmup=_warm_dense_backward),
-    Op("batched_matmul", batched_matmul, warmup=_warm_batched_matmul),
+    Op("matmul", matmul, backward="dense_backward", warmup=_warm_matmul, cost=_cost_matmul),
+    Op("dense_backward", dense_backward, warmup=_warm_dense_backward, cost=_cost_dense_backward),
+    Op("batched_matmul", batched_matmul, warmup=_warm_batched_matmul, cost=_cost_batched_matmul),
 ))

@@ -1,6 +1,7 @@
 """The layernorm family: normalization over the last axis (Keras's LayerNormalization),
 forward and backward, on kernels/<backend>/layernorm.py."""
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -78,7 +79,26 @@ def _warm_layer_norm_backward(be, dt):
     be.layer_norm_backward(x, None, y, mean, rstd, center=False)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_layer_norm(x, gamma, beta, *, epsilon=1e-3):
+    # Per element: the mean's add, the variance's subtract and multiply-add, (x - mean) *
+    # rstd, * gamma + beta; per row rstd (an add, a sqrt, a divide).
+    c = x.shape[x.ndim - 1]
+    rows = cost.size(x) // c
+    return 8 * cost.size(x) + 3 * rows, 2 * cost.nbytes(x) + cost.nbytes(gamma, beta) + 2 * rows * cost.itemsize(x)
+
+
+def _cost_layer_norm_backward(x, gamma, dy, mean, rstd, *, center=True):
+    # Per element: x_hat (2), dy * gamma, the row sums of g and g * x_hat (3), dx from them
+    # (4), dgamma += dy * x_hat (2), dbeta += dy.
+    c = x.shape[x.ndim - 1]
+    params = (gamma is not None) + bool(center)   # dgamma, dbeta
+    written = cost.nbytes(x) + params * c * cost.itemsize(x)
+    return 13 * cost.size(x), cost.nbytes(x, gamma, dy, mean, rstd) + written
+
+
 FAMILY = Family("layernorm", module="layernorm", attr="layernorm", ops=(
-    Op("layer_norm", layer_norm, backward="layer_norm_backward", warmup=_warm_layer_norm),
-    Op("layer_norm_backward", layer_norm_backward, warmup=_warm_layer_norm_backward),
+    Op("layer_norm", layer_norm, backward="layer_norm_backward", warmup=_warm_layer_norm, cost=_cost_layer_norm),
+    Op("layer_norm_backward", layer_norm_backward, warmup=_warm_layer_norm_backward, cost=_cost_layer_norm_backward),
 ))

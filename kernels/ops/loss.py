@@ -4,6 +4,7 @@ accuracy counts, on kernels/<backend>/loss.py."""
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -172,13 +173,59 @@ def _warm_binary_accuracy(be, dt):
     be.binary_accuracy(be.zeros((4, 3), dt), be.zeros((4, 3), dt))
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_softmax_cross_entropy(logits, labels, *, _labels_checked=False):
+    # Per element the row's max, x - max, exp, the sum, the probability and the gradient
+    # (p - onehot) / N (2); per row a log and the loss (2). losses and dlogits written.
+    n, c = logits.shape
+    return 7 * n * c + 2 * n, cost.nbytes(logits, labels, logits) + n * cost.itemsize(logits)
+
+
+def _cost_softmax_cross_entropy_stats(logits, labels, *, _labels_checked=False):
+    # The argmax's comparison per element besides; the 16 bytes of statistics.
+    flops, moved = _cost_softmax_cross_entropy(logits, labels)
+    return flops + cost.size(logits), moved + 16
+
+
+def _cost_crossentropy(probs, labels, *, eps=1e-7, _labels_checked=False):
+    # Per element the clip (2), the divide and the mean's scale of the gradient; per row a log.
+    n, c = probs.shape
+    return 4 * n * c + n, cost.nbytes(probs, labels, probs) + n * cost.itemsize(probs)
+
+
+def _cost_mse(pred, target):
+    # The difference, its square added (2), the gradient 2 d / N (2).
+    n = pred.shape[0]
+    return 5 * cost.size(pred), cost.nbytes(pred, target, pred) + n * cost.itemsize(pred)
+
+
+def _cost_binary_crossentropy(pred, target, *, from_logits=False, eps=1e-7):
+    # logits: max(z, 0) - z t + log(1 + exp(-|z|)) (9) and the gradient (sigmoid(z) - t) / n (6);
+    # probabilities: the clip (2), t log p + (1 - t) log(1 - p) (8) and (p - t) / (p (1 - p)) / n (6).
+    n = pred.shape[0]
+    per = 15 if from_logits else 16
+    return per * cost.size(pred), cost.nbytes(pred, target, pred) + n * cost.itemsize(pred)
+
+
+def _cost_binary_accuracy(pred, target, *, threshold=0.5):
+    # pred > threshold, == target, counted.
+    return 3 * cost.size(pred), cost.nbytes(pred, target)
+
+
+def _cost_accuracy(scores, labels, *, _labels_checked=False):
+    # The row's argmax (a comparison per element) against its label.
+    return cost.size(scores), cost.nbytes(scores, labels)
+
+
 FAMILY = Family("loss", module="loss", attr="loss", ops=(
-    Op("softmax_cross_entropy", softmax_cross_entropy, warmup=_warm_with_labels("softmax_cross_entropy")),
+    Op("softmax_cross_entropy", softmax_cross_entropy, warmup=_warm_with_labels("softmax_cross_entropy"),
+       cost=_cost_softmax_cross_entropy),
     Op("softmax_cross_entropy_stats", softmax_cross_entropy_stats,
-       warmup=_warm_with_labels("softmax_cross_entropy_stats")),
-    Op("crossentropy", crossentropy, warmup=_warm_with_labels("crossentropy")),
-    Op("mse", mse, warmup=_warm_mse),
-    Op("binary_crossentropy", binary_crossentropy, warmup=_warm_binary_crossentropy),
-    Op("binary_accuracy", binary_accuracy, warmup=_warm_binary_accuracy),
-    Op("accuracy", accuracy, warmup=_warm_with_labels("accuracy")),
+       warmup=_warm_with_labels("softmax_cross_entropy_stats"), cost=_cost_softmax_cross_entropy_stats),
+    Op("crossentropy", crossentropy, warmup=_warm_with_labels("crossentropy"), cost=_cost_crossentropy),
+    Op("mse", mse, warmup=_warm_mse, cost=_cost_mse),
+    Op("binary_crossentropy", binary_crossentropy, warmup=_warm_binary_crossentropy, cost=_cost_binary_crossentropy),
+    Op("binary_accuracy", binary_accuracy, warmup=_warm_binary_accuracy, cost=_cost_binary_accuracy),
+    Op("accuracy", accuracy, warmup=_warm_with_labels("accuracy"), cost=_cost_accuracy),
 ))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -139,9 +140,37 @@ def _warm_clip_by_global_norm(be, dt):
     be.clip_by_global_norm([be.zeros((8,), dt), be.zeros((3, 4), dt)], 1.0)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_adam_step(param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step, weight_decay=0.0):
+    # kernels/rules.py's adam per element: decay 2, m 3, v 4, the update 5 (a sqrt, an add,
+    # a multiply, a divide, a subtract); param, grad, m, v read and param, m, v written.
+    return 14 * cost.size(param), 7 * cost.nbytes(param)
+
+
+def _cost_sgd_step(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    # rules.sgd: 4 per element; rules.sgd_momentum: decay 2, velocity 3, the update 1
+    # (nesterov: 4), the velocity read and written besides param and grad.
+    n = cost.size(param)
+    if momentum == 0.0:
+        return 4 * n, 3 * cost.nbytes(param)
+    return (9 if nesterov else 6) * n, 5 * cost.nbytes(param)
+
+
+def _cost_clip_by_norm(grad, clipnorm):
+    return _cost_clip_by_global_norm([grad], clipnorm)
+
+
+def _cost_clip_by_global_norm(grads, clipnorm):
+    # A multiply-add per element for the squared norm, a multiply to scale it: read twice,
+    # written once.
+    n = sum(cost.size(g) for g in grads)
+    return 3 * n, 3 * cost.nbytes(*grads)
+
+
 FAMILY = Family("optim", module="optim", attr="optim", ops=(
-    Op("adam_step", adam_step, warmup=_warm_adam_step),
-    Op("sgd_step", sgd_step, warmup=_warm_sgd_step),
-    Op("clip_by_norm", clip_by_norm, warmup=_warm_clip_by_norm),
-    Op("clip_by_global_norm", clip_by_global_norm, warmup=_warm_clip_by_global_norm),
+    Op("adam_step", adam_step, warmup=_warm_adam_step, cost=_cost_adam_step),
+    Op("sgd_step", sgd_step, warmup=_warm_sgd_step, cost=_cost_sgd_step),
+    Op("clip_by_norm", clip_by_norm, warmup=_warm_clip_by_norm, cost=_cost_clip_by_norm),
+    Op("clip_by_global_norm", clip_by_global_norm, warmup=_warm_clip_by_global_norm, cost=_cost_clip_by_global_norm),
 ))

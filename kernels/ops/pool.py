@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -123,9 +124,40 @@ def _warm_avg_pool2d_backward(be, dt):
         be.avg_pool2d_backward(be.zeros((2, side, side, 3), dt), (2, 5, 5, 3), padding=padding)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _pool_sizes(op, x_shape, pool_size, strides, padding):
+    """(output elements, cells per window)."""
+    (ph, pw), _, (oh, ow, _, _, _, _) = pool_shapes(op, x_shape, pool_size, strides, padding)
+    return x_shape[0] * oh * ow * x_shape[3], ph * pw
+
+
+def _cost_max_pool2d(x, *, pool_size=(2, 2), strides=None, padding="valid"):
+    # One comparison per window cell; y and its int32 indices written.
+    outs, cells = _pool_sizes("max_pool2d", tuple(x.shape), pool_size, strides, padding)
+    return outs * cells, cost.nbytes(x) + outs * (cost.itemsize(x) + 4)
+
+
+def _cost_max_pool2d_backward(dy, indices, x_shape, *, _indices_checked=False):
+    # dx written whole (zeros where no maximum was), one add per dy element.
+    return cost.size(dy), cost.nbytes(dy, indices) + int(np.prod(x_shape)) * cost.itemsize(dy)
+
+
+def _cost_avg_pool2d(x, *, pool_size=(2, 2), strides=None, padding="valid"):
+    # The window's cells added, the sum scaled once.
+    outs, cells = _pool_sizes("avg_pool2d", tuple(x.shape), pool_size, strides, padding)
+    return outs * cells, cost.nbytes(x) + outs * cost.itemsize(x)
+
+
+def _cost_avg_pool2d_backward(dy, x_shape, *, pool_size=(2, 2), strides=None, padding="valid"):
+    # Each dy element scaled once and added to its window's cells.
+    outs, cells = _pool_sizes("avg_pool2d_backward", tuple(x_shape), pool_size, strides, padding)
+    return outs * (cells + 1), cost.nbytes(dy) + int(np.prod(x_shape)) * cost.itemsize(dy)
+
+
 FAMILY = Family("pool", module="pool", attr="pool", ops=(
-    Op("max_pool2d", max_pool2d, backward="max_pool2d_backward", warmup=_warm_max_pool2d),
-    Op("max_pool2d_backward", max_pool2d_backward, warmup=_warm_max_pool2d_backward),
-    Op("avg_pool2d", avg_pool2d, backward="avg_pool2d_backward", warmup=_warm_avg_pool2d),
-    Op("avg_pool2d_backward", avg_pool2d_backward, warmup=_warm_avg_pool2d_backward),
+    Op("max_pool2d", max_pool2d, backward="max_pool2d_backward", warmup=_warm_max_pool2d, cost=_cost_max_pool2d),
+    Op("max_pool2d_backward", max_pool2d_backward, warmup=_warm_max_pool2d_backward, cost=_cost_max_pool2d_backward),
+    Op("avg_pool2d", avg_pool2d, backward="avg_pool2d_backward", warmup=_warm_avg_pool2d, cost=_cost_avg_pool2d),
+    Op("avg_pool2d_backward", avg_pool2d_backward, warmup=_warm_avg_pool2d_backward, cost=_cost_avg_pool2d_backward),
 ))

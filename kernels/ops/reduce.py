@@ -3,6 +3,7 @@ backend cell) and the row-wise argmax, on kernels/<backend>/reduce.py."""
 import numpy as np
 
 from numbanet.kernels import shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
@@ -60,8 +61,24 @@ def _warm_argmax(be, dt):
     be.argmax(be.zeros((4, 10), dt))
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+
+def _cost_column_sum(x):
+    c = x.shape[x.ndim - 1]
+    return cost.size(x), cost.nbytes(x) + c * cost.itemsize(x)
+
+
+def _cost_sum(x, *, into=None, scale=1.0):
+    return cost.size(x), cost.nbytes(x)
+
+
+def _cost_argmax(x):
+    # A comparison per element; an int32 per row written.
+    return cost.size(x), cost.nbytes(x) + 4 * x.shape[0]
+
+
 FAMILY = Family("reduce", module="reduce", attr="reduce", ops=(
-    Op("column_sum", column_sum, warmup=_warm_column_sum),
-    Op("sum", sum, warmup=_warm_sum),
-    Op("argmax", argmax, warmup=_warm_argmax),
+    Op("column_sum", column_sum, warmup=_warm_column_sum, cost=_cost_column_sum),
+    Op("sum", sum, warmup=_warm_sum, cost=_cost_sum),
+    Op("argmax", argmax, warmup=_warm_argmax, cost=_cost_argmax),
 ))

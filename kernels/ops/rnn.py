@@ -13,6 +13,7 @@ import types
 import numpy as np
 
 from numbanet.kernels import rules, shapes
+from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 CELLS = {name: code for code, name in enumerate(rules.CELLS)}
@@ -264,7 +265,50 @@ def _warm_rnn_backward(be, dt):
             be.rnn_backward(x, kernel, rec, bias, ws, y, cell=cell, **masks)
 
 
+# --------------------------------------------------------------------------- costs (Op.cost)
+# FLOPs per unit and step of a cell's update besides the two products: simple: xproj +
+# the recurrent product, the activation; lstm: the four gates' adds, three sigmoids (4
+# each), two tanh, c = f c + i g (3), h = o tanh(c); gru: the three gates' adds, two
+# sigmoids, r (U_h h + b_h) (2), tanh, h = z h' + (1 - z) h~ (4).
+_CELL_FLOPS = {"simple": 2, "lstm": 22, "gru": 19}
+
+
+def _cost_rnn(x, kernel, recurrent_kernel, bias=None, *, cell, return_sequences=True, **state):
+    # The input projection (one GEMM over every step, the bias added), the recurrent
+    # product and the cell's update at every step; xproj written and read, the workspace
+    # (kernels/rules.py's WORKSPACE columns per unit) written.
+    b, t, f = x.shape
+    h = recurrent_kernel.shape[0]
+    gh = kernel.shape[1]
+    rows = b * t
+    flops = (2 * rows * f * gh + (rows * gh if bias is not None else 0) + 2 * rows * h * gh
+             + rows * h * _CELL_FLOPS[cell])
+    item = cost.itemsize(x)
+    outputs = (rows * h if return_sequences else b * h) + (3 if cell == "lstm" else 2) * b * h
+    written = (outputs + 2 * rows * gh + rows * WORKSPACE[cell] * h) * item
+    return flops, cost.nbytes(x, kernel, recurrent_kernel, bias) + written
+
+
+def _cost_rnn_backward(x, kernel, recurrent_kernel, bias, workspace, dy, *, cell, compute_dx=True, **state):
+    # Through time: dh's recurrent product and the cell's gradient (twice its update);
+    # then dkernel = x^T dz, drecurrent_kernel = h_prev^T dz, the bias's column sums and
+    # dx = dz kernel^T when asked. dz (a GRU: two of them) and h_prev written and read.
+    b, t, f = x.shape
+    h = recurrent_kernel.shape[0]
+    gh = kernel.shape[1]
+    rows = b * t
+    products = 2 if compute_dx else 1
+    flops = (2 * rows * h * gh + 2 * rows * h * _CELL_FLOPS[cell] + products * 2 * rows * f * gh
+             + 2 * rows * h * gh + (rows * gh if bias is not None else 0))
+    item = cost.itemsize(x)
+    dz = (2 if cell == "gru" else 1) * rows * gh
+    written = (2 * dz + 2 * rows * h + cost.size(kernel) + cost.size(recurrent_kernel) + cost.size(bias)
+               + (rows * f if compute_dx else 0)) * item
+    read = cost.nbytes(x, recurrent_kernel, workspace, dy) + (cost.nbytes(kernel) if compute_dx else 0)
+    return flops, read + written
+
+
 FAMILY = Family("rnn", module="rnn", attr="recurrent", hot=True, ops=(
-    Op("rnn", rnn, backward="rnn_backward", warmup=_warm_rnn),
-    Op("rnn_backward", rnn_backward, warmup=_warm_rnn_backward),
+    Op("rnn", rnn, backward="rnn_backward", warmup=_warm_rnn, cost=_cost_rnn),
+    Op("rnn_backward", rnn_backward, warmup=_warm_rnn_backward, cost=_cost_rnn_backward),
 ))
