@@ -188,10 +188,12 @@ def _read_batch_norm(c):
     c.no_constraints("beta", "gamma")
     return dict(axis=c.take("axis", -1), momentum=c.take("momentum", 0.99), epsilon=c.take("epsilon", 1e-3),
                 center=c.take("center", True), scale=c.take("scale", True),
-                beta_initializer=c.initializer("beta_initializer"), gamma_initializer=c.initializer("gamma_initializer"),
+                beta_initializer=c.initializer("beta_initializer"),
+                gamma_initializer=c.initializer("gamma_initializer"),
                 moving_mean_initializer=c.initializer("moving_mean_initializer"),
                 moving_variance_initializer=c.initializer("moving_variance_initializer"),
-                beta_regularizer=c.regularizer("beta_regularizer"), gamma_regularizer=c.regularizer("gamma_regularizer"))
+                beta_regularizer=c.regularizer("beta_regularizer"),
+                gamma_regularizer=c.regularizer("gamma_regularizer"))
 
 
 def _write_batch_norm(layer):

@@ -1,4 +1,5 @@
-"""SGD, Adam, AdamW, RMSprop and Adagrad (Keras 3's defaults), updating parameters with the backend's fused kernels.
+"""SGD, Adam, AdamW, RMSprop and Adagrad (Keras 3's defaults), updating parameters with the
+backend's fused kernels.
 
 Every optimizer takes Keras's learning_rate (a number or a schedule from
 nn.optimizers.schedules), weight_decay (decoupled: p -= lr * weight_decay * p before
@@ -8,8 +9,9 @@ Keras: clip, decay, update. Clipping runs on the backend (be.clip_by_norm /
 clip_by_global_norm): on the gpu the norm and the scale never visit the host.
 
 State (Adam's m and v, SGD's velocity, RMSprop's velocity, momentum and average gradient,
-Adagrad's accumulator) lives on the backend next to the parameters,
-keyed by the parameter's position, and the step counter `iterations` is saved with the
+Adagrad's accumulator) lives on the backend next to the parameters, keyed by the
+parameter's position (trainable weights only: BatchNormalization's moving statistics
+have none), and the step counter `iterations` is saved with the
 model so that training resumes bit-identically.
 """
 import math

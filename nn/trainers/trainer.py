@@ -95,7 +95,8 @@ class Trainer:
         self._add_penalty_gradients(regularized)
 
     def _update(self):
-        params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}") for key, layer, k in self._trainable_params()]
+        params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}")
+                  for key, layer, k in self._trainable_params()]
         packed = self._packed
         if packed is not None and not packed.holds([(key, p, g) for key, p, g, _ in params]):
             packed = None
