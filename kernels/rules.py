@@ -303,6 +303,34 @@ def sgd_momentum(p, g, vel, lr, lr_wd, mom, nesterov):
     return p + vel, vel
 
 
+def rmsprop(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
+    """-> (p, velocity, average gradient, momentum) after one RMSprop step, Keras 3's
+    order of operations: velocity = rho v + (1 - rho) g^2; centered: average = rho a +
+    (1 - rho) g and the denominator sqrt(v - a^2 + eps), else sqrt(v + eps); increment =
+    lr g / denominator; with momentum m = momentum m + increment and p -= m, else
+    p -= increment. avg / mom pass through unchanged when not centered / no momentum."""
+    p = p - lr_wd * p
+    vel = rho * vel + one_rho * (g * g)
+    if centered:
+        avg = rho * avg + one_rho * g
+        denominator = vel - avg * avg + eps
+    else:
+        denominator = vel + eps
+    increment = lr * g / math.sqrt(denominator)
+    if use_momentum:
+        mom = momentum * mom + increment
+        return p - mom, vel, avg, mom
+    return p - increment, vel, avg, mom
+
+
+def adagrad(p, g, acc, lr, lr_wd, eps):
+    """-> (p, accumulator) after one Adagrad step (Keras 3's): acc += g^2;
+    p -= lr g / sqrt(acc + eps)."""
+    p = p - lr_wd * p
+    acc = acc + g * g
+    return p - lr * g / math.sqrt(acc + eps), acc
+
+
 def clip_scale(sq_norm, clipnorm):
     """Keras's clipnorm factor clipnorm / max(norm, clipnorm) from the squared norm: exactly
     1 within bounds, NaN for a NaN norm (a broken gradient is not hidden)."""

@@ -26,6 +26,12 @@ What fit does with N processes (synchronous data parallelism):
   metric counts behind them, are summed by ONE Allreduce (Horovod's tensor fusion).
   Every process then applies the same update, so the weights stay identical. A
   non-finite loss anywhere is non-finite in the sum, so every process skips that update.
+- Non-trainable weights (BatchNormalization's moving statistics) have no gradient and are
+  left out of the gradient sum. Each process updates them from its own rows' batch
+  statistics; the same Allreduce then averages them (their sum / the number of
+  processes) and every process takes the average, as tf.distribute's MirroredStrategy
+  does (moving-statistic variables aggregate with MEAN across replicas), so they stay
+  equal everywhere.
 - At the start of fit, process 0's weights, optimizer state and step count, and the
   state of its random generator, are broadcast: every process then draws the same
   shuffle each epoch (the one a single process would draw) and takes its slice of each
@@ -264,20 +270,29 @@ class FitSync:
         self.model = model
         self.be = model.be
         self.dtype = model.dtype
-        self.layout = []
+        self.layout = []    # the trainable weights' gradients
+        self.states = []    # the non-trainable weights, behind the gradients
         offset = 0
+        trainable = {key for key, _, _ in model._trainable_params()}
         for key, layer, k in model._params():
-            p = layer.params[k]
-            self.layout.append((layer, k, offset, int(p.size), tuple(p.shape)))
-            offset += int(p.size)
+            if key in trainable:
+                p = layer.params[k]
+                self.layout.append((layer, k, offset, int(p.size), tuple(p.shape)))
+                offset += int(p.size)
         self.n_grads = offset
+        for key, layer, k in model._params():
+            if key not in trainable:
+                p = layer.params[k]
+                self.states.append((layer, k, offset, int(p.size), tuple(p.shape)))
+                offset += int(p.size)
+        self.n_sync = offset
         self.n_per_output = len(model.outputs) if len(model.outputs) > 1 else 0
         self.n_metrics = sum(len(kinds) for kinds in model._compile_loss.metric_kinds)
         self.n_tail = 1 + self.n_per_output + 2 * self.n_metrics
         # The logs travel behind the gradients: in the backend buffer itself on the cpu
         # (it is host memory) and with a CUDA-aware MPI, else in the host staging buffer.
         self.tail_on_backend = self.be.name == "cpu" or comm.cuda_aware
-        self.host = None if self.tail_on_backend else self.be.host_empty((self.n_grads + self.n_tail,), self.dtype)
+        self.host = None if self.tail_on_backend else self.be.host_empty((self.n_sync + self.n_tail,), self.dtype)
         self.rows = self.global_rows = 0
 
     @property
@@ -352,21 +367,29 @@ class FitSync:
     def reduce(self, loss, per_output, stats, have_grads):
         """The step's one Allreduce: every process's gradients times its share of the rows,
         and its logs, summed -> the global batch's (loss, per-output losses, metric counts);
-        each layer's grads then hold the global batch's gradients. have_grads: backward ran
-        (False: no rows here, or a non-finite loss, whose step every process skips)."""
-        be, n = self.be, self.n_grads
+        each layer's grads then hold the global batch's gradients, and every non-trainable
+        weight the processes' average. have_grads: backward ran (False: no rows here, or a
+        non-finite loss, whose step every process skips)."""
+        be, n, ng = self.be, self.n_sync, self.n_grads
         tail = self._tail(loss, per_output, stats)
         extra = self.n_tail if self.tail_on_backend else 0
+        states = [be.reshape(layer.params[k], (size,)) for layer, k, _, size, _ in self.states]
         if have_grads:
             parts = [be.reshape(layer.grads[k], (size,)) for layer, k, _, size, _ in self.layout]
-            flat = be.concatenate(parts + ([be.asarray(tail)] if extra else []), axis=0)
+            flat = be.concatenate(parts + states + ([be.asarray(tail)] if extra else []), axis=0)
             # Global mean = the sum over processes of (rows_i / rows) * process i's mean.
-            grads = flat[:n]
+            grads = flat[:ng]
             be.scale(grads, self.rows / self.global_rows, out=grads)
         else:
             flat = be.zeros((n + extra,), self.dtype)
+            for (_, _, offset, size, _), s in zip(self.states, states):
+                be.assign(flat[offset:offset + size], s)
             if extra:
                 be.copy_from_host(flat[n:], tail)
+        if states:
+            # The average over processes (MirroredStrategy's MEAN): each adds 1/size of its own.
+            kept = flat[ng:n]
+            be.scale(kept, 1.0 / self.comm.size, out=kept)
         grads = flat[:n]
         if self.host is None:
             be.synchronize()   # the kernels that wrote flat have finished before MPI reads it
@@ -386,4 +409,6 @@ class FitSync:
                 be.scale(reduced, 1.0, out=layer.grads[k])
             else:
                 layer.grads[k] = reduced
+        for layer, k, offset, size, shape in self.states:
+            be.assign(layer.params[k], be.reshape(grads[offset:offset + size], shape))
         return self._untail(tail)

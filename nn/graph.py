@@ -267,7 +267,8 @@ class Graph:
             layer.need_dx = any(id(t) not in self.input_ids and t.is_float for t in node.inputs)
             if all(d is None for d in dys):
                 # Nothing downstream depends on this call (its output only sized another layer).
-                layer.grads = {k: be.zeros(p.shape, p.dtype) for k, p in layer.params.items()}
+                layer.grads = {k: be.zeros(p.shape, p.dtype) for k, p in layer.params.items()
+                               if k not in layer.non_trainable}
                 dxs = [None] * len(node.inputs)
             else:
                 run = layer.backward_node if profiler is None else profiler.layer(layer.name, "backward",

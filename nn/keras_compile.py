@@ -33,6 +33,12 @@ OPTIMIZERS = {
                             lambda opt: [("m", "v")], "adamw"),
     "SGD": OptimizerEntry(optimizers_mod.SGD, ("momentum", "nesterov"), {},
                           lambda opt: [tuple(opt.needed_slots())] if opt.needed_slots() else [], "sgd"),
+    # Keras builds velocities for every weight, then momentums (momentum > 0), then
+    # average gradients (centered): a group each.
+    "RMSprop": OptimizerEntry(optimizers_mod.RMSprop, ("rho", "momentum", "epsilon", "centered"), {},
+                              lambda opt: [(s,) for s in opt.needed_slots()], "rmsprop"),
+    "Adagrad": OptimizerEntry(optimizers_mod.Adagrad, ("initial_accumulator_value", "epsilon"), {},
+                              lambda opt: [("accumulator",)], "adagrad"),
 }
 _COMMON_ARGS = ("learning_rate", "weight_decay", "clipnorm", "global_clipnorm")
 
@@ -152,7 +158,7 @@ def variable_layout(model):
     out = [("iterations", ())]
     if not isinstance(opt.learning_rate, schedules_mod.LearningRateSchedule):
         out.append(("learning_rate", ()))
-    params = model._params()
+    params = model._trainable_params()
     for group in entry.slots(opt):
         for key, layer, k in params:
             out += [(f"{key}/{slot}", tuple(layer.params[k].shape)) for slot in group]

@@ -35,6 +35,7 @@ from numbanet.nn.layers import (GRU, LSTM, Activation, Add, AveragePooling2D, Bi
                                 Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
                                 InputLayer, LayerNormalization, MaxPooling2D, MultiHeadAttention, Permute,
                                 PositionEmbedding, Reshape, SimpleRNN)
+from numbanet.nn.layers import BatchNormalization
 
 
 def _channels_last(c):
@@ -177,6 +178,40 @@ def _write_layer_norm(layer):
 def _layer_norm_variables(layer, shape):
     d = shape[-1]
     return [("", [(k, (d,)) for k, on in (("gamma", layer.scale), ("beta", layer.center)) if on])]
+
+
+def _read_batch_norm(c):
+    c.only("synchronized", False)
+    c.only("renorm", False)
+    c.only("renorm_clipping", None)
+    c.take("renorm_momentum", None)   # used by renorm only, refused above
+    c.no_constraints("beta", "gamma")
+    return dict(axis=c.take("axis", -1), momentum=c.take("momentum", 0.99), epsilon=c.take("epsilon", 1e-3),
+                center=c.take("center", True), scale=c.take("scale", True),
+                beta_initializer=c.initializer("beta_initializer"),
+                gamma_initializer=c.initializer("gamma_initializer"),
+                moving_mean_initializer=c.initializer("moving_mean_initializer"),
+                moving_variance_initializer=c.initializer("moving_variance_initializer"),
+                beta_regularizer=c.regularizer("beta_regularizer"),
+                gamma_regularizer=c.regularizer("gamma_regularizer"))
+
+
+def _write_batch_norm(layer):
+    return dict(axis=-1, momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center, scale=layer.scale,
+                beta_initializer=write_initializer(layer.beta_initializer),
+                gamma_initializer=write_initializer(layer.gamma_initializer),
+                moving_mean_initializer=write_initializer(layer.moving_mean_initializer),
+                moving_variance_initializer=write_initializer(layer.moving_variance_initializer),
+                beta_regularizer=write_regularizer(layer.beta_regularizer),
+                gamma_regularizer=write_regularizer(layer.gamma_regularizer), beta_constraint=None,
+                gamma_constraint=None, synchronized=False)
+
+
+def _batch_norm_variables(layer, shape):
+    """Keras's creation order: gamma, beta (trainable), then the moving statistics."""
+    d = (shape[-1],)
+    return [("", [(k, d) for k, on in (("gamma", layer.scale), ("beta", layer.center), ("moving_mean", True),
+                                        ("moving_variance", True)) if on])]
 
 
 def _read_mha(c):
@@ -380,6 +415,8 @@ _entry("Embedding", Embedding, read=_read_embedding, write=_write_embedding,
        variables=lambda l, s: [("", [("embeddings", (l.input_dim, l.output_dim))])])
 _entry("LayerNormalization", LayerNormalization, read=_read_layer_norm, write=_write_layer_norm,
        variables=_layer_norm_variables)
+_entry("BatchNormalization", BatchNormalization, read=_read_batch_norm, write=_write_batch_norm,
+       variables=_batch_norm_variables)
 _entry("MultiHeadAttention", MultiHeadAttention, read=_read_mha, write=_write_mha, variables=_mha_variables,
        call=_mha_call, build_config=_mha_build_config)
 for _name, _cls in _RECURRENT.items():

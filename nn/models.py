@@ -137,6 +137,11 @@ class Model(Trainer):
         """[(key, layer, param name)] in get_weights order."""
         return [(f"{i}/{k}", layer, k) for i, layer in enumerate(self.layers) for k in layer.params]
 
+    def _trainable_params(self):
+        """_params() without the non-trainable weights (the ones with gradients and an
+        optimizer step), in the same order."""
+        return [(key, layer, k) for key, layer, k in self._params() if k not in layer.non_trainable]
+
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 

@@ -1,4 +1,5 @@
-"""SGD, Adam and AdamW (Keras 3's defaults), updating parameters with the backend's fused kernels.
+"""SGD, Adam, AdamW, RMSprop and Adagrad (Keras 3's defaults), updating parameters with the
+backend's fused kernels.
 
 Every optimizer takes Keras's learning_rate (a number or a schedule from
 nn.optimizers.schedules), weight_decay (decoupled: p -= lr * weight_decay * p before
@@ -7,12 +8,16 @@ clipnorm) and global_clipnorm (all gradients scaled together). One step is, as i
 Keras: clip, decay, update. Clipping runs on the backend (be.clip_by_norm /
 clip_by_global_norm): on the gpu the norm and the scale never visit the host.
 
-State (Adam's m and v, SGD's velocity) lives on the backend next to the parameters,
-keyed by the parameter's position, and the step counter `iterations` is saved with the
+State (Adam's m and v, SGD's velocity, RMSprop's velocity, momentum and average gradient,
+Adagrad's accumulator) lives on the backend next to the parameters, keyed by the
+parameter's position (trainable weights only: BatchNormalization's moving statistics
+have none), and the step counter `iterations` is saved with the
 model so that training resumes bit-identically.
 """
 import math
 import re
+
+import numpy as np
 
 from numbanet.nn import schedules
 
@@ -102,7 +107,7 @@ class Optimizer:
                 be.clip_by_norm(g, self.clipnorm)
         for key, p, g, path in params:
             if key not in self.slots:
-                self.slots[key] = {s: be.zeros(p.shape, p.dtype) for s in self.needed_slots()}
+                self.slots[key] = {s: self._new_slot(be, s, tuple(p.shape), p.dtype) for s in self.needed_slots()}
             self._step(be, p, g, self.slots[key], lr, self._decay_for(path))
 
     def _packed_slots(self, be, packed):
@@ -112,7 +117,7 @@ class Optimizer:
         names = self.needed_slots()
         flat = getattr(self, "_flat", None)
         if flat is None or flat[0] is not packed:
-            arrays = {s: be.zeros((packed.size,), packed.dtype) for s in names}
+            arrays = {s: self._new_slot(be, s, (packed.size,), packed.dtype) for s in names}
             flat = (packed, arrays, {s: packed.slot_views(a) for s, a in arrays.items()})
             self._flat = flat
         views = flat[2]
@@ -126,6 +131,16 @@ class Optimizer:
 
     def needed_slots(self):
         return self.slot_names
+
+    def slot_initial_value(self, slot):
+        """The value a new slot starts at (Keras's: zeros, Adagrad's accumulator aside)."""
+        return 0.0
+
+    def _new_slot(self, be, slot, shape, dtype):
+        value = self.slot_initial_value(slot)
+        if value == 0.0:
+            return be.zeros(shape, dtype)
+        return be.asarray(np.full(shape, value, dtype=np.dtype(dtype)))
 
     def move_to(self, old, new):
         self.slots = {k: {s: new.asarray(old.to_numpy(a)) for s, a in d.items()} for k, d in self.slots.items()}
@@ -208,17 +223,86 @@ class AdamW(Adam):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, clipnorm, global_clipnorm)
 
 
-_CLASSES = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+def _number(owner, name, value, lo, hi, hi_open=True):
+    """A float in [lo, hi) (or [lo, hi] with hi_open=False), else a ValueError naming it."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and lo <= value and (value < hi if hi_open else value <= hi)
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be a number in [{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
+    return float(value)
+
+
+class RMSprop(Optimizer):
+    """Keras 3's RMSprop: velocity = rho v + (1 - rho) g^2, p -= lr g / sqrt(v + epsilon);
+    centered subtracts the squared running mean of g inside the root; momentum > 0 keeps a
+    momentum buffer m = momentum m + increment and p -= m."""
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=None,
+                 clipnorm=None, global_clipnorm=None):
+        super().__init__(learning_rate, weight_decay, clipnorm, global_clipnorm)
+        self.rho = _number("RMSprop", "rho", rho, 0.0, 1.0)
+        self.momentum = _number("RMSprop", "momentum", momentum, 0.0, 1.0)
+        self.epsilon = _number("RMSprop", "epsilon", epsilon, 0.0, math.inf)
+        if self.epsilon <= 0.0:
+            raise ValueError(f"RMSprop: epsilon must be > 0, got {epsilon!r}")
+        if not isinstance(centered, bool):
+            raise ValueError(f"RMSprop: centered must be True or False, got {centered!r}")
+        self.centered = centered
+
+    def needed_slots(self):
+        # Keras's order of the optimizer's variables: velocities, momentums, average gradients.
+        return ("velocity",) + (("momentum",) if self.momentum > 0.0 else ()) \
+            + (("average_gradient",) if self.centered else ())
+
+    def _step(self, be, p, g, slots, lr, weight_decay):
+        be.rmsprop_step(p, g, slots["velocity"], slots.get("average_gradient"), slots.get("momentum"), lr=lr,
+                        rho=self.rho, momentum=self.momentum, eps=self.epsilon, weight_decay=weight_decay)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered)
+        return cfg
+
+
+class Adagrad(Optimizer):
+    """Keras 3's Adagrad: accumulator (from initial_accumulator_value) += g^2,
+    p -= lr g / sqrt(accumulator + epsilon)."""
+    slot_names = ("accumulator",)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, global_clipnorm=None):
+        super().__init__(learning_rate, weight_decay, clipnorm, global_clipnorm)
+        self.initial_accumulator_value = _number("Adagrad", "initial_accumulator_value", initial_accumulator_value,
+                                                 0.0, math.inf)
+        self.epsilon = _number("Adagrad", "epsilon", epsilon, 0.0, math.inf)
+        if self.epsilon <= 0.0:
+            raise ValueError(f"Adagrad: epsilon must be > 0, got {epsilon!r}")
+
+    def slot_initial_value(self, slot):
+        return self.initial_accumulator_value
+
+    def _step(self, be, p, g, slots, lr, weight_decay):
+        be.adagrad_step(p, g, slots["accumulator"], lr=lr, eps=self.epsilon, weight_decay=weight_decay)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(initial_accumulator_value=self.initial_accumulator_value, epsilon=self.epsilon)
+        return cfg
+
+
+_CLASSES = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop, "Adagrad": Adagrad}
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
 
 
 def get(obj):
-    """'sgd' | 'adam' | 'adamw' | an Optimizer instance -> a fresh or the same instance."""
+    """'sgd' | 'adam' | 'adamw' | 'rmsprop' | 'adagrad' | an Optimizer instance -> a fresh
+    or the same instance."""
     if isinstance(obj, Optimizer):
         return obj
     if isinstance(obj, str) and obj.lower() in _BY_NAME:
         return _BY_NAME[obj.lower()]()
-    raise ValueError(f"optimizer must be 'sgd', 'adam', 'adamw' or an nn.optimizers instance, got {obj!r}")
+    raise ValueError(f"optimizer must be 'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad' or an nn.optimizers instance, "
+                     f"got {obj!r}")
 
 
 def from_config(class_name, config, iterations=0):

@@ -32,13 +32,15 @@ def print_summary(model, print_fn, connections):
     widths = (29, 26, 10) + ((30,) if connections else ())
     line = lambda r: "".join((c + " ").ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     total = model.count_params() if model.built else 0
+    frozen = sum(layer.count_non_trainable_params() for layer in model.layers) if model.built else 0
     out = [f'Model: "{model.name}"', "_" * sum(widths), line(rows[0]), "=" * sum(widths)]
     for i, r in enumerate(rows[1:]):
         out.append(line(r))
         out.append("_" * sum(widths) if i < len(rows) - 2 else "=" * sum(widths))
     if len(rows) == 1:
         out.append("=" * sum(widths))
-    out += [f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0",
+    out += [f"Total params: {total:,}", f"Trainable params: {total - frozen:,}",
+            f"Non-trainable params: {frozen:,}",
             "_" * sum(widths)]
     for s in out:
         print_fn(s)

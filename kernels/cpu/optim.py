@@ -13,6 +13,15 @@ from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu.threads import SERIAL_MAX, chunk
 
 
+def _dispatch(chunk_kernel, parallel_kernel, p, *args):
+    """The serial kernel below threads.SERIAL_MAX elements, else the chunked prange one."""
+    if p.shape[0] > SERIAL_MAX:
+        # A few chunks per thread balance the load; the count is passed in because
+        # numba.get_num_threads() inside a cached kernel defeats the cache.
+        parallel_kernel(4 * numba.get_num_threads(), p, *args)
+    else:
+        chunk_kernel(p, *args)
+
 
 # Two things keep this loop vectorized (vsqrtps/vdivps): error_model="numpy", so a float
 # division need not raise ZeroDivisionError, and indices counting up from 0 over a slice,
@@ -32,13 +41,7 @@ def _adam_parallel(chunks, p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps
 
 def adam_step(p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps):
     """One Adam step in place; the scalars in p's dtype (kernels/ops/optim.py casts them)."""
-    args = (lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
-    if p.shape[0] > SERIAL_MAX:
-        # A few chunks per thread balance the load; the count is passed in because
-        # numba.get_num_threads() inside a cached kernel defeats the cache.
-        _adam_parallel(4 * numba.get_num_threads(), p, g, m, v, *args)
-    else:
-        _adam_chunk(p, g, m, v, *args)
+    _dispatch(_adam_chunk, _adam_parallel, p, g, m, v, lr_wd, b1, one_b1, b2, one_b2, alpha, eps)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -59,6 +62,58 @@ def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
         _sgd_plain(p, g, lr, lr_wd)
     else:
         _sgd_momentum(p, g, velocity, lr, lr_wd, momentum, bool(nesterov))
+
+
+# Both vectorized as _adam_chunk (error_model="numpy", indices from 0 over a slice); the
+# flags are loop-invariant, so LLVM unswitches the loop into one per combination.
+@numba.njit(cache=True, error_model="numpy")
+def _rmsprop_chunk(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
+    zero = p.dtype.type(0)
+    for i in range(p.shape[0]):
+        a = avg[i] if centered else zero
+        m = mom[i] if use_momentum else zero
+        p[i], vel[i], a, m = R.rmsprop(p[i], g[i], vel[i], a, m, lr, lr_wd, rho, one_rho, momentum, eps, centered,
+                                       use_momentum)
+        if centered:
+            avg[i] = a
+        if use_momentum:
+            mom[i] = m
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _rmsprop_parallel(chunks, p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
+    for k in prange(chunks):
+        lo, hi = chunk(k, chunks, p.shape[0])
+        # An absent slot is an empty array: its slice stays empty and is never indexed.
+        _rmsprop_chunk(p[lo:hi], g[lo:hi], vel[lo:hi], avg[lo:hi], mom[lo:hi], lr, lr_wd, rho, one_rho, momentum,
+                       eps, centered, use_momentum)
+
+
+def rmsprop_step(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps):
+    """One RMSprop step in place; avg None unless centered, mom None without momentum;
+    the scalars in p's dtype (kernels/ops/optim.py casts them)."""
+    empty = np.empty(0, p.dtype)
+    _dispatch(_rmsprop_chunk, _rmsprop_parallel, p, g, vel, empty if avg is None else avg,
+              empty if mom is None else mom, lr, lr_wd, rho, one_rho, momentum, eps, avg is not None,
+              mom is not None)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _adagrad_chunk(p, g, acc, lr, lr_wd, eps):
+    for i in range(p.shape[0]):
+        p[i], acc[i] = R.adagrad(p[i], g[i], acc[i], lr, lr_wd, eps)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _adagrad_parallel(chunks, p, g, acc, lr, lr_wd, eps):
+    for k in prange(chunks):
+        lo, hi = chunk(k, chunks, p.shape[0])
+        _adagrad_chunk(p[lo:hi], g[lo:hi], acc[lo:hi], lr, lr_wd, eps)
+
+
+def adagrad_step(p, g, acc, lr, lr_wd, eps):
+    """One Adagrad step in place; the scalars in p's dtype."""
+    _dispatch(_adagrad_chunk, _adagrad_parallel, p, g, acc, lr, lr_wd, eps)
 
 
 # ---------------------------------------------------------------------- gradient clipping

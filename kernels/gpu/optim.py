@@ -8,7 +8,7 @@ from numba import cuda
 
 from numbanet.kernels.gpu import reduce
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import ACC, THREADS_1D, blocks_1d, grid_1d, kernel_family, scratch
+from numbanet.kernels.gpu.launch import ACC, THREADS_1D, blocks_1d, dummy, grid_1d, kernel_family, scratch
 
 
 @cuda.jit
@@ -39,6 +39,36 @@ def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
         _sgd_plain[grid](p, g, lr, lr_wd)
     else:
         _sgd_momentum[grid](p, g, velocity, lr, lr_wd, momentum, bool(nesterov))
+
+
+@cuda.jit
+def _rmsprop(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
+    zero = lr - lr   # 0 in the parameter's dtype
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        a = avg[i] if centered else zero
+        m = mom[i] if use_momentum else zero
+        p[i], vel[i], a, m = R.rmsprop(p[i], g[i], vel[i], a, m, lr, lr_wd, rho, one_rho, momentum, eps, centered,
+                                       use_momentum)
+        if centered:
+            avg[i] = a
+        if use_momentum:
+            mom[i] = m
+
+
+def rmsprop_step(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps):
+    _rmsprop[grid_1d(p.shape[0])](p, g, vel, dummy(p.dtype) if avg is None else avg,
+                                  dummy(p.dtype) if mom is None else mom, lr, lr_wd, rho, one_rho, momentum, eps,
+                                  avg is not None, mom is not None)
+
+
+@cuda.jit
+def _adagrad(p, g, acc, lr, lr_wd, eps):
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        p[i], acc[i] = R.adagrad(p[i], g[i], acc[i], lr, lr_wd, eps)
+
+
+def adagrad_step(p, g, acc, lr, lr_wd, eps):
+    _adagrad[grid_1d(p.shape[0])](p, g, acc, lr, lr_wd, eps)
 
 
 # ---------------------------------------------------------------------- gradient clipping

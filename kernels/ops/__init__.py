@@ -12,11 +12,11 @@ reads the declarations (see declare.py).
 """
 import sys
 
-from numbanet.kernels.ops import (activation, attention, conv, elementwise, embedding, gemm, layernorm, loss,
-                                  optim, pool, reduce, rnn)
+from numbanet.kernels.ops import (activation, attention, batchnorm, conv, elementwise, embedding, gemm, layernorm,
+                                  loss, optim, pool, reduce, rnn)
 
 FAMILIES = tuple(m.FAMILY for m in (gemm, conv, pool, optim, activation, loss, elementwise, reduce, attention,
-                                    layernorm, embedding, rnn))
+                                    layernorm, embedding, rnn, batchnorm))
 _BY_NAME = {op.name: op for family in FAMILIES for op in family.ops}
 _BY_CODE = {op.impl.__code__: op for op in _BY_NAME.values()}
 

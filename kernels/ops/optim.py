@@ -1,4 +1,4 @@
-"""The optim family: fused in-place Adam and SGD steps and gradient clipping by norm, on
+"""The optim family: fused in-place Adam, SGD, RMSprop and Adagrad steps and gradient clipping by norm, on
 kernels/<backend>/optim.py (the per-element updates are kernels/rules.py's)."""
 import math
 
@@ -9,17 +9,18 @@ from numbanet.kernels.ops import cost
 from numbanet.kernels.ops.declare import Family, Op
 
 
-def _optim_arrays(be, op, param, named, written):
+def _optim_arrays(be, op, param, named, written, optional=()):
     """param and the (name, array) pairs in named, flattened; param and the names in
     `written` (the optimizer's slots) are updated in place, so they are checked as
-    outputs that share memory with no other argument."""
+    outputs that share memory with no other argument. None passes only for the names in
+    `optional` (a slot the step's settings do not use)."""
     everything = [("param", param)] + [(name, arr) for name, arr in named]
     be._check_written(op, "param", param, everything[1:])
     shapes.check_float(op, "param", param)
     flats = [be._flat(param)]
     for name, arr in named:
         if arr is None:
-            if name != "velocity":  # only SGD without momentum has no state
+            if name not in optional:
                 raise TypeError(f"{op}: {name} must be an array, got None")
             flats.append(None)
             continue
@@ -67,9 +68,44 @@ def sgd_step(be, param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False
         raise ValueError(f"{op}: momentum must be in [0, 1), got {momentum}")
     if momentum > 0.0 and velocity is None:
         raise ValueError(f"{op}: momentum={momentum} needs a velocity array, got None")
-    p, g, vel = _optim_arrays(be, op, param, [("grad", grad), ("velocity", velocity)], ("velocity",))
+    p, g, vel = _optim_arrays(be, op, param, [("grad", grad), ("velocity", velocity)], ("velocity",),
+                              optional=("velocity",))
     t = np.dtype(p.dtype).type
     be.optim.sgd_step(p, g, None if momentum == 0.0 else vel, t(lr), t(lr * weight_decay), t(momentum), nesterov)
+
+
+def rmsprop_step(be, param, grad, velocity, average_gradient=None, momentum_slot=None, *, lr, rho=0.9,
+                 momentum=0.0, eps=1e-7, weight_decay=0.0):
+    """One fused, in-place RMSprop step (Keras 3's form, kernels/rules.py's rmsprop).
+    average_gradient: the centered variant's running mean of the gradient (None: not
+    centered); momentum_slot: the momentum buffer, needed when momentum > 0."""
+    op = "rmsprop_step"
+    lr, rho, momentum, eps, weight_decay = (shapes.float_scalar(op, k, v) for k, v in (
+        ("lr", lr), ("rho", rho), ("momentum", momentum), ("eps", eps), ("weight_decay", weight_decay)))
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"{op}: rho must be in [0, 1), got {rho}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"{op}: momentum must be in [0, 1), got {momentum}")
+    if (momentum > 0.0) != (momentum_slot is not None):
+        raise ValueError(f"{op}: momentum={momentum} needs a momentum_slot array exactly when momentum > 0, got "
+                         f"{'None' if momentum_slot is None else 'an array'}")
+    p, g, vel, avg, mom = _optim_arrays(
+        be, op, param, [("grad", grad), ("velocity", velocity), ("average_gradient", average_gradient),
+                        ("momentum_slot", momentum_slot)],
+        ("velocity", "average_gradient", "momentum_slot"), optional=("average_gradient", "momentum_slot"))
+    t = np.dtype(p.dtype).type
+    be.optim.rmsprop_step(p, g, vel, avg, mom, t(lr), t(lr * weight_decay), t(rho), t(1.0 - rho), t(momentum),
+                          t(eps))
+
+
+def adagrad_step(be, param, grad, accumulator, *, lr, eps=1e-7, weight_decay=0.0):
+    """One fused, in-place Adagrad step (Keras 3's form: acc += g^2, p -= lr g / sqrt(acc + eps))."""
+    op = "adagrad_step"
+    lr, eps, weight_decay = (shapes.float_scalar(op, k, v) for k, v in
+                             (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)))
+    p, g, acc = _optim_arrays(be, op, param, [("grad", grad), ("accumulator", accumulator)], ("accumulator",))
+    t = np.dtype(p.dtype).type
+    be.optim.adagrad_step(p, g, acc, t(lr), t(lr * weight_decay), t(eps))
 
 
 def _clip_arrays(be, op, grads, clipnorm):
@@ -131,6 +167,33 @@ def _warm_sgd_step(be, dt):
         be.sgd_step(p, g, be.zeros((size,), dt), lr=0.1, momentum=0.9, nesterov=True)
 
 
+def _warm_rmsprop_step(be, dt):
+    for size in _SIZES:
+        z = [be.zeros((size,), dt) for _ in range(5)]
+        be.rmsprop_step(z[0], z[1], z[2], lr=1e-3)
+        be.rmsprop_step(z[0], z[1], z[2], z[3], z[4], lr=1e-3, momentum=0.9)
+
+
+def _warm_adagrad_step(be, dt):
+    for size in _SIZES:
+        be.adagrad_step(be.zeros((size,), dt), be.zeros((size,), dt), be.zeros((size,), dt), lr=1e-3)
+
+
+def _cost_elementwise(flops, arrays):
+    """(flops, bytes) of a step doing `flops` per element over `arrays` array reads + writes."""
+    def cost(param, *args, **kwargs):
+        n = int(param.size)
+        return flops * n, arrays * n * param.dtype.itemsize
+    return cost
+
+
+def _cost_rmsprop(param, grad, velocity, average_gradient=None, momentum_slot=None, **kwargs):
+    n, b = int(param.size), param.dtype.itemsize
+    # p, g, v read; p, v written (5); the centered mean and the momentum a read and a write each.
+    arrays = 5 + 2 * (average_gradient is not None) + 2 * (momentum_slot is not None)
+    return (9 + 4 * (average_gradient is not None) + 2 * (momentum_slot is not None)) * n, arrays * n * b
+
+
 def _warm_clip_by_norm(be, dt):
     for size in _SIZES:
         be.clip_by_norm(be.zeros((size,), dt), 1.0)
@@ -171,6 +234,10 @@ def _cost_clip_by_global_norm(grads, clipnorm):
 FAMILY = Family("optim", module="optim", attr="optim", ops=(
     Op("adam_step", adam_step, warmup=_warm_adam_step, cost=_cost_adam_step),
     Op("sgd_step", sgd_step, warmup=_warm_sgd_step, cost=_cost_sgd_step),
+    Op("rmsprop_step", rmsprop_step, warmup=_warm_rmsprop_step, cost=_cost_rmsprop),
+    # acc += g^2 (2 flops), decay (2), lr g / sqrt(acc + eps) and the subtract (5);
+    # p, g, acc read, p, acc written.
+    Op("adagrad_step", adagrad_step, warmup=_warm_adagrad_step, cost=_cost_elementwise(9, 5)),
     Op("clip_by_norm", clip_by_norm, warmup=_warm_clip_by_norm, cost=_cost_clip_by_norm),
     Op("clip_by_global_norm", clip_by_global_norm, warmup=_warm_clip_by_global_norm, cost=_cost_clip_by_global_norm),
 ))

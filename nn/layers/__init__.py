@@ -1,6 +1,6 @@
 """Keras-style layers: Dense, Conv2D, pooling, Flatten, Dropout, Activation, Reshape,
 Permute, Add, Concatenate, Embedding, PositionEmbedding, LayerNormalization,
-MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional, and the InputLayer behind nn.Input."""
+BatchNormalization, MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional, and the InputLayer behind nn.Input."""
 from numbanet.nn.layers.attention import MultiHeadAttention
 from numbanet.nn.layers.base import Layer
 from numbanet.nn.layers.conv import Conv2D
@@ -9,7 +9,7 @@ from numbanet.nn.layers.dense import Dense
 from numbanet.nn.layers.embedding import Embedding, PositionEmbedding
 from numbanet.nn.layers.input_layer import Input, InputLayer
 from numbanet.nn.layers.merging import Add, Concatenate
-from numbanet.nn.layers.normalization import LayerNormalization
+from numbanet.nn.layers.normalization import BatchNormalization, LayerNormalization
 from numbanet.nn.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from numbanet.nn.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
                                         GlobalAvgPool1D, GlobalAvgPool2D, MaxPool2D, MaxPooling2D)
@@ -18,12 +18,13 @@ from numbanet.nn.layers.reshaping import Permute, Reshape
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D",
            "AvgPool2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
            "Flatten", "Dropout", "Activation", "Reshape", "Permute", "Add", "Concatenate", "Embedding",
-           "PositionEmbedding", "LayerNormalization", "MultiHeadAttention", "SimpleRNN", "LSTM", "GRU", "Bidirectional"]
+           "PositionEmbedding", "LayerNormalization", "MultiHeadAttention", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
+           "BatchNormalization"]
 
 _REGISTRY = {cls.__name__: cls for cls in (
     InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
     Flatten, Dropout, Activation, Reshape, Permute, Add, Concatenate, Embedding, PositionEmbedding,
-    LayerNormalization, MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional)}
+    LayerNormalization, MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional, BatchNormalization)}
 
 
 def from_config(class_name, config):

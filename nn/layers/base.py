@@ -6,7 +6,10 @@ Parameters and their gradients are backend arrays held in `self.params` and
 `self.grads` (dicts in get_weights order: "kernel" then "bias", ...). A layer creates its
 weights in build_weights with add_weight, as Keras's layers do; a weight created with a
 regularizer is listed in `self.regularizers`, and the model adds every such penalty to
-the loss and its gradient to the weight's (Model.add_penalties, add_penalty_gradients). Activations are
+the loss and its gradient to the weight's (Model.add_penalties, add_penalty_gradients). A weight
+created with trainable=False (BatchNormalization's moving statistics) is named in
+`self.non_trainable`: the layer updates it itself, it has no gradient, and the optimizer
+and the data-parallel gradient Allreduce leave it out. Activations are
 kept between forward and backward only as backend arrays, in attributes whose names
 start with `_saved` (clear() drops them; a model that calls one layer at two places
 swaps them per call).
@@ -87,6 +90,8 @@ class Layer:
         self.grads = {}
         # {weight name: regularizer} of the weights add_weight created with one.
         self.regularizers = {}
+        # Names of the weights add_weight created with trainable=False.
+        self.non_trainable = ()
         # A layer that feeds on the model's input needs no dx.
         self.need_dx = True
         # Where backward writes its weights' gradients when the model packs them (nn/packed.py).
@@ -166,7 +171,7 @@ class Layer:
         self.be, self.dtype = be, np.dtype(dtype)
         self._drawn_from = None
         self.output_shape = self.compute_output_shape(input_shape)
-        self.params, self.regularizers = {}, {}
+        self.params, self.regularizers, self.non_trainable = {}, {}, ()
         self.build_weights(input_shape)
         self.grads = {}
         self.grad_buffer = None
@@ -207,11 +212,12 @@ class Layer:
     def build_weights(self, input_shape):
         """Create the layer's weights with add_weight, in get_weights order."""
 
-    def add_weight(self, name, shape, initializer, regularizer=None, fans=None):
+    def add_weight(self, name, shape, initializer, regularizer=None, fans=None, trainable=True):
         """A new weight on the layer's backend (Keras's add_weight). initializer: a name
         from nn.initializers (fans=(fan_in, fan_out) overriding the shape's fans), or the
         initial values as a host array of `shape`. A regularizer's penalty joins the
-        model's loss."""
+        model's loss. trainable=False: a state the layer updates itself (no gradient, no
+        optimizer step, no regularizer)."""
         shape = tuple(int(s) for s in shape)
         if isinstance(initializer, np.ndarray):
             if initializer.shape != shape:
@@ -221,12 +227,19 @@ class Layer:
         else:
             value = initializers.initialize(initializer, shape, self.dtype, fans=fans)
         self.params[name] = self.be.asarray(value)
+        if not trainable:
+            if regularizer is not None:
+                raise ValueError(f"layer '{self.name}': the non-trainable weight {name} cannot have a regularizer")
+            self.non_trainable += (name,)
         if regularizer is not None:
             self.regularizers[name] = regularizer
         return self.params[name]
 
     def count_params(self):
         return int(sum(int(np.prod(p.shape)) for p in self.params.values()))
+
+    def count_non_trainable_params(self):
+        return int(sum(int(np.prod(self.params[k].shape)) for k in self.non_trainable))
 
     def get_weights(self):
         """The layer's parameters as host NumPy arrays, in Keras's order."""

@@ -1,4 +1,5 @@
-"""LayerNormalization over the last axis (Keras's defaults: epsilon=1e-3, center, scale)."""
+"""LayerNormalization over the last axis and BatchNormalization over every axis but the last
+(Keras's defaults: epsilon=1e-3, center, scale; BatchNormalization's momentum=0.99)."""
 from numbanet.nn import initializers, regularizers
 from numbanet.nn.layers.base import Layer
 
@@ -56,6 +57,86 @@ class LayerNormalization(Layer):
         cfg = super().get_config()
         cfg.update(axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
                    beta_initializer=self.beta_initializer, gamma_initializer=self.gamma_initializer,
+                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
+                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
+        return cfg
+
+
+class BatchNormalization(Layer):
+    """Keras 3's BatchNormalization, channels last: per-channel statistics over every axis
+    but the last. Training (fit, train_on_batch) normalizes with the batch's mean and
+    biased variance and updates moving_mean / moving_variance
+    (moving = moving * momentum + batch * (1 - momentum)); inference (predict, evaluate)
+    normalizes with the moving ones. Weights gamma, beta (trainable), then moving_mean,
+    moving_variance (non-trainable: no gradient, no optimizer step), each (channels,)."""
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None, input_shape=None, name=None):
+        super().__init__(name=name, input_shape=input_shape)
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+            raise ValueError(f"BatchNormalization: axis must be the channels axis, the last one (-1), got {axis!r}")
+        for what, value in (("momentum", momentum), ("epsilon", epsilon)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"BatchNormalization: {what} must be a number, got {value!r}")
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"BatchNormalization: epsilon must be > 0, got {epsilon!r}")
+        self.axis = axis
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+
+    def compute_output_shape(self, input_shape):
+        if self.axis not in (-1, len(input_shape)):
+            raise ValueError(f"layer '{self.name}' (BatchNormalization): only the channels-last axis is supported "
+                             f"(axis=-1 or {len(input_shape)} for per-sample shape {tuple(input_shape)}), "
+                             f"got axis={self.axis}")
+        return tuple(input_shape)
+
+    def build_weights(self, input_shape):
+        c = (input_shape[-1],)
+        if self.scale:
+            self.add_weight("gamma", c, self.gamma_initializer, self.gamma_regularizer)
+        if self.center:
+            self.add_weight("beta", c, self.beta_initializer, self.beta_regularizer)
+        self.add_weight("moving_mean", c, self.moving_mean_initializer, trainable=False)
+        self.add_weight("moving_variance", c, self.moving_variance_initializer, trainable=False)
+
+    def forward(self, x, training=False, logits=False):
+        p = self.params
+        if not training:
+            self._saved_x = self._saved_mean = self._saved_rstd = None
+            return self.be.batch_norm_inference(x, p.get("gamma"), p.get("beta"), p["moving_mean"],
+                                                p["moving_variance"], epsilon=self.epsilon)
+        y, mean, rstd = self.be.batch_norm_train(x, p.get("gamma"), p.get("beta"), p["moving_mean"],
+                                                 p["moving_variance"], momentum=self.momentum, epsilon=self.epsilon)
+        self._saved_x, self._saved_mean, self._saved_rstd = x, mean, rstd
+        return y
+
+    def backward(self, dy, logits=False):
+        if self._saved_x is None:
+            raise RuntimeError(f"layer '{self.name}' (BatchNormalization): backward needs a forward in training "
+                               f"mode first")
+        dx, dgamma, dbeta = self.be.batch_norm_backward(self._saved_x, self.params.get("gamma"), dy,
+                                                        self._saved_mean, self._saved_rstd, center=self.center)
+        self.grads = {key: d for key, d in (("gamma", dgamma), ("beta", dbeta)) if key in self.params}
+        return dx if self.need_dx else None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
+                   scale=self.scale, beta_initializer=self.beta_initializer,
+                   gamma_initializer=self.gamma_initializer, moving_mean_initializer=self.moving_mean_initializer,
+                   moving_variance_initializer=self.moving_variance_initializer,
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
         return cfg

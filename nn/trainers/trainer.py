@@ -95,7 +95,8 @@ class Trainer:
         self._add_penalty_gradients(regularized)
 
     def _update(self):
-        params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}") for key, layer, k in self._params()]
+        params = [(key, layer.params[k], layer.grads[k], f"{layer.name}/{k}")
+                  for key, layer, k in self._trainable_params()]
         packed = self._packed
         if packed is not None and not packed.holds([(key, p, g) for key, p, g, _ in params]):
             packed = None
@@ -109,7 +110,7 @@ class Trainer:
         (a shared layer's gradients are sums of copies); otherwise the optimizer steps each
         array. Arrays already in place stay; a weight replaced since (set_weights) is copied
         in again."""
-        slots = self._params()
+        slots = self._trainable_params()
         layers = [layer for layer in self.layers if layer.params]
         if not slots or not all(getattr(layer, "packs_grads", False) and self._graph.calls.get(id(layer), 0) == 1
                                 for layer in layers):
@@ -159,7 +160,10 @@ class Trainer:
             loss, _, douts, _ = self._compile_loss(be, outs, [be.asarray(a) for a in ys],
                                                    self._penalty_adder(regularized))
             self._backward(douts, regularized)
-            grads = [be.to_numpy(layer.grads[k]).copy() for _, layer, k in self._params()]
+            # A non-trainable weight (moving statistics) does not enter the loss: zero.
+            grads = [np.zeros(tuple(layer.params[k].shape), np.dtype(layer.params[k].dtype))
+                     if k in layer.non_trainable else be.to_numpy(layer.grads[k]).copy()
+                     for _, layer, k in self._params()]
         finally:
             self._graph.clear()
         return loss, grads

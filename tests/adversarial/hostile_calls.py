@@ -148,6 +148,14 @@ def valid_calls():
         "avg_pool2d_backward": ([rnd((1, 2, 2, 2))], {"x_shape": (1, 4, 4, 2)}),
         "adam_step": ([rnd((5,)), rnd((5,), 1), rnd((5,), 2), np.abs(rnd((5,), 3))], {"lr": 0.1, "step": 1}),
         "sgd_step": ([rnd((5,)), rnd((5,), 1), rnd((5,), 2)], {"lr": 0.1, "momentum": 0.9}),
+        "rmsprop_step": ([rnd((5,)), rnd((5,), 1), np.abs(rnd((5,), 2)), rnd((5,), 3), rnd((5,), 4)],
+                         {"lr": 0.1, "momentum": 0.9}),
+        "adagrad_step": ([rnd((5,)), rnd((5,), 1), np.abs(rnd((5,), 2))], {"lr": 0.1}),
+        "batch_norm_train": ([rnd((2, 3)), rnd((3,), 1), rnd((3,), 2), rnd((3,), 3), np.abs(rnd((3,), 4))], {}),
+        "batch_norm_inference": ([rnd((2, 3)), rnd((3,), 1), rnd((3,), 2), rnd((3,), 3), np.abs(rnd((3,), 4))],
+                                 {}),
+        "batch_norm_backward": ([rnd((2, 3)), rnd((3,), 1), rnd((2, 3), 2), rnd((3,), 3), np.abs(rnd((3,), 4))],
+                                {}),
         "relu": ([rnd((2, 3))], {}),
         "relu_backward": ([rnd((2, 3)), rnd((2, 3), 1)], {}),
         "sigmoid": ([rnd((2, 3))], {}),
@@ -209,6 +217,8 @@ BAD_SCALARS = {
     "gelu": {"approximate": "yes"}, "leaky_relu": {"negative_slope": float("nan")}, "split": {"sizes": [1, 1]},
     "transpose": {"axes": (0, 0, 1)}, "binary_crossentropy": {"eps": 0.6}, "binary_accuracy": {"threshold": None},
     "clip_by_norm": {"clipnorm": -1.0}, "rnn": {"cell": "rnn"}, "rnn_backward": {"go_backwards": "yes"},
+    "rmsprop_step": {"rho": 1.5}, "adagrad_step": {"eps": float("nan")}, "batch_norm_train": {"momentum": "0.9"},
+    "batch_norm_inference": {"epsilon": -1.0}, "batch_norm_backward": {"center": "yes"},
 }
 
 

@@ -207,6 +207,25 @@ CASES.update({
     "layer_norm_backward": (lambda be, x, g, dy: (lambda r: be.layer_norm_backward(x, g, dy, r[1], r[2]))(
                                 be.layer_norm(x, g, None)),
                             lambda d: [randn((3, 7), d, 1), randn((7,), d, 2), randn((3, 7), d, 3)], 7, False),
+    # The moving statistics are updated in place: returned with the outputs.
+    "batch_norm_train": (lambda be, x, g, b, mm, mv: be.batch_norm_train(x, g, b, mm, mv, momentum=0.9) + (mm, mv),
+                         lambda d: [randn((2, 3, 6), d, 1) + d(2), randn((6,), d, 2), randn((6,), d, 3),
+                                    randn((6,), d, 4), np.abs(randn((6,), d, 5)) + d(0.5)], 6, False),
+    "batch_norm_inference": (lambda be, x, g, b, mm, mv: be.batch_norm_inference(x, g, b, mm, mv, epsilon=0.01),
+                             lambda d: [randn((2, 3, 6), d, 1), randn((6,), d, 2), randn((6,), d, 3),
+                                        randn((6,), d, 4), np.abs(randn((6,), d, 5)) + d(0.5)], 2, False),
+    "batch_norm_backward": (lambda be, x, g, dy, mm, mv: (lambda r: be.batch_norm_backward(x, g, dy, r[1], r[2]))(
+                                be.batch_norm_train(x, g, None, mm, mv)),
+                            lambda d: [randn((3, 2, 7), d, 1), randn((7,), d, 2), randn((3, 2, 7), d, 3),
+                                       np.zeros(7, d), np.ones(7, d)], 6, False),
+    "rmsprop_plain": (in_place(lambda be, p, g, v: be.rmsprop_step(p, g, v, lr=0.01, weight_decay=0.1)),
+                      lambda d: [randn((4, 3), d, 1), randn((4, 3), d, 2), np.abs(randn((4, 3), d, 3))], 2, False),
+    "rmsprop_centered_momentum": (
+        in_place(lambda be, p, g, v, a, m: be.rmsprop_step(p, g, v, a, m, lr=0.01, momentum=0.9)),
+        lambda d: [randn((7,), d, 1), randn((7,), d, 2), np.abs(randn((7,), d, 3)) + d(1), randn((7,), d, 4) * d(0.1),
+                   randn((7,), d, 5)], 2, False),
+    "adagrad": (in_place(lambda be, p, g, a: be.adagrad_step(p, g, a, lr=0.01, weight_decay=0.1)),
+                lambda d: [randn((7,), d, 1), randn((7,), d, 2), np.abs(randn((7,), d, 3))], 2, False),
     "embedding": (lambda be, t, i: be.embedding(t, i), lambda d: [randn((5, 3), d, 1), IDS], 1, True),
     # Both backends add each row's gradients in increasing position order: the same bits.
     "embedding_backward": (lambda be, i, dout: be.embedding_backward(i, dout, 6),
@@ -284,7 +303,8 @@ def test_gpu_matches_cpu(gpu, cpu, name, dtype):
 
 @pytest.mark.parametrize("name", ["matmul_bias", "conv2d_backward", "conv2d_backward_same_s2", "max_pool2d_backward",
                                   "column_sum", "sum", "l1_l2", "softmax_cross_entropy_int", "batched_matmul_tn",
-                                  "attention_backward_causal", "layer_norm_backward", "embedding_backward",
+                                  "attention_backward_causal", "layer_norm_backward", "batch_norm_train",
+                                  "batch_norm_backward", "embedding_backward",
                                   "clip_by_global_norm", "rnn_lstm_backwards", "rnn_gru_zero_output"])
 def test_gpu_is_deterministic(gpu, name):
     op, inputs, _, _ = CASES[name]

@@ -182,3 +182,106 @@ def test_clip_bad_input(be):
         be.clip_by_global_norm([g, np.ones(3) if be.name == "gpu" else [1.0]], 1.0)
     with pytest.raises(ValueError, match=r"clip_by_global_norm: grads\[0\] shares memory with grads\[1\]"):
         be.clip_by_global_norm([g, g], 1.0)
+
+
+# ---------------------------------------------------------------------- RMSprop, Adagrad
+
+def rmsprop_ref(p, g, vel, avg, mom, lr, rho, momentum, eps, centered, wd):
+    """Keras 3's RMSprop.update_step in float64 (epsilon inside the square root)."""
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    if wd:
+        p = p - lr * wd * p
+    vel = rho * vel + (1 - rho) * g * g
+    if centered:
+        avg = rho * avg + (1 - rho) * g
+        denominator = vel - avg * avg + eps
+    else:
+        denominator = vel + eps
+    increment = lr * g / np.sqrt(denominator)
+    if momentum > 0:
+        mom = momentum * mom + increment
+        return p - mom, vel, avg, mom
+    return p - increment, vel, avg, mom
+
+
+def adagrad_ref(p, g, acc, lr, eps, wd):
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    if wd:
+        p = p - lr * wd * p
+    acc = acc + g * g
+    return p - lr * g / np.sqrt(acc + eps), acc
+
+
+def run_rmsprop(be, shape, dtype, steps, momentum, centered, wd, lr=1e-2, rho=0.9, eps=1e-7):
+    p = randn(shape, dtype)
+    dp, dv = be.asarray(p.copy()), be.asarray(np.zeros(shape, dtype))
+    da = be.asarray(np.zeros(shape, dtype)) if centered else None
+    dm = be.asarray(np.zeros(shape, dtype)) if momentum > 0 else None
+    rp, rv, ra, rm = p.astype(np.float64), np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for step in range(1, steps + 1):
+        g = randn(shape, dtype, seed=step)
+        be.rmsprop_step(dp, be.asarray(g), dv, da, dm, lr=lr, rho=rho, momentum=momentum, eps=eps, weight_decay=wd)
+        rp, rv, ra, rm = rmsprop_ref(rp, g, rv, ra, rm, lr, rho, momentum, eps, centered, wd)
+    got = [(dp, rp, "param"), (dv, rv, "velocity")] + ([(da, ra, "average_gradient")] if centered else []) \
+        + ([(dm, rm, "momentum")] if momentum > 0 else [])
+    for arr, want, what in got:
+        assert_close(be.to_numpy(arr), want.astype(dtype), dtype, k=8 * steps, what=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum,centered", [(0.0, False), (0.9, False), (0.0, True), (0.5, True)])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_rmsprop_several_steps(be, dtype, momentum, centered, wd):
+    run_rmsprop(be, (7, 5), dtype, steps=4, momentum=momentum, centered=centered, wd=wd)
+
+
+def test_rmsprop_large_parallel_path(be, small):
+    run_rmsprop(be, (300 if small else 200_003,), np.float32, steps=3, momentum=0.9, centered=True, wd=0.0)
+
+
+def test_rmsprop_first_step(be):
+    """From zero state the first plain step is lr g / sqrt((1 - rho) g^2 + eps)."""
+    g = np.array([3.0, -0.5, 2.0, -7.0])
+    dp = be.asarray(np.zeros(4))
+    be.rmsprop_step(dp, be.asarray(g), be.asarray(np.zeros(4)), lr=0.1, rho=0.75, eps=0.0)
+    np.testing.assert_allclose(be.to_numpy(dp), -0.1 * np.sign(g) / np.sqrt(0.25), rtol=1e-12)
+
+
+def run_adagrad(be, shape, dtype, steps, wd, lr=1e-2, eps=1e-7, initial=0.1):
+    p = randn(shape, dtype)
+    dp, dacc = be.asarray(p.copy()), be.asarray(np.full(shape, initial, dtype))
+    rp, racc = p.astype(np.float64), np.full(shape, initial)
+    for step in range(1, steps + 1):
+        g = randn(shape, dtype, seed=step)
+        be.adagrad_step(dp, be.asarray(g), dacc, lr=lr, eps=eps, weight_decay=wd)
+        rp, racc = adagrad_ref(rp, g, racc, lr, eps, wd)
+    assert_close(be.to_numpy(dp), rp.astype(dtype), dtype, k=4 * steps, what="param")
+    assert_close(be.to_numpy(dacc), racc.astype(dtype), dtype, k=4 * steps, what="accumulator")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_adagrad_several_steps(be, dtype, wd):
+    run_adagrad(be, (7, 5), dtype, steps=4, wd=wd)
+
+
+def test_adagrad_large_parallel_path(be, small):
+    run_adagrad(be, (300 if small else 200_003,), np.float32, steps=3, wd=0.0)
+
+
+def test_rmsprop_adagrad_bad_input(be):
+    p = be.asarray(np.zeros(4, np.float32))
+    g = be.asarray(np.zeros(4, np.float32))
+    v = be.asarray(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"rmsprop_step: momentum=0.9 needs a momentum_slot array"):
+        be.rmsprop_step(p, g, v, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"rmsprop_step: rho must be in \[0, 1\), got 1.0"):
+        be.rmsprop_step(p, g, v, lr=0.1, rho=1.0)
+    with pytest.raises(TypeError, match=r"rmsprop_step: velocity must be an array, got None"):
+        be.rmsprop_step(p, g, None, lr=0.1)
+    with pytest.raises(ValueError, match=r"rmsprop_step: .*velocity"):
+        be.rmsprop_step(p, g, p, lr=0.1)   # the state aliases the parameter
+    with pytest.raises(TypeError, match=r"adagrad_step: accumulator is float64 but param is float32"):
+        be.adagrad_step(p, g, be.asarray(np.zeros(4)), lr=0.1)
+    with pytest.raises(ValueError, match=r"adagrad_step: accumulator"):
+        be.adagrad_step(p, g, be.asarray(np.zeros(5, np.float32)), lr=0.1)

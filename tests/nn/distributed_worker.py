@@ -56,6 +56,24 @@ def build_functional():
     return model
 
 
+BN_ROWS = 10
+
+
+def batch_norm_data():
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((BN_ROWS, 4)) * [1, 2, 3, 4] + [0, 1, -2, 5]).astype(np.float32)
+    return x, rng.integers(0, 2, BN_ROWS)
+
+
+def build_batch_norm():
+    """BatchNormalization first, so its batch statistics are the data's."""
+    from numbanet import nn
+    from numbanet.nn.layers import BatchNormalization, Dense
+    model = nn.Sequential([BatchNormalization(momentum=0.5, input_shape=(4,)), Dense(2, activation="softmax")])
+    model.compile(optimizer=nn.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
 def _save(out, what, rank, **arrays):
     np.savez(os.path.join(out, f"{what}_rank{rank}.npz"), **arrays)
 
@@ -95,6 +113,14 @@ def train(out):
     probs = model.predict(x[:101], batch_size=32)
     _save(out, "evaluate", rank, result=np.array(result), probs=probs)
     model.save(os.path.join(out, f"saved_rank{rank}.npz"))
+
+    # One step over BN_ROWS rows, 5 per process: each updates the moving statistics from
+    # its own rows, then they are averaged.
+    set_random_seed(2)
+    bx, by = batch_norm_data()
+    bmodel = build_batch_norm()
+    bmodel.fit(bx, by, batch_size=BN_ROWS, epochs=1, verbose=0, shuffle=False)
+    _save(out, "batchnorm", rank, **_weights(bmodel))
 
     set_random_seed(1)
     fx, fy = functional_data()

@@ -57,6 +57,7 @@ KERAS_MADE = {
     "cnn": (Sequential, nn.optimizers.SGD, 2, ["categorical_crossentropy"], [["accuracy"]]),
     "recurrent": (Model, nn.optimizers.Adam, 0, ["mean_squared_error", "binary_crossentropy"], [[], ["accuracy"]]),
     "masked": (Model, None, None, None, None),   # not compiled
+    "cnn_bn": (Sequential, nn.optimizers.RMSprop, 2, ["sparse_categorical_crossentropy"], [["accuracy"]]),
 }
 
 
@@ -127,8 +128,28 @@ def float64_uncompiled():
     return m, np.random.default_rng(3).standard_normal((4, 3)), None
 
 
+def batch_norm_cnn():
+    """BatchNormalization between a convolution and its activation, trained by a centered
+    RMSprop with momentum: the moving statistics and all three RMSprop slots round-trip."""
+    m = Sequential([L.Conv2D(3, (2, 2), input_shape=(5, 5, 2), use_bias=False), L.BatchNormalization(momentum=0.8),
+                    L.Activation("relu"), L.MaxPooling2D(), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile(nn.optimizers.RMSprop(0.01, momentum=0.5, centered=True), "sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    rng = np.random.default_rng(5)
+    return m, rng.standard_normal((6, 5, 5, 2)).astype("float32"), rng.integers(0, 3, 6)
+
+
+def batch_norm_dense():
+    """BatchNormalization on (batch, features) without beta, trained by Adagrad."""
+    m = Sequential([L.Dense(4, input_shape=(3,)), L.BatchNormalization(center=False, epsilon=1e-2),
+                    L.Dense(2, activation="sigmoid")])
+    m.compile(nn.optimizers.Adagrad(0.05, initial_accumulator_value=0.2), "binary_crossentropy")
+    rng = np.random.default_rng(6)
+    return m, rng.standard_normal((5, 3)).astype("float32"), rng.integers(0, 2, (5, 2)).astype("float32")
+
+
 ROUND_TRIP = {"cnn": cnn, "transformer": transformer, "recurrent": recurrent, "tokens": token_sequential,
-              "float64": float64_uncompiled}
+              "float64": float64_uncompiled, "batchnorm_cnn": batch_norm_cnn, "batchnorm_dense": batch_norm_dense}
 
 
 def small_file(tmp_path, compiled=True):

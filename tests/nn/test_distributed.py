@@ -108,6 +108,24 @@ def test_two_processes_match_one_on_a_two_output_functional_model(job):
         np.testing.assert_allclose(got["classes_accuracy"], history.history["classes_accuracy"], atol=1e-12)
 
 
+def test_moving_statistics_are_averaged_over_the_processes(job):
+    """Each process's BatchNormalization updates its moving statistics from its own 5 rows
+    (momentum 0.5, from zeros and ones); after the step both hold the average of the two
+    updates, bit for bit the same, while gamma and beta took the global gradient step."""
+    out, _ = job
+    x, _ = worker.batch_norm_data()
+    halves = (x[:worker.BN_ROWS // 2].astype(np.float64), x[worker.BN_ROWS // 2:].astype(np.float64))
+    want_mean = np.mean([0.5 * 0.0 + 0.5 * h.mean(0) for h in halves], axis=0)
+    want_var = np.mean([0.5 * 1.0 + 0.5 * h.var(0) for h in halves], axis=0)
+    got = [_weights(_load(out, "batchnorm", rank)) for rank in (0, 1)]
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+    gamma, beta, moving_mean, moving_var = got[0][:4]
+    np.testing.assert_allclose(moving_mean, want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(moving_var, want_var, rtol=1e-5)
+    assert not np.allclose(gamma, 1.0) and not np.allclose(beta, 0.0)
+
+
 def test_a_resumed_fit_starts_from_process_0s_weights_and_optimizer_state(job):
     out, _ = job
     model, _, x, y = _single_process_cnn()

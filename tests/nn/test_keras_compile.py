@@ -24,6 +24,24 @@ def test_keras_made_optimizer_slots_are_the_filesarrays():
         np.testing.assert_array_equal(state[f"{key}/v"], saved[3 + 2 * i])
 
 
+def test_keras_made_rmsprop_slots_and_batch_norm_statistics_are_the_files_arrays():
+    """cnn_bn.keras (a centered RMSprop with momentum): Keras's optimizer variables are the
+    velocities of every trainable weight, then their momentums, then their average
+    gradients, in get_weights order; BatchNormalization's moving statistics have none."""
+    model, _ = load_keras_made("cnn_bn")
+    with zipfile.ZipFile(os.path.join(DATA, "cnn_bn.keras")) as z, z.open("model.weights.h5") as f, \
+            h5py.File(f, "r") as h:
+        saved = [h[f"optimizer/vars/{i}"][()] for i in range(len(h["optimizer/vars"]))]
+    trainable = model._trainable_params()
+    assert len(trainable) == len(model._params()) - 2
+    assert len(saved) == 2 + 3 * len(trainable)
+    state = model.optimizer.get_state(model.be)
+    assert not any("moving" in k for k in state)
+    for g, slot in enumerate(("velocity", "momentum", "average_gradient")):
+        for i, (key, _, _) in enumerate(trainable):
+            np.testing.assert_array_equal(state[f"{key}/{slot}"], saved[2 + g * len(trainable) + i])
+
+
 def test_a_compile_record_numbanet_cannot_honour_loads_the_model_uncompiled(tmp_path):
     good = small_file(tmp_path)
 

@@ -40,7 +40,7 @@ def test_files_keras_wrote_predict_as_keras_did(name):
         assert "the optimizer's 2 saved variables do not match" in caught[0]
 
 
-@pytest.mark.parametrize("name", ["text_lstm", "transformer"])
+@pytest.mark.parametrize("name", ["text_lstm", "transformer", "cnn_bn"])
 def test_a_step_from_a_keras_file_lands_where_keras_s_step_did(name):
     """The optimizer state (Adam's moments, AdamW's decay, the step count) comes over:
     one train_on_batch from the loaded file gives Keras's next weights. A step moves them by

@@ -1,4 +1,5 @@
-"""SGD and Adam: defaults, strings, and one model step against the update written in NumPy."""
+"""SGD, Adam, AdamW, RMSprop and Adagrad: defaults, strings, and model steps against the
+updates written in NumPy."""
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ def test_keras_defaults_and_strings():
     assert isinstance(optimizers.get("adam"), optimizers.Adam)
     assert isinstance(optimizers.get("SGD"), optimizers.SGD)
     with pytest.raises(ValueError, match="optimizer must be 'sgd', 'adam'"):
-        optimizers.get("rmsprop")
+        optimizers.get("nadam")
     with pytest.raises(ValueError, match="momentum must be in"):
         optimizers.SGD(momentum=1.0)
 
@@ -141,3 +142,70 @@ def test_config_round_trip_with_schedule():
     again = optimizers.from_config("AdamW", opt.get_config(), iterations=7)
     assert again.get_config() == opt.get_config() and again.iterations == 7
     assert again.current_learning_rate() == sched(7)
+
+
+# --------------------------------------------------------------------------- RMSprop, Adagrad
+
+def test_rmsprop_and_adagrad_keras_defaults_strings_and_config():
+    r = optimizers.RMSprop()
+    assert (r.learning_rate, r.rho, r.momentum, r.epsilon, r.centered) == (0.001, 0.9, 0.0, 1e-7, False)
+    a = optimizers.Adagrad()
+    assert (a.learning_rate, a.initial_accumulator_value, a.epsilon) == (0.001, 0.1, 1e-7)
+    assert isinstance(optimizers.get("rmsprop"), optimizers.RMSprop)
+    assert isinstance(optimizers.get("Adagrad"), optimizers.Adagrad)
+    for opt in (optimizers.RMSprop(0.01, rho=0.8, momentum=0.5, epsilon=1e-6, centered=True, clipnorm=1.0),
+                optimizers.Adagrad(0.02, initial_accumulator_value=0.3, epsilon=1e-5, weight_decay=0.01)):
+        back = optimizers.from_config(type(opt).__name__, opt.get_config(), iterations=4)
+        assert type(back) is type(opt) and back.get_config() == opt.get_config() and back.iterations == 4
+    assert optimizers.RMSprop(momentum=0.9, centered=True).needed_slots() == ("velocity", "momentum",
+                                                                               "average_gradient")
+    assert optimizers.RMSprop().needed_slots() == ("velocity",)
+    with pytest.raises(ValueError, match=r"RMSprop: rho must be a number in \[0.0, 1.0\), got 1.0"):
+        optimizers.RMSprop(rho=1.0)
+    with pytest.raises(ValueError, match="RMSprop: centered must be True or False"):
+        optimizers.RMSprop(centered=1)
+    with pytest.raises(ValueError, match="Adagrad: initial_accumulator_value must be a number"):
+        optimizers.Adagrad(initial_accumulator_value=-1.0)
+    with pytest.raises(ValueError, match="Adagrad: epsilon must be > 0"):
+        optimizers.Adagrad(epsilon=0.0)
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("momentum,centered", [(0.0, False), (0.9, False), (0.0, True), (0.5, True)])
+def test_rmsprop_steps_match_numpy(momentum, centered):
+    """Keras 3's update: epsilon inside the root, the centered mean subtracted there, the
+    momentum buffer accumulating the increments."""
+    x, t, (w, b), got = _steps(optimizers.RMSprop(0.05, rho=0.8, momentum=momentum, centered=centered))
+    p = [w, b]
+    vel, avg, mom = ([0 * w, 0 * b] for _ in range(3))
+    for _ in range(3):
+        g = _grads(p[0], p[1], x, t)
+        for i in range(2):
+            vel[i] = 0.8 * vel[i] + 0.2 * g[i] ** 2
+            denominator = vel[i] + 1e-7
+            if centered:
+                avg[i] = 0.8 * avg[i] + 0.2 * g[i]
+                denominator = vel[i] - avg[i] ** 2 + 1e-7
+            increment = 0.05 * g[i] / np.sqrt(denominator)
+            if momentum:
+                mom[i] = momentum * mom[i] + increment
+                p[i] = p[i] - mom[i]
+            else:
+                p[i] = p[i] - increment
+    for a, e in zip(got, p):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.simulator
+def test_adagrad_steps_match_numpy():
+    """The accumulator starts at initial_accumulator_value, not zero."""
+    opt = optimizers.Adagrad(0.1, initial_accumulator_value=0.25)
+    x, t, (w, b), got = _steps(opt)
+    p, acc = [w, b], [np.full_like(w, 0.25), np.full_like(b, 0.25)]
+    for _ in range(3):
+        g = _grads(p[0], p[1], x, t)
+        for i in range(2):
+            acc[i] = acc[i] + g[i] ** 2
+            p[i] = p[i] - 0.1 * g[i] / np.sqrt(acc[i] + 1e-7)
+    for a, e in zip(got, p):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-12)

@@ -122,6 +122,7 @@ def keras_shapes(keras):
             "Reshape": lambda: L.Reshape((3, 2)), "Permute": lambda: L.Permute((2, 1)), "Add": lambda: L.Add(),
             "Concatenate": lambda: L.Concatenate(), "Embedding": lambda: L.Embedding(7, 4),
             "LayerNormalization": lambda: L.LayerNormalization(),
+            "BatchNormalization": lambda: L.BatchNormalization(),
             "MultiHeadAttention": lambda: L.MultiHeadAttention(num_heads=2, key_dim=3),
             "SimpleRNN": lambda: L.SimpleRNN(3), "LSTM": lambda: L.LSTM(3), "GRU": lambda: L.GRU(3),
             "Bidirectional": lambda: L.Bidirectional(L.LSTM(3))}

@@ -4,7 +4,7 @@ numbanet and compares with Keras's own predictions, saved beside each file.
 Keras is a reference here, never a dependency of numbanet; run by hand, from the
 repository root, after `pip install keras h5py torch`:
 
-    KERAS_BACKEND=torch python tests/nn/data/make_keras_files.py
+    KERAS_BACKEND=torch python tests/nn/data/make_keras_files.py [name ...]
 
 For each model of MODELS it writes tests/nn/data/<name>.keras (trained for two steps, so
 that the file holds an optimizer's state; "recurrent" is only compiled, which keeps its
@@ -17,6 +17,7 @@ train_on_batch(x, t) from the saved state: numbanet's step from the loaded file 
 there too. Plain .npy arrays: the test reads them with allow_pickle=False.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -102,8 +103,22 @@ def masked(keras, L):
     return model, x, None
 
 
-MODELS = {"text_lstm": text_lstm, "transformer": transformer, "cnn": cnn, "recurrent": recurrent, "masked": masked}
-NEXT_STEP = ("text_lstm", "transformer")
+def cnn_bn(keras, L):
+    """The CNN staple: Conv2D, BatchNormalization, ReLU, MaxPooling2D, Flatten, softmax,
+    trained by a centered RMSprop with momentum (every RMSprop slot in the file). A
+    momentum of 0.8 moves the moving statistics visibly in two steps, so predictions
+    (which use them) tell whether they came over."""
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(4, (3, 3)), L.BatchNormalization(momentum=0.8),
+                              L.Activation("relu"), L.MaxPooling2D(), L.Flatten(), L.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(5)
+    return model, (rng.standard_normal((6, 6, 6, 2)) * 2 + 1).astype("float32"), rng.integers(0, 3, 6)
+
+
+MODELS = {"text_lstm": text_lstm, "transformer": transformer, "cnn": cnn, "recurrent": recurrent, "masked": masked,
+          "cnn_bn": cnn_bn}
+NEXT_STEP = ("text_lstm", "transformer", "cnn_bn")
 
 
 def _save(name, what, arrays):
@@ -117,9 +132,15 @@ def _save(name, what, arrays):
 def main():
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
-    keras.utils.set_random_seed(0)
-    for name, make in MODELS.items():
-        model, x, y = make(keras, keras.layers)
+    # The models named on the command line (all without): each seeded on its own, so one
+    # file can be remade without changing the others.
+    names = sys.argv[1:] or list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        sys.exit(f"unknown model(s) {unknown}; the models are {list(MODELS)}")
+    for name in names:
+        keras.utils.set_random_seed(0)
+        model, x, y = MODELS[name](keras, keras.layers)
         if y is not None and name != "recurrent":
             model.fit(x, y, batch_size=len(y), epochs=2, verbose=0)
         model.save(os.path.join(HERE, f"{name}.keras"))

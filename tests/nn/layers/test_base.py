@@ -37,6 +37,7 @@ KINDS = {
     "Embedding": (lambda: L.Embedding(7, 4), lambda: [L.Input((3,), dtype="int32")], {}, [(7, 4)]),
     "PositionEmbedding": (lambda: L.PositionEmbedding(5), _float(3, 4), {}, [(5, 4)]),
     "LayerNormalization": (lambda: L.LayerNormalization(), _float(3, 4), {}, [(4,), (4,)]),
+    "BatchNormalization": (lambda: L.BatchNormalization(), _float(3, 3, 4), {}, [(4,), (4,), (4,), (4,)]),
     "MultiHeadAttention": (lambda: L.MultiHeadAttention(num_heads=2, key_dim=3),
                            lambda: [L.Input((4, 5)), L.Input((3, 6))], {},
                            [(5, 2, 3), (2, 3), (6, 2, 3), (2, 3), (6, 2, 3), (2, 3), (2, 3, 5), (5,)]),
