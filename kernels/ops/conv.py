@@ -115,7 +115,7 @@ def transpose_geometry(op, in_hw, kernel_hw, strides, padding, output_padding, d
     that conv pads span-1-left)."""
     mode = shapes.check_padding(op, padding, explicit=False)
     if output_padding is not None:
-        output_padding = _two(op, output_padding)
+        output_padding = check_output_padding(op, output_padding)
     out, pads = [], []
     for axis in range(2):
         size, k, s, d = in_hw[axis], kernel_hw[axis], strides[axis], dilation[axis]
@@ -136,7 +136,7 @@ def transpose_geometry(op, in_hw, kernel_hw, strides, padding, output_padding, d
     return out[0], out[1], pads[0], pads[1]
 
 
-def _two(op, value):
+def check_output_padding(op, value):
     """output_padding: an int >= 0 or a pair of them (0 is allowed, unlike a stride)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
