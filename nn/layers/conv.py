@@ -158,6 +158,9 @@ class Conv2DTranspose(KernelBiasMixin, ActivationMixin, Layer):
         self.padding = shapes.check_padding(kind, padding, explicit=False)
         _no_strided_dilation(kind, self.strides, self.dilation_rate)
         self.output_padding = None if output_padding is None else check_output_padding(kind, output_padding)
+        # The output_padding rule (smaller than the stride), checked here on a 1x1 input.
+        transpose_geometry(kind, (1, 1), self.kernel_size, self.strides, self.padding, self.output_padding,
+                           self.dilation_rate)
         self._init_kernel_bias(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                                bias_regularizer)
 
