@@ -9,9 +9,13 @@ and arguments are spelled the same), ending in Flatten and Dense and trained on 
 squared error. numbanet's model takes Keras's initial weights (biases set to random
 values, so that they matter); the script checks the weight shapes are equal, then prints
 the worst difference relative to the largest Keras value of the predictions, of the
-weights after one SGD step and after three Adam steps on the same batch, and, per layer
-class, the worst over its cases.
+weights after one SGD step and after three Adam steps on the same batch, of the
+predictions of Keras's model saved by Keras to a .keras file and loaded by numbanet
+("keras file"), and, per layer class, the worst over its cases.
 """
+import os
+import tempfile
+
 import numpy as np
 
 CASES = [
@@ -60,7 +64,7 @@ def relative(a, b):
 def run_case(keras, shape, spec, seed):
     from numbanet import nn
     from numbanet.nn import layers as NL
-    from numbanet.nn.models import Model
+    from numbanet.nn.models import Model, load_model
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((4,) + shape).astype("float32")
     y = rng.standard_normal((4, 2)).astype("float32")
@@ -81,6 +85,11 @@ def run_case(keras, shape, spec, seed):
             nm.compile(nn.optimizers.SGD(0.05), "mse")
             assert km.output_shape == (None,) + tuple(nm.output_shape)
             out["predict"] = relative([km.predict(x, verbose=0)], [nm.predict(x, verbose=0)])
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "m.keras")
+                km.save(path)
+                loaded = load_model(path)
+            out["keras file"] = relative([km.predict(x, verbose=0)], [loaded.predict(x, verbose=0)])
         else:
             km.compile(keras.optimizers.Adam(0.01), "mse")
             nm.compile(nn.optimizers.Adam(0.01), "mse")
@@ -101,7 +110,7 @@ def main():
         print(f"{name:40s} " + "  ".join(f"{k} {v:.1e}" for k, v in res.items()))
         cls = spec[-1][0]
         per_class[cls] = max(per_class.get(cls, 0.0), max(res.values()))
-    print("\nworst relative difference per layer class (predict, SGD x1, Adam x3):")
+    print("\nworst relative difference per layer class (predict, SGD x1, Adam x3, keras file):")
     for cls, v in per_class.items():
         print(f"  {cls:20s} {v:.1e}")
 
