@@ -124,7 +124,8 @@ def _read_conv_weights(c):
     return dict(activation=c.activation(), use_bias=c.take("use_bias", True),
                 kernel_initializer=c.initializer("kernel_initializer"),
                 bias_initializer=c.initializer("bias_initializer"),
-                kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
+                kernel_regularizer=c.regularizer("kernel_regularizer"),
+                bias_regularizer=c.regularizer("bias_regularizer"))
 
 
 def _read_conv1d(c):

@@ -14,8 +14,8 @@ from numbanet.nn.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from numbanet.nn.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
                                         GlobalAvgPool1D, GlobalAvgPool2D, MaxPool2D, MaxPooling2D)
 from numbanet.nn.layers.reshaping import Permute, Reshape
-from numbanet.nn.layers.pooling import (AveragePooling1D, AvgPool1D, GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D,
-                                        GlobalMaxPooling2D, MaxPool1D, MaxPooling1D)
+from numbanet.nn.layers.pooling import (AveragePooling1D, AvgPool1D, GlobalMaxPool1D, GlobalMaxPool2D,
+                                        GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPooling1D)
 from numbanet.nn.layers.upsampling import UpSampling2D
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "MaxPool2D", "AveragePooling2D",

@@ -766,5 +766,6 @@ def test_conv2d_transpose_rejects_bad_input(be):
         be.conv2d_transpose(x, w, output_padding=(-1, 0))
     with pytest.raises(ValueError, match=r"conv2d_transpose: padding must be 'valid' or 'same', got 'causal'"):
         be.conv2d_transpose(x, w, padding="causal")
-    with pytest.raises(ValueError, match=r"conv2d_transpose_backward: dy must have shape \(1, 5, 5, 4\), got \(1, 6, 6, 4\)"):
+    with pytest.raises(ValueError, match=r"conv2d_transpose_backward: dy must have shape \(1, 5, 5, 4\), "
+                                         r"got \(1, 6, 6, 4\)"):
         be.conv2d_transpose_backward(x, w, be.asarray(np.ones((1, 6, 6, 4), np.float32)))
