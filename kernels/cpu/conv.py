@@ -19,6 +19,10 @@ forms each image's dz = dy * act'(y) just before dy is packed. Neither makes a p
 its own over the whole batch (11 MB each way for the article's first layer) nor starts a
 parallel region.
 
+A dilation (window cells dil_h rows and dil_w columns apart) enters only where a window
+cell's input position is computed: the patch lowering, its adjoint and the direct path's
+cell offsets. conv2d_transpose_forward is the dx path alone (x in dy's place, y in dx's).
+
 Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
 and their gradients are dropped. Each prange iteration owns whole images (their rows of
 y and dx) and its own partial dW/db, so there are no races and the sums are added in a

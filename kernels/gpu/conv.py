@@ -16,7 +16,8 @@ patches^T), so one launch gives both. No float atomics anywhere: gradients are
 bit-identical run to run. NHWC puts channels last, so the K index of each loader runs fastest along the
 contiguous channel axis and tile loads stay coalesced.
 
-dh, dw: the dilation (dil_h, dil_w below). geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w),
+conv2d_transpose_forward is the dx GEMM alone (x in dy's place, y in dx's, the bias in
+its epilogue). dh, dw: the dilation (dil_h, dil_w below). geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w),
 one tuple for every loader.
 """
 import numpy as np

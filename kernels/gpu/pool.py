@@ -10,6 +10,10 @@ thread, never racing, and no atomics are needed, so the result is deterministic.
 of a warp are consecutive channels of one pixel, so each step is still coalesced.
 avg_pool2d_backward is a true gather: a dx cell sums dy / count over the windows that
 cover it, computed from the geometry.
+
+global_max_pool and upsample2d run one thread per output element; their backwards one
+thread per dx element (the argmax's step gets dy, the rest 0; an upsampled block's sum
+in row-major order): no atomics, deterministic.
 """
 from numba import cuda
 

@@ -769,3 +769,18 @@ def test_conv2d_transpose_rejects_bad_input(be):
     with pytest.raises(ValueError, match=r"conv2d_transpose_backward: dy must have shape \(1, 5, 5, 4\), "
                                          r"got \(1, 6, 6, 4\)"):
         be.conv2d_transpose_backward(x, w, be.asarray(np.ones((1, 6, 6, 4), np.float32)))
+
+
+def test_conv2d_transpose_costs():
+    """2 flops per multiply-add: each x element meets KH*KW*filters weights (forward), dx and
+    dw as many again (backward); bytes: each array once."""
+    from numbanet.kernels import ops
+    x, w = np.ones((2, 3, 3, 4), np.float32), np.ones((3, 3, 2, 4), np.float32)
+    dy = np.ones((2, 6, 6, 2), np.float32)
+    macs = 2 * 3 * 3 * 4 * (3 * 3 * 2)
+    assert ops.get("conv2d_transpose").cost(x, w, None, strides=2, padding="same") == \
+        (2 * macs, 4 * (x.size + w.size + dy.size))
+    assert ops.get("conv2d_transpose_backward").cost(x, w, dy, strides=2, padding="same") == \
+        (4 * macs, 4 * (x.size + w.size + dy.size + x.size + w.size + 2))
+    assert ops.get("conv2d_transpose_backward").cost(x, w, dy, strides=2, padding="same", compute_dx=False)[0] == \
+        2 * macs

@@ -416,3 +416,17 @@ def test_upsample2d_bad_input(be):
         be.upsample2d(be.asarray(np.zeros((1, 2, 2, 1024), np.float32)), size=2 ** 30)
     with pytest.raises(ValueError, match=r"upsample2d_backward: dy.shape=\(1, 3, 4, 1\) is not an upsample2d output"):
         be.upsample2d_backward(be.asarray(np.zeros((1, 3, 4, 1), np.float32)))
+
+
+def test_global_max_pool_and_upsample2d_costs():
+    """A compare per element read (global max), an add per dy element (upsampling
+    backward); bytes: each array once, int32 indices 4 bytes each."""
+    from numbanet.kernels import ops
+    x = np.ones((2, 5, 3), np.float64)
+    assert ops.get("global_max_pool").cost(x) == (30, 8 * (30 + 6) + 4 * 6)
+    assert ops.get("global_max_pool_backward").cost(np.ones((2, 3)), np.zeros((2, 3), np.int32), (2, 5, 3)) == \
+        (0, 8 * (6 + 30) + 4 * 6)
+    img = np.ones((2, 3, 4, 5), np.float32)
+    assert ops.get("upsample2d").cost(img, size=(2, 3)) == (0, 4 * (120 + 720))
+    dy = np.ones((2, 6, 12, 5), np.float32)
+    assert ops.get("upsample2d_backward").cost(dy, size=(2, 3)) == (720, 4 * (720 + 120))
