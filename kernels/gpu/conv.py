@@ -17,8 +17,10 @@ bit-identical run to run. NHWC puts channels last, so the K index of each loader
 contiguous channel axis and tile loads stay coalesced.
 
 conv2d_transpose_forward is the dx GEMM alone (x in dy's place, y in dx's, the bias in
-its epilogue). dh, dw: the dilation (dil_h, dil_w below). geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w),
-one tuple for every loader.
+its epilogue). dh, dw: the dilation (dil_h, dil_w below).
+
+geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w), one tuple for
+every loader.
 """
 import numpy as np
 from numba import cuda
