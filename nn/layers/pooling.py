@@ -182,7 +182,8 @@ class _GlobalMaxPooling(_GlobalPooling):
 
     def forward(self, x, training=False, logits=False):
         be = self.be
-        self._saved_shape = (x.shape[0], x.size // (x.shape[0] * x.shape[-1]), x.shape[-1])
+        steps = int(np.prod(self.input_shape[:-1]))
+        self._saved_shape = (x.shape[0], steps, self.input_shape[-1])
         y, self._saved_indices = be.global_max_pool(be.reshape(x, self._saved_shape))
         return be.reshape(y, (x.shape[0],) + tuple(self.output_shape))
 
