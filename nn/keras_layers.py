@@ -31,10 +31,11 @@ Dropout) are not carried over: they only choose draws that the file's weights re
 from numbanet.kernels import shapes as kshapes
 from numbanet.nn.keras_config import (KerasConfig, Unsupported, obj, policy, policy_name, read_activation,
                                       snake_case, write_activation, write_initializer, write_regularizer)
-from numbanet.nn.layers import (GRU, LSTM, Activation, Add, AveragePooling2D, Bidirectional, Concatenate, Conv2D,
-                                Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
-                                InputLayer, LayerNormalization, MaxPooling2D, MultiHeadAttention, Permute,
-                                PositionEmbedding, Reshape, SimpleRNN)
+from numbanet.nn.layers import (GRU, LSTM, Activation, Add, AveragePooling1D, AveragePooling2D, Bidirectional,
+                                Concatenate, Conv1D, Conv2D, Conv2DTranspose, Dense, Dropout, Embedding, Flatten,
+                                GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+                                InputLayer, LayerNormalization, MaxPooling1D, MaxPooling2D, MultiHeadAttention, Permute,
+                                PositionEmbedding, Reshape, SimpleRNN, UpSampling2D)
 from numbanet.nn.layers import BatchNormalization
 
 
@@ -116,6 +117,63 @@ def _read_conv2d(c):
                 kernel_initializer=c.initializer("kernel_initializer"),
                 bias_initializer=c.initializer("bias_initializer"),
                 kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
+
+
+def _read_conv_weights(c):
+    """The kernel and bias arguments every convolution shares."""
+    c.no_constraints("kernel", "bias")
+    return dict(activation=c.activation(), use_bias=c.take("use_bias", True),
+                kernel_initializer=c.initializer("kernel_initializer"),
+                bias_initializer=c.initializer("bias_initializer"),
+                kernel_regularizer=c.regularizer("kernel_regularizer"),
+                bias_regularizer=c.regularizer("bias_regularizer"))
+
+
+def _read_conv1d(c):
+    _channels_last(c)
+    c.only("groups", 1)
+    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
+                strides=tuple(c.take("strides", (1,))), padding=c.take("padding", "valid"),
+                dilation_rate=tuple(c.take("dilation_rate", (1,))), **_read_conv_weights(c))
+
+
+def _write_conv1d(layer):
+    return _write_weighted(layer, f"layer '{layer.name}' (Conv1D)", filters=layer.filters,
+                           kernel_size=[layer.kernel_size], strides=[layer.strides], padding=layer.padding,
+                           data_format="channels_last", dilation_rate=[layer.dilation_rate], groups=1)
+
+
+def _read_conv2d_transpose(c):
+    _channels_last(c)
+    output_padding = c.take("output_padding", None)
+    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
+                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"),
+                output_padding=None if output_padding is None else tuple(output_padding),
+                dilation_rate=tuple(c.take("dilation_rate", (1, 1))), **_read_conv_weights(c))
+
+
+def _write_conv2d_transpose(layer):
+    return _write_weighted(layer, f"layer '{layer.name}' (Conv2DTranspose)", filters=layer.filters,
+                           kernel_size=list(layer.kernel_size), strides=list(layer.strides), padding=layer.padding,
+                           output_padding=None if layer.output_padding is None else list(layer.output_padding),
+                           data_format="channels_last", dilation_rate=list(layer.dilation_rate))
+
+
+def _read_pool1d(c):
+    _channels_last(c)
+    strides = c.take("strides", None)
+    return dict(pool_size=tuple(c.take("pool_size")), strides=None if strides is None else tuple(strides),
+                padding=c.take("padding", "valid"))
+
+
+def _write_pool1d(layer):
+    return dict(pool_size=[layer.pool_size], strides=[layer.strides], padding=layer.padding,
+                data_format="channels_last")
+
+
+def _read_upsampling2d(c):
+    _channels_last(c)
+    return dict(size=tuple(c.take("size", (2, 2))), interpolation=c.take("interpolation", "nearest"))
 
 
 def _read_pool(c):
@@ -429,6 +487,18 @@ _entry("PositionEmbedding", PositionEmbedding, read=_read_position_embedding,
        write=lambda l: dict(sequence_length=l.sequence_length, initializer=write_initializer(l.initializer)),
        variables=lambda l, s: [("", [("embeddings", (l.sequence_length, s[-1]))])],
        module="keras_hub.src.layers.modeling.position_embedding", registered_name="keras_hub>PositionEmbedding")
+_entry("Conv1D", Conv1D, read=_read_conv1d, write=_write_conv1d,
+       variables=lambda l, s: [("", _kernel_bias()(l, (l.kernel_size, s[-1], l.filters), (l.filters,)))])
+_entry("Conv2DTranspose", Conv2DTranspose, read=_read_conv2d_transpose, write=_write_conv2d_transpose,
+       variables=lambda l, s: [("", _kernel_bias()(l, l.kernel_size + (l.filters, s[-1]), (l.filters,)))])
+_entry("MaxPooling1D", MaxPooling1D, read=_read_pool1d, write=_write_pool1d)
+_entry("AveragePooling1D", AveragePooling1D, read=_read_pool1d, write=_write_pool1d)
+_entry("GlobalMaxPooling1D", GlobalMaxPooling1D, read=_read_global,
+       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
+_entry("GlobalMaxPooling2D", GlobalMaxPooling2D, read=_read_global,
+       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
+_entry("UpSampling2D", UpSampling2D, read=_read_upsampling2d,
+       write=lambda l: dict(size=list(l.size), data_format="channels_last", interpolation=l.interpolation))
 
 # Keras classes that hold code, not configuration: refused by name.
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")

@@ -19,6 +19,10 @@ forms each image's dz = dy * act'(y) just before dy is packed. Neither makes a p
 its own over the whole batch (11 MB each way for the article's first layer) nor starts a
 parallel region.
 
+A dilation (window cells dil_h rows and dil_w columns apart) enters only where a window
+cell's input position is computed: the patch lowering, its adjoint and the direct path's
+cell offsets. conv2d_transpose_forward is the dx path alone (x in dy's place, y in dx's).
+
 Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
 and their gradients are dropped. Each prange iteration owns whole images (their rows of
 y and dx) and its own partial dW/db, so there are no races and the sums are added in a
@@ -54,10 +58,10 @@ def _put(tile, dst, transposed, row, col, v):
 
 
 @numba.njit(cache=True)
-def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed):
-    """One image's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = xn[oh*sh - pt + kh,
-    ow*sw - pl + kw, c] (0 outside xn), written straight into the micro-kernel's MR-row
-    panels (MR = tile.mr, a constant where this is compiled): of P itself
+def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pt, pl, dst, transposed):
+    """One image's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = xn[oh*sh - pt + kh*dil_h,
+    ow*sw - pl + kw*dil_w, c] (0 outside xn; dil_h, dil_w: the dilation), written straight into the
+    micro-kernel's MR-row panels (MR = tile.mr, a constant where this is compiled): of P itself
     (dst[row // MR, col, row % MR]) or, when transposed, of P^T (dst[col // MR, row,
     col % MR]). Panel rows past the matrix are zeroed. Takes the
     image, not (x, n), for the reason _forward_direct_image gives."""
@@ -67,9 +71,9 @@ def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed
         for ow in range(ow_):
             row = oh * ow_ + ow
             for kh in range(kh_):
-                ih = oh * sh - pt + kh
+                ih = oh * sh - pt + kh * dil_h
                 for kw in range(kw_):
-                    iw = ow * sw - pl + kw
+                    iw = ow * sw - pl + kw * dil_w
                     base = (kh * kw_ + kw) * c_in
                     if 0 <= ih < h and 0 <= iw < w:
                         src = xn[ih, iw]
@@ -83,7 +87,7 @@ def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, pt, pl, dst, transposed
 
 
 @numba.njit(cache=True)
-def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
+def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pt, pl):
     """The adjoint of the patch lowering for one image: dxn[ih, iw, c] += every entry of
     dpatches (rows, KH*KW*C_in, not packed) that was read from x[n, ih, iw, c]."""
     h, w, c_in = dxn.shape
@@ -91,11 +95,11 @@ def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pt, pl):
         for ow in range(ow_):
             row = dpatches[oh * ow_ + ow]
             for kh in range(kh_):
-                ih = oh * sh - pt + kh
+                ih = oh * sh - pt + kh * dil_h
                 if ih < 0 or ih >= h:
                     continue
                 for kw in range(kw_):
-                    iw = ow * sw - pl + kw
+                    iw = ow * sw - pl + kw * dil_w
                     if iw < 0 or iw >= w:
                         continue
                     base = (kh * kw_ + kw) * c_in
@@ -305,14 +309,14 @@ def _forward_direct_image(xn, wpack, bpack, offs, yn, sh, sw, pt, pl, xp, bases,
 
 
 @numba.njit(cache=True)
-def _cell_offsets(kh_, kw_, c_in, wp):
+def _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w):
     """Offset of window cell k = (kh*KW + kw)*C + c from its window's corner in a padded
-    image of wp columns (the order of w's rows)."""
+    image of wp columns (the order of w's rows), the cells dil_h rows and dil_w columns apart."""
     offs = np.empty(kh_ * kw_ * c_in, dtype=np.intp)
     for kh in range(kh_):
         for kw in range(kw_):
             for c in range(c_in):
-                offs[(kh * kw_ + kw) * c_in + c] = (kh * wp + kw) * c_in + c
+                offs[(kh * kw_ + kw) * c_in + c] = (kh * dil_h * wp + kw * dil_w) * c_in + c
     return offs
 
 
@@ -341,7 +345,7 @@ def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile)
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
+def _conv2d_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, act):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
@@ -365,9 +369,9 @@ def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
             bpack[jp, c] = 0
     for j in range(bias.shape[0]):
         bpack[j // NR, j % NR] = bias[j]
-    hp = (oh_ - 1) * sh + kh_
-    wp = (ow_ - 1) * sw + kw_
-    offs = _cell_offsets(kh_, kw_, c_in, wp)
+    hp = (oh_ - 1) * sh + (kh_ - 1) * dil_h + 1
+    wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
+    offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
     for n in prange(n_):
         if direct:
             scratch = np.empty((MR, NR), dtype=x.dtype)
@@ -377,7 +381,7 @@ def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
         else:
             scratch = np.empty((tile.mr, tile.nr), dtype=x.dtype)
             ppack = np.empty((_panels(rows, tile.mr), kdim, tile.mr), dtype=x.dtype)
-            _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ppack, False)
+            _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pad_top, pad_left, ppack, False)
             gemm_packed(tile, ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, scratch)
         if act != LINEAR:
             # The image's output just written, still in cache (86 KB for the article's
@@ -387,7 +391,8 @@ def _conv2d_forward(tile, x, w, bias, y, sh, sw, pad_top, pad_left, act):
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks):
+def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left,
+                     nchunks):
     n_, oh_, ow_, c_out = dy.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
@@ -404,8 +409,8 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad
     # which read dy in 16-column panels; the GEMM path reads them NR wide.
     direct = kdim <= DIRECT_KDIM
     nrp = NR if direct else nrw
-    wp = (ow_ - 1) * sw + kw_
-    offs = _cell_offsets(kh_, kw_, c_in, wp)
+    wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
+    offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
     pix = np.empty(rows, dtype=np.intp)
     for p in range(rows):
         oh = p // ow_
@@ -423,7 +428,7 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad
         # for the direct tile (MR x NR) and the GEMM's edge tiles (tile.mr x tile.nr)
         scratch = np.empty((max(MR, mrw), max(NR, nrw)), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
-        xp = np.empty(((oh_ - 1) * sh + kh_, wp * c_in), dtype=x.dtype)
+        xp = np.empty(((oh_ - 1) * sh + (kh_ - 1) * dil_h + 1, wp * c_in), dtype=x.dtype)
         cells = np.empty(MR, dtype=np.intp)
         dzn = np.empty((rows if act != LINEAR else 0, c_out), dtype=x.dtype)
         dwt = dw_part[t]
@@ -446,7 +451,8 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad
             if direct:
                 _dw_direct_image(x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
             else:
-                _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left, ptpack, True)
+                _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pad_top, pad_left, ptpack,
+                               True)
                 gemm_packed(tile, ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, scratch)
             if compute_dx:
                 pack_a(tile, dyn, False, rows, c_out, dyapack)
@@ -456,7 +462,7 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad
                     for iw in range(dxn.shape[1]):
                         for c in range(c_in):
                             dxn[ih, iw, c] = 0
-                _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, pad_top, pad_left)
+                _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pad_top, pad_left)
     # A serial reduction: dW is small next to the work above, and a third parfor would
     # cost more compile time than it saves run time.
     dwmat = dw.reshape((kdim, c_out))
@@ -472,7 +478,7 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, pad
             db[j] += db_part[t, j]
 
 
-def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear"):
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear", dil_h=1, dil_w=1):
     """dx (skipped when None), dw and db of L given dL/dy = dy; dwdb holds dw's
     KH*KW*C_in rows and then db; arrays validated and C-contiguous. With an activation,
     dy is the gradient of y = act(conv + bias), the forward's output, and each image's
@@ -490,11 +496,47 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
     dynamic(_conv2d_backward, tuning.current().tile, x, w, dy, dy if y is None else y, CODES[activation],
-            dx, compute_dx, dw, db, sh, sw, pad_top, pad_left, nchunks)
+            dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left, nchunks)
 
 
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
-    """y = act(conv(x, w) (+ bias)); arrays validated and C-contiguous, y allocated."""
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear", dil_h=1, dil_w=1):
+    """y = act(conv(x, w) (+ bias)), window cells dil_h rows and dil_w columns apart (the
+    dilation); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
     dynamic(_conv2d_forward, tuning.current().tile, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw,
-            pad_top, pad_left, CODES[activation])
+            dil_h, dil_w, pad_top, pad_left, CODES[activation])
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv2d_transpose_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left):
+    # conv2d_backward's dx path alone, image by image: x plays dy, y plays dx, and y
+    # starts at the bias instead of 0.
+    n_, ih_, iw_, c_out = x.shape
+    kh_, kw_, f = w.shape[0], w.shape[1], w.shape[2]
+    kdim = kh_ * kw_ * f
+    rows = ih_ * iw_
+    wtpack = np.empty((_panels(kdim, tile.nr), c_out, tile.nr), dtype=w.dtype)
+    pack_b(tile, w.reshape((kdim, c_out)), True, kdim, c_out, wtpack)
+    for n in prange(n_):
+        xapack = np.empty((_panels(rows, tile.mr), c_out, tile.mr), dtype=x.dtype)
+        dpatches = np.empty((rows, kdim), dtype=x.dtype)
+        scratch = np.empty((tile.mr, tile.nr), dtype=x.dtype)
+        nobias = np.empty(0, dtype=x.dtype)
+        pack_a(tile, x[n].reshape((rows, c_out)), False, rows, c_out, xapack)
+        gemm_packed(tile, xapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, scratch)
+        yn = y[n]
+        for i in range(yn.shape[0]):
+            for j in range(yn.shape[1]):
+                for c in range(f):
+                    if bias.shape[0] > 0:
+                        yn[i, j, c] = bias[c]
+                    else:
+                        yn[i, j, c] = 0
+        _col2im_add(dpatches, yn, kh_, kw_, ih_, iw_, sh, sw, dil_h, dil_w, pad_top, pad_left)
+
+
+def conv2d_transpose_forward(x, w, bias, y, sh, sw, pad_top, pad_left, dil_h=1, dil_w=1):
+    """y = the input gradient of the conv2d (w, strides, padding, dilation) from y's shape
+    to x's, given x as its output gradient, + bias; arrays validated and C-contiguous."""
+    dynamic(_conv2d_transpose_forward, tuning.current().tile, x, w, no_bias(y.dtype) if bias is None else bias, y,
+            sh, sw, dil_h, dil_w, pad_top, pad_left)

@@ -210,3 +210,64 @@ def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pt, pl):
     # One image per work item: overlapping windows add into shared cells of one image.
     for b in prange(dx.shape[0]):
         _avg_spread_image(dy, dx, b, ph, pw, sh, sw, pt, pl)
+
+
+@numba.njit(parallel=True, cache=True)
+def global_max_pool_forward(x, y, indices):
+    # One sample per work item; the channel loop innermost, over contiguous memory.
+    n, steps, c = x.shape
+    for b in prange(n):
+        for ch in range(c):
+            y[b, ch] = x[b, 0, ch]
+            indices[b, ch] = 0
+        for t in range(1, steps):
+            for ch in range(c):
+                v = x[b, t, ch]
+                m = y[b, ch]
+                take = beats(v, m)
+                y[b, ch] = v if take else m
+                indices[b, ch] = np.int32(t) if take else indices[b, ch]
+
+
+@numba.njit(parallel=True, cache=True)
+def global_max_pool_backward(dy, indices, dx):
+    n, steps, c = dx.shape
+    for b in prange(n):
+        for t in range(steps):
+            for ch in range(c):
+                dx[b, t, ch] = 0
+        for ch in range(c):
+            at = indices[b, ch]
+            # Range-checked by the backend unless a layer made them: an entry outside
+            # the steps is skipped, never written (a negative one is huge unsigned).
+            if np.uint64(at) < np.uint64(steps):
+                dx[b, at, ch] = dy[b, ch]
+
+
+@numba.njit(parallel=True, cache=True)
+def upsample2d_forward(x, y, sh, sw):
+    n, h, w, c = x.shape
+    for item in prange(n * h):
+        b = item // h
+        i = item % h
+        for di in range(sh):
+            for j in range(w):
+                for dj in range(sw):
+                    for ch in range(c):
+                        y[b, i * sh + di, j * sw + dj, ch] = x[b, i, j, ch]
+
+
+@numba.njit(parallel=True, cache=True)
+def upsample2d_backward(dy, dx, sh, sw):
+    # Each dx pixel sums its own block of dy, in row-major order: no shared writes.
+    n, h, w, c = dx.shape
+    for item in prange(n * h):
+        b = item // h
+        i = item % h
+        for j in range(w):
+            for ch in range(c):
+                dx[b, i, j, ch] = 0
+            for di in range(sh):
+                for dj in range(sw):
+                    for ch in range(c):
+                        dx[b, i, j, ch] += dy[b, i * sh + di, j * sw + dj, ch]

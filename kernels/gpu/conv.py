@@ -2,9 +2,9 @@
 loaders that compute the im2col patch index on the fly, so no patch matrix is ever
 written to global memory (it would be KH*KW times the input: 9x for a 3x3 layer).
 
-    forward  y[(n,oh,ow), co]   = sum_(kh,kw,ci) x[n, oh*sh-pt+kh, ow*sw-pl+kw, ci] * w[(kh,kw,ci), co]
+    forward  y[(n,oh,ow), co]   = sum_(kh,kw,ci) x[n, oh*sh-pt+kh*dh, ow*sw-pl+kw*dw, ci] * w[(kh,kw,ci), co]
     dw       dw[(kh,kw,ci), co] = sum_(n,oh,ow)  patch[(n,oh,ow), (kh,kw,ci)] * dy[(n,oh,ow), co]
-    dx       dx[(n,h,w), ci]    = sum_(kh,kw,co) dy[n, (h+pt-kh)/sh, (w+pl-kw)/sw, co] * w[kh,kw,ci,co]
+    dx       dx[(n,h,w), ci]    = sum_(kh,kw,co) dy[n, (h+pt-kh*dh)/sh, (w+pl-kw*dw)/sw, co] * w[kh,kw,ci,co]
                                   (terms where the division is inexact or out of range are 0)
 
 dx is a gather: each dx element is owned by one thread, which sums every dy position that
@@ -16,7 +16,11 @@ patches^T), so one launch gives both. No float atomics anywhere: gradients are
 bit-identical run to run. NHWC puts channels last, so the K index of each loader runs fastest along the
 contiguous channel axis and tile loads stay coalesced.
 
-geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out), one tuple for every loader.
+conv2d_transpose_forward is the dx GEMM alone (x in dy's place, y in dx's, the bias in
+its epilogue). dh, dw: the dilation (dil_h, dil_w below).
+
+geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w), one tuple for
+every loader.
 """
 import numpy as np
 from numba import cuda
@@ -31,7 +35,7 @@ from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch
 def _patch(x, geo, i, p, zero):
     """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci).
     A padding position gives an exact zero (never x * 0, which is NaN for an inf input)."""
-    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
+    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
     n = i // (OH * OW)
     r = i - n * (OH * OW)
     oh = r // OW
@@ -40,8 +44,8 @@ def _patch(x, geo, i, p, zero):
     q = p - kh * (KW * C)
     kw = q // C
     ci = q - kw * C
-    h = oh * sh - pt + kh
-    w = ow * sw - pl + kw
+    h = oh * sh - pt + kh * dil_h
+    w = ow * sw - pl + kw * dil_w
     if h < 0 or h >= H or w < 0 or w >= W:
         return zero
     return x[n, h, w, ci]
@@ -51,7 +55,7 @@ def _patch(x, geo, i, p, zero):
 def _patch_t_ones(x, geo, p, i, zero):
     """Row p of the dw GEMM's A (patches^T), with a row of ones appended (p = KH*KW*C_in):
     that extra output row is dy's column sums, db, computed by the same GEMM as dw."""
-    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
+    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
     if p == KH * KW * C:
         return zero + 1
     return _patch(x, geo, i, p, zero)
@@ -66,7 +70,7 @@ def _rowmajor(b, geo, p, j, zero):
 def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
     feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
-    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
+    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
     n = i // (H * W)
     r = i - n * (H * W)
     h = r // W
@@ -75,8 +79,8 @@ def _dy_gather(dy, geo, i, p, zero):
     q = p - kh * (KW * CO)
     kw = q // CO
     co = q - kw * CO
-    th = h + pt - kh
-    tw = w + pl - kw
+    th = h + pt - kh * dil_h
+    tw = w + pl - kw * dil_w
     if th < 0 or tw < 0:
         return zero
     oh = th // sh
@@ -89,7 +93,7 @@ def _dy_gather(dy, geo, i, p, zero):
 @cuda.jit(device=True, inline=True)
 def _w_for_dx(w, geo, p, j, zero):
     """Row p = (kh, kw, co), column j = ci of the dx GEMM's B operand: w[kh, kw, ci, co]."""
-    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO = geo
+    H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
     kh = p // (KW * CO)
     q = p - kh * (KW * CO)
     kw = q // CO
@@ -116,11 +120,11 @@ def conv_kernel(which, dtype, config, activation):
     return gemm.make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, ACC[dtype], config, activation)
 
 
-def _geo(x, w, dy_or_y, sh, sw, pt, pl):
+def _geo(x, w, dy_or_y, sh, sw, pt, pl, dil_h, dil_w):
     n, h, wd, c = x.shape
     kh, kw, _, co = w.shape
     oh, ow = dy_or_y.shape[1], dy_or_y.shape[2]
-    return (h, wd, c, oh, ow, kh, kw, sh, sw, pt, pl, co)
+    return (h, wd, c, oh, ow, kh, kw, sh, sw, pt, pl, co, dil_h, dil_w)
 
 
 def _family(which, dtype):
@@ -128,15 +132,15 @@ def _family(which, dtype):
     return lambda config, activation: conv_kernel(which, name, config, activation)
 
 
-def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"):
-    geo = _geo(x, w, y, sh, sw, pad_top, pad_left)
+def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear", dil_h=1, dil_w=1):
+    geo = _geo(x, w, y, sh, sw, pad_top, pad_left, dil_h, dil_w)
     kh, kw, c, co = w.shape
     m = y.shape[0] * y.shape[1] * y.shape[2]
     gemm.launch_tiled(_family("forward", x.dtype), x, w.reshape(kh * kw * c, co), bias,
                       y.reshape(m, co), m, co, kh * kw * c, geo, activation)
 
 
-def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear"):
+def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activation="linear", dil_h=1, dil_w=1):
     """dx (None to skip) and dwdb = [dw rows; db] written in full, each by one GEMM;
     every reduction in a fixed order. With an activation, dy is the gradient of the
     forward's output y = act(conv + bias): dz = dy * act'(y) is formed first, by the
@@ -147,7 +151,7 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
         dz = scratch("conv2d-dz", (dy.size,), dy.dtype)
         act.backward(rules.CODES[activation], y.reshape(y.size), dy.reshape(dy.size), dz)
         dy = dz.reshape(dy.shape)
-    geo = _geo(x, w, dy, sh, sw, pad_top, pad_left)
+    geo = _geo(x, w, dy, sh, sw, pad_top, pad_left, dil_h, dil_w)
     kh, kw, c, co = w.shape
     m = dy.shape[0] * dy.shape[1] * dy.shape[2]
     gemm.launch_tiled(_family("dwdb", x.dtype), x, dy.reshape(m, co), None, dwdb,
@@ -156,3 +160,13 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
         n, h, wd, _ = x.shape
         gemm.launch_tiled(_family("dx", x.dtype), dy, w, None, dx.reshape(n * h * wd, c),
                           n * h * wd, c, kh * kw * co, geo)
+
+
+def conv2d_transpose_forward(x, w, bias, y, sh, sw, pad_top, pad_left, dil_h=1, dil_w=1):
+    """y = the input gradient of the conv2d (w, strides, padding) from y's shape to x's,
+    given x as its output gradient, + bias: conv2d_backward's dx GEMM with the bias in
+    its epilogue."""
+    geo = _geo(y, w, x, sh, sw, pad_top, pad_left, dil_h, dil_w)
+    kh, kw, f, co = w.shape
+    n, h, wd, _ = y.shape
+    gemm.launch_tiled(_family("dx", x.dtype), x, w, bias, y.reshape(n * h * wd, f), n * h * wd, f, kh * kw * co, geo)

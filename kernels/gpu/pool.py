@@ -10,6 +10,10 @@ thread, never racing, and no atomics are needed, so the result is deterministic.
 of a warp are consecutive channels of one pixel, so each step is still coalesced.
 avg_pool2d_backward is a true gather: a dx cell sums dy / count over the windows that
 cover it, computed from the geometry.
+
+global_max_pool and upsample2d run one thread per output element; their backwards one
+thread per dx element (the argmax's step gets dy, the rest 0; an upsampled block's sum
+in row-major order): no atomics, deterministic.
 """
 from numba import cuda
 
@@ -133,3 +137,79 @@ def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
 
 def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pad_top, pad_left):
     _avg_backward[grid_1d(dx.size)](dy, dx, ph, pw, sh, sw, pad_top, pad_left)
+
+
+@cuda.jit
+def _global_max_forward(x, y, indices):
+    n, steps, c = x.shape
+    for t in range(cuda.grid(1), n * c, cuda.gridsize(1)):
+        b = t // c
+        ch = t - b * c
+        best = x[b, 0, ch]
+        best_at = 0
+        for s in range(1, steps):
+            val = x[b, s, ch]
+            if beats(val, best):
+                best = val
+                best_at = s
+        y[b, ch] = best
+        indices[b, ch] = best_at
+
+
+def global_max_pool_forward(x, y, indices):
+    _global_max_forward[grid_1d(y.size)](x, y, indices)
+
+
+@cuda.jit
+def _global_max_backward(dy, indices, dx):
+    # One thread per dx element: it writes dy there when its step is the recorded one.
+    n, steps, c = dx.shape
+    for t in range(cuda.grid(1), n * steps * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        s = r % steps
+        b = r // steps
+        dx[b, s, ch] = dy[b, ch] if indices[b, ch] == s else dx.dtype.type(0)
+
+
+def global_max_pool_backward(dy, indices, dx):
+    _global_max_backward[grid_1d(dx.size)](dy, indices, dx)
+
+
+@cuda.jit
+def _upsample_forward(x, y, sh, sw):
+    n, oh, ow, c = y.shape
+    for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        j = r % ow
+        r //= ow
+        i = r % oh
+        b = r // oh
+        y[b, i, j, ch] = x[b, i // sh, j // sw, ch]
+
+
+def upsample2d_forward(x, y, sh, sw):
+    _upsample_forward[grid_1d(y.size)](x, y, sh, sw)
+
+
+@cuda.jit
+def _upsample_backward(dy, dx, sh, sw):
+    # One thread per dx element sums its block in row-major order: no atomics.
+    n, h, w, c = dx.shape
+    for t in range(cuda.grid(1), n * h * w * c, cuda.gridsize(1)):
+        ch = t % c
+        r = t // c
+        j = r % w
+        r //= w
+        i = r % h
+        b = r // h
+        acc = dx.dtype.type(0)
+        for di in range(sh):
+            for dj in range(sw):
+                acc += dy[b, i * sh + di, j * sw + dj, ch]
+        dx[b, i, j, ch] = acc
+
+
+def upsample2d_backward(dy, dx, sh, sw):
+    _upsample_backward[grid_1d(dx.size)](dy, dx, sh, sw)

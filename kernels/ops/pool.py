@@ -1,5 +1,6 @@
-"""The pool family: max and average 2-D pooling, forward and backward, on
-kernels/<backend>/pool.py."""
+"""The pool family on kernels/<backend>/pool.py, forward and backward: max and average
+2-D pooling (the 1-D layers run them on height-1 images), global max pooling over the
+steps of (N, steps, C), and nearest-neighbour 2-D upsampling."""
 import math
 
 import numpy as np
@@ -20,13 +21,18 @@ def pool_shapes(op, x_shape, pool_size, strides, padding):
 def check_x_shape(op, x_shape):
     """A shape the op allocates from: 4 positive ints (no floats that int() would
     truncate, no bools), small enough that N*H*W*C fits an int64 index."""
+    return check_shape_ints(op, x_shape, 4, "(N, H, W, C)")
+
+
+def check_shape_ints(op, x_shape, ndim, layout):
+    """check_x_shape's rule for an x_shape of ndim axes named by layout."""
     try:
         shape = tuple(x_shape)
     except TypeError:
-        raise ValueError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got {x_shape!r}") from None
-    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
+        raise ValueError(f"{op}: x_shape must be a tuple of {ndim} ints {layout}, got {x_shape!r}") from None
+    if len(shape) != ndim or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape) \
             or min(shape) < 1:
-        raise ValueError(f"{op}: x_shape must be 4 positive ints (N, H, W, C), got {x_shape!r}")
+        raise ValueError(f"{op}: x_shape must be {ndim} positive ints {layout}, got {x_shape!r}")
     shape = tuple(int(s) for s in shape)
     if math.prod(shape) >= 2 ** 62:
         raise ValueError(f"{op}: x_shape={shape} has more elements than an array can hold")
@@ -98,6 +104,75 @@ def avg_pool2d_backward(be, dy, x_shape, *, pool_size=(2, 2), strides=None, padd
     return dx
 
 
+def global_max_pool(be, x):
+    """(N, steps, C) x -> (y, indices), both (N, C): the maximum over the steps per
+    (sample, channel) and its step (int32; the first maximum, or the first NaN)."""
+    op = "global_max_pool"
+    x = be._prepare(op, x=x)
+    shapes.check_float(op, "x", x)
+    shapes.check_ndim(op, "x", x, 3, "(N, steps, C)")
+    shapes.check_nonempty(op, "x", x)
+    y = be.empty((x.shape[0], x.shape[2]), x.dtype)
+    indices = be.empty(y.shape, np.int32)
+    be.pool.global_max_pool_forward(x, y, indices)
+    return y, indices
+
+
+def global_max_pool_backward(be, dy, indices, x_shape, *, _indices_checked=False):
+    """dx (x_shape = (N, steps, C)): dy[n, c] at step indices[n, c], zero elsewhere. Every
+    index is checked against steps before anything is written."""
+    op = "global_max_pool_backward"
+    dy, indices = be._prepare(op, dy=dy, indices=indices)
+    x_shape = check_shape_ints(op, x_shape, 3, "(N, steps, C)")
+    shapes.check_float(op, "dy", dy)
+    shapes.check_ndim(op, "dy", dy, 2, "(N, C)")
+    shapes.check_int(op, "indices", indices)
+    if np.dtype(indices.dtype) != np.int32:
+        raise TypeError(f"{op}: indices must be the int32 array global_max_pool returned, got {indices.dtype}")
+    shapes.check_shape(op, "dy", dy, (x_shape[0], x_shape[2]))
+    shapes.check_shape(op, "indices", indices, tuple(dy.shape))
+    if not _indices_checked:
+        be._check_range(op, "indices", indices, x_shape[1], f"x_shape={x_shape} ({x_shape[1]} steps)")
+    dx = be.empty(x_shape, dy.dtype)
+    be.pool.global_max_pool_backward(dy, indices, dx)
+    return dx
+
+
+def upsample2d(be, x, *, size=(2, 2)):
+    """NHWC x -> (N, H*sh, W*sw, C): each pixel repeated into an sh x sw block (Keras's
+    UpSampling2D, interpolation "nearest")."""
+    op = "upsample2d"
+    x = be._prepare(op, x=x)
+    shapes.check_float(op, "x", x)
+    shapes.check_ndim(op, "x", x, 4, "NHWC")
+    shapes.check_nonempty(op, "x", x)
+    sh, sw = shapes.pair(op, "size", size)
+    n, h, w, c = x.shape
+    if n * h * sh * w * sw * c >= 2 ** 62:
+        raise ValueError(f"{op}: size={(sh, sw)} makes an output of more elements than an array can hold "
+                         f"(x.shape={tuple(x.shape)})")
+    y = be.empty((n, h * sh, w * sw, c), x.dtype)
+    be.pool.upsample2d_forward(x, y, sh, sw)
+    return y
+
+
+def upsample2d_backward(be, dy, *, size=(2, 2)):
+    """dx (N, H, W, C) of upsample2d: the sum of dy over each sh x sw block."""
+    op = "upsample2d_backward"
+    dy = be._prepare(op, dy=dy)
+    shapes.check_float(op, "dy", dy)
+    shapes.check_ndim(op, "dy", dy, 4, "NHWC")
+    shapes.check_nonempty(op, "dy", dy)
+    sh, sw = shapes.pair(op, "size", size)
+    n, h, w, c = dy.shape
+    if h % sh or w % sw:
+        raise ValueError(f"{op}: dy.shape={tuple(dy.shape)} is not an upsample2d output of size={(sh, sw)} "
+                         f"(height and width must be multiples of it)")
+    dx = be.empty((n, h // sh, w // sw, c), dy.dtype)
+    be.pool.upsample2d_backward(dy, dx, sh, sw)
+    return dx
+
+
 
 # --------------------------------------------------------------------------- warm-ups
 
@@ -122,6 +197,22 @@ def _warm_avg_pool2d(be, dt):
 def _warm_avg_pool2d_backward(be, dt):
     for padding, side in (("valid", 2), ("same", 3)):
         be.avg_pool2d_backward(be.zeros((2, side, side, 3), dt), (2, 5, 5, 3), padding=padding)
+
+
+def _warm_global_max_pool(be, dt):
+    be.global_max_pool(be.zeros((2, 5, 3), dt))
+
+
+def _warm_global_max_pool_backward(be, dt):
+    be.global_max_pool_backward(be.zeros((2, 3), dt), be.zeros((2, 3), np.int32), (2, 5, 3))
+
+
+def _warm_upsample2d(be, dt):
+    be.upsample2d(be.zeros((2, 3, 3, 3), dt))
+
+
+def _warm_upsample2d_backward(be, dt):
+    be.upsample2d_backward(be.zeros((2, 6, 6, 3), dt))
 
 
 # --------------------------------------------------------------------------- costs (Op.cost)
@@ -155,9 +246,38 @@ def _cost_avg_pool2d_backward(dy, x_shape, *, pool_size=(2, 2), strides=None, pa
     return outs * (cells + 1), cost.nbytes(dy) + int(np.prod(x_shape)) * cost.itemsize(dy)
 
 
+# A compare or an add per element read; int32 indices 4 bytes each.
+
+def _cost_global_max_pool(x):
+    n, steps, c = x.shape
+    return x.size, (x.size + n * c) * x.dtype.itemsize + 4 * n * c
+
+
+def _cost_global_max_pool_backward(dy, indices, x_shape, **_):
+    size = math.prod(x_shape)
+    return 0, (dy.size + size) * dy.dtype.itemsize + 4 * indices.size
+
+
+def _cost_upsample2d(x, *, size=(2, 2)):
+    sh, sw = shapes.pair("upsample2d", "size", size)
+    return 0, x.size * (1 + sh * sw) * x.dtype.itemsize
+
+
+def _cost_upsample2d_backward(dy, *, size=(2, 2)):
+    sh, sw = shapes.pair("upsample2d_backward", "size", size)
+    return dy.size, (dy.size + dy.size // (sh * sw)) * dy.dtype.itemsize
+
+
 FAMILY = Family("pool", module="pool", attr="pool", ops=(
     Op("max_pool2d", max_pool2d, backward="max_pool2d_backward", warmup=_warm_max_pool2d, cost=_cost_max_pool2d),
     Op("max_pool2d_backward", max_pool2d_backward, warmup=_warm_max_pool2d_backward, cost=_cost_max_pool2d_backward),
     Op("avg_pool2d", avg_pool2d, backward="avg_pool2d_backward", warmup=_warm_avg_pool2d, cost=_cost_avg_pool2d),
     Op("avg_pool2d_backward", avg_pool2d_backward, warmup=_warm_avg_pool2d_backward, cost=_cost_avg_pool2d_backward),
+    Op("global_max_pool", global_max_pool, backward="global_max_pool_backward", warmup=_warm_global_max_pool,
+       cost=_cost_global_max_pool),
+    Op("global_max_pool_backward", global_max_pool_backward, warmup=_warm_global_max_pool_backward,
+       cost=_cost_global_max_pool_backward),
+    Op("upsample2d", upsample2d, backward="upsample2d_backward", warmup=_warm_upsample2d, cost=_cost_upsample2d),
+    Op("upsample2d_backward", upsample2d_backward, warmup=_warm_upsample2d_backward,
+       cost=_cost_upsample2d_backward),
 ))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
-from helpers import check_grad, check_op, randn
+from helpers import assert_close, check_grad, check_op, randn
 from numbanet.kernels.ops import conv as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
@@ -590,3 +590,197 @@ def test_check_activation_output():
         family.check_activation_output("op", "sigmoid", np.ones((2, 3), np.float64), dy)
     with pytest.raises(TypeError, match=r"^op: y must be float32 or float64, got int64"):
         family.check_activation_output("op", "relu", np.ones((2, 3), np.int64), dy)
+
+
+# --------------------------------------------------------------------------- dilation, causal
+
+def dilated_ref(x, w, bias, strides, dilation, pt, pl, oh, ow):
+    """Direct loops: y[n, i, j] = sum over window cells of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw] @ w[a, b]."""
+    n, h, wd, _ = x.shape
+    kh, kw, _, co = w.shape
+    y = np.zeros((n, oh, ow, co))
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for b in range(kw):
+                    ih, iw = i * strides[0] - pt + a * dilation[0], j * strides[1] - pl + b * dilation[1]
+                    if 0 <= ih < h and 0 <= iw < wd:
+                        y[:, i, j] += x[:, ih, iw].astype(np.float64) @ w[a, b].astype(np.float64)
+    return y + (0 if bias is None else bias)
+
+
+def dilated_geometry(h, w, kh, kw, strides, dilation, padding):
+    """(oh, ow, pt, pl), written here from Keras's rules: the window spans (k-1)*d + 1
+    cells; "causal" pads span-1 before and nothing after."""
+    kh_span, kw_span = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    if padding == "causal":
+        return -(-h // strides[0]), -(-w // strides[1]), kh_span - 1, kw_span - 1
+    oh, ow, pt, pl, _, _ = geometry(h, w, kh_span, kw_span, strides, padding)
+    return oh, ow, pt, pl
+
+
+DILATED_CASES = [
+    # x shape, w shape, strides, dilation, padding
+    ((2, 1, 11, 3), (1, 3, 3, 4), (1, 1), (1, 2), "causal"),     # Conv1D causal, dilation 2: direct path
+    ((2, 1, 12, 9), (1, 3, 9, 5), (1, 2), (1, 1), "causal"),     # Conv1D causal, stride 2: GEMM path
+    ((2, 1, 10, 22), (1, 3, 22, 17), (1, 1), (1, 3), "same"),    # GEMM path, dilation 3
+    ((2, 7, 8, 2), (3, 2, 2, 3), (1, 1), (2, 3), "valid"),
+    ((1, 9, 9, 3), (3, 3, 3, 2), (2, 1), (2, 2), "same"),        # strides with dilation (conv2d allows it)
+    ((2, 6, 6, 8), (2, 2, 8, 4), (1, 1), (3, 2), "causal"),      # causal on both axes, GEMM path
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,strides,dilation,padding", DILATED_CASES)
+def test_conv2d_dilation_and_causal(be, small, x_shape, w_shape, strides, dilation, padding, dtype):
+    if small:
+        x_shape = (1, min(x_shape[1], 3), min(x_shape[2], 6), min(x_shape[3], 2))
+        w_shape = (min(w_shape[0], 2), min(w_shape[1], 2), x_shape[3], 2)
+    x, w, b = randn(x_shape, dtype, 1), randn(w_shape, dtype, 2), randn((w_shape[3],), dtype, 3)
+    oh, ow, pt, pl = dilated_geometry(x_shape[1], x_shape[2], w_shape[0], w_shape[1], strides, dilation, padding)
+    kw = {"strides": strides, "padding": padding, "dilation_rate": dilation}
+    y = be.to_numpy(be.conv2d(*up(be, x, w, b), **kw))
+    assert y.shape == (x_shape[0], oh, ow, w_shape[3])
+    assert_close(y, dilated_ref(x, w, b, strides, dilation, pt, pl, oh, ow), dtype, k=w[..., 0].size)
+    if dtype == np.float64:
+        r = randn(y.shape, np.float64, 4)
+
+        def loss(be, x, w, b):
+            return float(np.sum(be.to_numpy(be.conv2d(x, w, b, **kw)) * r))
+
+        def backward(be, x, w, b):
+            return be.conv2d_backward(x, w, be.asarray(r), **kw)
+
+        check_grad(be, loss, backward, [x, w, b], wrt=[0, 1, 2], samples=6 if small else 16)
+
+
+def test_conv2d_causal_reads_no_later_input(be, small):
+    """Changing input column t changes no output column before t."""
+    x = randn((1, 1, 8, 2), np.float64, 5)
+    w = randn((1, 3, 2, 2), np.float64, 6)
+    y0 = be.to_numpy(be.conv2d(*up(be, x, w), padding="causal", dilation_rate=(1, 2)))
+    x[0, 0, 5] += 1.0
+    y1 = be.to_numpy(be.conv2d(*up(be, x, w), padding="causal", dilation_rate=(1, 2)))
+    np.testing.assert_array_equal(y0[:, :, :5], y1[:, :, :5])
+    assert np.all(y0[:, :, 5] != y1[:, :, 5])
+
+
+def test_conv2d_rejects_bad_dilation(be):
+    x, w = up(be, np.ones((1, 5, 5, 1), np.float32), np.ones((3, 3, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: dilation_rate must hold positive ints, got \(0, 1\)"):
+        be.conv2d(x, w, dilation_rate=(0, 1))
+    with pytest.raises(ValueError, match=r"conv2d: window 5x5 does not fit the 4x4"):
+        be.conv2d(*up(be, np.ones((1, 4, 4, 1), np.float32), np.ones((3, 3, 1, 1), np.float32)),
+                  dilation_rate=2)
+    with pytest.raises(ValueError, match=r"conv2d_backward: dilation_rate must be an int or a pair"):
+        be.conv2d_backward(x, w, x, dilation_rate="2")
+
+
+# --------------------------------------------------------------------------- conv2d_transpose
+
+def transpose_ref(x, w, bias, strides, padding, output_padding, dilation):
+    """Direct loops, from Keras 3's rules written out here: out = (L-1)*s + span - 2*pad + extra
+    (TensorFlow's conv2d_transpose), scattering x[i] @ w[k]^T to y[i*s - pt + k*d]."""
+    n, h, wd, c_in = x.shape
+    kh, kw, f, _ = w.shape
+    outs, pts = [], []
+    for size, k, s, d, axis in ((h, kh, strides[0], dilation[0], 0), (wd, kw, strides[1], dilation[1], 1)):
+        span = (k - 1) * d + 1
+        extra = None if output_padding is None else output_padding[axis]
+        if padding == "valid":
+            out = size * s + max(span - s, 0) if extra is None else (size - 1) * s + span + extra
+            pt = 0
+        else:
+            out = size * s if extra is None else (size - 1) * s + span - 2 * (span // 2) + extra
+            # the conv from out to size cells pads top by the smaller half of what "same" needs
+            total = max((size - 1) * s + span - out, 0)
+            pt = total // 2
+        outs.append(out)
+        pts.append(pt)
+    y = np.zeros((n, outs[0], outs[1], f))
+    for i in range(h):
+        for j in range(wd):
+            for a in range(kh):
+                for b in range(kw):
+                    oi, oj = i * strides[0] - pts[0] + a * dilation[0], j * strides[1] - pts[1] + b * dilation[1]
+                    if 0 <= oi < outs[0] and 0 <= oj < outs[1]:
+                        y[:, oi, oj] += x[:, i, j].astype(np.float64) @ w[a, b].astype(np.float64).T
+    return y + (0 if bias is None else bias)
+
+
+TRANSPOSE_CASES = [
+    # x shape, w shape (KH, KW, filters, C_in), strides, padding, output_padding, dilation
+    ((2, 3, 4, 3), (3, 3, 2, 3), (2, 2), "valid", None, (1, 1)),
+    ((2, 3, 3, 3), (3, 3, 4, 3), (2, 2), "same", None, (1, 1)),
+    ((1, 4, 3, 2), (2, 2, 3, 2), (2, 2), "same", None, (1, 1)),
+    ((2, 3, 3, 24), (3, 3, 5, 24), (1, 1), "same", None, (1, 1)),      # deep: the GEMM tile's edges
+    ((1, 3, 4, 2), (3, 2, 2, 2), (3, 2), "valid", (1, 1), (1, 1)),
+    ((1, 3, 3, 2), (3, 3, 2, 2), (2, 2), "same", (1, 0), (1, 1)),
+    ((1, 4, 4, 2), (1, 1, 3, 2), (3, 3), "valid", None, (1, 1)),       # kernel smaller than the stride
+    ((1, 4, 5, 2), (3, 2, 2, 2), (1, 1), "same", None, (2, 2)),        # dilation
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding,output_padding,dilation", TRANSPOSE_CASES)
+def test_conv2d_transpose(be, small, x_shape, w_shape, strides, padding, output_padding, dilation, dtype):
+    if small:
+        x_shape = (1, min(x_shape[1], 3), min(x_shape[2], 3), min(x_shape[3], 2))
+        w_shape = w_shape[:2] + (min(w_shape[2], 2), x_shape[3])
+    x, w, b = randn(x_shape, dtype, 1), randn(w_shape, dtype, 2), randn((w_shape[2],), dtype, 3)
+    kw = {"strides": strides, "padding": padding, "output_padding": output_padding, "dilation_rate": dilation}
+    want = transpose_ref(x, w, b, strides, padding, output_padding, dilation)
+    y = be.to_numpy(be.conv2d_transpose(*up(be, x, w, b), **kw))
+    assert y.shape == want.shape
+    assert_close(y, want, dtype, k=w[:, :, 0].size)
+    if dtype == np.float64:
+        r = randn(y.shape, np.float64, 4)
+
+        def loss(be, x, w, b):
+            return float(np.sum(be.to_numpy(be.conv2d_transpose(x, w, b, **kw)) * r))
+
+        def backward(be, x, w, b):
+            return be.conv2d_transpose_backward(x, w, be.asarray(r), **kw)
+
+        check_grad(be, loss, backward, [x, w, b], wrt=[0, 1, 2], samples=6 if small else 16)
+
+
+def test_conv2d_transpose_backward_without_dx(be):
+    x, w = randn((1, 3, 3, 2), np.float64, 1), randn((3, 3, 2, 2), np.float64, 2)
+    dy = randn((1, 6, 6, 2), np.float64, 3)
+    dx, dw, db = be.conv2d_transpose_backward(*up(be, x, w, dy), strides=2, padding="same", compute_dx=False)
+    full = be.conv2d_transpose_backward(*up(be, x, w, dy), strides=2, padding="same")
+    assert dx is None
+    np.testing.assert_array_equal(be.to_numpy(dw), be.to_numpy(full[1]))
+    np.testing.assert_allclose(be.to_numpy(db), dy.sum(axis=(0, 1, 2)), rtol=1e-12)
+
+
+def test_conv2d_transpose_rejects_bad_input(be):
+    x, w = up(be, np.ones((1, 3, 3, 2), np.float32), np.ones((3, 3, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_transpose: x has 2 channels but w expects 3"):
+        be.conv2d_transpose(x, w)
+    w = be.asarray(np.ones((3, 3, 4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_transpose: output_padding must be smaller than the stride"):
+        be.conv2d_transpose(x, w, strides=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"conv2d_transpose: output_padding must hold ints >= 0"):
+        be.conv2d_transpose(x, w, output_padding=(-1, 0))
+    with pytest.raises(ValueError, match=r"conv2d_transpose: padding must be 'valid' or 'same', got 'causal'"):
+        be.conv2d_transpose(x, w, padding="causal")
+    with pytest.raises(ValueError, match=r"conv2d_transpose_backward: dy must have shape \(1, 5, 5, 4\), "
+                                         r"got \(1, 6, 6, 4\)"):
+        be.conv2d_transpose_backward(x, w, be.asarray(np.ones((1, 6, 6, 4), np.float32)))
+
+
+def test_conv2d_transpose_costs():
+    """2 flops per multiply-add: each x element meets KH*KW*filters weights (forward), dx and
+    dw as many again (backward); bytes: each array once."""
+    from numbanet.kernels import ops
+    x, w = np.ones((2, 3, 3, 4), np.float32), np.ones((3, 3, 2, 4), np.float32)
+    dy = np.ones((2, 6, 6, 2), np.float32)
+    macs = 2 * 3 * 3 * 4 * (3 * 3 * 2)
+    assert ops.get("conv2d_transpose").cost(x, w, None, strides=2, padding="same") == \
+        (2 * macs, 4 * (x.size + w.size + dy.size))
+    assert ops.get("conv2d_transpose_backward").cost(x, w, dy, strides=2, padding="same") == \
+        (4 * macs, 4 * (x.size + w.size + dy.size + x.size + w.size + 2))
+    assert ops.get("conv2d_transpose_backward").cost(x, w, dy, strides=2, padding="same", compute_dx=False)[0] == \
+        2 * macs

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
-from helpers import check_grad, check_op, randn
+from helpers import assert_close, check_grad, check_op, randn
 from numbanet.kernels.ops import pool as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
@@ -292,3 +292,141 @@ def test_check_x_shape():
     for bad in [(1, 2, 3), (0, 2, 2, 1), 5]:
         with pytest.raises(ValueError, match="op: x_shape"):
             family.check_x_shape("op", bad)
+
+
+# --------------------------------------------------------------------------- global max pooling
+
+def global_max_ref(x):
+    """Loops: the first maximum over the steps per (sample, channel), or the first NaN."""
+    n, steps, c = x.shape
+    y = np.empty((n, c), x.dtype)
+    at = np.empty((n, c), np.int32)
+    for b in range(n):
+        for ch in range(c):
+            best, k = x[b, 0, ch], 0
+            for t in range(1, steps):
+                v = x[b, t, ch]
+                if (v > best) or (np.isnan(v) and not np.isnan(best)):
+                    best, k = v, t
+            y[b, ch], at[b, ch] = best, k
+    return y, at
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 7, 3), (1, 1, 5), (3, 12, 17)])
+def test_global_max_pool(be, small, shape, dtype):
+    if small:
+        shape = (shape[0], min(shape[1], 4), min(shape[2], 3))
+    x = randn(shape, dtype, 1)
+    x[0, -1, 0] = x[0, 0, 0]                 # a tie: the first step wins
+    if shape[1] > 2:
+        x[-1, 1, -1] = np.nan                # a NaN wins over numbers
+        x[-1, 2, -1] = np.nan                # ... and the first NaN over later ones
+    y, at = be.global_max_pool(be.asarray(x))
+    want_y, want_at = global_max_ref(x)
+    np.testing.assert_array_equal(be.to_numpy(y), want_y)
+    np.testing.assert_array_equal(be.to_numpy(at), want_at)
+    dy = randn((shape[0], shape[2]), dtype, 2)
+    dx = be.to_numpy(be.global_max_pool_backward(be.asarray(dy), at, shape))
+    want_dx = np.zeros(shape, dtype)
+    for b in range(shape[0]):
+        for ch in range(shape[2]):
+            want_dx[b, want_at[b, ch], ch] = dy[b, ch]
+    np.testing.assert_array_equal(dx, want_dx)
+
+
+def test_global_max_pool_finite_differences(be, small):
+    x = randn((2, 4 if small else 9, 3), np.float64, 3)
+    r = randn((2, 3), np.float64, 4)
+
+    def loss(be, x):
+        return float(np.sum(be.to_numpy(be.global_max_pool(x)[0]) * r))
+
+    def backward(be, x):
+        _, at = be.global_max_pool(x)
+        return (be.global_max_pool_backward(be.asarray(r), at, tuple(x.shape)),)
+
+    check_grad(be, loss, backward, [x], wrt=[0], samples=12)
+
+
+def test_global_max_pool_bad_input(be):
+    with pytest.raises(ValueError, match=r"global_max_pool: x must be 3-D \(N, steps, C\), got 4-D"):
+        be.global_max_pool(be.asarray(np.zeros((1, 4, 4, 1), np.float32)))
+    with pytest.raises(TypeError, match=r"global_max_pool: x must be float32 or float64, got int32"):
+        be.global_max_pool(be.asarray(np.zeros((1, 4, 1), np.int32)))
+    with pytest.raises(ValueError, match=r"global_max_pool: x"):
+        be.global_max_pool(be.asarray(np.zeros((1, 0, 1), np.float32)))
+    dy = be.asarray(np.ones((2, 3), np.float32))
+    idx = be.asarray(np.array([[0, 1, 2], [3, 4, 5]], np.int32))
+    with pytest.raises(ValueError, match=r"global_max_pool_backward: .*indices.*5"):
+        be.global_max_pool_backward(dy, idx, (2, 5, 3))
+    with pytest.raises(ValueError, match=r"global_max_pool_backward: x_shape must be 3 positive ints"):
+        be.global_max_pool_backward(dy, idx, (2, 6, 3, 1))
+    with pytest.raises(ValueError, match=r"global_max_pool_backward: dy must have shape \(2, 4\)"):
+        be.global_max_pool_backward(dy, idx, (2, 6, 4))
+    with pytest.raises(TypeError, match=r"global_max_pool_backward: indices must be the int32 array"):
+        be.global_max_pool_backward(dy, be.asarray(np.zeros((2, 3), np.int64)), (2, 6, 3))
+
+
+# --------------------------------------------------------------------------- upsampling
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,size", [((2, 3, 4, 3), (2, 2)), ((1, 2, 3, 5), (3, 1)), ((2, 1, 1, 9), 4)])
+def test_upsample2d(be, small, shape, size, dtype):
+    if small:
+        shape = shape[:3] + (min(shape[3], 2),)
+    sh, sw = (size, size) if isinstance(size, int) else size
+    x = randn(shape, dtype, 1)
+    y = be.to_numpy(be.upsample2d(be.asarray(x), size=size))
+    n, h, w, c = shape
+    want = np.empty((n, h * sh, w * sw, c), dtype)
+    for i in range(h * sh):
+        for j in range(w * sw):
+            want[:, i, j] = x[:, i // sh, j // sw]
+    np.testing.assert_array_equal(y, want)
+    dy = randn(want.shape, dtype, 2)
+    dx = be.to_numpy(be.upsample2d_backward(be.asarray(dy), size=size))
+    want_dx = np.zeros(shape, np.float64)
+    for i in range(h * sh):
+        for j in range(w * sw):
+            want_dx[:, i // sh, j // sw] += dy[:, i, j]
+    assert_close(dx, want_dx, dtype, k=sh * sw)
+
+
+def test_upsample2d_finite_differences(be):
+    x = randn((1, 2, 3, 2), np.float64, 3)
+    r = randn((1, 4, 9, 2), np.float64, 4)
+
+    def loss(be, x):
+        return float(np.sum(be.to_numpy(be.upsample2d(x, size=(2, 3))) * r))
+
+    def backward(be, x):
+        return (be.upsample2d_backward(be.asarray(r), size=(2, 3)),)
+
+    check_grad(be, loss, backward, [x], wrt=[0], samples=12)
+
+
+def test_upsample2d_bad_input(be):
+    x = be.asarray(np.zeros((1, 2, 2, 1), np.float32))
+    with pytest.raises(ValueError, match=r"upsample2d: size must hold positive ints, got \(0, 2\)"):
+        be.upsample2d(x, size=(0, 2))
+    with pytest.raises(ValueError, match=r"upsample2d: x must be 4-D NHWC, got 3-D"):
+        be.upsample2d(be.asarray(np.zeros((2, 2, 1), np.float32)))
+    with pytest.raises(ValueError, match=r"upsample2d: size=\(1073741824, 1073741824\) makes an output"):
+        be.upsample2d(be.asarray(np.zeros((1, 2, 2, 1024), np.float32)), size=2 ** 30)
+    with pytest.raises(ValueError, match=r"upsample2d_backward: dy.shape=\(1, 3, 4, 1\) is not an upsample2d output"):
+        be.upsample2d_backward(be.asarray(np.zeros((1, 3, 4, 1), np.float32)))
+
+
+def test_global_max_pool_and_upsample2d_costs():
+    """A compare per element read (global max), an add per dy element (upsampling
+    backward); bytes: each array once, int32 indices 4 bytes each."""
+    from numbanet.kernels import ops
+    x = np.ones((2, 5, 3), np.float64)
+    assert ops.get("global_max_pool").cost(x) == (30, 8 * (30 + 6) + 4 * 6)
+    assert ops.get("global_max_pool_backward").cost(np.ones((2, 3)), np.zeros((2, 3), np.int32), (2, 5, 3)) == \
+        (0, 8 * (6 + 30) + 4 * 6)
+    img = np.ones((2, 3, 4, 5), np.float32)
+    assert ops.get("upsample2d").cost(img, size=(2, 3)) == (0, 4 * (120 + 720))
+    dy = np.ones((2, 6, 12, 5), np.float32)
+    assert ops.get("upsample2d_backward").cost(dy, size=(2, 3)) == (720, 4 * (720 + 120))

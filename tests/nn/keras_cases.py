@@ -194,3 +194,23 @@ def layer_entry(cfg, i):
 def refused(path, match):
     with pytest.raises(saving.InvalidModelFile, match=match):
         load_model(path)
+
+
+def conv_family():
+    """Conv1D (causal, dilated), the 1-D and global max poolings, UpSampling2D and
+    Conv2DTranspose, each in a model that trains."""
+    seq, img = L.Input((10, 3)), L.Input((4, 4, 2))
+    a = L.Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu")(seq)
+    a = L.MaxPooling1D(2)(a)
+    a = L.Conv1D(3, 2, strides=2, padding="same", use_bias=False)(L.AveragePooling1D(2, strides=1, padding="same")(a))
+    b = L.Conv2DTranspose(3, (3, 3), strides=(2, 2), padding="same", activation="tanh")(img)
+    b = L.Conv2DTranspose(2, 2, output_padding=(0, 1), strides=2)(L.UpSampling2D((1, 2))(b))
+    f = L.Concatenate()([L.GlobalMaxPooling1D()(a), L.GlobalMaxPooling2D()(b)])
+    m = Model([seq, img], L.Dense(2, activation="softmax")(f))
+    m.compile(nn.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((3, 10, 3)).astype("float32"), rng.standard_normal((3, 4, 4, 2)).astype("float32")]
+    return m, xs, rng.integers(0, 2, 3)
+
+
+ROUND_TRIP["conv_family"] = conv_family

@@ -46,6 +46,13 @@ KINDS = {
     "GRU": (lambda: L.GRU(3), _float(4, 5), {}, [(5, 9), (3, 9), (2, 9)]),
     "Bidirectional": (lambda: L.Bidirectional(L.LSTM(3)), _float(4, 5), {},
                       [(5, 12), (3, 12), (12,)] * 2),
+    "Conv1D": (lambda: L.Conv1D(2, 3), _float(6, 4), {}, [(3, 4, 2), (2,)]),
+    "Conv2DTranspose": (lambda: L.Conv2DTranspose(2, (2, 3)), _float(4, 5, 3), {}, [(2, 3, 2, 3), (2,)]),
+    "MaxPooling1D": (lambda: L.MaxPooling1D(), _float(4, 2), {}, []),
+    "AveragePooling1D": (lambda: L.AveragePooling1D(2), _float(4, 2), {}, []),
+    "GlobalMaxPooling1D": (lambda: L.GlobalMaxPooling1D(), _float(3, 2), {}, []),
+    "GlobalMaxPooling2D": (lambda: L.GlobalMaxPooling2D(), _float(3, 3, 2), {}, []),
+    "UpSampling2D": (lambda: L.UpSampling2D(), _float(2, 2, 2), {}, []),
 }
 
 

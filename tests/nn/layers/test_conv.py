@@ -1,0 +1,139 @@
+"""Conv1D and Conv2DTranspose: Keras's weight shapes, values against loops written here,
+gradients by finite differences, and arguments refused with the layer's name."""
+import numpy as np
+import pytest
+
+from gradcheck import check_model_gradients
+from numbanet.nn.layers import Conv1D, Conv2DTranspose, Dense, Flatten, Input
+from numbanet.nn.models import Model, Sequential
+
+
+def conv1d_ref(x, kernel, bias, stride, dilation, padding):
+    """Keras's Conv1D by loops: "causal" pads (K-1)*d steps before the sequence, "same"
+    TensorFlow's split (the smaller half before)."""
+    n, steps, _ = x.shape
+    k = kernel.shape[0]
+    span = (k - 1) * dilation + 1
+    if padding == "causal":
+        before, out = span - 1, -(-steps // stride)
+    elif padding == "same":
+        out = -(-steps // stride)
+        before = max((out - 1) * stride + span - steps, 0) // 2
+    else:
+        before, out = 0, (steps - span) // stride + 1
+    y = np.zeros((n, out, kernel.shape[2]))
+    for t in range(out):
+        for j in range(k):
+            s = t * stride - before + j * dilation
+            if 0 <= s < steps:
+                y[:, t] += x[:, s] @ kernel[j]
+    return y + bias
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("padding,stride,dilation", [("valid", 1, 1), ("same", 2, 1), ("causal", 1, 2),
+                                                     ("causal", 2, 1), ("same", 1, 3)])
+def test_conv1d_forward(nnbe, padding, stride, dilation):
+    layer = Conv1D(4, 3, strides=stride, padding=padding, dilation_rate=dilation, activation="relu")
+    m = Sequential([Input((9, 2)), layer], dtype="float64")
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (3, 2, 4) and bias.shape == (4,)
+    rng = np.random.default_rng(0)
+    bias = rng.standard_normal(4)
+    layer_weights = [kernel, bias]
+    m.set_weights(layer_weights)
+    x = rng.standard_normal((2, 9, 2))
+    want = np.maximum(conv1d_ref(x, kernel, bias, stride, dilation, padding), 0)
+    assert m.output_shape == want.shape[1:]
+    np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("padding", ["causal", "same"])
+def test_conv1d_gradients(nnbe, padding):
+    m = Sequential([Input((7, 3)), Conv1D(3, 3, padding=padding, dilation_rate=2, activation="tanh"),
+                    Conv1D(2, 2, strides=2, activation="relu"), Flatten(), Dense(2)], dtype="float64")
+    m.compile("sgd", "mse")
+    rng = np.random.default_rng(1)
+    check_model_gradients(m, rng.standard_normal((3, 7, 3)), rng.standard_normal((3, 2)))
+
+
+def conv_transpose_ref(x, kernel, bias, strides, padding, output_padding):
+    """Keras 3's Conv2DTranspose by loops: out = (L-1)*s + K - 2*pad + extra (pad 0 for
+    "valid", K//2 for "same"; extra from output_padding, else what makes "same" L*s and
+    "valid" L*s + max(K-s, 0)); x[i] @ kernel[k]^T lands at y[i*s - pt + k], pt the top
+    padding of the "same" conv from out back to L."""
+    n, h, w, _ = x.shape
+    kh, kw, f, _ = kernel.shape
+    outs, pts = [], []
+    for size, k, s, axis in ((h, kh, strides[0], 0), (w, kw, strides[1], 1)):
+        extra = None if output_padding is None else output_padding[axis]
+        if padding == "valid":
+            out = size * s + max(k - s, 0) if extra is None else (size - 1) * s + k + extra
+            pt = 0
+        else:
+            out = size * s if extra is None else (size - 1) * s + k - 2 * (k // 2) + extra
+            pt = max((size - 1) * s + k - out, 0) // 2
+        outs.append(out)
+        pts.append(pt)
+    y = np.zeros((n, outs[0], outs[1], f))
+    for i in range(h):
+        for j in range(w):
+            for a in range(kh):
+                for b in range(kw):
+                    oi, oj = i * strides[0] - pts[0] + a, j * strides[1] - pts[1] + b
+                    if 0 <= oi < outs[0] and 0 <= oj < outs[1]:
+                        y[:, oi, oj] += x[:, i, j] @ kernel[a, b].T
+    return y + bias
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("kernel_size,strides,padding,output_padding", [
+    ((3, 3), (2, 2), "same", None), ((3, 2), (2, 2), "valid", None), ((2, 2), (3, 3), "valid", None),
+    ((3, 3), (2, 2), "same", (1, 0)), ((4, 4), (2, 2), "same", None), ((3, 3), (1, 1), "valid", (0, 0))])
+def test_conv2d_transpose_forward(nnbe, kernel_size, strides, padding, output_padding):
+    layer = Conv2DTranspose(4, kernel_size, strides=strides, padding=padding, output_padding=output_padding)
+    m = Sequential([Input((3, 2, 2)), layer], dtype="float64")
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == kernel_size + (4, 2) and bias.shape == (4,)
+    rng = np.random.default_rng(2)
+    bias = rng.standard_normal(4)
+    m.set_weights([kernel, bias])
+    x = rng.standard_normal((2, 3, 2, 2))
+    want = conv_transpose_ref(x, kernel, bias, strides, padding, output_padding)
+    assert m.output_shape == want.shape[1:]
+    np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.simulator
+def test_conv2d_transpose_gradients(nnbe):
+    x = Input((3, 3, 2))
+    h = Conv2DTranspose(3, 3, strides=2, padding="same", activation="sigmoid")(x)
+    h = Conv2DTranspose(2, (2, 3), output_padding=1, strides=2, use_bias=False)(h)
+    m = Model(x, Dense(2)(Flatten()(h)), dtype="float64")
+    m.compile("sgd", "mse")
+    rng = np.random.default_rng(3)
+    check_model_gradients(m, rng.standard_normal((2, 3, 3, 2)), rng.standard_normal((2, 2)))
+
+
+def test_bad_arguments(nnbe):
+    with pytest.raises(ValueError, match=r"Conv1D: padding must be 'valid', 'same' or 'causal', got 'full'"):
+        Conv1D(2, 3, padding="full")
+    with pytest.raises(ValueError, match=r"Conv1D: kernel_size must be a positive int or a tuple of one, got \(3, 3\)"):
+        Conv1D(2, (3, 3))
+    with pytest.raises(ValueError, match=r"Conv1D: strides > 1 cannot be combined with dilation_rate > 1"):
+        Conv1D(2, 3, strides=2, dilation_rate=2)
+    with pytest.raises(ValueError, match=r"Conv1D: only data_format='channels_last' is supported"):
+        Conv1D(2, 3, data_format="channels_first")
+    with pytest.raises(ValueError, match=r"Conv1D: filters must be a positive int, got 0"):
+        Conv1D(0, 3)
+    with pytest.raises(ValueError, match=r"layer 'c1' \(Conv1D\) expects sequences of shape \(steps, channels\)"):
+        Conv1D(2, 3, name="c1")(Input((4, 4, 1)))
+    with pytest.raises(ValueError, match=r"layer 'c2' \(Conv1D\): window 1x5 does not fit the 1x4 input"):
+        Conv1D(2, 3, dilation_rate=2, name="c2")(Input((4, 1)))
+    with pytest.raises(ValueError, match=r"Conv2DTranspose: output_padding must be smaller than the stride"):
+        Conv2DTranspose(2, 3, strides=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"Conv2DTranspose: padding must be 'valid' or 'same', got 'causal'"):
+        Conv2DTranspose(2, 3, padding="causal")
+    with pytest.raises(ValueError, match=r"layer 't' \(Conv2DTranspose\) expects images of shape"):
+        Conv2DTranspose(2, 3, name="t")(Input((4, 1)))
