@@ -66,6 +66,18 @@ def test_readme_is_a_short_guide_without_a_lab_notebook():
     assert not re.search(r"\d\d:\d\d UTC|\b20\d\d-\d\d-\d\d\b|[Ii]ssue \d+|load average \d", text)
 
 
+def test_docs_say_why_not_when():
+    docs = os.path.join(ROOT, "docs")
+    pages = sorted(f for f in os.listdir(docs) if f.endswith(".md"))
+    assert {"architecture.md", "cpu_kernels.md", "gpu_kernels.md", "file_formats.md", "mpi.md",
+            "benchmarks.md"} <= set(pages)
+    for page in pages:
+        with open(os.path.join(docs, page), encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(r"\d\d:\d\d UTC|\b20\d\d-\d\d-\d\d\b|[Ii]ssue \d+|\(issue|load average \d", text)
+        assert found is None, f"docs/{page}: {found.group(0)!r}"
+
+
 def test_every_python_block_is_run_by_one_test():
     for block in _python_blocks():
         owners = [test for marker, test in MARKERS.items() if marker in block]
