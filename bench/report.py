@@ -56,7 +56,7 @@ def markdown(header, tables, missing, *, name, command, run, date_utc, load, ver
              "Written by `numbanet bench --save`; do not edit by hand, run the command again.", "",
              "```text", header,
              f"numbanet {version}",
-             f"date: {date_utc}; load average (1, 5, 15 min) at the end of the run: {load}",
+             f"date: {date_utc}; load average (1, 5, 15 min): {load}",
              f"command: {command}", f"run: {run}", "```", "", tables]
     if missing:
         lines += ["", "```text", missing, "```"]
@@ -106,7 +106,7 @@ def chart_png(rows, title):
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # long case names stay whole
     plt.close(fig)
     return buf.getvalue()
 

@@ -279,9 +279,13 @@ def _numbanet_version():
         return "unknown (not installed)"
 
 
-def save_results(directory, info, header, rows, date_utc, command, run):
+def _load(values):
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def save_results(directory, info, header, rows, date_utc, command, run, load_at_start):
     """`--save DIR`: the run as DIR/<machine>.md and DIR/<machine>.png (bench/report.py)."""
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = f"{_load(load_at_start)} at the start, {_load(os.getloadavg())} at the end"
     name = report.title(info)
     page = report.markdown(header, format_tables(rows), format_missing(rows), name=name, command=command,
                            run=run, date_utc=date_utc, load=load, version=_numbanet_version())
@@ -364,7 +368,7 @@ def main(args, out=None):
     if args.save and _matplotlib_missing():  # said before the run, not after minutes of it
         print(report.PLOT_MISSING, file=err)
         return 2
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()
     # Numba's OpenMP workers, PyTorch's and OpenBLAS's threads share the cores in this one
     # process; an OpenMP runtime that spin-waits after each parallel region starves the
     # next implementation's threads (on 2 cores: 0.01 ms calls measured at 10+ ms).
@@ -403,7 +407,7 @@ def main(args, out=None):
     if args.save:
         command = "numbanet bench " + " ".join(_argv_of(args))
         paths = save_results(args.save, info, header, rows, time.strftime("%Y-%m-%d %H:%M UTC", now),
-                             command, summary.split(": ", 1)[1])
+                             command, summary.split(": ", 1)[1], load_at_start)
         print("wrote " + " and ".join(paths), file=out)
     if args.plot:
         problem = write_plot(args.plot, rows)
