@@ -183,26 +183,31 @@ def test_pytorch_autograd_example_matches_pytorch():
 
 @pytest.fixture
 def small_mnist(monkeypatch):
-    """mnist.load_data as the README calls it, on the first digits of the offline sample:
-    the blocks run as written, on fewer rows."""
+    """small_mnist(rows): mnist.load_data as the README calls it, on the first `rows`
+    training digits of the offline sample: the blocks run as written, on fewer rows."""
     from numbanet.nn.datasets import mnist
     (x, y), (xt, yt) = mnist.load_sample()
-    monkeypatch.setattr(mnist, "load_data", lambda *a, **k: ((x[:1280], y[:1280]), (xt[:400], yt[:400])))
     monkeypatch.setenv("NUMBANET_BACKEND", "cpu")
     from numbanet import kernels
     monkeypatch.setattr(kernels, "_default", None)
 
+    def use(rows):
+        monkeypatch.setattr(mnist, "load_data", lambda *a, **k: ((x[:rows], y[:rows]), (xt[:400], yt[:400])))
+    return use
+
 
 def test_article_cnn_example_trains(small_mnist):
+    small_mnist(640)
     out, s = _run(_block("model.add(Conv2D(32"), "readme_cnn")
     # Keras's count for its MNIST example: conv 3*3*1*32+32, conv 3*3*32*64+64, dense
     # 1600*128+128 (5x5x64 after two valid convs and pools), dense 128*10+10
     assert s["model"].count_params() == 320 + 18496 + 204928 + 1290
     (acc,) = re.findall(r"^Test accuracy: ([0-9.]+)$", out, flags=re.M)
-    assert float(acc) > 0.8  # 10 epochs on 1,280 digits; chance is 0.1
+    assert float(acc) > 0.75  # 10 epochs on 640 digits; chance is 0.1
 
 
 def test_mpi_example_runs_as_one_process(small_mnist, monkeypatch):
+    small_mnist(1280)
     from numbanet.nn import distributed
     monkeypatch.setattr(distributed, "_initialized", False)
     monkeypatch.delitem(sys.modules, "mpi4py", raising=False)
