@@ -14,13 +14,14 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from numbanet.bench import cases as C
 from numbanet.bench import implementations
+from numbanet.bench import report
+from numbanet.nn.utils import atomic_write
 
 FAIR_ENV_NOTE = ("note: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and can slow NumPy's reference; "
                  "for a fair reference run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numbanet bench`")
@@ -34,6 +35,9 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="fewer cases and repeats (under a minute on 2 cores)")
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of GFLOP/s against GEMM size (needs matplotlib)")
+    parser.add_argument("--save", metavar="DIR",
+                        help="write DIR/<machine>.md (the machine facts and the tables) and DIR/<machine>.png "
+                             "(our ratios to the references), named by CPU model and GPU (needs matplotlib)")
     parser.add_argument("--ops", default=",".join(C.OPS),
                         help=f"comma-separated ops to run, from {','.join(C.OPS)} (default: all)")
     parser.add_argument("--backends", default=",".join(C.OURS + C.REFERENCES),
@@ -73,7 +77,8 @@ def machine_info():
     info = {"malloc": malloc_status(), "cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
             # The layer Numba picked (config says only "default" when none was asked for).
             "numba_threads": numba.get_num_threads(), "numba_threading_layer": threading_layer(),
-            "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})", "python": platform.python_version(),
+            "gpu": gpu_detail if gpu_ok else f"none ({gpu_detail})",
+            "gpu_name": report.gpu_name(gpu_detail) if gpu_ok else None, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "openblas": openblas_info(),
             # What our CPU kernels were compiled for and the GEMM configuration in force:
             # figures from two machines (or ISAs, or tunings) are never read as one.
@@ -249,18 +254,63 @@ def format_tables(rows):
     return "\n".join(out)
 
 
+def format_missing(rows):
+    """The implementations that did not run, with why: not failures."""
+    missing = {}
+    for r in rows:
+        if r["status"] == "missing":
+            missing.setdefault((r["impl"], r["reason"]), []).append(r["op"])
+    if not missing:
+        return ""
+    return "\n".join(["missing (not failures):"] + [
+        f"  {impl} [{','.join(dict.fromkeys(op_list))}]: {reason}" for (impl, reason), op_list in missing.items()])
+
+
 def write_json(path, payload):
-    """Atomic: a temp file beside PATH, then os.replace, so a reader never sees half a file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=d)
+    """Atomic (nn.utils.atomic_write): a reader never sees half a file."""
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=1).encode("utf-8")), suffix=".json")
+
+
+def _numbanet_version():
+    from importlib import metadata
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return metadata.version("numbanet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _load(values):
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def save_results(directory, info, header, rows, date_utc, command, run, load_at_start):
+    """`--save DIR`: the run as DIR/<machine>.md and DIR/<machine>.png (bench/report.py)."""
+    load = f"{_load(load_at_start)} at the start, {_load(os.getloadavg())} at the end"
+    name = report.title(info)
+    page = report.markdown(header, format_tables(rows), format_missing(rows), name=name, command=command,
+                           run=run, date_utc=date_utc, load=load, version=_numbanet_version())
+    slug = report.machine_slug(info["cpu_model"], info.get("gpu_name"))
+    return report.save(directory, slug, page, rows, f"numbanet bench on {name}, {date_utc}")
+
+
+def _argv_of(args):
+    """The options that shaped the run, as they would be typed (output paths left out)."""
+    argv = ["--quick"] if args.quick else []
+    if args.ops != ",".join(C.OPS):
+        argv += ["--ops", args.ops]
+    if args.backends != ",".join(C.OURS + C.REFERENCES):
+        argv += ["--backends", args.backends]
+    argv += ["--repeats", str(args.repeats)] if args.repeats is not None else []
+    argv += ["--warmup", f"{args.warmup:g}"] if args.warmup is not None else []
+    return argv + (["--tiny"] if args.tiny else [])
+
+
+def _matplotlib_missing():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def write_plot(path, rows):
@@ -315,7 +365,10 @@ def main(args, out=None):
     if not 0.0 <= warmup_s <= 60.0:
         print(f"numbanet bench: --warmup must be between 0 and 60 seconds, got {warmup_s}", file=err)
         return 2
-    started = time.perf_counter()
+    if args.save and _matplotlib_missing():  # said before the run, not after minutes of it
+        print(report.PLOT_MISSING, file=err)
+        return 2
+    started, load_at_start = time.perf_counter(), os.getloadavg()
     # Numba's OpenMP workers, PyTorch's and OpenBLAS's threads share the cores in this one
     # process; an OpenMP runtime that spin-waits after each parallel region starves the
     # next implementation's threads (on 2 cores: 0.01 ms calls measured at 10+ ms).
@@ -328,32 +381,34 @@ def main(args, out=None):
     info["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"] + (" (set by numbanet bench)" if omp_policy_set else "")
     # Set by `numbanet bench` before NumPy loaded OpenBLAS (nn/cli.py); read at load time only.
     info["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-    print(format_header(info), file=out)
+    header = format_header(info)
+    print(header, file=out)
     print("", file=out)
     case_list = C.cases_for(ops, quick=args.quick, tiny=args.tiny)
     rows = run(case_list, impls, repeats, log=lambda s: print(s, file=err, flush=True), warmup_s=warmup_s)
     print(format_tables(rows), file=out)
-    missing = {}
-    for r in rows:
-        if r["status"] == "missing":
-            missing.setdefault((r["impl"], r["reason"]), []).append(r["op"])
+    missing = format_missing(rows)
     if missing:
-        print("\nmissing (not failures):", file=out)
-        for (impl, reason), op_list in missing.items():
-            print(f"  {impl} [{','.join(dict.fromkeys(op_list))}]: {reason}", file=out)
+        print("\n" + missing, file=out)
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors:
         print(f"ERROR {r['op']} {r['case']} on {r['impl']}: {r['reason']}", file=err)
     elapsed = time.perf_counter() - started
-    print(f"\nnumbanet bench{' --quick' if args.quick else ''}: {len(case_list)} cases, {repeats} repeats "
-          f"after {warmup_s:g} s of warm-up, "
-          f"{elapsed:.1f} s ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", file=out)
+    now = time.gmtime()
+    summary = (f"numbanet bench{' --quick' if args.quick else ''}: {len(case_list)} cases, {repeats} repeats "
+               f"after {warmup_s:g} s of warm-up, {elapsed:.1f} s ({time.strftime('%Y-%m-%d %H:%M UTC', now)})")
+    print("\n" + summary, file=out)
     status = 1 if errors else 0
     if args.json:
         write_json(args.json, {"machine": info, "repeats": repeats, "warmup_s": warmup_s, "quick": bool(args.quick),
-                               "elapsed_s": elapsed, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "elapsed_s": elapsed, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
                                "results": rows})
         print(f"wrote {args.json}", file=out)
+    if args.save:
+        command = "numbanet bench " + " ".join(_argv_of(args))
+        paths = save_results(args.save, info, header, rows, time.strftime("%Y-%m-%d %H:%M UTC", now),
+                             command, summary.split(": ", 1)[1], load_at_start)
+        print("wrote " + " and ".join(paths), file=out)
     if args.plot:
         problem = write_plot(args.plot, rows)
         if problem:

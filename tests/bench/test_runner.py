@@ -10,6 +10,7 @@ import pytest
 
 from numbanet.bench import cases as C
 from numbanet.bench import implementations
+from numbanet.bench import report
 from numbanet.bench import runner
 
 
@@ -262,3 +263,75 @@ def test_command_line_header_and_json_tell_the_machine_apart(tmp_path):
         gemm = json.load(f)["machine"]["gemm"]
     assert (gemm["isa"], gemm["cpu_name"], gemm["source"], gemm["file"]) == ("avx2", "haswell", "tuned", path)
     assert gemm["choice"] == doc["choice"]
+
+
+def _markdown_rows(text):
+    """{(op, shape, backend): cells} from the saved page's tables, read as a reader would."""
+    rows, op = {}, None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            op = line[4:].split(" (")[0]
+        elif line.startswith("| ") and op is not None:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[0] != "shape":
+                rows[(op, cells[0], cells[1])] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("saved")
+    out = io.StringIO()
+    rc = runner.main(_args("--tiny", "--repeats", "2", "--ops", "gemm,optim", "--backends", "cpu,numpy",
+                           "--json", str(d / "run.json"), "--save", str(d / "results")), out=out)
+    return rc, out.getvalue(), json.loads((d / "run.json").read_text()), d / "results"
+
+
+def test_save_writes_the_runs_rows_as_a_markdown_table(saved_run):
+    rc, text, data, folder = saved_run
+    assert rc == 0
+    from numbanet.kernels.cpu.machine import cpu_model
+    (md,) = folder.glob("*.md")
+    assert md.name == report.machine_slug(cpu_model()) + ".md"  # no GPU here: the CPU alone names it
+    assert f"wrote {md}" in text
+    table = _markdown_rows(md.read_text())
+    ran = [r for r in data["results"] if r["status"] == "ok"]
+    assert set(table) == {(r["op"], r["case"], r["impl"]) for r in ran}
+    for r in ran:
+        cells = table[(r["op"], r["case"], r["impl"])]
+        assert abs(float(cells[2]) - r["median_s"] * 1e3) <= 5e-4 + 1e-9
+        assert abs(float(cells[4]) - r["rate"]) <= 0.05 + 1e-9
+        want = "" if r["vs_numpy"] is None else f"{r['vs_numpy']:.2f}x"
+        assert cells[5] == want
+
+
+def test_saved_page_carries_the_machine_facts(saved_run):
+    _, _, data, folder = saved_run
+    (md,) = folder.glob("*.md")
+    page = md.read_text()
+    m = data["machine"]
+    for fact in (m["cpu_model"], f"ISA: {m['gemm']['isa']}", m["gemm"]["summary"], f"numba {m['numba']}",
+                 f"numpy {m['numpy']}", "GPU: ", "threads: ", "load average", data["date_utc"][:10],
+                 "command: numbanet bench --ops gemm,optim --backends cpu,numpy --repeats 2 --tiny"):
+        assert fact in page, fact
+    from importlib.metadata import version
+    assert f"numbanet {version('numbanet')}" in page
+
+
+def test_save_writes_a_png_chart(saved_run):
+    _, _, _, folder = saved_run
+    (png,) = folder.glob("*.png")
+    assert png.stem == next(folder.glob("*.md")).stem
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([png.name, png.stem + ".md"])  # no temp files
+
+
+def test_save_without_matplotlib_says_so_before_running(tmp_path, monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    out = io.StringIO()
+    rc = runner.main(_args("--tiny", "--ops", "optim", "--backends", "cpu", "--save", str(tmp_path / "r")), out=out)
+    assert rc == 2
+    assert "matplotlib" in capsys.readouterr().err and "pip install" in report.PLOT_MISSING
+    assert out.getvalue() == ""  # nothing ran
+    assert not (tmp_path / "r").exists()
