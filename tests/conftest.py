@@ -75,12 +75,31 @@ def pytest_unconfigure(config):
         gpu_static.dump_signatures(list(_recorder.records.values()), _RECORD_TO)
 
 
+# Tests of the cpu side alone (its GEMM tiles, tuning, background compile, Numba's
+# internals, ...): the main run has them, and in the simulator run, whose job is the gpu
+# backend, they only repeated minutes of compiling.
+CPU_ONLY_MODULES = {"test_compile_worker.py", "test_precompile.py", "test_numba_internals.py", "test_tiles.py",
+                    "test_tuning.py", "test_machine.py", "test_cost.py", "test_shapes.py"}
+
+
+def _cpu_only(item):
+    return "be" not in getattr(item, "fixturenames", ()) and (
+        item.path.name in CPU_ONLY_MODULES or item.name.startswith("test_cpu_"))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Start the simulator run (tests/test_gpu_simulator.py) as soon as it is known to be
-    selected, to overlap the other tests. Not in an xdist worker: every worker collects
-    every test, and the one that runs it starts it then."""
-    if simulated() or _WORKER or config.option.collectonly:
+    """In the simulator run, leave out the cpu-only tests. Elsewhere, start the simulator
+    run (tests/test_gpu_simulator.py) as soon as it is known to be selected, to overlap the
+    other tests. Not in an xdist worker: every worker collects every test, and the one that
+    runs it starts it then."""
+    if simulated():
+        skipped = [item for item in items if _cpu_only(item)]
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if not _cpu_only(item)]
+        return
+    if _WORKER or config.option.collectonly:
         return
     for item in items:
         if item.name == "test_gpu_backend_under_cuda_simulator":

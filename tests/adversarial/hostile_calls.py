@@ -148,8 +148,11 @@ def valid_calls():
         "avg_pool2d_backward": ([rnd((1, 2, 2, 2))], {"x_shape": (1, 4, 4, 2)}),
         "adam_step": ([rnd((5,)), rnd((5,), 1), rnd((5,), 2), np.abs(rnd((5,), 3))], {"lr": 0.1, "step": 1}),
         "sgd_step": ([rnd((5,)), rnd((5,), 1), rnd((5,), 2)], {"lr": 0.1, "momentum": 0.9}),
-        "rmsprop_step": ([rnd((5,)), rnd((5,), 1), np.abs(rnd((5,), 2)), rnd((5,), 3), rnd((5,), 4)],
-                         {"lr": 0.1, "momentum": 0.9}),
+        # Not centered: a centered step takes sqrt(v - a^2 + eps), which made-up slots (and the
+        # "huge" variant of a) make negative; the hardware gives NaN there, but the CUDA
+        # simulator runs math.sqrt in Python, which raises. Every slot goes through the same
+        # checks (kernels/ops/optim.py's _optim_arrays), fuzzed here on velocity.
+        "rmsprop_step": ([rnd((5,)), rnd((5,), 1), np.abs(rnd((5,), 2))], {"lr": 0.1}),
         "adagrad_step": ([rnd((5,)), rnd((5,), 1), np.abs(rnd((5,), 2))], {"lr": 0.1}),
         "batch_norm_train": ([rnd((2, 3)), rnd((3,), 1), rnd((3,), 2), rnd((3,), 3), np.abs(rnd((3,), 4))], {}),
         "batch_norm_inference": ([rnd((2, 3)), rnd((3,), 1), rnd((3,), 2), rnd((3,), 3), np.abs(rnd((3,), 4))],

@@ -38,8 +38,11 @@ def child_results(backend, mode):
     and the case it was in when it died are kept for the tests to report."""
     key = (backend, mode)
     if key not in _child_runs:
+        # A hang detector, not a speed limit: the cpu fuzz compiles every op for each odd
+        # array type (read-only, non-contiguous, ...), which on 2 busy cores beside the
+        # simulator run has taken 15 minutes.
         proc = subprocess.run([sys.executable, os.path.join(HERE, "hostile_calls.py"), backend, mode],
-                              cwd=ROOT, capture_output=True, text=True, timeout=900)
+                              cwd=ROOT, capture_output=True, text=True, timeout=2400)
         results, running = {}, None
         for line in proc.stdout.splitlines():
             if line.startswith("START "):
