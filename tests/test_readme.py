@@ -236,3 +236,18 @@ def test_recurrent_example_builds_the_model_it_describes():
     want = 1000 * 64 + lstm + 2 * gru + (128 * 2 + 2)
     assert out.split()[-1] == str(want)
     assert f"# {want}" in block
+
+
+def test_the_layers_optimizers_and_callbacks_it_lists_exist():
+    from numbanet.nn import callbacks, layers, optimizers, schedules
+    text = _text()
+    listed = text.split("`get_weights()` order:\n\n", 1)[1].split("\n\n", 1)[0]
+    names = [n.strip() for line in listed.splitlines() for n in line.lstrip("- ").split(",")]
+    assert len(names) >= 25
+    assert [n for n in names if not isinstance(getattr(layers, n, None), type)] == []
+    prose = text.split("Optimizers ", 1)[1].split("`Model` has", 1)[0]
+    for name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"):
+        assert name in prose and isinstance(getattr(optimizers, name, None), type), name
+    assert "CosineDecay" in prose and hasattr(schedules, "CosineDecay")
+    for name in re.findall(r"callbacks ([A-Za-z, ]+)\.", prose.replace("\n", " "))[0].split(", "):
+        assert isinstance(getattr(callbacks, name.strip(), None), type), name
