@@ -177,8 +177,10 @@ def _compile_only(names):
         print("compiled", name, flush=True)
 
 
-def search(machine=None, tiles=None, sizes=FULL, out=sys.stderr):
-    """Run the plan; -> (Choice, measured dict). Prints a progress bar to `out`."""
+def search(machine=None, tiles=None, sizes=FULL, out=None):
+    """Run the plan; -> (Choice, measured dict). Prints a progress bar to `out` (sys.stderr
+    as it is when called: a stream bound at import may have been replaced and closed since)."""
+    out = sys.stderr if out is None else out
     import numba
     from tqdm import tqdm
     from numbanet import kernels

@@ -94,8 +94,10 @@ def check_lines(profile, profiled, reference):
 
 
 def run(model_name, backends, steps, batch, out=".", by="layer", top=None, roofline=True, refresh=False,
-        file=sys.stdout):
+        file=None):
     """Profile; -> (Profile, {backend: unprofiled train_on_batch times (ns)}, trace path, chart path or None)."""
+    # sys.stdout read per call, not bound at import: a captured stream replaced since is closed.
+    file = sys.stdout if file is None else file
     from numbanet import kernels
     from numbanet.profiler import profile
     if steps < 1:

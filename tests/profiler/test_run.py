@@ -12,8 +12,8 @@ def test_profile_command_writes_table_trace_and_chart(tmp_path, monkeypatch, cap
     monkeypatch.setattr(limits_mod, "cpu_limits", lambda refresh=False, directory=None: FAKE)
     code = cli.main(["profile", "--model", "cnn", "--steps", "2", "--batch-size", "4", "--backend", "cpu",
                      "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
+    out, err = capsys.readouterr()
+    assert code == 0, err
     assert "backend cpu: 2 steps" in out and "roofs: GEMM 20.0 GFLOP/s (ISA 80.0), triad 5.0 GB/s" in out
     for kernel in ("conv2d ", "conv2d_backward", "max_pool2d", "matmul", "dense_backward", "adam_step",
                    "softmax_cross_entropy_stats", "python overhead"):
