@@ -149,13 +149,10 @@ class Backend:
     def _writable(self, arr):
         return True
 
-    def _overlaps(self, a, b):
-        """True when the backend arrays a and b may share memory."""
-        raise NotImplementedError
-
     def _check_written(self, op, name, arr, others):
         """arr is written in place: it must be native, C-contiguous, writable and share no
-        memory with any of `others` ((name, array) pairs; None entries pass). An aliased
+        memory with any of `others` ((name, array) pairs; None entries pass; each backend's
+        _overlaps says whether two of its arrays may share memory). An aliased
         output would read values the kernel has already overwritten."""
         self._check_native(op, name, arr)
         if not self._is_c_contiguous(arr):

@@ -29,20 +29,25 @@ def conv_geometry(op, padding, in_hw, kernel_hw, strides, dilation):
     return shapes.resolve_padding(op, padding, in_hw, span, strides)
 
 
-def conv2d_shapes(op, x, w, strides, padding, dilation=(1, 1)):
-    """-> (strides, dilation, (out_h, out_w, pt, pl, pb, pr))."""
+def _check_x_w(op, x, w, w_layout, in_axis, strides, dilation):
+    """x NHWC and a 4-D kernel of the same float type whose axis `in_axis` is x's channels;
+    -> (strides, dilation) as pairs."""
     shapes.check_float(op, "x", x)
     shapes.check_float(op, "w", w)
     shapes.check_ndim(op, "x", x, 4, "NHWC")
-    shapes.check_ndim(op, "w", w, 4, "(KH, KW, C_in, C_out)")
+    shapes.check_ndim(op, "w", w, 4, w_layout)
     shapes.check_same_dtype(op, [("x", x), ("w", w)])
     shapes.check_nonempty(op, "x", x)
     shapes.check_nonempty(op, "w", w)
-    if x.shape[3] != w.shape[2]:
-        raise ValueError(f"{op}: x has {x.shape[3]} channels but w expects {w.shape[2]} "
+    if x.shape[3] != w.shape[in_axis]:
+        raise ValueError(f"{op}: x has {x.shape[3]} channels but w expects {w.shape[in_axis]} "
                          f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
-    strides = shapes.pair(op, "strides", strides)
-    dilation = shapes.pair(op, "dilation_rate", dilation)
+    return shapes.pair(op, "strides", strides), shapes.pair(op, "dilation_rate", dilation)
+
+
+def conv2d_shapes(op, x, w, strides, padding, dilation=(1, 1)):
+    """-> (strides, dilation, (out_h, out_w, pt, pl, pb, pr))."""
+    strides, dilation = _check_x_w(op, x, w, "(KH, KW, C_in, C_out)", 2, strides, dilation)
     geometry = conv_geometry(op, padding, x.shape[1:3], w.shape[0:2], strides, dilation)
     return strides, dilation, geometry
 
@@ -155,18 +160,7 @@ def check_output_padding(op, value):
 
 def conv2d_transpose_shapes(op, x, w, strides, padding, output_padding, dilation):
     """x (N, H, W, C_in), w (KH, KW, filters, C_in) -> (strides, dilation, (out_h, out_w, pt, pl))."""
-    shapes.check_float(op, "x", x)
-    shapes.check_float(op, "w", w)
-    shapes.check_ndim(op, "x", x, 4, "NHWC")
-    shapes.check_ndim(op, "w", w, 4, "(KH, KW, filters, C_in)")
-    shapes.check_same_dtype(op, [("x", x), ("w", w)])
-    shapes.check_nonempty(op, "x", x)
-    shapes.check_nonempty(op, "w", w)
-    if x.shape[3] != w.shape[3]:
-        raise ValueError(f"{op}: x has {x.shape[3]} channels but w expects {w.shape[3]} "
-                         f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
-    strides = shapes.pair(op, "strides", strides)
-    dilation = shapes.pair(op, "dilation_rate", dilation)
+    strides, dilation = _check_x_w(op, x, w, "(KH, KW, filters, C_in)", 3, strides, dilation)
     geometry = transpose_geometry(op, x.shape[1:3], w.shape[0:2], strides, padding, output_padding, dilation)
     return strides, dilation, geometry
 

@@ -214,7 +214,7 @@ class Layer:
 
     def add_weight(self, name, shape, initializer, regularizer=None, fans=None, trainable=True):
         """A new weight on the layer's backend (Keras's add_weight). initializer: a name
-        from nn.initializers (fans=(fan_in, fan_out) overriding the shape's fans), or the
+        from numbanet.nn.initializers (fans=(fan_in, fan_out) overriding the shape's fans), or the
         initial values as a host array of `shape`. A regularizer's penalty joins the
         model's loss. trainable=False: a state the layer updates itself (no gradient, no
         optimizer step, no regularizer)."""
