@@ -344,6 +344,22 @@ def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile)
                     drow[j0 + c] += t[c]
 
 
+@numba.njit(cache=True)
+def _dx_patches(tile, dyn, dyapack, wtpack, dpatches, nobias, scratch):
+    """dpatches = dyn @ W^T for one image (W^T packed in wtpack), by `tile`."""
+    rows, c_out = dyn.shape
+    pack_a(tile, dyn, False, rows, c_out, dyapack)
+    gemm_packed(tile, dyapack, wtpack, rows, dpatches.shape[1], c_out, dpatches, False, nobias, scratch)
+
+
+def _dx_tile(kdim):
+    """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the tile in
+    force pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
+    product 3.5-7x the work), the 16-wide one (kernels/cpu/tuning.strip_tile) to 16."""
+    wide, narrow = tuning.current().tile, tuning.strip_tile(NR)
+    return narrow, _panels(kdim, narrow.nr) * narrow.nr < _panels(kdim, wide.nr) * wide.nr
+
+
 @numba.njit(cache=True, parallel=True)
 def _conv2d_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, act):
     n_, oh_, ow_, c_out = y.shape
@@ -391,17 +407,22 @@ def _conv2d_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left,
-                     nchunks):
+def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil_h, dil_w,
+                     pad_top, pad_left, nchunks):
     n_, oh_, ow_, c_out = dy.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
     mrw = tile.mr
     nrw = tile.nr
-    # W^T packed once: dP = dy_n @ W^T needs it as the B operand (c_out deep, kdim wide).
-    wtpack = np.empty((_panels(kdim, nrw), c_out, nrw), dtype=w.dtype)
-    pack_b(tile, w.reshape((kdim, c_out)), True, kdim, c_out, wtpack)
+    # W^T packed once: dP = dy_n @ W^T needs it as the B operand (c_out deep, kdim wide),
+    # in the panels of the tile dP runs on (narrow_dx: see _dx_tile; the other one empty).
+    wtpack = np.empty((0 if narrow_dx else _panels(kdim, nrw), c_out, nrw), dtype=w.dtype)
+    wtpack_n = np.empty((_panels(kdim, narrow.nr) if narrow_dx else 0, c_out, narrow.nr), dtype=w.dtype)
+    if narrow_dx:
+        pack_b(narrow, w.reshape((kdim, c_out)), True, kdim, c_out, wtpack_n)
+    else:
+        pack_b(tile, w.reshape((kdim, c_out)), True, kdim, c_out, wtpack)
     # Not np.zeros (a parfor each under parallel=True): each chunk clears its own below.
     dw_part = np.empty((nchunks, kdim, c_out), dtype=w.dtype)
     db_part = np.empty((nchunks, c_out), dtype=w.dtype)
@@ -423,10 +444,11 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil
         hi = (t + 1) * n_ // nchunks
         ptpack = np.empty((_panels(kdim, mrw), rows, mrw), dtype=x.dtype)
         dybpack = np.empty((_panels(c_out, nrp), rows, nrp), dtype=x.dtype)
-        dyapack = np.empty((_panels(rows, mrw), c_out, mrw), dtype=x.dtype)
+        dyapack = np.empty((0 if narrow_dx else _panels(rows, mrw), c_out, mrw), dtype=x.dtype)
+        dyapack_n = np.empty((_panels(rows, narrow.mr) if narrow_dx else 0, c_out, narrow.mr), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
-        # for the direct tile (MR x NR) and the GEMM's edge tiles (tile.mr x tile.nr)
-        scratch = np.empty((max(MR, mrw), max(NR, nrw)), dtype=x.dtype)
+        # for the direct tile (MR x NR) and the GEMMs' edge tiles
+        scratch = np.empty((max(MR, mrw, narrow.mr), max(NR, nrw, narrow.nr)), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
         xp = np.empty(((oh_ - 1) * sh + (kh_ - 1) * dil_h + 1, wp * c_in), dtype=x.dtype)
         cells = np.empty(MR, dtype=np.intp)
@@ -455,8 +477,10 @@ def _conv2d_backward(tile, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil
                                True)
                 gemm_packed(tile, ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, scratch)
             if compute_dx:
-                pack_a(tile, dyn, False, rows, c_out, dyapack)
-                gemm_packed(tile, dyapack, wtpack, rows, kdim, c_out, dpatches, False, nobias, scratch)
+                if narrow_dx:
+                    _dx_patches(narrow, dyn, dyapack_n, wtpack_n, dpatches, nobias, scratch)
+                else:
+                    _dx_patches(tile, dyn, dyapack, wtpack, dpatches, nobias, scratch)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):
@@ -495,8 +519,9 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
     if not compute_dx:
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
-    dynamic(_conv2d_backward, tuning.current().tile, x, w, dy, dy if y is None else y, CODES[activation],
-            dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left, nchunks)
+    narrow, narrow_dx = _dx_tile(w.shape[0] * w.shape[1] * w.shape[2])
+    dynamic(_conv2d_backward, tuning.current().tile, narrow, narrow_dx, x, w, dy, dy if y is None else y,
+            CODES[activation], dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left, nchunks)
 
 
 def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear", dil_h=1, dil_w=1):
@@ -538,5 +563,6 @@ def _conv2d_transpose_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top
 def conv2d_transpose_forward(x, w, bias, y, sh, sw, pad_top, pad_left, dil_h=1, dil_w=1):
     """y = the input gradient of the conv2d (w, strides, padding, dilation) from y's shape
     to x's, given x as its output gradient, + bias; arrays validated and C-contiguous."""
-    dynamic(_conv2d_transpose_forward, tuning.current().tile, x, w, no_bias(y.dtype) if bias is None else bias, y,
-            sh, sw, dil_h, dil_w, pad_top, pad_left)
+    narrow, narrow_dx = _dx_tile(w.shape[0] * w.shape[1] * w.shape[2])
+    dynamic(_conv2d_transpose_forward, narrow if narrow_dx else tuning.current().tile, x, w,
+            no_bias(y.dtype) if bias is None else bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left)
