@@ -101,5 +101,9 @@ class CpuBackend(Backend):
         return isinstance(b, np.ndarray) and np.may_share_memory(a, b)
 
     def _contiguous(self, arr):
-        # A copy, never a cast: the kernels index C-ordered memory.
-        return np.ascontiguousarray(arr)
+        # A copy, never a cast: the kernels index C-ordered memory. A read-only input is
+        # copied too: Numba types read-only arrays apart and would compile a second form of
+        # every kernel for them (seconds per op and dtype), far more than the copy costs.
+        if arr.flags.c_contiguous and arr.flags.writeable:
+            return arr
+        return np.array(arr, order="C", copy=True)

@@ -40,8 +40,9 @@ def batch_norm_train(be, x, gamma, beta, moving_mean, moving_variance, *, moment
     rstd = 1 / sqrt(variance + epsilon). moving_mean and moving_variance are updated in
     place; gamma/beta (C,) or None (Keras's scale=False / center=False)."""
     op = "batch_norm_train"
-    x, gamma, beta, moving_mean, moving_variance = be._prepare(
-        op, ("gamma", "beta"), x=x, gamma=gamma, beta=beta, moving_mean=moving_mean, moving_variance=moving_variance)
+    # The moving statistics are written in place: checked as they are, never prepared (a
+    # copy of a strided or read-only one would take the update and drop it).
+    x, gamma, beta = be._prepare(op, ("gamma", "beta"), x=x, gamma=gamma, beta=beta)
     _check_x(op, x)
     _norm_params(be, op, x, [("gamma", gamma), ("beta", beta)])
     _moving(be, op, x, moving_mean, moving_variance, written=True)

@@ -202,6 +202,15 @@ def test_batch_norm_rejects_bad_input(be):
     mm = be.asarray(np.zeros(3, f32))
     with pytest.raises(ValueError, match=r"batch_norm_train: moving_mean"):
         be.batch_norm_train(x, None, None, mm, mm)   # the two moving statistics aliased
+    if be.name == "cpu":
+        # Written in place, so never copied: a strided or read-only one would lose the update.
+        strided = np.zeros(6, f32)[::2]
+        with pytest.raises(ValueError, match=r"batch_norm_train: moving_mean must be C-contiguous"):
+            be.batch_norm_train(x, None, None, strided, stats()[1])
+        frozen = np.ones(3, f32)
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match=r"batch_norm_train: moving_variance is read-only"):
+            be.batch_norm_train(x, None, None, stats()[0], frozen)
     _, mean, rstd = be.batch_norm_train(x, g3, None, *stats())
     with pytest.raises(ValueError, match=r"batch_norm_backward: dy must have shape \(2, 3\), got \(3, 2\)"):
         be.batch_norm_backward(x, g3, be.asarray(np.ones((3, 2), f32)), mean, rstd)
