@@ -23,7 +23,7 @@ a model in tests/nn/keras_cases.py ROUND_TRIP holds it (test_keras_layers fails 
 does).
 
 A Keras argument numbanet has no counterpart for is refused unless it holds the value
-numbanet behaves as (Conv2D's dilation_rate=(1, 1), trainable=True, constraints None,
+numbanet behaves as (Conv2D's groups=1, trainable=True, constraints None,
 ...), with an error naming the layer, the argument and its value; an argument Keras adds
 in a later version is accepted while it is null or false. Random seeds (of initializers,
 Dropout) are not carried over: they only choose draws that the file's weights replace.
@@ -109,14 +109,10 @@ def _write_weighted(layer, owner, **extra):
 
 def _read_conv2d(c):
     _channels_last(c)
-    c.only("dilation_rate", (1, 1), 1)
     c.only("groups", 1)
-    c.no_constraints("kernel", "bias")
     return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
-                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"), activation=c.activation(), use_bias=c.take("use_bias", True),
-                kernel_initializer=c.initializer("kernel_initializer"),
-                bias_initializer=c.initializer("bias_initializer"),
-                kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
+                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"),
+                dilation_rate=c.take("dilation_rate", (1, 1)), **_read_conv_weights(c))
 
 
 def _read_conv_weights(c):
@@ -452,7 +448,7 @@ _entry("Dense", Dense, read=_read_dense,
 _entry("Conv2D", Conv2D, read=_read_conv2d,
        write=lambda l: _write_weighted(l, f"layer '{l.name}' (Conv2D)", filters=l.filters,
                                        kernel_size=list(l.kernel_size), strides=list(l.strides), padding=l.padding,
-                                       data_format="channels_last", dilation_rate=[1, 1], groups=1),
+                                       data_format="channels_last", dilation_rate=list(l.dilation_rate), groups=1),
        variables=lambda l, s: [("", _kernel_bias()(l, l.kernel_size + (s[-1], l.filters), (l.filters,)))])
 _entry("MaxPooling2D", MaxPooling2D, read=_read_pool, write=_write_pool)
 _entry("AveragePooling2D", AveragePooling2D, read=_read_pool, write=_write_pool)

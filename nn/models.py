@@ -145,6 +145,22 @@ class Model(Trainer):
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
+    def get_layer(self, name=None, index=None):
+        """The layer named `name`, or the one at `index` of `layers` (Keras's Model.get_layer)."""
+        if (name is None) == (index is None):
+            raise ValueError(f"model '{self.name}': get_layer takes a name or an index, not {'both' if name else 'neither'}")
+        layers = self.layers
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or not -len(layers) <= index < len(layers):
+                raise ValueError(f"model '{self.name}': layer index {index!r} out of range; the model has "
+                                 f"{len(layers)} layers")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"model '{self.name}': no layer named {name!r}; its layers are "
+                         f"{[layer.name for layer in layers]}")
+
     # ------------------------------------------------------------------ weights
     def get_weights(self):
         if not self.built:

@@ -25,16 +25,20 @@ def _no_strided_dilation(kind, strides, dilation):
 
 
 class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
+    """Keras's Conv2D over (height, width, channels) images; kernel (KH, KW, C_in, filters)."""
     fuses_activation = True
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, input_shape=None, name=None):
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None, dilation_rate=(1, 1),
+                 activation=None, use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
+        channels_last("Conv2D", data_format)
         self.filters = _filters("Conv2D", filters)
         self.kernel_size = shapes.pair("Conv2D", "kernel_size", kernel_size)
         self.strides = shapes.pair("Conv2D", "strides", strides)
+        self.dilation_rate = shapes.pair("Conv2D", "dilation_rate", dilation_rate)
         self.padding = shapes.check_padding("Conv2D", padding, explicit=False)
+        _no_strided_dilation("Conv2D", self.strides, self.dilation_rate)
         self._init_kernel_bias(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                                bias_regularizer)
 
@@ -42,8 +46,8 @@ class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
         if len(input_shape) != 3:
             raise ValueError(f"layer '{self.name}' (Conv2D) expects images of shape (height, width, channels), "
                              f"got per-sample shape {input_shape}")
-        oh, ow = shapes.resolve_padding(f"layer '{self.name}' (Conv2D)", self.padding, input_shape[:2],
-                                        self.kernel_size, self.strides)[:2]
+        oh, ow = conv_geometry(f"layer '{self.name}' (Conv2D)", self.padding, input_shape[:2], self.kernel_size,
+                               self.strides, self.dilation_rate)[:2]
         return (oh, ow, self.filters)
 
     def build_weights(self, input_shape):
@@ -52,7 +56,7 @@ class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
     def forward(self, x, training=False, logits=False):
         self._saved_x = x
         z = self.be.conv2d(x, self.params["kernel"], self.params.get("bias"), strides=self.strides,
-                           padding=self.padding, activation=self._epilogue(logits))
+                           padding=self.padding, dilation_rate=self.dilation_rate, activation=self._epilogue(logits))
         return self._activate(z, logits)
 
     def backward(self, dy, logits=False):
@@ -62,7 +66,8 @@ class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
         fused = self._epilogue(logits)
         dz = dy if fused != "linear" else self._deactivate(dy, logits)
         dx, dw, db = be.conv2d_backward(self._saved_x, self.params["kernel"], dz, strides=self.strides,
-                                        padding=self.padding, compute_dx=self.need_dx, grads=self.grad_buffer,
+                                        padding=self.padding, dilation_rate=self.dilation_rate,
+                                        compute_dx=self.need_dx, grads=self.grad_buffer,
                                         activation=fused, y=self._saved_a if fused != "linear" else None)
         self._set_kernel_bias_grads(dw, db)
         return dx
@@ -70,7 +75,7 @@ class Conv2D(KernelBiasMixin, ActivationMixin, Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, **self._kernel_bias_config())
+                   padding=self.padding, dilation_rate=list(self.dilation_rate), **self._kernel_bias_config())
         return cfg
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from numbanet import nn
 from numbanet.nn import utils
-from numbanet.nn.layers import LSTM, Dense, Dropout, Embedding
-from numbanet.nn.models import Sequential
+from numbanet.nn.layers import LSTM, Dense, Dropout, Embedding, Input
+from numbanet.nn.models import Model, Sequential
 from toy_models import blobs, mlp
 
 
@@ -337,3 +337,21 @@ def test_a_built_layer_joins_a_sequential_with_its_weights():
     m = Sequential([nn.Input((4,)), dense])
     for a, b in zip(m.get_weights(), w):
         np.testing.assert_array_equal(a, b)
+
+
+def test_get_layer_by_name_and_index():
+    x = Input((4,))
+    h = Dense(3, name="hidden")(x)
+    m = Model(x, Dense(2, name="out")(h))
+    s = Sequential([Input((4,)), Dense(3, name="a"), Dense(2, name="b")])
+    for model, names in ((m, ["hidden", "out"]), (s, ["a", "b"])):
+        for i, name in enumerate(names):
+            layer = model.get_layer(name)
+            assert layer.name == name and layer is model.get_layer(index=model.layers.index(layer))
+    assert s.get_layer(index=-1).name == "b"
+    with pytest.raises(ValueError, match=r"model '.*': no layer named 'c'; its layers are \['a', 'b'\]"):
+        s.get_layer("c")
+    with pytest.raises(ValueError, match=r"layer index 2 out of range; the model has 2 layers"):
+        s.get_layer(index=2)
+    with pytest.raises(ValueError, match=r"get_layer takes a name or an index, not neither"):
+        s.get_layer()

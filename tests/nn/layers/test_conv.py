@@ -1,11 +1,11 @@
-"""Conv1D and Conv2DTranspose: Keras's weight shapes, values against loops written here,
+"""Conv1D, Conv2D's dilation and Conv2DTranspose: Keras's weight shapes, values against loops written here,
 gradients by finite differences, and arguments refused with the layer's name."""
 import numpy as np
 import pytest
 
 from gradcheck import check_model_gradients
-from numbanet.nn.layers import Conv1D, Conv2DTranspose, Dense, Flatten, Input
-from numbanet.nn.models import Model, Sequential
+from numbanet.nn.layers import Conv1D, Conv2D, Conv2DTranspose, Dense, Flatten, Input
+from numbanet.nn.models import Model, Sequential, load_model
 
 
 def conv1d_ref(x, kernel, bias, stride, dilation, padding):
@@ -56,6 +56,60 @@ def test_conv1d_gradients(nnbe, padding):
     m.compile("sgd", "mse")
     rng = np.random.default_rng(1)
     check_model_gradients(m, rng.standard_normal((3, 7, 3)), rng.standard_normal((3, 2)))
+
+
+def conv2d_ref(x, kernel, bias, dilation, padding):
+    """Keras's Conv2D, stride 1, by loops: window cells `dilation` apart; "same" pads
+    TensorFlow's split (the smaller half before)."""
+    n, h, w, _ = x.shape
+    kh, kw, _, f = kernel.shape
+    span = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    if padding == "same":
+        (oh, ow), (pt, pl) = (h, w), ((span[0] - 1) // 2, (span[1] - 1) // 2)
+    else:
+        (oh, ow), (pt, pl) = (h - span[0] + 1, w - span[1] + 1), (0, 0)
+    y = np.zeros((n, oh, ow, f))
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for b in range(kw):
+                    si, sj = i - pt + a * dilation[0], j - pl + b * dilation[1]
+                    if 0 <= si < h and 0 <= sj < w:
+                        y[:, i, j] += x[:, si, sj] @ kernel[a, b]
+    return y + bias
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("padding,dilation", [("valid", (2, 2)), ("same", (2, 1)), ("same", (1, 3))])
+def test_conv2d_dilation_forward(nnbe, padding, dilation):
+    layer = Conv2D(3, (3, 2), padding=padding, dilation_rate=dilation, activation="relu")
+    m = Sequential([Input((7, 6, 2)), layer], dtype="float64")
+    rng = np.random.default_rng(4)
+    kernel, bias = layer.get_weights()[0], rng.standard_normal(3)
+    m.set_weights([kernel, bias])
+    x = rng.standard_normal((2, 7, 6, 2))
+    want = np.maximum(conv2d_ref(x, kernel, bias, dilation, padding), 0)
+    assert m.output_shape == want.shape[1:]
+    np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.simulator
+def test_conv2d_dilation_gradients(nnbe):
+    m = Sequential([Input((6, 6, 2)), Conv2D(3, 3, padding="same", dilation_rate=(2, 1), activation="tanh"),
+                    Conv2D(2, 2, dilation_rate=2), Flatten(), Dense(2)], dtype="float64")
+    m.compile("sgd", "mse")
+    rng = np.random.default_rng(5)
+    check_model_gradients(m, rng.standard_normal((2, 6, 6, 2)), rng.standard_normal((2, 2)))
+
+
+def test_conv2d_dilation_survives_a_keras_file(tmp_path):
+    m = Sequential([Input((6, 6, 1)), Conv2D(2, 3, dilation_rate=(2, 1), name="dilated")])
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    back = load_model(path)
+    assert back.get_layer("dilated").dilation_rate == (2, 1)
+    x = np.random.default_rng(6).standard_normal((2, 6, 6, 1)).astype("float32")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), m.predict(x, verbose=0))
 
 
 def conv_transpose_ref(x, kernel, bias, strides, padding, output_padding):
@@ -131,6 +185,12 @@ def test_bad_arguments(nnbe):
         Conv1D(2, 3, name="c1")(Input((4, 4, 1)))
     with pytest.raises(ValueError, match=r"layer 'c2' \(Conv1D\): window 1x5 does not fit the 1x4 input"):
         Conv1D(2, 3, dilation_rate=2, name="c2")(Input((4, 1)))
+    with pytest.raises(ValueError, match=r"Conv2D: strides > 1 cannot be combined with dilation_rate > 1"):
+        Conv2D(2, 3, strides=(1, 2), dilation_rate=2)
+    with pytest.raises(ValueError, match=r"Conv2D: only data_format='channels_last' is supported"):
+        Conv2D(2, 3, data_format="channels_first")
+    with pytest.raises(ValueError, match=r"layer 'c3' \(Conv2D\): window 5x1 does not fit the 4x4 input"):
+        Conv2D(2, (3, 1), dilation_rate=2, name="c3")(Input((4, 4, 1)))
     with pytest.raises(ValueError, match=r"Conv2DTranspose: output_padding must be smaller than the stride"):
         Conv2DTranspose(2, 3, strides=2, output_padding=2)
     with pytest.raises(ValueError, match=r"Conv2DTranspose: padding must be 'valid' or 'same', got 'causal'"):
