@@ -12,7 +12,7 @@ from numba import cuda
 from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
 from numbanet.kernels.gpu.checks import first_out_of_range
-from numbanet.kernels.gpu.launch import grid_1d
+from numbanet.kernels.gpu.launch import grid_1d, unravel4
 
 
 @cuda.jit
@@ -175,11 +175,8 @@ def _copy3(src, dst):
 def _copy4(src, dst):
     a, b, c, d = dst.shape
     for t in range(cuda.grid(1), a * b * c * d, cuda.gridsize(1)):
-        l = t % d
-        r = t // d
-        k = r % c
-        r //= c
-        dst[r // b, r % b, k, l] = src[r // b, r % b, k, l]
+        i, j, k, l = unravel4(t, b, c, d)
+        dst[i, j, k, l] = src[i, j, k, l]
 
 
 _COPY = {1: _copy1, 2: _copy2, 3: _copy3, 4: _copy4}

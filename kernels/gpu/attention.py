@@ -55,6 +55,19 @@ def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
 
 
 @cuda.jit(device=True)
+def _block_rows(nrows, nh):
+    """(row, sub, b, h, r0): this thread's tile row and first column (sub), and the
+    (batch, head) and first row of the 32 rows its block owns, blocks numbered by
+    (batch, head) and then by row tile of nrows."""
+    t = cuda.threadIdx.x
+    row = t // 4
+    ntiles = (nrows + TILE - 1) // TILE
+    bh = cuda.blockIdx.x // ntiles
+    b = bh // nh
+    return row, t - row * 4, b, bh - b * nh, (cuda.blockIdx.x - bh * ntiles) * TILE
+
+
+@cuda.jit(device=True)
 def _row_max(red, row, sub, v):
     """Max of v over the four threads of a tile row (in a fixed order)."""
     red[row, sub] = v
@@ -108,13 +121,7 @@ def _make_forward(acc_t, nchv):
         tk = k.shape[1]
         ndv = v.shape[3]
         t = cuda.threadIdx.x
-        row = t // 4
-        sub = t - row * 4
-        ntiles = (tq + TILE - 1) // TILE
-        bh = cuda.blockIdx.x // ntiles
-        b = bh // nh
-        h = bh - b * nh
-        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         ninf = q.dtype.type(-math.inf)
@@ -190,13 +197,7 @@ def _make_dq(acc_t, nchd):
         tk = k.shape[1]
         ndv = v.shape[3]
         t = cuda.threadIdx.x
-        row = t // 4
-        sub = t - row * 4
-        ntiles = (tq + TILE - 1) // TILE
-        bh = cuda.blockIdx.x // ntiles
-        b = bh // nh
-        h = bh - b * nh
-        q0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         for w in range(nacc):
@@ -263,13 +264,7 @@ def _make_dkdv(acc_t, nchd, nchv):
         tk = k.shape[1]
         ndv = v.shape[3]
         t = cuda.threadIdx.x
-        row = t // 4
-        sub = t - row * 4
-        ntiles = (tk + TILE - 1) // TILE
-        bh = cuda.blockIdx.x // ntiles
-        b = bh // nh
-        h = bh - b * nh
-        j0 = (cuda.blockIdx.x - bh * ntiles) * TILE
+        row, sub, b, h, j0 = _block_rows(tk, nh)
         j = j0 + row
         zero = q.dtype.type(0)
         for w in range(nk_acc):

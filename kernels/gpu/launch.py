@@ -21,6 +21,17 @@ def blocks_1d(n, threads=THREADS_1D):
     return max(1, min(MAX_BLOCKS_1D, -(-int(n) // threads)))
 
 
+@cuda.jit(device=True)
+def unravel4(t, n1, n2, n3):
+    """(i0, i1, i2, i3) of flat index t in a C-ordered 4-D array (., n1, n2, n3): an NHWC
+    element, the channel fastest, so consecutive threads touch consecutive channels."""
+    i3 = t % n3
+    r = t // n3
+    i2 = r % n2
+    r //= n2
+    return r // n1, r % n1, i2, i3
+
+
 _dummies = {}
 
 

@@ -18,7 +18,7 @@ in row-major order): no atomics, deterministic.
 from numba import cuda
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel4
 from numbanet.kernels.gpu.order import beats
 
 
@@ -27,12 +27,7 @@ def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
-        ch = t % c
-        r = t // c
-        j = r % ow
-        r //= ow
-        i = r % oh
-        b = r // oh
+        b, i, j, ch = unravel4(t, oh, ow, c)
         best = x.dtype.type(0)  # never read: the first valid cell replaces it
         best_at = -1
         for di in range(ph):
@@ -94,12 +89,7 @@ def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
-        ch = t % c
-        r = t // c
-        j = r % ow
-        r //= ow
-        i = r % oh
-        b = r // oh
+        b, i, j, ch = unravel4(t, oh, ow, c)
         # A typed zero, not x[...] * 0: one inf anywhere in x would make that NaN.
         acc = x.dtype.type(0)
         for hh in range(max(i * sh - pt, 0), min(i * sh - pt + ph, h)):
@@ -117,12 +107,7 @@ def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
     n, h, w, c = dx.shape
     _, oh, ow, _ = dy.shape
     for t in range(cuda.grid(1), n * h * w * c, cuda.gridsize(1)):
-        ch = t % c
-        r = t // c
-        ww = r % w
-        r //= w
-        hh = r % h
-        b = r // h
+        b, hh, ww, ch = unravel4(t, h, w, c)
         # Windows i cover hh when i*sh - pt <= hh < i*sh - pt + ph.
         i0 = max(0, (hh + pt - ph) // sh + 1)
         i1 = min(oh - 1, (hh + pt) // sh)
@@ -180,12 +165,7 @@ def global_max_pool_backward(dy, indices, dx):
 def _upsample_forward(x, y, sh, sw):
     n, oh, ow, c = y.shape
     for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
-        ch = t % c
-        r = t // c
-        j = r % ow
-        r //= ow
-        i = r % oh
-        b = r // oh
+        b, i, j, ch = unravel4(t, oh, ow, c)
         y[b, i, j, ch] = x[b, i // sh, j // sw, ch]
 
 
@@ -198,12 +178,7 @@ def _upsample_backward(dy, dx, sh, sw):
     # One thread per dx element sums its block in row-major order: no atomics.
     n, h, w, c = dx.shape
     for t in range(cuda.grid(1), n * h * w * c, cuda.gridsize(1)):
-        ch = t % c
-        r = t // c
-        j = r % w
-        r //= w
-        i = r % h
-        b = r // h
+        b, i, j, ch = unravel4(t, h, w, c)
         acc = dx.dtype.type(0)
         for di in range(sh):
             for dj in range(sw):
