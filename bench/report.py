@@ -25,11 +25,15 @@ def _slug_part(text):
     return "-".join(re.findall(r"[a-z0-9]+", text))
 
 
-def machine_slug(cpu_model, gpu_name=None):
+def machine_slug(cpu_model, gpu_name=None, target=None):
     """The file name stem for a machine: its CPU model (and GPU name), lowercase, words of
     [a-z0-9] joined by '-'. 'Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.0GHz' and an
-    'NVIDIA H100 80GB HBM3' give 'intel-xeon-platinum-8480-nvidia-h100-80gb-hbm3'."""
+    'NVIDIA H100 80GB HBM3' give 'intel-xeon-platinum-8480-nvidia-h100-80gb-hbm3'. A run
+    whose kernels were compiled for another CPU than the host (target: NUMBA_CPU_NAME,
+    such as 'haswell' to limit the ISA to AVX2) adds 'as-<target>' after the CPU model."""
     parts = [_slug_part(cpu_model) or "unknown-cpu"]
+    if target:
+        parts.append("as-" + _slug_part(target))
     if gpu_name:
         gpu = _slug_part(gpu_name)
         if gpu:
@@ -45,9 +49,11 @@ def gpu_name(detail):
 
 
 def title(info):
-    """'AMD EPYC' or 'AMD EPYC + NVIDIA H100 80GB HBM3': the machine in words."""
+    """'AMD EPYC' or 'AMD EPYC + NVIDIA H100 80GB HBM3': the machine in words, with
+    ' (compiled for haswell)' after the CPU when info['target'] names another CPU."""
     gpu = gpu_name(info.get("gpu"))
-    return info["cpu_model"] + (f" + {gpu}" if gpu else "")
+    target = f" (compiled for {info['target']})" if info.get("target") else ""
+    return info["cpu_model"] + target + (f" + {gpu}" if gpu else "")
 
 
 def markdown(header, tables, missing, *, name, command, run, date_utc, load, version):

@@ -83,6 +83,10 @@ def machine_info():
             # What our CPU kernels were compiled for and the GEMM configuration in force:
             # figures from two machines (or ISAs, or tunings) are never read as one.
             "gemm": gemm_tuning()}
+    # Kernels compiled for another CPU than this one (NUMBA_CPU_NAME=haswell: AVX2 only):
+    # the run is saved apart from this machine's own.
+    import llvmlite.binding as ll
+    info["target"] = info["gemm"]["cpu_name"] if info["gemm"]["cpu_name"] != ll.get_host_cpu_name() else None
     try:
         from numbanet.bench.references import torch_module
         torch = torch_module()
@@ -289,7 +293,7 @@ def save_results(directory, info, header, rows, date_utc, command, run, load_at_
     name = report.title(info)
     page = report.markdown(header, format_tables(rows), format_missing(rows), name=name, command=command,
                            run=run, date_utc=date_utc, load=load, version=_numbanet_version())
-    slug = report.machine_slug(info["cpu_model"], info.get("gpu_name"))
+    slug = report.machine_slug(info["cpu_model"], info.get("gpu_name"), info.get("target"))
     return report.save(directory, slug, page, rows, f"numbanet bench on {name}, {date_utc}")
 
 

@@ -23,6 +23,13 @@ def test_slug_is_the_machine_in_safe_lowercase_words(cpu, gpu, want):
     assert report.machine_slug(cpu, gpu) == want
 
 
+def test_a_run_compiled_for_another_cpu_is_named_apart():
+    assert report.machine_slug("AMD EPYC", None, "haswell") == "amd-epyc-as-haswell"
+    assert report.machine_slug("AMD EPYC", "NVIDIA H100", "haswell") == "amd-epyc-as-haswell-nvidia-h100"
+    assert report.title({"cpu_model": "AMD EPYC", "target": "haswell"}) == "AMD EPYC (compiled for haswell)"
+    assert report.title({"cpu_model": "AMD EPYC", "target": None}) == "AMD EPYC"
+
+
 def test_slug_is_bounded_and_never_ends_in_a_dash():
     slug = report.machine_slug("Very Long Vendor " * 20, "GPU x" * 10)
     assert len(slug) <= 80 and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug)

@@ -260,8 +260,10 @@ def test_command_line_header_and_json_tell_the_machine_apart(tmp_path):
     assert "ISA: avx2 (numba compiles for haswell); CPU GEMM: 4x16 micro-kernel, KC 320, MC 40" in out
     assert f"tuned file {path}" in out
     with open(tmp_path / "b.json") as f:
-        gemm = json.load(f)["machine"]["gemm"]
+        machine_facts = json.load(f)["machine"]
+    gemm = machine_facts["gemm"]
     assert (gemm["isa"], gemm["cpu_name"], gemm["source"], gemm["file"]) == ("avx2", "haswell", "tuned", path)
+    assert machine_facts["target"] == "haswell"   # --save names its files apart (bench/report.py)
     assert gemm["choice"] == doc["choice"]
 
 
