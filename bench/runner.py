@@ -92,6 +92,9 @@ def machine_info():
         torch = torch_module()
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        # The vector ISA PyTorch's CPU kernels run with (ATEN_CPU_CAPABILITY=avx2 limits it,
+        # as NUMBA_CPU_NAME/NUMBA_CPU_FEATURES limit ours): an AVX2 run compares like with like.
+        info["torch_isa"] = torch.backends.cpu.get_cpu_capability()
     except C.Missing:
         info["torch"] = None
     return info
@@ -106,7 +109,8 @@ def format_header(info):
     g = info.get("gemm")
     if g:
         lines += [f"ISA: {g['isa']} (numba compiles for {g['cpu_name']}); CPU GEMM: {g['summary']}, {g['origin']}"]
-    lines += [f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}",
+    torch_isa = f" ({info['torch_isa']} kernels)" if info.get("torch_isa") else ""
+    lines += [f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}{torch_isa}",
              f"NumPy BLAS: {ob.get('config') or 'OpenBLAS ' + str(ob.get('version'))}, "
              f"core kernel: {ob.get('corename', 'unknown')}, "
              f"threads: {ob.get('threads', '?')} (via {ob.get('source')})"]

@@ -240,6 +240,8 @@ def test_header_names_the_isa_and_the_gemm_choice_in_force():
     header = runner.format_header(info)
     assert "ISA: avx2 (numba compiles for haswell); CPU GEMM: 6x16 micro-kernel, KC 512, MC 64, tuned file " \
            "/t/gemm.json" in header
+    info.update(torch="2.13.0+cpu", torch_threads=2, torch_isa="AVX2")
+    assert "torch 2.13.0+cpu (AVX2 kernels)" in runner.format_header(info)
 
 
 def test_command_line_header_and_json_tell_the_machine_apart(tmp_path):
