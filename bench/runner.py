@@ -94,7 +94,9 @@ def machine_info():
         info["torch_threads"] = torch.get_num_threads()
         # The vector ISA PyTorch's CPU kernels run with (ATEN_CPU_CAPABILITY=avx2 limits it,
         # as NUMBA_CPU_NAME/NUMBA_CPU_FEATURES limit ours): an AVX2 run compares like with like.
-        info["torch_isa"] = torch.backends.cpu.get_cpu_capability()
+        # (torch.backends.cpu.get_cpu_capability: PyTorch 2.1 and newer.)
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+        info["torch_isa"] = capability() if capability is not None else None
     except C.Missing:
         info["torch"] = None
     return info
