@@ -323,12 +323,31 @@ def rmsprop(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centere
     return p - increment, vel, avg, mom
 
 
+def rmsprop_at(i, p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum, zero):
+    """rmsprop on element i of the arrays in place; avg and mom are read and written only
+    when centered / use_momentum (an absent slot may be an empty or dummy array)."""
+    a = avg[i] if centered else zero
+    m = mom[i] if use_momentum else zero
+    p[i], vel[i], a, m = rmsprop(p[i], g[i], vel[i], a, m, lr, lr_wd, rho, one_rho, momentum, eps, centered,
+                                 use_momentum)
+    if centered:
+        avg[i] = a
+    if use_momentum:
+        mom[i] = m
+
+
 def adagrad(p, g, acc, lr, lr_wd, eps):
     """-> (p, accumulator) after one Adagrad step (Keras 3's): acc += g^2;
     p -= lr g / sqrt(acc + eps)."""
     p = p - lr_wd * p
     acc = acc + g * g
     return p - lr * g / math.sqrt(acc + eps), acc
+
+
+def in_range(v, n):
+    """0 <= v < n for an index v of a signed or unsigned int type: one unsigned comparison
+    (a negative v is huge as uint64). The kernels skip an index outside, never write it."""
+    return np.uint64(v) < np.uint64(n)
 
 
 def clip_scale(sq_norm, clipnorm):

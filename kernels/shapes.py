@@ -17,8 +17,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 EPILOGUE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 
 
-def pair(op, name, value):
-    """An int or a pair of ints -> a tuple of two positive ints."""
+def pair(op, name, value, minimum=1):
+    """An int or a pair of ints -> a tuple of two ints >= minimum (positive by default)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value), int(value))
     try:
@@ -26,8 +26,9 @@ def pair(op, name, value):
     except (TypeError, ValueError):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
     for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{op}: {name} must hold positive ints, got {value!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
+            raise ValueError(f"{op}: {name} must hold {what}, got {value!r}")
     return int(a), int(b)
 
 

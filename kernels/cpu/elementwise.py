@@ -48,7 +48,7 @@ def take_rows(x, indices, y):
         src = indices[r]
         # The backend has range-checked indices unless the caller built them (fit's
         # permutation); a bad entry still never reads outside x: its row becomes 0.
-        ok = src >= 0 and src < n
+        ok = R.in_range(src, n)
         for k in range(rest):
             y[r, k] = x[src, k] if ok else 0
 

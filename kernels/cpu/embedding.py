@@ -14,6 +14,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu import rules as R
+
 
 @numba.njit(parallel=True, cache=True)
 def _gather(table, ids, out):
@@ -21,7 +23,7 @@ def _gather(table, ids, out):
     for i in prange(ids.shape[0]):
         r = ids[i]
         dst = out[i]
-        if r >= 0 and r < v:
+        if R.in_range(r, v):
             src = table[r]
             for k in range(d):
                 dst[k] = src[k]
@@ -40,7 +42,7 @@ def sort_by_id(ids, v, starts, order):
     ids[i] == r, increasing."""
     counts = np.zeros(v + 1, dtype=np.int64)
     for i in range(ids.shape[0]):
-        if ids[i] >= 0 and ids[i] < v:
+        if R.in_range(ids[i], v):
             counts[ids[i] + 1] += 1
     starts[0] = 0
     for r in range(v):
@@ -48,7 +50,7 @@ def sort_by_id(ids, v, starts, order):
     fill = starts[:v].copy()
     for i in range(ids.shape[0]):
         r = ids[i]
-        if r >= 0 and r < v:
+        if R.in_range(r, v):
             order[fill[r]] = i
             fill[r] += 1
 

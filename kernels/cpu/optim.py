@@ -70,14 +70,7 @@ def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
 def _rmsprop_chunk(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
     zero = p.dtype.type(0)
     for i in range(p.shape[0]):
-        a = avg[i] if centered else zero
-        m = mom[i] if use_momentum else zero
-        p[i], vel[i], a, m = R.rmsprop(p[i], g[i], vel[i], a, m, lr, lr_wd, rho, one_rho, momentum, eps, centered,
-                                       use_momentum)
-        if centered:
-            avg[i] = a
-        if use_momentum:
-            mom[i] = m
+        R.rmsprop_at(i, p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum, zero)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu.order import beats
 
 # Below this many channels a vectorized channel loop per window cell costs more in set-up
@@ -112,7 +113,7 @@ def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
 def _max_scatter_image(dy_b, idx_b, dx_b):
     # dy_b, idx_b: (OH * OW, C); dx_b: (H * W, C), so a flat index h * W + w is a row of
     # dx_b directly (no // and % per element: they cost more than the rest of the loop).
-    cells = np.uint64(dx_b.shape[0])
+    cells = dx_b.shape[0]
     for k in range(dx_b.shape[0]):
         for ch in range(dx_b.shape[1]):
             dx_b[k, ch] = 0
@@ -121,8 +122,7 @@ def _max_scatter_image(dy_b, idx_b, dx_b):
             at = idx_b[k, ch]
             # The backend range-checks indices unless a MaxPooling2D layer made them; an
             # entry outside the image is skipped, never written (nor wrapped, if negative).
-            # One unsigned comparison covers both ends: a negative index is huge unsigned.
-            if np.uint64(at) < cells:
+            if R.in_range(at, cells):
                 dx_b[at, ch] += dy_b[k, ch]
 
 
@@ -240,7 +240,7 @@ def global_max_pool_backward(dy, indices, dx):
             at = indices[b, ch]
             # Range-checked by the backend unless a layer made them: an entry outside
             # the steps is skipped, never written (a negative one is huge unsigned).
-            if np.uint64(at) < np.uint64(steps):
+            if R.in_range(at, steps):
                 dx[b, at, ch] = dy[b, ch]
 
 

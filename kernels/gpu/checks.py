@@ -15,11 +15,7 @@ import numpy as np
 from numba import cuda
 
 from numbanet.kernels.gpu.launch import grid_1d, scratch
-
-
-@cuda.jit(device=True, inline=True)
-def in_range(v, n):
-    return v >= 0 and v < n
+from numbanet.kernels.gpu.rules import in_range
 
 
 @cuda.jit

@@ -45,14 +45,7 @@ def sgd_step(p, g, velocity, lr, lr_wd, momentum, nesterov):
 def _rmsprop(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum):
     zero = lr - lr   # 0 in the parameter's dtype
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        a = avg[i] if centered else zero
-        m = mom[i] if use_momentum else zero
-        p[i], vel[i], a, m = R.rmsprop(p[i], g[i], vel[i], a, m, lr, lr_wd, rho, one_rho, momentum, eps, centered,
-                                       use_momentum)
-        if centered:
-            avg[i] = a
-        if use_momentum:
-            mom[i] = m
+        R.rmsprop_at(i, p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps, centered, use_momentum, zero)
 
 
 def rmsprop_step(p, g, vel, avg, mom, lr, lr_wd, rho, one_rho, momentum, eps):

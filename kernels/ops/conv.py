@@ -3,7 +3,6 @@ back-propagates through that activation too; conv2d_transpose (the input gradien
 conv2d, run forward) and its backward; all on kernels/<backend>/conv.py. Every conv takes
 a dilation (window cells dilation_rate apart), and conv2d also "causal" padding, which
 Conv1D (a conv2d over a (N, 1, W, C) view) needs."""
-import numpy as np
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
@@ -146,16 +145,7 @@ def transpose_geometry(op, in_hw, kernel_hw, strides, padding, output_padding, d
 
 def check_output_padding(op, value):
     """output_padding: an int >= 0 or a pair of them (0 is allowed, unlike a stride)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        a, b = value
-    except (TypeError, ValueError):
-        raise ValueError(f"{op}: output_padding must be None, an int or a pair of ints >= 0, got {value!r}") from None
-    for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{op}: output_padding must hold ints >= 0, got {value!r}")
-    return int(a), int(b)
+    return shapes.pair(op, "output_padding", value, minimum=0)
 
 
 def conv2d_transpose_shapes(op, x, w, strides, padding, output_padding, dilation):

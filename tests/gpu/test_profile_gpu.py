@@ -5,21 +5,7 @@ import numpy as np
 
 import numbanet
 from numbanet import kernels
-from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-from numbanet.nn.models import Sequential
-from numbanet.nn.optimizers import Adam
-
-
-def tiny_cnn():
-    # tests/gpu/test_train_gpu.py's model: the simulator's launch records stay the same set.
-    m = Sequential()
-    m.add(Conv2D(2, kernel_size=(3, 3), activation="relu", input_shape=(6, 6, 1)))
-    m.add(MaxPooling2D(pool_size=(2, 2)))
-    m.add(Flatten())
-    m.add(Dense(3, activation="softmax"))
-    m.compile(optimizer=Adam(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"])
-    m.build((6, 6, 1), backend=kernels.get_backend("cpu"))
-    return m
+from toy_models import tiny_cnn
 
 
 def test_gpu_table_has_every_launched_kernel():

@@ -2,23 +2,7 @@
 with the same weights (float32 tolerance): the whole training path runs on the gpu ops."""
 import numpy as np
 
-from numbanet import kernels
-from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
-from numbanet.nn.models import Sequential
-from numbanet.nn.optimizers import Adam
-
-
-def tiny_cnn(weights=None):
-    m = Sequential()
-    m.add(Conv2D(2, kernel_size=(3, 3), activation="relu", input_shape=(6, 6, 1)))
-    m.add(MaxPooling2D(pool_size=(2, 2)))
-    m.add(Flatten())
-    m.add(Dense(3, activation="softmax"))
-    m.compile(optimizer=Adam(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"])
-    m.build((6, 6, 1), backend=kernels.get_backend("cpu"))
-    if weights is not None:
-        m.set_weights(weights)
-    return m
+from toy_models import tiny_cnn
 
 
 def test_tiny_cnn_trains_the_same_on_gpu_and_cpu():

@@ -1,8 +1,8 @@
-"""Small models and data shared by the tests of nn/models.py, nn/graph.py, nn/trainers/ and
-nn/summary_utils.py."""
+"""Small models and data shared by the tests of nn/models.py, nn/graph.py, nn/trainers/,
+nn/summary_utils.py and the gpu training and profiling tests."""
 import numpy as np
 
-from numbanet import nn
+from numbanet import kernels, nn
 from numbanet.nn.layers import Conv2D, Dense, Flatten, MaxPooling2D
 from numbanet.nn.models import Sequential
 
@@ -41,3 +41,15 @@ def residual_model(dtype="float64"):
     h = Dense(4, activation="tanh")(x)
     y = Add()([h, Dense(4, activation="relu")(h)])   # h fans out to Add and the inner Dense
     return nn.Model(x, Dense(2, activation="softmax")(y), dtype=dtype)
+
+
+def tiny_cnn(weights=None):
+    """cnn() with Adam(0.05), built on the cpu backend (optionally with `weights`): the
+    model the gpu tests train and profile, so the simulator's launch records are one set."""
+    m = cnn()
+    m.compile(optimizer=nn.optimizers.Adam(learning_rate=0.05), loss="categorical_crossentropy",
+              metrics=["accuracy"])
+    m.build((6, 6, 1), backend=kernels.get_backend("cpu"))
+    if weights is not None:
+        m.set_weights(weights)
+    return m

@@ -1,33 +1,19 @@
-"""Conv1D, Conv2D's dilation and Conv2DTranspose: Keras's weight shapes, values against loops written here,
-gradients by finite differences, and arguments refused with the layer's name."""
+"""Conv1D, Conv2D's dilation and Conv2DTranspose: Keras's weight shapes, values against the
+loops of tests/conv_references.py, gradients by finite differences, and arguments refused
+with the layer's name."""
 import numpy as np
 import pytest
 
+from conv_references import dilated_geometry, dilated_ref, transpose_ref
 from gradcheck import check_model_gradients
 from numbanet.nn.layers import Conv1D, Conv2D, Conv2DTranspose, Dense, Flatten, Input
 from numbanet.nn.models import Model, Sequential, load_model
 
 
 def conv1d_ref(x, kernel, bias, stride, dilation, padding):
-    """Keras's Conv1D by loops: "causal" pads (K-1)*d steps before the sequence, "same"
-    TensorFlow's split (the smaller half before)."""
-    n, steps, _ = x.shape
-    k = kernel.shape[0]
-    span = (k - 1) * dilation + 1
-    if padding == "causal":
-        before, out = span - 1, -(-steps // stride)
-    elif padding == "same":
-        out = -(-steps // stride)
-        before = max((out - 1) * stride + span - steps, 0) // 2
-    else:
-        before, out = 0, (steps - span) // stride + 1
-    y = np.zeros((n, out, kernel.shape[2]))
-    for t in range(out):
-        for j in range(k):
-            s = t * stride - before + j * dilation
-            if 0 <= s < steps:
-                y[:, t] += x[:, s] @ kernel[j]
-    return y + bias
+    """Keras's Conv1D: the shared 2-D reference on a height-1 image."""
+    oh, ow, pt, pl = dilated_geometry(1, x.shape[1], 1, kernel.shape[0], (1, stride), (1, dilation), padding)
+    return dilated_ref(x[:, None], kernel[None], bias, (1, stride), (1, dilation), pt, pl, oh, ow)[:, 0]
 
 
 @pytest.mark.simulator
@@ -58,27 +44,6 @@ def test_conv1d_gradients(nnbe, padding):
     check_model_gradients(m, rng.standard_normal((3, 7, 3)), rng.standard_normal((3, 2)))
 
 
-def conv2d_ref(x, kernel, bias, dilation, padding):
-    """Keras's Conv2D, stride 1, by loops: window cells `dilation` apart; "same" pads
-    TensorFlow's split (the smaller half before)."""
-    n, h, w, _ = x.shape
-    kh, kw, _, f = kernel.shape
-    span = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
-    if padding == "same":
-        (oh, ow), (pt, pl) = (h, w), ((span[0] - 1) // 2, (span[1] - 1) // 2)
-    else:
-        (oh, ow), (pt, pl) = (h - span[0] + 1, w - span[1] + 1), (0, 0)
-    y = np.zeros((n, oh, ow, f))
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(kh):
-                for b in range(kw):
-                    si, sj = i - pt + a * dilation[0], j - pl + b * dilation[1]
-                    if 0 <= si < h and 0 <= sj < w:
-                        y[:, i, j] += x[:, si, sj] @ kernel[a, b]
-    return y + bias
-
-
 @pytest.mark.simulator
 @pytest.mark.parametrize("padding,dilation", [("valid", (2, 2)), ("same", (2, 1)), ("same", (1, 3))])
 def test_conv2d_dilation_forward(nnbe, padding, dilation):
@@ -88,7 +53,8 @@ def test_conv2d_dilation_forward(nnbe, padding, dilation):
     kernel, bias = layer.get_weights()[0], rng.standard_normal(3)
     m.set_weights([kernel, bias])
     x = rng.standard_normal((2, 7, 6, 2))
-    want = np.maximum(conv2d_ref(x, kernel, bias, dilation, padding), 0)
+    oh, ow, pt, pl = dilated_geometry(7, 6, 3, 2, (1, 1), dilation, padding)
+    want = np.maximum(dilated_ref(x, kernel, bias, (1, 1), dilation, pt, pl, oh, ow), 0)
     assert m.output_shape == want.shape[1:]
     np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=1e-12, atol=1e-12)
 
@@ -112,35 +78,6 @@ def test_conv2d_dilation_survives_a_keras_file(tmp_path):
     np.testing.assert_array_equal(back.predict(x, verbose=0), m.predict(x, verbose=0))
 
 
-def conv_transpose_ref(x, kernel, bias, strides, padding, output_padding):
-    """Keras 3's Conv2DTranspose by loops: out = (L-1)*s + K - 2*pad + extra (pad 0 for
-    "valid", K//2 for "same"; extra from output_padding, else what makes "same" L*s and
-    "valid" L*s + max(K-s, 0)); x[i] @ kernel[k]^T lands at y[i*s - pt + k], pt the top
-    padding of the "same" conv from out back to L."""
-    n, h, w, _ = x.shape
-    kh, kw, f, _ = kernel.shape
-    outs, pts = [], []
-    for size, k, s, axis in ((h, kh, strides[0], 0), (w, kw, strides[1], 1)):
-        extra = None if output_padding is None else output_padding[axis]
-        if padding == "valid":
-            out = size * s + max(k - s, 0) if extra is None else (size - 1) * s + k + extra
-            pt = 0
-        else:
-            out = size * s if extra is None else (size - 1) * s + k - 2 * (k // 2) + extra
-            pt = max((size - 1) * s + k - out, 0) // 2
-        outs.append(out)
-        pts.append(pt)
-    y = np.zeros((n, outs[0], outs[1], f))
-    for i in range(h):
-        for j in range(w):
-            for a in range(kh):
-                for b in range(kw):
-                    oi, oj = i * strides[0] - pts[0] + a, j * strides[1] - pts[1] + b
-                    if 0 <= oi < outs[0] and 0 <= oj < outs[1]:
-                        y[:, oi, oj] += x[:, i, j] @ kernel[a, b].T
-    return y + bias
-
-
 @pytest.mark.simulator
 @pytest.mark.parametrize("kernel_size,strides,padding,output_padding", [
     ((3, 3), (2, 2), "same", None), ((3, 2), (2, 2), "valid", None), ((2, 2), (3, 3), "valid", None),
@@ -154,7 +91,7 @@ def test_conv2d_transpose_forward(nnbe, kernel_size, strides, padding, output_pa
     bias = rng.standard_normal(4)
     m.set_weights([kernel, bias])
     x = rng.standard_normal((2, 3, 2, 2))
-    want = conv_transpose_ref(x, kernel, bias, strides, padding, output_padding)
+    want = transpose_ref(x, kernel, bias, strides, padding, output_padding, (1, 1))
     assert m.output_shape == want.shape[1:]
     np.testing.assert_allclose(m.predict(x, verbose=0), want, rtol=1e-12, atol=1e-12)
 
