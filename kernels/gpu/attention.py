@@ -104,6 +104,34 @@ def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
         cuda.syncthreads()
 
 
+@cuda.jit(device=True)
+def _tile_times_rows(tile, src, b, r0, nrows, h, ncols, nch, buf, row, sub, t, acc):
+    """acc[ch * 8 + w] += sum over c of tile[row, c] * src[b, r0 + c, h, ch * 32 + sub + 4w]:
+    this thread's row of the 32 x 32 shared tile times 32 rows of src, for each of src's
+    32-feature chunks ch < nch (staged through buf). nch is a literal of the calling
+    kernel, so once inlined the loops unroll and acc stays in registers."""
+    for ch in range(nch):
+        if ch * TILE < ncols:
+            _stage(src, b, r0, nrows, h, ch * TILE, ncols, buf, t)
+            cuda.syncthreads()
+            for c in range(TILE):
+                tc = tile[row, c]
+                for w in range(PER):
+                    acc[ch * PER + w] += tc * buf[c, sub + 4 * w]
+            cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _store_row(acc, nch, factor, dst, b, i, h, ncols, sub):
+    """dst[b, i, h, ch * 32 + sub + 4w] = acc[ch * 8 + w] * factor for the row's columns
+    this thread owns."""
+    for ch in range(nch):
+        for w in range(PER):
+            col = ch * TILE + sub + 4 * w
+            if col < ncols:
+                dst[b, i, h, col] = acc[ch * PER + w] * factor
+
+
 def _make_forward(acc_t, nchv):
     nout = PER * nchv
 
@@ -158,22 +186,9 @@ def _make_forward(acc_t, nchv):
             m = m_new
             for w in range(nout):
                 o[w] *= alpha
-            for ch in range(nchv):
-                if ch * TILE < ndv:
-                    _stage(v, b, j0, tk, h, ch * TILE, ndv, by, t)
-                    cuda.syncthreads()
-                    for c in range(TILE):
-                        pc = p_tile[row, c]
-                        for w in range(PER):
-                            o[ch * PER + w] += pc * by[c, sub + 4 * w]
-                    cuda.syncthreads()
+            _tile_times_rows(p_tile, v, b, j0, tk, h, ndv, nchv, by, row, sub, t, o)
         if i < tq:
-            inv = 1 / total
-            for ch in range(nchv):
-                for w in range(PER):
-                    col = ch * TILE + sub + 4 * w
-                    if col < ndv:
-                        out[b, i, h, col] = o[ch * PER + w] * inv
+            _store_row(o, nchv, 1 / total, out, b, i, h, ndv, sub)
             if sub == 0:
                 lse[b, h, i] = m + math.log(total)
     return forward
@@ -226,21 +241,9 @@ def _make_dq(acc_t, nchd):
                 else:
                     p = math.exp(s[u] * scale - lse_i)
                     ds_tile[row, sub + 4 * u] = p * (dp[u] - delta_i)
-            for ch in range(nchd):
-                if ch * TILE < d:
-                    _stage(k, b, j0, tk, h, ch * TILE, d, by, t)
-                    cuda.syncthreads()
-                    for c in range(TILE):
-                        dsc = ds_tile[row, c]
-                        for w in range(PER):
-                            acc[ch * PER + w] += dsc * by[c, sub + 4 * w]
-                    cuda.syncthreads()
+            _tile_times_rows(ds_tile, k, b, j0, tk, h, d, nchd, by, row, sub, t, acc)
         if i < tq:
-            for ch in range(nchd):
-                for w in range(PER):
-                    col = ch * TILE + sub + 4 * w
-                    if col < d:
-                        dq[b, i, h, col] = acc[ch * PER + w] * scale
+            _store_row(acc, nchd, scale, dq, b, i, h, d, sub)
     return dq_kernel
 
 
@@ -267,6 +270,7 @@ def _make_dkdv(acc_t, nchd, nchv):
         row, sub, b, h, j0 = _block_rows(tk, nh)
         j = j0 + row
         zero = q.dtype.type(0)
+        one = q.dtype.type(1)
         for w in range(nk_acc):
             dka[w] = zero
         for w in range(nv_acc):
@@ -287,35 +291,11 @@ def _make_dkdv(acc_t, nchd, nchv):
                     p = math.exp(s[u] * scale - lse[b, h, ii])
                     p_tile[row, sub + 4 * u] = p
                     ds_tile[row, sub + 4 * u] = p * (dp[u] - delta[b, h, ii])
-            for ch in range(nchv):
-                if ch * TILE < ndv:
-                    _stage(dout, b, i0, tq, h, ch * TILE, ndv, by, t)
-                    cuda.syncthreads()
-                    for c in range(TILE):
-                        pc = p_tile[row, c]
-                        for w in range(PER):
-                            dva[ch * PER + w] += pc * by[c, sub + 4 * w]
-                    cuda.syncthreads()
-            for ch in range(nchd):
-                if ch * TILE < d:
-                    _stage(q, b, i0, tq, h, ch * TILE, d, by, t)
-                    cuda.syncthreads()
-                    for c in range(TILE):
-                        dsc = ds_tile[row, c]
-                        for w in range(PER):
-                            dka[ch * PER + w] += dsc * by[c, sub + 4 * w]
-                    cuda.syncthreads()
+            _tile_times_rows(p_tile, dout, b, i0, tq, h, ndv, nchv, by, row, sub, t, dva)
+            _tile_times_rows(ds_tile, q, b, i0, tq, h, d, nchd, by, row, sub, t, dka)
         if j < tk:
-            for ch in range(nchd):
-                for w in range(PER):
-                    col = ch * TILE + sub + 4 * w
-                    if col < d:
-                        dk[b, j, h, col] = dka[ch * PER + w] * scale
-            for ch in range(nchv):
-                for w in range(PER):
-                    col = ch * TILE + sub + 4 * w
-                    if col < ndv:
-                        dv[b, j, h, col] = dva[ch * PER + w]
+            _store_row(dka, nchd, scale, dk, b, j, h, d, sub)
+            _store_row(dva, nchv, one, dv, b, j, h, ndv, sub)
     return dkdv_kernel
 
 
