@@ -29,6 +29,12 @@ if simulated():
     from hypothesis import settings as _hypothesis_settings
     _hypothesis_settings.register_profile("simulator", derandomize=True)
     _hypothesis_settings.load_profile("simulator")
+    # The simulator's thread blocks, waiting at barriers instead of polling (tests/sim_blocks.py).
+    import sim_blocks
+    if not sim_blocks.install():
+        import warnings
+        warnings.warn("tests/sim_blocks.py: this numba-cuda's simulator is not the one it replaces a part of; "
+                      "the simulator runs as shipped (slower)")
 
 
 @pytest.fixture(params=BACKENDS)
