@@ -1,5 +1,5 @@
-"""tests/sim_blocks.py: the simulator's thread block that waits at barriers computes what the
-shipped one computes, on kernels that share memory across barriers, exit early, count
+"""tests/sim_blocks.py: the simulator's thread block of greenlets computes what the shipped
+one computes, on kernels that share memory across barriers, exit early, count
 votes and fail in one thread. Both run here, in the main process: the simulator's kernel
 class runs a plain Python function with a simulated `cuda` module swapped in, whatever
 NUMBA_ENABLE_CUDASIM says."""
@@ -11,16 +11,17 @@ from numba import cuda, float32
 
 import sim_blocks
 
-from numba.cuda.simulator import kernel
+from numba.cuda.simulator import kernel, kernelapi
 
 STOCK = kernel.BlockManager
-WAITING = sim_blocks.waiting_block_manager(kernel)
+GREENLETS = sim_blocks.greenlet_block_manager(kernel)
 
 
 def launch(manager, fn, grid, block, *args, monkeypatch):
     """fn[grid, block](*args) under the simulator with `manager` running the blocks; fails
     instead of hanging when a barrier never opens. -> the exception the launch raised, or None."""
     monkeypatch.setattr(kernel, "BlockManager", manager)
+    monkeypatch.setattr(kernelapi, "threading", threading if manager is STOCK else sim_blocks._threading_of_greenlets())
     raised = []
 
     def go():
@@ -92,7 +93,7 @@ def one_thread_fails(x, out):
 def both(monkeypatch):
     def run(fn, grid, block, make_args):
         results = []
-        for manager in (STOCK, WAITING):
+        for manager in (STOCK, GREENLETS):
             args = make_args()
             error = launch(manager, fn, grid, block, *args, monkeypatch=monkeypatch)
             results.append((error, [np.array(a) for a in args if isinstance(a, np.ndarray)]))
@@ -100,8 +101,8 @@ def both(monkeypatch):
     return run
 
 
-def test_the_waiting_manager_is_built_on_this_simulator():
-    assert WAITING is not None and issubclass(WAITING, STOCK)
+def test_the_greenlet_manager_is_built_on_this_simulator():
+    assert GREENLETS is not None and issubclass(GREENLETS, STOCK)
 
 
 def test_barriers_order_shared_memory_as_the_stock_simulator_does(both):
@@ -144,5 +145,7 @@ def test_a_failing_thread_raises_from_the_launch_and_frees_the_others(both):
 
 def test_install_swaps_the_manager_in(monkeypatch):
     monkeypatch.setattr(kernel, "BlockManager", STOCK)
+    monkeypatch.setattr(kernelapi, "threading", threading)
     assert sim_blocks.install()
-    assert kernel.BlockManager.__name__ == "WaitingBlockManager"
+    assert kernel.BlockManager.__name__ == "GreenletBlockManager"
+    assert kernelapi.threading.current_thread() is threading.current_thread()   # outside a block

@@ -9,6 +9,7 @@ that was running) and one JSON line per finished call:
 "wrong" means the call returned but broke a promise the case checks (see `checked`).
 """
 import json
+import os
 import sys
 import warnings
 
@@ -252,6 +253,11 @@ def fuzz(be):
 if __name__ == "__main__":
     warnings.simplefilter("ignore")  # casts of NaN to int in the variants, the simulator's uint64 hash
     backend, mode = sys.argv[1], sys.argv[2]
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        # The simulator's blocks as greenlets, as in the pytest process (tests/sim_blocks.py).
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        import sim_blocks
+        sim_blocks.install()
     be = kernels.get_backend(backend)
     if mode == "dangerous":
         for case, fn in DANGEROUS.items():
