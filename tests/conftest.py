@@ -97,8 +97,8 @@ def _cpu_only(item):
 def pytest_collection_modifyitems(session, config, items):
     """In the simulator run, leave out the cpu-only tests. Elsewhere, start the simulator
     run (tests/test_gpu_simulator.py) as soon as it is known to be selected, to overlap the
-    other tests. Not in an xdist worker: every worker collects every test, and the one that
-    runs it starts it then."""
+    other tests. Not in an xdist worker: every worker collects every test, and the
+    controller starts it (below)."""
     if simulated():
         skipped = [item for item in items if _cpu_only(item)]
         if skipped:
@@ -111,3 +111,20 @@ def pytest_collection_modifyitems(session, config, items):
         if item.name == "test_gpu_backend_under_cuda_simulator":
             item.module.start_early(config)
             return
+
+
+_simulator_started = False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under xdist (the suite's addopts), the controller starts the simulator run when the
+    first worker's collection holds its test, into the directory the worker that runs the
+    test reads (test_gpu_simulator.shared_directory)."""
+    global _simulator_started
+    if _simulator_started or simulated() or node.config.option.collectonly:
+        return
+    if any(i.endswith("test_gpu_simulator.py::test_gpu_backend_under_cuda_simulator") for i in ids):
+        _simulator_started = True
+        import test_gpu_simulator
+        test_gpu_simulator.start_early(node.config, test_gpu_simulator.shared_directory(node.workerinput["testrunuid"]))

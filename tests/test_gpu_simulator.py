@@ -21,43 +21,63 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A hang detector: the run takes about 28 minutes on 2 idle cores, longer beside the rest of the suite.
+# A hang detector: the run takes about 6 minutes on 2 idle cores, longer beside the rest of the suite.
 TIMEOUT_S = 3600
-_started = {}   # the run start_early began: {"proc", "dir", "log"}
+_started = {}   # {"dir": where the run start_early began in this process writes}
 
 
 def _start(directory):
-    """Popen of the simulator run, writing its report, launch records and output to directory."""
+    """Start the simulator run, writing its report, launch records, output and, when it
+    ends, its exit status (file `rc`) to directory."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBANET_TEST_BACKENDS="gpu",
                NUMBANET_RECORD_LAUNCHES=str(directory / "signatures.json"))
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_XDIST_TESTRUNUID", None)
     # Two xdist workers: the simulator is single-threaded Python, so on a 2-core machine
     # two of them halve the wall time of the longest test in the suite.
     cmd = [sys.executable, "-m", "pytest", "tests/kernels", "tests/gpu", "tests/nn", "tests/adversarial", "-q",
            "-p", "no:cacheprovider", "-n", str(SIMULATOR_WORKERS), f"--junitxml={directory / 'simulator.xml'}"]
     log = open(directory / "output.txt", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    return {"proc": proc, "dir": directory, "log": log, "started": time.monotonic()}
+
+    def note_the_end():
+        code = proc.wait()
+        log.close()
+        (directory / "rc.tmp").write_text(str(code))
+        os.replace(directory / "rc.tmp", directory / "rc")
+    threading.Thread(target=note_the_end, daemon=True).start()
+    return proc
 
 
-def start_early(config):
+def shared_directory(testrunuid):
+    """Where the simulator run of one xdist session writes: the controller starts it and
+    whichever worker runs the test below reads it."""
+    return Path(tempfile.gettempdir()) / f"numbanet-simulator-{testrunuid}"
+
+
+def start_early(config, directory=None):
     """Start the run when collection ends (tests/conftest.py calls this when the test below
-    is selected), so that it overlaps the rest of the suite instead of following it: the
-    rest is mostly one busy core (compiles, small kernels), the simulator run two."""
-    run = _start(tempfile.mkdtemp(prefix="numbanet-simulator-"))
-    _started.update(run)
+    is selected, from the xdist controller when there is one), so that it overlaps the rest
+    of the suite instead of following it."""
+    directory = Path(directory or tempfile.mkdtemp(prefix="numbanet-simulator-"))
+    proc = _start(directory)
+    _started["dir"] = directory
 
     def cleanup():
-        if run["proc"].poll() is None:
-            run["proc"].kill()
-            run["proc"].wait()
-        run["log"].close()
-        shutil.rmtree(run["dir"], ignore_errors=True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)
     config.add_cleanup(cleanup)
 
 
@@ -66,24 +86,29 @@ def start_early(config):
 # instead of starting itself again.
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
     def test_gpu_backend_under_cuda_simulator(tmp_path):
-        run = dict(_started) if _started else _start(tmp_path)
-        _started.clear()
-        try:
-            returncode = run["proc"].wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - run["started"])))
-        except subprocess.TimeoutExpired:
-            run["proc"].kill()
-            run["proc"].wait()
-            returncode = f"killed after {TIMEOUT_S} s"
-        run["log"].close()
-        output = (run["dir"] / "output.txt").read_text()
+        uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        directory = shared_directory(uid) if uid else _started.get("dir")
+        proc = None
+        if directory is None or not directory.exists():   # run alone, or the early start was not made
+            directory = tmp_path
+            proc = _start(directory)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (directory / "rc").exists():
+            if time.monotonic() > deadline:
+                if proc is not None:
+                    proc.kill()
+                pytest.fail(f"the simulator run did not end in {TIMEOUT_S} s")
+            time.sleep(1)
+        returncode = int((directory / "rc").read_text())
+        output = (directory / "output.txt").read_text()
         assert returncode == 0, f"simulator run failed (exit {returncode}):\n{output[-20000:]}"
         # The test count comes from the JUnit report: -q twice (here and in addopts) hides
         # pytest's "N passed" line.
-        suite = ET.parse(run["dir"] / "simulator.xml").getroot()
+        suite = ET.parse(directory / "simulator.xml").getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         ran = int(suite.get("tests")) - int(suite.get("skipped", 0))
         assert ran > 0, f"the simulator run ran no tests:\n{output[-5000:]}"
-        check_signatures(unite_recordings(run["dir"] / "signatures.json"))
+        check_signatures(unite_recordings(directory / "signatures.json"))
 
 
 SIMULATOR_WORKERS = 2
