@@ -13,6 +13,9 @@ BACKENDS = [b.strip() for b in os.environ.get("NUMBANET_TEST_BACKENDS", "cpu").s
 # No background compile helper (kernels/cpu/precompile.py) in the test processes, whatever
 # the machine's load: the tests of that helper switch it on in the processes they start.
 os.environ.setdefault("NUMBANET_BACKGROUND_COMPILE", "0")
+# The suite runs more processes than cores (xdist workers, the simulator run, children):
+# OpenMP threads that spin after a parallel region would hold a core another process needs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def simulated():

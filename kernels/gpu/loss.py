@@ -22,6 +22,7 @@ from numba import cuda, float64, int64
 from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
+from numbanet.kernels.gpu.rows import fold_sum
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,13 +96,8 @@ def _sce_stats(onehot):
         loss_buf[tid] = total
         hit_buf[tid] = hits
         cuda.syncthreads()
-        s = THREADS_1D // 2
-        while s > 0:
-            if tid < s:
-                loss_buf[tid] += loss_buf[tid + s]
-                hit_buf[tid] += hit_buf[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        fold_sum(loss_buf, tid, THREADS_1D)
+        fold_sum(hit_buf, tid, THREADS_1D)
         if tid == 0:
             stats[0] = loss_buf[0] / z.shape[0]
             stats[1] = float64(hit_buf[0])

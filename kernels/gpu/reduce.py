@@ -17,6 +17,7 @@ from numba import cuda, float64
 
 from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
+from numbanet.kernels.gpu.rows import fold_sum
 
 CHUNK = 256
 
@@ -88,13 +89,7 @@ def sum_kernel(term_name):
             acc += term(float64(x[i]), a, b)
         buf[tid] = acc
         cuda.syncthreads()
-        # Tree fold with a fixed pairing: stride halves, thread t adds t + stride.
-        s = THREADS_1D // 2
-        while s > 0:
-            if tid < s:
-                buf[tid] += buf[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        fold_sum(buf, tid, THREADS_1D)
         if tid == 0:
             partial[cuda.blockIdx.x] = buf[0]
     return kernel

@@ -1,4 +1,5 @@
-"""Block-per-row building blocks for the gpu's row-wise kernels (softmax, layer norm).
+"""Block-per-row building blocks for the gpu's row-wise kernels (softmax, layer norm), and
+the fixed-order tree fold the whole-array reductions share with them.
 
 A block of ROW_THREADS threads owns one row: consecutive threads read consecutive
 elements (coalesced), each keeps a partial, and the block folds the partials with a tree
@@ -16,16 +17,24 @@ ROW_THREADS = 32
 
 
 @cuda.jit(device=True)
-def block_sum(buf, t, v):
-    """Sum of v over the block's ROW_THREADS threads, returned to every thread."""
-    buf[t] = v
-    cuda.syncthreads()
-    s = ROW_THREADS // 2
+def fold_sum(buf, t, n):
+    """buf[0] = buf[0] + ... + buf[n - 1] (n a power of two) by a tree with a fixed pairing:
+    stride halves, thread t adds t + stride. Called by the n threads after the barrier
+    that follows their writes to buf."""
+    s = n // 2
     while s > 0:
         if t < s:
             buf[t] += buf[t + s]
         cuda.syncthreads()
         s //= 2
+
+
+@cuda.jit(device=True)
+def block_sum(buf, t, v):
+    """Sum of v over the block's ROW_THREADS threads, returned to every thread."""
+    buf[t] = v
+    cuda.syncthreads()
+    fold_sum(buf, t, ROW_THREADS)
     total = buf[0]
     # Every thread reads buf[0] before the next fold overwrites buf.
     cuda.syncthreads()
