@@ -27,6 +27,7 @@ import numpy as np
 from numbanet import kernels
 from numbanet.kernels import shapes
 from numbanet.nn import activations, graph, initializers, regularizers, utils
+from numbanet.nn.layers.arguments import int_tuple
 
 _counters = defaultdict(itertools.count)
 
@@ -57,10 +58,7 @@ def _snake(name):
 
 
 def _shape_tuple(owner, name, shape):
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"{owner}: {name} must be a tuple of ints, got {shape!r}") from None
+    shape = int_tuple(owner, name, shape)
     if not shape or min(shape) < 1:
         raise ValueError(f"{owner}: {name} must be a non-empty tuple of positive ints, got {shape!r}")
     return shape
