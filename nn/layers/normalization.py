@@ -1,9 +1,18 @@
 """LayerNormalization over the last axis and BatchNormalization over every axis but the last
 (Keras's defaults: epsilon=1e-3, center, scale; BatchNormalization's momentum=0.99)."""
+import numbers
+
 from numbanet.nn.layers.base import Layer
 
 
 _WEIGHTS = ("beta", "gamma")
+
+
+def _number(kind, what, value):
+    """A real number (NumPy's too), as a float; a string or a bool is refused, not cast."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{kind}: {what} must be a number, got {value!r}")
+    return float(value)
 
 
 class _Normalization(Layer):
@@ -13,20 +22,14 @@ class _Normalization(Layer):
     _axis_rule = None
 
     def __init__(self, axis, epsilon, center, scale, beta_initializer, gamma_initializer, beta_regularizer,
-                 gamma_regularizer, input_shape, name, momentum=None):
+                 gamma_regularizer, input_shape, name):
         super().__init__(name=name, input_shape=input_shape)
         kind = type(self).__name__
         if isinstance(axis, (list, tuple)) and len(axis) == 1:
             axis = axis[0]
         if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
             raise ValueError(f"{kind}: axis must be {self._axis_rule[0]} (-1), got {axis!r}")
-        if momentum is not None:
-            for what, value in (("momentum", momentum), ("epsilon", epsilon)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"{kind}: {what} must be a number, got {value!r}")
-            if not 0.0 <= float(momentum) <= 1.0:
-                raise ValueError(f"{kind}: momentum must be in [0, 1], got {momentum!r}")
-        if not float(epsilon) > 0.0:
+        if not _number(kind, "epsilon", epsilon) > 0.0:
             raise ValueError(f"{kind}: epsilon must be > 0, got {epsilon!r}")
         self.axis = axis
         self.epsilon = float(epsilon)
@@ -96,7 +99,9 @@ class BatchNormalization(_Normalization):
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None, input_shape=None, name=None):
         super().__init__(axis, epsilon, center, scale, beta_initializer, gamma_initializer, beta_regularizer,
-                         gamma_regularizer, input_shape, name, momentum=momentum)
+                         gamma_regularizer, input_shape, name)
+        if not 0.0 <= _number("BatchNormalization", "momentum", momentum) <= 1.0:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
         self.momentum = float(momentum)
         self._set_weight_args(moving_mean_initializer=moving_mean_initializer,
                               moving_variance_initializer=moving_variance_initializer)
