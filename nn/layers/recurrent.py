@@ -205,7 +205,8 @@ class _Recurrent(_Sequence):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
-                   **self._weight_args_config(("kernel", "recurrent", "bias")), dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
+                   **self._weight_args_config(("kernel", "recurrent", "bias")), dropout=self.dropout,
+                   recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
                    go_backwards=self.go_backwards, unroll=self.unroll,
                    zero_output_for_mask=self.zero_output_for_mask)
