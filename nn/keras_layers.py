@@ -5,16 +5,16 @@ numbanet arguments (`read`) and back (`write`), and where Keras keeps the layer'
 variables in model.weights.h5 with their shapes (`variables`), which the loader checks
 against the file before the model is built; for a layer called on several tensors or
 with keyword arguments, how a call is written (`call`), and what Keras's build_config
-says (`build_config`). Adding a layer is one entry, with its reader and writer:
+says (`build_config`). Adding a layer is one entry, with its reader and writer (a Conv3D, say):
 
-    def _read_conv1d(c):          # c: a keras_config.KerasConfig over Keras's config
+    def _read_conv3d(c):          # c: a keras_config.KerasConfig over Keras's config
         c.only("groups", 1)       # an argument numbanet supports at one value only
         return dict(filters=c.take("filters"), kernel_size=c.take("kernel_size"), ...,
                     activation=c.activation(), kernel_initializer=c.initializer("kernel_initializer"))
 
-    _entry("Conv1D", Conv1D, read=_read_conv1d,
-           write=lambda l: _write_weighted(l, f"layer '{l.name}' (Conv1D)", filters=l.filters, ...),
-           variables=lambda l, s: [("", _kernel_bias()(l, (l.kernel_size, s[-1], l.filters), (l.filters,)))])
+    _entry("Conv3D", Conv3D, read=_read_conv3d,
+           write=lambda l: _write_weighted(l, f"layer '{l.name}' (Conv3D)", filters=l.filters, ...),
+           variables=lambda l, s: [("", _kernel_bias()(l, l.kernel_size + (s[-1], l.filters), (l.filters,)))])
 
 A layer with non-trainable variables (BatchNormalization's moving statistics) lists them
 after the trainable ones in `variables`, in Keras's creation order. Its round trip and
@@ -86,85 +86,84 @@ def _kernel_bias(prefix=""):
     return variables
 
 
+def _read_weight_args(c, names, stats=()):
+    """Keras's arguments of the weights `names` (kernel, bias, ...): `<name>_initializer` and
+    `<name>_regularizer`, no constraint and no activity regularizer; the non-trainable
+    `stats` (BatchNormalization's moving statistics) have an initializer only."""
+    c.no_constraints(*names)
+    out = {f"{n}_initializer": c.initializer(f"{n}_initializer") for n in names + stats}
+    out.update({f"{n}_regularizer": c.regularizer(f"{n}_regularizer") for n in names})
+    return out
+
+
+def _write_weight_args(layer, names, stats=(), activity=True):
+    """_read_weight_args's arguments from the layer, in Keras's key order; `activity`: the
+    layer's Keras config has an activity_regularizer (null)."""
+    cfg = {f"{n}_initializer": write_initializer(getattr(layer, f"{n}_initializer")) for n in names + stats}
+    cfg.update({f"{n}_regularizer": write_regularizer(getattr(layer, f"{n}_regularizer")) for n in names})
+    if activity:
+        cfg["activity_regularizer"] = None
+    cfg.update({f"{n}_constraint": None for n in names})
+    return cfg
+
+
 def _read_dense(c):
-    c.no_constraints("kernel", "bias")
     c.only("lora_rank", None)
     c.only("quantization_config", None)
     return dict(units=c.take("units"), activation=c.activation(), use_bias=c.take("use_bias", True),
-                kernel_initializer=c.initializer("kernel_initializer"),
-                bias_initializer=c.initializer("bias_initializer"),
-                kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
+                **_read_weight_args(c, ("kernel", "bias")))
 
 
 def _write_weighted(layer, owner, **extra):
     cfg = dict(extra)
     cfg.update(activation=write_activation(owner, layer.activation), use_bias=layer.use_bias,
-               kernel_initializer=write_initializer(layer.kernel_initializer),
-               bias_initializer=write_initializer(layer.bias_initializer),
-               kernel_regularizer=write_regularizer(layer.kernel_regularizer),
-               bias_regularizer=write_regularizer(layer.bias_regularizer), activity_regularizer=None,
-               kernel_constraint=None, bias_constraint=None)
+               **_write_weight_args(layer, ("kernel", "bias")))
     return cfg
 
 
-def _read_conv2d(c):
-    _channels_last(c)
-    c.only("groups", 1)
-    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
-                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"),
-                dilation_rate=c.take("dilation_rate", (1, 1)), **_read_conv_weights(c))
+def _listed(value):
+    """A layer's window argument -> Keras's list: a 2-D layer holds a tuple, a 1-D one an int."""
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+def _read_conv(rank, groups=True):
+    """The reader of a convolution of `rank` spatial axes (Conv1D, Conv2D, Conv2DTranspose
+    with groups=False: Keras's transpose has no groups argument)."""
+    ones = (1,) * rank
+
+    def read(c):
+        _channels_last(c)
+        if groups:
+            c.only("groups", 1)
+        return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
+                    strides=tuple(c.take("strides", ones)), padding=c.take("padding", "valid"),
+                    dilation_rate=tuple(c.take("dilation_rate", ones)), **_read_conv_weights(c))
+    return read
 
 
 def _read_conv_weights(c):
     """The kernel and bias arguments every convolution shares."""
-    c.no_constraints("kernel", "bias")
     return dict(activation=c.activation(), use_bias=c.take("use_bias", True),
-                kernel_initializer=c.initializer("kernel_initializer"),
-                bias_initializer=c.initializer("bias_initializer"),
-                kernel_regularizer=c.regularizer("kernel_regularizer"),
-                bias_regularizer=c.regularizer("bias_regularizer"))
-
-
-def _read_conv1d(c):
-    _channels_last(c)
-    c.only("groups", 1)
-    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
-                strides=tuple(c.take("strides", (1,))), padding=c.take("padding", "valid"),
-                dilation_rate=tuple(c.take("dilation_rate", (1,))), **_read_conv_weights(c))
-
-
-def _write_conv1d(layer):
-    return _write_weighted(layer, f"layer '{layer.name}' (Conv1D)", filters=layer.filters,
-                           kernel_size=[layer.kernel_size], strides=[layer.strides], padding=layer.padding,
-                           data_format="channels_last", dilation_rate=[layer.dilation_rate], groups=1)
+                **_read_weight_args(c, ("kernel", "bias")))
 
 
 def _read_conv2d_transpose(c):
-    _channels_last(c)
     output_padding = c.take("output_padding", None)
-    return dict(filters=c.take("filters"), kernel_size=tuple(c.take("kernel_size")),
-                strides=tuple(c.take("strides", (1, 1))), padding=c.take("padding", "valid"),
-                output_padding=None if output_padding is None else tuple(output_padding),
-                dilation_rate=tuple(c.take("dilation_rate", (1, 1))), **_read_conv_weights(c))
+    return dict(_read_conv(2, groups=False)(c),
+                output_padding=None if output_padding is None else tuple(output_padding))
 
 
-def _write_conv2d_transpose(layer):
-    return _write_weighted(layer, f"layer '{layer.name}' (Conv2DTranspose)", filters=layer.filters,
-                           kernel_size=list(layer.kernel_size), strides=list(layer.strides), padding=layer.padding,
-                           output_padding=None if layer.output_padding is None else list(layer.output_padding),
-                           data_format="channels_last", dilation_rate=list(layer.dilation_rate))
-
-
-def _read_pool1d(c):
-    _channels_last(c)
-    strides = c.take("strides", None)
-    return dict(pool_size=tuple(c.take("pool_size")), strides=None if strides is None else tuple(strides),
-                padding=c.take("padding", "valid"))
-
-
-def _write_pool1d(layer):
-    return dict(pool_size=[layer.pool_size], strides=[layer.strides], padding=layer.padding,
-                data_format="channels_last")
+def _write_conv(layer):
+    """Conv1D, Conv2D and Conv2DTranspose, keys in Keras's order."""
+    cfg = dict(filters=layer.filters, kernel_size=_listed(layer.kernel_size), strides=_listed(layer.strides),
+               padding=layer.padding)
+    transpose = isinstance(layer, Conv2DTranspose)
+    if transpose:
+        cfg["output_padding"] = None if layer.output_padding is None else list(layer.output_padding)
+    cfg.update(data_format="channels_last", dilation_rate=_listed(layer.dilation_rate))
+    if not transpose:
+        cfg["groups"] = 1
+    return _write_weighted(layer, f"layer '{layer.name}' ({type(layer).__name__})", **cfg)
 
 
 def _read_upsampling2d(c):
@@ -173,6 +172,7 @@ def _read_upsampling2d(c):
 
 
 def _read_pool(c):
+    """MaxPooling and AveragePooling, 1-D and 2-D."""
     _channels_last(c)
     strides = c.take("strides", None)
     return dict(pool_size=tuple(c.take("pool_size")), strides=None if strides is None else tuple(strides),
@@ -180,7 +180,7 @@ def _read_pool(c):
 
 
 def _write_pool(layer):
-    return dict(pool_size=list(layer.pool_size), strides=list(layer.strides), padding=layer.padding,
+    return dict(pool_size=_listed(layer.pool_size), strides=_listed(layer.strides), padding=layer.padding,
                 data_format="channels_last")
 
 
@@ -189,44 +189,41 @@ def _read_global(c):
     return dict(keepdims=c.take("keepdims", False))
 
 
+def _write_global(layer):
+    return dict(data_format="channels_last", keepdims=layer.keepdims)
+
+
 def _read_dropout(c):
     c.only("noise_shape", None)
     return dict(rate=c.take("rate"))
 
 
 def _read_embedding(c):
-    c.no_constraints("embeddings")
     c.only("lora_rank", None)
     c.only("quantization_config", None)
     c.only("input_length", None)
-    return dict(input_dim=c.take("input_dim"), output_dim=c.take("output_dim"),
-                embeddings_initializer=c.initializer("embeddings_initializer"),
-                embeddings_regularizer=c.regularizer("embeddings_regularizer"), mask_zero=c.take("mask_zero", False))
+    return dict(input_dim=c.take("input_dim"), output_dim=c.take("output_dim"), mask_zero=c.take("mask_zero", False),
+                **_read_weight_args(c, ("embeddings",)))
 
 
 def _write_embedding(layer):
-    return dict(input_dim=layer.input_dim, output_dim=layer.output_dim,
-                embeddings_initializer=write_initializer(layer.embeddings_initializer),
-                embeddings_regularizer=write_regularizer(layer.embeddings_regularizer), activity_regularizer=None,
-                embeddings_constraint=None, mask_zero=layer.mask_zero)
+    return dict(input_dim=layer.input_dim, output_dim=layer.output_dim, **_write_weight_args(layer, ("embeddings",)),
+                mask_zero=layer.mask_zero)
+
+
+_NORM_WEIGHTS = ("beta", "gamma")
+_BATCH_STATS = ("moving_mean", "moving_variance")
 
 
 def _read_layer_norm(c):
     c.only("rms_scaling", False)
-    c.no_constraints("beta", "gamma")
     return dict(axis=c.take("axis", -1), epsilon=c.take("epsilon", 1e-3), center=c.take("center", True),
-                scale=c.take("scale", True), beta_initializer=c.initializer("beta_initializer"),
-                gamma_initializer=c.initializer("gamma_initializer"), beta_regularizer=c.regularizer("beta_regularizer"),
-                gamma_regularizer=c.regularizer("gamma_regularizer"))
+                scale=c.take("scale", True), **_read_weight_args(c, _NORM_WEIGHTS))
 
 
 def _write_layer_norm(layer):
     return dict(axis=[-1], epsilon=layer.epsilon, center=layer.center, scale=layer.scale, rms_scaling=False,
-                beta_initializer=write_initializer(layer.beta_initializer),
-                gamma_initializer=write_initializer(layer.gamma_initializer),
-                beta_regularizer=write_regularizer(layer.beta_regularizer),
-                gamma_regularizer=write_regularizer(layer.gamma_regularizer), beta_constraint=None,
-                gamma_constraint=None)
+                **_write_weight_args(layer, _NORM_WEIGHTS, activity=False))
 
 
 def _layer_norm_variables(layer, shape):
@@ -239,26 +236,14 @@ def _read_batch_norm(c):
     c.only("renorm", False)
     c.only("renorm_clipping", None)
     c.take("renorm_momentum", None)   # used by renorm only, refused above
-    c.no_constraints("beta", "gamma")
     return dict(axis=c.take("axis", -1), momentum=c.take("momentum", 0.99), epsilon=c.take("epsilon", 1e-3),
                 center=c.take("center", True), scale=c.take("scale", True),
-                beta_initializer=c.initializer("beta_initializer"),
-                gamma_initializer=c.initializer("gamma_initializer"),
-                moving_mean_initializer=c.initializer("moving_mean_initializer"),
-                moving_variance_initializer=c.initializer("moving_variance_initializer"),
-                beta_regularizer=c.regularizer("beta_regularizer"),
-                gamma_regularizer=c.regularizer("gamma_regularizer"))
+                **_read_weight_args(c, _NORM_WEIGHTS, _BATCH_STATS))
 
 
 def _write_batch_norm(layer):
     return dict(axis=-1, momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center, scale=layer.scale,
-                beta_initializer=write_initializer(layer.beta_initializer),
-                gamma_initializer=write_initializer(layer.gamma_initializer),
-                moving_mean_initializer=write_initializer(layer.moving_mean_initializer),
-                moving_variance_initializer=write_initializer(layer.moving_variance_initializer),
-                beta_regularizer=write_regularizer(layer.beta_regularizer),
-                gamma_regularizer=write_regularizer(layer.gamma_regularizer), beta_constraint=None,
-                gamma_constraint=None, synchronized=False)
+                **_write_weight_args(layer, _NORM_WEIGHTS, _BATCH_STATS, activity=False), synchronized=False)
 
 
 def _batch_norm_variables(layer, shape):
@@ -273,22 +258,15 @@ def _read_mha(c):
     c.only("use_gate", False)
     c.only("sliding_window", None)
     c.only("flash_attention", None)
-    c.no_constraints("kernel", "bias")
     return dict(num_heads=c.take("num_heads"), key_dim=c.take("key_dim"), value_dim=c.take("value_dim", None),
                 dropout=c.take("dropout", 0.0), use_bias=c.take("use_bias", True),
-                output_shape=c.take("output_shape", None), kernel_initializer=c.initializer("kernel_initializer"),
-                bias_initializer=c.initializer("bias_initializer"),
-                kernel_regularizer=c.regularizer("kernel_regularizer"), bias_regularizer=c.regularizer("bias_regularizer"))
+                output_shape=c.take("output_shape", None), **_read_weight_args(c, ("kernel", "bias")))
 
 
 def _write_mha(layer):
     return dict(num_heads=layer.num_heads, key_dim=layer.key_dim, value_dim=layer.value_dim, dropout=layer.dropout,
                 use_bias=layer.use_bias, output_shape=layer.output_dim, attention_axes=[1],
-                kernel_initializer=write_initializer(layer.kernel_initializer),
-                bias_initializer=write_initializer(layer.bias_initializer),
-                kernel_regularizer=write_regularizer(layer.kernel_regularizer),
-                bias_regularizer=write_regularizer(layer.bias_regularizer), activity_regularizer=None,
-                kernel_constraint=None, bias_constraint=None)
+                **_write_weight_args(layer, ("kernel", "bias")))
 
 
 def _mha_variables(layer, shapes):
@@ -317,18 +295,16 @@ def _mha_build_config(layer):
     return {"shapes_dict": {n: _batch(s) for n, s in zip(names, layer.input_shape)}}
 
 
+_RECURRENT_WEIGHTS = ("kernel", "recurrent", "bias")
+
+
 def _read_recurrent(cell):
     def read(c):
         c.only("stateful", False)
         c.only("use_cudnn", "auto", None, False)
-        c.no_constraints("kernel", "recurrent", "bias")
         kw = dict(units=c.take("units"), activation=read_activation(c.owner, c.take("activation", "tanh")),
-                  use_bias=c.take("use_bias", True), kernel_initializer=c.initializer("kernel_initializer"),
-                  recurrent_initializer=c.initializer("recurrent_initializer"),
-                  bias_initializer=c.initializer("bias_initializer"),
-                  kernel_regularizer=c.regularizer("kernel_regularizer"),
-                  recurrent_regularizer=c.regularizer("recurrent_regularizer"),
-                  bias_regularizer=c.regularizer("bias_regularizer"), dropout=c.take("dropout", 0.0),
+                  use_bias=c.take("use_bias", True), **_read_weight_args(c, _RECURRENT_WEIGHTS),
+                  dropout=c.take("dropout", 0.0),
                   recurrent_dropout=c.take("recurrent_dropout", 0.0),
                   return_sequences=c.take("return_sequences", False), return_state=c.take("return_state", False),
                   go_backwards=c.take("go_backwards", False), unroll=c.take("unroll", False),
@@ -346,13 +322,7 @@ def _read_recurrent(cell):
 def _write_recurrent(layer):
     owner = f"layer '{layer.name}' ({type(layer).__name__})"
     cfg = dict(units=layer.units, activation=write_activation(owner, layer.activation), use_bias=layer.use_bias,
-               kernel_initializer=write_initializer(layer.kernel_initializer),
-               recurrent_initializer=write_initializer(layer.recurrent_initializer),
-               bias_initializer=write_initializer(layer.bias_initializer),
-               kernel_regularizer=write_regularizer(layer.kernel_regularizer),
-               recurrent_regularizer=write_regularizer(layer.recurrent_regularizer),
-               bias_regularizer=write_regularizer(layer.bias_regularizer), activity_regularizer=None,
-               kernel_constraint=None, recurrent_constraint=None, bias_constraint=None, dropout=layer.dropout,
+               **_write_weight_args(layer, _RECURRENT_WEIGHTS), dropout=layer.dropout,
                recurrent_dropout=layer.recurrent_dropout, seed=layer.seed, return_sequences=layer.return_sequences,
                return_state=layer.return_state, go_backwards=layer.go_backwards, stateful=False,
                unroll=layer.unroll, zero_output_for_mask=layer.zero_output_for_mask)
@@ -445,17 +415,12 @@ _entry("InputLayer", InputLayer, read=_read_input, write=None)
 _entry("Dense", Dense, read=_read_dense,
        write=lambda l: _write_weighted(l, f"layer '{l.name}' (Dense)", units=l.units),
        variables=lambda l, s: [("", _kernel_bias()(l, (s[-1], l.units), (l.units,)))])
-_entry("Conv2D", Conv2D, read=_read_conv2d,
-       write=lambda l: _write_weighted(l, f"layer '{l.name}' (Conv2D)", filters=l.filters,
-                                       kernel_size=list(l.kernel_size), strides=list(l.strides), padding=l.padding,
-                                       data_format="channels_last", dilation_rate=list(l.dilation_rate), groups=1),
+_entry("Conv2D", Conv2D, read=_read_conv(2), write=_write_conv,
        variables=lambda l, s: [("", _kernel_bias()(l, l.kernel_size + (s[-1], l.filters), (l.filters,)))])
-_entry("MaxPooling2D", MaxPooling2D, read=_read_pool, write=_write_pool)
-_entry("AveragePooling2D", AveragePooling2D, read=_read_pool, write=_write_pool)
-_entry("GlobalAveragePooling1D", GlobalAveragePooling1D, read=_read_global,
-       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
-_entry("GlobalAveragePooling2D", GlobalAveragePooling2D, read=_read_global,
-       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
+for _cls in (MaxPooling2D, AveragePooling2D):
+    _entry(_cls.__name__, _cls, read=_read_pool, write=_write_pool)
+for _cls in (GlobalAveragePooling1D, GlobalAveragePooling2D):
+    _entry(_cls.__name__, _cls, read=_read_global, write=_write_global)
 _entry("Flatten", Flatten, read=lambda c: _channels_last(c) or {}, write=lambda l: dict(data_format="channels_last"))
 _entry("Dropout", Dropout, read=_read_dropout, write=lambda l: dict(rate=l.rate, seed=None, noise_shape=None))
 _entry("Activation", Activation, read=lambda c: dict(activation=c.activation()),
@@ -483,16 +448,14 @@ _entry("PositionEmbedding", PositionEmbedding, read=_read_position_embedding,
        write=lambda l: dict(sequence_length=l.sequence_length, initializer=write_initializer(l.initializer)),
        variables=lambda l, s: [("", [("embeddings", (l.sequence_length, s[-1]))])],
        module="keras_hub.src.layers.modeling.position_embedding", registered_name="keras_hub>PositionEmbedding")
-_entry("Conv1D", Conv1D, read=_read_conv1d, write=_write_conv1d,
+_entry("Conv1D", Conv1D, read=_read_conv(1), write=_write_conv,
        variables=lambda l, s: [("", _kernel_bias()(l, (l.kernel_size, s[-1], l.filters), (l.filters,)))])
-_entry("Conv2DTranspose", Conv2DTranspose, read=_read_conv2d_transpose, write=_write_conv2d_transpose,
+_entry("Conv2DTranspose", Conv2DTranspose, read=_read_conv2d_transpose, write=_write_conv,
        variables=lambda l, s: [("", _kernel_bias()(l, l.kernel_size + (l.filters, s[-1]), (l.filters,)))])
-_entry("MaxPooling1D", MaxPooling1D, read=_read_pool1d, write=_write_pool1d)
-_entry("AveragePooling1D", AveragePooling1D, read=_read_pool1d, write=_write_pool1d)
-_entry("GlobalMaxPooling1D", GlobalMaxPooling1D, read=_read_global,
-       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
-_entry("GlobalMaxPooling2D", GlobalMaxPooling2D, read=_read_global,
-       write=lambda l: dict(data_format="channels_last", keepdims=l.keepdims))
+for _cls in (MaxPooling1D, AveragePooling1D):
+    _entry(_cls.__name__, _cls, read=_read_pool, write=_write_pool)
+for _cls in (GlobalMaxPooling1D, GlobalMaxPooling2D):
+    _entry(_cls.__name__, _cls, read=_read_global, write=_write_global)
 _entry("UpSampling2D", UpSampling2D, read=_read_upsampling2d,
        write=lambda l: dict(size=list(l.size), data_format="channels_last", interpolation=l.interpolation))
 

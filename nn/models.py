@@ -74,13 +74,8 @@ class Model(Trainer):
         self.built = False
 
     # The graph's own lists (read every step: no copy), empty before the graph exists.
-    @property
-    def inputs(self):
-        return self._graph.inputs if self._graph is not None else []
-
-    @property
-    def outputs(self):
-        return self._graph.outputs if self._graph is not None else []
+    inputs = utils.list_of("_graph", "inputs")
+    outputs = utils.list_of("_graph", "outputs")
 
     @property
     def layers(self):

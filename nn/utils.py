@@ -1,4 +1,5 @@
-"""Small helpers: the library-owned RNG, the default float type, one-hot labels."""
+"""Small helpers: the library-owned RNG, the default float type, one-hot labels, atomic
+writes, a property over an optional part of an object."""
 import contextlib
 
 import numpy as np
@@ -10,6 +11,15 @@ _floatx = "float32"
 # One generator for initializers, shuffling and dropout seeds, so that one call to
 # set_random_seed makes the weights and the whole training run repeat exactly.
 _rng = np.random.default_rng()
+
+
+def list_of(holder, name):
+    """A read-only property: self.<holder>.<name> (the holder's own list: no copy), or []
+    while self.<holder> is None."""
+    def get(self):
+        held = getattr(self, holder)
+        return getattr(held, name) if held is not None else []
+    return property(get)
 
 
 def set_random_seed(seed):

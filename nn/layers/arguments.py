@@ -1,4 +1,4 @@
-"""Constructor-argument rules the convolution and pooling layers share."""
+"""Constructor-argument rules the layers share."""
 import numpy as np
 
 
@@ -7,6 +7,14 @@ def channels_last(kind, data_format):
     if data_format not in (None, "channels_last"):
         raise ValueError(f"{kind}: only data_format='channels_last' is supported (numbanet is NHWC), "
                          f"got {data_format!r}")
+
+
+def int_tuple(kind, name, value):
+    """A sequence of ints (a shape, Permute's dims) -> a tuple of ints."""
+    try:
+        return tuple(int(v) for v in value)
+    except TypeError:
+        raise ValueError(f"{kind}: {name} must be a tuple of ints, got {value!r}") from None
 
 
 def single(kind, name, value):

@@ -19,7 +19,7 @@ active or the scores are asked for; then as batched_matmul + softmax + dropout o
 """
 import math
 
-from numbanet.nn import initializers, regularizers, utils
+from numbanet.nn import utils
 from numbanet.nn.layers.base import Layer
 
 
@@ -50,10 +50,8 @@ class MultiHeadAttention(Layer):
                                  f"feature size), got {output_shape!r}")
             output_shape = output_shape[0]
         self.output_dim = None if output_shape is None else _positive_int("output_shape", output_shape)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._set_weight_args(kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                              kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer)
 
     # ------------------------------------------------------------------ calling
     def parse_call(self, query=None, value=None, key=None, use_causal_mask=False, return_attention_scores=False,
@@ -281,8 +279,5 @@ class MultiHeadAttention(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(num_heads=self.num_heads, key_dim=self.key_dim, value_dim=self.value_dim, dropout=self.dropout,
-                   use_bias=self.use_bias, output_shape=self.output_dim,
-                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
-                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=regularizers.serialize(self.bias_regularizer))
+                   use_bias=self.use_bias, output_shape=self.output_dim, **self._weight_args_config(("kernel", "bias")))
         return cfg

@@ -27,6 +27,7 @@ import numpy as np
 from numbanet import kernels
 from numbanet.kernels import shapes
 from numbanet.nn import activations, graph, initializers, regularizers, utils
+from numbanet.nn.layers.arguments import int_tuple
 
 _counters = defaultdict(itertools.count)
 
@@ -57,10 +58,7 @@ def _snake(name):
 
 
 def _shape_tuple(owner, name, shape):
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"{owner}: {name} must be a tuple of ints, got {shape!r}") from None
+    shape = int_tuple(owner, name, shape)
     if not shape or min(shape) < 1:
         raise ValueError(f"{owner}: {name} must be a non-empty tuple of positive ints, got {shape!r}")
     return shape
@@ -302,6 +300,20 @@ class Layer:
     def activation_name(self):
         return activations.name_of(getattr(self, "activation", "linear"))
 
+    def _set_weight_args(self, **args):
+        """Keras's per-weight arguments `<weight>_initializer=` and `<weight>_regularizer=` ->
+        attributes of the same names, resolved by initializers.get / regularizers.get."""
+        for key, value in args.items():
+            get = {"initializer": initializers.get, "regularizer": regularizers.get}[key.rsplit("_", 1)[-1]]
+            setattr(self, key, get(value))
+
+    def _weight_args_config(self, names, stats=()):
+        """get_config's entries for them: the initializers of the weights `names` and of the
+        non-trainable `stats`, then the regularizers of `names`, serialized."""
+        cfg = {f"{n}_initializer": getattr(self, f"{n}_initializer") for n in names + stats}
+        cfg.update({f"{n}_regularizer": regularizers.serialize(getattr(self, f"{n}_regularizer")) for n in names})
+        return cfg
+
 
 class ActivationMixin:
     """Applies self.activation after the layer's linear part; `logits=True` skips it
@@ -344,10 +356,8 @@ class KernelBiasMixin:
                           bias_regularizer):
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._set_weight_args(kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                              kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer)
 
     @property
     def packs_grads(self):
@@ -365,7 +375,5 @@ class KernelBiasMixin:
         self.grads = {"kernel": dw, "bias": db} if self.use_bias else {"kernel": dw}
 
     def _kernel_bias_config(self):
-        return dict(activation=self.activation, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
-                    bias_initializer=self.bias_initializer,
-                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                    bias_regularizer=regularizers.serialize(self.bias_regularizer))
+        return dict(activation=self.activation, use_bias=self.use_bias,
+                    **self._weight_args_config(("kernel", "bias")))

@@ -1,5 +1,5 @@
 """Embedding (token ids -> vectors) and PositionEmbedding (a learned vector per position)."""
-from numbanet.nn import initializers, regularizers
+from numbanet.nn import initializers
 from numbanet.nn.layers.base import Layer
 
 
@@ -34,8 +34,8 @@ class Embedding(Layer):
         super().__init__(name=name, input_shape=input_shape)
         self.input_dim = _positive_int("Embedding", "input_dim", input_dim)
         self.output_dim = _positive_int("Embedding", "output_dim", output_dim)
-        self.embeddings_initializer = initializers.get(embeddings_initializer)
-        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self._set_weight_args(embeddings_initializer=embeddings_initializer,
+                              embeddings_regularizer=embeddings_regularizer)
         self.mask_zero = bool(mask_zero)
 
     def compute_output_shape(self, input_shape):
@@ -66,9 +66,8 @@ class Embedding(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
-                   embeddings_initializer=self.embeddings_initializer,
-                   embeddings_regularizer=regularizers.serialize(self.embeddings_regularizer), mask_zero=self.mask_zero)
+        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim, **self._weight_args_config(("embeddings",)),
+                   mask_zero=self.mask_zero)
         return cfg
 
 

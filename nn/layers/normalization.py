@@ -1,35 +1,45 @@
 """LayerNormalization over the last axis and BatchNormalization over every axis but the last
 (Keras's defaults: epsilon=1e-3, center, scale; BatchNormalization's momentum=0.99)."""
-from numbanet.nn import initializers, regularizers
+import numbers
+
 from numbanet.nn.layers.base import Layer
 
 
-class LayerNormalization(Layer):
-    """y = (x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over the last axis of
-    each sample; weights gamma then beta (Keras's order), each (features,)."""
-    supports_masking = True
+_WEIGHTS = ("beta", "gamma")
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
-                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, input_shape=None,
-                 name=None):
+
+def _number(kind, what, value):
+    """A real number (NumPy's too), as a float; a string or a bool is refused, not cast."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{kind}: {what} must be a number, got {value!r}")
+    return float(value)
+
+
+class _Normalization(Layer):
+    """The arguments, checks, trainable weights (gamma then beta, Keras's order, each
+    (features,)) and their gradients that both normalizations share; the statistics are
+    over the last axis only (`_axis_rule` says so in the errors)."""
+    _axis_rule = None
+
+    def __init__(self, axis, epsilon, center, scale, beta_initializer, gamma_initializer, beta_regularizer,
+                 gamma_regularizer, input_shape, name):
         super().__init__(name=name, input_shape=input_shape)
+        kind = type(self).__name__
         if isinstance(axis, (list, tuple)) and len(axis) == 1:
             axis = axis[0]
         if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
-            raise ValueError(f"LayerNormalization: axis must be the last axis (-1), got {axis!r}")
-        if not float(epsilon) > 0.0:
-            raise ValueError(f"LayerNormalization: epsilon must be > 0, got {epsilon!r}")
+            raise ValueError(f"{kind}: axis must be {self._axis_rule[0]} (-1), got {axis!r}")
+        if not _number(kind, "epsilon", epsilon) > 0.0:
+            raise ValueError(f"{kind}: epsilon must be > 0, got {epsilon!r}")
         self.axis = axis
         self.epsilon = float(epsilon)
         self.center, self.scale = bool(center), bool(scale)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self._set_weight_args(beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+                              beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer)
 
     def compute_output_shape(self, input_shape):
         if self.axis not in (-1, len(input_shape)):
-            raise ValueError(f"layer '{self.name}' (LayerNormalization): only the last axis is supported "
+            raise ValueError(f"layer '{self.name}' ({type(self).__name__}): only {self._axis_rule[1]} is supported "
                              f"(axis=-1 or {len(input_shape)} for per-sample shape {tuple(input_shape)}), "
                              f"got axis={self.axis}")
         return tuple(input_shape)
@@ -39,6 +49,22 @@ class LayerNormalization(Layer):
             self.add_weight("gamma", (input_shape[-1],), self.gamma_initializer, self.gamma_regularizer)
         if self.center:
             self.add_weight("beta", (input_shape[-1],), self.beta_initializer, self.beta_regularizer)
+
+    def _set_grads(self, dgamma, dbeta):
+        self.grads = {key: d for key, d in (("gamma", dgamma), ("beta", dbeta)) if key in self.params}
+
+
+class LayerNormalization(_Normalization):
+    """y = (x - mean) / sqrt(var + epsilon) * gamma + beta, statistics over the last axis of
+    each sample; weights gamma then beta (Keras's order), each (features,)."""
+    supports_masking = True
+    _axis_rule = ("the last axis", "the last axis")
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, input_shape=None,
+                 name=None):
+        super().__init__(axis, epsilon, center, scale, beta_initializer, gamma_initializer, beta_regularizer,
+                         gamma_regularizer, input_shape, name)
 
     def forward(self, x, training=False, logits=False):
         y, mean, rstd = self.be.layer_norm(x, self.params.get("gamma"), self.params.get("beta"),
@@ -50,64 +76,39 @@ class LayerNormalization(Layer):
         be = self.be
         dx, dgamma, dbeta = be.layer_norm_backward(self._saved_x, self.params.get("gamma"), dy, self._saved_mean,
                                                    self._saved_rstd, center=self.center)
-        self.grads = {key: d for key, d in (("gamma", dgamma), ("beta", dbeta)) if key in self.params}
+        self._set_grads(dgamma, dbeta)
         return dx if self.need_dx else None
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
-                   beta_initializer=self.beta_initializer, gamma_initializer=self.gamma_initializer,
-                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
-                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
+                   **self._weight_args_config(_WEIGHTS))
         return cfg
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(_Normalization):
     """Keras 3's BatchNormalization, channels last: per-channel statistics over every axis
     but the last. Training (fit, train_on_batch) normalizes with the batch's mean and
     biased variance and updates moving_mean / moving_variance
     (moving = moving * momentum + batch * (1 - momentum)); inference (predict, evaluate)
     normalizes with the moving ones. Weights gamma, beta (trainable), then moving_mean,
     moving_variance (non-trainable: no gradient, no optimizer step), each (channels,)."""
+    _axis_rule = ("the channels axis, the last one", "the channels-last axis")
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None, input_shape=None, name=None):
-        super().__init__(name=name, input_shape=input_shape)
-        if isinstance(axis, (list, tuple)) and len(axis) == 1:
-            axis = axis[0]
-        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
-            raise ValueError(f"BatchNormalization: axis must be the channels axis, the last one (-1), got {axis!r}")
-        for what, value in (("momentum", momentum), ("epsilon", epsilon)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"BatchNormalization: {what} must be a number, got {value!r}")
-        if not 0.0 <= float(momentum) <= 1.0:
+        super().__init__(axis, epsilon, center, scale, beta_initializer, gamma_initializer, beta_regularizer,
+                         gamma_regularizer, input_shape, name)
+        if not 0.0 <= _number("BatchNormalization", "momentum", momentum) <= 1.0:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
-        if not float(epsilon) > 0.0:
-            raise ValueError(f"BatchNormalization: epsilon must be > 0, got {epsilon!r}")
-        self.axis = axis
-        self.momentum, self.epsilon = float(momentum), float(epsilon)
-        self.center, self.scale = bool(center), bool(scale)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-
-    def compute_output_shape(self, input_shape):
-        if self.axis not in (-1, len(input_shape)):
-            raise ValueError(f"layer '{self.name}' (BatchNormalization): only the channels-last axis is supported "
-                             f"(axis=-1 or {len(input_shape)} for per-sample shape {tuple(input_shape)}), "
-                             f"got axis={self.axis}")
-        return tuple(input_shape)
+        self.momentum = float(momentum)
+        self._set_weight_args(moving_mean_initializer=moving_mean_initializer,
+                              moving_variance_initializer=moving_variance_initializer)
 
     def build_weights(self, input_shape):
+        super().build_weights(input_shape)
         c = (input_shape[-1],)
-        if self.scale:
-            self.add_weight("gamma", c, self.gamma_initializer, self.gamma_regularizer)
-        if self.center:
-            self.add_weight("beta", c, self.beta_initializer, self.beta_regularizer)
         self.add_weight("moving_mean", c, self.moving_mean_initializer, trainable=False)
         self.add_weight("moving_variance", c, self.moving_variance_initializer, trainable=False)
 
@@ -128,15 +129,11 @@ class BatchNormalization(Layer):
                                f"mode first")
         dx, dgamma, dbeta = self.be.batch_norm_backward(self._saved_x, self.params.get("gamma"), dy,
                                                         self._saved_mean, self._saved_rstd, center=self.center)
-        self.grads = {key: d for key, d in (("gamma", dgamma), ("beta", dbeta)) if key in self.params}
+        self._set_grads(dgamma, dbeta)
         return dx if self.need_dx else None
 
     def get_config(self):
         cfg = super().get_config()
         cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
-                   scale=self.scale, beta_initializer=self.beta_initializer,
-                   gamma_initializer=self.gamma_initializer, moving_mean_initializer=self.moving_mean_initializer,
-                   moving_variance_initializer=self.moving_variance_initializer,
-                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
-                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
+                   scale=self.scale, **self._weight_args_config(_WEIGHTS, ("moving_mean", "moving_variance")))
         return cfg

@@ -117,8 +117,6 @@ MaxPool1D = MaxPooling1D
 AvgPool1D = AveragePooling1D
 
 
-
-
 class _GlobalPooling(Layer):
     """A reduction over the spatial (or time) axes, channels last."""
     rank = None
@@ -164,16 +162,15 @@ class _GlobalAveragePooling(_GlobalPooling):
         return be.reshape(dx, (image[0],) + tuple(self.input_shape))
 
 
-class GlobalAveragePooling1D(_GlobalAveragePooling):
-    rank = 1
+def _per_rank(base, reduction):
+    """The 1-D and 2-D layers of one global reduction (Global<reduction>Pooling1D, ...2D):
+    they differ in rank only."""
+    return tuple(type(f"Global{reduction}Pooling{rank}D", (base,), {"rank": rank, "__module__": __name__})
+                 for rank in (1, 2))
 
 
-class GlobalAveragePooling2D(_GlobalAveragePooling):
-    rank = 2
-
-
-GlobalAvgPool1D = GlobalAveragePooling1D
-GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalAveragePooling1D, GlobalAveragePooling2D = _per_rank(_GlobalAveragePooling, "Average")
+GlobalAvgPool1D, GlobalAvgPool2D = GlobalAveragePooling1D, GlobalAveragePooling2D
 
 
 class _GlobalMaxPooling(_GlobalPooling):
@@ -196,13 +193,5 @@ class _GlobalMaxPooling(_GlobalPooling):
         return be.reshape(dx, (n,) + tuple(self.input_shape))
 
 
-class GlobalMaxPooling1D(_GlobalMaxPooling):
-    rank = 1
-
-
-class GlobalMaxPooling2D(_GlobalMaxPooling):
-    rank = 2
-
-
-GlobalMaxPool1D = GlobalMaxPooling1D
-GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalMaxPooling1D, GlobalMaxPooling2D = _per_rank(_GlobalMaxPooling, "Max")
+GlobalMaxPool1D, GlobalMaxPool2D = GlobalMaxPooling1D, GlobalMaxPooling2D

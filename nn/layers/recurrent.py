@@ -20,7 +20,7 @@ sample for the whole sequence (Keras draws the same; with recurrent_dropout Kera
 draws one per gate, numbanet one for all gates).
 """
 from numbanet.kernels import shapes as kshapes
-from numbanet.nn import activations, initializers, regularizers, utils
+from numbanet.nn import activations, initializers, utils
 from numbanet.nn.layers.base import Layer
 
 
@@ -38,10 +38,24 @@ def _kernel_activation(owner, name, value):
     return spec
 
 
-class _Recurrent(Layer):
+class _Sequence(Layer):
+    """What a recurrent layer and Bidirectional share: called as layer(x, initial_state=None),
+    they read a sequence and give a sequence (return_sequences) or its last step, then the
+    final states (return_state)."""
+    supports_masking = True
+
+    def call_from_node(self, tensors, kwargs):
+        return self(tensors[0], initial_state=list(tensors[1:]) or None, **kwargs)
+
+    def output_masks(self, mask, inputs, n_outputs):
+        """Output masks: the input's mask goes on with the sequence (return_sequences); a
+        last output and the states are not masked."""
+        return [mask if self.return_sequences else None] + [None] * (n_outputs - 1)
+
+
+class _Recurrent(_Sequence):
     cell = None
     _state_count = 1
-    supports_masking = True
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
@@ -59,12 +73,9 @@ class _Recurrent(Layer):
         self.activation = _kernel_activation(owner, "activation", activation)
         self.recurrent_activation = _kernel_activation(owner, "recurrent_activation", recurrent_activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._set_weight_args(kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+                              bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+                              recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer)
         self.dropout = _unit_float(owner, "dropout", dropout)
         self.recurrent_dropout = _unit_float(owner, "recurrent_dropout", recurrent_dropout)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -102,9 +113,6 @@ class _Recurrent(Layer):
                                  f"{getattr(s, 'shape', s)!r}")
         return [inputs] + states, {}
 
-    def call_from_node(self, tensors, kwargs):
-        return self(tensors[0], initial_state=list(tensors[1:]) or None, **kwargs)
-
     def output_shapes(self, input_shape, kwargs):
         shape = tuple(input_shape)
         if len(shape) != 2:
@@ -117,11 +125,6 @@ class _Recurrent(Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units) if self.return_sequences else (self.units,)
-
-    def output_masks(self, mask, inputs, n_outputs):
-        """Output masks: the input's mask goes on with the sequence (return_sequences); a
-        last output and the states are not masked."""
-        return [mask if self.return_sequences else None] + [None] * (n_outputs - 1)
 
     # ------------------------------------------------------------------ weights
     @property
@@ -202,12 +205,8 @@ class _Recurrent(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
-                   kernel_initializer=self.kernel_initializer, recurrent_initializer=self.recurrent_initializer,
-                   bias_initializer=self.bias_initializer,
-                   kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                   recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
-                   bias_regularizer=regularizers.serialize(self.bias_regularizer),
-                   dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
+                   **self._weight_args_config(("kernel", "recurrent", "bias")), dropout=self.dropout,
+                   recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
                    go_backwards=self.go_backwards, unroll=self.unroll,
                    zero_output_for_mask=self.zero_output_for_mask)
@@ -270,12 +269,11 @@ class GRU(_Recurrent):
 _CLASSES = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}
 
 
-class Bidirectional(Layer):
+class Bidirectional(_Sequence):
     """Keras's Bidirectional(layer, merge_mode="concat", backward_layer=None): the layer runs
     forward and a copy with go_backwards=True runs from the end; their outputs are merged
     ("concat", "sum", "ave"), the backward one in input order. Weights: the forward
     layer's, then the backward layer's."""
-    supports_masking = True
     _MODES = ("concat", "sum", "ave")
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, input_shape=None, name=None):
@@ -324,9 +322,6 @@ class Bidirectional(Layer):
                              f"the backward layer's), got {len(states)}")
         return [inputs] + states, {}
 
-    def call_from_node(self, tensors, kwargs):
-        return self(tensors[0], initial_state=list(tensors[1:]) or None, **kwargs)
-
     def output_shapes(self, input_shape, kwargs):
         shapes = self.forward_layer.output_shapes(input_shape, kwargs)
         width = 2 * self.forward_layer.units if self.merge_mode == "concat" else self.forward_layer.units
@@ -335,9 +330,6 @@ class Bidirectional(Layer):
 
     def compute_output_shape(self, input_shape):
         return self.output_shapes(input_shape, {})[0]
-
-    def output_masks(self, mask, inputs, n_outputs):
-        return [mask if self.return_sequences else None] + [None] * (n_outputs - 1)
 
     def build(self, input_shape, be, dtype):
         out = super().build(input_shape, be, dtype)

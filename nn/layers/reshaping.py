@@ -1,6 +1,7 @@
 """Reshape and Permute (Keras's reshaping layers), on the per-sample axes."""
 import numpy as np
 
+from numbanet.nn.layers.arguments import int_tuple
 from numbanet.nn.layers.base import Layer
 
 
@@ -10,10 +11,7 @@ class Reshape(Layer):
 
     def __init__(self, target_shape, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
-        try:
-            target = tuple(int(s) for s in target_shape)
-        except TypeError:
-            raise ValueError(f"Reshape: target_shape must be a tuple of ints, got {target_shape!r}") from None
+        target = int_tuple("Reshape", "target_shape", target_shape)
         if not target or any(s == 0 or s < -1 for s in target) or target.count(-1) > 1:
             raise ValueError(f"Reshape: target_shape must hold positive ints and at most one -1, got {target_shape!r}")
         self.target_shape = target
@@ -50,10 +48,7 @@ class Permute(Layer):
 
     def __init__(self, dims, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
-        try:
-            dims = tuple(int(d) for d in dims)
-        except TypeError:
-            raise ValueError(f"Permute: dims must be a tuple of ints, got {dims!r}") from None
+        dims = int_tuple("Permute", "dims", dims)
         if sorted(dims) != list(range(1, len(dims) + 1)):
             raise ValueError(f"Permute: dims must be a permutation of 1..{len(dims)} (axis 0 is the batch), "
                              f"got {dims!r}")

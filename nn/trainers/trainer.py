@@ -67,17 +67,9 @@ class Trainer:
         return list(self._compile_loss.metric_names[0]) if self._compile_loss is not None else []
 
     # The compile record, per output, as nn/saving.py writes it.
-    @property
-    def _losses(self):
-        return self._compile_loss.losses if self._compile_loss is not None else []
-
-    @property
-    def _loss_weights(self):
-        return self._compile_loss.loss_weights if self._compile_loss is not None else []
-
-    @property
-    def _metric_names(self):
-        return self._compile_loss.metric_names if self._compile_loss is not None else []
+    _losses = utils.list_of("_compile_loss", "losses")
+    _loss_weights = utils.list_of("_compile_loss", "loss_weights")
+    _metric_names = utils.list_of("_compile_loss", "metric_names")
 
     @property
     def _fused(self):

@@ -86,3 +86,21 @@ def test_explicit_fans_override_the_shape():
     assert initializers.fans((64, 2, 8)) == (128, 512)   # Keras's rule for rank 3 without axes
     u = initializers.initialize("uniform", (1000,), "float32")
     assert np.abs(u).max() <= 0.05 and np.abs(u).max() > 0.049
+
+
+def test_list_of_reads_the_holder_s_own_list_or_an_empty_one():
+    class Holder:
+        def __init__(self, items):
+            self.items = items
+
+    class Owner:
+        items = utils.list_of("_holder", "items")
+
+    owner = Owner()
+    owner._holder = None
+    assert owner.items == []
+    kept = [1, 2]
+    owner._holder = Holder(kept)
+    assert owner.items is kept   # the holder's list itself, not a copy
+    with pytest.raises(AttributeError):
+        owner.items = [3]        # read-only

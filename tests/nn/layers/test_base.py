@@ -159,3 +159,33 @@ def test_embedding_refuses_a_float_tensor_at_the_call():
     with pytest.raises(TypeError, match=r"layer 'embedding\w*' \(Embedding\) reads integer token ids, got a float "
                                         r"tensor \(None, 6\); declare the input as nn.Input\(shape, dtype='int32'\)"):
         L.Embedding(5, 2)(nn.Input((6,)))
+
+
+# Per-weight arguments of each weighted kind: (constructor, {weight: regularized?}). l2's
+# default factor is Keras's 0.01 (keras.regularizers.L2); an initializer keeps its name.
+WEIGHT_ARGS = [
+    (L.Dense, dict(units=3), ("kernel", "bias"), ()),
+    (L.Conv1D, dict(filters=2, kernel_size=3), ("kernel", "bias"), ()),
+    (L.MultiHeadAttention, dict(num_heads=2, key_dim=3), ("kernel", "bias"), ()),
+    (L.Embedding, dict(input_dim=5, output_dim=2), ("embeddings",), ()),
+    (L.LayerNormalization, {}, ("beta", "gamma"), ()),
+    (L.BatchNormalization, {}, ("beta", "gamma"), ("moving_mean", "moving_variance")),
+    (L.GRU, dict(units=2), ("kernel", "recurrent", "bias"), ()),
+]
+
+
+@pytest.mark.parametrize("cls,args,weights,stats", WEIGHT_ARGS, ids=lambda v: getattr(v, "__name__", None))
+def test_weight_arguments_are_resolved_and_configured_per_weight(cls, args, weights, stats):
+    for chosen in weights:
+        kw = {f"{chosen}_regularizer": "l2", f"{stats[0] if stats else chosen}_initializer": "he_normal"}
+        layer = cls(**args, **kw)
+        cfg = layer.get_config()
+        for w in weights:
+            expected = {"l1": 0.0, "l2": 0.01} if w == chosen else None
+            assert cfg[f"{w}_regularizer"] == expected, (w, cfg)
+            assert (getattr(layer, f"{w}_regularizer") is None) == (w != chosen)
+        assert cfg[f"{stats[0] if stats else chosen}_initializer"] == "he_normal"
+        for s in stats:
+            assert f"{s}_regularizer" not in cfg
+        again = cls(**{k: v for k, v in cfg.items() if k != "name"}).get_config()
+        assert {k: v for k, v in again.items() if k != "name"} == {k: v for k, v in cfg.items() if k != "name"}

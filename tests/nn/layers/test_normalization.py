@@ -60,6 +60,9 @@ def test_only_the_last_axis(nnbe):
     LayerNormalization(axis=2)(Input((3, 4)))   # the last axis by number: accepted
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         LayerNormalization(epsilon=0)
+    with pytest.raises(ValueError, match="LayerNormalization: epsilon must be a number, got '0.1'"):
+        LayerNormalization(epsilon="0.1")
+    assert LayerNormalization(epsilon=np.float32(0.5)).epsilon == 0.5
 
 
 # ---------------------------------------------------------------------- BatchNormalization
@@ -204,3 +207,5 @@ def test_batch_norm_refuses_other_axes_and_bad_arguments(nnbe):
         BatchNormalization(momentum=1.5)
     with pytest.raises(ValueError, match="BatchNormalization: epsilon must be > 0"):
         BatchNormalization(epsilon=0)
+    with pytest.raises(ValueError, match="BatchNormalization: momentum must be a number, got True"):
+        BatchNormalization(momentum=True)

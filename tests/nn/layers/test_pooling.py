@@ -1,11 +1,14 @@
 """MaxPooling1D, AveragePooling1D and GlobalMaxPooling1D/2D: values against loops written
-here, gradients by finite differences, and arguments refused with the layer's name."""
+here, gradients by finite differences, arguments refused with the layer's name, and the
+global poolings' Keras class names and ranks."""
+import re
+
 import numpy as np
 import pytest
 
 from gradcheck import check_model_gradients
-from numbanet.nn.layers import (AveragePooling1D, Conv1D, Conv2D, Dense, Flatten, GlobalMaxPooling1D,
-                                GlobalMaxPooling2D, Input, MaxPooling1D)
+from numbanet.nn.layers import (AveragePooling1D, Conv1D, Conv2D, Dense, Flatten, GlobalAveragePooling1D,
+                                GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Input, MaxPooling1D)
 from numbanet.nn.models import Model, Sequential
 
 
@@ -84,3 +87,19 @@ def test_bad_arguments(nnbe):
         GlobalMaxPooling2D(name="g")(Input((4, 1)))
     with pytest.raises(ValueError, match=r"GlobalMaxPooling1D: only data_format='channels_last' is supported"):
         GlobalMaxPooling1D(data_format="channels_first")
+
+
+@pytest.mark.parametrize("cls,name,snake,rank", [
+    (GlobalMaxPooling1D, "GlobalMaxPooling1D", "global_max_pooling1d", 1),
+    (GlobalMaxPooling2D, "GlobalMaxPooling2D", "global_max_pooling2d", 2),
+    (GlobalAveragePooling1D, "GlobalAveragePooling1D", "global_average_pooling1d", 1),
+    (GlobalAveragePooling2D, "GlobalAveragePooling2D", "global_average_pooling2d", 2)])
+def test_global_pooling_classes_carry_keras_s_names_and_their_rank(cls, name, snake, rank):
+    # Keras's class name picks the .keras entry, and its snake case the default layer name.
+    assert cls.__name__ == name and cls.__module__ == "numbanet.nn.layers.pooling"
+    assert re.fullmatch(snake + r"(_\d+)?", cls().name)
+    per_sample = (4,) * rank + (3,)
+    assert cls().compute_output_shape(per_sample) == (3,)
+    assert cls(keepdims=True).compute_output_shape(per_sample) == (1,) * rank + (3,)
+    with pytest.raises(ValueError, match=r"\(steps, channels\)" if rank == 1 else r"\(height, width, channels\)"):
+        cls().compute_output_shape((4,) * (3 - rank) + (3,))

@@ -41,6 +41,10 @@ def test_bad_arguments(nnbe):
         Reshape((4,))(Input((2, 3)))
     with pytest.raises(ValueError, match="at most one -1"):
         Reshape((-1, -1))
+    with pytest.raises(ValueError, match="Reshape: target_shape must be a tuple of ints, got 6"):
+        Reshape(6)
+    with pytest.raises(ValueError, match=r"Permute: dims must be a tuple of ints, got \[None, 1\]"):
+        Permute([None, 1])
     with pytest.raises(ValueError, match=r"dims must be a permutation of 1..2 \(axis 0 is the batch\), got \(0, 1\)"):
         Permute((0, 1))
     with pytest.raises(ValueError, match=r"dims \(2, 1\) need a per-sample shape of 2 axes, got \(2, 3, 4\)"):
