@@ -28,7 +28,7 @@ from numba import cuda
 from numbanet.kernels import rules
 from numbanet.kernels.gpu import activation as act
 from numbanet.kernels.gpu import gemm
-from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch
+from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch, unravel3
 
 
 @cuda.jit(device=True, inline=True)
@@ -36,14 +36,8 @@ def _patch(x, geo, i, p, zero):
     """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci).
     A padding position gives an exact zero (never x * 0, which is NaN for an inf input)."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    n = i // (OH * OW)
-    r = i - n * (OH * OW)
-    oh = r // OW
-    ow = r - oh * OW
-    kh = p // (KW * C)
-    q = p - kh * (KW * C)
-    kw = q // C
-    ci = q - kw * C
+    n, oh, ow = unravel3(i, OH, OW)
+    kh, kw, ci = unravel3(p, KW, C)
     h = oh * sh - pt + kh * dil_h
     w = ow * sw - pl + kw * dil_w
     if h < 0 or h >= H or w < 0 or w >= W:
@@ -71,14 +65,8 @@ def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
     feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    n = i // (H * W)
-    r = i - n * (H * W)
-    h = r // W
-    w = r - h * W
-    kh = p // (KW * CO)
-    q = p - kh * (KW * CO)
-    kw = q // CO
-    co = q - kw * CO
+    n, h, w = unravel3(i, H, W)
+    kh, kw, co = unravel3(p, KW, CO)
     th = h + pt - kh * dil_h
     tw = w + pl - kw * dil_w
     if th < 0 or tw < 0:
@@ -94,10 +82,7 @@ def _dy_gather(dy, geo, i, p, zero):
 def _w_for_dx(w, geo, p, j, zero):
     """Row p = (kh, kw, co), column j = ci of the dx GEMM's B operand: w[kh, kw, ci, co]."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    kh = p // (KW * CO)
-    q = p - kh * (KW * CO)
-    kw = q // CO
-    co = q - kw * CO
+    kh, kw, co = unravel3(p, KW, CO)
     return w[kh, kw, j, co]
 
 

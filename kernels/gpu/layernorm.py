@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import dummy, fixed_block, rows_1d, scratch
+from numbanet.kernels.gpu.launch import dummy, fixed_block, rows_1d, scratch, unravel2
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_sum
 
 CHUNK = 256
@@ -89,8 +89,7 @@ def _param_partials(x, dy, mean, rstd, part_g, part_b, chunk):
     t = cuda.grid(1)
     n, c = x.shape
     if t < part_g.shape[0] * c:
-        g = t // c
-        k = t - g * c
+        g, k = unravel2(t, c)
         acc_g = 0.0
         acc_b = 0.0
         for r in range(g * chunk, min(g * chunk + chunk, n)):

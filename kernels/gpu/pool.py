@@ -18,7 +18,7 @@ in row-major order): no atomics, deterministic.
 from numba import cuda
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel4
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel2, unravel4
 from numbanet.kernels.gpu.order import beats
 
 
@@ -56,8 +56,7 @@ def _max_backward(dy, indices, dx):
     _, oh, ow, _ = dy.shape
     t = cuda.grid(1)
     if t < n * c:
-        b = t // c
-        ch = t - b * c
+        b, ch = unravel2(t, c)
         for hh in range(h):
             for ww in range(w):
                 dx[b, hh, ww, ch] = 0
@@ -76,11 +75,15 @@ def max_pool2d_backward(dy, indices, dx):
 
 
 @cuda.jit(device=True, inline=True)
+def _window(i, j, ph, pw, sh, sw, pt, pl, h, w):
+    """(h0, h1, w0, w1): the rows [h0, h1) and columns [w0, w1) of the image that output
+    cell (i, j)'s window covers, padding cut off."""
+    return max(i * sh - pt, 0), min(i * sh - pt + ph, h), max(j * sw - pl, 0), min(j * sw - pl + pw, w)
+
+
+@cuda.jit(device=True, inline=True)
 def _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w):
-    h0 = max(i * sh - pt, 0)
-    h1 = min(i * sh - pt + ph, h)
-    w0 = max(j * sw - pl, 0)
-    w1 = min(j * sw - pl + pw, w)
+    h0, h1, w0, w1 = _window(i, j, ph, pw, sh, sw, pt, pl, h, w)
     return (h1 - h0) * (w1 - w0)
 
 
@@ -92,10 +95,11 @@ def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
         b, i, j, ch = unravel4(t, oh, ow, c)
         # A typed zero, not x[...] * 0: one inf anywhere in x would make that NaN.
         acc = x.dtype.type(0)
-        for hh in range(max(i * sh - pt, 0), min(i * sh - pt + ph, h)):
-            for ww in range(max(j * sw - pl, 0), min(j * sw - pl + pw, w)):
+        h0, h1, w0, w1 = _window(i, j, ph, pw, sh, sw, pt, pl, h, w)
+        for hh in range(h0, h1):
+            for ww in range(w0, w1):
                 acc += x[b, hh, ww, ch]
-        y[b, i, j, ch] = acc / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)
+        y[b, i, j, ch] = acc / ((h1 - h0) * (w1 - w0))
 
 
 def avg_pool2d_forward(x, y, ph, pw, sh, sw, pad_top, pad_left):
@@ -128,8 +132,7 @@ def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pad_top, pad_left):
 def _global_max_forward(x, y, indices):
     n, steps, c = x.shape
     for t in range(cuda.grid(1), n * c, cuda.gridsize(1)):
-        b = t // c
-        ch = t - b * c
+        b, ch = unravel2(t, c)
         best = x[b, 0, ch]
         best_at = 0
         for s in range(1, steps):
