@@ -56,11 +56,6 @@ def _patch_t_ones(x, geo, p, i, zero):
 
 
 @cuda.jit(device=True, inline=True)
-def _rowmajor(b, geo, p, j, zero):
-    return b[p, j]
-
-
-@cuda.jit(device=True, inline=True)
 def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
     feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
@@ -89,10 +84,10 @@ def _w_for_dx(w, geo, p, j, zero):
 # which -> (load_a, load_b, a_k_fast, b_n_fast)
 _OPERANDS = {
     # A = patches (ci fastest along K), B = w as a (KH*KW*C_in, C_out) matrix.
-    "forward": (_patch, _rowmajor, True, True),
+    "forward": (_patch, gemm.element, True, True),
     # A = patches^T and a row of ones: rows (kh, kw, ci), contiguous in ci, so M runs
     # fastest; the extra row gives db.
-    "dwdb": (_patch_t_ones, _rowmajor, False, True),
+    "dwdb": (_patch_t_ones, gemm.element, False, True),
     # A = gathered dy (co fastest along K); B = w read as [kh, kw, ci, co]: co (its K
     # index) is contiguous, so K runs fastest.
     "dx": (_dy_gather, _w_for_dx, True, False),
