@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import rows_1d, scratch, thread_cell
+from numbanet.kernels.gpu.launch import rows_1d, scratch, thread_cell, unravel2
 from numbanet.kernels.rules import GATES, GRU, LSTM, WORKSPACE
 
 
@@ -45,12 +45,13 @@ def _opt(arr, ndim, dtype):
 
 # --------------------------------------------------------------------------- forward
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)
 def _init_state(h0, c0, is_lstm, h, c, cleared):
     """h = h0, c = c0 (an LSTM) or 0, cleared = 0: a thread per (row, unit); the start of
     both passes (forward: the state and the last output; backward: dh, dc and the carry)."""
-    b, j, inside = thread_cell(h0)
-    if inside:
+    i = cuda.grid(1)
+    if i < h0.size:
+        b, j = unravel2(i, h0.shape[1])
         zero = h.dtype.type(0)
         h[b, j] = h0[b, j]
         c[b, j] = c0[b, j] if is_lstm else zero
