@@ -54,21 +54,23 @@ def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
             buf[i, j] = 0
 
 
+@cuda.jit(device=True, inline=True)
+def _sizes(q, k, v):
+    """(Tq, Tk, H, D, Dv) of the operands q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv)."""
+    return q.shape[1], k.shape[1], q.shape[2], q.shape[3], v.shape[3]
+
+
 @cuda.jit(device=True)
-def _block_rows(q, k, v, key_rows):
-    """(t, row, sub, b, h, r0, tq, tk, d, dv): this thread, its tile row and first column
-    (sub), the (batch, head) and first row of the 32 rows its block owns (query rows, or
-    key rows when key_rows), blocks numbered by (batch, head) and then by row tile; and
-    the sizes Tq, Tk, D, Dv of the operands."""
-    tq, nh, d = q.shape[1], q.shape[2], q.shape[3]
-    tk = k.shape[1]
+def _block_rows(nrows, nh):
+    """(t, row, sub, b, h, r0): this thread, its tile row and first column (sub), and the
+    (batch, head) and first row of the 32 rows its block owns, blocks numbered by
+    (batch, head) and then by row tile of nrows."""
     t = cuda.threadIdx.x
     row = t // 4
-    ntiles = ((tk if key_rows else tq) + TILE - 1) // TILE
+    ntiles = (nrows + TILE - 1) // TILE
     bh = cuda.blockIdx.x // ntiles
     b = bh // nh
-    return (t, row, t - row * 4, b, bh - b * nh, (cuda.blockIdx.x - bh * ntiles) * TILE, tq, tk, d,
-            v.shape[3])
+    return t, row, t - row * 4, b, bh - b * nh, (cuda.blockIdx.x - bh * ntiles) * TILE
 
 
 @cuda.jit(device=True)
@@ -94,22 +96,22 @@ def _row_sum(red, row, sub, v):
 
 
 @cuda.jit(device=True)
-def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, stage, row, sub, t, acc):
+def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
     """acc[u] += x[b, rx0 + row, h, :] . y[b, ry0 + sub + 4u, h, :] over all ncols features,
-    staged 32 at a time through stage[0] (x's rows) and stage[1] (y's rows)."""
+    staged 32 at a time through bx (x's rows) and by (y's rows)."""
     for c0 in range(0, ncols, TILE):
-        _stage(x, b, rx0, nx, h, c0, ncols, stage[0], t)
-        _stage(y, b, ry0, ny, h, c0, ncols, stage[1], t)
+        _stage(x, b, rx0, nx, h, c0, ncols, bx, t)
+        _stage(y, b, ry0, ny, h, c0, ncols, by, t)
         cuda.syncthreads()
         for cc in range(TILE):
-            xv = stage[0, row, cc]
+            xv = bx[row, cc]
             for u in range(PER):
-                acc[u] += xv * stage[1, sub + 4 * u, cc]
+                acc[u] += xv * by[sub + 4 * u, cc]
         cuda.syncthreads()
 
 
-@cuda.jit(device=True)
-def _grad_tile(xs, ys, xd, yd, lse, delta, b, h, r0, c0, key_rows, causal, scale, lse_r, delta_r, stage, row,
+@cuda.jit(device=True, inline=True)
+def _grad_tile(xs, ys, xd, yd, lse, delta, b, h, r0, c0, key_rows, causal, scale, lse_r, delta_r, bx, by, row,
                sub, t, p_tile, ds_tile):
     """One 32 x 32 tile of the backward pass, rows r0.. by columns c0..: queries by keys
     (xs, ys, xd, yd = q, k, dout, v) or, when key_rows, keys by queries (k, q, v, dout).
@@ -125,21 +127,21 @@ def _grad_tile(xs, ys, xd, yd, lse, delta, b, h, r0, c0, key_rows, causal, scale
     for u in range(PER):
         s[u] = zero
         dp[u] = zero
-    _dot_tiles(xs, ys, b, h, r0, nr, c0, nc, xs.shape[3], stage, row, sub, t, s)
-    _dot_tiles(xd, yd, b, h, r0, nr, c0, nc, xd.shape[3], stage, row, sub, t, dp)
+    _dot_tiles(xs, ys, b, h, r0, nr, c0, nc, xs.shape[3], bx, by, row, sub, t, s)
+    _dot_tiles(xd, yd, b, h, r0, nr, c0, nc, xd.shape[3], bx, by, row, sub, t, dp)
     for u in range(PER):
         c = c0 + sub + 4 * u
         qi = c if key_rows else r0 + row
         kj = r0 + row if key_rows else c
         if qi >= tq or kj >= tk or (causal and kj > qi):
-            p = zero
-            ds = zero
+            if key_rows:
+                p_tile[row, sub + 4 * u] = zero
+            ds_tile[row, sub + 4 * u] = zero
         else:
             p = math.exp(s[u] * scale - (lse[b, h, qi] if key_rows else lse_r))
-            ds = p * (dp[u] - (delta[b, h, qi] if key_rows else delta_r))
-        if key_rows:
-            p_tile[row, sub + 4 * u] = p
-        ds_tile[row, sub + 4 * u] = ds
+            if key_rows:
+                p_tile[row, sub + 4 * u] = p
+            ds_tile[row, sub + 4 * u] = p * (dp[u] - (delta[b, h, qi] if key_rows else delta_r))
 
 
 @cuda.jit(device=True)
@@ -177,12 +179,14 @@ def _make_forward(acc_t, nchv):
 
     @cuda.jit
     def forward(q, k, v, out, lse, causal, scale):
-        stage = cuda.shared.array((2, TILE, PAD), acc_t)  # _dot_tiles's operand pair
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
         p_tile = cuda.shared.array((TILE, PAD), acc_t)
         red = cuda.shared.array((TILE, 4), acc_t)
         o = cuda.local.array(nout, acc_t)
         s = cuda.local.array(PER, acc_t)
-        t, row, sub, b, h, q0, tq, tk, d, ndv = _block_rows(q, k, v, False)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         ninf = q.dtype.type(-math.inf)
@@ -195,7 +199,7 @@ def _make_forward(acc_t, nchv):
         for j0 in range(0, kend, TILE):
             for u in range(PER):
                 s[u] = zero
-            _dot_tiles(q, k, b, h, q0, tq, j0, tk, d, stage, row, sub, t, s)
+            _dot_tiles(q, k, b, h, q0, tq, j0, tk, d, bx, by, row, sub, t, s)
             tile_max = ninf
             for u in range(PER):
                 j = j0 + sub + 4 * u
@@ -219,7 +223,7 @@ def _make_forward(acc_t, nchv):
             m = m_new
             for w in range(nout):
                 o[w] *= alpha
-            _tile_times_rows(p_tile, v, b, j0, tk, h, ndv, nchv, stage[1], row, sub, t, o)
+            _tile_times_rows(p_tile, v, b, j0, tk, h, ndv, nchv, by, row, sub, t, o)
         if i < tq:
             _store_row(o, nchv, 1 / total, out, b, i, h, ndv, sub)
             if sub == 0:
@@ -234,11 +238,13 @@ def _make_dq(acc_t, nchd):
 
     @cuda.jit
     def dq_kernel(q, k, v, out, dout, lse, dq, delta, causal, scale):
-        stage = cuda.shared.array((2, TILE, PAD), acc_t)  # _dot_tiles's operand pair
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
         ds_tile = cuda.shared.array((TILE, PAD), acc_t)
         red = cuda.shared.array((TILE, 4), acc_t)
         acc = cuda.local.array(nacc, acc_t)
-        t, row, sub, b, h, q0, tq, tk, d, ndv = _block_rows(q, k, v, False)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         for w in range(nacc):
@@ -255,9 +261,9 @@ def _make_dq(acc_t, nchd):
             delta[b, h, i] = delta_i
         kend = min(tk, q0 + TILE) if causal else tk
         for j0 in range(0, kend, TILE):
-            _grad_tile(q, k, dout, v, lse, delta, b, h, q0, j0, False, causal, scale, lse_i, delta_i, stage, row,
+            _grad_tile(q, k, dout, v, lse, delta, b, h, q0, j0, False, causal, scale, lse_i, delta_i, bx, by, row,
                        sub, t, ds_tile, ds_tile)
-            _tile_times_rows(ds_tile, k, b, j0, tk, h, d, nchd, stage[1], row, sub, t, acc)
+            _tile_times_rows(ds_tile, k, b, j0, tk, h, d, nchd, by, row, sub, t, acc)
         if i < tq:
             _store_row(acc, nchd, scale, dq, b, i, h, d, sub)
     return dq_kernel
@@ -271,12 +277,14 @@ def _make_dkdv(acc_t, nchd, nchv):
 
     @cuda.jit
     def dkdv_kernel(q, k, v, dout, lse, delta, dk, dv, causal, scale):
-        stage = cuda.shared.array((2, TILE, PAD), acc_t)  # _dot_tiles's operand pair
+        bx = cuda.shared.array((TILE, PAD), acc_t)
+        by = cuda.shared.array((TILE, PAD), acc_t)
         p_tile = cuda.shared.array((TILE, PAD), acc_t)
         ds_tile = cuda.shared.array((TILE, PAD), acc_t)
         dka = cuda.local.array(nk_acc, acc_t)
         dva = cuda.local.array(nv_acc, acc_t)
-        t, row, sub, b, h, j0, tq, tk, d, ndv = _block_rows(q, k, v, True)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, j0 = _block_rows(tk, nh)
         j = j0 + row
         zero = q.dtype.type(0)
         one = q.dtype.type(1)
@@ -286,10 +294,10 @@ def _make_dkdv(acc_t, nchd, nchv):
             dva[w] = zero
         # Under the mask only queries i >= j0 see this block's keys (j0 is a tile start).
         for i0 in range(j0 if causal else 0, tq, TILE):
-            _grad_tile(k, q, v, dout, lse, delta, b, h, j0, i0, True, causal, scale, zero, zero, stage, row, sub, t,
+            _grad_tile(k, q, v, dout, lse, delta, b, h, j0, i0, True, causal, scale, zero, zero, bx, by, row, sub, t,
                        p_tile, ds_tile)
-            _tile_times_rows(p_tile, dout, b, i0, tq, h, ndv, nchv, stage[1], row, sub, t, dva)
-            _tile_times_rows(ds_tile, q, b, i0, tq, h, d, nchd, stage[1], row, sub, t, dka)
+            _tile_times_rows(p_tile, dout, b, i0, tq, h, ndv, nchv, by, row, sub, t, dva)
+            _tile_times_rows(ds_tile, q, b, i0, tq, h, d, nchd, by, row, sub, t, dka)
         if j < tk:
             _store_row(dka, nchd, scale, dk, b, j, h, d, sub)
             _store_row(dva, nchv, one, dv, b, j, h, ndv, sub)
