@@ -49,6 +49,8 @@ def _opt(arr, ndim, dtype):
 def _init_state(h0, c0, is_lstm, h, c, cleared):
     """h = h0, c = c0 (an LSTM) or 0, cleared = 0: a thread per (row, unit); the start of
     both passes (forward: the state and the last output; backward: dh, dc and the carry)."""
+    # The bound before the split, not thread_cell (which splits first): ptxas gives this
+    # kernel two registers fewer (numbanet info --gpu-kernels).
     i = cuda.grid(1)
     if i < h0.size:
         b, j = unravel2(i, h0.shape[1])
