@@ -13,7 +13,7 @@ from numba import cuda, float64
 from numbanet.kernels import rules
 from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.launch import ACC, fixed_block, grid_1d, kernel_family
-from numbanet.kernels.gpu.rows import ROW_THREADS, block_max, block_sum
+from numbanet.kernels.gpu.rows import ROW_THREADS, block_max, block_row, block_sum
 
 
 def _launch(kernel, n, *args):
@@ -65,9 +65,7 @@ def _softmax_forward(x, y, causal_rows):
     # r % Tq of a (Tq, C) score matrix and keeps columns j <= r % Tq only; the rest are
     # written as exact zeros and never exponentiated.
     buf = cuda.shared.array(ROW_THREADS, float64)
-    r = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    c = x.shape[1]
+    r, t, c = block_row(x)
     end = c if causal_rows == 0 else min(c, r % causal_rows + 1)
     m = -math.inf
     for j in range(t, end, ROW_THREADS):
@@ -93,9 +91,7 @@ def _softmax_forward(x, y, causal_rows):
 @cuda.jit
 def _softmax_backward(y, dy, dx):
     buf = cuda.shared.array(ROW_THREADS, float64)
-    r = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    c = y.shape[1]
+    r, t, c = block_row(y)
     s = 0.0
     for j in range(t, c, ROW_THREADS):
         s += float64(y[r, j]) * float64(dy[r, j])

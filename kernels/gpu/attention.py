@@ -54,9 +54,17 @@ def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
             buf[i, j] = 0
 
 
+@cuda.jit(device=True, inline=True)
+def _sizes(q, k, v):
+    """(Tq, Tk, H, D, Dv) of the operands q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv).
+    Inlined by numba: as a call, ptxas gives the float64 dkdv kernel 47 more registers
+    (numbanet info --gpu-kernels)."""
+    return q.shape[1], k.shape[1], q.shape[2], q.shape[3], v.shape[3]
+
+
 @cuda.jit(device=True)
 def _block_rows(nrows, nh):
-    """(row, sub, b, h, r0): this thread's tile row and first column (sub), and the
+    """(t, row, sub, b, h, r0): this thread, its tile row and first column (sub), and the
     (batch, head) and first row of the 32 rows its block owns, blocks numbered by
     (batch, head) and then by row tile of nrows."""
     t = cuda.threadIdx.x
@@ -64,7 +72,7 @@ def _block_rows(nrows, nh):
     ntiles = (nrows + TILE - 1) // TILE
     bh = cuda.blockIdx.x // ntiles
     b = bh // nh
-    return row, t - row * 4, b, bh - b * nh, (cuda.blockIdx.x - bh * ntiles) * TILE
+    return t, row, t - row * 4, b, bh - b * nh, (cuda.blockIdx.x - bh * ntiles) * TILE
 
 
 @cuda.jit(device=True)
@@ -102,6 +110,42 @@ def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
             for u in range(PER):
                 acc[u] += xv * by[sub + 4 * u, cc]
         cuda.syncthreads()
+
+
+@cuda.jit(device=True, inline=True)
+def _grad_tile(xs, ys, xd, yd, lse, delta, b, h, r0, c0, key_rows, causal, scale, lse_r, delta_r, bx, by, row,
+               sub, t, p_tile, ds_tile):
+    """One 32 x 32 tile of the backward pass, rows r0.. by columns c0..: queries by keys
+    (xs, ys, xd, yd = q, k, dout, v) or, when key_rows, keys by queries (k, q, v, dout).
+    S = xs ys^T and dP = xd yd^T are recomputed, then P = exp(S * scale - lse) goes to
+    p_tile (key_rows only) and dS = P * (dP - delta) to ds_tile, both exact zeros where the
+    query cannot see the key. lse_r, delta_r: this thread's row's values when the rows are
+    queries (read once per row by the caller)."""
+    nr, nc = xs.shape[1], ys.shape[1]
+    tq, tk = (nc, nr) if key_rows else (nr, nc)
+    zero = xs.dtype.type(0)
+    s = cuda.local.array(PER, xs.dtype)
+    dp = cuda.local.array(PER, xs.dtype)
+    for u in range(PER):
+        s[u] = zero
+        dp[u] = zero
+    _dot_tiles(xs, ys, b, h, r0, nr, c0, nc, xs.shape[3], bx, by, row, sub, t, s)
+    _dot_tiles(xd, yd, b, h, r0, nr, c0, nc, xd.shape[3], bx, by, row, sub, t, dp)
+    for u in range(PER):
+        c = c0 + sub + 4 * u
+        qi = c if key_rows else r0 + row
+        kj = r0 + row if key_rows else c
+        # A store in each branch, not one after them: the float64 dq kernel keeps 6
+        # registers fewer (numbanet info --gpu-kernels).
+        if qi >= tq or kj >= tk or (causal and kj > qi):
+            if key_rows:
+                p_tile[row, sub + 4 * u] = zero
+            ds_tile[row, sub + 4 * u] = zero
+        else:
+            p = math.exp(s[u] * scale - (lse[b, h, qi] if key_rows else lse_r))
+            if key_rows:
+                p_tile[row, sub + 4 * u] = p
+            ds_tile[row, sub + 4 * u] = p * (dp[u] - (delta[b, h, qi] if key_rows else delta_r))
 
 
 @cuda.jit(device=True)
@@ -145,11 +189,8 @@ def _make_forward(acc_t, nchv):
         red = cuda.shared.array((TILE, 4), acc_t)
         o = cuda.local.array(nout, acc_t)
         s = cuda.local.array(PER, acc_t)
-        nb, tq, nh, d = q.shape
-        tk = k.shape[1]
-        ndv = v.shape[3]
-        t = cuda.threadIdx.x
-        row, sub, b, h, q0 = _block_rows(tq, nh)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         ninf = q.dtype.type(-math.inf)
@@ -206,13 +247,8 @@ def _make_dq(acc_t, nchd):
         ds_tile = cuda.shared.array((TILE, PAD), acc_t)
         red = cuda.shared.array((TILE, 4), acc_t)
         acc = cuda.local.array(nacc, acc_t)
-        s = cuda.local.array(PER, acc_t)
-        dp = cuda.local.array(PER, acc_t)
-        nb, tq, nh, d = q.shape
-        tk = k.shape[1]
-        ndv = v.shape[3]
-        t = cuda.threadIdx.x
-        row, sub, b, h, q0 = _block_rows(tq, nh)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, q0 = _block_rows(tq, nh)
         i = q0 + row
         zero = q.dtype.type(0)
         for w in range(nacc):
@@ -229,18 +265,8 @@ def _make_dq(acc_t, nchd):
             delta[b, h, i] = delta_i
         kend = min(tk, q0 + TILE) if causal else tk
         for j0 in range(0, kend, TILE):
-            for u in range(PER):
-                s[u] = zero
-                dp[u] = zero
-            _dot_tiles(q, k, b, h, q0, tq, j0, tk, d, bx, by, row, sub, t, s)
-            _dot_tiles(dout, v, b, h, q0, tq, j0, tk, ndv, bx, by, row, sub, t, dp)
-            for u in range(PER):
-                j = j0 + sub + 4 * u
-                if i >= tq or j >= tk or (causal and j > i):
-                    ds_tile[row, sub + 4 * u] = zero
-                else:
-                    p = math.exp(s[u] * scale - lse_i)
-                    ds_tile[row, sub + 4 * u] = p * (dp[u] - delta_i)
+            _grad_tile(q, k, dout, v, lse, delta, b, h, q0, j0, False, causal, scale, lse_i, delta_i, bx, by, row,
+                       sub, t, ds_tile, ds_tile)
             _tile_times_rows(ds_tile, k, b, j0, tk, h, d, nchd, by, row, sub, t, acc)
         if i < tq:
             _store_row(acc, nchd, scale, dq, b, i, h, d, sub)
@@ -261,13 +287,8 @@ def _make_dkdv(acc_t, nchd, nchv):
         ds_tile = cuda.shared.array((TILE, PAD), acc_t)
         dka = cuda.local.array(nk_acc, acc_t)
         dva = cuda.local.array(nv_acc, acc_t)
-        s = cuda.local.array(PER, acc_t)
-        dp = cuda.local.array(PER, acc_t)
-        nb, tq, nh, d = q.shape
-        tk = k.shape[1]
-        ndv = v.shape[3]
-        t = cuda.threadIdx.x
-        row, sub, b, h, j0 = _block_rows(tk, nh)
+        tq, tk, nh, d, ndv = _sizes(q, k, v)
+        t, row, sub, b, h, j0 = _block_rows(tk, nh)
         j = j0 + row
         zero = q.dtype.type(0)
         one = q.dtype.type(1)
@@ -277,20 +298,8 @@ def _make_dkdv(acc_t, nchd, nchv):
             dva[w] = zero
         # Under the mask only queries i >= j0 see this block's keys (j0 is a tile start).
         for i0 in range(j0 if causal else 0, tq, TILE):
-            for u in range(PER):
-                s[u] = zero
-                dp[u] = zero
-            _dot_tiles(k, q, b, h, j0, tk, i0, tq, d, bx, by, row, sub, t, s)
-            _dot_tiles(v, dout, b, h, j0, tk, i0, tq, ndv, bx, by, row, sub, t, dp)
-            for u in range(PER):
-                ii = i0 + sub + 4 * u
-                if ii >= tq or j >= tk or (causal and j > ii):
-                    p_tile[row, sub + 4 * u] = zero
-                    ds_tile[row, sub + 4 * u] = zero
-                else:
-                    p = math.exp(s[u] * scale - lse[b, h, ii])
-                    p_tile[row, sub + 4 * u] = p
-                    ds_tile[row, sub + 4 * u] = p * (dp[u] - delta[b, h, ii])
+            _grad_tile(k, q, v, dout, lse, delta, b, h, j0, i0, True, causal, scale, zero, zero, bx, by, row, sub, t,
+                       p_tile, ds_tile)
             _tile_times_rows(p_tile, dout, b, i0, tq, h, ndv, nchv, by, row, sub, t, dva)
             _tile_times_rows(ds_tile, q, b, i0, tq, h, d, nchd, by, row, sub, t, dka)
         if j < tk:

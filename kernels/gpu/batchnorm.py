@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import dummy, fixed_block, grid_1d, rows_1d, scratch
+from numbanet.kernels.gpu.launch import dummy, fixed_block, grid_1d, rows_1d, scratch, unravel2
 from numbanet.kernels.gpu.rows import ROW_THREADS, block_sum
 
 CHUNK = 256
@@ -29,8 +29,7 @@ def _stat_partials(x, part_s, part_q, chunk):
     t = cuda.grid(1)
     n, c = x.shape
     if t < part_s.shape[0] * c:
-        g = t // c
-        k = t - g * c
+        g, k = unravel2(t, c)
         s = float64(x[0, k])
         acc_s = 0.0
         acc_q = 0.0
@@ -40,6 +39,18 @@ def _stat_partials(x, part_s, part_q, chunk):
             acc_q += d * d
         part_s[g, k] = acc_s
         part_q[g, k] = acc_q
+
+
+@cuda.jit(device=True)
+def _fold_partials(buf, t, part_a, part_b, k):
+    """(sum of part_a[:, k], sum of part_b[:, k]) over the chunks, to every thread of the
+    block: strided over the block's threads, then block_sum's fixed tree."""
+    sa = 0.0
+    sb = 0.0
+    for g in range(t, part_a.shape[0], ROW_THREADS):
+        sa += part_a[g, k]
+        sb += part_b[g, k]
+    return block_sum(buf, t, sa), block_sum(buf, t, sb)
 
 
 @fixed_block(ROW_THREADS)
@@ -54,13 +65,7 @@ def _finish_stats(x, part_s, part_q, gamma, has_gamma, beta, has_beta, eps, mome
     k = cuda.blockIdx.x
     t = cuda.threadIdx.x
     n = x.shape[0]
-    s = 0.0
-    q = 0.0
-    for g in range(t, part_s.shape[0], ROW_THREADS):
-        s += part_s[g, k]
-        q += part_q[g, k]
-    s = block_sum(buf, t, s)
-    q = block_sum(buf, t, q)
+    s, q = _fold_partials(buf, t, part_s, part_q, k)
     if t == 0:
         ms = s / n
         var = max(q / n - ms * ms, 0.0)
@@ -93,8 +98,7 @@ def _inference_coefficients(gamma, has_gamma, beta, has_beta, eps, moving_mean, 
 def _normalize(x, a, b, y):
     n, c = x.shape
     for i in range(cuda.grid(1), n * c, cuda.gridsize(1)):
-        r = i // c
-        k = i - r * c
+        r, k = unravel2(i, c)
         y[r, k] = x[r, k] * a[k] + b[k]
 
 
@@ -129,8 +133,7 @@ def _grad_partials(x, dy, mean, part_b, part_g, chunk):
     t = cuda.grid(1)
     n, c = x.shape
     if t < part_b.shape[0] * c:
-        g = t // c
-        k = t - g * c
+        g, k = unravel2(t, c)
         mu = float64(mean[k])
         acc_b = 0.0
         acc_g = 0.0
@@ -152,13 +155,7 @@ def _finish_grads(part_b, part_g, n, gamma, has_gamma, rstd, dgamma, dbeta, ca, 
     buf = cuda.shared.array(ROW_THREADS, float64)
     k = cuda.blockIdx.x
     t = cuda.threadIdx.x
-    sb = 0.0
-    sg = 0.0
-    for g in range(t, part_b.shape[0], ROW_THREADS):
-        sb += part_b[g, k]
-        sg += part_g[g, k]
-    sb = block_sum(buf, t, sb)
-    sg = block_sum(buf, t, sg)
+    sb, sg = _fold_partials(buf, t, part_b, part_g, k)
     if t == 0:
         rs = float64(rstd[k])
         sxhat = sg * rs
@@ -174,8 +171,7 @@ def _finish_grads(part_b, part_g, n, gamma, has_gamma, rstd, dgamma, dbeta, ca, 
 def _dx(x, dy, mean, ca, cb, cd, dx):
     n, c = x.shape
     for i in range(cuda.grid(1), n * c, cuda.gridsize(1)):
-        r = i // c
-        k = i - r * c
+        r, k = unravel2(i, c)
         dx[r, k] = ca[k] * dy[r, k] - cb[k] * (x[r, k] - mean[k]) - cd[k]
 
 

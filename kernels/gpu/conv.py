@@ -28,7 +28,7 @@ from numba import cuda
 from numbanet.kernels import rules
 from numbanet.kernels.gpu import activation as act
 from numbanet.kernels.gpu import gemm
-from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch
+from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch, unravel3
 
 
 @cuda.jit(device=True, inline=True)
@@ -36,14 +36,8 @@ def _patch(x, geo, i, p, zero):
     """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci).
     A padding position gives an exact zero (never x * 0, which is NaN for an inf input)."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    n = i // (OH * OW)
-    r = i - n * (OH * OW)
-    oh = r // OW
-    ow = r - oh * OW
-    kh = p // (KW * C)
-    q = p - kh * (KW * C)
-    kw = q // C
-    ci = q - kw * C
+    n, oh, ow = unravel3(i, OH, OW)
+    kh, kw, ci = unravel3(p, KW, C)
     h = oh * sh - pt + kh * dil_h
     w = ow * sw - pl + kw * dil_w
     if h < 0 or h >= H or w < 0 or w >= W:
@@ -62,23 +56,12 @@ def _patch_t_ones(x, geo, p, i, zero):
 
 
 @cuda.jit(device=True, inline=True)
-def _rowmajor(b, geo, p, j, zero):
-    return b[p, j]
-
-
-@cuda.jit(device=True, inline=True)
 def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
     feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    n = i // (H * W)
-    r = i - n * (H * W)
-    h = r // W
-    w = r - h * W
-    kh = p // (KW * CO)
-    q = p - kh * (KW * CO)
-    kw = q // CO
-    co = q - kw * CO
+    n, h, w = unravel3(i, H, W)
+    kh, kw, co = unravel3(p, KW, CO)
     th = h + pt - kh * dil_h
     tw = w + pl - kw * dil_w
     if th < 0 or tw < 0:
@@ -94,20 +77,17 @@ def _dy_gather(dy, geo, i, p, zero):
 def _w_for_dx(w, geo, p, j, zero):
     """Row p = (kh, kw, co), column j = ci of the dx GEMM's B operand: w[kh, kw, ci, co]."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo
-    kh = p // (KW * CO)
-    q = p - kh * (KW * CO)
-    kw = q // CO
-    co = q - kw * CO
+    kh, kw, co = unravel3(p, KW, CO)
     return w[kh, kw, j, co]
 
 
 # which -> (load_a, load_b, a_k_fast, b_n_fast)
 _OPERANDS = {
     # A = patches (ci fastest along K), B = w as a (KH*KW*C_in, C_out) matrix.
-    "forward": (_patch, _rowmajor, True, True),
+    "forward": (_patch, gemm.element, True, True),
     # A = patches^T and a row of ones: rows (kh, kw, ci), contiguous in ci, so M runs
     # fastest; the extra row gives db.
-    "dwdb": (_patch_t_ones, _rowmajor, False, True),
+    "dwdb": (_patch_t_ones, gemm.element, False, True),
     # A = gathered dy (co fastest along K); B = w read as [kh, kw, ci, co]: co (its K
     # index) is contiguous, so K runs fastest.
     "dx": (_dy_gather, _w_for_dx, True, False),

@@ -11,7 +11,7 @@ from numba import cuda
 from numbanet.kernels.gpu import reduce
 from numbanet.kernels.gpu import rules as R
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d
+from numbanet.kernels.gpu.launch import grid_1d, unravel2
 
 
 @cuda.jit
@@ -52,8 +52,7 @@ def _bias_add(x, b, y):
     # Flat index over (rows, C): coalesced; b (C values) stays in L1 across rows.
     c = x.shape[1]
     for t in range(cuda.grid(1), x.shape[0] * c, cuda.gridsize(1)):
-        r = t // c
-        k = t - r * c
+        r, k = unravel2(t, c)
         y[r, k] = x[r, k] + b[k]
 
 
@@ -65,8 +64,7 @@ def bias_add(x, b, y):
 def _take_rows(x, indices, y):
     rest = x.shape[1]
     for t in range(cuda.grid(1), y.shape[0] * rest, cuda.gridsize(1)):
-        r = t // rest
-        k = t - r * rest
+        r, k = unravel2(t, rest)
         src = indices[r]
         # Range-checked by the backend unless fit built the indices itself; a bad entry
         # still never reads outside x: its row becomes 0.
@@ -115,8 +113,7 @@ def add(a, b, out):
 def _copy_into_columns(src, dst, offset):
     w = src.shape[1]
     for t in range(cuda.grid(1), src.shape[0] * w, cuda.gridsize(1)):
-        r = t // w
-        k = t - r * w
+        r, k = unravel2(t, w)
         dst[r, offset + k] = src[r, k]
 
 
@@ -124,8 +121,7 @@ def _copy_into_columns(src, dst, offset):
 def _copy_from_columns(src, dst, offset):
     w = dst.shape[1]
     for t in range(cuda.grid(1), dst.shape[0] * w, cuda.gridsize(1)):
-        r = t // w
-        k = t - r * w
+        r, k = unravel2(t, w)
         dst[r, k] = src[r, offset + k]
 
 

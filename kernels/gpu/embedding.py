@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda, int32, int64
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import fixed_block, grid_1d, rows_1d, scratch
+from numbanet.kernels.gpu.launch import fixed_block, grid_1d, rows_1d, scratch, unravel2
 
 RADIX_BITS = 8
 RADIX = 1 << RADIX_BITS
@@ -37,8 +37,7 @@ SCAN_THREADS = 256
 def _gather(table, ids, out):
     v, d = table.shape
     for t in range(cuda.grid(1), out.shape[0] * d, cuda.gridsize(1)):
-        i = t // d
-        k = t - i * d
+        i, k = unravel2(t, d)
         r = ids[i]
         if in_range(r, v):
             out[i, k] = table[r, k]
@@ -160,8 +159,7 @@ def _run_sums(dout, order, starts, dtable):
     d = dtable.shape[1]
     zero = dout.dtype.type(0)
     for t in range(cuda.grid(1), dtable.shape[0] * d, cuda.gridsize(1)):
-        r = t // d
-        k = t - r * d
+        r, k = unravel2(t, d)
         acc = zero
         for e in range(starts[r], starts[r + 1]):
             acc += dout[order[e], k]

@@ -112,6 +112,44 @@ def tile_jit_options(threads, min_blocks):
     return {"launch_bounds": (threads, min_blocks)}
 
 
+def _make_operand(load, k_fast, k_first, EXT, LOADS, NT):
+    """(fetch, stash) for one operand of the tile kernel, whose tile per K step is BK x EXT
+    (A: BK x BM, B: BK x BN) and which each of the NT threads moves LOADS elements of.
+
+    k_fast: k runs fastest across threads (coalesced when K is the operand's contiguous
+    axis); k_first: load takes (k, x) (B) rather than (x, k) (A)."""
+    COLS = EXT + PAD
+
+    @cuda.jit(device=True, inline=True)
+    def place(e):
+        """(k, x) of element e of the step's tile in thread order."""
+        if k_fast:
+            return e % BK, e // BK
+        return e // EXT, e % EXT
+
+    @cuda.jit(device=True, inline=True)
+    def fetch(X, geo, lim, k_end, x0, k0, tid, stage, zero):
+        """Global -> registers: this thread's elements of the step at k0; rows x0 + x >= lim
+        and k >= k_end are zeros."""
+        for l in range(LOADS):
+            kk, xx = place(tid + l * NT)
+            v = zero
+            if x0 + xx < lim and k0 + kk < k_end:
+                if k_first:
+                    v = load(X, geo, k0 + kk, x0 + xx, zero)
+                else:
+                    v = load(X, geo, x0 + xx, k0 + kk, zero)
+            stage[l] = v
+
+    @cuda.jit(device=True, inline=True)
+    def stash(S, buf, tid, stage):
+        """Registers -> shared buffer buf, K-major: S[(buf * BK + k) * COLS + x]."""
+        for l in range(LOADS):
+            kk, xx = place(tid + l * NT)
+            S[(buf * BK + kk) * COLS + xx] = stage[l]
+    return fetch, stash
+
+
 def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activation):
     """A kernel out[s*M + i, j] = act(sum_{p in chunk s} load_a(A, geo, i, p, 0) * load_b(B, geo, p, j, 0)
     (+ bias[j])), s = blockIdx.z.
@@ -136,51 +174,8 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
     LOADS_A, LOADS_B = BM * BK // NT, BK * BN // NT
     ACT = rules.CODES[activation]
 
-    @cuda.jit(device=True, inline=True)
-    def fetch(A, B, geo, M, N, k_end, row0, col0, k0, tid, a_stage, b_stage, zero):
-        """Global -> registers: this thread's LOADS_A + LOADS_B elements of the step at k0."""
-        for l in range(LOADS_A):
-            e = tid + l * NT
-            if a_k_fast:
-                kk = e % BK
-                ii = e // BK
-            else:
-                ii = e % BM
-                kk = e // BM
-            v = zero
-            if row0 + ii < M and k0 + kk < k_end:
-                v = load_a(A, geo, row0 + ii, k0 + kk, zero)
-            a_stage[l] = v
-        for l in range(LOADS_B):
-            e = tid + l * NT
-            if b_n_fast:
-                jj = e % BN
-                kk = e // BN
-            else:
-                kk = e % BK
-                jj = e // BK
-            v = zero
-            if col0 + jj < N and k0 + kk < k_end:
-                v = load_b(B, geo, k0 + kk, col0 + jj, zero)
-            b_stage[l] = v
-
-    @cuda.jit(device=True, inline=True)
-    def stash(As, Bs, buf, tid, a_stage, b_stage):
-        """Registers -> shared buffer buf (As K-major: a row of As is a k)."""
-        for l in range(LOADS_A):
-            e = tid + l * NT
-            if a_k_fast:
-                kk, ii = e % BK, e // BK
-            else:
-                ii, kk = e % BM, e // BM
-            As[(buf * BK + kk) * AS_COLS + ii] = a_stage[l]
-        for l in range(LOADS_B):
-            e = tid + l * NT
-            if b_n_fast:
-                jj, kk = e % BN, e // BN
-            else:
-                kk, jj = e % BK, e // BK
-            Bs[(buf * BK + kk) * BS_COLS + jj] = b_stage[l]
+    fetch_a, stash_a = _make_operand(load_a, a_k_fast, False, BM, LOADS_A, NT)
+    fetch_b, stash_b = _make_operand(load_b, not b_n_fast, True, BN, LOADS_B, NT)
 
     @cuda.jit(**tile_jit_options(NT, MIN_BLOCKS[config, str(acc_t)]))
     def kernel(A, B, bias, has_bias, out, M, N, K, k_chunk, geo):
@@ -212,15 +207,18 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
         for r in range(RM):
             for c in range(RN):
                 acc[r, c] = zero
-        fetch(A, B, geo, M, N, k_end, row0, col0, k_begin, tid, a_stage, b_stage, zero)
-        stash(As, Bs, 0, tid, a_stage, b_stage)
+        fetch_a(A, geo, M, k_end, row0, k_begin, tid, a_stage, zero)
+        fetch_b(B, geo, N, k_end, col0, k_begin, tid, b_stage, zero)
+        stash_a(As, 0, tid, a_stage)
+        stash_b(Bs, 0, tid, b_stage)
         cuda.syncthreads()
         for t in range(steps):
             cur = t & 1
             more = t + 1 < steps
             if more:
                 # Issued now, used after the FMAs below: the loads' latency overlaps them.
-                fetch(A, B, geo, M, N, k_end, row0, col0, k_begin + (t + 1) * BK, tid, a_stage, b_stage, zero)
+                fetch_a(A, geo, M, k_end, row0, k_begin + (t + 1) * BK, tid, a_stage, zero)
+                fetch_b(B, geo, N, k_end, col0, k_begin + (t + 1) * BK, tid, b_stage, zero)
             for k in range(BK):
                 kk = k & (BK - 1)  # == k; the mask proves kk >= 0 where the loop is not unrolled
                 # Flat offsets, multiples of 4 words from a 16-byte-aligned base: each
@@ -238,7 +236,8 @@ def make_tiled_kernel(load_a, load_b, a_k_fast, b_n_fast, acc_t, config, activat
                         acc[r, c] += a_frag[r] * b_frag[c]
             if more:
                 # The other buffer was last read in step t - 1, before that step's barrier.
-                stash(As, Bs, 1 - cur, tid, a_stage, b_stage)
+                stash_a(As, 1 - cur, tid, a_stage)
+                stash_b(Bs, 1 - cur, tid, b_stage)
             cuda.syncthreads()
         out_row0 = cuda.blockIdx.z * M
         # Two flat loops over the lane's RM x RN outputs, as in the FMA loop above: the
@@ -312,23 +311,15 @@ def launch_tiled(kernel_for, A, B, bias, out, M, N, K, geo, activation="linear")
 
 
 @cuda.jit(device=True, inline=True)
-def _a_n(A, geo, i, p, zero):
-    return A[i, p]
+def element(X, geo, r, c, zero):
+    """X[r, c]: a plain operand's loader (A as (M, K), B as (K, N))."""
+    return X[r, c]
 
 
 @cuda.jit(device=True, inline=True)
-def _a_t(A, geo, i, p, zero):
-    return A[p, i]
-
-
-@cuda.jit(device=True, inline=True)
-def _b_n(B, geo, p, j, zero):
-    return B[p, j]
-
-
-@cuda.jit(device=True, inline=True)
-def _b_t(B, geo, p, j, zero):
-    return B[j, p]
+def element_t(X, geo, r, c, zero):
+    """X[c, r]: a transposed operand's loader."""
+    return X[c, r]
 
 
 @cuda.jit(device=True, inline=True)
@@ -343,8 +334,8 @@ def _a_t_ones(A, geo, i, p, zero):
 @kernel_family
 def matmul_kernel(trans_a, trans_b, dtype, config, activation, ones_row):
     # K is contiguous in A unless A is transposed; N is contiguous in B unless B is.
-    load_a = (_a_t_ones if ones_row else _a_t) if trans_a else _a_n
-    return make_tiled_kernel(load_a, _b_t if trans_b else _b_n, not trans_a, not trans_b, ACC[dtype],
+    load_a = (_a_t_ones if ones_row else element_t) if trans_a else element
+    return make_tiled_kernel(load_a, element_t if trans_b else element, not trans_a, not trans_b, ACC[dtype],
                              config, activation)
 
 
@@ -384,6 +375,23 @@ BT = 16
 BPAD = BB + 1  # shared sizes must be literal constants to compile for a device
 
 
+@cuda.jit(device=True, inline=True)
+def _stage_batched(X, z, k_fast, x0, lim, k0, k, e, S, zero):
+    """S[kk, xx] = op(X[z])[x0 + xx, k0 + kk] (zero outside lim x k) for element e, in
+    thread order, of a BBK x BB step; k_fast: K is X's contiguous axis (X[z] is (rows, K)),
+    and then runs fastest across threads so that the loads coalesce."""
+    if k_fast:
+        kk = e % BBK
+        xx = e // BBK
+    else:
+        xx = e % BB
+        kk = e // BB
+    v = zero
+    if x0 + xx < lim and k0 + kk < k:
+        v = X[z, x0 + xx, k0 + kk] if k_fast else X[z, k0 + kk, x0 + xx]
+    S[kk, xx] = v
+
+
 @kernel_family
 def batched_kernel(dtype):
     acc_t = ACC[dtype]
@@ -403,6 +411,7 @@ def batched_kernel(dtype):
         ty = cuda.threadIdx.y
         tid = ty * BT + tx
         k = a.shape[1] if trans_a else a.shape[2]
+        zero = acc_t(0)
         for r in range(2):
             for c in range(2):
                 acc[r, c] = 0
@@ -411,30 +420,8 @@ def batched_kernel(dtype):
             # each operand's contiguous axis (coalesced loads).
             for l in range(2):
                 e = tid + l * BT * BT
-                if trans_a:
-                    ii = e % BB
-                    kk = e // BB
-                else:
-                    kk = e % BBK
-                    ii = e // BBK
-                gi = row0 + ii
-                gk = k0 + kk
-                v = acc_t(0)
-                if gi < m and gk < k:
-                    v = a[z, gk, gi] if trans_a else a[z, gi, gk]
-                As[kk, ii] = v
-                if trans_b:
-                    kk = e % BBK
-                    jj = e // BBK
-                else:
-                    jj = e % BB
-                    kk = e // BB
-                gj = col0 + jj
-                gk = k0 + kk
-                v = acc_t(0)
-                if gj < n and gk < k:
-                    v = b[z, gj, gk] if trans_b else b[z, gk, gj]
-                Bs[kk, jj] = v
+                _stage_batched(a, z, not trans_a, row0, m, k0, k, e, As, zero)
+                _stage_batched(b, z, trans_b, col0, n, k0, k, e, Bs, zero)
             cuda.syncthreads()
             for kk in range(BBK):
                 a0 = As[kk, ty]

@@ -32,6 +32,33 @@ def unravel4(t, n1, n2, n3):
     return r // n1, r % n1, i2, i3
 
 
+@cuda.jit(device=True, inline=True)
+def unravel2(t, n1):
+    """(i0, i1) of flat index t >= 0 in a C-ordered 2-D array (., n1): a (row, column)
+    element, the column fastest. t - i0 * n1 rather than %: no sign fix-up."""
+    i0 = t // n1
+    return i0, t - i0 * n1
+
+
+@cuda.jit(device=True, inline=True)
+def thread_cell(a):
+    """(i0, i1, inside) of this thread's element a[i0, i1] in a launch with a thread per
+    element of the 2-D array a and no grid-stride loop (rows_1d): inside is False for the
+    threads past the end, whose i0, i1 must not be used."""
+    rows, cols = a.shape
+    i = cuda.grid(1)
+    i0, i1 = unravel2(i, cols)
+    return i0, i1, i < rows * cols
+
+
+@cuda.jit(device=True, inline=True)
+def unravel3(t, n1, n2):
+    """(i0, i1, i2) of flat index t >= 0 in a C-ordered 3-D array (., n1, n2), as unravel2."""
+    i0 = t // (n1 * n2)
+    i1, i2 = unravel2(t - i0 * (n1 * n2), n2)
+    return i0, i1, i2
+
+
 _dummies = {}
 
 

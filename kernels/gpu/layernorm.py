@@ -12,8 +12,8 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import dummy, fixed_block, rows_1d, scratch
-from numbanet.kernels.gpu.rows import ROW_THREADS, block_sum
+from numbanet.kernels.gpu.launch import dummy, fixed_block, rows_1d, scratch, unravel2
+from numbanet.kernels.gpu.rows import ROW_THREADS, block_row, block_sum
 
 CHUNK = 256
 
@@ -24,9 +24,7 @@ CHUNK = 256
 @cuda.jit
 def _forward(x, gamma, has_gamma, beta, has_beta, eps, y, mean, rstd):
     buf = cuda.shared.array(ROW_THREADS, float64)
-    r = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    c = x.shape[1]
+    r, t, c = block_row(x)
     s = 0.0
     for k in range(t, c, ROW_THREADS):
         s += x[r, k]
@@ -61,9 +59,7 @@ def layer_norm_forward(x, gamma, beta, eps, y, mean, rstd):
 def _backward_rows(x, gamma, has_gamma, dy, mean, rstd, dx):
     # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
     buf = cuda.shared.array(ROW_THREADS, float64)
-    r = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    c = x.shape[1]
+    r, t, c = block_row(x)
     mu = float64(mean[r])
     rs = float64(rstd[r])
     sg = 0.0
@@ -89,8 +85,7 @@ def _param_partials(x, dy, mean, rstd, part_g, part_b, chunk):
     t = cuda.grid(1)
     n, c = x.shape
     if t < part_g.shape[0] * c:
-        g = t // c
-        k = t - g * c
+        g, k = unravel2(t, c)
         acc_g = 0.0
         acc_b = 0.0
         for r in range(g * chunk, min(g * chunk + chunk, n)):

@@ -18,14 +18,20 @@ in row-major order): no atomics, deterministic.
 from numba import cuda
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel4
+from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel2, unravel4
 from numbanet.kernels.gpu.order import beats
+
+
+@cuda.jit(device=True, inline=True)
+def _sizes(image, pooled):
+    """(n, h, w, c, oh, ow): a pooling's image (n, h, w, c) and its output grid (oh, ow)."""
+    n, h, w, c = image.shape
+    return n, h, w, c, pooled.shape[1], pooled.shape[2]
 
 
 @cuda.jit
 def _max_forward(x, y, indices, ph, pw, sh, sw, pt, pl):
-    n, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
+    n, h, w, c, oh, ow = _sizes(x, y)
     for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
         b, i, j, ch = unravel4(t, oh, ow, c)
         best = x.dtype.type(0)  # never read: the first valid cell replaces it
@@ -52,12 +58,10 @@ def max_pool2d_forward(x, y, indices, ph, pw, sh, sw, pad_top, pad_left):
 
 @cuda.jit
 def _max_backward(dy, indices, dx):
-    n, h, w, c = dx.shape
-    _, oh, ow, _ = dy.shape
+    n, h, w, c, oh, ow = _sizes(dx, dy)
     t = cuda.grid(1)
     if t < n * c:
-        b = t // c
-        ch = t - b * c
+        b, ch = unravel2(t, c)
         for hh in range(h):
             for ww in range(w):
                 dx[b, hh, ww, ch] = 0
@@ -76,26 +80,37 @@ def max_pool2d_backward(dy, indices, dx):
 
 
 @cuda.jit(device=True, inline=True)
+def _window(i, j, ph, pw, sh, sw, pt, pl, h, w):
+    """(h0, h1, w0, w1): the rows [h0, h1) and columns [w0, w1) of the image that output
+    cell (i, j)'s window covers, padding cut off."""
+    return max(i * sh - pt, 0), min(i * sh - pt + ph, h), max(j * sw - pl, 0), min(j * sw - pl + pw, w)
+
+
+@cuda.jit(device=True, inline=True)
 def _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w):
-    h0 = max(i * sh - pt, 0)
-    h1 = min(i * sh - pt + ph, h)
-    w0 = max(j * sw - pl, 0)
-    w1 = min(j * sw - pl + pw, w)
+    h0, h1, w0, w1 = _window(i, j, ph, pw, sh, sw, pt, pl, h, w)
     return (h1 - h0) * (w1 - w0)
+
+
+@cuda.jit(device=True, inline=True)
+def _covering(hh, ph, sh, pt, oh):
+    """[i0, i1): the windows along one axis that cover image cell hh, those i with
+    i*sh - pt <= hh < i*sh - pt + ph, cut to the oh windows there are."""
+    return max(0, (hh + pt - ph) // sh + 1), min(oh, (hh + pt) // sh + 1)
 
 
 @cuda.jit
 def _avg_forward(x, y, ph, pw, sh, sw, pt, pl):
-    n, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
+    n, h, w, c, oh, ow = _sizes(x, y)
     for t in range(cuda.grid(1), n * oh * ow * c, cuda.gridsize(1)):
         b, i, j, ch = unravel4(t, oh, ow, c)
         # A typed zero, not x[...] * 0: one inf anywhere in x would make that NaN.
         acc = x.dtype.type(0)
-        for hh in range(max(i * sh - pt, 0), min(i * sh - pt + ph, h)):
-            for ww in range(max(j * sw - pl, 0), min(j * sw - pl + pw, w)):
+        h0, h1, w0, w1 = _window(i, j, ph, pw, sh, sw, pt, pl, h, w)
+        for hh in range(h0, h1):
+            for ww in range(w0, w1):
                 acc += x[b, hh, ww, ch]
-        y[b, i, j, ch] = acc / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)
+        y[b, i, j, ch] = acc / ((h1 - h0) * (w1 - w0))
 
 
 def avg_pool2d_forward(x, y, ph, pw, sh, sw, pad_top, pad_left):
@@ -104,18 +119,14 @@ def avg_pool2d_forward(x, y, ph, pw, sh, sw, pad_top, pad_left):
 
 @cuda.jit
 def _avg_backward(dy, dx, ph, pw, sh, sw, pt, pl):
-    n, h, w, c = dx.shape
-    _, oh, ow, _ = dy.shape
+    n, h, w, c, oh, ow = _sizes(dx, dy)
     for t in range(cuda.grid(1), n * h * w * c, cuda.gridsize(1)):
         b, hh, ww, ch = unravel4(t, h, w, c)
-        # Windows i cover hh when i*sh - pt <= hh < i*sh - pt + ph.
-        i0 = max(0, (hh + pt - ph) // sh + 1)
-        i1 = min(oh - 1, (hh + pt) // sh)
-        j0 = max(0, (ww + pl - pw) // sw + 1)
-        j1 = min(ow - 1, (ww + pl) // sw)
+        i0, i1 = _covering(hh, ph, sh, pt, oh)
+        j0, j1 = _covering(ww, pw, sw, pl, ow)
         acc = dy.dtype.type(0)
-        for i in range(i0, i1 + 1):
-            for j in range(j0, j1 + 1):
+        for i in range(i0, i1):
+            for j in range(j0, j1):
                 acc += dy[b, i, j, ch] / _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w)
         dx[b, hh, ww, ch] = acc
 
@@ -128,8 +139,7 @@ def avg_pool2d_backward(dy, dx, ph, pw, sh, sw, pad_top, pad_left):
 def _global_max_forward(x, y, indices):
     n, steps, c = x.shape
     for t in range(cuda.grid(1), n * c, cuda.gridsize(1)):
-        b = t // c
-        ch = t - b * c
+        b, ch = unravel2(t, c)
         best = x[b, 0, ch]
         best_at = 0
         for s in range(1, steps):

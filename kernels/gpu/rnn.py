@@ -23,8 +23,8 @@ import numpy as np
 from numba import cuda
 
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import rows_1d, scratch
-from numbanet.kernels.rules import GRU, LSTM, WORKSPACE
+from numbanet.kernels.gpu.launch import rows_1d, scratch, thread_cell, unravel2
+from numbanet.kernels.rules import GATES, GRU, LSTM, WORKSPACE
 
 
 _none = {}
@@ -45,32 +45,44 @@ def _opt(arr, ndim, dtype):
 
 # --------------------------------------------------------------------------- forward
 
+@cuda.jit(device=True, inline=True)
+def _init_state(h0, c0, is_lstm, h, c, cleared):
+    """h = h0, c = c0 (an LSTM) or 0, cleared = 0: a thread per (row, unit); the start of
+    both passes (forward: the state and the last output; backward: dh, dc and the carry)."""
+    # The bound before the split, not thread_cell (which splits first): ptxas gives this
+    # kernel two registers fewer (numbanet info --gpu-kernels).
+    i = cuda.grid(1)
+    if i < h0.size:
+        b, j = unravel2(i, h0.shape[1])
+        zero = h.dtype.type(0)
+        h[b, j] = h0[b, j]
+        c[b, j] = c0[b, j] if is_lstm else zero
+        cleared[b, j] = zero
+
+
 @cuda.jit
 def _forward_init(h0, c0, is_lstm, hs, cs, last):
-    i = cuda.grid(1)
-    b_count, h = h0.shape
-    if i < b_count * h:
-        b = i // h
-        j = i - b * h
-        zero = hs.dtype.type(0)
-        hs[0, b, j] = h0[b, j]
-        cs[b, j] = c0[b, j] if is_lstm else zero
-        last[b, j] = zero
+    _init_state(h0, c0, is_lstm, hs[0], cs, last)
+
+
+@cuda.jit(device=True, inline=True)
+def _step_unit(state, data):
+    """A step kernel's thread: (b, j, H, one, inside) for its (row, unit) of the (B, H)
+    array state, the constant 1 typed as data (module docstring: an int literal would
+    promote float32 arithmetic to float64) and whether the thread has a unit at all."""
+    b, j, inside = thread_cell(state)
+    return b, j, state.shape[1], data.dtype.type(1), inside
 
 
 @cuda.jit
 def _forward_step(cell, s, t, y_t, xproj, u, rbias, has_rbias, keep, has_keep, rmask, has_rmask, zero_output,
                   act, ract, y, has_y, last, hs, cs, ws):
-    i = cuda.grid(1)
-    b_count, h = last.shape
-    if i >= b_count * h:
+    b, j, h, one, inside = _step_unit(last, xproj)
+    if not inside:
         return
-    b = i // h
-    j = i - b * h
-    one = xproj.dtype.type(1)
     zero = one - one
     cur = s % 2
-    g_count = 4 if cell == LSTM else (3 if cell == GRU else 1)
+    g_count = GATES[cell]
     # This unit's recurrent products, one per gate: h_{t-1} (times the dropout mask) @ U[:, g*H + j].
     z0 = zero
     z1 = zero
@@ -131,11 +143,8 @@ def _forward_step(cell, s, t, y_t, xproj, u, rbias, has_rbias, keep, has_keep, r
 
 @cuda.jit
 def _forward_final(hs, fin, cs, is_lstm, h_out, c_out):
-    i = cuda.grid(1)
-    b_count, h = h_out.shape
-    if i < b_count * h:
-        b = i // h
-        j = i - b * h
+    b, j, inside = thread_cell(h_out)
+    if inside:
         h_out[b, j] = hs[fin, b, j]
         if is_lstm:
             c_out[b, j] = cs[b, j]
@@ -170,25 +179,14 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
 @cuda.jit
 def _transpose(a, at):
     """at = a^T, a thread per element (once per call: U^T for the backward product)."""
-    i = cuda.grid(1)
-    rows, cols = a.shape
-    if i < rows * cols:
-        r = i // cols
-        c = i - r * cols
+    r, c, inside = thread_cell(a)
+    if inside:
         at[c, r] = a[r, c]
 
 
 @cuda.jit
 def _backward_init(dh_last, dc_last, is_lstm, direct, dcs, carry):
-    i = cuda.grid(1)
-    b_count, h = dh_last.shape
-    if i < b_count * h:
-        b = i // h
-        j = i - b * h
-        zero = direct.dtype.type(0)
-        direct[b, j] = dh_last[b, j]
-        dcs[b, j] = dc_last[b, j] if is_lstm else zero
-        carry[b, j] = zero
+    _init_state(dh_last, dc_last, is_lstm, direct, dcs, carry)
 
 
 @cuda.jit
@@ -196,16 +194,12 @@ def _backward_step(cell, s, t, t_next, dy_t, ut, h0, c0, keep, has_keep, rmask, 
                    ract, ws, dy, seq, dzx, dzr, hprev, direct, dcs, carry, dh0, dc0):
     """Phase s: dh_s = direct + (dz_{s+1} @ U^T) * rmask, then step s's gradients (s >= 0),
     or dh0 and dc0 (s = -1)."""
-    i = cuda.grid(1)
-    b_count, h = direct.shape
-    if i >= b_count * h:
+    b, j, h, one, inside = _step_unit(direct, ws)
+    if not inside:
         return
-    b = i // h
-    j = i - b * h
-    one = ws.dtype.type(1)
     zero = one - one
     t_count = ws.shape[1]
-    g_count = 4 if cell == LSTM else (3 if cell == GRU else 1)
+    g_count = GATES[cell]
     gh = g_count * h
     dh = direct[b, j]
     if s < t_count - 1:
@@ -309,11 +303,8 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
 
 @cuda.jit
 def _keep_steps(mask, keep):
-    i = cuda.grid(1)
-    b_count, t_count = mask.shape
-    if i < b_count * t_count:
-        b = i // t_count
-        t = i - b * t_count
+    b, t, inside = thread_cell(mask)
+    if inside:
         keep[b, t] = 1 if mask[b, t] != 0 else 0
 
 

@@ -16,6 +16,13 @@ from numba import cuda
 ROW_THREADS = 32
 
 
+@cuda.jit(device=True, inline=True)
+def block_row(x):
+    """(r, t, c): the row of the 2-D array x that this block owns, this thread's index in
+    the block and the row's length."""
+    return cuda.blockIdx.x, cuda.threadIdx.x, x.shape[1]
+
+
 @cuda.jit(device=True)
 def fold_sum(buf, t, n):
     """buf[0] = buf[0] + ... + buf[n - 1] (n a power of two) by a tree with a fixed pairing:
