@@ -9,11 +9,13 @@ from numbanet.kernels.backend import Backend
 
 def _share_cache():
     """Every kernel module loaded so far under kernels/cpu/precompile.py's cache lock (and
-    its cache misses start the background compile)."""
+    its cache misses start the background compile), and its drivers priming their tiles'
+    micro-kernels (kernels/cpu/tiles.py: install_priming)."""
     import sys
-    from numbanet.kernels.cpu import precompile
-    precompile.install([m for name, m in list(sys.modules.items())
-                        if name.startswith("numbanet.kernels.cpu.") and m is not None])
+    from numbanet.kernels.cpu import precompile, tiles
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith("numbanet.kernels.cpu.") and m is not None]
+    precompile.install(modules)
+    tiles.install_priming(modules)
 
 
 class CpuBackend(Backend):

@@ -109,3 +109,39 @@ def test_each_shape_is_cached_apart_and_loaded_by_the_next_process(tmp_path):
     assert run("8x16", "4x16") == {"hits": 1, "misses": 1}
     # ... and then both load from the cache.
     assert run("4x16", "8x16") == {"hits": 2, "misses": 0}
+
+
+@numba.njit
+def _calls_the_micro_kernel(tile, ap, bp, cp):
+    tile.micro(ap, 0, bp, 0, ap.shape[0], cp, 0)
+
+
+def test_a_driver_compiles_its_tiles_micro_kernel_first_not_inside_its_own_compile():
+    """install_priming: the micro-kernel's compile starts and ends before the driver's
+    starts (compiled inside the driver's typing it takes several times as long)."""
+    import types as pytypes
+    from numba.core import event
+    from numbanet.kernels.cpu import tiles
+    tile = Tile(4, 8)
+    micro = MICRO[4, 8]
+    panel = numba.types.Array(numba.float64, 2, "C")
+    assert (panel, numba.int64, panel, numba.int64, numba.int64, panel, numba.int64) not in micro.overloads, \
+        "another test compiled 4x8 in float64 first: pick a shape no test compiles in float64"
+    order = []
+
+    class Record(event.Listener):
+        def on_start(self, ev):
+            order.append(("start", ev.data["dispatcher"].py_func.__name__))
+
+        def on_end(self, ev):
+            order.append(("end", ev.data["dispatcher"].py_func.__name__))
+
+    tiles.install_priming([pytypes.SimpleNamespace(driver=_calls_the_micro_kernel)])
+    rng = np.random.default_rng(2)
+    ap, bp = rng.standard_normal((3, 4)), rng.standard_normal((3, 8))
+    cp = np.zeros((4, 8))
+    with event.install_listener("numba:compile", Record()):
+        _calls_the_micro_kernel(tile, ap, bp, cp)
+    np.testing.assert_allclose(cp, ap.T @ bp, rtol=1e-12)
+    micro_name = micro.py_func.__name__
+    assert order.index(("end", micro_name)) < order.index(("start", "_calls_the_micro_kernel")), order
