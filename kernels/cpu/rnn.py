@@ -199,13 +199,12 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                         w = ws[b, s]
                         hprev = hs[cur, b, j0:j0 + nj]
                         if cell == LSTM:
+                            # One call site per rule in a loop over the gates: each inlined
+                            # call is a copy the kernel's compile pays for.
                             for g in range(4):
                                 _add(acc[g, r], xp[g * h + j0:], nj)
+                                _activate(act if g == 2 else ract, acc[g, r], nj, one)
                             gi, gf, gg, go = acc[0, r], acc[1, r], acc[2, r], acc[3, r]
-                            _activate(ract, gi, nj, one)
-                            _activate(ract, gf, nj, one)
-                            _activate(act, gg, nj, one)
-                            _activate(ract, go, nj, one)
                             cst = cs[b, j0:j0 + nj]
                             for c in range(nj):
                                 tmp[c] = R.lstm_cell(gi[c], gf[c], gg[c], cst[c])
@@ -223,10 +222,9 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                                     _add(acc[g, r], rbias[g * h + j0:], nj)
                             gz, gr, gh = acc[0, r], acc[1, r], acc[2, r]
                             _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
-                            _add(gz, xp[j0:], nj)
-                            _add(gr, xp[h + j0:], nj)
-                            _activate(ract, gz, nj, one)
-                            _activate(ract, gr, nj, one)
+                            for g in range(2):
+                                _add(acc[g, r], xp[g * h + j0:], nj)
+                                _activate(ract, acc[g, r], nj, one)
                             xh = xp[2 * h + j0:]
                             for c in range(nj):
                                 gh[c] = R.gru_candidate(xh[c], gr[c], gh[c])
@@ -399,10 +397,8 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                             _copy(tc, w[4 * h + j0:], nj)
                             _activate(act, tc, nj, one)
                             _derive(act, tc, dc, nj, one)          # dc holds act'(c) here
-                            _derive(ract, gi, d1, nj, one)
-                            _derive(ract, gf, d2, nj, one)
-                            _derive(act, gg, d3, nj, one)
-                            _derive(ract, go, d4, nj, one)
+                            for g in range(4):                     # d1..d4: the gates' act'
+                                _derive(act if g == 2 else ract, w[g * h + j0:], lanes[chunk, 2 + g], nj, one)
                             dcst = dcs[b, j0:]
                             for c in range(nj):
                                 di, df, dg, do, dcp = R.lstm_cell_grads(dh[c], dcst[c], gi[c], gf[c], gg[c], go[c],
@@ -417,13 +413,12 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                                 direct[b, j0 + c] = zero
                         elif cell == GRU:
                             gz, gr, ghh, rh = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
-                            _derive(ract, gz, d1, nj, one)
-                            _derive(act, ghh, d2, nj, one)
-                            _derive(ract, gr, d3, nj, one)
+                            for g in range(3):                     # d1, d2, d3: z', r', hh'
+                                _derive(act if g == 2 else ract, w[g * h + j0:], lanes[chunk, 2 + g], nj, one)
                             dst = direct[b, j0:]
                             for c in range(nj):
                                 dzz, dr, dpre, dst[c], zr[2 * h + j0 + c] = R.gru_cell_grads(
-                                    dh[c], hp_[c], gz[c], gr[c], ghh[c], rh[c], d1[c], d3[c], d2[c], one)
+                                    dh[c], hp_[c], gz[c], gr[c], ghh[c], rh[c], d1[c], d2[c], d3[c], one)
                                 zx[j0 + c] = dzz
                                 zx[h + j0 + c] = dr
                                 zx[2 * h + j0 + c] = dpre
