@@ -45,13 +45,13 @@ import numba
 import numpy as np
 from numba import prange
 
-from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
+from numbanet.kernels.cpu._attention_lanes import LANES, ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 from numbanet.kernels.cpu.threads import CHUNKS_PER_THREAD
 from numbanet.kernels.cpu.threads import dynamic as _dynamic
 
-NR = 16   # lanes of a strip: _attention_lanes' helpers are unrolled for 16
+NR = LANES  # lanes of a strip, as many as _attention_lanes' helpers are unrolled for
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 
