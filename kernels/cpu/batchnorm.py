@@ -31,28 +31,17 @@ def _param(arr, dtype):
 
 
 @numba.njit(parallel=True, cache=True)
-def _block_sums_kernel(u, u_shift, v, v_shift, part_a, part_b):
-    n, c = u.shape
-    for blk in prange(part_a.shape[0]):
-        pa = part_a[blk]
-        pb = part_b[blk]
+def _stats(x, shift, part_s, part_q):
+    n, c = x.shape
+    for blk in prange(part_s.shape[0]):
+        ps = part_s[blk]
+        pq = part_q[blk]
         for r in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, n)):
-            urow = u[r]
-            vrow = v[r]
+            row = x[r]
             for k in range(c):
-                d = np.float64(urow[k]) - u_shift[k]
-                pa[k] += d
-                pb[k] += d * (np.float64(vrow[k]) - v_shift[k])
-
-
-def _block_sums(u, u_shift, v, v_shift):
-    """Per block of _ROW_BLOCK rows and per channel, in float64: the partials of
-    sum (u - u_shift) and of sum (u - u_shift) * (v - v_shift), one block per row."""
-    nblocks = (u.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK
-    part_a = np.zeros((nblocks, u.shape[1]), np.float64)
-    part_b = np.zeros((nblocks, u.shape[1]), np.float64)
-    _block_sums_kernel(u, u_shift, v, v_shift, part_a, part_b)
-    return part_a, part_b
+                d = np.float64(row[k]) - shift[k]
+                ps[k] += d
+                pq[k] += d * d
 
 
 @numba.njit(cache=True)
@@ -98,10 +87,12 @@ def _affine(gamma, beta, mean, rstd, dtype):
 
 
 def batch_norm_train(x, gamma, beta, moving_mean, moving_var, eps, momentum, y, mean, rstd):
-    n = x.shape[0]
-    # sum (x - s) and sum (x - s)^2
+    n, c = x.shape
+    nblocks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    part_s = np.zeros((nblocks, c), np.float64)
+    part_q = np.zeros((nblocks, c), np.float64)
     shift = x[0].astype(np.float64)
-    part_s, part_q = _block_sums(x, shift, x, shift)
+    _stats(x, shift, part_s, part_q)
     _finish_stats(shift, part_s, part_q, float(n), float(eps), float(momentum), mean, rstd, moving_mean, moving_var)
     a, b = _affine(gamma, beta, mean, rstd, x.dtype)
     _normalize(x, a, b, y)
@@ -111,6 +102,22 @@ def batch_norm_inference(x, gamma, beta, moving_mean, moving_var, eps, y):
     rstd = 1.0 / np.sqrt(moving_var.astype(np.float64) + eps)
     a, b = _affine(gamma, beta, moving_mean, rstd, x.dtype)
     _normalize(x, a, b, y)
+
+
+@numba.njit(parallel=True, cache=True)
+def _grad_sums(x, dy, mean, part_b, part_g):
+    """Per block: sum dy and sum dy * (x - mean) per channel (float64)."""
+    n, c = x.shape
+    for blk in prange(part_b.shape[0]):
+        pb = part_b[blk]
+        pg = part_g[blk]
+        for r in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, n)):
+            row = x[r]
+            drow = dy[r]
+            for k in range(c):
+                d = np.float64(drow[k])
+                pb[k] += d
+                pg[k] += d * (np.float64(row[k]) - mean[k])
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
@@ -129,8 +136,11 @@ def _dx(x, dy, mean, a, b, d, dx):
 def batch_norm_backward(x, gamma, dy, mean, rstd, dx, dgamma, dbeta):
     """dgamma / dbeta None: not wanted."""
     n, c = x.shape
-    # sum dy and sum dy * (x - mean)
-    part_b, part_g = _block_sums(dy, np.zeros(c), x, mean.astype(np.float64))
+    nblocks = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    part_b = np.zeros((nblocks, c), np.float64)
+    part_g = np.zeros((nblocks, c), np.float64)
+    mean64 = mean.astype(np.float64)
+    _grad_sums(x, dy, mean64, part_b, part_g)
     sum_dy = _fold(part_b)
     sum_dyxc = _fold(part_g)
     r = rstd.astype(np.float64)

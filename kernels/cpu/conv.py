@@ -37,7 +37,7 @@ from numbanet.kernels.cpu._conv_direct import MR, NR, direct_tile
 from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
 from numbanet.kernels.rules import CODES, LINEAR
 from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
-from numbanet.kernels.cpu.rows import copy_or_zero
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
@@ -174,8 +174,11 @@ def _pad_image(xn, pt, pl, xp):
         src = xn[ih]
         for j in range(wp):
             iw = j - pl
-            inside = 0 <= iw < w
-            copy_or_zero(row[j * c_in:(j + 1) * c_in], src[iw if inside else 0], c_in, inside)
+            dst = row[j * c_in:(j + 1) * c_in]
+            if 0 <= iw < w:
+                copy_row(dst, src[iw], c_in)
+            else:
+                zero_row(dst, c_in)
 
 
 @numba.njit(cache=True)

@@ -15,7 +15,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import rules as R
-from numbanet.kernels.cpu.rows import copy_or_zero
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 
 
 @numba.njit(parallel=True, cache=True)
@@ -23,8 +23,10 @@ def _gather(table, ids, out):
     v, d = table.shape
     for i in prange(ids.shape[0]):
         r = ids[i]
-        ok = R.in_range(r, v)
-        copy_or_zero(out[i], table[r if ok else 0], d, ok)
+        if R.in_range(r, v):
+            copy_row(out[i], table[r], d)
+        else:
+            zero_row(out[i], d)
 
 
 def embedding_forward(table, ids, out):

@@ -26,7 +26,7 @@ from numba import prange
 from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
-from numbanet.kernels.cpu.rows import copy_or_zero
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.cpu.threads import dynamic, threading_layer, work_items
 
 
@@ -145,13 +145,15 @@ def _tile_in(out, r0, c0, mr, nr, first, bias, scratch):
     numba's slice assignment `t[r, :nr] = o[...]` emits ~3,000 lines of machine code per
     use, which every function linking this one compiles again; indexing the slices from
     0 keeps the loops free of negative-index checks, so LLVM vectorizes them.)"""
-    have_bias = bias.shape[0] != 0
     bsrc = bias[c0:c0 + nr]
     for r in range(mr):
-        if first:
-            copy_or_zero(scratch[r], bsrc, nr, have_bias)
+        t = scratch[r]
+        if not first:
+            copy_row(t, out[r0 + r, c0:c0 + nr], nr)
+        elif bias.shape[0] != 0:
+            copy_row(t, bsrc, nr)
         else:
-            copy_or_zero(scratch[r], out[r0 + r, c0:c0 + nr], nr, True)
+            zero_row(t, nr)
 
 
 @numba.njit(cache=True)
@@ -168,10 +170,13 @@ def _tile_out(scratch, out, r0, c0, mr, nr):
 def _tile_start(tile, out, r0, c0, bias):
     """A full tile's first KC slice accumulates onto the bias (or zeros), written here."""
     nrw = tile.nr
-    have_bias = bias.shape[0] != 0
     bsrc = bias[c0:c0 + nrw]
     for r in range(tile.mr):
-        copy_or_zero(out[r0 + r, c0:c0 + nrw], bsrc, nrw, have_bias)
+        o = out[r0 + r, c0:c0 + nrw]
+        if bias.shape[0] != 0:
+            copy_row(o, bsrc, nrw)
+        else:
+            zero_row(o, nrw)
 
 
 @numba.njit(cache=True)

@@ -122,26 +122,44 @@ def softmax_cross_entropy_stats(logits, labels, onehot, losses, dlogits, stats):
 
 
 @numba.njit(parallel=True, cache=True)
-def binary_crossentropy(x, t, from_logits, eps, losses, dx):
-    """losses[r] = the mean of row r's binary cross-entropy terms, on logits or on
-    probabilities clipped to [eps, 1 - eps]; dx = the gradient of the mean over all terms."""
-    n, d = x.shape
-    lo = x.dtype.type(eps)
-    hi = x.dtype.type(1.0 - eps)
-    one = x.dtype.type(1)
-    zero = x.dtype.type(0)
-    inv_d = x.dtype.type(1.0 / d)
-    inv_nd = x.dtype.type(1.0 / (n * d))
+def _bce_probs(p, t, eps, losses, dp):
+    n, d = p.shape
+    lo = p.dtype.type(eps)
+    hi = p.dtype.type(1.0 - eps)
+    one = p.dtype.type(1)
+    zero = p.dtype.type(0)
+    inv_d = p.dtype.type(1.0 / d)
+    inv_nd = p.dtype.type(1.0 / (n * d))
     for r in prange(n):
         acc = zero
         for k in range(d):
-            if from_logits:
-                loss, grad = R.bce_logits(x[r, k], t[r, k], one, zero)
-            else:
-                loss, grad = R.bce_probs(x[r, k], t[r, k], lo, hi, one, zero)
+            loss, grad = R.bce_probs(p[r, k], t[r, k], lo, hi, one, zero)
             acc += loss
-            dx[r, k] = grad * inv_nd
+            dp[r, k] = grad * inv_nd
         losses[r] = acc * inv_d
+
+
+@numba.njit(parallel=True, cache=True)
+def _bce_logits(z, t, losses, dz):
+    n, d = z.shape
+    one = z.dtype.type(1)
+    zero = z.dtype.type(0)
+    inv_d = z.dtype.type(1.0 / d)
+    inv_nd = z.dtype.type(1.0 / (n * d))
+    for r in prange(n):
+        acc = zero
+        for k in range(d):
+            loss, grad = R.bce_logits(z[r, k], t[r, k], one, zero)
+            acc += loss
+            dz[r, k] = grad * inv_nd
+        losses[r] = acc * inv_d
+
+
+def binary_crossentropy(pred, target, from_logits, eps, losses, dpred):
+    if from_logits:
+        _bce_logits(pred, target, losses, dpred)
+    else:
+        _bce_probs(pred, target, eps, losses, dpred)
 
 
 @numba.njit(cache=True)

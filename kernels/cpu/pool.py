@@ -252,17 +252,19 @@ def global_max_pool_backward(dy, indices, dx):
 def _upsample_blocks(small, big, sh, sw, summing):
     """Each pixel of small (N, H, W, C) and its sh x sw block of big: the forward copies the
     pixel into its block; the backward (summing) sets the pixel to the sum of its block, in
-    row-major order. Each item writes its own pixels or blocks: no shared writes."""
+    row-major order. Both walk big's rows in order. Each item writes its own pixels or
+    blocks: no shared writes."""
     n, h, w, c = small.shape
     for item in prange(n * h):
         b = item // h
         i = item % h
-        for j in range(w):
-            px = small[b, i, j]
-            if summing:
+        if summing:
+            for j in range(w):
                 for ch in range(c):
-                    px[ch] = 0
-            for di in range(sh):
+                    small[b, i, j, ch] = 0
+        for di in range(sh):
+            for j in range(w):
+                px = small[b, i, j]
                 for dj in range(sw):
                     blk = big[b, i * sh + di, j * sw + dj]
                     if summing:

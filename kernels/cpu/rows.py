@@ -4,12 +4,15 @@ import numba
 
 
 @numba.njit(cache=True, inline="always")
-def copy_or_zero(dst, src, n, have):
-    """dst[:n] = src[:n] where `have`, else zeros (src is not read). A store of int 0
-    casts to dst's dtype; a float32/int conditional expression would compute in float64."""
-    if have:
-        for c in range(n):
-            dst[c] = src[c]
-    else:
-        for c in range(n):
-            dst[c] = 0
+def copy_row(dst, src, n):
+    """dst[:n] = src[:n]."""
+    for c in range(n):
+        dst[c] = src[c]
+
+
+@numba.njit(cache=True, inline="always")
+def zero_row(dst, n):
+    """dst[:n] = 0. A store of int 0 casts to dst's dtype; a float32/int conditional
+    expression would compute in float64."""
+    for c in range(n):
+        dst[c] = 0
