@@ -22,25 +22,37 @@ from numbanet.kernels.rules import LEAKY_RELU, RELU, SIGMOID, TANH
 ACTIVATION_CODES = rules.CODES
 
 
+@numba.njit(cache=True, inline="always")
+def _map(code, x, y, n, one):
+    """y[:n] = act(x[:n]) for a `code` fixed where this is inlined: the loop of one
+    activation, its branches on the code folded away."""
+    for i in range(n):
+        y[i] = R.activate(code, x[i], one)
+
+
+@numba.njit(cache=True, inline="always")
+def _activate_loop(code, x, y, n, one):
+    """y[:n] = act(x[:n]) for relu, sigmoid, tanh and leaky_relu, True; False, nothing
+    written, for any other code. x may be y: inlined, the loop then reads and writes one
+    array. One loop per activation: a branch inside the loop would keep it from vectorizing."""
+    if code == RELU:
+        _map(RELU, x, y, n, one)
+    elif code == SIGMOID:
+        _map(SIGMOID, x, y, n, one)
+    elif code == TANH:
+        _map(TANH, x, y, n, one)
+    elif code == LEAKY_RELU:
+        _map(LEAKY_RELU, x, y, n, one)
+    else:
+        return False
+    return True
+
+
 @numba.njit(cache=True)
 def apply_activation(code, x, y):
     """y = act(x) over 1-D arrays, on the calling thread; LINEAR copies."""
-    zero, one = x.dtype.type(0), x.dtype.type(1)
     n = x.shape[0]
-    # One loop per activation: a branch inside the loop would keep it from vectorizing.
-    if code == RELU:
-        for i in range(n):
-            y[i] = R.relu(x[i], zero)
-    elif code == SIGMOID:
-        for i in range(n):
-            y[i] = R.sigmoid(x[i], one)
-    elif code == TANH:
-        for i in range(n):
-            y[i] = math.tanh(x[i])
-    elif code == LEAKY_RELU:
-        for i in range(n):
-            y[i] = R.activate(LEAKY_RELU, x[i], one)
-    else:
+    if not _activate_loop(code, x, y, n, x.dtype.type(1)):
         for i in range(n):
             y[i] = x[i]
 
@@ -50,20 +62,7 @@ def activate_inplace(code, y):
     """y = act(y) over a 1-D array, on the calling thread. One array argument, not
     apply_activation(code, y, y): for two array arguments LLVM vectorizes the loop behind
     a run-time overlap check, and an array passed twice fails it and runs the scalar loop."""
-    zero, one = y.dtype.type(0), y.dtype.type(1)
-    n = y.shape[0]
-    if code == RELU:
-        for i in range(n):
-            y[i] = R.relu(y[i], zero)
-    elif code == SIGMOID:
-        for i in range(n):
-            y[i] = R.sigmoid(y[i], one)
-    elif code == TANH:
-        for i in range(n):
-            y[i] = math.tanh(y[i])
-    elif code == LEAKY_RELU:
-        for i in range(n):
-            y[i] = R.activate(LEAKY_RELU, y[i], one)
+    _activate_loop(code, y, y, y.shape[0], y.dtype.type(1))
 
 
 @numba.njit(cache=True)

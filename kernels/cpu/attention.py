@@ -45,13 +45,13 @@ import numba
 import numpy as np
 from numba import prange
 
-from numbanet.kernels.cpu._attention_lanes import ds_rows, exp2_lanes, exp2_rows, max_lanes
+from numbanet.kernels.cpu._attention_lanes import LANES, ds_rows, exp2_lanes, exp2_rows, max_lanes
 from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.fastexp import LN2, LOG2E
 from numbanet.kernels.cpu.threads import CHUNKS_PER_THREAD
 from numbanet.kernels.cpu.threads import dynamic as _dynamic
 
-NR = 16   # lanes of a strip: _attention_lanes' helpers are unrolled for 16
+NR = LANES  # lanes of a strip, as many as _attention_lanes' helpers are unrolled for
 KB = 128  # backward: keys whose dS^T is multiplied into dq at once (a multiple of NR)
 
 
@@ -121,17 +121,21 @@ def _write_t(t, nrows, c0, ncols, factor, x, b, h, r0):
             x[b, r0 + col, h, c0 + r] = t[r, col] * f
 
 
+@numba.njit(cache=True, inline="always")
+def _geometry(tile, q, k, v, scale):
+    """What both passes start from: (Tq, heads, D, Tk, Dv, the tile's MR, and in q's dtype
+    scale * log2(e) and -inf)."""
+    dt = q.dtype
+    return (q.shape[1], q.shape[2], q.shape[3], k.shape[1], v.shape[3], tile.mr, dt.type(scale * LOG2E),
+            dt.type(-np.inf))
+
+
 @numba.njit(cache=True)
 def _forward_items(tile, q, k, v, out, lse, causal, scale, lo, hi, qsplit, fast):
     """Forward items lo .. hi (an item: a (batch, head) pair's part of the queries), serially."""
-    nb, tq, nh, d = q.shape
-    tk = k.shape[1]
-    dv = v.shape[3]
+    tq, nh, d, tk, dv, mrw, c2, ninf = _geometry(tile, q, k, v, scale)
     dt = q.dtype
-    mrw = tile.mr
-    c2 = dt.type(scale * LOG2E)
     ln2 = dt.type(LN2)
-    ninf = dt.type(-np.inf)
     nqp = (tq + NR - 1) // NR                # 16-query strips
     tkp = ((tk + mrw - 1) // mrw) * mrw         # keys, padded to the 8-key panels
     ndvp = (dv + mrw - 1) // mrw
@@ -211,15 +215,10 @@ def attention_forward(q, k, v, out, lse, causal, scale):
 @numba.njit(cache=True)
 def _backward_items(tile, q, k, v, out, dout, lse, dq, dk, dv, causal, scale, lo, hi, fast):
     """Backward items lo .. hi (an item: a (batch, head) pair), serially."""
-    nb, tq, nh, d = q.shape
-    tk = k.shape[1]
-    ndv = v.shape[3]
+    tq, nh, d, tk, ndv, mrw, c2, ninf = _geometry(tile, q, k, v, scale)
     dt = q.dtype
-    mrw = tile.mr
-    c2 = dt.type(scale * LOG2E)
     log2e = dt.type(LOG2E)
     one = dt.type(1)
-    ninf = dt.type(-np.inf)
     tqp = ((tq + NR - 1) // NR) * NR        # queries, padded to the 16-query dq panels
     tkp = ((tk + NR - 1) // NR) * NR
     ndp = (d + mrw - 1) // mrw

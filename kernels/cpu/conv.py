@@ -33,10 +33,12 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
+from numbanet.kernels.cpu._conv_direct import MR, NR, direct_tile
 from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
 from numbanet.kernels.rules import CODES, LINEAR
 from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
-from numbanet.kernels.cpu.slp import compile_slp, plain_types
+from numbanet.kernels.cpu.rows import copy_row, zero_row
+from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
 # Forward layers with KH*KW*C_in up to this take the direct path below: with so few terms
@@ -44,9 +46,6 @@ from numbanet.kernels.cpu.threads import dynamic, work_items
 # while deeper windows re-read x per NR-column panel and lose to the packed operands.
 # Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
 DIRECT_KDIM = 64
-# The direct path's register tile (_direct_tile): MR output pixels by NR output channels.
-MR = 8
-NR = 16
 
 
 @numba.njit(cache=True, inline="always")
@@ -154,95 +153,9 @@ def _panels(size, width):
 # ------------------------------------------------------------------ direct forward path
 #
 # For a shallow sum (small KH*KW*C_in) the forward pass skips the patch matrix: each
-# MR x NR tile of y (MR output pixels, NR output channels) keeps its accumulators in
-# registers, starts them at the bias, adds x[pixel + cell offset] * w[cell, channels] for
-# every window cell, and is stored once, straight into y. x is read from a zero-padded
-# copy of one image, so padding costs no branch in the loop; each pixel's window starts
-# at bases[r], each cell sits offs[k] further on. The tile below is the loop nest
-#
-#     for k in range(kdim):
-#         for r in range(MR):
-#             for c in range(NR):
-#                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
-#
-# unrolled (by a throwaway script) into local scalars, compiled with the SLP vectorizer
-# on (per dtype, on first use), as kernels/cpu/_gemm_wide.py does and for the same
-# reason: a loop over a small accumulator array keeps it in memory.
-
-def _direct_tile_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
-    x0 = bases[0]; x1 = bases[1]; x2 = bases[2]; x3 = bases[3]; x4 = bases[4]; x5 = bases[5]; x6 = bases[6]; x7 = bases[7]
-    c0_00 = b[0]; c0_01 = b[1]; c0_02 = b[2]; c0_03 = b[3]; c0_04 = b[4]; c0_05 = b[5]; c0_06 = b[6]; c0_07 = b[7]
-    c0_08 = b[8]; c0_09 = b[9]; c0_10 = b[10]; c0_11 = b[11]; c0_12 = b[12]; c0_13 = b[13]; c0_14 = b[14]; c0_15 = b[15]
-    c1_00 = b[0]; c1_01 = b[1]; c1_02 = b[2]; c1_03 = b[3]; c1_04 = b[4]; c1_05 = b[5]; c1_06 = b[6]; c1_07 = b[7]
-    c1_08 = b[8]; c1_09 = b[9]; c1_10 = b[10]; c1_11 = b[11]; c1_12 = b[12]; c1_13 = b[13]; c1_14 = b[14]; c1_15 = b[15]
-    c2_00 = b[0]; c2_01 = b[1]; c2_02 = b[2]; c2_03 = b[3]; c2_04 = b[4]; c2_05 = b[5]; c2_06 = b[6]; c2_07 = b[7]
-    c2_08 = b[8]; c2_09 = b[9]; c2_10 = b[10]; c2_11 = b[11]; c2_12 = b[12]; c2_13 = b[13]; c2_14 = b[14]; c2_15 = b[15]
-    c3_00 = b[0]; c3_01 = b[1]; c3_02 = b[2]; c3_03 = b[3]; c3_04 = b[4]; c3_05 = b[5]; c3_06 = b[6]; c3_07 = b[7]
-    c3_08 = b[8]; c3_09 = b[9]; c3_10 = b[10]; c3_11 = b[11]; c3_12 = b[12]; c3_13 = b[13]; c3_14 = b[14]; c3_15 = b[15]
-    c4_00 = b[0]; c4_01 = b[1]; c4_02 = b[2]; c4_03 = b[3]; c4_04 = b[4]; c4_05 = b[5]; c4_06 = b[6]; c4_07 = b[7]
-    c4_08 = b[8]; c4_09 = b[9]; c4_10 = b[10]; c4_11 = b[11]; c4_12 = b[12]; c4_13 = b[13]; c4_14 = b[14]; c4_15 = b[15]
-    c5_00 = b[0]; c5_01 = b[1]; c5_02 = b[2]; c5_03 = b[3]; c5_04 = b[4]; c5_05 = b[5]; c5_06 = b[6]; c5_07 = b[7]
-    c5_08 = b[8]; c5_09 = b[9]; c5_10 = b[10]; c5_11 = b[11]; c5_12 = b[12]; c5_13 = b[13]; c5_14 = b[14]; c5_15 = b[15]
-    c6_00 = b[0]; c6_01 = b[1]; c6_02 = b[2]; c6_03 = b[3]; c6_04 = b[4]; c6_05 = b[5]; c6_06 = b[6]; c6_07 = b[7]
-    c6_08 = b[8]; c6_09 = b[9]; c6_10 = b[10]; c6_11 = b[11]; c6_12 = b[12]; c6_13 = b[13]; c6_14 = b[14]; c6_15 = b[15]
-    c7_00 = b[0]; c7_01 = b[1]; c7_02 = b[2]; c7_03 = b[3]; c7_04 = b[4]; c7_05 = b[5]; c7_06 = b[6]; c7_07 = b[7]
-    c7_08 = b[8]; c7_09 = b[9]; c7_10 = b[10]; c7_11 = b[11]; c7_12 = b[12]; c7_13 = b[13]; c7_14 = b[14]; c7_15 = b[15]
-    for k in range(kdim):
-        o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        a = xf[x0 + o]
-        c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
-        c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
-        a = xf[x1 + o]
-        c1_00 += a * w00; c1_01 += a * w01; c1_02 += a * w02; c1_03 += a * w03; c1_04 += a * w04; c1_05 += a * w05; c1_06 += a * w06; c1_07 += a * w07
-        c1_08 += a * w08; c1_09 += a * w09; c1_10 += a * w10; c1_11 += a * w11; c1_12 += a * w12; c1_13 += a * w13; c1_14 += a * w14; c1_15 += a * w15
-        a = xf[x2 + o]
-        c2_00 += a * w00; c2_01 += a * w01; c2_02 += a * w02; c2_03 += a * w03; c2_04 += a * w04; c2_05 += a * w05; c2_06 += a * w06; c2_07 += a * w07
-        c2_08 += a * w08; c2_09 += a * w09; c2_10 += a * w10; c2_11 += a * w11; c2_12 += a * w12; c2_13 += a * w13; c2_14 += a * w14; c2_15 += a * w15
-        a = xf[x3 + o]
-        c3_00 += a * w00; c3_01 += a * w01; c3_02 += a * w02; c3_03 += a * w03; c3_04 += a * w04; c3_05 += a * w05; c3_06 += a * w06; c3_07 += a * w07
-        c3_08 += a * w08; c3_09 += a * w09; c3_10 += a * w10; c3_11 += a * w11; c3_12 += a * w12; c3_13 += a * w13; c3_14 += a * w14; c3_15 += a * w15
-        a = xf[x4 + o]
-        c4_00 += a * w00; c4_01 += a * w01; c4_02 += a * w02; c4_03 += a * w03; c4_04 += a * w04; c4_05 += a * w05; c4_06 += a * w06; c4_07 += a * w07
-        c4_08 += a * w08; c4_09 += a * w09; c4_10 += a * w10; c4_11 += a * w11; c4_12 += a * w12; c4_13 += a * w13; c4_14 += a * w14; c4_15 += a * w15
-        a = xf[x5 + o]
-        c5_00 += a * w00; c5_01 += a * w01; c5_02 += a * w02; c5_03 += a * w03; c5_04 += a * w04; c5_05 += a * w05; c5_06 += a * w06; c5_07 += a * w07
-        c5_08 += a * w08; c5_09 += a * w09; c5_10 += a * w10; c5_11 += a * w11; c5_12 += a * w12; c5_13 += a * w13; c5_14 += a * w14; c5_15 += a * w15
-        a = xf[x6 + o]
-        c6_00 += a * w00; c6_01 += a * w01; c6_02 += a * w02; c6_03 += a * w03; c6_04 += a * w04; c6_05 += a * w05; c6_06 += a * w06; c6_07 += a * w07
-        c6_08 += a * w08; c6_09 += a * w09; c6_10 += a * w10; c6_11 += a * w11; c6_12 += a * w12; c6_13 += a * w13; c6_14 += a * w14; c6_15 += a * w15
-        a = xf[x7 + o]
-        c7_00 += a * w00; c7_01 += a * w01; c7_02 += a * w02; c7_03 += a * w03; c7_04 += a * w04; c7_05 += a * w05; c7_06 += a * w06; c7_07 += a * w07
-        c7_08 += a * w08; c7_09 += a * w09; c7_10 += a * w10; c7_11 += a * w11; c7_12 += a * w12; c7_13 += a * w13; c7_14 += a * w14; c7_15 += a * w15
-    o = out[row0 + 0, col0:col0 + NR]
-    o[0] = c0_00; o[1] = c0_01; o[2] = c0_02; o[3] = c0_03; o[4] = c0_04; o[5] = c0_05; o[6] = c0_06; o[7] = c0_07
-    o[8] = c0_08; o[9] = c0_09; o[10] = c0_10; o[11] = c0_11; o[12] = c0_12; o[13] = c0_13; o[14] = c0_14; o[15] = c0_15
-    o = out[row0 + 1, col0:col0 + NR]
-    o[0] = c1_00; o[1] = c1_01; o[2] = c1_02; o[3] = c1_03; o[4] = c1_04; o[5] = c1_05; o[6] = c1_06; o[7] = c1_07
-    o[8] = c1_08; o[9] = c1_09; o[10] = c1_10; o[11] = c1_11; o[12] = c1_12; o[13] = c1_13; o[14] = c1_14; o[15] = c1_15
-    o = out[row0 + 2, col0:col0 + NR]
-    o[0] = c2_00; o[1] = c2_01; o[2] = c2_02; o[3] = c2_03; o[4] = c2_04; o[5] = c2_05; o[6] = c2_06; o[7] = c2_07
-    o[8] = c2_08; o[9] = c2_09; o[10] = c2_10; o[11] = c2_11; o[12] = c2_12; o[13] = c2_13; o[14] = c2_14; o[15] = c2_15
-    o = out[row0 + 3, col0:col0 + NR]
-    o[0] = c3_00; o[1] = c3_01; o[2] = c3_02; o[3] = c3_03; o[4] = c3_04; o[5] = c3_05; o[6] = c3_06; o[7] = c3_07
-    o[8] = c3_08; o[9] = c3_09; o[10] = c3_10; o[11] = c3_11; o[12] = c3_12; o[13] = c3_13; o[14] = c3_14; o[15] = c3_15
-    o = out[row0 + 4, col0:col0 + NR]
-    o[0] = c4_00; o[1] = c4_01; o[2] = c4_02; o[3] = c4_03; o[4] = c4_04; o[5] = c4_05; o[6] = c4_06; o[7] = c4_07
-    o[8] = c4_08; o[9] = c4_09; o[10] = c4_10; o[11] = c4_11; o[12] = c4_12; o[13] = c4_13; o[14] = c4_14; o[15] = c4_15
-    o = out[row0 + 5, col0:col0 + NR]
-    o[0] = c5_00; o[1] = c5_01; o[2] = c5_02; o[3] = c5_03; o[4] = c5_04; o[5] = c5_05; o[6] = c5_06; o[7] = c5_07
-    o[8] = c5_08; o[9] = c5_09; o[10] = c5_10; o[11] = c5_11; o[12] = c5_12; o[13] = c5_13; o[14] = c5_14; o[15] = c5_15
-    o = out[row0 + 6, col0:col0 + NR]
-    o[0] = c6_00; o[1] = c6_01; o[2] = c6_02; o[3] = c6_03; o[4] = c6_04; o[5] = c6_05; o[6] = c6_06; o[7] = c6_07
-    o[8] = c6_08; o[9] = c6_09; o[10] = c6_10; o[11] = c6_11; o[12] = c6_12; o[13] = c6_13; o[14] = c6_14; o[15] = c6_15
-    o = out[row0 + 7, col0:col0 + NR]
-    o[0] = c7_00; o[1] = c7_01; o[2] = c7_02; o[3] = c7_03; o[4] = c7_04; o[5] = c7_05; o[6] = c7_06; o[7] = c7_07
-    o[8] = c7_08; o[9] = c7_09; o[10] = c7_10; o[11] = c7_11; o[12] = c7_12; o[13] = c7_13; o[14] = c7_14; o[15] = c7_15
-
-
-
-_direct_tile = compile_slp(_direct_tile_py, fastmath={"contract"})
+# MR x NR tile of y is summed in registers by direct_tile (kernels/cpu/_conv_direct.py,
+# generated; its generator's docstring gives the loop nest) from a zero-padded copy of one
+# image, starting at the bias, and stored once, straight into y.
 
 
 @numba.njit(cache=True)
@@ -263,12 +176,9 @@ def _pad_image(xn, pt, pl, xp):
             iw = j - pl
             dst = row[j * c_in:(j + 1) * c_in]
             if 0 <= iw < w:
-                s = src[iw]
-                for c in range(c_in):
-                    dst[c] = s[c]
+                copy_row(dst, src[iw], c_in)
             else:
-                for c in range(c_in):
-                    dst[c] = 0
+                zero_row(dst, c_in)
 
 
 @numba.njit(cache=True)
@@ -298,7 +208,7 @@ def _forward_direct_image(xn, wpack, bpack, offs, yn, sh, sw, pt, pl, xp, bases,
             # LLVM inlines the tile's code into each.
             full = mr == MR and j0 + NR <= c_out
             dst, r0, c0 = (ym, p0, j0) if full else (tile, 0, 0)
-            _direct_tile(xf, bases, offs, kdim, wpack[jp], bpack[jp], dst, r0, c0)
+            direct_tile(xf, bases, offs, kdim, wpack[jp], bpack[jp], dst, r0, c0)
             if not full:
                 nr = min(NR, c_out - j0)
                 for r in range(mr):
@@ -334,7 +244,7 @@ def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile)
             cells[r] = offs[min(k0 + r, kdim - 1)]
         mr = min(MR, kdim - k0)
         for jp in range(dybpack.shape[0]):
-            _direct_tile(xf, cells, pix, pix.shape[0], dybpack[jp], zero, tile, 0, 0)
+            direct_tile(xf, cells, pix, pix.shape[0], dybpack[jp], zero, tile, 0, 0)
             j0 = jp * NR
             nr = min(NR, c_out - j0)
             for r in range(mr):

@@ -109,25 +109,23 @@ def add(a, b, out):
 
 
 @numba.njit(parallel=True, cache=True)
+def _copy_columns(src, src_col, dst, dst_col, w):
+    """dst[r, dst_col:dst_col + w] = src[r, src_col:src_col + w] for every row r."""
+    for r in prange(dst.shape[0]):
+        s = src[r, src_col:src_col + w]
+        d = dst[r, dst_col:dst_col + w]
+        for k in range(w):
+            d[k] = s[k]
+
+
 def copy_into_columns(src, dst, offset):
     """dst[r, offset:offset + src.shape[1]] = src[r]: one input of a concatenation."""
-    w = src.shape[1]
-    for r in prange(src.shape[0]):
-        row = dst[r, offset:offset + w]
-        s = src[r]
-        for k in range(w):
-            row[k] = s[k]
+    _copy_columns(src, 0, dst, offset, src.shape[1])
 
 
-@numba.njit(parallel=True, cache=True)
 def copy_from_columns(src, dst, offset):
     """dst[r] = src[r, offset:offset + dst.shape[1]]: one piece of a split."""
-    w = dst.shape[1]
-    for r in prange(dst.shape[0]):
-        row = src[r, offset:offset + w]
-        d = dst[r]
-        for k in range(w):
-            d[k] = row[k]
+    _copy_columns(src, offset, dst, 0, dst.shape[1])
 
 
 @numba.njit(parallel=True, cache=True)

@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import rules as R
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 
 
 @numba.njit(parallel=True, cache=True)
@@ -22,14 +23,10 @@ def _gather(table, ids, out):
     v, d = table.shape
     for i in prange(ids.shape[0]):
         r = ids[i]
-        dst = out[i]
         if R.in_range(r, v):
-            src = table[r]
-            for k in range(d):
-                dst[k] = src[k]
+            copy_row(out[i], table[r], d)
         else:
-            for k in range(d):
-                dst[k] = 0
+            zero_row(out[i], d)
 
 
 def embedding_forward(table, ids, out):

@@ -26,6 +26,7 @@ from numba import prange
 from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.cpu.threads import dynamic, threading_layer, work_items
 
 
@@ -148,15 +149,11 @@ def _tile_in(out, r0, c0, mr, nr, first, bias, scratch):
     for r in range(mr):
         t = scratch[r]
         if not first:
-            o = out[r0 + r, c0:c0 + nr]
-            for c in range(nr):
-                t[c] = o[c]
+            copy_row(t, out[r0 + r, c0:c0 + nr], nr)
         elif bias.shape[0] != 0:
-            for c in range(nr):
-                t[c] = bsrc[c]
+            copy_row(t, bsrc, nr)
         else:
-            for c in range(nr):
-                t[c] = 0
+            zero_row(t, nr)
 
 
 @numba.njit(cache=True)
@@ -177,11 +174,9 @@ def _tile_start(tile, out, r0, c0, bias):
     for r in range(tile.mr):
         o = out[r0 + r, c0:c0 + nrw]
         if bias.shape[0] != 0:
-            for c in range(nrw):
-                o[c] = bsrc[c]
+            copy_row(o, bsrc, nrw)
         else:
-            for c in range(nrw):
-                o[c] = 0
+            zero_row(o, nrw)
 
 
 @numba.njit(cache=True)

@@ -139,14 +139,20 @@ def max_pool2d_backward(dy, indices, dx):
 
 
 @numba.njit(cache=True, inline="always")
+def _span(i, stride, pad, size, extent):
+    """(lo, hi): the cells of window i (stride, top/left padding pad, size cells) that lie
+    inside an axis of `extent` cells."""
+    start = i * stride - pad
+    return max(start, 0), min(start + size, extent)
+
+
+@numba.njit(cache=True, inline="always")
 def _avg_row(x, y, b, i, ph, pw, sh, sw, pt, pl):
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     zero = y.dtype.type(0)
-    h_lo = max(i * sh - pt, 0)
-    h_hi = min(i * sh - pt + ph, h)
+    h_lo, h_hi = _span(i, sh, pt, ph, h)
     for j in range(y.shape[2]):
-        w_lo = max(j * sw - pl, 0)
-        w_hi = min(j * sw - pl + pw, w)
+        w_lo, w_hi = _span(j, sw, pl, pw, w)
         # Only the window's cells inside x count ("same" padding is not averaged in).
         inv = y.dtype.type(1.0 / ((h_hi - h_lo) * (w_hi - w_lo)))
         if h_hi - h_lo == 2 and w_hi - w_lo == 2 and ph == 2 and pw == 2:
@@ -193,11 +199,9 @@ def _avg_spread_image(dy, dx, b, ph, pw, sh, sw, pt, pl):
             for ch in range(c):
                 dx[b, hh, ww, ch] = 0
     for i in range(dy.shape[1]):
-        h_lo = max(i * sh - pt, 0)
-        h_hi = min(i * sh - pt + ph, h)
+        h_lo, h_hi = _span(i, sh, pt, ph, h)
         for j in range(dy.shape[2]):
-            w_lo = max(j * sw - pl, 0)
-            w_hi = min(j * sw - pl + pw, w)
+            w_lo, w_hi = _span(j, sw, pl, pw, w)
             inv = dx.dtype.type(1.0 / ((h_hi - h_lo) * (w_hi - w_lo)))
             for hh in range(h_lo, h_hi):
                 for ww in range(w_lo, w_hi):
@@ -245,29 +249,35 @@ def global_max_pool_backward(dy, indices, dx):
 
 
 @numba.njit(parallel=True, cache=True)
-def upsample2d_forward(x, y, sh, sw):
-    n, h, w, c = x.shape
+def _upsample_blocks(small, big, sh, sw, summing):
+    """Each pixel of small (N, H, W, C) and its sh x sw block of big: the forward copies the
+    pixel into its block; the backward (summing) sets the pixel to the sum of its block, in
+    row-major order. Both walk big's rows in order. Each item writes its own pixels or
+    blocks: no shared writes."""
+    n, h, w, c = small.shape
     for item in prange(n * h):
         b = item // h
         i = item % h
+        if summing:
+            for j in range(w):
+                for ch in range(c):
+                    small[b, i, j, ch] = 0
         for di in range(sh):
             for j in range(w):
+                px = small[b, i, j]
                 for dj in range(sw):
-                    for ch in range(c):
-                        y[b, i * sh + di, j * sw + dj, ch] = x[b, i, j, ch]
+                    blk = big[b, i * sh + di, j * sw + dj]
+                    if summing:
+                        for ch in range(c):
+                            px[ch] += blk[ch]
+                    else:
+                        for ch in range(c):
+                            blk[ch] = px[ch]
 
 
-@numba.njit(parallel=True, cache=True)
+def upsample2d_forward(x, y, sh, sw):
+    _upsample_blocks(x, y, sh, sw, False)
+
+
 def upsample2d_backward(dy, dx, sh, sw):
-    # Each dx pixel sums its own block of dy, in row-major order: no shared writes.
-    n, h, w, c = dx.shape
-    for item in prange(n * h):
-        b = item // h
-        i = item % h
-        for j in range(w):
-            for ch in range(c):
-                dx[b, i, j, ch] = 0
-            for di in range(sh):
-                for dj in range(sw):
-                    for ch in range(c):
-                        dx[b, i, j, ch] += dy[b, i * sh + di, j * sw + dj, ch]
+    _upsample_blocks(dx, dy, sh, sw, True)

@@ -140,6 +140,14 @@ def _derive(code, y, out, n, one):
             out[c] = one
 
 
+@numba.njit(cache=True, inline="always")
+def _blocks(tile, b_count, h):
+    """(MR, NR, blocks of MR batch rows, blocks of NR units): the recurrent product's tiling."""
+    mrw = tile.mr
+    nrw = tile.nr
+    return mrw, nrw, (b_count + mrw - 1) // mrw, (h + nrw - 1) // nrw
+
+
 # --------------------------------------------------------------------------- forward
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
@@ -149,10 +157,7 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
     h = u.shape[0]
     g_count = GATES[cell]
     hcol = (WORKSPACE[cell] - 1) * h
-    mrw = tile.mr
-    nrw = tile.nr
-    nib = (b_count + mrw - 1) // mrw
-    njb = (h + nrw - 1) // nrw
+    mrw, nrw, nib, njb = _blocks(tile, b_count, h)
     dt = xproj.dtype
     one = dt.type(1)
     zero = one - one
@@ -300,10 +305,7 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
     h = u.shape[0]
     g_count = GATES[cell]
     gh = g_count * h
-    mrw = tile.mr
-    nrw = tile.nr
-    nib = (b_count + mrw - 1) // mrw
-    njb = (h + nrw - 1) // nrw
+    mrw, nrw, nib, njb = _blocks(tile, b_count, h)
     dt = ws.dtype
     one = dt.type(1)
     zero = one - one

@@ -4,7 +4,7 @@ import math
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 
 def attention_shapes(op, q, k, v, scale):
@@ -114,6 +114,6 @@ def _cost_attention_backward(q, k, v, out, dout, lse, *, causal=False, scale=Non
 
 
 FAMILY = Family("attention", module="attention", attr="attn", hot=True, ops=(
-    Op("attention", attention, backward="attention_backward", warmup=_warm_attention, cost=_cost_attention),
-    Op("attention_backward", attention_backward, warmup=_warm_attention_backward, cost=_cost_attention_backward),
+    *op_pair(attention, attention_backward, (_warm_attention, _warm_attention_backward),
+             (_cost_attention, _cost_attention_backward)),
 ))

@@ -6,7 +6,7 @@ Conv1D (a conv2d over a (N, 1, W, C) view) needs."""
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 # The activations conv2d applies as it writes y and conv2d_backward differentiates from
 # that y (kernels/rules.py's, each with a gradient that is a function of its output):
@@ -283,10 +283,7 @@ def _cost_conv2d_transpose_backward(x, w, dy, *, strides=(1, 1), padding="valid"
 
 
 FAMILY = Family("conv", module="conv", attr="conv", hot=True, ops=(
-    Op("conv2d", conv2d, backward="conv2d_backward", warmup=_warm_conv2d, cost=_cost_conv2d),
-    Op("conv2d_backward", conv2d_backward, warmup=_warm_conv2d_backward, cost=_cost_conv2d_backward),
-    Op("conv2d_transpose", conv2d_transpose, backward="conv2d_transpose_backward", warmup=_warm_conv2d_transpose,
-       cost=_cost_conv2d_transpose),
-    Op("conv2d_transpose_backward", conv2d_transpose_backward, warmup=_warm_conv2d_transpose_backward,
-       cost=_cost_conv2d_transpose_backward),
+    *op_pair(conv2d, conv2d_backward, (_warm_conv2d, _warm_conv2d_backward), (_cost_conv2d, _cost_conv2d_backward)),
+    *op_pair(conv2d_transpose, conv2d_transpose_backward, (_warm_conv2d_transpose, _warm_conv2d_transpose_backward),
+             (_cost_conv2d_transpose, _cost_conv2d_transpose_backward)),
 ))

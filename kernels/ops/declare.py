@@ -33,6 +33,13 @@ class Op:
     cost: Optional[Callable] = None
 
 
+def op_pair(forward, backward, warmups, costs):
+    """The Ops of a forward op and of the op that back-propagates through it, named as their
+    functions are; warmups and costs: (the forward's, the backward's)."""
+    return (Op(forward.__name__, forward, backward=backward.__name__, warmup=warmups[0], cost=costs[0]),
+            Op(backward.__name__, backward, warmup=warmups[1], cost=costs[1]))
+
+
 @dataclass(frozen=True)
 class Family:
     """One family: its ops and the compute module both backends implement them with.

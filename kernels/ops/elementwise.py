@@ -5,7 +5,7 @@ import numpy as np
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 
 def bias_add(be, x, b):
@@ -309,8 +309,8 @@ _cost_transpose = _cost_copy
 
 FAMILY = Family("elementwise", module="elementwise", attr="elementwise", ops=(
     Op("bias_add", bias_add, warmup=_warm_bias_add, cost=_cost_bias_add),
-    Op("dropout", dropout, backward="dropout_backward", warmup=_warm_dropout, cost=_cost_dropout),
-    Op("dropout_backward", dropout_backward, warmup=_warm_dropout_backward, cost=_cost_dropout_backward),
+    *op_pair(dropout, dropout_backward, (_warm_dropout, _warm_dropout_backward),
+             (_cost_dropout, _cost_dropout_backward)),
     Op("l1_l2_grad", l1_l2_grad, warmup=_warm_l1_l2_grad, cost=_cost_l1_l2_grad),
     Op("l1_l2_penalty", l1_l2_penalty, warmup=_warm_l1_l2_penalty, cost=_cost_l1_l2_penalty),
     Op("scale", scale, warmup=_warm_scale, cost=_cost_scale),

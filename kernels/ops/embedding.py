@@ -4,7 +4,7 @@ import numpy as np
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 
 def check_ids(op, name, ids):
@@ -89,6 +89,6 @@ def _cost_embedding_backward(ids, dout, input_dim, *, _ids_checked=False):
 
 
 FAMILY = Family("embedding", module="embedding", attr="embed", ops=(
-    Op("embedding", embedding, backward="embedding_backward", warmup=_warm_embedding, cost=_cost_embedding),
-    Op("embedding_backward", embedding_backward, warmup=_warm_embedding_backward, cost=_cost_embedding_backward),
+    *op_pair(embedding, embedding_backward, (_warm_embedding, _warm_embedding_backward),
+             (_cost_embedding, _cost_embedding_backward)),
 ))

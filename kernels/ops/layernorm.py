@@ -2,7 +2,7 @@
 forward and backward, on kernels/<backend>/layernorm.py."""
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 
 def _norm_params(be, op, x, named):
@@ -99,6 +99,6 @@ def _cost_layer_norm_backward(x, gamma, dy, mean, rstd, *, center=True):
 
 
 FAMILY = Family("layernorm", module="layernorm", attr="layernorm", ops=(
-    Op("layer_norm", layer_norm, backward="layer_norm_backward", warmup=_warm_layer_norm, cost=_cost_layer_norm),
-    Op("layer_norm_backward", layer_norm_backward, warmup=_warm_layer_norm_backward, cost=_cost_layer_norm_backward),
+    *op_pair(layer_norm, layer_norm_backward, (_warm_layer_norm, _warm_layer_norm_backward),
+             (_cost_layer_norm, _cost_layer_norm_backward)),
 ))

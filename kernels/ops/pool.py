@@ -7,7 +7,7 @@ import numpy as np
 
 from numbanet.kernels import shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 
 def pool_shapes(op, x_shape, pool_size, strides, padding):
@@ -39,12 +39,18 @@ def check_shape_ints(op, x_shape, ndim, layout):
     return shape
 
 
+def _float_nhwc(be, op, name, arr):
+    """arr, prepared for the backend and checked: a non-empty NHWC float array."""
+    arr = be._prepare(op, **{name: arr})
+    shapes.check_float(op, name, arr)
+    shapes.check_ndim(op, name, arr, 4, "NHWC")
+    shapes.check_nonempty(op, name, arr)
+    return arr
+
+
 def _pool_forward(be, op, x, pool_size, strides, padding):
     """-> (x, y, (ph, pw, sh, sw, pt, pl)): x checked (NHWC floats), y allocated."""
-    x = be._prepare(op, x=x)
-    shapes.check_float(op, "x", x)
-    shapes.check_ndim(op, "x", x, 4, "NHWC")
-    shapes.check_nonempty(op, "x", x)
+    x = _float_nhwc(be, op, "x", x)
     (ph, pw), (sh, sw), (oh, ow, pt, pl, _, _) = pool_shapes(op, x.shape, pool_size, strides, padding)
     return x, be.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype), (ph, pw, sh, sw, pt, pl)
 
@@ -142,10 +148,7 @@ def upsample2d(be, x, *, size=(2, 2)):
     """NHWC x -> (N, H*sh, W*sw, C): each pixel repeated into an sh x sw block (Keras's
     UpSampling2D, interpolation "nearest")."""
     op = "upsample2d"
-    x = be._prepare(op, x=x)
-    shapes.check_float(op, "x", x)
-    shapes.check_ndim(op, "x", x, 4, "NHWC")
-    shapes.check_nonempty(op, "x", x)
+    x = _float_nhwc(be, op, "x", x)
     sh, sw = shapes.pair(op, "size", size)
     n, h, w, c = x.shape
     if n * h * sh * w * sw * c >= 2 ** 62:
@@ -159,10 +162,7 @@ def upsample2d(be, x, *, size=(2, 2)):
 def upsample2d_backward(be, dy, *, size=(2, 2)):
     """dx (N, H, W, C) of upsample2d: the sum of dy over each sh x sw block."""
     op = "upsample2d_backward"
-    dy = be._prepare(op, dy=dy)
-    shapes.check_float(op, "dy", dy)
-    shapes.check_ndim(op, "dy", dy, 4, "NHWC")
-    shapes.check_nonempty(op, "dy", dy)
+    dy = _float_nhwc(be, op, "dy", dy)
     sh, sw = shapes.pair(op, "size", size)
     n, h, w, c = dy.shape
     if h % sh or w % sw:
@@ -269,15 +269,12 @@ def _cost_upsample2d_backward(dy, *, size=(2, 2)):
 
 
 FAMILY = Family("pool", module="pool", attr="pool", ops=(
-    Op("max_pool2d", max_pool2d, backward="max_pool2d_backward", warmup=_warm_max_pool2d, cost=_cost_max_pool2d),
-    Op("max_pool2d_backward", max_pool2d_backward, warmup=_warm_max_pool2d_backward, cost=_cost_max_pool2d_backward),
-    Op("avg_pool2d", avg_pool2d, backward="avg_pool2d_backward", warmup=_warm_avg_pool2d, cost=_cost_avg_pool2d),
-    Op("avg_pool2d_backward", avg_pool2d_backward, warmup=_warm_avg_pool2d_backward, cost=_cost_avg_pool2d_backward),
-    Op("global_max_pool", global_max_pool, backward="global_max_pool_backward", warmup=_warm_global_max_pool,
-       cost=_cost_global_max_pool),
-    Op("global_max_pool_backward", global_max_pool_backward, warmup=_warm_global_max_pool_backward,
-       cost=_cost_global_max_pool_backward),
-    Op("upsample2d", upsample2d, backward="upsample2d_backward", warmup=_warm_upsample2d, cost=_cost_upsample2d),
-    Op("upsample2d_backward", upsample2d_backward, warmup=_warm_upsample2d_backward,
-       cost=_cost_upsample2d_backward),
+    *op_pair(max_pool2d, max_pool2d_backward, (_warm_max_pool2d, _warm_max_pool2d_backward),
+             (_cost_max_pool2d, _cost_max_pool2d_backward)),
+    *op_pair(avg_pool2d, avg_pool2d_backward, (_warm_avg_pool2d, _warm_avg_pool2d_backward),
+             (_cost_avg_pool2d, _cost_avg_pool2d_backward)),
+    *op_pair(global_max_pool, global_max_pool_backward, (_warm_global_max_pool, _warm_global_max_pool_backward),
+             (_cost_global_max_pool, _cost_global_max_pool_backward)),
+    *op_pair(upsample2d, upsample2d_backward, (_warm_upsample2d, _warm_upsample2d_backward),
+             (_cost_upsample2d, _cost_upsample2d_backward)),
 ))

@@ -14,7 +14,7 @@ import numpy as np
 
 from numbanet.kernels import rules, shapes
 from numbanet.kernels.ops import cost
-from numbanet.kernels.ops.declare import Family, Op
+from numbanet.kernels.ops.declare import Family, Op, op_pair
 
 CELLS = {name: code for code, name in enumerate(rules.CELLS)}
 WORKSPACE = dict(zip(rules.CELLS, rules.WORKSPACE))   # workspace columns per unit
@@ -309,6 +309,5 @@ def _cost_rnn_backward(x, kernel, recurrent_kernel, bias, workspace, dy, *, cell
 
 
 FAMILY = Family("rnn", module="rnn", attr="recurrent", hot=True, ops=(
-    Op("rnn", rnn, backward="rnn_backward", warmup=_warm_rnn, cost=_cost_rnn),
-    Op("rnn_backward", rnn_backward, warmup=_warm_rnn_backward, cost=_cost_rnn_backward),
+    *op_pair(rnn, rnn_backward, (_warm_rnn, _warm_rnn_backward), (_cost_rnn, _cost_rnn_backward)),
 ))

@@ -154,11 +154,10 @@ def test_cpu_wide_micro_kernel(tile, kc, ac, bc, cc):
         np.testing.assert_array_equal(cp[outside], before[outside])
 
 
-def test_cpu_wide_micro_kernels_are_their_generators_output():
-    """kernels/cpu/_gemm_wide.py is generated: an edit to one without the other fails here."""
-    import pathlib
+def test_cpu_wide_micro_kernel_tables_cover_the_generators_tiles():
+    """The tables of the generated kernels/cpu/_gemm_wide.py (tests/kernels/test_unroll.py
+    checks the file is the generator's output) hold every tile the generator lists."""
     from numbanet.kernels.cpu import _gemm_wide, _gemm_wide_gen
-    assert pathlib.Path(_gemm_wide.__file__).read_text() == _gemm_wide_gen.source()
     assert _gemm_wide.TILE_SHAPES == _gemm_wide_gen.TILES
     assert set(_gemm_wide.MICRO) == set(_gemm_wide_gen.TILES)
 

@@ -43,6 +43,28 @@ def test_pairs_and_warm_ups():
     assert ops.family_of("conv2d_backward").module == "conv"
 
 
+def test_op_pair_names_both_ops_after_their_functions():
+    from numbanet.kernels.ops.declare import op_pair
+
+    def scale(be, x):
+        pass
+
+    def scale_backward(be, dy):
+        pass
+
+    def warm(be, dt):
+        pass
+
+    def warm_backward(be, dt):
+        pass
+
+    forward, backward = op_pair(scale, scale_backward, (warm, warm_backward), (len, abs))
+    assert (forward.name, forward.impl, forward.backward, forward.warmup, forward.cost) == (
+        "scale", scale, "scale_backward", warm, len)
+    assert (backward.name, backward.impl, backward.backward, backward.warmup, backward.cost) == (
+        "scale_backward", scale_backward, None, warm_backward, abs)
+
+
 def test_get_names_the_ops_there_are():
     with pytest.raises(KeyError, match="no op 'conv3d'; the ops are .*conv2d"):
         ops.get("conv3d")
