@@ -3,7 +3,7 @@ score strip, unrolled over the strip's lanes.
 
     python -m numbanet.kernels.cpu._attention_lanes_gen > kernels/cpu/_attention_lanes.py
 
-tests/kernels/test_attention.py checks that the committed file is this script's output.
+tests/kernels/test_unroll.py checks that the committed file is this script's output.
 
 A strip holds 16 lanes per row: 16 queries per key row in the forward pass, 16 keys per
 query row in the backward pass (kernels/cpu/attention.py). Each helper is written with

@@ -2,7 +2,7 @@
 
     python -m numbanet.kernels.cpu._conv_direct_gen > kernels/cpu/_conv_direct.py
 
-tests/kernels/test_conv.py checks that the committed file is this script's output.
+tests/kernels/test_unroll.py checks that the committed file is this script's output.
 
 For a shallow sum (small KH*KW*C_in) conv's forward pass skips the patch matrix: each
 MR x NR tile of y (MR output pixels, NR output channels) keeps its accumulators in

@@ -2,7 +2,7 @@
 
     python -m numbanet.kernels.cpu._gemm_wide_gen > kernels/cpu/_gemm_wide.py
 
-tests/kernels/test_gemm.py checks that the committed file is this script's output. Each
+tests/kernels/test_unroll.py checks that the committed file is this script's output. Each
 candidate MR x NR kernel (an MR x NR block of op(a) @ op(b), accumulated in registers)
 is this loop nest with every accumulator a local scalar:
 

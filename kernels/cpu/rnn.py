@@ -51,6 +51,7 @@ from numba import prange
 
 from numbanet.kernels.cpu import rules as R
 from numbanet.kernels.cpu import tuning
+from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.rules import GATES, GRU, LSTM, RELU, SIGMOID, TANH, WORKSPACE
 
 
@@ -92,21 +93,13 @@ def _pack_recurrent_t(u, upt):
 def _zero(t):
     """An accumulator tile to zeros: the micro-kernel adds its product onto it."""
     for r in range(t.shape[0]):
-        row = t[r]
-        for c in range(t.shape[1]):
-            row[c] = 0
+        zero_row(t[r], t.shape[1])
 
 
 @numba.njit(cache=True, inline="always")
 def _add(dst, src, n):
     for c in range(n):
         dst[c] += src[c]
-
-
-@numba.njit(cache=True, inline="always")
-def _copy(dst, src, n):
-    for c in range(n):
-        dst[c] = src[c]
 
 
 @numba.njit(cache=True, inline="always")
@@ -214,19 +207,19 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                             for c in range(nj):
                                 tmp[c] = R.lstm_cell(gi[c], gf[c], gg[c], cst[c])
                             if on:
-                                _copy(cst, tmp, nj)
+                                copy_row(cst, tmp, nj)
                             _activate(act, tmp, nj, one)
                             for c in range(nj):
                                 hn[c] = go[c] * tmp[c]
                             for g in range(4):
-                                _copy(w[g * h + j0:], acc[g, r], nj)
-                            _copy(w[4 * h + j0:], cst, nj)
+                                copy_row(w[g * h + j0:], acc[g, r], nj)
+                            copy_row(w[4 * h + j0:], cst, nj)
                         elif cell == GRU:
                             if rbias.shape[0]:
                                 for g in range(3):
                                     _add(acc[g, r], rbias[g * h + j0:], nj)
                             gz, gr, gh = acc[0, r], acc[1, r], acc[2, r]
-                            _copy(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
+                            copy_row(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
                             for g in range(2):
                                 _add(acc[g, r], xp[g * h + j0:], nj)
                                 _activate(ract, acc[g, r], nj, one)
@@ -237,16 +230,16 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                             for c in range(nj):
                                 hn[c] = R.gru_state(gz[c], hprev[c], gh[c], one)
                             for g in range(3):
-                                _copy(w[g * h + j0:], acc[g, r], nj)
+                                copy_row(w[g * h + j0:], acc[g, r], nj)
                         else:
                             g0 = acc[0, r]
                             _add(g0, xp[j0:], nj)
                             _activate(act, g0, nj, one)
-                            _copy(hn, g0, nj)
+                            copy_row(hn, g0, nj)
                         # hn: this step's h. A masked row keeps h_prev as its state.
                         hnew = hs[nxt, b, j0:j0 + nj]
-                        _copy(hnew, hn if on else hprev, nj)
-                        _copy(w[hcol + j0:], hnew, nj)
+                        copy_row(hnew, hn if on else hprev, nj)
+                        copy_row(w[hcol + j0:], hnew, nj)
                         packed = hp[nxt, ib]
                         if rmask.shape[0]:
                             rm = rmask[b, j0:]
@@ -257,12 +250,12 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                                 packed[j0 + c, r] = hnew[c]
                         lst = last[b, j0:j0 + nj]
                         if on:
-                            _copy(lst, hn, nj)
+                            copy_row(lst, hn, nj)
                         elif zero_output:
                             for c in range(nj):
                                 lst[c] = zero
                         if seq:
-                            _copy(y[b, t if in_order else s, j0:], lst, nj)
+                            copy_row(y[b, t if in_order else s, j0:], lst, nj)
     fin = t_count % 2
     for b in range(b_count):
         for j in range(h):
@@ -344,7 +337,7 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                     nj = min(nrw, h - j0)
                     for r in range(min(mrw, b_count - ib * mrw)):
                         b = ib * mrw + r
-                        _copy(dh, direct[b, j0:], nj)
+                        copy_row(dh, direct[b, j0:], nj)
                         if s < t_count - 1:
                             if rmask.shape[0]:
                                 rm = rmask[b, j0:]
@@ -353,13 +346,13 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                             else:
                                 _add(dh, acc[r], nj)
                         if s < 0:
-                            _copy(dh0[b, j0:], dh, nj)
+                            copy_row(dh0[b, j0:], dh, nj)
                             if cell == LSTM:
-                                _copy(dc0[b, j0:], dcs[b, j0:], nj)
+                                copy_row(dc0[b, j0:], dcs[b, j0:], nj)
                             continue
                         on = keep.shape[0] == 0 or keep[b, t] != 0
                         cr = carry[b, j0:j0 + nj]
-                        _copy(dout, cr, nj)
+                        copy_row(dout, cr, nj)
                         if seq:
                             _add(dout, dy[b, t if in_order else s, j0:], nj)
                         elif s == t_count - 1:
@@ -371,7 +364,7 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                             for c in range(nj):
                                 hpv[c] = hp_[c] * rm[c]
                         else:
-                            _copy(hpv, hp_, nj)
+                            copy_row(hpv, hp_, nj)
                         zx = dzx[b, t]
                         zr = dzr[b, t]
                         packed = dzp[cur, ib]
@@ -381,8 +374,8 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                                 for c in range(nj):
                                     cr[c] = zero
                             else:
-                                _copy(cr, dout, nj)
-                            _copy(direct[b, j0:], dh, nj)
+                                copy_row(cr, dout, nj)
+                            copy_row(direct[b, j0:], dh, nj)
                             for g in range(g_count):
                                 for c in range(nj):
                                     zx[g * h + j0 + c] = zero
@@ -396,7 +389,7 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                         if cell == LSTM:
                             gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
                             cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
-                            _copy(tc, w[4 * h + j0:], nj)
+                            copy_row(tc, w[4 * h + j0:], nj)
                             _activate(act, tc, nj, one)
                             _derive(act, tc, dc, nj, one)          # dc holds act'(c) here
                             for g in range(4):                     # d1..d4: the gates' act'
