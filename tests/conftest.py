@@ -38,6 +38,12 @@ if simulated():
         import warnings
         warnings.warn("tests/sim_blocks.py: this numba-cuda's simulator is not the one it replaces a part of; "
                       "the simulator runs as shipped (slower)")
+    # Its device calls and shared arrays without the per-call swaps and stack walks (tests/sim_calls.py).
+    import sim_calls
+    if not sim_calls.install():
+        import warnings
+        warnings.warn("tests/sim_calls.py: this numba-cuda's simulator is not the one it replaces parts of; "
+                      "its device calls and shared arrays run as shipped (slower)")
 
 
 @pytest.fixture(params=BACKENDS)
