@@ -43,12 +43,12 @@ def generate(model, prompt, length=200, *, temperature=1.0, top_k=None, vocabula
     if out.per_sample_shape[:1] != (steps,) or len(out.per_sample_shape) != 2:
         raise ValueError(f"generate: the model must output (T, vocabulary) = ({steps}, V) scores, got "
                          f"{out.per_sample_shape}")
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+    if not utils.is_int(length) or length < 0:
         raise ValueError(f"generate: length must be an int >= 0, got {length!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0.0 \
             or not np.isfinite(temperature):
         raise ValueError(f"generate: temperature must be a finite number >= 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+    if top_k is not None and (not utils.is_int(top_k) or top_k < 1):
         raise ValueError(f"generate: top_k must be None or a positive int, got {top_k!r}")
     if isinstance(prompt, str):
         if vocabulary is None:

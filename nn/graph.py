@@ -7,7 +7,7 @@ is computed; a layer creates its weights at its first call, as in Keras
 outputs, orders them as Keras does, takes every layer's weights onto its backend and
 runs them.
 """
-import numpy as np
+from numbanet.nn.utils import is_int
 
 # numbanet.profiler's Recorder while a profile is on, else None: Graph wraps each layer's
 # call with it (numbanet/profiler/hooks.py) to attribute the kernels to the layer and pass.
@@ -76,7 +76,7 @@ def is_symbolic(obj):
 
 def check_shape(owner, shape):
     """Input shapes: a tuple of positive ints without the batch axis."""
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+    if is_int(shape):
         shape = (shape,)
     try:
         dims = tuple(shape)
@@ -86,7 +86,7 @@ def check_shape(owner, shape):
         if d is None:
             raise ValueError(f"{owner}: shape {shape!r} has a None dimension; numbanet models need every "
                              f"per-sample dimension (e.g. the sequence length) to be known")
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        if not is_int(d) or d < 1:
             raise ValueError(f"{owner}: shape must hold positive ints, got {shape!r}")
     if not dims:
         raise ValueError(f"{owner}: shape must have at least one dimension besides the batch axis, got {shape!r}")

@@ -1,4 +1,4 @@
-"""Small helpers: the library-owned RNG, the default float type, one-hot labels, atomic
+"""Small helpers: the integer rule of sizes and shapes, the library-owned RNG, the default float type, one-hot labels, atomic
 writes, a property over an optional part of an object."""
 import contextlib
 
@@ -13,6 +13,13 @@ _floatx = "float32"
 _rng = np.random.default_rng()
 
 
+def is_int(value):
+    """An int or a NumPy integer, and not a bool: what a shape entry, a size or a seed may
+    be. Floats (even 3.0) and strings are refused rather than converted, as Keras refuses
+    them in shapes; a bool is an int to Python but never meant as a size."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def list_of(holder, name):
     """A read-only property: self.<holder>.<name> (the holder's own list: no copy), or []
     while self.<holder> is None."""
@@ -25,7 +32,7 @@ def list_of(holder, name):
 def set_random_seed(seed):
     """Reseed the library's RNG (initial weights, shuffling, dropout masks)."""
     global _rng
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"set_random_seed: seed must be a non-negative int, got {seed!r}")
     _rng = np.random.default_rng(int(seed))
 

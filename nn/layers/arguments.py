@@ -1,5 +1,5 @@
 """Constructor-argument rules the layers share."""
-import numpy as np
+from numbanet.nn.utils import is_int
 
 
 def channels_last(kind, data_format):
@@ -10,17 +10,21 @@ def channels_last(kind, data_format):
 
 
 def int_tuple(kind, name, value):
-    """A sequence of ints (a shape, Permute's dims) -> a tuple of ints."""
+    """A sequence of ints (a shape, Permute's dims) -> a tuple of ints. An entry that is
+    not an int (a float, a string, None) is refused, never truncated or parsed."""
     try:
-        return tuple(int(v) for v in value)
+        entries = tuple(value)
     except TypeError:
-        raise ValueError(f"{kind}: {name} must be a tuple of ints, got {value!r}") from None
+        entries = None
+    if entries is None or not all(is_int(v) for v in entries):
+        raise ValueError(f"{kind}: {name} must be a tuple of ints, got {value!r}")
+    return tuple(int(v) for v in entries)
 
 
 def single(kind, name, value):
     """An int or a tuple of one (Keras's 1-D arguments) -> a positive int."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{kind}: {name} must be a positive int or a tuple of one, got {value!r}")
     return int(value)

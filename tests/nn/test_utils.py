@@ -104,3 +104,10 @@ def test_list_of_reads_the_holder_s_own_list_or_an_empty_one():
     assert owner.items is kept   # the holder's list itself, not a copy
     with pytest.raises(AttributeError):
         owner.items = [3]        # read-only
+
+
+@pytest.mark.parametrize("value,want", [(3, True), (np.int64(3), True), (np.uint8(0), True), (-2, True),
+                                        (3.0, False), (np.float32(3), False), ("3", False), (None, False),
+                                        (True, False), (np.bool_(True), False)])
+def test_is_int_takes_integers_only(value, want):
+    assert utils.is_int(value) is want
