@@ -1,5 +1,5 @@
-"""Small helpers: the integer rule of sizes and shapes, the library-owned RNG, the default float type, one-hot labels, atomic
-writes, a property over an optional part of an object."""
+"""Small helpers: the integer rule of sizes and shapes, the library-owned RNG, the default
+float type, one-hot labels, atomic writes, a property over an optional part of an object."""
 import contextlib
 
 import numpy as np

@@ -106,7 +106,7 @@ def test_an_error_in_a_device_function_raises_and_restores_the_module(monkeypatc
     assert OTHER.cuda is REAL_CUDA
 
 
-def test_shared_arrays_are_one_per_call_site_and_block(monkeypatch):
+def test_shared_arrays_are_one_per_call_site(monkeypatch):
     from numba import float32
     monkeypatch.setattr(kernelapi.FakeCUDAShared, "array", FAST["shared"])
     shared = kernelapi.FakeCUDAShared(0)

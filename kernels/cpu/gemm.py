@@ -321,9 +321,9 @@ def matmul_with(choice, a, b, trans_a, trans_b, bias, out, threads):
     if k <= 2 * kcw:
         # One KC slice up to twice KC: a second slice stores the whole output's running sum
         # and reads it back, which costs more than op(b)'s panel outgrowing L1 (15488x288x64,
-        # the article's second convolution as one product: 0.75x -> 0.95x NumPy on an AMD
-        # EPYC, 512^3 level). Results are the same bits: a slice boundary only stores the
-        # float32 sum and resumes from it.
+        # the article's second convolution as one product, in `numbanet bench --quick --ops
+        # gemm` on an AMD EPYC: 0.67x -> 0.89x NumPy). Results are the same bits: a slice
+        # boundary only stores the float32 sum and resumes from it.
         kcw = max(k, 1)
     npan, njp = -(-m // tile.mr), -(-n // tile.nr)
     if macs < serial_below(choice) or (threads == 1 and macs < choice.prepack_macs):
