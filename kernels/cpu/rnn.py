@@ -149,7 +149,6 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
     b_count, t_count, _ = xproj.shape
     h = u.shape[0]
     g_count = GATES[cell]
-    hcol = (WORKSPACE[cell] - 1) * h
     mrw, nrw, nib, njb = _blocks(tile, b_count, h)
     dt = xproj.dtype
     one = dt.type(1)
@@ -173,95 +172,114 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
     for chunk in prange(nchunks):
         # A run of batch rows per thread, every step: rows never depend on each other, so the
         # threads need no barrier between steps (one parallel region for the whole sequence).
-        ib0 = chunk * nib // nchunks
-        ib1 = (chunk + 1) * nib // nchunks
-        acc = tiles[chunk]
-        hn = lanes[chunk, 0]
-        tmp = lanes[chunk, 1]
-        for s in range(t_count):
-            cur = s % 2
-            nxt = 1 - cur
-            t = t_count - 1 - s if reverse else s
-            # Unit blocks outer: the U panels of a block serve all of the run's rows.
-            for jb in range(njb):
-                for ib in range(ib0, ib1):
-                    for g in range(g_count):
-                        _zero(acc[g])
-                        tile.micro(hp[cur, ib], 0, up[jb, g], 0, h, acc[g], 0)
-                    j0 = jb * nrw
-                    nj = min(nrw, h - j0)
-                    for r in range(min(mrw, b_count - ib * mrw)):
-                        b = ib * mrw + r
-                        on = keep.shape[0] == 0 or keep[b, t] != 0
-                        xp = xproj[b, t]
-                        w = ws[b, s]
-                        hprev = hs[cur, b, j0:j0 + nj]
-                        if cell == LSTM:
-                            # One call site per rule in a loop over the gates: each inlined
-                            # call is a copy the kernel's compile pays for.
-                            for g in range(4):
-                                _add(acc[g, r], xp[g * h + j0:], nj)
-                                _activate(act if g == 2 else ract, acc[g, r], nj, one)
-                            gi, gf, gg, go = acc[0, r], acc[1, r], acc[2, r], acc[3, r]
-                            cst = cs[b, j0:j0 + nj]
-                            for c in range(nj):
-                                tmp[c] = R.lstm_cell(gi[c], gf[c], gg[c], cst[c])
-                            if on:
-                                copy_row(cst, tmp, nj)
-                            _activate(act, tmp, nj, one)
-                            for c in range(nj):
-                                hn[c] = go[c] * tmp[c]
-                            for g in range(4):
-                                copy_row(w[g * h + j0:], acc[g, r], nj)
-                            copy_row(w[4 * h + j0:], cst, nj)
-                        elif cell == GRU:
-                            if rbias.shape[0]:
-                                for g in range(3):
-                                    _add(acc[g, r], rbias[g * h + j0:], nj)
-                            gz, gr, gh = acc[0, r], acc[1, r], acc[2, r]
-                            copy_row(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
-                            for g in range(2):
-                                _add(acc[g, r], xp[g * h + j0:], nj)
-                                _activate(ract, acc[g, r], nj, one)
-                            xh = xp[2 * h + j0:]
-                            for c in range(nj):
-                                gh[c] = R.gru_candidate(xh[c], gr[c], gh[c])
-                            _activate(act, gh, nj, one)
-                            for c in range(nj):
-                                hn[c] = R.gru_state(gz[c], hprev[c], gh[c], one)
-                            for g in range(3):
-                                copy_row(w[g * h + j0:], acc[g, r], nj)
-                        else:
-                            g0 = acc[0, r]
-                            _add(g0, xp[j0:], nj)
-                            _activate(act, g0, nj, one)
-                            copy_row(hn, g0, nj)
-                        # hn: this step's h. A masked row keeps h_prev as its state.
-                        hnew = hs[nxt, b, j0:j0 + nj]
-                        copy_row(hnew, hn if on else hprev, nj)
-                        copy_row(w[hcol + j0:], hnew, nj)
-                        packed = hp[nxt, ib]
-                        if rmask.shape[0]:
-                            rm = rmask[b, j0:]
-                            for c in range(nj):
-                                packed[j0 + c, r] = hnew[c] * rm[c]
-                        else:
-                            for c in range(nj):
-                                packed[j0 + c, r] = hnew[c]
-                        lst = last[b, j0:j0 + nj]
-                        if on:
-                            copy_row(lst, hn, nj)
-                        elif zero_output:
-                            for c in range(nj):
-                                lst[c] = zero
-                        if seq:
-                            copy_row(y[b, t if in_order else s, j0:], lst, nj)
+        # The body is a function of its own (here and in _backward): the parallel passes
+        # then see one call instead of its inlined cell code, which they would copy,
+        # propagate and type again. Compiling the float32 LSTM kernels with an empty cache
+        # (AMD EPYC): forward 35 -> 32 CPU-s, backward 32 -> 24, the same bits and speed.
+        c = np.int64(chunk)   # typed uint64 in the parallel body: one type for the call
+        _forward_rows(tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, act, ract, y, last, ws, in_order,
+                      h, up, hp, hs, cs, seq, c * nib // nchunks, (c + 1) * nib // nchunks, tiles[c], lanes[c])
     fin = t_count % 2
     for b in range(b_count):
         for j in range(h):
             h_out[b, j] = hs[fin, b, j]
             if cell == LSTM:
                 c_out[b, j] = cs[b, j]
+
+
+# NumPy's error model, as Numba gives a parallel body: under Python's, the checks for a zero
+# divisor made the forward 20% slower (41 -> 50 ms at B64 T100 F128 H256).
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _forward_rows(tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, act, ract, y, last, ws, in_order, h,
+                  up, hp, hs, cs, seq, ib0, ib1, acc, ln):
+    """Every step of the forward for the batch rows of MR-row panels ib0..ib1-1 (acc, ln: the
+    run's scratch tile and lanes)."""
+    b_count, t_count, _ = xproj.shape
+    g_count = GATES[cell]
+    hcol = (WORKSPACE[cell] - 1) * h
+    mrw, nrw, nib, njb = _blocks(tile, b_count, h)
+    one = xproj.dtype.type(1)
+    zero = one - one
+    hn = ln[0]
+    tmp = ln[1]
+    for s in range(t_count):
+        cur = s % 2
+        nxt = 1 - cur
+        t = t_count - 1 - s if reverse else s
+        # Unit blocks outer: the U panels of a block serve all of the run's rows.
+        for jb in range(njb):
+            for ib in range(ib0, ib1):
+                for g in range(g_count):
+                    _zero(acc[g])
+                    tile.micro(hp[cur, ib], 0, up[jb, g], 0, h, acc[g], 0)
+                j0 = jb * nrw
+                nj = min(nrw, h - j0)
+                for r in range(min(mrw, b_count - ib * mrw)):
+                    b = ib * mrw + r
+                    on = keep.shape[0] == 0 or keep[b, t] != 0
+                    xp = xproj[b, t]
+                    w = ws[b, s]
+                    hprev = hs[cur, b, j0:j0 + nj]
+                    if cell == LSTM:
+                        # One call site per rule in a loop over the gates: each inlined
+                        # call is a copy the kernel's compile pays for.
+                        for g in range(4):
+                            _add(acc[g, r], xp[g * h + j0:], nj)
+                            _activate(act if g == 2 else ract, acc[g, r], nj, one)
+                        gi, gf, gg, go = acc[0, r], acc[1, r], acc[2, r], acc[3, r]
+                        cst = cs[b, j0:j0 + nj]
+                        for c in range(nj):
+                            tmp[c] = R.lstm_cell(gi[c], gf[c], gg[c], cst[c])
+                        if on:
+                            copy_row(cst, tmp, nj)
+                        _activate(act, tmp, nj, one)
+                        for c in range(nj):
+                            hn[c] = go[c] * tmp[c]
+                        for g in range(4):
+                            copy_row(w[g * h + j0:], acc[g, r], nj)
+                        copy_row(w[4 * h + j0:], cst, nj)
+                    elif cell == GRU:
+                        if rbias.shape[0]:
+                            for g in range(3):
+                                _add(acc[g, r], rbias[g * h + j0:], nj)
+                        gz, gr, gh = acc[0, r], acc[1, r], acc[2, r]
+                        copy_row(w[3 * h + j0:], gh, nj)          # rh = h_prev U_h + rb_h
+                        for g in range(2):
+                            _add(acc[g, r], xp[g * h + j0:], nj)
+                            _activate(ract, acc[g, r], nj, one)
+                        xh = xp[2 * h + j0:]
+                        for c in range(nj):
+                            gh[c] = R.gru_candidate(xh[c], gr[c], gh[c])
+                        _activate(act, gh, nj, one)
+                        for c in range(nj):
+                            hn[c] = R.gru_state(gz[c], hprev[c], gh[c], one)
+                        for g in range(3):
+                            copy_row(w[g * h + j0:], acc[g, r], nj)
+                    else:
+                        g0 = acc[0, r]
+                        _add(g0, xp[j0:], nj)
+                        _activate(act, g0, nj, one)
+                        copy_row(hn, g0, nj)
+                    # hn: this step's h. A masked row keeps h_prev as its state.
+                    hnew = hs[nxt, b, j0:j0 + nj]
+                    copy_row(hnew, hn if on else hprev, nj)
+                    copy_row(w[hcol + j0:], hnew, nj)
+                    packed = hp[nxt, ib]
+                    if rmask.shape[0]:
+                        rm = rmask[b, j0:]
+                        for c in range(nj):
+                            packed[j0 + c, r] = hnew[c] * rm[c]
+                    else:
+                        for c in range(nj):
+                            packed[j0 + c, r] = hnew[c]
+                    lst = last[b, j0:j0 + nj]
+                    if on:
+                        copy_row(lst, hn, nj)
+                    elif zero_output:
+                        for c in range(nj):
+                            lst[c] = zero
+                    if seq:
+                        copy_row(y[b, t if in_order else s, j0:], lst, nj)
 
 
 def _chunks(batch):
@@ -300,8 +318,6 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
     gh = g_count * h
     mrw, nrw, nib, njb = _blocks(tile, b_count, h)
     dt = ws.dtype
-    one = dt.type(1)
-    zero = one - one
     upt = np.empty((njb, gh, nrw), dt)
     _pack_recurrent_t(u, upt)
     dzp = np.zeros((2, nib, gh, mrw), dt)     # dz_t (recurrent part), packed as the A operand
@@ -310,7 +326,6 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
     carry = np.zeros((b_count, h), dt)       # d(output) carried back over masked steps
     tiles = np.empty((nchunks, mrw, nrw), dt)
     lanes = np.empty((nchunks, 8, nrw), dt)
-    hcol = (WORKSPACE[cell] - 1) * h
     for b in range(b_count):
         for j in range(h):
             direct[b, j] = dh_last[b, j]
@@ -319,114 +334,128 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
     seq = dy.shape[1] == t_count
     # Phase s: dh_s = direct + (dz_{s+1} @ U^T) * rmask, then step s's gradients (s >= 0).
     for chunk in prange(nchunks):
-        ib0 = chunk * nib // nchunks
-        ib1 = (chunk + 1) * nib // nchunks
-        acc = tiles[chunk]
-        dh, dout, d1, d2, d3, d4, tc, dc = (lanes[chunk, 0], lanes[chunk, 1], lanes[chunk, 2], lanes[chunk, 3],
-                                            lanes[chunk, 4], lanes[chunk, 5], lanes[chunk, 6], lanes[chunk, 7])
-        for s in range(t_count - 1, -2, -1):
-            cur = s % 2
-            nxt = 1 - cur
-            t = t_count - 1 - s if reverse else s
-            for jb in range(njb):
-                for ib in range(ib0, ib1):
+        c = np.int64(chunk)   # see _forward
+        _backward_rows(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dzx, dzr,
+                       hprev, dh0, dc0, in_order, upt, dzp, direct, dcs, carry, seq, c * nib // nchunks,
+                       (c + 1) * nib // nchunks, tiles[c], lanes[c])
+
+
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")   # see _forward_rows
+def _backward_rows(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dzx, dzr, hprev,
+                   dh0, dc0, in_order, upt, dzp, direct, dcs, carry, seq, ib0, ib1, acc, ln):
+    """Every phase of the backward for the batch rows of MR-row panels ib0..ib1-1."""
+    b_count, t_count, _ = ws.shape
+    h = u.shape[0]
+    g_count = GATES[cell]
+    gh = g_count * h
+    hcol = (WORKSPACE[cell] - 1) * h
+    mrw, nrw, nib, njb = _blocks(tile, b_count, h)
+    one = ws.dtype.type(1)
+    zero = one - one
+    dh, dout, d1, d2, d3, d4, tc, dc = ln[0], ln[1], ln[2], ln[3], ln[4], ln[5], ln[6], ln[7]
+    for s in range(t_count - 1, -2, -1):
+        cur = s % 2
+        nxt = 1 - cur
+        t = t_count - 1 - s if reverse else s
+        for jb in range(njb):
+            for ib in range(ib0, ib1):
+                if s < t_count - 1:
+                    _zero(acc)
+                    tile.micro(dzp[nxt, ib], 0, upt[jb], 0, gh, acc, 0)
+                j0 = jb * nrw
+                nj = min(nrw, h - j0)
+                for r in range(min(mrw, b_count - ib * mrw)):
+                    b = ib * mrw + r
+                    copy_row(dh, direct[b, j0:], nj)
                     if s < t_count - 1:
-                        _zero(acc)
-                        tile.micro(dzp[nxt, ib], 0, upt[jb], 0, gh, acc, 0)
-                    j0 = jb * nrw
-                    nj = min(nrw, h - j0)
-                    for r in range(min(mrw, b_count - ib * mrw)):
-                        b = ib * mrw + r
-                        copy_row(dh, direct[b, j0:], nj)
-                        if s < t_count - 1:
-                            if rmask.shape[0]:
-                                rm = rmask[b, j0:]
-                                for c in range(nj):
-                                    dh[c] += acc[r, c] * rm[c]
-                            else:
-                                _add(dh, acc[r], nj)
-                        if s < 0:
-                            copy_row(dh0[b, j0:], dh, nj)
-                            if cell == LSTM:
-                                copy_row(dc0[b, j0:], dcs[b, j0:], nj)
-                            continue
-                        on = keep.shape[0] == 0 or keep[b, t] != 0
-                        cr = carry[b, j0:j0 + nj]
-                        copy_row(dout, cr, nj)
-                        if seq:
-                            _add(dout, dy[b, t if in_order else s, j0:], nj)
-                        elif s == t_count - 1:
-                            _add(dout, dy[b, 0, j0:], nj)
-                        hp_ = ws[b, s - 1, hcol + j0:] if s > 0 else h0[b, j0:]
-                        hpv = hprev[b, t, j0:]
                         if rmask.shape[0]:
                             rm = rmask[b, j0:]
                             for c in range(nj):
-                                hpv[c] = hp_[c] * rm[c]
+                                dh[c] += acc[r, c] * rm[c]
                         else:
-                            copy_row(hpv, hp_, nj)
-                        zx = dzx[b, t]
-                        zr = dzr[b, t]
-                        packed = dzp[cur, ib]
-                        if not on:
-                            # The state passed through unchanged; the output is the previous one (or 0).
-                            if zero_output or s == 0:
-                                for c in range(nj):
-                                    cr[c] = zero
-                            else:
-                                copy_row(cr, dout, nj)
-                            copy_row(direct[b, j0:], dh, nj)
-                            for g in range(g_count):
-                                for c in range(nj):
-                                    zx[g * h + j0 + c] = zero
-                                    zr[g * h + j0 + c] = zero
-                                    packed[g * h + j0 + c, r] = zero
-                            continue
-                        for c in range(nj):
-                            cr[c] = zero
-                        _add(dh, dout, nj)
-                        w = ws[b, s]
+                            _add(dh, acc[r], nj)
+                    if s < 0:
+                        copy_row(dh0[b, j0:], dh, nj)
                         if cell == LSTM:
-                            gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
-                            cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
-                            copy_row(tc, w[4 * h + j0:], nj)
-                            _activate(act, tc, nj, one)
-                            _derive(act, tc, dc, nj, one)          # dc holds act'(c) here
-                            for g in range(4):                     # d1..d4: the gates' act'
-                                _derive(act if g == 2 else ract, w[g * h + j0:], lanes[chunk, 2 + g], nj, one)
-                            dcst = dcs[b, j0:]
+                            copy_row(dc0[b, j0:], dcs[b, j0:], nj)
+                        continue
+                    on = keep.shape[0] == 0 or keep[b, t] != 0
+                    cr = carry[b, j0:j0 + nj]
+                    copy_row(dout, cr, nj)
+                    if seq:
+                        _add(dout, dy[b, t if in_order else s, j0:], nj)
+                    elif s == t_count - 1:
+                        _add(dout, dy[b, 0, j0:], nj)
+                    hp_ = ws[b, s - 1, hcol + j0:] if s > 0 else h0[b, j0:]
+                    hpv = hprev[b, t, j0:]
+                    if rmask.shape[0]:
+                        rm = rmask[b, j0:]
+                        for c in range(nj):
+                            hpv[c] = hp_[c] * rm[c]
+                    else:
+                        copy_row(hpv, hp_, nj)
+                    zx = dzx[b, t]
+                    zr = dzr[b, t]
+                    packed = dzp[cur, ib]
+                    if not on:
+                        # The state passed through unchanged; the output is the previous one (or 0).
+                        if zero_output or s == 0:
                             for c in range(nj):
-                                di, df, dg, do, dcp = R.lstm_cell_grads(dh[c], dcst[c], gi[c], gf[c], gg[c], go[c],
-                                                                        tc[c], cprev[c], dc[c], d1[c], d2[c], d3[c],
-                                                                        d4[c])
-                                dcst[c] = dcp
-                                zx[j0 + c] = di
-                                zx[h + j0 + c] = df
-                                zx[2 * h + j0 + c] = dg
-                                zx[3 * h + j0 + c] = do
-                            for c in range(nj):
-                                direct[b, j0 + c] = zero
-                        elif cell == GRU:
-                            gz, gr, ghh, rh = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
-                            for g in range(3):                     # d1, d2, d3: z', r', hh'
-                                _derive(act if g == 2 else ract, w[g * h + j0:], lanes[chunk, 2 + g], nj, one)
-                            dst = direct[b, j0:]
-                            for c in range(nj):
-                                dzz, dr, dpre, dst[c], zr[2 * h + j0 + c] = R.gru_cell_grads(
-                                    dh[c], hp_[c], gz[c], gr[c], ghh[c], rh[c], d1[c], d2[c], d3[c], one)
-                                zx[j0 + c] = dzz
-                                zx[h + j0 + c] = dr
-                                zx[2 * h + j0 + c] = dpre
-                                zr[j0 + c] = dzz
-                                zr[h + j0 + c] = dr
+                                cr[c] = zero
                         else:
-                            _derive(act, w[j0:], d1, nj, one)
-                            for c in range(nj):
-                                zx[j0 + c] = dh[c] * d1[c]
-                                direct[b, j0 + c] = zero
+                            copy_row(cr, dout, nj)
+                        copy_row(direct[b, j0:], dh, nj)
                         for g in range(g_count):
                             for c in range(nj):
-                                packed[g * h + j0 + c, r] = zr[g * h + j0 + c]
+                                zx[g * h + j0 + c] = zero
+                                zr[g * h + j0 + c] = zero
+                                packed[g * h + j0 + c, r] = zero
+                        continue
+                    for c in range(nj):
+                        cr[c] = zero
+                    _add(dh, dout, nj)
+                    w = ws[b, s]
+                    if cell == LSTM:
+                        gi, gf, gg, go = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                        cprev = ws[b, s - 1, 4 * h + j0:] if s > 0 else c0[b, j0:]
+                        copy_row(tc, w[4 * h + j0:], nj)
+                        _activate(act, tc, nj, one)
+                        _derive(act, tc, dc, nj, one)          # dc holds act'(c) here
+                        for g in range(4):                     # d1..d4: the gates' act'
+                            _derive(act if g == 2 else ract, w[g * h + j0:], ln[2 + g], nj, one)
+                        dcst = dcs[b, j0:]
+                        for c in range(nj):
+                            di, df, dg, do, dcp = R.lstm_cell_grads(dh[c], dcst[c], gi[c], gf[c], gg[c], go[c],
+                                                                    tc[c], cprev[c], dc[c], d1[c], d2[c], d3[c],
+                                                                    d4[c])
+                            dcst[c] = dcp
+                            zx[j0 + c] = di
+                            zx[h + j0 + c] = df
+                            zx[2 * h + j0 + c] = dg
+                            zx[3 * h + j0 + c] = do
+                        for c in range(nj):
+                            direct[b, j0 + c] = zero
+                    elif cell == GRU:
+                        gz, gr, ghh, rh = w[j0:], w[h + j0:], w[2 * h + j0:], w[3 * h + j0:]
+                        for g in range(3):                     # d1, d2, d3: z', r', hh'
+                            _derive(act if g == 2 else ract, w[g * h + j0:], ln[2 + g], nj, one)
+                        dst = direct[b, j0:]
+                        for c in range(nj):
+                            dzz, dr, dpre, dst[c], zr[2 * h + j0 + c] = R.gru_cell_grads(
+                                dh[c], hp_[c], gz[c], gr[c], ghh[c], rh[c], d1[c], d2[c], d3[c], one)
+                            zx[j0 + c] = dzz
+                            zx[h + j0 + c] = dr
+                            zx[2 * h + j0 + c] = dpre
+                            zr[j0 + c] = dzz
+                            zr[h + j0 + c] = dr
+                    else:
+                        _derive(act, w[j0:], d1, nj, one)
+                        for c in range(nj):
+                            zx[j0 + c] = dh[c] * d1[c]
+                            direct[b, j0 + c] = zero
+                    for g in range(g_count):
+                        for c in range(nj):
+                            packed[g * h + j0 + c, r] = zr[g * h + j0 + c]
 
 
 def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dh_last, dc_last,
