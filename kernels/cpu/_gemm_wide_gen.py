@@ -34,6 +34,22 @@ first use) only when a driver compiled for its shape calls it.
 pack_rows_MR(a, r0, p0, kc, dst) copies a[r0:r0 + MR, p0:p0 + kc] into dst[p, r]: MR
 rows read side by side, each panel row written whole (2.0x faster than element-wise
 2-D indexing at MR = 8, measured at 1024 x 1024).
+
+direct_MRxNR is the same register tile with op(a) read in place of a packed panel, for
+convolution (kernels/cpu/conv.py): MR output pixels by NR output channels, the
+accumulators starting at the bias b, adding x[pixel + cell offset] * w[cell, channels]
+for every window cell, stored once into out[row0:row0 + MR, col0:col0 + NR]. x is a
+flat, zero-padded copy of one image (xf), so padding costs no branch in the loop; each
+pixel's window starts at bases[r], each cell sits offs[k] further on:
+
+    for k in range(kdim):
+        for r in range(MR):
+            for c in range(NR):
+                acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
+
+Each output is b + its terms added in k order, as the packed product adds them: the
+same bits as the patch matrix times the weights. conv's dW pass runs the same tile with
+the roles swapped (MR window cells by NR output channels, summed over the pixels).
 """
 from numbanet.kernels.cpu._unroll import header, joined, main
 
@@ -75,6 +91,31 @@ def _micro_lines(mr, nr):
     return out
 
 
+def _direct_lines(mr, nr):
+    out = []
+    w = out.append
+    acc = [[f"c{r}_{c:02d}" for c in range(nr)] for r in range(mr)]
+    ws = [f"w{c:02d}" for c in range(nr)]
+    w(f"def _direct_{mr}x{nr}_py(xf, bases, offs, kdim, wp, b, out, row0, col0):")
+    w(f'    """out[row0 + r, col0 + c] = b[c] + sum_k xf[bases[r] + offs[k]] * wp[k, c] (r < {mr}, c < {nr})."""')
+    out += joined("    ", [f"x{r} = bases[{r}]" for r in range(mr)], 8)
+    for r in range(mr):
+        out += joined("    ", [f"{acc[r][c]} = b[{c}]" for c in range(nr)], 8)
+    w("    for k in range(kdim):")
+    w("        o = offs[k]")
+    out += joined("        ", [f"{ws[c]} = wp[k, {c}]" for c in range(nr)], 8)
+    for r in range(mr):
+        w(f"        a = xf[x{r} + o]")
+        out += joined("        ", [f"{acc[r][c]} += a * {ws[c]}" for c in range(nr)], 8)
+    for r in range(mr):
+        w(f"    o = out[row0 + {r}, col0:col0 + {nr}]")
+        out += joined("    ", [f"o[{c}] = {acc[r][c]}" for c in range(nr)], 8)
+    w("")
+    w("")
+    w(f'direct_{mr}x{nr} = compile_slp(_direct_{mr}x{nr}_py, fastmath={{"contract"}})')
+    return out
+
+
 def _pack_lines(mr):
     out = []
     w = out.append
@@ -91,16 +132,19 @@ def _pack_lines(mr):
 
 
 def source(tiles=TILES):
-    parts = [header("The GEMM's candidate micro-kernels, MR x NR blocks of op(a) @ op(b) in registers, and\n"
-                    "their row packers, unrolled.", "_gemm_wide_gen", "_gemm_wide") + IMPORTS,
+    parts = [header("The GEMM's candidate micro-kernels, MR x NR blocks of op(a) @ op(b) in registers, their\n"
+                    "convolution twins and their row packers, unrolled.", "_gemm_wide_gen", "_gemm_wide") + IMPORTS,
              f"TILE_SHAPES = {tuple(tiles)!r}"]
     for mr, nr in tiles:
         parts.append("\n".join(_micro_lines(mr, nr)))
+    for mr, nr in tiles:
+        parts.append("\n".join(_direct_lines(mr, nr)))
     for mr in sorted({mr for mr, _ in tiles}):
         parts.append("\n".join(_pack_lines(mr)))
     micro = ", ".join(f"({mr}, {nr}): micro_{mr}x{nr}" for mr, nr in tiles)
+    direct = ", ".join(f"({mr}, {nr}): direct_{mr}x{nr}" for mr, nr in tiles)
     pack = ", ".join(f"{mr}: pack_rows_{mr}" for mr in sorted({mr for mr, _ in tiles}))
-    parts.append(f"MICRO = {{{micro}}}\nPACK_ROWS = {{{pack}}}")
+    parts.append(f"MICRO = {{{micro}}}\nDIRECT = {{{direct}}}\nPACK_ROWS = {{{pack}}}")
     return "\n\n\n".join(parts) + "\n"
 
 

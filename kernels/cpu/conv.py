@@ -1,17 +1,19 @@
 """Conv2D on the CPU, NHWC activations and (KH, KW, C_in, C_out) weights.
 
-Each image is lowered to a patch matrix P (OH*OW, KH*KW*C_in) in a buffer owned by one
-prange iteration (never a whole-batch im2col), and the products run on gemm.py's packed
-micro-kernel, the shape in force (kernels/cpu/tuning.py; the weights are packed once per
-call, the image's operands per image):
+y and dW come from register tiles that read a zero-padded copy of one image in place
+(tile.direct: kernels/cpu/_gemm_wide_gen.py), with no patch matrix; dx goes through one:
 
-    forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out))
-    backward: dW  += P_n^T @ dy_n         (per-chunk partial sums, reduced in chunk order)
+    forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out); P_n, the
+                                          image's patch matrix, is never formed)
+    backward: dW  += P_n^T @ dy_n         (the same tiles, window cells by channels, summed
+                                          over pixels; per-chunk partial sums, reduced in
+                                          chunk order)
               dP_n = dy_n @ W^T, then col2im scatter-adds dP_n into dx_n
 
-Shallow windows (KH*KW*C_in <= DIRECT_KDIM, as in a first layer) skip the patch matrix:
-y and dW come from register tiles reading a zero-padded copy of the image (see the direct
-forward path below); dx still goes through dP.
+Each product runs on the micro-kernel shape in force (kernels/cpu/tuning.py), shallow
+windows (KH*KW*C_in <= DIRECT_KDIM, as in a first layer) on the 16-wide strip tile
+(tuning.strip_tile(16)): a first layer's few output channels would fill only part of a
+wide tile. The weights are packed once per call, dy and dP's operands per image.
 
 An activation (relu, sigmoid, tanh) is fused while the data is in cache: the forward
 applies it to each image's output right after its tiles are written, and the backward
@@ -20,8 +22,8 @@ its own over the whole batch (11 MB each way for the article's first layer) nor 
 parallel region.
 
 A dilation (window cells dil_h rows and dil_w columns apart) enters only where a window
-cell's input position is computed: the patch lowering, its adjoint and the direct path's
-cell offsets. conv2d_transpose_forward is the dx path alone (x in dy's place, y in dx's).
+cell's input position is computed: the cell offsets and col2im. conv2d_transpose_forward
+is the dx path alone (x in dy's place, y in dx's).
 
 Positions outside x (padding; bottom/right padding is implied by y's shape) read as zero
 and their gradients are dropped. Each prange iteration owns whole images (their rows of
@@ -33,7 +35,6 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
-from numbanet.kernels.cpu._conv_direct import MR, NR, direct_tile
 from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
 from numbanet.kernels.rules import CODES, LINEAR
 from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
@@ -41,48 +42,13 @@ from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
-# Forward layers with KH*KW*C_in up to this take the direct path below: with so few terms
-# per output the GEMM path's time goes to patch packing and tile write-back, not FMAs,
-# while deeper windows re-read x per NR-column panel and lose to the packed operands.
+# Windows with KH*KW*C_in up to DIRECT_KDIM run on the tile SHALLOW_NR wide
+# (tuning.strip_tile): a first layer has few output channels (the article's 32 fill two
+# 16-wide panels but half of a 4x64 tile's one) and so few terms per output that a tile's
+# loads and stores weigh more than its FMAs. Deeper windows run on the tile in force.
 # Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
+SHALLOW_NR = 16
 DIRECT_KDIM = 64
-
-
-@numba.njit(cache=True, inline="always")
-def _put(tile, dst, transposed, row, col, v):
-    if transposed:
-        dst[col // tile.mr, row, col % tile.mr] = v
-    else:
-        dst[row // tile.mr, col, row % tile.mr] = v
-
-
-@numba.njit(cache=True)
-def _im2col_packed(tile, xn, kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pt, pl, dst, transposed):
-    """One image's patch matrix P[oh*OW + ow, (kh*KW + kw)*C + c] = xn[oh*sh - pt + kh*dil_h,
-    ow*sw - pl + kw*dil_w, c] (0 outside xn; dil_h, dil_w: the dilation), written straight into the
-    micro-kernel's MR-row panels (MR = tile.mr, a constant where this is compiled): of P itself
-    (dst[row // MR, col, row % MR]) or, when transposed, of P^T (dst[col // MR, row,
-    col % MR]). Panel rows past the matrix are zeroed. Takes the
-    image, not (x, n), for the reason _forward_direct_image gives."""
-    h, w, c_in = xn.shape
-    dst[dst.shape[0] - 1] = 0
-    for oh in range(oh_):
-        for ow in range(ow_):
-            row = oh * ow_ + ow
-            for kh in range(kh_):
-                ih = oh * sh - pt + kh * dil_h
-                for kw in range(kw_):
-                    iw = ow * sw - pl + kw * dil_w
-                    base = (kh * kw_ + kw) * c_in
-                    if 0 <= ih < h and 0 <= iw < w:
-                        src = xn[ih, iw]
-                        for c in range(c_in):
-                            _put(tile, dst, transposed, row, base + c, src[c])
-                    else:
-                        for c in range(c_in):
-                            # A store of int 0 casts to dst's dtype; a float32/int
-                            # conditional expression would compute in float64.
-                            _put(tile, dst, transposed, row, base + c, 0)
 
 
 @numba.njit(cache=True)
@@ -110,8 +76,8 @@ def _col2im_add(dpatches, dxn, kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pt, pl)
 @numba.njit(cache=True)
 def _pack_dy_and_sum(dyn, dypack, dbt):
     """dyn (rows, C_out) -> column panels dypack[jp, row, c] (as wide as dypack's last
-    axis: the direct path's 16 or the tile's NR; zero past C_out), and dbt += its column
-    sums: one read of dy serves both dW's B operand and db."""
+    axis, the dW tile's NR; zero past C_out), and dbt += its column sums: one read of dy
+    serves both dW's B operand and db."""
     rows, c_out = dyn.shape
     npanels, _, width = dypack.shape
     for p in range(rows):
@@ -129,18 +95,19 @@ def _pack_dy_and_sum(dyn, dypack, dbt):
 
 
 @numba.njit(cache=True)
-def _pack_w_direct(w2, c_out, kdim, wpack):
-    """w2 (kdim, C_out) -> NR-column panels wpack[jp, k, c], zero past C_out: the direct
-    tile's B operand."""
+def _pack_w(w2, c_out, kdim, wpack):
+    """w2 (kdim, C_out) -> NR-column panels wpack[jp, k, c] (NR: wpack's last axis), zero
+    past C_out: the register tile's B operand."""
+    nrw = wpack.shape[2]
     for jp in range(wpack.shape[0]):
-        j0 = jp * NR
-        nr = min(NR, c_out - j0)
+        j0 = jp * nrw
+        nr = min(nrw, c_out - j0)
         for k in range(kdim):
             src = w2[k, j0:j0 + nr]
             dst = wpack[jp, k]
             for c in range(nr):
                 dst[c] = src[c]
-            for c in range(nr, NR):
+            for c in range(nr, nrw):
                 dst[c] = 0
 
 
@@ -150,12 +117,13 @@ def _panels(size, width):
     return (size + width - 1) // width
 
 
-# ------------------------------------------------------------------ direct forward path
+# ------------------------------------------------------------------ register tiles
 #
-# For a shallow sum (small KH*KW*C_in) the forward pass skips the patch matrix: each
-# MR x NR tile of y is summed in registers by direct_tile (kernels/cpu/_conv_direct.py,
-# generated; its generator's docstring gives the loop nest) from a zero-padded copy of one
-# image, starting at the bias, and stored once, straight into y.
+# Each MR x NR tile of y is summed in registers by tile.direct (kernels/cpu/_gemm_wide_gen.py
+# gives the loop nest) from a zero-padded copy of one image, starting at the bias, and
+# stored once, straight into y. Against a patch matrix times packed weights, the image is
+# read in place instead of being copied into MR-row panels first: on the article's second
+# layer (3x3x32 -> 64, B128, AMD EPYC, one thread) the copy took 2.1 of 7.8 ms.
 
 
 @numba.njit(cache=True)
@@ -182,38 +150,40 @@ def _pad_image(xn, pt, pl, xp):
 
 
 @numba.njit(cache=True)
-def _forward_direct_image(xn, wpack, bpack, offs, yn, sh, sw, pt, pl, xp, bases, tile):
-    """One image's output yn (OH, OW, C_out) by register tiles; xp, bases and tile are
-    scratch owned by the caller. Takes the image, not (x, n): a prange index is typed
+def _forward_image(tile, xn, wpack, bpack, offs, yn, sh, sw, pt, pl, xp, bases, scratch):
+    """One image's output yn (OH, OW, C_out) by `tile`'s register tiles; xp, bases and scratch
+    are scratch owned by the caller. Takes the image, not (x, n): a prange index is typed
     uint64 in the parallel body but int64 where numba first types it, so every function
     it reaches would be compiled twice."""
     oh_, ow_, c_out = yn.shape
     c_in = xn.shape[2]
+    mrw = tile.mr
+    nrw = tile.nr
     wp = xp.shape[1] // c_in
     kdim = offs.shape[0]
     rows = oh_ * ow_
     _pad_image(xn, pt, pl, xp)
     xf = xp.reshape(xp.size)
     ym = yn.reshape((rows, c_out))
-    for p0 in range(0, rows, MR):
+    for p0 in range(0, rows, mrw):
         # The last block's missing pixels repeat the last one: valid reads, never stored.
-        for r in range(MR):
+        for r in range(mrw):
             p = min(p0 + r, rows - 1)
             oh = p // ow_
             bases[r] = (oh * sh * wp + (p - oh * ow_) * sw) * c_in
-        mr = min(MR, rows - p0)
+        mr = min(mrw, rows - p0)
         for jp in range(wpack.shape[0]):
-            j0 = jp * NR
-            # Full tiles go straight into y, edge tiles through `tile`; one call site, as
+            j0 = jp * nrw
+            # Full tiles go straight into y, edge tiles through `scratch`; one call site, as
             # LLVM inlines the tile's code into each.
-            full = mr == MR and j0 + NR <= c_out
-            dst, r0, c0 = (ym, p0, j0) if full else (tile, 0, 0)
-            direct_tile(xf, bases, offs, kdim, wpack[jp], bpack[jp], dst, r0, c0)
+            full = mr == mrw and j0 + nrw <= c_out
+            dst, r0, c0 = (ym, p0, j0) if full else (scratch, 0, 0)
+            tile.direct(xf, bases, offs, kdim, wpack[jp], bpack[jp], dst, r0, c0)
             if not full:
-                nr = min(NR, c_out - j0)
+                nr = min(nrw, c_out - j0)
                 for r in range(mr):
                     orow = ym[p0 + r]
-                    t = tile[r]
+                    t = scratch[r]
                     for c in range(nr):
                         orow[j0 + c] = t[c]
 
@@ -231,25 +201,27 @@ def _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w):
 
 
 @numba.njit(cache=True)
-def _dw_direct_image(xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, tile):
+def _dw_image(tile, xn, dybpack, offs, pix, zero, dwt, pt, pl, xp, cells, scratch):
     """dwt += P_n^T @ dy_n for one image by the forward's register tiles with the roles
     swapped: MR window cells by NR output channels, summed over the image's pixels (pix:
-    each window's corner offset) against dy's packed NR-column panels, no patch matrix."""
+    each window's corner offset) against dy's packed NR-column panels."""
     _pad_image(xn, pt, pl, xp)
     xf = xp.reshape(xp.size)
+    mrw = tile.mr
+    nrw = tile.nr
     kdim = offs.shape[0]
     c_out = dwt.shape[1]
-    for k0 in range(0, kdim, MR):
-        for r in range(MR):
+    for k0 in range(0, kdim, mrw):
+        for r in range(mrw):
             cells[r] = offs[min(k0 + r, kdim - 1)]
-        mr = min(MR, kdim - k0)
+        mr = min(mrw, kdim - k0)
         for jp in range(dybpack.shape[0]):
-            direct_tile(xf, cells, pix, pix.shape[0], dybpack[jp], zero, tile, 0, 0)
-            j0 = jp * NR
-            nr = min(NR, c_out - j0)
+            tile.direct(xf, cells, pix, pix.shape[0], dybpack[jp], zero, scratch, 0, 0)
+            j0 = jp * nrw
+            nr = min(nrw, c_out - j0)
             for r in range(mr):
                 drow = dwt[k0 + r]
-                t = tile[r]
+                t = scratch[r]
                 for c in range(nr):
                     drow[j0 + c] += t[c]
 
@@ -266,49 +238,43 @@ def _dx_tile(kdim):
     """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the tile in
     force pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
     product 3.5-7x the work), the 16-wide one (kernels/cpu/tuning.strip_tile) to 16."""
-    wide, narrow = tuning.current().tile, tuning.strip_tile(NR)
+    wide, narrow = tuning.current().tile, tuning.strip_tile(SHALLOW_NR)
     return narrow, _panels(kdim, narrow.nr) * narrow.nr < _panels(kdim, wide.nr) * wide.nr
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_forward(tile, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, act):
+def _conv2d_forward(tile, narrow, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, act):
     n_, oh_, ow_, c_out = y.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
     kdim = kh_ * kw_ * c_in
     rows = oh_ * ow_
-    direct = kdim <= DIRECT_KDIM
-    # W in column panels: NR = 16 wide for the direct path's register tile, the GEMM
-    # tile's NR wide for the patch-matrix path.
-    nrp = NR if direct else tile.nr
-    nbp = _panels(c_out, nrp)
-    wpack = np.empty((nbp, kdim, nrp), dtype=w.dtype)
-    if direct:
-        _pack_w_direct(w.reshape((kdim, c_out)), c_out, kdim, wpack)
-    else:
-        pack_b(tile, w.reshape((kdim, c_out)), False, c_out, kdim, wpack)
-    # Bias panels zero-padded like wpack (all zero for "no bias"): direct tiles start from
+    # Both tiles are compiled into one kernel per dtype; which one runs is the window's depth.
+    shallow = kdim <= DIRECT_KDIM
+    mrw = narrow.mr if shallow else tile.mr
+    nrw = narrow.nr if shallow else tile.nr
+    nbp = _panels(c_out, nrw)
+    wpack = np.empty((nbp, kdim, nrw), dtype=w.dtype)
+    _pack_w(w.reshape((kdim, c_out)), c_out, kdim, wpack)
+    # Bias panels zero-padded like wpack (all zero for "no bias"): the tiles start from
     # them. np.empty and a loop, not np.zeros: under parallel=True every np.zeros becomes
     # a parfor of its own, about a second of compile time each per dtype.
-    bpack = np.empty((_panels(c_out, NR), NR), dtype=w.dtype)
-    for jp in range(bpack.shape[0]):
-        for c in range(NR):
+    bpack = np.empty((nbp, nrw), dtype=w.dtype)
+    for jp in range(nbp):
+        for c in range(nrw):
             bpack[jp, c] = 0
     for j in range(bias.shape[0]):
-        bpack[j // NR, j % NR] = bias[j]
+        bpack[j // nrw, j % nrw] = bias[j]
     hp = (oh_ - 1) * sh + (kh_ - 1) * dil_h + 1
     wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
     offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
     for n in prange(n_):
-        if direct:
-            scratch = np.empty((MR, NR), dtype=x.dtype)
-            xp = np.empty((hp, wp * c_in), dtype=x.dtype)
-            bases = np.empty(MR, dtype=np.intp)
-            _forward_direct_image(x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
+        scratch = np.empty((mrw, nrw), dtype=x.dtype)
+        xp = np.empty((hp, wp * c_in), dtype=x.dtype)
+        bases = np.empty(mrw, dtype=np.intp)
+        if shallow:
+            _forward_image(narrow, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
         else:
-            scratch = np.empty((tile.mr, tile.nr), dtype=x.dtype)
-            ppack = np.empty((_panels(rows, tile.mr), kdim, tile.mr), dtype=x.dtype)
-            _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pad_top, pad_left, ppack, False)
-            gemm_packed(tile, ppack, wpack, rows, c_out, kdim, y[n].reshape((rows, c_out)), False, bias, scratch)
+            _forward_image(tile, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
         if act != LINEAR:
             # The image's output just written, still in cache (86 KB for the article's
             # first layer, in L2): no second pass over all of y, no parallel region.
@@ -336,32 +302,31 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
     # Not np.zeros (a parfor each under parallel=True): each chunk clears its own below.
     dw_part = np.empty((nchunks, kdim, c_out), dtype=w.dtype)
     db_part = np.empty((nchunks, c_out), dtype=w.dtype)
-    # Shallow windows: dW by register tiles from a padded image (see _dw_direct_image),
-    # which read dy in 16-column panels; the GEMM path reads them NR wide.
-    direct = kdim <= DIRECT_KDIM
-    nrp = NR if direct else nrw
+    # dW's register tile, as the forward's: the 16-wide one for a shallow window.
+    shallow = kdim <= DIRECT_KDIM
+    dmr = narrow.mr if shallow else mrw
+    dnr = narrow.nr if shallow else nrw
     wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
     offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
     pix = np.empty(rows, dtype=np.intp)
     for p in range(rows):
         oh = p // ow_
         pix[p] = (oh * sh * wp + (p - oh * ow_) * sw) * c_in
-    zero = np.empty(NR, dtype=w.dtype)
-    for c in range(NR):
+    zero = np.empty(dnr, dtype=w.dtype)
+    for c in range(dnr):
         zero[c] = 0
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
-        ptpack = np.empty((_panels(kdim, mrw), rows, mrw), dtype=x.dtype)
-        dybpack = np.empty((_panels(c_out, nrp), rows, nrp), dtype=x.dtype)
+        dybpack = np.empty((_panels(c_out, dnr), rows, dnr), dtype=x.dtype)
         dyapack = np.empty((0 if narrow_dx else _panels(rows, mrw), c_out, mrw), dtype=x.dtype)
         dyapack_n = np.empty((_panels(rows, narrow.mr) if narrow_dx else 0, c_out, narrow.mr), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
-        # for the direct tile (MR x NR) and the GEMMs' edge tiles
-        scratch = np.empty((max(MR, mrw, narrow.mr), max(NR, nrw, narrow.nr)), dtype=x.dtype)
+        # for dW's tiles and the dP GEMMs' edge tiles
+        scratch = np.empty((max(mrw, narrow.mr), max(nrw, narrow.nr)), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
         xp = np.empty(((oh_ - 1) * sh + (kh_ - 1) * dil_h + 1, wp * c_in), dtype=x.dtype)
-        cells = np.empty(MR, dtype=np.intp)
+        cells = np.empty(dmr, dtype=np.intp)
         dzn = np.empty((rows if act != LINEAR else 0, c_out), dtype=x.dtype)
         dwt = dw_part[t]
         dbt = db_part[t]
@@ -380,12 +345,10 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
                                 dzn.reshape(rows * c_out))
                 dyn = dzn
             _pack_dy_and_sum(dyn, dybpack, dbt)
-            if direct:
-                _dw_direct_image(x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
+            if shallow:
+                _dw_image(narrow, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
             else:
-                _im2col_packed(tile, x[n], kh_, kw_, oh_, ow_, sh, sw, dil_h, dil_w, pad_top, pad_left, ptpack,
-                               True)
-                gemm_packed(tile, ptpack, dybpack, kdim, c_out, rows, dwt, True, nobias, scratch)
+                _dw_image(tile, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
             if compute_dx:
                 if narrow_dx:
                     _dx_patches(narrow, dyn, dyapack_n, wtpack_n, dpatches, nobias, scratch)
@@ -438,8 +401,8 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"
     """y = act(conv(x, w) (+ bias)), window cells dil_h rows and dil_w columns apart (the
     dilation); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
-    dynamic(_conv2d_forward, tuning.current().tile, x, w, no_bias(y.dtype) if bias is None else bias, y, sh, sw,
-            dil_h, dil_w, pad_top, pad_left, CODES[activation])
+    dynamic(_conv2d_forward, tuning.current().tile, tuning.strip_tile(SHALLOW_NR), x, w,
+            no_bias(y.dtype) if bias is None else bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, CODES[activation])
 
 
 @numba.njit(cache=True, parallel=True)

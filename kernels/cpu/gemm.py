@@ -9,9 +9,9 @@ full; only the write-back checks bounds.
 Every product here runs on the micro-kernel shape in force (kernels/cpu/tuning.py: the
 shape, KC, MC and the size thresholds, measured by `numbanet tune` or derived from the
 CPU's features), passed to the kernels as `tile` (kernels/cpu/tiles.py). matmul picks
-one of three paths by size (see "matmul's own path" below); conv.py packs and multiplies
+one of three paths by size (see "matmul's own path" below); conv.py runs dx's products
 one image at a time inside its own prange through `pack_a`, `pack_b` and `gemm_packed`
-(its direct path for shallow windows has a register tile of its own); batched_matmul
+(y and dW on the tile's twin that reads the image in place, tile.direct); batched_matmul
 runs many small products at once.
 
 Threads split `out` into rectangles; each owns its tiles of `out`, so no two iterations

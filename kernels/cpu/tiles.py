@@ -10,6 +10,9 @@ the drivers of the shapes it calls. Inside a kernel:
     tile.mr, tile.nr                              compile-time constants
     tile.micro(ap, ac, bp, bc, kc, cp, cc)        the shape's micro-kernel (_gemm_wide.py)
     tile.pack_rows(a, r0, p0, kc, dst)            MR rows of a into an MR-wide panel
+    tile.direct(xf, bases, offs, kdim, wp, b, out, row0, col0)
+                                                  the same tile reading a convolution's
+                                                  image in place (conv.py's register tiles)
 
 Which shapes suit a CPU is `fits` (its register file) and kernels/cpu/tuning.py (the
 choice in force: measured by `numbanet tune`, else derived from the CPU's features).
@@ -18,7 +21,7 @@ from numba import types
 from numba.extending import (NativeValue, models, overload_attribute, overload_method, register_model,
                              typeof_impl, unbox)
 
-from numbanet.kernels.cpu._gemm_wide import MICRO, PACK_ROWS, TILE_SHAPES
+from numbanet.kernels.cpu._gemm_wide import DIRECT, MICRO, PACK_ROWS, TILE_SHAPES
 
 
 class Tile:
@@ -116,6 +119,15 @@ def _tile_micro(tile, ap, ac, bp, bc, kc, cp, cc):
 
     def impl(tile, ap, ac, bp, bc, kc, cp, cc):
         kernel(ap, ac, bp, bc, kc, cp, cc)
+    return impl
+
+
+@overload_method(TileType, "direct")
+def _tile_direct(tile, xf, bases, offs, kdim, wp, b, out, row0, col0):
+    kernel = DIRECT[(tile.mr, tile.nr)]
+
+    def impl(tile, xf, bases, offs, kdim, wp, b, out, row0, col0):
+        kernel(xf, bases, offs, kdim, wp, b, out, row0, col0)
     return impl
 
 

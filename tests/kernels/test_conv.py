@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import simulated
 from conv_references import dilated_geometry, dilated_ref, geometry, transpose_ref
 from helpers import assert_close, check_grad, check_op, randn
+from numbanet.kernels.cpu._gemm_wide import TILE_SHAPES
 from numbanet.kernels.ops import conv as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
@@ -114,20 +115,20 @@ def test_conv2d_fixed(be, small, x_shape, w_shape, strides, padding, dtype):
     run_both(be, x_shape, w_shape, strides, padding, dtype)
 
 
-# The cpu backend computes y and dW by register tiles from a padded image when
-# KH*KW*C_in <= 64 (kernels/cpu/conv.py DIRECT_KDIM) and by packed GEMM above: these
-# straddle that boundary and cover the tiles' edges (C_out off NR = 16, output pixel
-# counts off MR = 8, 1 and 3 input channels, strides, padding, batch 1).
+# The cpu backend computes y and dW by register tiles from a padded image, on the 16-wide
+# strip tile when KH*KW*C_in <= 64 (kernels/cpu/conv.py DIRECT_KDIM) and on the tile in
+# force above: these straddle that boundary and cover the tiles' edges (C_out off NR,
+# output pixel counts off MR, 1 and 3 input channels, strides, padding, batch 1).
 DIRECT_EDGE_CASES = [
     ((2, 9, 8, 1), (3, 3, 1, 1), (1, 1), "valid"),       # C_out 1, 42 pixels
     ((1, 10, 9, 3), (3, 3, 3, 5), (2, 2), "same"),       # batch 1, stride 2, C_out 5
     ((2, 8, 8, 1), (3, 3, 1, 17), (1, 1), "same"),       # C_out 17: one full panel + 1
     ((3, 7, 6, 3), (3, 3, 3, 33), (1, 2), (1, 2)),       # C_out 33, explicit padding
     ((2, 6, 6, 1), (7, 7, 1, 32), (1, 1), "same"),       # 7x7, window wider than the image
-    ((2, 6, 7, 7), (3, 3, 7, 20), (1, 1), "valid"),      # depth 63: direct
-    ((2, 6, 6, 4), (4, 4, 4, 16), (1, 1), "same"),       # depth 64: the last direct
-    ((2, 5, 6, 65), (1, 1, 65, 16), (1, 1), "valid"),    # depth 65: GEMM
-    ((2, 6, 7, 8), (3, 3, 8, 20), (2, 1), "same"),       # depth 72: GEMM
+    ((2, 6, 7, 7), (3, 3, 7, 20), (1, 1), "valid"),      # depth 63: strip tile
+    ((2, 6, 6, 4), (4, 4, 4, 16), (1, 1), "same"),       # depth 64: the last on the strip tile
+    ((2, 5, 6, 65), (1, 1, 65, 16), (1, 1), "valid"),    # depth 65: the tile in force
+    ((2, 6, 7, 8), (3, 3, 8, 20), (2, 1), "same"),       # depth 72: the tile in force
 ]
 
 
@@ -139,6 +140,31 @@ def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding,
     run_both(be, x_shape, w_shape, strides, padding, dtype, with_bias=w_shape[3] % 2 == 1)
 
 
+@pytest.mark.parametrize("tile", [f"{mr}x{nr}" for mr, nr in TILE_SHAPES])
+def test_cpu_each_candidate_direct_tile(tile):
+    """Each candidate's convolution tile on its own (float32; the conv tests above run the
+    tile in force in both dtypes): out[row0:row0 + MR, col0:col0 + NR] = b + the window sums
+    read at bases[r] + offs[k], nothing else written."""
+    from numbanet.kernels.cpu._gemm_wide import DIRECT
+    mr, nr = (int(v) for v in tile.split("x"))
+    kdim, row0, col0 = 37, 2, 3
+    rng = np.random.default_rng(mr * 100 + nr)
+    xf = rng.standard_normal(500).astype(np.float32)
+    bases = rng.integers(0, 200, mr).astype(np.intp)
+    offs = rng.permutation(250)[:kdim].astype(np.intp)    # cells in any order, as dilations give
+    wp = rng.standard_normal((kdim, nr)).astype(np.float32)
+    b = rng.standard_normal(nr).astype(np.float32)
+    out = rng.standard_normal((row0 + mr + 2, col0 + nr + 1)).astype(np.float32)
+    before = out.copy()
+    DIRECT[mr, nr](xf, bases, offs, kdim, wp, b, out, row0, col0)
+    gathered = xf.astype(np.float64)[bases[:, None] + offs[None, :]]     # (MR, kdim)
+    want = b.astype(np.float64) + gathered @ wp.astype(np.float64)
+    np.testing.assert_allclose(out[row0:row0 + mr, col0:col0 + nr], want, rtol=1e-4, atol=1e-4)
+    outside = np.ones(out.shape, bool)
+    outside[row0:row0 + mr, col0:col0 + nr] = False
+    np.testing.assert_array_equal(out[outside], before[outside])
+
+
 def test_conv2d_direct_boundary_is_64():
     """The cases above straddle the cpu backend's switch only while it sits at 64."""
     from numbanet.kernels.cpu.conv import DIRECT_KDIM
@@ -146,7 +172,7 @@ def test_conv2d_direct_boundary_is_64():
 
 
 def test_conv2d_direct_dw_without_dx(be, small):
-    """compute_dx=False (a first layer) on the direct dW path, C_out off the tile width."""
+    """compute_dx=False (a first layer) on the strip tile's dW path, C_out off the tile width."""
     x_shape, w_shape = ((3, 9, 10, 1), (3, 3, 1, 21)) if not small else ((1, 4, 4, 1), (3, 3, 1, 2))
     x, w = randn(x_shape, np.float64, 8), randn(w_shape, np.float64, 9)
     dy = randn(out_shape(x_shape, w_shape, (2, 1), "same"), np.float64, 10)
@@ -319,7 +345,7 @@ def test_conv2d_fused_activation(be, small, activation, dtype):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
-@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's direct and GEMM paths
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's strip tile and the tile in force
 def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_shape):
     """conv2d(activation=a) is a(conv2d(...)) (leaky_relu: be.leaky_relu at its default
     slope 0.2), relu(NaN) = NaN included: bit for bit for the relus, and on the cpu (the
@@ -381,14 +407,14 @@ ACTIVATION_GRAD_REFS = {
     "leaky_relu": lambda y, dy: np.where(y > 0, dy, 0.2 * dy),
 }
 
-# Both cpu paths (direct register tiles up to depth 64, packed GEMM above), with and
-# without dx, padding, strides, sizes off the 8 x 16 tile.
+# Both cpu tiles (the strip tile up to depth 64, the tile in force above), with and
+# without dx, padding, strides, sizes off the tiles.
 FUSED_GRAD_CASES = [
     # x shape, w shape, strides, padding, compute_dx
-    ((2, 9, 8, 1), (3, 3, 1, 17), (1, 1), "valid", False),   # direct, a first layer (no dx)
-    ((3, 7, 6, 3), (3, 3, 3, 5), (2, 1), "same", True),      # direct, stride 2 rows, odd sizes
-    ((2, 6, 7, 8), (3, 3, 8, 20), (1, 2), "same", True),     # GEMM (depth 72)
-    ((2, 5, 5, 65), (1, 1, 65, 3), (1, 1), "valid", False),  # GEMM, no dx
+    ((2, 9, 8, 1), (3, 3, 1, 17), (1, 1), "valid", False),   # strip tile, a first layer (no dx)
+    ((3, 7, 6, 3), (3, 3, 3, 5), (2, 1), "same", True),      # strip tile, stride 2 rows, odd sizes
+    ((2, 6, 7, 8), (3, 3, 8, 20), (1, 2), "same", True),     # the tile in force (depth 72)
+    ((2, 5, 5, 65), (1, 1, 65, 3), (1, 1), "valid", False),  # the tile in force, no dx
 ]
 
 
@@ -429,8 +455,8 @@ def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
-    ((2, 6, 5, 2), (3, 3, 2, 4), (2, 1), "same"),     # direct path on the cpu
-    ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # GEMM path (depth 81)
+    ((2, 6, 5, 2), (3, 3, 2, 4), (2, 1), "same"),     # the strip tile on the cpu
+    ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # the tile in force (depth 81)
 ])
 def test_conv2d_backward_through_activation_finite_differences(be, small, x_shape, w_shape, strides, padding,
                                                                activation):
@@ -465,7 +491,7 @@ def _separate_and_fused(be, x, w, dy, y, padding, compute_dx=True):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 5)])   # the cpu's direct and GEMM paths
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 5)])   # the cpu's strip tile and the tile in force
 def test_conv2d_backward_through_relu_non_finite_as_the_separate_pass(be, small, w_shape):
     """The fused relu gradient follows relu_backward bit for bit, NaN and inf included:
     a NaN or inf in dy is dropped where y <= 0 and passed where y > 0 or y is NaN."""
@@ -582,12 +608,12 @@ def test_check_activation_output():
 
 DILATED_CASES = [
     # x shape, w shape, strides, dilation, padding
-    ((2, 1, 11, 3), (1, 3, 3, 4), (1, 1), (1, 2), "causal"),     # Conv1D causal, dilation 2: direct path
-    ((2, 1, 12, 9), (1, 3, 9, 5), (1, 2), (1, 1), "causal"),     # Conv1D causal, stride 2: GEMM path
-    ((2, 1, 10, 22), (1, 3, 22, 17), (1, 1), (1, 3), "same"),    # GEMM path, dilation 3
+    ((2, 1, 11, 3), (1, 3, 3, 4), (1, 1), (1, 2), "causal"),     # Conv1D causal, dilation 2: strip tile
+    ((2, 1, 12, 9), (1, 3, 9, 5), (1, 2), (1, 1), "causal"),     # Conv1D causal, stride 2: tile in force
+    ((2, 1, 10, 22), (1, 3, 22, 17), (1, 1), (1, 3), "same"),    # tile in force, dilation 3
     ((2, 7, 8, 2), (3, 2, 2, 3), (1, 1), (2, 3), "valid"),
     ((1, 9, 9, 3), (3, 3, 3, 2), (2, 1), (2, 2), "same"),        # strides with dilation (conv2d allows it)
-    ((2, 6, 6, 8), (2, 2, 8, 4), (1, 1), (3, 2), "causal"),      # causal on both axes, GEMM path
+    ((2, 6, 6, 8), (2, 2, 8, 4), (1, 1), (3, 2), "causal"),      # causal on both axes, tile in force
 ]
 
 
