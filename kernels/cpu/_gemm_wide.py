@@ -817,10 +817,11 @@ def _direct_8x32_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c7_24 = b[24]; c7_25 = b[25]; c7_26 = b[26]; c7_27 = b[27]; c7_28 = b[28]; c7_29 = b[29]; c7_30 = b[30]; c7_31 = b[31]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        w16 = wp[k, 16]; w17 = wp[k, 17]; w18 = wp[k, 18]; w19 = wp[k, 19]; w20 = wp[k, 20]; w21 = wp[k, 21]; w22 = wp[k, 22]; w23 = wp[k, 23]
-        w24 = wp[k, 24]; w25 = wp[k, 25]; w26 = wp[k, 26]; w27 = wp[k, 27]; w28 = wp[k, 28]; w29 = wp[k, 29]; w30 = wp[k, 30]; w31 = wp[k, 31]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
+        w16 = wrow[16]; w17 = wrow[17]; w18 = wrow[18]; w19 = wrow[19]; w20 = wrow[20]; w21 = wrow[21]; w22 = wrow[22]; w23 = wrow[23]
+        w24 = wrow[24]; w25 = wrow[25]; w26 = wrow[26]; w27 = wrow[27]; w28 = wrow[28]; w29 = wrow[29]; w30 = wrow[30]; w31 = wrow[31]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -943,14 +944,15 @@ def _direct_4x64_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c3_56 = b[56]; c3_57 = b[57]; c3_58 = b[58]; c3_59 = b[59]; c3_60 = b[60]; c3_61 = b[61]; c3_62 = b[62]; c3_63 = b[63]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        w16 = wp[k, 16]; w17 = wp[k, 17]; w18 = wp[k, 18]; w19 = wp[k, 19]; w20 = wp[k, 20]; w21 = wp[k, 21]; w22 = wp[k, 22]; w23 = wp[k, 23]
-        w24 = wp[k, 24]; w25 = wp[k, 25]; w26 = wp[k, 26]; w27 = wp[k, 27]; w28 = wp[k, 28]; w29 = wp[k, 29]; w30 = wp[k, 30]; w31 = wp[k, 31]
-        w32 = wp[k, 32]; w33 = wp[k, 33]; w34 = wp[k, 34]; w35 = wp[k, 35]; w36 = wp[k, 36]; w37 = wp[k, 37]; w38 = wp[k, 38]; w39 = wp[k, 39]
-        w40 = wp[k, 40]; w41 = wp[k, 41]; w42 = wp[k, 42]; w43 = wp[k, 43]; w44 = wp[k, 44]; w45 = wp[k, 45]; w46 = wp[k, 46]; w47 = wp[k, 47]
-        w48 = wp[k, 48]; w49 = wp[k, 49]; w50 = wp[k, 50]; w51 = wp[k, 51]; w52 = wp[k, 52]; w53 = wp[k, 53]; w54 = wp[k, 54]; w55 = wp[k, 55]
-        w56 = wp[k, 56]; w57 = wp[k, 57]; w58 = wp[k, 58]; w59 = wp[k, 59]; w60 = wp[k, 60]; w61 = wp[k, 61]; w62 = wp[k, 62]; w63 = wp[k, 63]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
+        w16 = wrow[16]; w17 = wrow[17]; w18 = wrow[18]; w19 = wrow[19]; w20 = wrow[20]; w21 = wrow[21]; w22 = wrow[22]; w23 = wrow[23]
+        w24 = wrow[24]; w25 = wrow[25]; w26 = wrow[26]; w27 = wrow[27]; w28 = wrow[28]; w29 = wrow[29]; w30 = wrow[30]; w31 = wrow[31]
+        w32 = wrow[32]; w33 = wrow[33]; w34 = wrow[34]; w35 = wrow[35]; w36 = wrow[36]; w37 = wrow[37]; w38 = wrow[38]; w39 = wrow[39]
+        w40 = wrow[40]; w41 = wrow[41]; w42 = wrow[42]; w43 = wrow[43]; w44 = wrow[44]; w45 = wrow[45]; w46 = wrow[46]; w47 = wrow[47]
+        w48 = wrow[48]; w49 = wrow[49]; w50 = wrow[50]; w51 = wrow[51]; w52 = wrow[52]; w53 = wrow[53]; w54 = wrow[54]; w55 = wrow[55]
+        w56 = wrow[56]; w57 = wrow[57]; w58 = wrow[58]; w59 = wrow[59]; w60 = wrow[60]; w61 = wrow[61]; w62 = wrow[62]; w63 = wrow[63]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1074,10 +1076,11 @@ def _direct_10x32_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c9_24 = b[24]; c9_25 = b[25]; c9_26 = b[26]; c9_27 = b[27]; c9_28 = b[28]; c9_29 = b[29]; c9_30 = b[30]; c9_31 = b[31]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        w16 = wp[k, 16]; w17 = wp[k, 17]; w18 = wp[k, 18]; w19 = wp[k, 19]; w20 = wp[k, 20]; w21 = wp[k, 21]; w22 = wp[k, 22]; w23 = wp[k, 23]
-        w24 = wp[k, 24]; w25 = wp[k, 25]; w26 = wp[k, 26]; w27 = wp[k, 27]; w28 = wp[k, 28]; w29 = wp[k, 29]; w30 = wp[k, 30]; w31 = wp[k, 31]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
+        w16 = wrow[16]; w17 = wrow[17]; w18 = wrow[18]; w19 = wrow[19]; w20 = wrow[20]; w21 = wrow[21]; w22 = wrow[22]; w23 = wrow[23]
+        w24 = wrow[24]; w25 = wrow[25]; w26 = wrow[26]; w27 = wrow[27]; w28 = wrow[28]; w29 = wrow[29]; w30 = wrow[30]; w31 = wrow[31]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1217,8 +1220,9 @@ def _direct_14x16_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c13_08 = b[8]; c13_09 = b[9]; c13_10 = b[10]; c13_11 = b[11]; c13_12 = b[12]; c13_13 = b[13]; c13_14 = b[14]; c13_15 = b[15]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1329,8 +1333,9 @@ def _direct_8x16_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c7_08 = b[8]; c7_09 = b[9]; c7_10 = b[10]; c7_11 = b[11]; c7_12 = b[12]; c7_13 = b[13]; c7_14 = b[14]; c7_15 = b[15]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1397,8 +1402,9 @@ def _direct_4x16_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c3_08 = b[8]; c3_09 = b[9]; c3_10 = b[10]; c3_11 = b[11]; c3_12 = b[12]; c3_13 = b[13]; c3_14 = b[14]; c3_15 = b[15]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1442,9 +1448,10 @@ def _direct_3x24_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c2_16 = b[16]; c2_17 = b[17]; c2_18 = b[18]; c2_19 = b[19]; c2_20 = b[20]; c2_21 = b[21]; c2_22 = b[22]; c2_23 = b[23]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        w16 = wp[k, 16]; w17 = wp[k, 17]; w18 = wp[k, 18]; w19 = wp[k, 19]; w20 = wp[k, 20]; w21 = wp[k, 21]; w22 = wp[k, 22]; w23 = wp[k, 23]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
+        w16 = wrow[16]; w17 = wrow[17]; w18 = wrow[18]; w19 = wrow[19]; w20 = wrow[20]; w21 = wrow[21]; w22 = wrow[22]; w23 = wrow[23]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1487,10 +1494,11 @@ def _direct_2x32_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c1_24 = b[24]; c1_25 = b[25]; c1_26 = b[26]; c1_27 = b[27]; c1_28 = b[28]; c1_29 = b[29]; c1_30 = b[30]; c1_31 = b[31]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
-        w08 = wp[k, 8]; w09 = wp[k, 9]; w10 = wp[k, 10]; w11 = wp[k, 11]; w12 = wp[k, 12]; w13 = wp[k, 13]; w14 = wp[k, 14]; w15 = wp[k, 15]
-        w16 = wp[k, 16]; w17 = wp[k, 17]; w18 = wp[k, 18]; w19 = wp[k, 19]; w20 = wp[k, 20]; w21 = wp[k, 21]; w22 = wp[k, 22]; w23 = wp[k, 23]
-        w24 = wp[k, 24]; w25 = wp[k, 25]; w26 = wp[k, 26]; w27 = wp[k, 27]; w28 = wp[k, 28]; w29 = wp[k, 29]; w30 = wp[k, 30]; w31 = wp[k, 31]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
+        w08 = wrow[8]; w09 = wrow[9]; w10 = wrow[10]; w11 = wrow[11]; w12 = wrow[12]; w13 = wrow[13]; w14 = wrow[14]; w15 = wrow[15]
+        w16 = wrow[16]; w17 = wrow[17]; w18 = wrow[18]; w19 = wrow[19]; w20 = wrow[20]; w21 = wrow[21]; w22 = wrow[22]; w23 = wrow[23]
+        w24 = wrow[24]; w25 = wrow[25]; w26 = wrow[26]; w27 = wrow[27]; w28 = wrow[28]; w29 = wrow[29]; w30 = wrow[30]; w31 = wrow[31]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         c0_08 += a * w08; c0_09 += a * w09; c0_10 += a * w10; c0_11 += a * w11; c0_12 += a * w12; c0_13 += a * w13; c0_14 += a * w14; c0_15 += a * w15
@@ -1525,7 +1533,8 @@ def _direct_4x8_py(xf, bases, offs, kdim, wp, b, out, row0, col0):
     c3_00 = b[0]; c3_01 = b[1]; c3_02 = b[2]; c3_03 = b[3]; c3_04 = b[4]; c3_05 = b[5]; c3_06 = b[6]; c3_07 = b[7]
     for k in range(kdim):
         o = offs[k]
-        w00 = wp[k, 0]; w01 = wp[k, 1]; w02 = wp[k, 2]; w03 = wp[k, 3]; w04 = wp[k, 4]; w05 = wp[k, 5]; w06 = wp[k, 6]; w07 = wp[k, 7]
+        wrow = wp[k]
+        w00 = wrow[0]; w01 = wrow[1]; w02 = wrow[2]; w03 = wrow[3]; w04 = wrow[4]; w05 = wrow[5]; w06 = wrow[6]; w07 = wrow[7]
         a = xf[x0 + o]
         c0_00 += a * w00; c0_01 += a * w01; c0_02 += a * w02; c0_03 += a * w03; c0_04 += a * w04; c0_05 += a * w05; c0_06 += a * w06; c0_07 += a * w07
         a = xf[x1 + o]

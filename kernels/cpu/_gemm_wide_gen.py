@@ -47,9 +47,10 @@ pixel's window starts at bases[r], each cell sits offs[k] further on:
             for c in range(NR):
                 acc[r][c] += xf[bases[r] + offs[k]] * wp[k, c]
 
-Each output is b + its terms added in k order, as the packed product adds them: the
-same bits as the patch matrix times the weights. conv's dW pass runs the same tile with
-the roles swapped (MR window cells by NR output channels, summed over the pixels).
+with wp's row read as a 1-D slice, as the micro-kernel reads its panels' rows. Each output
+is b + its terms added in k order, as the packed product adds them: the same bits as the
+patch matrix times the weights. conv's dW pass runs the same tile with the roles swapped
+(MR window cells by NR output channels, summed over the pixels).
 """
 from numbanet.kernels.cpu._unroll import header, joined, main
 
@@ -103,7 +104,8 @@ def _direct_lines(mr, nr):
         out += joined("    ", [f"{acc[r][c]} = b[{c}]" for c in range(nr)], 8)
     w("    for k in range(kdim):")
     w("        o = offs[k]")
-    out += joined("        ", [f"{ws[c]} = wp[k, {c}]" for c in range(nr)], 8)
+    w("        wrow = wp[k]")
+    out += joined("        ", [f"{ws[c]} = wrow[{c}]" for c in range(nr)], 8)
     for r in range(mr):
         w(f"        a = xf[x{r} + o]")
         out += joined("        ", [f"{acc[r][c]} += a * {ws[c]}" for c in range(nr)], 8)
