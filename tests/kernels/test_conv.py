@@ -127,8 +127,8 @@ DIRECT_EDGE_CASES = [
     ((2, 6, 6, 1), (7, 7, 1, 32), (1, 1), "same"),       # 7x7, window wider than the image
     ((2, 6, 7, 7), (3, 3, 7, 20), (1, 1), "valid"),      # depth 63: strip tile
     ((2, 6, 6, 4), (4, 4, 4, 16), (1, 1), "same"),       # depth 64: the last on the strip tile
-    ((2, 5, 6, 65), (1, 1, 65, 16), (1, 1), "valid"),    # depth 65: the tile in force
-    ((2, 6, 7, 8), (3, 3, 8, 20), (2, 1), "same"),       # depth 72: the tile in force
+    ((2, 5, 6, 65), (1, 1, 65, 16), (1, 1), "valid"),    # depth 65: the convolution's tile
+    ((2, 6, 7, 8), (3, 3, 8, 20), (2, 1), "same"),       # depth 72: the convolution's tile
 ]
 
 
@@ -143,7 +143,7 @@ def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding,
 @pytest.mark.parametrize("tile", [f"{mr}x{nr}" for mr, nr in TILE_SHAPES])
 def test_cpu_each_candidate_direct_tile(tile):
     """Each candidate's convolution tile on its own (float32; the conv tests above run the
-    tile in force in both dtypes): out[row0:row0 + MR, col0:col0 + NR] = b + the window sums
+    convolution's tile in both dtypes): out[row0:row0 + MR, col0:col0 + NR] = b + the window sums
     read at bases[r] + offs[k], nothing else written."""
     from numbanet.kernels.cpu._gemm_wide import DIRECT
     mr, nr = (int(v) for v in tile.split("x"))
@@ -345,7 +345,7 @@ def test_conv2d_fused_activation(be, small, activation, dtype):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
-@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's strip tile and the tile in force
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 17)])   # the cpu's strip tile and conv tile
 def test_conv2d_fused_activation_as_the_separate_op(be, small, activation, w_shape):
     """conv2d(activation=a) is a(conv2d(...)) (leaky_relu: be.leaky_relu at its default
     slope 0.2), relu(NaN) = NaN included: bit for bit for the relus, and on the cpu (the
@@ -407,14 +407,14 @@ ACTIVATION_GRAD_REFS = {
     "leaky_relu": lambda y, dy: np.where(y > 0, dy, 0.2 * dy),
 }
 
-# Both cpu tiles (the strip tile up to depth 64, the tile in force above), with and
+# Both cpu tiles (the strip tile up to depth 64, the conv tile above), with and
 # without dx, padding, strides, sizes off the tiles.
 FUSED_GRAD_CASES = [
     # x shape, w shape, strides, padding, compute_dx
     ((2, 9, 8, 1), (3, 3, 1, 17), (1, 1), "valid", False),   # strip tile, a first layer (no dx)
     ((3, 7, 6, 3), (3, 3, 3, 5), (2, 1), "same", True),      # strip tile, stride 2 rows, odd sizes
-    ((2, 6, 7, 8), (3, 3, 8, 20), (1, 2), "same", True),     # the tile in force (depth 72)
-    ((2, 5, 5, 65), (1, 1, 65, 3), (1, 1), "valid", False),  # the tile in force, no dx
+    ((2, 6, 7, 8), (3, 3, 8, 20), (1, 2), "same", True),     # the conv tile (depth 72)
+    ((2, 5, 5, 65), (1, 1, 65, 3), (1, 1), "valid", False),  # the conv tile, no dx
 ]
 
 
@@ -456,7 +456,7 @@ def test_conv2d_backward_through_activation(be, small, x_shape, w_shape, strides
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
     ((2, 6, 5, 2), (3, 3, 2, 4), (2, 1), "same"),     # the strip tile on the cpu
-    ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # the tile in force (depth 81)
+    ((1, 5, 6, 9), (3, 3, 9, 3), (1, 1), "valid"),    # the conv tile (depth 81)
 ])
 def test_conv2d_backward_through_activation_finite_differences(be, small, x_shape, w_shape, strides, padding,
                                                                activation):
@@ -491,7 +491,7 @@ def _separate_and_fused(be, x, w, dy, y, padding, compute_dx=True):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 5)])   # the cpu's strip tile and the tile in force
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 9, 5)])   # the cpu's strip tile and conv tile
 def test_conv2d_backward_through_relu_non_finite_as_the_separate_pass(be, small, w_shape):
     """The fused relu gradient follows relu_backward bit for bit, NaN and inf included:
     a NaN or inf in dy is dropped where y <= 0 and passed where y > 0 or y is NaN."""
@@ -609,11 +609,11 @@ def test_check_activation_output():
 DILATED_CASES = [
     # x shape, w shape, strides, dilation, padding
     ((2, 1, 11, 3), (1, 3, 3, 4), (1, 1), (1, 2), "causal"),     # Conv1D causal, dilation 2: strip tile
-    ((2, 1, 12, 9), (1, 3, 9, 5), (1, 2), (1, 1), "causal"),     # Conv1D causal, stride 2: tile in force
-    ((2, 1, 10, 22), (1, 3, 22, 17), (1, 1), (1, 3), "same"),    # tile in force, dilation 3
+    ((2, 1, 12, 9), (1, 3, 9, 5), (1, 2), (1, 1), "causal"),     # Conv1D causal, stride 2: conv tile
+    ((2, 1, 10, 22), (1, 3, 22, 17), (1, 1), (1, 3), "same"),    # conv tile, dilation 3
     ((2, 7, 8, 2), (3, 2, 2, 3), (1, 1), (2, 3), "valid"),
     ((1, 9, 9, 3), (3, 3, 3, 2), (2, 1), (2, 2), "same"),        # strides with dilation (conv2d allows it)
-    ((2, 6, 6, 8), (2, 2, 8, 4), (1, 1), (3, 2), "causal"),      # causal on both axes, tile in force
+    ((2, 6, 6, 8), (2, 2, 8, 4), (1, 1), (3, 2), "causal"),      # causal on both axes, conv tile
 ]
 
 
