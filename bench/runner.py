@@ -110,7 +110,9 @@ def format_header(info):
              f"GPU: {info['gpu']}"]
     g = info.get("gemm")
     if g:
-        lines += [f"ISA: {g['isa']} (numba compiles for {g['cpu_name']}); CPU GEMM: {g['summary']}, {g['origin']}"]
+        conv = f"; conv tile {g['conv_tile']}" if g.get("conv_tile") else ""
+        lines += [f"ISA: {g['isa']} (numba compiles for {g['cpu_name']}); "
+                  f"CPU GEMM: {g['summary']}, {g['origin']}{conv}"]
     torch_isa = f" ({info['torch_isa']} kernels)" if info.get("torch_isa") else ""
     lines += [f"numpy {info['numpy']}, numba {info['numba']}, torch {info.get('torch') or 'not installed'}{torch_isa}",
              f"NumPy BLAS: {ob.get('config') or 'OpenBLAS ' + str(ob.get('version'))}, "
