@@ -110,7 +110,7 @@ def format_header(info):
              f"GPU: {info['gpu']}"]
     g = info.get("gemm")
     if g:
-        conv = f"; conv tile {g['conv_tile']}" if g.get("conv_tile") else ""
+        conv = f"; conv/rnn tile {g['short_tile']}" if g.get("short_tile") else ""
         lines += [f"ISA: {g['isa']} (numba compiles for {g['cpu_name']}); "
                   f"CPU GEMM: {g['summary']}, {g['origin']}{conv}"]
     torch_isa = f" ({info['torch_isa']} kernels)" if info.get("torch_isa") else ""

@@ -50,7 +50,7 @@ def gemm_tuning():
     m = tuning.current_machine()
     return {"isa": m.isa, "cpu_name": m.cpu_name, "machine": m.describe(), "source": choice.source,
             "file": choice.where or None, "choice": choice.as_dict(), "summary": choice.describe(),
-            "origin": choice.origin(), "conv_tile": tuning.conv_tile().name}
+            "origin": choice.origin(), "short_tile": tuning.short_tile().name}
 
 
 def _malloc_status():
@@ -76,8 +76,8 @@ def format_info(info):
                   f"  from        {g['origin']}"]
         if g["source"] != "tuned":
             lines += ["              (`numbanet tune` measures and stores this machine's own)"]
-        if g.get("conv_tile"):
-            lines += [f"  conv tile   {g['conv_tile']} (derived: at most 4 rows, the widest that fits)"]
+        if g.get("short_tile"):
+            lines += [f"  conv/rnn    {g['short_tile']} (derived: at most 4 rows, the widest that fits)"]
     if info.get("malloc"):
         lines += ["", "memory:", f"  malloc      {info['malloc']}"]
     return "\n".join(lines)

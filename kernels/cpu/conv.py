@@ -10,7 +10,7 @@ y and dW come from register tiles that read a zero-padded copy of one image in p
                                           chunk order)
               dP_n = dy_n @ W^T, then col2im scatter-adds dP_n into dx_n
 
-Each product runs on the convolution's tile (kernels/cpu/tuning.conv_tile: at most 4 rows,
+Each product runs on a tile of few rows (kernels/cpu/tuning.short_tile: at most 4 rows,
 as wide as fits the registers), shallow windows (KH*KW*C_in <= DIRECT_KDIM, as in a first
 layer) on the 16-wide strip tile (tuning.strip_tile(16)): a first layer's few output
 channels would fill only part of a wide tile. The weights are packed once per call, dy
@@ -46,7 +46,7 @@ from numbanet.kernels.cpu.threads import dynamic, work_items
 # Windows with KH*KW*C_in up to DIRECT_KDIM run on the tile SHALLOW_NR wide
 # (tuning.strip_tile): a first layer has few output channels (the article's 32 fill two
 # 16-wide panels but half of a 4x64 tile's one) and so few terms per output that a tile's
-# loads and stores weigh more than its FMAs. Deeper windows run on tuning.conv_tile().
+# loads and stores weigh more than its FMAs. Deeper windows run on tuning.short_tile().
 # Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
 SHALLOW_NR = 16
 DIRECT_KDIM = 64
@@ -239,7 +239,7 @@ def _dx_tile(kdim):
     """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the
     convolution's tile pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
     product 3.5-7x the work), the 16-wide one (kernels/cpu/tuning.strip_tile) to 16."""
-    wide, narrow = tuning.conv_tile(), tuning.strip_tile(SHALLOW_NR)
+    wide, narrow = tuning.short_tile(), tuning.strip_tile(SHALLOW_NR)
     return narrow, _panels(kdim, narrow.nr) * narrow.nr < _panels(kdim, wide.nr) * wide.nr
 
 
@@ -394,7 +394,7 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
     narrow, narrow_dx = _dx_tile(w.shape[0] * w.shape[1] * w.shape[2])
-    dynamic(_conv2d_backward, tuning.conv_tile(), narrow, narrow_dx, x, w, dy, dy if y is None else y,
+    dynamic(_conv2d_backward, tuning.short_tile(), narrow, narrow_dx, x, w, dy, dy if y is None else y,
             CODES[activation], dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left, nchunks)
 
 
@@ -402,7 +402,7 @@ def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear"
     """y = act(conv(x, w) (+ bias)), window cells dil_h rows and dil_w columns apart (the
     dilation); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
-    dynamic(_conv2d_forward, tuning.conv_tile(), tuning.strip_tile(SHALLOW_NR), x, w,
+    dynamic(_conv2d_forward, tuning.short_tile(), tuning.strip_tile(SHALLOW_NR), x, w,
             no_bias(y.dtype) if bias is None else bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, CODES[activation])
 
 
@@ -438,5 +438,5 @@ def conv2d_transpose_forward(x, w, bias, y, sh, sw, pad_top, pad_left, dil_h=1, 
     """y = the input gradient of the conv2d (w, strides, padding, dilation) from y's shape
     to x's, given x as its output gradient, + bias; arrays validated and C-contiguous."""
     narrow, narrow_dx = _dx_tile(w.shape[0] * w.shape[1] * w.shape[2])
-    dynamic(_conv2d_transpose_forward, narrow if narrow_dx else tuning.conv_tile(), x, w,
+    dynamic(_conv2d_transpose_forward, narrow if narrow_dx else tuning.short_tile(), x, w,
             no_bias(y.dtype) if bias is None else bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left)

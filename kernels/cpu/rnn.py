@@ -6,9 +6,9 @@ loop, and dx, dkernel, drecurrent_kernel after it. What is left is the recurrenc
 each of `rnn_forward` / `rnn_backward` below runs it as one call that loops over time
 itself: the state never leaves the kernel between steps.
 
-Per step, the product with the recurrent kernel runs on the GEMM micro-kernel in force
-(kernels/cpu/tuning.py: an MR x NR tile from packed panels, MR and NR constants where the
-kernels are compiled for it) and the gates are
+Per step, the product with the recurrent kernel runs on a GEMM micro-kernel of few rows
+(kernels/cpu/tuning.short_tile: an MR x NR tile from packed panels, MR and NR constants
+where the kernels are compiled for it) and the gates are
 combined right where the tile lands, in the same prange iteration:
 
     forward, work item = (MR batch rows, NR units): G tiles, one per gate,
@@ -285,7 +285,7 @@ def _forward_rows(tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, a
 def _chunks(batch):
     """Runs of MR-row panels, one per thread (numba.get_num_threads() inside @njit defeats
     cache=True, so it is read here)."""
-    return max(1, min(numba.get_num_threads(), -(-batch // tuning.current().tile.mr)))
+    return max(1, min(numba.get_num_threads(), -(-batch // tuning.short_tile().mr)))
 
 
 def _empty(arr, ndim, dtype):
@@ -302,7 +302,7 @@ def rnn_forward(cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_output
     order, Keras's go_backwards rule). None also stands for the absent rbias (GRU's recurrent bias), c0/c_out (not
     an LSTM), keep (uint8 (B, T), no mask) and rmask (no recurrent dropout)."""
     dt = xproj.dtype
-    _forward(tuning.current().tile, cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
+    _forward(tuning.short_tile(), cell, xproj, u, _empty(rbias, 1, dt), h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8),
              _empty(rmask, 2, dt), reverse, zero_output, act, ract, _empty(y, 3, dt), last, h_out,
              _empty(c_out, 2, dt), ws, in_order, _chunks(xproj.shape[0]))
 
@@ -468,7 +468,7 @@ def rnn_backward(cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, 
     passes the same array) and hprev (B, T, H: the GEMM input of each step, h_{t-1} times
     the recurrent dropout mask); then dh0 and dc0 (LSTM). None as in rnn_forward."""
     dt = ws.dtype
-    _backward(tuning.current().tile, cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
+    _backward(tuning.short_tile(), cell, u, h0, _empty(c0, 2, dt), _empty(keep, 2, np.uint8), _empty(rmask, 2, dt), reverse,
               zero_output, act, ract, ws, dy, dh_last, _empty(dc_last, 2, dt), dzx, dzr, hprev, dh0,
               _empty(dc0, 2, dt), in_order, _chunks(ws.shape[0]))
 

@@ -226,25 +226,31 @@ def strip_tile(lanes):
 
 _strip = {}
 
-# Convolution's deep windows (kernels/cpu/conv.py) run on a tile that reads MR pixels'
-# windows of the image in place, each from a base address in a general-purpose register;
-# x86-64 has 16 of them, shared with the loop's pointers and counters. The article's second
-# convolution forward (B128, two threads, AMD EPYC, tiles interleaved in one process): 4x64
-# 3.41 ms, 10x32 and 8x32 4.6 (10x32 was the tuned GEMM's choice), 2x32 5.37; compiled for
-# AVX2: 2x32 4.80 ms, 4x16 5.58, 3x24 (the tuned choice) 6.00. The GEMM's best shape need
-# not be the convolution's.
-CONV_MAX_MR = 4
+# A tile of few rows for two kinds of product the GEMM's tuned shape serves badly:
+# - convolution (kernels/cpu/conv.py) reads MR pixels' windows of the image in place, each
+#   from a base address in a general-purpose register; x86-64 has 16 of them, shared with
+#   the loop's pointers and counters. The article's second convolution forward (B128, two
+#   threads, AMD EPYC, tiles interleaved in one process): 4x64 3.41 ms, 10x32 and 8x32 4.6
+#   (10x32 was the tuned GEMM's choice), 2x32 5.37; compiled for AVX2: 2x32 4.80 ms, 4x16
+#   5.58, 3x24 (the tuned choice) 6.00.
+# - the recurrence (kernels/cpu/rnn.py) multiplies the batch's rows (64 in the bench) by the
+#   recurrent kernel at every step, split between the threads in MR-row panels: 10 rows pad
+#   64 to 70 and split 4 + 3. `numbanet bench --quick --ops rnn --backends cpu,torch`, AMD
+#   EPYC: LSTM B64 T100 F128 H256 137 ms on the tuned 10x32, 119 on 4x64 (GRU 125, 97);
+#   compiled for AVX2 on the tuned 3x24 216 ms (0.71x PyTorch), on 2x32 133 (0.93x).
+SHORT_MAX_MR = 4
 
 
-def conv_tile():
-    """The register tile of convolution on this machine: of the candidates with MR <= 4 that
-    fit its registers, the widest (then the tallest): AVX-512's 4x64, AVX2's 2x32."""
-    if "conv" not in _strip:
+def short_tile():
+    """The register tile of convolution and the recurrence on this machine: of the candidates
+    with MR <= 4 that fit its registers, the widest (then the tallest): AVX-512's 4x64,
+    AVX2's 2x32."""
+    if "short" not in _strip:
         m = current_machine()
-        fitting = [t for t in all_tiles() if t.mr <= CONV_MAX_MR and fits(t, m.lanes, m.registers)]
-        _strip["conv"] = (max(fitting, key=lambda t: (t.nr, t.mr)) if fitting
-                          else min(all_tiles(), key=lambda t: t.mr * t.nr))
-    return _strip["conv"]
+        fitting = [t for t in all_tiles() if t.mr <= SHORT_MAX_MR and fits(t, m.lanes, m.registers)]
+        _strip["short"] = (max(fitting, key=lambda t: (t.nr, t.mr)) if fitting
+                           else min(all_tiles(), key=lambda t: t.mr * t.nr))
+    return _strip["short"]
 
 
 def current_machine():

@@ -261,7 +261,7 @@ def test_command_line_header_and_json_tell_the_machine_apart(tmp_path):
                             "--json", str(tmp_path / "b.json"))
     assert "ISA: avx2 (numba compiles for haswell); CPU GEMM: 4x16 micro-kernel, KC 320, MC 40" in out
     assert f"tuned file {path}" in out
-    assert "; conv tile 2x32" in out   # AVX2's widest tile of at most 4 rows, whatever the GEMM's choice
+    assert "; conv/rnn tile 2x32" in out   # AVX2's widest tile of at most 4 rows, whatever the GEMM's choice
     with open(tmp_path / "b.json") as f:
         machine_facts = json.load(f)["machine"]
     gemm = machine_facts["gemm"]

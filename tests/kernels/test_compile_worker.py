@@ -92,8 +92,11 @@ def test_the_warm_ups_reach_every_cpu_kernel():
     assert id(_gemm_wide.MICRO[(tile.mr, tile.nr)]) in reached, f"the warm-ups miss the {tile.name} micro-kernel in force"
     # The other candidates' kernels compile only where a tuning picks their shape
     # (tests/kernels/test_tiles.py runs each one).
-    # The tile in force and attention's strip tile (kernels/cpu/attention.py).
-    in_force = {name for t in (tile, tuning.strip_tile(16)) for name in (f"_gemm_wide.micro_{t.name}", f"_gemm_wide.pack_rows_{t.mr}")}
+    # The tile in force, attention's strip tile (kernels/cpu/attention.py) and the short tile
+    # of convolution and the recurrence, with the convolution tiles of the last two.
+    in_force = {name for t in (tile, tuning.strip_tile(16), tuning.short_tile())
+                for name in (f"_gemm_wide.micro_{t.name}", f"_gemm_wide.pack_rows_{t.mr}")}
+    in_force |= {f"_gemm_wide.direct_{t.name}" for t in (tuning.strip_tile(16), tuning.short_tile())}
     other_tiles = {name for name in everything if name.startswith("_gemm_wide.")} - in_force
     missed = sorted(name for name, k in everything.items()
                     if id(k) not in reached and name not in NOT_AN_OP and name not in other_tiles)

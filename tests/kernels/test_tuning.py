@@ -220,10 +220,11 @@ def test_strip_tile_is_16_wide_and_splits_the_strip(monkeypatch):
     assert tuning.strip_tile(16) == Tile(4, 16)
 
 
-def test_conv_tile_is_the_widest_fitting_tile_of_at_most_four_rows(monkeypatch):
-    """Convolution's tile holds one base address per row in a general register: 4x64 under
-    AVX-512 (16 + 4 + 4 = 24 of 32 zmm) and 2x32 under AVX2 (8 + 4 + 2 = 14 of 16 ymm), whatever
-    the GEMM's choice in force (a tuned 10x32 included)."""
+def test_short_tile_is_the_widest_fitting_tile_of_at_most_four_rows(monkeypatch):
+    """Convolution's and the recurrence's tile (one base address per row in a general
+    register; a batch's few rows split between threads): 4x64 under AVX-512 (16 + 4 + 4 =
+    24 of 32 zmm) and 2x32 under AVX2 (8 + 4 + 2 = 14 of 16 ymm), whatever the GEMM's
+    choice in force (a tuned 10x32 included)."""
     from dataclasses import replace
     for isa, want, in_force in (("avx512", Tile(4, 64), None), ("avx2", Tile(2, 32), None),
                                 ("avx512", Tile(4, 64), Tile(10, 32))):
@@ -231,6 +232,6 @@ def test_conv_tile_is_the_widest_fitting_tile_of_at_most_four_rows(monkeypatch):
         choice = tuning.derive(m) if in_force is None else replace(tuning.derive(m), tile=in_force)
         monkeypatch.setattr(tuning, "_current", [(choice, m)])
         monkeypatch.setattr(tuning, "_strip", {})
-        got = tuning.conv_tile()
+        got = tuning.short_tile()
         assert got == want
-        assert got.mr <= tuning.CONV_MAX_MR and fits(got, m.lanes, m.registers)
+        assert got.mr <= tuning.SHORT_MAX_MR and fits(got, m.lanes, m.registers)
