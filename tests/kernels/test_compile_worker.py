@@ -47,10 +47,12 @@ def _callees(dispatcher):
     without their own entry."""
     names = dispatcher.py_func.__code__.co_names
     scope = dispatcher.py_func.__globals__
-    # A kernel compiled for a Tile reaches that shape's micro-kernel and row packer through
-    # the tile argument's type (kernels/cpu/tiles.py), not by a name in its code.
+    # A kernel compiled for a Tile reaches that shape's micro-kernel, convolution tile and
+    # row packer through the tile argument's type (kernels/cpu/tiles.py), not by a name in
+    # its code.
     out = [kernel for sig in dispatcher.signatures for t in sig if isinstance(t, TileType)
-           for kernel in (_gemm_wide.MICRO[(t.mr, t.nr)], _gemm_wide.PACK_ROWS.get(t.mr)) if kernel is not None]
+           for kernel in (_gemm_wide.MICRO[(t.mr, t.nr)], _gemm_wide.DIRECT[(t.mr, t.nr)],
+                          _gemm_wide.PACK_ROWS.get(t.mr)) if kernel is not None]
     for name in names:
         obj = scope.get(name)
         if numba_internals.is_cpu_dispatcher(obj):
