@@ -63,6 +63,19 @@ TILES = ((8, 32), (4, 64), (10, 32), (14, 16), (8, 16), (4, 16), (3, 24), (2, 32
 IMPORTS = "import numba\n\nfrom numbanet.kernels.cpu.slp import compile_slp\n"
 
 
+def _rank1_lines(acc, bs, a_of_row):
+    """One k-step of an MR x NR tile: each row's A value broadcast into its NR accumulators."""
+    out = []
+    for r, row in enumerate(acc):
+        out.append(f"        a = {a_of_row(r)}")
+        out += joined("        ", [f"{row[c]} += a * {bs[c]}" for c in range(len(bs))], 8)
+    return out
+
+
+def _compiled_line(name):
+    return ["", "", f'{name} = compile_slp(_{name}_py, fastmath={{"contract"}})']
+
+
 def _micro_lines(mr, nr):
     out = []
     w = out.append
@@ -81,15 +94,10 @@ def _micro_lines(mr, nr):
     for c0 in range(0, nr, 8):
         w(f"        {', '.join(bs[c0:c0 + 8])} = ("
           + ", ".join(f"brow[{c}]" for c in range(c0, min(c0 + 8, nr))) + ")")
-    for r in range(mr):
-        w(f"        a = arow[{r}]")
-        out += joined("        ", [f"{acc[r][c]} += a * {bs[c]}" for c in range(nr)], 8)
+    out += _rank1_lines(acc, bs, lambda r: f"arow[{r}]")
     for r in range(mr):
         out += joined("    ", [f"c{r}[{c}] = {acc[r][c]}" for c in range(nr)], 8)
-    w("")
-    w("")
-    w(f'micro_{mr}x{nr} = compile_slp(_micro_{mr}x{nr}_py, fastmath={{"contract"}})')
-    return out
+    return out + _compiled_line(f"micro_{mr}x{nr}")
 
 
 def _direct_lines(mr, nr):
@@ -106,16 +114,11 @@ def _direct_lines(mr, nr):
     w("        o = offs[k]")
     w("        wrow = wp[k]")
     out += joined("        ", [f"{ws[c]} = wrow[{c}]" for c in range(nr)], 8)
-    for r in range(mr):
-        w(f"        a = xf[x{r} + o]")
-        out += joined("        ", [f"{acc[r][c]} += a * {ws[c]}" for c in range(nr)], 8)
+    out += _rank1_lines(acc, ws, lambda r: f"xf[x{r} + o]")
     for r in range(mr):
         w(f"    o = out[row0 + {r}, col0:col0 + {nr}]")
         out += joined("    ", [f"o[{c}] = {acc[r][c]}" for c in range(nr)], 8)
-    w("")
-    w("")
-    w(f'direct_{mr}x{nr} = compile_slp(_direct_{mr}x{nr}_py, fastmath={{"contract"}})')
-    return out
+    return out + _compiled_line(f"direct_{mr}x{nr}")
 
 
 def _pack_lines(mr):
