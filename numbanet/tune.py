@@ -165,10 +165,10 @@ def _compile_in_workers(tiles, progress):
 
 def _compile_only(names):
     """The worker: compile the serial driver of each named tile."""
-    from numbanet import kernels
+    # Importing a kernel module puts it under the cache lock (kernels/cpu/__init__.py):
+    # the workers share one cache with each other and with every later process.
     from numbanet.kernels.cpu import machine as machine_info, tuning
     from numbanet.kernels.cpu.tiles import Tile
-    kernels.get_backend("cpu")   # the cache lock (kernels/cpu/precompile.py): workers share one cache
     m = machine_info.describe()
     for name in names.split(","):
         tile = Tile.parse(name)

@@ -1,5 +1,8 @@
 """The cpu backend: @numba.njit kernels on NumPy arrays."""
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
 
 import numpy as np
 
@@ -7,15 +10,47 @@ from numbanet.kernels import interop
 from numbanet.kernels.backend import Backend
 
 
-def _share_cache():
-    """Every kernel module loaded so far under kernels/cpu/precompile.py's cache lock (and
-    its cache misses start the background compile), and its drivers priming their tiles'
-    micro-kernels (kernels/cpu/tiles.py: install_priming)."""
-    import sys
-    from numbanet.kernels.cpu import precompile, tiles
-    modules = [m for name, m in list(sys.modules.items()) if name.startswith("numbanet.kernels.cpu.") and m is not None]
-    precompile.install(modules)
-    tiles.install_priming(modules)
+class _ShareOnImport(importlib.abc.MetaPathFinder):
+    """Puts each kernel module of this package under kernels/cpu/precompile.py's cache lock
+    (its cache misses start the background compile) and has its drivers prime their tiles'
+    micro-kernels (kernels/cpu/tiles.py: install_priming) as its import ends, however it
+    is imported. A process that runs kernels without the backend (`numbanet tune`'s
+    workers import gemm themselves) must save under the same index stamp as every other:
+    a save under another stamp drops every entry of that function's index, so each kind
+    of process compiled again what the other had saved."""
+
+    def find_spec(self, name, path, target=None):
+        if not name.startswith(__name__ + "."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _share(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+_waiting = []   # modules loaded before precompile and tiles themselves were
+_installers = []
+
+
+def _share(module):
+    _waiting.append(module)
+    if _installers:
+        modules = _waiting[:]
+        del _waiting[:]
+        for install in _installers:
+            install(modules)
+
+
+sys.meta_path.insert(0, _ShareOnImport())
+from numbanet.kernels.cpu import precompile as _precompile, tiles as _tiles   # noqa: E402  (after the hook)
+_installers += [_precompile.install, _tiles.install_priming]
+_share(_tiles)
 
 
 class CpuBackend(Backend):
@@ -24,18 +59,14 @@ class CpuBackend(Backend):
     def __init__(self):
         from numbanet.kernels.cpu.memory import keep_freed_memory
         keep_freed_memory()
-        _share_cache()
 
     def __repr__(self):
         return "<numbanet cpu backend>"
 
     def _load_module(self, name):
         """kernels/cpu/<name>.py, imported here so that `import numbanet.kernels` compiles
-        nothing; what it imported is put under the cache lock before any of it runs
-        (attention compiles helpers as it loads)."""
-        module = importlib.import_module(f"numbanet.kernels.cpu.{name}")
-        _share_cache()
-        return module
+        nothing (each module goes under the cache lock as it loads: _ShareOnImport)."""
+        return importlib.import_module(f"numbanet.kernels.cpu.{name}")
 
     # ------------------------------------------------------------------ memory
     def asarray(self, array):

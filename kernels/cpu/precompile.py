@@ -11,7 +11,8 @@ it loads it from the cache instead of compiling it.
 Numba's cache alone is not safe for this: its per-function index is read, updated and
 written back with no lock, so two processes saving signatures of one function can drop
 each other's entry or, in the wrong interleaving, leave an index entry naming another
-signature's data file. So every kernel of the cpu backend (`install`) gets:
+signature's data file. So every kernel of the cpu backend (`install`, called as each
+kernel module is imported: kernels/cpu/__init__.py) gets:
 
 - a lock file per function beside its index (`<index>.lock`, flock), held while that
   function is loaded from the cache or compiled and saved: a process that needs a function

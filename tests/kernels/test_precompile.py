@@ -253,6 +253,34 @@ def test_an_edit_to_a_file_a_kernel_compiles_in_makes_its_cache_stale(tmp_path):
     assert run(2.0) == [0, 1]   # the dependency changed: compiled again
 
 
+_DIRECT_OR_BACKEND = """
+import json, sys
+import numpy as np
+from numbanet.kernels.cpu import reduce
+x = np.arange(12, dtype=np.float32).reshape(3, 4)
+if sys.argv[1] == "direct":
+    reduce.argmax(x, np.empty(3, np.int32))
+else:
+    from numbanet import kernels
+    kernels.get_backend("cpu").argmax(x)
+stats = reduce.argmax.stats
+print(json.dumps([sum(stats.cache_hits.values()), sum(stats.cache_misses.values())]))
+"""
+
+
+def test_a_kernel_run_without_the_backend_shares_the_backends_cache(tmp_path):
+    """A process that imports a kernel module and calls it (numbanet tune's workers do)
+    saves under the backend's index stamp: each loads what the other compiled. Under two
+    stamps each save dropped the other's entries, and every process compiled again."""
+    def run(how):
+        proc = _run(_DIRECT_OR_BACKEND, tmp_path / "cache", how, **{precompile.ENV: "0"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    assert run("direct") == [0, 1]    # compiled and saved
+    assert run("backend") == [1, 0]
+    assert run("direct") == [1, 0]
+
+
 def test_no_lock_file_possible_means_no_lock_not_an_error(tmp_path):
     # A cache folder the lock file cannot be made in behaves as Numba does without it.
     blocker = tmp_path / "a-file"
