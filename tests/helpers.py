@@ -2,8 +2,9 @@
 
 `check_op` runs an op on a backend and compares it with a plain NumPy reference written
 in the tests; `check_grad` compares a backward op with central finite differences of the
-forward op in float64. The gpu backend (real or simulated) runs through the same two
-functions, so a test written once covers both backends.
+forward op in float64 (the cpu backend's forward: see there). The gpu backend (real or
+simulated) runs through the same two functions, so a test written once covers both
+backends.
 
 Tolerances. float64: the kernels and the references differ only in summation order, so
 1e-10 relative is loose enough for any reduction length used here. float32: each output
@@ -98,22 +99,34 @@ def check_grad(be, forward_loss, backward, inputs, wrt, *, samples=24, rtol=1e-6
     backward(be, *arrays) -> tuple of gradients, one per position named in `wrt`.
     inputs: float64 host arrays; wrt: indices into inputs whose gradients are checked
     at `samples` random coordinates each.
+
+    The differences are taken of the cpu backend's forward whatever `be` is (the cpu run
+    checks that forward against NumPy): under the CUDA simulator each gpu forward is
+    seconds of Python, and the differences need two per coordinate. `be`'s own forward is
+    compared with the cpu's once, at `inputs`, so a gpu forward that is wrong at these
+    shapes still fails here, as it did when the differences were taken of it.
     """
+    from numbanet import kernels
+    ref = be if be.name == "cpu" else kernels.get_backend("cpu")
     inputs = [np.array(a, dtype=np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
               for a in inputs]
     grads = download(be, backward(be, *[upload(be, a) for a in inputs]))
     if not isinstance(grads, tuple):
         grads = (grads,)
     assert len(grads) == len(wrt), f"backward returned {len(grads)} gradients, expected {len(wrt)}"
+
+    def f():
+        return float(forward_loss(ref, *[upload(ref, a) for a in inputs]))
+
+    if ref is not be:
+        # float64 on both: they differ only in summation order (the module's tolerances).
+        np.testing.assert_allclose(float(forward_loss(be, *[upload(be, a) for a in inputs])), f(), rtol=1e-10,
+                                   atol=1e-12, err_msg=f"{be.name} forward vs the cpu forward")
     pick = rng(seed)
     for g, pos in zip(grads, wrt):
         x = inputs[pos]
         assert g.shape == x.shape, f"gradient for input {pos}: shape {g.shape} != {x.shape}"
         idx = pick.choice(x.size, size=min(samples, x.size), replace=False)
-
-        def f():
-            return float(forward_loss(be, *[upload(be, a) for a in inputs]))
-
         num = numerical_grad(f, x, idx)
         np.testing.assert_allclose(g.reshape(-1)[idx], num, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {pos} vs finite differences")
