@@ -87,10 +87,15 @@ def _pack_dy_and_sum(dyn, dypack, dbt):
             j0 = jp * width
             dst = dypack[jp, p]
             nr = min(width, c_out - j0)
+            # Slices indexed from 0 (gemm.py's _tile_in says why): with src[j0 + c] and
+            # dbt[j0 + c] the loop ran at half the speed (the article's first layer, one
+            # image: 31 -> 16 us; its second: 10 -> 2.7 us, scratch timing on an AMD EPYC).
+            s = src[j0:j0 + nr]
+            acc = dbt[j0:j0 + nr]
             for c in range(nr):
-                v = src[j0 + c]
+                v = s[c]
                 dst[c] = v
-                dbt[j0 + c] += v
+                acc[c] += v
             for c in range(nr, width):
                 dst[c] = 0
 
