@@ -1,9 +1,9 @@
 """kernels/cpu/precompile.py: the background compile and the locked Numba cache.
 
-The cache lock is tested on the cache file alone (no compile); the background compile
-end to end in one fresh process with an empty NUMBA_CACHE_DIR (one cold compile, ~20 CPU
-seconds: the only one here), and the helper's death with its parent in a process killed
-before it compiles much.
+The cache lock is tested on the cache file alone (no compile) and on small kernels in
+fresh processes; the background compile end to end in one fresh process with an empty
+NUMBA_CACHE_DIR (the cold compile of the ops every training step runs), and the helper's
+death with its parent in a process killed before it compiles much.
 """
 import json
 import os
@@ -99,27 +99,31 @@ _FIRST_STEP = """
 import json, sys
 import numpy as np
 from numbanet import kernels
-from numbanet.kernels.cpu import conv, gemm, optim, precompile
+from numbanet.kernels.cpu import gemm, optim, pool, precompile
 be = kernels.get_backend("cpu")
 d = np.load(sys.argv[1])
-y = be.conv2d(d["x"], d["w"], d["b"], activation="relu")   # the first cache miss starts the helper
+y, idx = be.max_pool2d(d["x"])   # the first cache miss starts the helper
 helper = precompile._helper.proc.pid
 precompile.wait()   # let it finish what it was sent: the ops below then load its kernels
-dx, dw, db = be.conv2d_backward(d["x"], d["w"], d["dy"])
+dx = be.max_pool2d_backward(d["dy"], idx, d["x"].shape)
 z = be.matmul(d["a"], d["bw"], bias=d["bb"], activation="relu")
 p, m, v = d["p"].copy(), np.zeros_like(d["p"]), np.zeros_like(d["p"])
 be.adam_step(p, d["g"], m, v, lr=1e-3, step=1)
-np.savez(sys.argv[2], y=y, dx=dx, dw=dw, db=db, z=z, p=p, m=m, v=v)
-hits = {k.py_func.__name__: sum(k.stats.cache_hits.values()) for k in (conv._conv2d_backward, gemm._wide_rect, optim._adam_parallel)}
+np.savez(sys.argv[2], y=y, idx=idx, dx=dx, z=z, p=p, m=m, v=v)
+hits = {k.py_func.__name__: sum(k.stats.cache_hits.values())
+        for k in (pool.max_pool2d_backward, gemm._wide_rect, optim._adam_parallel)}
 print(json.dumps({"helper": helper, "hits": hits}))
 """
 
 
 def test_background_compile_first_step(tmp_path):
+    # The first op is a pooling: its backward is not among the ops every step runs
+    # (precompile.COMMON), so a hit on it shows the helper was sent the running op's
+    # backward; the Dense GEMM (kernels typed by their register tile) and Adam are COMMON.
     r = np.random.default_rng(0)
     f32 = lambda *s: r.standard_normal(s).astype(np.float32)
-    data = dict(x=f32(3, 9, 9, 2), w=f32(3, 3, 2, 5), b=f32(5), dy=f32(3, 7, 7, 5), a=f32(6, 7), bw=f32(7, 4),
-                bb=f32(4), p=f32(70000), g=f32(70000))
+    data = dict(x=f32(3, 8, 8, 2), dy=f32(3, 4, 4, 2), a=f32(6, 7), bw=f32(7, 4), bb=f32(4), p=f32(70000),
+                g=f32(70000))
     np.savez(tmp_path / "in.npz", **data)
     proc = _run(_FIRST_STEP, tmp_path / "cache", tmp_path / "in.npz", tmp_path / "out.npz", **{precompile.ENV: "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -130,8 +134,8 @@ def test_background_compile_first_step(tmp_path):
     got = np.load(tmp_path / "out.npz")
     # Bit for bit what this process's kernels (compiled here or loaded from its own cache) give.
     be = kernels.get_backend("cpu")
-    want = {"y": be.conv2d(data["x"], data["w"], data["b"], activation="relu")}
-    want["dx"], want["dw"], want["db"] = be.conv2d_backward(data["x"], data["w"], data["dy"])
+    want = dict(zip(("y", "idx"), be.max_pool2d(data["x"])))
+    want["dx"] = be.max_pool2d_backward(data["dy"], want["idx"], data["x"].shape)
     want["z"] = be.matmul(data["a"], data["bw"], bias=data["bb"], activation="relu")
     p, m, v = data["p"].copy(), np.zeros_like(data["p"]), np.zeros_like(data["p"])
     be.adam_step(p, data["g"], m, v, lr=1e-3, step=1)
