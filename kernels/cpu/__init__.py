@@ -40,6 +40,10 @@ _installers = []
 
 def _share(module):
     _waiting.append(module)
+    _install_waiting()
+
+
+def _install_waiting():
     if _installers:
         modules = _waiting[:]
         del _waiting[:]
@@ -50,7 +54,7 @@ def _share(module):
 sys.meta_path.insert(0, _ShareOnImport())
 from numbanet.kernels.cpu import precompile as _precompile, tiles as _tiles   # noqa: E402  (after the hook)
 _installers += [_precompile.install, _tiles.install_priming]
-_share(_tiles)
+_install_waiting()
 
 
 class CpuBackend(Backend):

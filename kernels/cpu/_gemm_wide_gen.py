@@ -63,6 +63,10 @@ TILES = ((8, 32), (4, 64), (10, 32), (14, 16), (8, 16), (4, 16), (3, 24), (2, 32
 IMPORTS = "import numba\n\nfrom numbanet.kernels.cpu.slp import compile_slp\n"
 
 
+def _accumulators(mr, nr):
+    return [[f"c{r}_{c:02d}" for c in range(nr)] for r in range(mr)]
+
+
 def _rank1_lines(acc, bs, a_of_row):
     """One k-step of an MR x NR tile: each row's A value broadcast into its NR accumulators."""
     out = []
@@ -79,7 +83,7 @@ def _compiled_line(name):
 def _micro_lines(mr, nr):
     out = []
     w = out.append
-    acc = [[f"c{r}_{c:02d}" for c in range(nr)] for r in range(mr)]
+    acc = _accumulators(mr, nr)
     bs = [f"b{c:02d}" for c in range(nr)]
 
     w(f"def _micro_{mr}x{nr}_py(ap, ac, bp, bc, kc, cp, cc):")
@@ -103,7 +107,7 @@ def _micro_lines(mr, nr):
 def _direct_lines(mr, nr):
     out = []
     w = out.append
-    acc = [[f"c{r}_{c:02d}" for c in range(nr)] for r in range(mr)]
+    acc = _accumulators(mr, nr)
     ws = [f"w{c:02d}" for c in range(nr)]
     w(f"def _direct_{mr}x{nr}_py(xf, bases, offs, kdim, wp, b, out, row0, col0):")
     w(f'    """out[row0 + r, col0 + c] = b[c] + sum_k xf[bases[r] + offs[k]] * wp[k, c] (r < {mr}, c < {nr})."""')

@@ -241,8 +241,8 @@ def _dx_patches(tile, dyn, dyapack, wtpack, dpatches, nobias, scratch):
 
 
 def _dx_tile(kdim):
-    """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the
-    convolution's tile pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
+    """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the short
+    tile pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
     product 3.5-7x the work), the 16-wide one (kernels/cpu/tuning.strip_tile) to 16."""
     wide, narrow = tuning.short_tile(), tuning.strip_tile(SHALLOW_NR)
     return narrow, _panels(kdim, narrow.nr) * narrow.nr < _panels(kdim, wide.nr) * wide.nr

@@ -224,7 +224,7 @@ def strip_tile(lanes):
     return _strip[lanes]
 
 
-_strip = {}
+_strip = {}   # strip_tile's, by lane width, and short_tile's ("short"); forget() clears both
 
 # A tile of few rows for two kinds of product the GEMM's tuned shape serves badly:
 # - convolution (kernels/cpu/conv.py) reads MR pixels' windows of the image in place, each

@@ -116,8 +116,8 @@ def test_conv2d_fixed(be, small, x_shape, w_shape, strides, padding, dtype):
 
 
 # The cpu backend computes y and dW by register tiles from a padded image, on the 16-wide
-# strip tile when KH*KW*C_in <= 64 (kernels/cpu/conv.py DIRECT_KDIM) and on the tile in
-# force above: these straddle that boundary and cover the tiles' edges (C_out off NR,
+# strip tile when KH*KW*C_in <= 64 (kernels/cpu/conv.py DIRECT_KDIM) and on the short
+# tile (kernels/cpu/tuning.short_tile) above: these straddle that boundary and cover the tiles' edges (C_out off NR,
 # output pixel counts off MR, 1 and 3 input channels, strides, padding, batch 1).
 DIRECT_EDGE_CASES = [
     ((2, 9, 8, 1), (3, 3, 1, 1), (1, 1), "valid"),       # C_out 1, 42 pixels
