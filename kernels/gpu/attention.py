@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from numbanet.kernels.gpu.launch import fixed_block, kernel_family, scratch
+from numbanet.kernels.gpu.launch import fixed_block, inlined, kernel_family, scratch
 
 # A tile's rows and columns (and the feature chunk staged at once), 4 threads per tile row:
 # the shared tiles of one block fit beside several others on an SM. Measure: numbanet
@@ -57,8 +57,8 @@ def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
 @cuda.jit(device=True, inline=True)
 def _sizes(q, k, v):
     """(Tq, Tk, H, D, Dv) of the operands q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv).
-    Inlined by numba: as a call, ptxas gives the float64 dkdv kernel 47 more registers
-    (numbanet info --gpu-kernels)."""
+    Inlined by numba, not by NVVM (launch.inlined): as a call, or inlined by NVVM, ptxas
+    gives the float64 dkdv kernel 47 more registers (numbanet info --gpu-kernels)."""
     return q.shape[1], k.shape[1], q.shape[2], q.shape[3], v.shape[3]
 
 
@@ -112,7 +112,7 @@ def _dot_tiles(x, y, b, h, rx0, nx, ry0, ny, ncols, bx, by, row, sub, t, acc):
         cuda.syncthreads()
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _grad_tile(xs, ys, xd, yd, lse, delta, b, h, r0, c0, key_rows, causal, scale, lse_r, delta_r, bx, by, row,
                sub, t, p_tile, ds_tile):
     """One 32 x 32 tile of the backward pass, rows r0.. by columns c0..: queries by keys

@@ -23,15 +23,14 @@ geo = (H, W, C_in, OH, OW, KH, KW, sh, sw, pt, pl, C_out, dil_h, dil_w), one tup
 every loader.
 """
 import numpy as np
-from numba import cuda
 
 from numbanet.kernels import rules
 from numbanet.kernels.gpu import activation as act
 from numbanet.kernels.gpu import gemm
-from numbanet.kernels.gpu.launch import ACC, kernel_family, scratch, unravel3
+from numbanet.kernels.gpu.launch import ACC, inlined, kernel_family, scratch, unravel3
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _patch(x, geo, i, p, zero):
     """Element (i, p) of the virtual im2col matrix: row i = (n, oh, ow), column p = (kh, kw, ci).
     A padding position gives an exact zero (never x * 0, which is NaN for an inf input)."""
@@ -45,7 +44,7 @@ def _patch(x, geo, i, p, zero):
     return x[n, h, w, ci]
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _patch_t_ones(x, geo, p, i, zero):
     """Row p of the dw GEMM's A (patches^T), with a row of ones appended (p = KH*KW*C_in):
     that extra output row is dy's column sums, db, computed by the same GEMM as dw."""
@@ -55,7 +54,7 @@ def _patch_t_ones(x, geo, p, i, zero):
     return _patch(x, geo, i, p, zero)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _dy_gather(dy, geo, i, p, zero):
     """Row i = (n, h, w) of dx, column p = (kh, kw, co): the dy element that input cell
     feeds through tap (kh, kw), or an exact 0 when no output position uses it."""
@@ -73,7 +72,7 @@ def _dy_gather(dy, geo, i, p, zero):
     return dy[n, oh, ow, co]
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _w_for_dx(w, geo, p, j, zero):
     """Row p = (kh, kw, co), column j = ci of the dx GEMM's B operand: w[kh, kw, ci, co]."""
     H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, CO, dil_h, dil_w = geo

@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda, int32, int64
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import fixed_block, grid_1d, rows_1d, scratch, unravel2
+from numbanet.kernels.gpu.launch import fixed_block, grid_1d, inlined, rows_1d, scratch, unravel2
 
 RADIX_BITS = 8
 RADIX = 1 << RADIX_BITS
@@ -55,7 +55,7 @@ def _iota(a):
         a[i] = i
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _key(keys, i, v):
     """The sort key of position i: its id, or v (after every row) for an id outside [0, v)."""
     r = keys[i]

@@ -45,7 +45,7 @@ from numba import config, cuda
 
 from numbanet.kernels import rules
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import ACC, dummy, grid_1d, kernel_family, load4, scratch
+from numbanet.kernels.gpu.launch import ACC, dummy, grid_1d, inlined, kernel_family, load4, scratch
 
 BK = 8
 PAD = 4
@@ -120,14 +120,14 @@ def _make_operand(load, k_fast, k_first, EXT, LOADS, NT):
     axis); k_first: load takes (k, x) (B) rather than (x, k) (A)."""
     COLS = EXT + PAD
 
-    @cuda.jit(device=True, inline=True)
+    @inlined
     def place(e):
         """(k, x) of element e of the step's tile in thread order."""
         if k_fast:
             return e % BK, e // BK
         return e // EXT, e % EXT
 
-    @cuda.jit(device=True, inline=True)
+    @inlined
     def fetch(X, geo, lim, k_end, x0, k0, tid, stage, zero):
         """Global -> registers: this thread's elements of the step at k0; rows x0 + x >= lim
         and k >= k_end are zeros."""
@@ -141,7 +141,7 @@ def _make_operand(load, k_fast, k_first, EXT, LOADS, NT):
                     v = load(X, geo, x0 + xx, k0 + kk, zero)
             stage[l] = v
 
-    @cuda.jit(device=True, inline=True)
+    @inlined
     def stash(S, buf, tid, stage):
         """Registers -> shared buffer buf, K-major: S[(buf * BK + k) * COLS + x]."""
         for l in range(LOADS):
@@ -310,19 +310,19 @@ def launch_tiled(kernel_for, A, B, bias, out, M, N, K, geo, activation="linear")
         split_reduce(dtype, activation)[grid_1d(M * N)](out, 1, bias, False, out)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def element(X, geo, r, c, zero):
     """X[r, c]: a plain operand's loader (A as (M, K), B as (K, N))."""
     return X[r, c]
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def element_t(X, geo, r, c, zero):
     """X[c, r]: a transposed operand's loader."""
     return X[c, r]
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _a_t_ones(A, geo, i, p, zero):
     """op(A) = A^T with a row of ones appended (row A.shape[1]): the extra output row of
     A^T @ B is then B's column sums, a Dense layer's db beside its dw."""
@@ -375,7 +375,7 @@ BT = 16
 BPAD = BB + 1  # shared sizes must be literal constants to compile for a device
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _stage_batched(X, z, k_fast, x0, lim, k0, k, e, S, zero):
     """S[kk, xx] = op(X[z])[x0 + xx, k0 + kk] (zero outside lim x k) for element e, in
     thread order, of a BBK x BB step; k_fast: K is X's contiguous axis (X[z] is (rows, K)),

@@ -20,7 +20,7 @@ import numpy as np
 from numba import cuda, float64, int64
 
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu.launch import THREADS_1D, grid_1d, inlined, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 from numbanet.kernels.gpu.rows import fold_sum
 
@@ -28,7 +28,7 @@ from numbanet.kernels.gpu.rows import fold_sum
 @functools.lru_cache(maxsize=None)
 def _sce_row(onehot):
     """A device function: row i's loss (returned) and gradient (written to dz)."""
-    @cuda.jit(device=True, inline=True)
+    @inlined
     def row(z, labels, losses, dz, inv_n, one, i):
         c = z.shape[1]
         mx = z[i, 0]

@@ -2,17 +2,17 @@
 kernels/cpu/order.py (a NaN is larger than everything, the first NaN wins among NaNs,
 otherwise the first maximum), used by argmax, accuracy and max pooling's window.
 """
-from numba import cuda
+from numbanet.kernels.gpu.launch import inlined
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def beats(v, best):
     """True when v replaces the running maximum best (v comes later): v is larger, or v
     is the first NaN."""
     return v > best or (v != v and best == best)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def row_argmax(x, r):
     """Index of the maximum of row r of the 2-D array x (first NaN, else first maximum),
     the rule of `beats` with the running maximum in a register and an exit at the first NaN."""

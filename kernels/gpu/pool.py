@@ -18,11 +18,11 @@ in row-major order): no atomics, deterministic.
 from numba import cuda
 
 from numbanet.kernels.gpu.checks import in_range
-from numbanet.kernels.gpu.launch import grid_1d, rows_1d, unravel2, unravel4
+from numbanet.kernels.gpu.launch import grid_1d, inlined, rows_1d, unravel2, unravel4
 from numbanet.kernels.gpu.order import beats
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _sizes(image, pooled):
     """(n, h, w, c, oh, ow): a pooling's image (n, h, w, c) and its output grid (oh, ow)."""
     n, h, w, c = image.shape
@@ -79,20 +79,20 @@ def max_pool2d_backward(dy, indices, dx):
     _max_backward[rows_1d(planes)](dy, indices, dx)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _window(i, j, ph, pw, sh, sw, pt, pl, h, w):
     """(h0, h1, w0, w1): the rows [h0, h1) and columns [w0, w1) of the image that output
     cell (i, j)'s window covers, padding cut off."""
     return max(i * sh - pt, 0), min(i * sh - pt + ph, h), max(j * sw - pl, 0), min(j * sw - pl + pw, w)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _window_count(i, j, ph, pw, sh, sw, pt, pl, h, w):
     h0, h1, w0, w1 = _window(i, j, ph, pw, sh, sw, pt, pl, h, w)
     return (h1 - h0) * (w1 - w0)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _covering(hh, ph, sh, pt, oh):
     """[i0, i1): the windows along one axis that cover image cell hh, those i with
     i*sh - pt <= hh < i*sh - pt + ph, cut to the oh windows there are."""

@@ -15,7 +15,7 @@ a function of the length only, so the pairing, and the result, never change.
 import numpy as np
 from numba import cuda, float64
 
-from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, kernel_family, rows_1d, scratch
+from numbanet.kernels.gpu.launch import THREADS_1D, blocks_1d, inlined, kernel_family, rows_1d, scratch
 from numbanet.kernels.gpu.order import row_argmax
 from numbanet.kernels.gpu.rows import fold_sum
 
@@ -57,17 +57,17 @@ def column_sum(x, out):
     _column_fold[rows_1d(cols)](partial, out)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _identity(v, a, b):
     return v
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _l1_l2(v, a, b):
     return a * abs(v) + b * v * v
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _square(v, a, b):
     return v * v
 

@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from numbanet.kernels.gpu import rules as R
-from numbanet.kernels.gpu.launch import rows_1d, scratch, thread_cell, unravel2
+from numbanet.kernels.gpu.launch import inlined, rows_1d, scratch, thread_cell, unravel2
 from numbanet.kernels.rules import GATES, GRU, LSTM, WORKSPACE
 
 
@@ -45,7 +45,7 @@ def _opt(arr, ndim, dtype):
 
 # --------------------------------------------------------------------------- forward
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _init_state(h0, c0, is_lstm, h, c, cleared):
     """h = h0, c = c0 (an LSTM) or 0, cleared = 0: a thread per (row, unit); the start of
     both passes (forward: the state and the last output; backward: dh, dc and the carry)."""
@@ -65,7 +65,7 @@ def _forward_init(h0, c0, is_lstm, hs, cs, last):
     _init_state(h0, c0, is_lstm, hs[0], cs, last)
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def _step_unit(state, data):
     """A step kernel's thread: (b, j, H, one, inside) for its (row, unit) of the (B, H)
     array state, the constant 1 typed as data (module docstring: an int literal would

@@ -11,12 +11,14 @@ declares the buffer as cuda.shared.array(ROW_THREADS, float64).
 """
 from numba import cuda
 
+from numbanet.kernels.gpu.launch import inlined
+
 # One warp per row: rows run from 10 classes to a vocabulary, and a wider block would idle
 # on the short ones. Measure: numbanet bench --backends gpu --ops train_step, at 32 and 128.
 ROW_THREADS = 32
 
 
-@cuda.jit(device=True, inline=True)
+@inlined
 def block_row(x):
     """(r, t, c): the row of the 2-D array x that this block owns, this thread's index in
     the block and the row's length."""

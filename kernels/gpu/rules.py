@@ -1,8 +1,7 @@
 """kernels/rules.py compiled for the gpu: each rule as a device function inlined into the
-kernel that calls it (cuda.jit(device=True, inline="always"))."""
-from numba import cuda
-
+kernel that calls it (kernels/gpu/launch.py's inlined)."""
 from numbanet.kernels import rules
+from numbanet.kernels.gpu.launch import inlined
 
 # Every rule of kernels/rules.py under its own name here.
-globals().update(rules.compile_rules(cuda.jit(device=True, inline="always")))
+globals().update(rules.compile_rules(inlined))
