@@ -6,25 +6,28 @@ loop, and dx, dkernel, drecurrent_kernel after it. What is left is the recurrenc
 each of `rnn_forward` / `rnn_backward` below runs it as one call that loops over time
 itself: the state never leaves the kernel between steps.
 
-Per step, the product with the recurrent kernel runs on a GEMM micro-kernel of few rows
-(kernels/cpu/tuning.short_tile: an MR x NR tile from packed panels, MR and NR constants
-where the kernels are compiled for it) and the gates are
-combined right where the tile lands, in the same prange iteration:
+The batch rows never depend on each other, so each thread takes a run of MR-row panels
+of the batch (_chunks: one run per thread) and carries them through every step: one
+parallel region for the whole sequence, no barrier between steps. Per step, the product
+with the recurrent kernel runs on a GEMM micro-kernel of few rows (kernels/cpu/tuning
+.short_tile: an MR x NR tile from packed panels, MR and NR constants where the kernels are
+compiled for it) and the gates are combined right where the tile lands:
 
-    forward, work item = (MR batch rows, NR units): G tiles, one per gate,
+    forward, per (MR batch rows, NR units) of the thread's run: G tiles, one per gate,
         z_g = h_{t-1} @ U[:, g*H + j0 : g*H + j0 + NR]     A: h packed (H x MR)
                                                              B: U packed per gate (H x NR)
         then the cell's equations on the MR x NR lanes, writing h_t straight into the
-        packed A panel of the next step (double-buffered: other items still read h_{t-1}).
-    backward, work item = (MR batch rows, NR units):
+        packed A panel of the next step (double-buffered: the run's other unit blocks
+        still read h_{t-1}).
+    backward, per (MR batch rows, NR units) of the run:
         dh_{t-1}[rows, units] = dz_t @ U^T                  A: dz_t packed (G*H x MR)
                                                              B: U^T packed (G*H x NR)
         then step t-1's gradients on those lanes, writing dz_{t-1} into the next packed A.
 
-So each step is one parallel region, and every element of every output has one writer
-and a fixed summation order: the same bits on every run and thread count. The gradient
-of the recurrent kernel is one GEMM over all steps afterwards (h_{t-1}^T dz_t summed over
-t in a fixed order), not a sum of per-step products.
+Every element of every output has one writer and a fixed summation order: the same bits
+on every run and thread count. The gradient of the recurrent kernel is one GEMM over all
+steps afterwards (h_{t-1}^T dz_t summed over t in a fixed order), not a sum of per-step
+products.
 
 Keras's equations (gates in Keras's column order; act = activation, rec = recurrent_activation):
     SimpleRNN  h = act(x W + b + h U)
