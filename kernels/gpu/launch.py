@@ -13,9 +13,10 @@ def _inline_options():
     records for sm_80 and sm_90 in one process: 107 CPU-s with inline=True, 68 with
     forceinline (AMD EPYC); a kernel's first launch on a GPU pays the same compile. The
     PTX keeps its spills (none) and occupancy; registers move by a few either way (ptxas
-    -v, kernels/gpu_static.py). The simulator's jit, and numba-cuda's before forceinline
-    existed, take inline=True (the simulator inlines nothing: the option only has to be
-    accepted)."""
+    -v, kernels/gpu_static.py). NVVM before CUDA 12.3 could hang on alwaysinline
+    (numba-cuda's pull request 246); the cu12 extra brings NVVM as a wheel (12.9 here).
+    The simulator's jit, and numba-cuda's before forceinline existed, take inline=True
+    (the simulator inlines nothing: the option only has to be accepted)."""
     import inspect
     return {"forceinline": True} if "forceinline" in inspect.signature(cuda.jit).parameters else {"inline": True}
 
