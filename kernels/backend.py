@@ -41,6 +41,7 @@ element by 0), relu(NaN) is NaN, and a row's argmax (argmax, accuracy, max pooli
 window) is its first NaN if it has one, else its first maximum.
 """
 import contextlib
+import math
 
 import numpy as np
 
@@ -78,6 +79,11 @@ class Workspace:
             self.arrays.append(arr)
         self.position += 1
         return arr
+
+
+def _shared_memory_error(op, name, other_name):
+    return ValueError(f"{op}: {name} shares memory with {other_name}; the op writes {name} "
+                      f"while it reads {other_name}, so pass separate arrays")
 
 
 class Backend:
@@ -161,8 +167,24 @@ class Backend:
             raise ValueError(f"{op}: {name} is read-only but is written in place; pass a writable array")
         for other_name, other in others:
             if other is not None and self._overlaps(arr, other):
-                raise ValueError(f"{op}: {name} shares memory with {other_name}; the op writes {name} "
-                                 f"while it reads {other_name}, so pass separate arrays")
+                raise _shared_memory_error(op, name, other_name)
+
+    def _check_all_written(self, op, named):
+        """Every array of `named` ((name, array) pairs) is written in place (_check_written)
+        and no two share memory. Taken in the order of their first byte (each backend's
+        _extent), an array overlaps an earlier one exactly when it starts before the furthest
+        end seen so far: n log n where a check of every pair is n^2 (a character model's 38
+        gradients: 1406 overlap tests, half of its clip_by_global_norm's 1.7 ms)."""
+        for name, arr in named:
+            self._check_written(op, name, arr, ())
+        spans = sorted((*self._extent(arr), i) for i, (_, arr) in enumerate(named) if arr.size)
+        reach, owner = None, None
+        for start, end, i in spans:
+            if reach is not None and start < reach:
+                first, second = sorted((owner, i))
+                raise _shared_memory_error(op, named[first][0], named[second][0])
+            if reach is None or end > reach:
+                reach, owner = end, i
 
     def _check_into(self, op, into):
         """A float64 (1,) backend array that a reduction adds its result to."""
@@ -191,7 +213,9 @@ class Backend:
     def reshape(self, arr, shape):
         """A view with a new shape (C-contiguous arrays only; the size must match)."""
         shape = tuple(int(s) for s in shape)
-        if int(np.prod(shape)) != arr.size:
+        # math.prod, not np.prod: every op reshapes its arguments, and NumPy's reduction
+        # over a short tuple costs several microseconds a call (38 Adam steps a step).
+        if math.prod(shape) != arr.size:
             raise ValueError(f"reshape: cannot reshape {tuple(arr.shape)} ({arr.size} elements) to {shape}")
         return arr.reshape(shape)
 

@@ -137,6 +137,11 @@ class CpuBackend(Backend):
         # which the ops' contiguous arguments never are.
         return isinstance(b, np.ndarray) and np.may_share_memory(a, b)
 
+    def _extent(self, arr):
+        # [first byte, one past the last): arr is C-contiguous (_check_written).
+        start = arr.__array_interface__["data"][0]
+        return start, start + arr.nbytes
+
     def _contiguous(self, arr):
         # A copy, never a cast: the kernels index C-ordered memory. A read-only input is
         # copied too: Numba types read-only arrays apart and would compile a second form of

@@ -105,6 +105,9 @@ class GpuBackend(Backend):
         (a0, a1), (b0, b1) = _extent(a), _extent(b)
         return a0 < b1 and b0 < a1
 
+    def _extent(self, arr):
+        return _extent(arr)
+
     def _contiguous(self, arr):
         if arr.is_c_contiguous():
             return arr

@@ -111,14 +111,12 @@ def adagrad_step(be, param, grad, accumulator, *, lr, eps=1e-7, weight_decay=0.0
 def _clip_arrays(be, op, grads, clipnorm):
     if shapes.float_scalar(op, "clipnorm", clipnorm) <= 0.0:
         raise ValueError(f"{op}: clipnorm must be > 0, got {clipnorm!r}")
-    flats = []
-    names = [f"grads[{i}]" if len(grads) > 1 else "grad" for i in range(len(grads))]
-    for i, (name, g) in enumerate(zip(names, grads)):
-        # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
-        be._check_written(op, name, g, [(n, h) for j, (n, h) in enumerate(zip(names, grads)) if j != i])
+    named = [(f"grads[{i}]" if len(grads) > 1 else "grad", g) for i, g in enumerate(grads)]
+    # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
+    be._check_all_written(op, named)
+    for name, g in named:
         shapes.check_float(op, name, g)
-        flats.append(be._flat(g))
-    return flats
+    return [be._flat(g) for _, g in named]
 
 
 def _clip(be, flats, clipnorm):
