@@ -10,7 +10,8 @@ loads only what it runs.
 
 What stays here is what every family shares: memory (`empty` and the step Workspace,
 `zero`, `assign`, `reshape`), the argument checks (`_prepare`: native arrays, contiguous;
-`_check_written`: an array written in place; `_check_range`; `_check_into`; `_unary`),
+`_check_written`: an array written in place; `_check_disjoint`: many such arrays;
+`_check_range`; `_check_into`; `_unary`),
 views (`_flat`, `_rows`) and the packed gradient buffer (`_grads_buffer`).
 
 The rules every backend applies the same way live in small modules: kernels/rules.py
@@ -22,7 +23,8 @@ kernels that index with data).
 
 A subclass supplies memory management (`asarray`, `to_numpy` (into a given host array
 with out=), `copy_from_host`, `host_empty`, `_allocate`, `zeros`, `_zero`, `_assign`,
-`synchronize`, `_check_native`, `_contiguous`) and `_load_module(name)`, which imports
+`synchronize`, `_check_native`, `_contiguous`, `_overlaps`, `_extent`) and
+`_load_module(name)`, which imports
 one of its compute modules. The compute functions receive already-validated arrays and
 write into the outputs they are given; they return nothing unless documented (`sum`,
 `accuracy`, `l1_l2_penalty` return Python numbers).
@@ -169,14 +171,13 @@ class Backend:
             if other is not None and self._overlaps(arr, other):
                 raise _shared_memory_error(op, name, other_name)
 
-    def _check_all_written(self, op, named):
-        """Every array of `named` ((name, array) pairs) is written in place (_check_written)
-        and no two share memory. Taken in the order of their first byte (each backend's
-        _extent), an array overlaps an earlier one exactly when it starts before the furthest
-        end seen so far: n log n where a check of every pair is n^2 (a character model's 38
-        gradients: 1406 overlap tests, half of its clip_by_global_norm's 1.7 ms)."""
-        for name, arr in named:
-            self._check_written(op, name, arr, ())
+    def _check_disjoint(self, op, named):
+        """No two arrays of `named` ((name, array) pairs, each already through
+        _check_written, so C-contiguous) share memory. Taken in the order of their first byte
+        (each backend's _extent), an array overlaps an earlier one exactly when it starts
+        before the furthest end seen so far: n log n where a check of every pair is n^2 (a
+        character model's 38 gradients: 1406 overlap tests, half of its
+        clip_by_global_norm's 1.7 ms). Empty arrays share nothing."""
         spans = sorted((*self._extent(arr), i) for i, (_, arr) in enumerate(named) if arr.size)
         reach, owner = None, None
         for start, end, i in spans:
@@ -185,6 +186,10 @@ class Backend:
                 raise _shared_memory_error(op, named[first][0], named[second][0])
             if reach is None or end > reach:
                 reach, owner = end, i
+
+    def _extent(self, arr):
+        """(first byte, one past the last byte) of a C-contiguous, non-empty array."""
+        raise NotImplementedError
 
     def _check_into(self, op, into):
         """A float64 (1,) backend array that a reduction adds its result to."""

@@ -102,7 +102,7 @@ class GpuBackend(Backend):
     def _overlaps(self, a, b):
         if not _is_device_array(b):
             return False
-        (a0, a1), (b0, b1) = _extent(a), _extent(b)
+        (a0, a1), (b0, b1) = self._extent(a), self._extent(b)
         return a0 < b1 and b0 < a1
 
     def _extent(self, arr):

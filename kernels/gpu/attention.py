@@ -54,7 +54,7 @@ def _stage(src, b, r0, nrows, h, c0, ncols, buf, t):
             buf[i, j] = 0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True, inline="always")
 def _sizes(q, k, v):
     """(Tq, Tk, H, D, Dv) of the operands q (B, Tq, H, D), k (B, Tk, H, D), v (B, Tk, H, Dv).
     Inlined by numba, not by NVVM (launch.inlined): as a call, or inlined by NVVM, ptxas

@@ -8,17 +8,19 @@ from numba import cuda, float32, float64
 def _inline_options():
     """cuda.jit's options for a device function inlined into each kernel that calls it.
     forceinline (NVVM inlines it: the alwaysinline attribute) types and lowers the function
-    once per argument types in a process; inline=True (Numba inlines it) types and lowers
-    its body again at every call site. Compiling every launch kernels/gpu/signatures.json
-    records for sm_80 and sm_90 in one process: 107 CPU-s with inline=True, 68 with
-    forceinline (AMD EPYC); a kernel's first launch on a GPU pays the same compile. The
+    once per argument types in a process; inline="always" (Numba inlines it) types and
+    lowers its body again at every call site. Compiling every launch kernels/gpu/signatures
+    .json records for sm_80 and sm_90 in one process: 107 CPU-s with Numba's inlining, 68
+    with forceinline (AMD EPYC); a kernel's first launch on a GPU pays the same compile. The
     PTX keeps its spills (none) and occupancy; registers move by a few either way (ptxas
     -v, kernels/gpu_static.py). NVVM before CUDA 12.3 could hang on alwaysinline
-    (numba-cuda's pull request 246); the cu12 extra brings NVVM as a wheel (12.9 here).
-    The simulator's jit, and numba-cuda's before forceinline existed, take inline=True
-    (the simulator inlines nothing: the option only has to be accepted)."""
+    (numba-cuda's pull request 246): the cu12 extra asks for a later one. The simulator's
+    jit has no forceinline and gets inline="always" (it inlines nothing: the option only
+    has to be accepted), as does a numba-cuda from before forceinline."""
     import inspect
-    return {"forceinline": True} if "forceinline" in inspect.signature(cuda.jit).parameters else {"inline": True}
+    if "forceinline" in inspect.signature(cuda.jit).parameters:
+        return {"forceinline": True}
+    return {"inline": "always"}
 
 
 def inlined(fn):

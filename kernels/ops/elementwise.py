@@ -1,6 +1,8 @@
 """The elementwise family: bias add, dropout (kernels/rules.py's counter hash), the L1/L2
 penalty and its gradient, scaling, addition, concatenate / split / transpose copies and the
 row gather, on kernels/<backend>/elementwise.py."""
+import math
+
 import numpy as np
 
 from numbanet.kernels import shapes
@@ -136,7 +138,7 @@ def concatenate(be, arrays, axis=-1):
     out_shape = list(first.shape)
     out_shape[axis] = sum(a.shape[axis] for a in arrays)
     out = be.empty(tuple(out_shape), first.dtype)
-    outer = int(np.prod(first.shape[:axis], dtype=np.int64))
+    outer = math.prod(first.shape[:axis])
     out2 = be.reshape(out, (outer, out.size // outer))
     offset = 0
     for a in arrays:
@@ -158,7 +160,7 @@ def split(be, x, sizes, axis=-1):
     if not sizes or min(sizes) < 1 or sum(sizes) != x.shape[axis]:
         raise ValueError(f"{op}: sizes {sizes} must be positive and sum to x.shape[{axis}]={x.shape[axis]} "
                          f"(x.shape={tuple(x.shape)})")
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    outer = math.prod(x.shape[:axis])
     x2 = be.reshape(x, (outer, x.size // outer))
     inner = x.size // outer // x.shape[axis]
     pieces, offset = [], 0
@@ -184,7 +186,7 @@ def transpose(be, x, axes):
                          f"(x.shape={tuple(x.shape)})")
     if x.ndim > 6:
         raise ValueError(f"{op}: x has {x.ndim} dimensions; at most 6 are supported")
-    element_strides = [int(np.prod(x.shape[d + 1:], dtype=np.int64)) for d in range(x.ndim)]
+    element_strides = [math.prod(x.shape[d + 1:]) for d in range(x.ndim)]
     out_shape = tuple(x.shape[a] for a in axes)
     pad = 6 - x.ndim
     shape6 = (1,) * pad + out_shape

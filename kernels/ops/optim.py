@@ -112,10 +112,11 @@ def _clip_arrays(be, op, grads, clipnorm):
     if shapes.float_scalar(op, "clipnorm", clipnorm) <= 0.0:
         raise ValueError(f"{op}: clipnorm must be > 0, got {clipnorm!r}")
     named = [(f"grads[{i}]" if len(grads) > 1 else "grad", g) for i, g in enumerate(grads)]
-    # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
-    be._check_all_written(op, named)
     for name, g in named:
+        be._check_written(op, name, g, ())
         shapes.check_float(op, name, g)
+    # Scaled in place: an array listed twice (or two overlapping ones) would be scaled twice.
+    be._check_disjoint(op, named)
     return [be._flat(g) for _, g in named]
 
 

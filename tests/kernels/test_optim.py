@@ -185,11 +185,12 @@ def test_clip_bad_input(be):
 
 
 def test_clip_by_global_norm_names_any_two_that_overlap(be):
-    """Views that only touch pass; an overlapping pair is named wherever it sits in the
-    list and in memory, and nothing is scaled before the error."""
+    """Views that only touch, and empty views, pass; an overlapping pair is named wherever
+    it sits in the list and in memory, and nothing is scaled before the error."""
     buf = be.asarray(np.ones(40, np.float32))
     other = be.asarray(np.ones(5, np.float32))
     be.clip_by_global_norm([buf[20:40], buf[0:10], other, buf[10:20]], 100.0)   # norm 6.7: unchanged
+    be.clip_by_global_norm([buf[0:10], buf[5:5]], 100.0)   # an empty view holds no element of another
     np.testing.assert_array_equal(be.to_numpy(buf), np.ones(40, np.float32))
     for grads, pair in (([other, buf[20:40], buf[0:10], buf[15:25]], (1, 3)),
                         ([buf[30:35], other, buf[0:40]], (0, 2)),
