@@ -11,8 +11,8 @@ loads only what it runs.
 What stays here is what every family shares: memory (`empty` and the step Workspace,
 `zero`, `assign`, `reshape`), the argument checks (`_prepare`: native arrays, contiguous;
 `_check_written`: an array written in place; `_check_disjoint`: many such arrays;
-`_check_range`; `_check_into`; `_unary`),
-views (`_flat`, `_rows`) and the packed gradient buffer (`_grads_buffer`).
+`_check_range`; `_check_into`; `_unary`), views (`_flat`, `_rows`) and the packed
+gradient buffer (`_grads_buffer`).
 
 The rules every backend applies the same way live in small modules: kernels/rules.py
 (the per-element rules and the activation encoding), kernels/shapes.py (dtypes, scalars,
@@ -24,10 +24,9 @@ kernels that index with data).
 A subclass supplies memory management (`asarray`, `to_numpy` (into a given host array
 with out=), `copy_from_host`, `host_empty`, `_allocate`, `zeros`, `_zero`, `_assign`,
 `synchronize`, `_check_native`, `_contiguous`, `_overlaps`, `_extent`) and
-`_load_module(name)`, which imports
-one of its compute modules. The compute functions receive already-validated arrays and
-write into the outputs they are given; they return nothing unless documented (`sum`,
-`accuracy`, `l1_l2_penalty` return Python numbers).
+`_load_module(name)`, which imports one of its compute modules. The compute functions
+receive already-validated arrays and write into the outputs they are given; they return
+nothing unless documented (`sum`, `accuracy`, `l1_l2_penalty` return Python numbers).
 
 Memory safety is checked here, before any kernel runs: shapes, dtypes (native byte order
 only), index and label ranges (`_check_range`: one rule, `shapes.first_out_of_range` on
@@ -187,10 +186,6 @@ class Backend:
             if reach is None or end > reach:
                 reach, owner = end, i
 
-    def _extent(self, arr):
-        """(first byte, one past the last byte) of a C-contiguous, non-empty array."""
-        raise NotImplementedError
-
     def _check_into(self, op, into):
         """A float64 (1,) backend array that a reduction adds its result to."""
         self._check_written(op, "into", into, ())
@@ -219,7 +214,8 @@ class Backend:
         """A view with a new shape (C-contiguous arrays only; the size must match)."""
         shape = tuple(int(s) for s in shape)
         # math.prod, not np.prod: every op reshapes its arguments, and NumPy's reduction
-        # over a short tuple costs several microseconds a call (38 Adam steps a step).
+        # over a short tuple costs microseconds a call (the character model's step makes 38
+        # adam_step calls, each reshaping four arrays).
         if math.prod(shape) != arr.size:
             raise ValueError(f"reshape: cannot reshape {tuple(arr.shape)} ({arr.size} elements) to {shape}")
         return arr.reshape(shape)
