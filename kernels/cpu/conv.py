@@ -36,6 +36,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
+from numbanet.kernels.cpu.apart import address_apart, call_apart
 from numbanet.kernels.cpu.activation import activate_inplace, activation_grad
 from numbanet.kernels.rules import CODES, LINEAR
 from numbanet.kernels.cpu.gemm import gemm_packed, no_bias, pack_a, pack_b
@@ -273,14 +274,23 @@ def _conv2d_forward(tile, narrow, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, 
     hp = (oh_ - 1) * sh + (kh_ - 1) * dil_h + 1
     wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
     offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
+    # The image's work is compiled apart (apart.py), once per tile: only its types matter here.
+    none2 = np.empty((0, 0), dtype=x.dtype)
+    noidx = np.empty(0, dtype=np.intp)
+    image_narrow = address_apart(_forward_image, narrow, x[0], wpack, bpack, offs, y[0], sh, sw, pad_top, pad_left,
+                                 none2, noidx, none2)
+    image_tile = address_apart(_forward_image, tile, x[0], wpack, bpack, offs, y[0], sh, sw, pad_top, pad_left,
+                               none2, noidx, none2)
     for n in prange(n_):
         scratch = np.empty((mrw, nrw), dtype=x.dtype)
         xp = np.empty((hp, wp * c_in), dtype=x.dtype)
         bases = np.empty(mrw, dtype=np.intp)
         if shallow:
-            _forward_image(narrow, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
+            call_apart(image_narrow, _forward_image, narrow, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top,
+                       pad_left, xp, bases, scratch)
         else:
-            _forward_image(tile, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left, xp, bases, scratch)
+            call_apart(image_tile, _forward_image, tile, x[n], wpack, bpack, offs, y[n], sh, sw, pad_top, pad_left,
+                       xp, bases, scratch)
         if act != LINEAR:
             # The image's output just written, still in cache (86 KB for the article's
             # first layer, in L2): no second pass over all of y, no parallel region.
@@ -321,6 +331,17 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
     zero = np.empty(dnr, dtype=w.dtype)
     for c in range(dnr):
         zero[c] = 0
+    # An image's dW and dP are compiled apart (apart.py), once per tile: only types matter here.
+    none2 = np.empty((0, 0), dtype=x.dtype)
+    none3 = np.empty((0, 0, 0), dtype=x.dtype)
+    none1 = np.empty(0, dtype=x.dtype)
+    noidx = np.empty(0, dtype=np.intp)
+    dw_narrow = address_apart(_dw_image, narrow, x[0], none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
+                              noidx, none2)
+    dw_tile = address_apart(_dw_image, tile, x[0], none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
+                            noidx, none2)
+    dp_narrow = address_apart(_dx_patches, narrow, none2, none3, wtpack_n, none2, none1, none2)
+    dp_tile = address_apart(_dx_patches, tile, none2, none3, wtpack, none2, none1, none2)
     for t in prange(nchunks):
         lo = t * n_ // nchunks
         hi = (t + 1) * n_ // nchunks
@@ -352,14 +373,16 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
                 dyn = dzn
             _pack_dy_and_sum(dyn, dybpack, dbt)
             if shallow:
-                _dw_image(narrow, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
+                call_apart(dw_narrow, _dw_image, narrow, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp,
+                           cells, scratch)
             else:
-                _dw_image(tile, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp, cells, scratch)
+                call_apart(dw_tile, _dw_image, tile, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp,
+                           cells, scratch)
             if compute_dx:
                 if narrow_dx:
-                    _dx_patches(narrow, dyn, dyapack_n, wtpack_n, dpatches, nobias, scratch)
+                    call_apart(dp_narrow, _dx_patches, narrow, dyn, dyapack_n, wtpack_n, dpatches, nobias, scratch)
                 else:
-                    _dx_patches(tile, dyn, dyapack, wtpack, dpatches, nobias, scratch)
+                    call_apart(dp_tile, _dx_patches, tile, dyn, dyapack, wtpack, dpatches, nobias, scratch)
                 dxn = dx[n]
                 for ih in range(dxn.shape[0]):
                     for iw in range(dxn.shape[1]):

@@ -53,6 +53,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import rules as R
+from numbanet.kernels.cpu.apart import address_apart, call_apart
 from numbanet.kernels.cpu import tuning
 from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.rules import GATES, GRU, LSTM, RELU, SIGMOID, TANH, WORKSPACE
@@ -172,6 +173,8 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
                 cs[b, j] = c0[b, j]
             last[b, j] = zero
     seq = y.shape[0] > 0
+    rows = address_apart(_forward_rows, tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, act, ract, y,
+                         last, ws, in_order, h, up, hp, hs, cs, seq, 0, 0, tiles[0], lanes[0])
     for chunk in prange(nchunks):
         # A run of batch rows per thread, every step: rows never depend on each other, so the
         # threads need no barrier between steps (one parallel region for the whole sequence).
@@ -180,8 +183,9 @@ def _forward(tile, cell, xproj, u, rbias, h0, c0, keep, rmask, reverse, zero_out
         # propagate and type again. Compiling the float32 LSTM kernels with an empty cache
         # (AMD EPYC): forward 35 -> 32 CPU-s, backward 32 -> 24, the same bits and speed.
         c = np.int64(chunk)   # typed uint64 in the parallel body: one type for the call
-        _forward_rows(tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, act, ract, y, last, ws, in_order,
-                      h, up, hp, hs, cs, seq, c * nib // nchunks, (c + 1) * nib // nchunks, tiles[c], lanes[c])
+        call_apart(rows, _forward_rows, tile, cell, xproj, rbias, keep, rmask, reverse, zero_output, act, ract, y,
+                   last, ws, in_order, h, up, hp, hs, cs, seq, c * nib // nchunks, (c + 1) * nib // nchunks, tiles[c],
+                   lanes[c])
     fin = t_count % 2
     for b in range(b_count):
         for j in range(h):
@@ -336,11 +340,14 @@ def _backward(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, rac
                 dcs[b, j] = dc_last[b, j]
     seq = dy.shape[1] == t_count
     # Phase s: dh_s = direct + (dz_{s+1} @ U^T) * rmask, then step s's gradients (s >= 0).
+    rows = address_apart(_backward_rows, tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy,
+                         dzx, dzr, hprev, dh0, dc0, in_order, upt, dzp, direct, dcs, carry, seq, 0, 0, tiles[0],
+                         lanes[0])
     for chunk in prange(nchunks):
         c = np.int64(chunk)   # see _forward
-        _backward_rows(tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy, dzx, dzr,
-                       hprev, dh0, dc0, in_order, upt, dzp, direct, dcs, carry, seq, c * nib // nchunks,
-                       (c + 1) * nib // nchunks, tiles[c], lanes[c])
+        call_apart(rows, _backward_rows, tile, cell, u, h0, c0, keep, rmask, reverse, zero_output, act, ract, ws, dy,
+                   dzx, dzr, hprev, dh0, dc0, in_order, upt, dzp, direct, dcs, carry, seq, c * nib // nchunks,
+                   (c + 1) * nib // nchunks, tiles[c], lanes[c])
 
 
 @numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")   # see _forward_rows

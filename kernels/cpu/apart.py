@@ -1,0 +1,128 @@
+"""A call from one kernel to another that is compiled apart: through its address, not linked in.
+
+Numba links the LLVM of every jitted function a kernel calls into the kernel's own module
+and optimizes and compiles the whole module again. A parallel driver whose prange body
+calls a large worker (rnn.py's `_forward` calling `_forward_rows`, with the GEMM
+micro-kernel inlined in it) so compiles the worker twice: once on its own, once inside the
+driver. Called through its address instead, the worker is compiled once per argument types
+and the driver's module holds a declaration:
+
+    rows = address_apart(_forward_rows, a, b, c)     # outside the prange: the GIL is held there
+    for chunk in prange(n):
+        call_apart(rows, _forward_rows, a, b, c)     # the same argument types, else a TypingError
+
+The address is looked up when the driver runs (a dictionary look-up after the first call,
+about 2 us), by module, name and argument types, so a driver loaded from Numba's cache
+finds a worker compiled, or loaded from the cache, by this process. The address's type
+names the worker and its argument types, so a call whose arguments differ from the
+look-up's fails to compile instead of calling with the wrong layout. Exceptions raised in
+the worker propagate as from a linked call. What the call cannot do is inline the worker
+into the driver: keep it for workers that do much work per call.
+
+Without Numba's internals (kernels/numba_internals.py) both are plain: the look-up is 0
+and the call is a linked call, as before.
+"""
+import importlib
+
+import numba
+from numba import types
+
+from numbanet.kernels import numba_internals
+
+_addresses = {}
+
+
+def _jit_address(key):
+    """The entry point of one compiled signature, key = (module, qualified name, argument
+    types); compiled (or loaded from the cache) here if this process has not yet. Called
+    from the code address_apart generates."""
+    addr = _addresses.get(key)
+    if addr is None:
+        module, qualname, argtypes = key
+        fn = importlib.import_module(module)
+        for part in qualname.split("."):
+            fn = getattr(fn, part)
+        cres = _compiled(fn, argtypes)
+        addr = _addresses[key] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    return addr
+
+
+def _compiled(dispatcher, argtypes):
+    if argtypes not in dispatcher.overloads:
+        dispatcher.compile(argtypes)
+    return dispatcher.overloads[argtypes]
+
+
+def _key(fn, args):
+    if not isinstance(fn, types.Dispatcher):
+        raise numba.errors.TypingError(f"address_apart/call_apart: expected a jitted function, got {fn}")
+    py = fn.dispatcher.py_func
+    return py.__module__, py.__qualname__, tuple(types.unliteral(a) for a in args)
+
+
+if numba_internals.available():
+    from numba.core import cgutils
+    from numba.extending import intrinsic, models, register_model
+
+    class ApartType(types.Type):
+        """An address of one compiled signature; the signature is in the type."""
+        def __init__(self, key):
+            self.apart_key = key
+            module, qualname, argtypes = key
+            super().__init__(name=f"Apart({module}.{qualname}{argtypes})")
+
+    @register_model(ApartType)
+    class _ApartModel(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, cgutils.intp_t)
+
+    @intrinsic
+    def address_apart(typingctx, fn, *args):
+        key = _key(fn, args)
+
+        def codegen(context, builder, signature, llargs):
+            pyapi = context.get_python_api(builder)
+            gil = pyapi.gil_ensure()
+            module = pyapi.import_module(context.insert_const_string(builder.module, __name__))
+            lookup = pyapi.object_getattr_string(module, "_jit_address")
+            keyobj = pyapi.unserialize(pyapi.serialize_object(key))
+            found = pyapi.call_function_objargs(lookup, (keyobj,))
+            pyapi.decref(lookup)
+            pyapi.decref(module)
+            with builder.if_then(cgutils.is_null(builder, found), likely=False):
+                # The look-up raised (the worker failed to compile): its exception is set.
+                pyapi.gil_release(gil)
+                context.call_conv.return_exc(builder)
+            addr = pyapi.long_as_longlong(found)
+            pyapi.decref(found)
+            pyapi.gil_release(gil)
+            return addr
+        return ApartType(key)(fn, types.StarArgTuple.from_types(args)), codegen
+
+    @intrinsic
+    def call_apart(typingctx, address, fn, *args):
+        key = _key(fn, args)
+        if not isinstance(address, ApartType) or address.apart_key != key:
+            raise numba.errors.TypingError(f"call_apart: the address is {address}, the call is {key}")
+        argtypes = key[2]
+        restype = _compiled(fn.dispatcher, argtypes).signature.return_type
+
+        def codegen(context, builder, signature, llargs):
+            given = cgutils.unpack_tuple(builder, llargs[2])
+            values = [context.cast(builder, v, t, a) for v, t, a in zip(given, signature.args[2].types, argtypes)]
+            fnty = context.call_conv.get_function_type(restype, argtypes)
+            callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+            status, result = context.call_conv.call_function(builder, callee, restype, argtypes, values)
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+            return result
+        return restype(address, fn, types.StarArgTuple.from_types(args)), codegen
+
+else:
+    @numba.njit(cache=True, inline="always")
+    def address_apart(fn, *args):
+        return 0
+
+    @numba.njit(cache=True, inline="always")
+    def call_apart(address, fn, *args):
+        return fn(*args)

@@ -1,0 +1,148 @@
+"""kernels/cpu/apart.py: a kernel calling another through its address, compiled apart.
+
+Checked: results and return values as a linked call gives them, inside a parallel loop; the
+callee's code is not in the caller's module (and is, as a control, when linked); an
+exception in the callee reaches Python with its message; a call whose argument types
+differ from the look-up's fails to compile and names both; a caller loaded from Numba's
+cache in a fresh process finds its callee."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from numba import prange
+
+from numbanet.kernels import numba_internals
+from numbanet.kernels.cpu.apart import address_apart, call_apart
+
+pytestmark = pytest.mark.skipif(not numba_internals.available(),
+                                reason="without Numba's internals apart.py makes plain linked calls")
+
+
+@numba.njit
+def _square_rows(x, out, lo, hi):
+    for i in range(lo, hi):
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += x[i, j] * x[i, j]
+        out[i] = s
+    return hi - lo
+
+
+@numba.njit(parallel=True)
+def _apart_driver(x, out, nchunks):
+    n = x.shape[0]
+    rows = address_apart(_square_rows, x, out, 0, 0)
+    done = 0
+    for t in prange(nchunks):
+        c = np.int64(t)
+        done += call_apart(rows, _square_rows, x, out, c * n // nchunks, (c + 1) * n // nchunks)
+    return done
+
+
+@numba.njit(parallel=True)
+def _linked_driver(x, out, nchunks):
+    n = x.shape[0]
+    done = 0
+    for t in prange(nchunks):
+        c = np.int64(t)
+        done += _square_rows(x, out, c * n // nchunks, (c + 1) * n // nchunks)
+    return done
+
+
+def _callee_name():
+    (cres,) = _square_rows.overloads.values()
+    return cres.fndesc.llvm_func_name
+
+
+def test_the_results_are_a_linked_calls():
+    x = np.random.default_rng(0).standard_normal((37, 5))
+    out = np.full(37, np.nan)
+    assert _apart_driver(x, out, 3) == 37
+    np.testing.assert_allclose(out, (x * x).sum(axis=1), rtol=1e-12)
+
+
+def test_the_callee_is_not_compiled_into_the_caller():
+    x = np.ones((4, 2))
+    _apart_driver(x, np.empty(4), 2)
+    _linked_driver(x, np.empty(4), 2)
+    name = _callee_name()
+    (apart,) = _apart_driver.overloads.values()
+    (linked,) = _linked_driver.overloads.values()
+    assert name in linked.library.get_llvm_str()
+    assert name not in apart.library.get_llvm_str()
+
+
+@numba.njit
+def _refuses(x):
+    if x < 0:
+        raise ValueError("negative input to the callee")
+    return 2 * x
+
+
+@numba.njit
+def _calls_refuses(x):
+    fn = address_apart(_refuses, x)
+    return call_apart(fn, _refuses, x)
+
+
+def test_an_exception_in_the_callee_reaches_python():
+    assert _calls_refuses(4) == 8
+    with pytest.raises(ValueError, match="negative input to the callee"):
+        _calls_refuses(-1)
+
+
+@numba.njit
+def _mismatched(x):
+    fn = address_apart(_refuses, x)
+    return call_apart(fn, _refuses, 1.5)
+
+
+def test_a_call_with_other_types_than_the_look_up_does_not_compile():
+    with pytest.raises(numba.core.errors.TypingError, match=r"call_apart: the address is .*int64.*the call is .*float64"):
+        _mismatched(3)
+
+
+_MODULE = """
+import numba, numpy as np
+from numbanet.kernels.cpu.apart import address_apart, call_apart
+
+@numba.njit(cache=True)
+def callee(x, k):
+    return x.sum() * k
+
+@numba.njit(cache=True)
+def caller(x):
+    fn = address_apart(callee, x, 0)
+    return call_apart(fn, callee, x, 3)
+"""
+
+_RUN = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import cached_apart
+got = cached_apart.caller(np.arange(5.0))
+stats = cached_apart.caller.stats
+print(json.dumps({"got": got, "hits": sum(stats.cache_hits.values()), "callee_compiled": len(cached_apart.callee.overloads)}))
+"""
+
+
+def test_a_caller_loaded_from_the_cache_finds_its_callee(tmp_path):
+    (tmp_path / "cached_apart.py").write_text(textwrap.dedent(_MODULE))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBANET_BACKGROUND_COMPILE="0")
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    first, second = run(), run()
+    assert first == {"got": 30.0, "hits": 0, "callee_compiled": 1}
+    # Loaded, not compiled: the callee is found (loaded from the cache too) when the caller runs.
+    assert second == {"got": 30.0, "hits": 1, "callee_compiled": 1}
