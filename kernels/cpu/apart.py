@@ -119,10 +119,11 @@ if numba_internals.available():
         return restype(address, fn, types.StarArgTuple.from_types(args)), codegen
 
 else:
-    @numba.njit(cache=True, inline="always")
+    # Plain functions, not inline="always": Numba's inliner takes no *args.
+    @numba.njit(cache=True)
     def address_apart(fn, *args):
         return 0
 
-    @numba.njit(cache=True, inline="always")
+    @numba.njit(cache=True)
     def call_apart(address, fn, *args):
         return fn(*args)

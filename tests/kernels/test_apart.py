@@ -4,7 +4,7 @@ Checked: results and return values as a linked call gives them, inside a paralle
 callee's code is not in the caller's module (and is, as a control, when linked); an
 exception in the callee reaches Python with its message; a call whose argument types
 differ from the look-up's fails to compile and names both; a caller loaded from Numba's
-cache in a fresh process finds its callee."""
+cache in a fresh process finds its callee; without Numba's internals, a plain linked call."""
 import json
 import os
 import subprocess
@@ -16,12 +16,7 @@ import numpy as np
 import pytest
 from numba import prange
 
-from numbanet.kernels import numba_internals
 from numbanet.kernels.cpu.apart import address_apart, call_apart
-
-pytestmark = pytest.mark.skipif(not numba_internals.available(),
-                                reason="without Numba's internals apart.py makes plain linked calls")
-
 
 @numba.njit
 def _square_rows(x, out, lo, hi):
@@ -146,3 +141,27 @@ def test_a_caller_loaded_from_the_cache_finds_its_callee(tmp_path):
     assert first == {"got": 30.0, "hits": 0, "callee_compiled": 1}
     # Loaded, not compiled: the callee is found (loaded from the cache too) when the caller runs.
     assert second == {"got": 30.0, "hits": 1, "callee_compiled": 1}
+
+
+_PLAIN = """
+import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+numba_internals.TESTED_NUMBA = ((0, 0), (0, 1))   # what the installed Numba is not
+warnings.simplefilter("ignore")
+import numpy as np
+import cached_apart
+from numbanet.kernels.cpu import apart
+got = cached_apart.caller(np.arange(5.0))
+(cres,) = cached_apart.caller.overloads.values()
+name = next(iter(cached_apart.callee.overloads.values())).fndesc.llvm_func_name
+print(json.dumps({"got": got, "intrinsic": hasattr(apart, "ApartType"), "linked": name in cres.library.get_llvm_str()}))
+"""
+
+
+def test_without_the_internals_the_call_is_a_plain_linked_call(tmp_path):
+    (tmp_path / "cached_apart.py").write_text(textwrap.dedent(_MODULE.replace("cache=True", "cache=False")))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBANET_BACKGROUND_COMPILE="0")
+    proc = subprocess.run([sys.executable, "-c", _PLAIN, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"got": 30.0, "intrinsic": False, "linked": True}
