@@ -146,6 +146,7 @@ def test_a_caller_loaded_from_the_cache_finds_its_callee(tmp_path):
 _PLAIN = """
 import json, sys, warnings
 sys.path.insert(0, sys.argv[1])
+from numbanet.kernels import numba_internals
 numba_internals.TESTED_NUMBA = ((0, 0), (0, 1))   # what the installed Numba is not
 warnings.simplefilter("ignore")
 import numpy as np
