@@ -11,9 +11,9 @@ and the driver's module holds a declaration:
     for chunk in prange(n):
         call_apart(rows, _forward_rows, a, b, c)     # the same argument types, else a TypingError
 
-The address is looked up when the driver runs (a dictionary look-up after the first call,
-about 2 us), by module, name and argument types, so a driver loaded from Numba's cache
-finds a worker compiled, or loaded from the cache, by this process. The address's type
+The address is looked up by module, name and argument types when the driver first runs
+in a process (then kept in the driver's code), so a driver loaded from Numba's cache finds
+a worker compiled, or loaded from the cache, by this process. The address's type
 names the worker and its argument types, so a call whose arguments differ from the
 look-up's fails to compile instead of calling with the wrong layout. Exceptions raised in
 the worker propagate as from a linked call. What the call cannot do is inline the worker
@@ -81,22 +81,30 @@ if numba_internals.available():
         key = _key(fn, args)
 
         def codegen(context, builder, signature, llargs):
-            pyapi = context.get_python_api(builder)
-            gil = pyapi.gil_ensure()
-            module = pyapi.import_module(context.insert_const_string(builder.module, __name__))
-            lookup = pyapi.object_getattr_string(module, "_jit_address")
-            keyobj = pyapi.unserialize(pyapi.serialize_object(key))
-            found = pyapi.call_function_objargs(lookup, (keyobj,))
-            pyapi.decref(lookup)
-            pyapi.decref(module)
-            with builder.if_then(cgutils.is_null(builder, found), likely=False):
-                # The look-up raised (the worker failed to compile): its exception is set.
+            # The address found is kept in a global of the caller's code, zero in the
+            # object file: looked up once per process (and per load of the caller), then
+            # a load and a test per call.
+            memo = cgutils.add_global_variable(builder.module, cgutils.intp_t,
+                                               builder.module.get_unique_name("numbanet.apart"))
+            memo.linkage = "internal"
+            memo.initializer = cgutils.intp_t(0)
+            with builder.if_then(cgutils.is_null(builder, builder.load(memo)), likely=False):
+                pyapi = context.get_python_api(builder)
+                gil = pyapi.gil_ensure()
+                module = pyapi.import_module(context.insert_const_string(builder.module, __name__))
+                lookup = pyapi.object_getattr_string(module, "_jit_address")
+                keyobj = pyapi.unserialize(pyapi.serialize_object(key))
+                found = pyapi.call_function_objargs(lookup, (keyobj,))
+                pyapi.decref(lookup)
+                pyapi.decref(module)
+                with builder.if_then(cgutils.is_null(builder, found), likely=False):
+                    # The look-up raised (the worker failed to compile): its exception is set.
+                    pyapi.gil_release(gil)
+                    context.call_conv.return_exc(builder)
+                builder.store(pyapi.long_as_longlong(found), memo)
+                pyapi.decref(found)
                 pyapi.gil_release(gil)
-                context.call_conv.return_exc(builder)
-            addr = pyapi.long_as_longlong(found)
-            pyapi.decref(found)
-            pyapi.gil_release(gil)
-            return addr
+            return builder.load(memo)
         return ApartType(key)(fn, types.StarArgTuple.from_types(args)), codegen
 
     @intrinsic
