@@ -24,6 +24,7 @@ import numpy as np
 from numba import prange
 
 from numbanet.kernels.cpu import tuning
+from numbanet.kernels.cpu.apart import address_apart, call_apart
 from numbanet.kernels.cpu.activation import epilogue
 from numbanet.kernels.cpu.reduce import column_sum
 from numbanet.kernels.cpu.rows import copy_row, zero_row
@@ -271,6 +272,10 @@ def _wide_parallel(tile, a, b, trans_a, trans_b, bias, out, kcw, mcw, prepack, r
         bpre = np.empty((0, 0, 0, nrw), dtype=out.dtype)
     nitems = ((m + rstep - 1) // rstep) * ngroups
     widest = 1 if prepack else (njp + ngroups - 1) // ngroups
+    # The rectangle's work is compiled apart (apart.py): only its argument types matter here.
+    none3 = np.empty((0, 0, 0), dtype=out.dtype)
+    rect = address_apart(_wide_rect, tile, a, b, trans_a, trans_b, bias, out, 0, 0, 0, 0, kcw, mcw, bpre, none3, none3,
+                         np.empty((0, 0), dtype=out.dtype))
     for part in prange(nparts):
         bscr = np.empty((widest, kc_max, nrw), dtype=out.dtype)
         ascr = np.empty(((min(mcw, m) + mrw - 1) // mrw, kc_max, mrw), dtype=out.dtype)
@@ -282,8 +287,8 @@ def _wide_parallel(tile, a, b, trans_a, trans_b, bias, out, kcw, mcw, prepack, r
             jp_lo = g * njp // ngroups
             jp_hi = (g + 1) * njp // ngroups
             if jp_lo < jp_hi:
-                _wide_rect(tile, a, b, trans_a, trans_b, bias, out, i_lo, min(m, i_lo + rstep), jp_lo, jp_hi,
-                           kcw, mcw, bpre, bscr, ascr, scratch)
+                call_apart(rect, _wide_rect, tile, a, b, trans_a, trans_b, bias, out, i_lo, min(m, i_lo + rstep),
+                           jp_lo, jp_hi, kcw, mcw, bpre, bscr, ascr, scratch)
 
 
 _layer = []
