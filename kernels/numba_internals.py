@@ -10,6 +10,9 @@ What is private here, and what it serves:
     kernel compiles in), `load_overload` wrapped to see misses,
     `global_compiler_lock`, `CPUDispatcher` (lock_cache, compiler_lock, is_cpu_dispatcher);
   - numba.config.SLP_VECTORIZE set for the length of a compile (slp_vectorize);
+  - a compiled function's entry point and its calling convention, called through an
+    address from an intrinsic's code generation (kernels/cpu/apart.py, which makes plain
+    linked calls without the internals);
   - numba-cuda's one-pass PTX compile for several architectures and its device query,
     patched for a compile without a driver (kernels/gpu_static.py), the cgutils that an
     intrinsic's code generation needs (kernels/gpu/launch.py: load4), and its driver and
