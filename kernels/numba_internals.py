@@ -24,7 +24,8 @@ pyproject.toml). On another version, or where one of them is missing, `available
 False, numbanet says so once (a NumbaInternalsWarning) and runs without them: no
 background compile and no cache lock (kernels/cpu/precompile.py), kernels compiled
 without the SLP vectorizer and once per literal argument (slower to compile and to run
-in the GEMM micro-kernels, the same results), the static gpu check on numba-cuda's public
+in the GEMM micro-kernels, the same results), the parallel drivers' workers linked into
+each driver again (kernels/cpu/apart.py: longer compiles), the static gpu check on numba-cuda's public
 compile_ptx. tests/kernels/test_numba_internals.py fails on an untested version.
 """
 import contextlib
@@ -73,14 +74,22 @@ def _find_problem():
                 f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
     try:
         from numba.core import compiler_lock
+        from numba.core.callconv import CPUCallConv
         from numba.core.caching import IndexDataCacheFile
+        from numba.core.codegen import JITCodeLibrary
+        from numba.core.pythonapi import PythonAPI
         from numba.core.registry import CPUDispatcher
     except ImportError as exc:
         return f"Numba {numba.__version__} lacks what numbanet uses of its internals ({exc})"
     if not hasattr(compiler_lock, "global_compiler_lock"):
         return f"Numba {numba.__version__} has no global_compiler_lock"
     for cls, names in ((IndexDataCacheFile, ("_load_index", "_save_index", "_save_data", "_data_name")),
-                       (CPUDispatcher, ("compile",))):
+                       (CPUDispatcher, ("compile",)),
+                       # kernels/cpu/apart.py's code generation
+                       (PythonAPI, ("serialize_object", "unserialize", "call_function_objargs", "long_as_voidptr",
+                                    "gil_ensure", "gil_release", "decref")),
+                       (CPUCallConv, ("get_function_type", "call_function", "return_status_propagate", "return_exc")),
+                       (JITCodeLibrary, ("get_pointer_to_function",))):
         missing = [n for n in names if not hasattr(cls, n)]
         if missing:
             return f"Numba {numba.__version__}'s {cls.__name__} has no {', '.join(missing)}"
@@ -94,9 +103,9 @@ def available():
     why = problem()
     if why is not None and not _warned:
         _warned.append(why)
-        warnings.warn(f"numbanet: {why}; running without the background compile, the cache lock and the SLP "
-                      "vectorizer (slower first steps and GEMMs, the same results)", NumbaInternalsWarning,
-                      stacklevel=2)
+        warnings.warn(f"numbanet: {why}; running without the background compile, the cache lock, the SLP "
+                      "vectorizer and the calls apart of the parallel kernels (slower first steps and GEMMs, the "
+                      "same results)", NumbaInternalsWarning, stacklevel=2)
     return why is None
 
 

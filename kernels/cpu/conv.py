@@ -274,12 +274,16 @@ def _conv2d_forward(tile, narrow, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, 
     hp = (oh_ - 1) * sh + (kh_ - 1) * dil_h + 1
     wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
     offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
-    # The image's work is compiled apart (apart.py), once per tile: only its types matter here.
+    # The image's work is compiled apart (apart.py), once per tile: the look-up reads no
+    # element of these placeholders, only their types (an image as a view that exists for
+    # an empty batch too, where x[0] would not).
     none2 = np.empty((0, 0), dtype=x.dtype)
     noidx = np.empty(0, dtype=np.intp)
-    image_narrow = address_apart(_forward_image, narrow, x[0], wpack, bpack, offs, y[0], sh, sw, pad_top, pad_left,
+    x0 = x.reshape((n_ * x.shape[1], x.shape[2], x.shape[3]))
+    y0 = y.reshape((n_ * oh_, ow_, c_out))
+    image_narrow = address_apart(_forward_image, narrow, x0, wpack, bpack, offs, y0, sh, sw, pad_top, pad_left,
                                  none2, noidx, none2)
-    image_tile = address_apart(_forward_image, tile, x[0], wpack, bpack, offs, y[0], sh, sw, pad_top, pad_left,
+    image_tile = address_apart(_forward_image, tile, x0, wpack, bpack, offs, y0, sh, sw, pad_top, pad_left,
                                none2, noidx, none2)
     for n in prange(n_):
         scratch = np.empty((mrw, nrw), dtype=x.dtype)
@@ -331,14 +335,16 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
     zero = np.empty(dnr, dtype=w.dtype)
     for c in range(dnr):
         zero[c] = 0
-    # An image's dW and dP are compiled apart (apart.py), once per tile: only types matter here.
+    # An image's dW and dP are compiled apart (apart.py), once per tile: the look-up reads no
+    # element of these placeholders, only their types (x0: see _conv2d_forward).
+    x0 = x.reshape((n_ * x.shape[1], x.shape[2], x.shape[3]))
     none2 = np.empty((0, 0), dtype=x.dtype)
     none3 = np.empty((0, 0, 0), dtype=x.dtype)
     none1 = np.empty(0, dtype=x.dtype)
     noidx = np.empty(0, dtype=np.intp)
-    dw_narrow = address_apart(_dw_image, narrow, x[0], none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
+    dw_narrow = address_apart(_dw_image, narrow, x0, none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
                               noidx, none2)
-    dw_tile = address_apart(_dw_image, tile, x[0], none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
+    dw_tile = address_apart(_dw_image, tile, x0, none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
                             noidx, none2)
     dp_narrow = address_apart(_dx_patches, narrow, none2, none3, wtpack_n, none2, none1, none2)
     dp_tile = address_apart(_dx_patches, tile, none2, none3, wtpack, none2, none1, none2)

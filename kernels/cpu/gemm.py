@@ -272,7 +272,8 @@ def _wide_parallel(tile, a, b, trans_a, trans_b, bias, out, kcw, mcw, prepack, r
         bpre = np.empty((0, 0, 0, nrw), dtype=out.dtype)
     nitems = ((m + rstep - 1) // rstep) * ngroups
     widest = 1 if prepack else (njp + ngroups - 1) // ngroups
-    # The rectangle's work is compiled apart (apart.py): only its argument types matter here.
+    # The rectangle's work is compiled apart (apart.py): the look-up reads no element of
+    # these placeholders, only their types.
     none3 = np.empty((0, 0, 0), dtype=out.dtype)
     rect = address_apart(_wide_rect, tile, a, b, trans_a, trans_b, bias, out, 0, 0, 0, 0, kcw, mcw, bpre, none3, none3,
                          np.empty((0, 0), dtype=out.dtype))

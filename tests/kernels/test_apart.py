@@ -166,3 +166,58 @@ def test_without_the_internals_the_call_is_a_plain_linked_call(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == {"got": 30.0, "intrinsic": False, "linked": True}
+
+
+def test_a_callee_defined_inside_a_function_is_refused_with_the_reason():
+    @numba.njit
+    def local(x):
+        return x + 1
+
+    @numba.njit
+    def caller(x):
+        fn = address_apart(local, x)
+        return call_apart(fn, local, x)
+
+    with pytest.raises(numba.core.errors.TypingError, match=r"<locals>.local is not found by that name; a function "
+                                                             r"called apart must be a module's, under its own name"):
+        caller(1)
+
+
+@numba.njit
+def _halve(x):
+    return x / 2
+
+
+@numba.njit
+def _calls_halve(x):
+    fn = address_apart(_halve, x)
+    return call_apart(fn, _halve, x)
+
+
+class _CountingDict(dict):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.gets = 0
+
+    def get(self, key, default=None):
+        self.gets += 1
+        return super().get(key, default)
+
+
+def test_the_address_is_looked_up_once_and_a_failed_look_up_raises_and_is_not_kept(monkeypatch):
+    from numbanet.kernels.cpu import apart
+    _calls_halve.compile((numba.float64,))   # compiled, not yet run: the memo is empty
+
+    def broken(dispatcher, argtypes):
+        raise RuntimeError("the worker cannot be compiled here")
+    counting = _CountingDict(apart._addresses)
+    counting.pop(("tests.kernels.test_apart", "_halve", (numba.float64,)), None)
+    monkeypatch.setattr(apart, "_addresses", counting)
+    monkeypatch.setattr(apart, "_compiled", broken)
+    with pytest.raises(RuntimeError, match="the worker cannot be compiled here"):
+        _calls_halve(3.0)
+    monkeypatch.undo()
+    monkeypatch.setattr(apart, "_addresses", counting)
+    before = counting.gets
+    assert [_calls_halve(v) for v in (3.0, 5.0, 9.0)] == [1.5, 2.5, 4.5]
+    assert counting.gets - before == 1
