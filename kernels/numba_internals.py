@@ -25,8 +25,8 @@ False, numbanet says so once (a NumbaInternalsWarning) and runs without them: no
 background compile and no cache lock (kernels/cpu/precompile.py), kernels compiled
 without the SLP vectorizer and once per literal argument (slower to compile and to run
 in the GEMM micro-kernels, the same results), the parallel drivers' workers linked into
-each driver again (kernels/cpu/apart.py: longer compiles), the static gpu check on numba-cuda's public
-compile_ptx. tests/kernels/test_numba_internals.py fails on an untested version.
+each driver again (kernels/cpu/apart.py: longer compiles), the static gpu check on
+numba-cuda's public compile_ptx. tests/kernels/test_numba_internals.py fails on an untested version.
 """
 import contextlib
 import threading

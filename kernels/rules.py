@@ -3,9 +3,9 @@
 Each function here computes one element (an activation and its gradient, the RNN cells'
 gate arithmetic, dropout's counter hash, one optimizer update, a binary cross-entropy
 term). Neither backend has a copy of its own: kernels/cpu/rules.py compiles them with
-numba.njit(inline="always") and kernels/gpu/rules.py with kernels/gpu/launch.py's inlined, and the
-kernels of both call those (`compile_rules` below). A rule that calls another calls the
-other's compiled form for the same target.
+numba.njit(inline="always") and kernels/gpu/rules.py with kernels/gpu/launch.py's
+`inlined`, and the kernels of both call those (`compile_rules` below). A rule that calls
+another calls the other's compiled form for the same target.
 
 Conventions that keep float32 in float32 on both targets: constants come in as arguments
 typed by the caller (`zero`, `one`, `half`: the array's dtype) or are built from them;

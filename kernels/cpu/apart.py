@@ -5,7 +5,7 @@ and optimizes and compiles the whole module again. A parallel driver whose prang
 calls a large worker (rnn.py's `_forward` calling `_forward_rows`, with the GEMM
 micro-kernel inlined in it) so compiles the worker twice: once on its own, once inside the
 driver. Called through its address instead, the worker is compiled once per argument types
-and the driver's module holds a declaration:
+and the driver's module holds only an indirect call:
 
     rows = address_apart(_forward_rows, a, b, c)     # before the prange (see below)
     for chunk in prange(n):
@@ -18,9 +18,9 @@ and takes the GIL: before the prange, in the thread that called the driver, wher
 exception it raises reaches the caller (Numba releases the GIL around a parallel region,
 and an exception set in one of its worker threads would be lost). The placeholders a
 driver passes to the look-up for arrays made inside the prange are never read: only their
-types count. The address's type
-names the worker and its argument types, so a call whose arguments differ from the
-look-up's fails to compile instead of calling with the wrong layout. Exceptions raised in
+types count. The address's type names the worker and its argument types, so a call whose
+arguments differ from the look-up's fails to compile instead of calling with the wrong
+layout. Exceptions raised in
 the worker propagate as from a linked call. What the call cannot do is inline the worker
 into the driver: keep it for workers that do much work per call.
 

@@ -4,7 +4,9 @@ Checked: results and return values as a linked call gives them, inside a paralle
 callee's code is not in the caller's module (and is, as a control, when linked); an
 exception in the callee reaches Python with its message; a call whose argument types
 differ from the look-up's fails to compile and names both; a caller loaded from Numba's
-cache in a fresh process finds its callee; without Numba's internals, a plain linked call."""
+cache in a fresh process finds its callee; a callee that cannot be found again by its name is
+refused; the address is looked up once, and a failed look-up raises and is tried again;
+without Numba's internals, a plain linked call."""
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 from numba import prange
 
 from numbanet.kernels.cpu.apart import address_apart, call_apart
+
 
 @numba.njit
 def _square_rows(x, out, lo, hi):
@@ -211,7 +214,7 @@ def test_the_address_is_looked_up_once_and_a_failed_look_up_raises_and_is_not_ke
     def broken(dispatcher, argtypes):
         raise RuntimeError("the worker cannot be compiled here")
     counting = _CountingDict(apart._addresses)
-    counting.pop(("tests.kernels.test_apart", "_halve", (numba.float64,)), None)
+    counting.pop((_halve.py_func.__module__, "_halve", (numba.float64,)), None)
     monkeypatch.setattr(apart, "_addresses", counting)
     monkeypatch.setattr(apart, "_compiled", broken)
     with pytest.raises(RuntimeError, match="the worker cannot be compiled here"):
