@@ -13,6 +13,8 @@ What is private here, and what it serves:
   - a compiled function's entry point and its calling convention, called through an
     address from an intrinsic's code generation (kernels/cpu/apart.py, which makes plain
     linked calls without the internals);
+  - the target context and cgutils that write the GEMM's register tiles as LLVM vector
+    code (kernels/cpu/microkernel.py, whose tiles are its reference loops without them);
   - numba-cuda's one-pass PTX compile for several architectures and its device query,
     patched for a compile without a driver (kernels/gpu_static.py), the cgutils that an
     intrinsic's code generation needs (kernels/gpu/launch.py: load4), and its driver and
@@ -24,7 +26,8 @@ pyproject.toml). On another version, or where one of them is missing, `available
 False, numbanet says so once (a NumbaInternalsWarning) and runs without them: no
 background compile and no cache lock (kernels/cpu/precompile.py), kernels compiled
 without the SLP vectorizer and once per literal argument (slower to compile and to run
-in the GEMM micro-kernels, the same results), the parallel drivers' workers linked into
+in attention's lane helpers, the same results), the register tiles as plain loops (far
+slower GEMMs and convolutions, the same results), the parallel drivers' workers linked into
 each driver again (kernels/cpu/apart.py: longer compiles), the static gpu check on
 numba-cuda's public compile_ptx. tests/kernels/test_numba_internals.py fails on an untested version.
 """
@@ -76,6 +79,8 @@ def _find_problem():
         from numba.core import compiler_lock
         from numba.core.callconv import CPUCallConv
         from numba.core.caching import IndexDataCacheFile
+        from numba.core import cgutils
+        from numba.core.base import BaseContext
         from numba.core.codegen import JITCodeLibrary
         from numba.core.pythonapi import PythonAPI
         from numba.core.registry import CPUDispatcher
@@ -89,10 +94,13 @@ def _find_problem():
                        (PythonAPI, ("serialize_object", "unserialize", "call_function_objargs", "long_as_voidptr",
                                     "gil_ensure", "gil_release", "decref")),
                        (CPUCallConv, ("get_function_type", "call_function", "return_status_propagate", "return_exc")),
-                       (JITCodeLibrary, ("get_pointer_to_function",))):
+                       (JITCodeLibrary, ("get_pointer_to_function",)),
+                       # kernels/cpu/microkernel.py's code generation
+                       (BaseContext, ("make_array", "get_value_type", "get_abi_sizeof", "cast", "get_dummy_value")),
+                       (cgutils, ("unpack_tuple", "intp_t"))):
         missing = [n for n in names if not hasattr(cls, n)]
         if missing:
-            return f"Numba {numba.__version__}'s {cls.__name__} has no {', '.join(missing)}"
+            return f"Numba {numba.__version__}'s {getattr(cls, '__name__', cls)} has no {', '.join(missing)}"
     if not hasattr(numba.config, "SLP_VECTORIZE"):
         return f"Numba {numba.__version__} has no config.SLP_VECTORIZE"
     return None
@@ -104,8 +112,8 @@ def available():
     if why is not None and not _warned:
         _warned.append(why)
         warnings.warn(f"numbanet: {why}; running without the background compile, the cache lock, the SLP "
-                      "vectorizer and the calls apart of the parallel kernels (slower first steps and GEMMs, the "
-                      "same results)", NumbaInternalsWarning, stacklevel=2)
+                      "vectorizer, the register tiles' vector code and the calls apart of the parallel kernels "
+                      "(slower first steps, GEMMs and convolutions, the same results)", NumbaInternalsWarning, stacklevel=2)
     return why is None
 
 

@@ -274,7 +274,7 @@ def save(choice, machine, measured):
 
 def add_arguments(parser):
     # (the generator's list: importing the kernels would cost every `numbanet` command)
-    from numbanet.kernels.cpu._gemm_wide_gen import TILES
+    from numbanet.kernels.cpu._pack_rows_gen import TILES
     parser.add_argument("--tiles", default=None,
                         help="comma-separated micro-kernel shapes to measure, of " + ", ".join(
                             f"{mr}x{nr}" for mr, nr in TILES) + "; default: the ones that fit this CPU's "

@@ -95,7 +95,7 @@ def test_help_names_the_options(tmp_path):
 def test_bad_tiles_are_refused_with_the_candidates(tmp_path):
     proc = _cli("tune", "--tiles", "8x32,7x7", tuning_dir=tmp_path)
     assert proc.returncode == 2
-    assert "numbanet tune: --tiles: gemm tile: no generated micro-kernel is 7x7; the candidates are" in proc.stderr
+    assert "numbanet tune: --tiles: gemm tile: no candidate micro-kernel is 7x7; the candidates are" in proc.stderr
     assert not os.listdir(tmp_path)
 
 

@@ -12,9 +12,8 @@ from numbanet.kernels.backend import Backend
 
 class _ShareOnImport(importlib.abc.MetaPathFinder):
     """Puts each kernel module of this package under kernels/cpu/precompile.py's cache lock
-    (its cache misses start the background compile) and has its drivers prime their tiles'
-    micro-kernels (kernels/cpu/tiles.py: install_priming) as its import ends, however it
-    is imported. A process that runs kernels without the backend (`numbanet tune`'s
+    (its cache misses start the background compile) as its import ends, however it is
+    imported. A process that runs kernels without the backend (`numbanet tune`'s
     workers import gemm themselves) must save under the same index stamp as every other:
     a save under another stamp drops every entry of that function's index, so each kind
     of process compiled again what the other had saved."""
@@ -34,7 +33,7 @@ class _ShareOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-_waiting = []   # modules loaded before precompile and tiles themselves were
+_waiting = []   # modules loaded before precompile itself was
 _installers = []
 
 
@@ -52,8 +51,8 @@ def _install_waiting():
 
 
 sys.meta_path.insert(0, _ShareOnImport())
-from numbanet.kernels.cpu import precompile as _precompile, tiles as _tiles   # noqa: E402  (after the hook)
-_installers += [_precompile.install, _tiles.install_priming]
+from numbanet.kernels.cpu import precompile as _precompile   # noqa: E402  (after the hook)
+_installers.append(_precompile.install)
 _install_waiting()
 
 

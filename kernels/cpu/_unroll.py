@@ -1,7 +1,7 @@
 """What the generators of kernels/cpu's unrolled modules share: the generated file's
 header and the layout of its unrolled statements.
 
-Each generator (`_gemm_wide_gen`, `_attention_lanes_gen`) returns its module's text from
+Each generator (`_pack_rows_gen`, `_attention_lanes_gen`) returns its module's text from
 `source()` and prints it when run as a script; a test checks each committed module
 against it.
 """

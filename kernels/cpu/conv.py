@@ -1,7 +1,7 @@
 """Conv2D on the CPU, NHWC activations and (KH, KW, C_in, C_out) weights.
 
 y and dW come from register tiles that read a zero-padded copy of one image in place
-(tile.direct: kernels/cpu/_gemm_wide_gen.py), with no patch matrix; dx goes through one:
+(tile.direct: kernels/cpu/microkernel.py), with no patch matrix; dx goes through one:
 
     forward:  y_n  = P_n @ W              (W = w viewed as (KH*KW*C_in, C_out); P_n, the
                                           image's patch matrix, is never formed)
@@ -126,7 +126,7 @@ def _panels(size, width):
 
 # ------------------------------------------------------------------ register tiles
 #
-# Each MR x NR tile of y is summed in registers by tile.direct (kernels/cpu/_gemm_wide_gen.py
+# Each MR x NR tile of y is summed in registers by tile.direct (kernels/cpu/microkernel.py
 # gives the loop nest) from a zero-padded copy of one image, starting at the bias, and
 # stored once, straight into y. Against a patch matrix times packed weights, the image is
 # read in place instead of being copied into MR-row panels first: on the article's second

@@ -2,9 +2,9 @@
 helper once per argument type rather than once per constant its callers pass.
 
 Numba leaves the SLP vectorizer off by default. Kernels written as separate local
-scalars per vector lane (the GEMM micro-kernel's accumulators, the attention strip's 8
-query lanes) need it: the loop vectorizer only vectorizes along a loop, and these kernels
-vectorize across the unrolled lanes of one iteration.
+scalars per vector lane (the attention strip's 8 query lanes) need it: the loop
+vectorizer only vectorizes along a loop, and these kernels vectorize across the unrolled
+lanes of one iteration.
 
 The dispatcher is lazy: each signature is compiled (or loaded from the cache) on first
 use, whether called from Python or typed inside another kernel, with the switch on for

@@ -8,12 +8,15 @@ import numpy as np
 
 from numbanet import kernels
 from numbanet.kernels import numba_internals, ops
-from numbanet.kernels.cpu import _gemm_wide, precompile, tuning
+from numbanet.kernels.cpu import _pack_rows, precompile, tuning
 from numbanet.kernels.cpu.tiles import TileType
 
 # Kernels that no warm-up compiles on purpose: the thread-count probe runs once per
-# process on int64 (kernels/cpu/threads.py), whatever the ops.
-NOT_AN_OP = {"threads._touch"}
+# process on int64 (kernels/cpu/threads.py), whatever the ops; the register tiles'
+# entries from Python and their reference loops (kernels/cpu/microkernel.py: the kernels
+# compile the tiles into their own code).
+NOT_AN_OP = {"threads._touch", "microkernel.micro", "microkernel.direct", "microkernel.micro_reference",
+             "microkernel.direct_reference"}
 # float32 forms of an op whose float64 runs another kernel (the GELU's rational erf).
 FLOAT32_BY_DESIGN = {"activation._gelu_erf_forward_f32", "activation._gelu_erf_backward_f32"}
 
@@ -47,12 +50,10 @@ def _callees(dispatcher):
     without their own entry."""
     names = dispatcher.py_func.__code__.co_names
     scope = dispatcher.py_func.__globals__
-    # A kernel compiled for a Tile reaches that shape's micro-kernel, convolution tile and
-    # row packer through the tile argument's type (kernels/cpu/tiles.py), not by a name in
-    # its code.
-    out = [kernel for sig in dispatcher.signatures for t in sig if isinstance(t, TileType)
-           for kernel in (_gemm_wide.MICRO[(t.mr, t.nr)], _gemm_wide.DIRECT[(t.mr, t.nr)],
-                          _gemm_wide.PACK_ROWS.get(t.mr)) if kernel is not None]
+    # A kernel compiled for a Tile reaches that shape's row packer through the tile
+    # argument's type (kernels/cpu/tiles.py), not by a name in its code (its micro-kernel
+    # and convolution tile are code generated into the kernel itself).
+    out = [_pack_rows.PACK_ROWS[t.mr] for sig in dispatcher.signatures for t in sig if isinstance(t, TileType)]
     for name in names:
         obj = scope.get(name)
         if numba_internals.is_cpu_dispatcher(obj):
@@ -91,15 +92,12 @@ def test_the_warm_ups_reach_every_cpu_kernel():
                 frontier.append(callee)
     reached = set(dtypes)
     tile = tuning.current().tile
-    assert id(_gemm_wide.MICRO[(tile.mr, tile.nr)]) in reached, f"the warm-ups miss the {tile.name} micro-kernel in force"
-    # The other candidates' kernels compile only where a tuning picks their shape
-    # (tests/kernels/test_tiles.py runs each one).
-    # The tile in force, attention's strip tile (kernels/cpu/attention.py) and the short tile
-    # of convolution and the recurrence, with the convolution tiles of the last two.
-    in_force = {name for t in (tile, tuning.strip_tile(16), tuning.short_tile())
-                for name in (f"_gemm_wide.micro_{t.name}", f"_gemm_wide.pack_rows_{t.mr}")}
-    in_force |= {f"_gemm_wide.direct_{t.name}" for t in (tuning.strip_tile(16), tuning.short_tile())}
-    other_tiles = {name for name in everything if name.startswith("_gemm_wide.")} - in_force
+    assert id(_pack_rows.PACK_ROWS[tile.mr]) in reached, f"the warm-ups miss the {tile.name} row packer in force"
+    # The other candidates' packers compile only where a tuning picks their shape
+    # (tests/kernels/test_gemm.py runs each one). The tile in force, attention's strip tile
+    # (kernels/cpu/attention.py) and the short tile of convolution and the recurrence.
+    in_force = {f"_pack_rows.pack_rows_{t.mr}" for t in (tile, tuning.strip_tile(16), tuning.short_tile())}
+    other_tiles = {name for name in everything if name.startswith("_pack_rows.")} - in_force
     missed = sorted(name for name, k in everything.items()
                     if id(k) not in reached and name not in NOT_AN_OP and name not in other_tiles)
     assert not missed, f"kernels no warm-up reaches: {missed}"

@@ -6,7 +6,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import simulated
 from conv_references import dilated_geometry, dilated_ref, geometry, transpose_ref
 from helpers import assert_close, check_grad, check_op, randn
-from numbanet.kernels.cpu._gemm_wide import TILE_SHAPES
 from numbanet.kernels.ops import conv as family
 
 HYPOTHESIS = settings(max_examples=4 if simulated() else 20, deadline=None,
@@ -138,31 +137,6 @@ def test_conv2d_direct_path_edges(be, small, x_shape, w_shape, strides, padding,
     if small:
         x_shape, w_shape = _simulator_sized(x_shape, w_shape)
     run_both(be, x_shape, w_shape, strides, padding, dtype, with_bias=w_shape[3] % 2 == 1)
-
-
-@pytest.mark.parametrize("tile", [f"{mr}x{nr}" for mr, nr in TILE_SHAPES])
-def test_cpu_each_candidate_direct_tile(tile):
-    """Each candidate's convolution tile on its own (float32; the conv tests above run the
-    convolution's tile in both dtypes): out[row0:row0 + MR, col0:col0 + NR] = b + the window sums
-    read at bases[r] + offs[k], nothing else written."""
-    from numbanet.kernels.cpu._gemm_wide import DIRECT
-    mr, nr = (int(v) for v in tile.split("x"))
-    kdim, row0, col0 = 37, 2, 3
-    rng = np.random.default_rng(mr * 100 + nr)
-    xf = rng.standard_normal(500).astype(np.float32)
-    bases = rng.integers(0, 200, mr).astype(np.intp)
-    offs = rng.permutation(250)[:kdim].astype(np.intp)    # cells in any order, as dilations give
-    wp = rng.standard_normal((kdim, nr)).astype(np.float32)
-    b = rng.standard_normal(nr).astype(np.float32)
-    out = rng.standard_normal((row0 + mr + 2, col0 + nr + 1)).astype(np.float32)
-    before = out.copy()
-    DIRECT[mr, nr](xf, bases, offs, kdim, wp, b, out, row0, col0)
-    gathered = xf.astype(np.float64)[bases[:, None] + offs[None, :]]     # (MR, kdim)
-    want = b.astype(np.float64) + gathered @ wp.astype(np.float64)
-    np.testing.assert_allclose(out[row0:row0 + mr, col0:col0 + nr], want, rtol=1e-4, atol=1e-4)
-    outside = np.ones(out.shape, bool)
-    outside[row0:row0 + mr, col0:col0 + nr] = False
-    np.testing.assert_array_equal(out[outside], before[outside])
 
 
 def test_conv2d_direct_boundary_is_64():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import simulated
-from numbanet.kernels.cpu._gemm_wide import TILE_SHAPES
+from numbanet.kernels.cpu._pack_rows import TILE_SHAPES
 from helpers import check_op, randn
 
 # `be` only selects a backend object, so sharing it across generated examples is safe.
@@ -124,42 +124,6 @@ def test_matmul_float32_stays_float32(be, small):
 
 
 TILE_NAMES = [f"{mr}x{nr}" for mr, nr in TILE_SHAPES]
-
-
-def _in_force():
-    from numbanet.kernels.cpu import tuning
-    return tuning.current().tile.name
-
-
-@pytest.mark.parametrize("tile", TILE_NAMES)
-@pytest.mark.parametrize("kc,ac,bc,cc", [(1, 0, 0, 0), (2, 3, 5, 7), (255, 0, 0, 0), (256, 9, 33, 1)])
-def test_cpu_wide_micro_kernel(tile, kc, ac, bc, cc):
-    """Each candidate micro-kernel on its own (float32; float64: the shape in force and
-    8x32): operands read at column offsets, the product added onto cp's MR x NR block,
-    nothing else touched."""
-    from numbanet.kernels.cpu._gemm_wide import MICRO
-    mr, nr = (int(v) for v in tile.split("x"))
-    for dtype in (np.float32, np.float64) if tile in ("8x32", _in_force()) else (np.float32,):
-        ap = randn((kc + 3, ac + mr + 2), dtype, seed=kc)
-        bp = randn((kc + 3, bc + nr + 2), dtype, seed=kc + 1)
-        cp = randn((mr + 1, cc + nr + 3), dtype, seed=kc + 2)
-        before = cp.copy()
-        MICRO[mr, nr](ap, ac, bp, bc, kc, cp, cc)
-        want = before.astype(np.float64)
-        want[:mr, cc:cc + nr] += ap[:kc, ac:ac + mr].T.astype(np.float64) @ bp[:kc, bc:bc + nr].astype(np.float64)
-        rtol, atol = (1e-4, 1e-5 * np.sqrt(kc)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(kc))
-        np.testing.assert_allclose(cp, want, rtol=rtol, atol=atol)
-        outside = np.ones(cp.shape, bool)
-        outside[:mr, cc:cc + nr] = False
-        np.testing.assert_array_equal(cp[outside], before[outside])
-
-
-def test_cpu_wide_micro_kernel_tables_cover_the_generators_tiles():
-    """The tables of the generated kernels/cpu/_gemm_wide.py (tests/kernels/test_unroll.py
-    checks the file is the generator's output) hold every tile the generator lists."""
-    from numbanet.kernels.cpu import _gemm_wide, _gemm_wide_gen
-    assert _gemm_wide.TILE_SHAPES == _gemm_wide_gen.TILES
-    assert set(_gemm_wide.MICRO) == set(_gemm_wide_gen.TILES)
 
 
 # The ways the cpu matmul runs (kernels/cpu/gemm.py: serial; one region split by rows or

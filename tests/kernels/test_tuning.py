@@ -31,8 +31,8 @@ def test_derived_tile_fits_the_register_file_and_fills_the_fma_units(isa, fma):
     tile = tuning.derive(m).tile
     assert tile.nr % m.lanes == 0
     acc = tile.mr * tile.nr // m.lanes
-    # accumulators + a row of B + MR broadcasts within the register file
-    assert acc + tile.nr // m.lanes + tile.mr <= m.registers
+    # accumulators + a row of B + one broadcast within the register file
+    assert acc + tile.nr // m.lanes + 1 <= m.registers
     assert acc >= 2 * fma * 4 or all(t.mr * t.nr // m.lanes < 2 * fma * 4 for t in tuning.candidate_tiles(m))
 
 
@@ -57,10 +57,10 @@ def test_derived_tile_ranks_fma_per_load():
     assert tuning.derive(m).tile == ranked[0]
 
 
-def test_derived_tile_on_avx2_is_the_one_that_does_not_spill():
-    # 4x16: 8 + 2 + 4 = 14 of 16 ymm registers (measured: 107 GFLOP/s in L1 against 49 for
-    # 6x16 and 60 for 8x16, which spill).
-    assert tuning.derive(fake("avx2")).tile == Tile(4, 16)
+def test_derived_tile_on_avx2_is_the_most_that_does_not_spill():
+    # 6x16: 12 + 2 + 1 = 15 of 16 ymm registers (measured on the AMD EPYC compiled for
+    # AVX2: 117 GFLOP/s in L1 against 109 for 4x16 and 38 for 8x16, which spills).
+    assert tuning.derive(fake("avx2")).tile == Tile(6, 16)
 
 
 def test_derived_blocking_follows_the_caches():
@@ -125,7 +125,7 @@ def test_no_file_is_silent(tmp_path):
     ("[]", r"not a numbanet-gemm-tuning/1 document"),
     ('{"format": "numbanet-gemm-tuning/0"}', r"not a numbanet-gemm-tuning/1 document"),
     ("foreign", r"tuned for .*'Another CPU'"),
-    ("unknown-tile", r"no generated micro-kernel is 7x9; the candidates are"),
+    ("unknown-tile", r"no candidate micro-kernel is 7x9; the candidates are"),
     ("bad-kc", r"kc must be an integer in \[64, 1024\], got 4"),
     ("bool-kc", r"kc must be an integer .* got True"),
     ("ragged-mc", r"mc=50 is not a multiple of the tile's 8 rows"),
