@@ -1,9 +1,15 @@
 """kernels/cpu/microkernel.py: every candidate tile against float64 NumPy, and against the
 plain loop nest it replaces, bit for bit; the type errors; the row split into vectors.
 
-The IR tiles exist only with Numba's internals: without them micro_tile and direct_tile
-are the reference loops, and the bit-for-bit checks compare the references to themselves
+The vector code exists only with Numba's internals: without them micro_tile and
+direct_tile are the reference loops (checked in a process told its Numba is untested),
+and the bit-for-bit checks compare the references to themselves
 (tests/kernels/test_numba_internals.py fails on a Numba where the internals are off)."""
+import json
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -103,3 +109,42 @@ def test_an_array_the_tile_cannot_read_as_rows_is_refused_at_compile_time():
     with pytest.raises(numba.errors.TypingError, match=r"micro-kernel 4x16: ap, bp and cp must share a dtype, "
                                                        r"got float32, float64, float32"):
         microkernel.micro(t, ap, 0, np.zeros((3, 16)), 0, 3, cp, 0)
+
+
+_PLAIN = """
+import json, sys, warnings
+from numbanet.kernels import numba_internals
+numba_internals.TESTED_NUMBA = ((0, 0), (0, 1))   # what the installed Numba is not
+warnings.simplefilter("ignore")
+import numpy as np
+from numbanet.kernels.cpu import microkernel
+from numbanet.kernels.cpu.tiles import Tile
+t = Tile(4, 16)
+rng = np.random.default_rng(5)
+ap, bp = rng.standard_normal((7, 4)).astype(np.float32), rng.standard_normal((7, 16)).astype(np.float32)
+cp = np.ones((4, 16), np.float32)
+microkernel.micro(t, ap, 0, bp, 0, 7, cp, 0)
+xf = rng.standard_normal(40).astype(np.float32)
+out = np.zeros((4, 16), np.float32)
+microkernel.direct(t, xf, np.arange(4) * 3, np.arange(5) * 2, 5, bp[:5].copy(), bp[6].copy(), out, 0, 0)
+print(json.dumps({"vector_code": hasattr(microkernel, "_micro_ir"), "micro": cp.tolist(), "direct": out.tolist()}))
+"""
+
+
+def test_without_the_internals_the_tiles_are_the_reference_loops(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBANET_BACKGROUND_COMPILE="0")
+    proc = subprocess.run([sys.executable, "-c", _PLAIN], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got["vector_code"] is False
+    # The same operands through this process's vector code: the same bits.
+    t = Tile(4, 16)
+    rng = np.random.default_rng(5)
+    ap, bp = rng.standard_normal((7, 4)).astype(np.float32), rng.standard_normal((7, 16)).astype(np.float32)
+    cp = np.ones((4, 16), np.float32)
+    microkernel.micro(t, ap, 0, bp, 0, 7, cp, 0)
+    xf = rng.standard_normal(40).astype(np.float32)
+    out = np.zeros((4, 16), np.float32)
+    microkernel.direct(t, xf, np.arange(4) * 3, np.arange(5) * 2, 5, bp[:5].copy(), bp[6].copy(), out, 0, 0)
+    np.testing.assert_array_equal(np.array(got["micro"], np.float32), cp)
+    np.testing.assert_array_equal(np.array(got["direct"], np.float32), out)
