@@ -27,7 +27,7 @@ False, numbanet says so once (a NumbaInternalsWarning) and runs without them: no
 background compile and no cache lock (kernels/cpu/precompile.py), kernels compiled
 without the SLP vectorizer and once per literal argument (slower to compile and to run
 in attention's lane helpers, the same results), the register tiles as plain loops (far
-slower GEMMs and convolutions, the same results), the parallel drivers' workers linked into
+slower GEMMs, convolutions, attention and recurrences, the same results), the parallel drivers' workers linked into
 each driver again (kernels/cpu/apart.py: longer compiles), the static gpu check on
 numba-cuda's public compile_ptx. tests/kernels/test_numba_internals.py fails on an untested version.
 """
@@ -100,7 +100,7 @@ def _find_problem():
                        (cgutils, ("unpack_tuple", "intp_t"))):
         missing = [n for n in names if not hasattr(cls, n)]
         if missing:
-            return f"Numba {numba.__version__}'s {getattr(cls, '__name__', cls)} has no {', '.join(missing)}"
+            return f"Numba {numba.__version__}'s {cls.__name__} has no {', '.join(missing)}"
     if not hasattr(numba.config, "SLP_VECTORIZE"):
         return f"Numba {numba.__version__} has no config.SLP_VECTORIZE"
     return None
@@ -113,7 +113,8 @@ def available():
         _warned.append(why)
         warnings.warn(f"numbanet: {why}; running without the background compile, the cache lock, the SLP "
                       "vectorizer, the register tiles' vector code and the calls apart of the parallel kernels "
-                      "(slower first steps, GEMMs and convolutions, the same results)", NumbaInternalsWarning, stacklevel=2)
+                      "(slower first steps, GEMMs and convolutions, the same results)", NumbaInternalsWarning,
+                      stacklevel=2)
     return why is None
 
 

@@ -47,8 +47,11 @@ conv's dW pass runs the same tile with the roles swapped (MR window cells by NR 
 channels, summed over the pixels).
 
 Nothing here checks bounds: the drivers call a tile only where all of it lies inside the
-arrays (edge tiles go through a scratch tile). Without Numba's internals
-(kernels/numba_internals.py) the tiles run as the reference loops, with the same results.
+arrays (edge tiles go through a scratch tile). The result's rows are read once before
+the K loop and written once after it, so they must not overlap the operands (the
+drivers write into their own output, which the backend checks overlaps no input).
+Without Numba's internals (kernels/numba_internals.py) the tiles run as the reference
+loops, with the same results.
 """
 import numba
 from numba import types
@@ -93,11 +96,26 @@ def vector_widths(nr):
     return widths
 
 
-def _check(op, tile, **arrays):
-    for name, (arr, ndim) in arrays.items():
+def _check(op, tile, dtype_of, arrays, outputs, indices):
+    """TypingError naming the op and tile for anything the code cannot read as rows of
+    one float dtype: `arrays` {name: (type, ndim, element kind)}, `outputs` the names
+    written, `indices` {name: type} of the integer arguments."""
+    where = f"{op} {tile.mr}x{tile.nr}"
+    for name, (arr, ndim, kind) in arrays.items():
         if not (isinstance(arr, types.Array) and arr.ndim == ndim and arr.layout == "C"):
-            raise numba.errors.TypingError(f"{op} {tile.mr}x{tile.nr}: {name} must be a {ndim}-D C-contiguous "
-                                           f"array, got {arr}")
+            raise numba.errors.TypingError(f"{where}: {name} must be a {ndim}-D C-contiguous array, got {arr}")
+        if not isinstance(arr.dtype, kind):
+            raise numba.errors.TypingError(f"{where}: {name} must hold {kind.__name__.lower()}s, got {arr.dtype}")
+    floats = {name: arrays[name][0].dtype for name in dtype_of}
+    if len(set(floats.values())) != 1:
+        raise numba.errors.TypingError(f"{where}: {', '.join(floats)} must share a dtype, got "
+                                       + ", ".join(str(d) for d in floats.values()))
+    for name in outputs:
+        if not arrays[name][0].mutable:
+            raise numba.errors.TypingError(f"{where}: {name} is written, got a read-only array")
+    for name, t in indices.items():
+        if not isinstance(t, types.Integer):
+            raise numba.errors.TypingError(f"{where}: {name} must be an integer, got {t}")
 
 
 if numba_internals.available():
@@ -113,8 +131,12 @@ if numba_internals.available():
         def __init__(self, context, builder, dtype, nr):
             self.context, self.builder = context, builder
             self.elem = context.get_value_type(dtype)
-            self.align = context.get_abi_sizeof(self.elem)
+            self.align = self.alignment(dtype)
             self.widths = vector_widths(nr)
+
+        def alignment(self, dtype):
+            """An element's own alignment (an index array's may be narrower than the floats')."""
+            return self.context.get_abi_sizeof(self.context.get_data_type(dtype))
 
         def index(self, value, numba_type):
             return self.context.cast(self.builder, value, numba_type, types.intp)
@@ -128,7 +150,7 @@ if numba_internals.available():
             return self.builder.gep(a.data, [col])
 
         def scalar(self, arr_type, arr, i):
-            return self.builder.load(self.element(arr_type, arr, None, i), align=self.align)
+            return self.builder.load(self.element(arr_type, arr, None, i), align=self.alignment(arr_type.dtype))
 
         def load_row(self, ptr):
             """The nr elements at ptr, as vectors of self.widths."""
@@ -197,10 +219,9 @@ if numba_internals.available():
 
     @intrinsic
     def _micro_ir(typingctx, tile, ap, ac, bp, bc, kc, cp, cc):
-        _check("micro-kernel", tile, ap=(ap, 2), bp=(bp, 2), cp=(cp, 2))
-        if not ap.dtype == bp.dtype == cp.dtype:
-            raise numba.errors.TypingError(f"micro-kernel {tile.mr}x{tile.nr}: ap, bp and cp must share a dtype, "
-                                           f"got {ap.dtype}, {bp.dtype}, {cp.dtype}")
+        _check("micro-kernel", tile, ("ap", "bp", "cp"),
+               {"ap": (ap, 2, types.Float), "bp": (bp, 2, types.Float), "cp": (cp, 2, types.Float)}, ("cp",),
+               {"ac": ac, "bc": bc, "kc": kc, "cc": cc})
         sig = types.void(tile, ap, ac, bp, bc, kc, cp, cc)
 
         def codegen(context, builder, signature, args):
@@ -225,14 +246,10 @@ if numba_internals.available():
 
     @intrinsic
     def _direct_ir(typingctx, tile, xf, bases, offs, kdim, wp, b, out, row0, col0):
-        _check("direct tile", tile, xf=(xf, 1), bases=(bases, 1), offs=(offs, 1), wp=(wp, 2), b=(b, 1),
-               out=(out, 2))
-        if not xf.dtype == wp.dtype == b.dtype == out.dtype:
-            raise numba.errors.TypingError(f"direct tile {tile.mr}x{tile.nr}: xf, wp, b and out must share a "
-                                           f"dtype, got {xf.dtype}, {wp.dtype}, {b.dtype}, {out.dtype}")
-        if not (isinstance(bases.dtype, types.Integer) and isinstance(offs.dtype, types.Integer)):
-            raise numba.errors.TypingError(f"direct tile {tile.mr}x{tile.nr}: bases and offs must be integer "
-                                           f"arrays, got {bases.dtype}, {offs.dtype}")
+        _check("direct tile", tile, ("xf", "wp", "b", "out"),
+               {"xf": (xf, 1, types.Float), "bases": (bases, 1, types.Integer), "offs": (offs, 1, types.Integer),
+                "wp": (wp, 2, types.Float), "b": (b, 1, types.Float), "out": (out, 2, types.Float)}, ("out",),
+               {"kdim": kdim, "row0": row0, "col0": col0})
         sig = types.void(tile, xf, bases, offs, kdim, wp, b, out, row0, col0)
 
         def codegen(context, builder, signature, args):
@@ -266,17 +283,3 @@ else:
     @numba.njit(cache=True)
     def direct_tile(tile, xf, bases, offs, kdim, wp, b, out, row0, col0):
         direct_reference(tile.mr, tile.nr, xf, bases, offs, kdim, wp, b, out, row0, col0)
-
-
-# Called from Python (tests, measurements); kernels call micro_tile / direct_tile through
-# tile.micro / tile.direct, which compile the tile into their own code.
-@numba.njit(cache=True)
-def micro(tile, ap, ac, bp, bc, kc, cp, cc):
-    """cp[:MR, cc:cc + NR] += ap[:kc, ac:ac + MR].T @ bp[:kc, bc:bc + NR] on tile's registers."""
-    micro_tile(tile, ap, ac, bp, bc, kc, cp, cc)
-
-
-@numba.njit(cache=True)
-def direct(tile, xf, bases, offs, kdim, wp, b, out, row0, col0):
-    """out[row0 + r, col0 + c] = b[c] + sum_k xf[bases[r] + offs[k]] * wp[k, c] on tile's registers."""
-    direct_tile(tile, xf, bases, offs, kdim, wp, b, out, row0, col0)

@@ -2,7 +2,7 @@
 helper once per argument type rather than once per constant its callers pass.
 
 Numba leaves the SLP vectorizer off by default. Kernels written as separate local
-scalars per vector lane (the attention strip's 8 query lanes) need it: the loop
+scalars per vector lane (the attention strip's 16 query lanes) need it: the loop
 vectorizer only vectorizes along a loop, and these kernels vectorize across the unrolled
 lanes of one iteration.
 
