@@ -8,7 +8,7 @@ generator and run it, not this file:
 import numba
 
 
-TILE_SHAPES = ((8, 32), (4, 64), (10, 32), (14, 16), (8, 16), (6, 16), (4, 16), (3, 24), (2, 32), (4, 8))
+TILE_SHAPES = ((8, 32), (4, 64), (10, 32), (12, 32), (14, 16), (8, 16), (6, 16), (4, 16), (3, 24), (2, 32), (4, 8))
 
 
 @numba.njit(cache=True)
@@ -120,6 +120,37 @@ def pack_rows_10(a, r0, p0, kc, dst):
 
 
 @numba.njit(cache=True)
+def pack_rows_12(a, r0, p0, kc, dst):
+    """a[r0:r0 + 12, p0:p0 + kc] -> dst[p, r] (kc x 12)."""
+    s0 = a[r0 + 0, p0:p0 + kc]
+    s1 = a[r0 + 1, p0:p0 + kc]
+    s2 = a[r0 + 2, p0:p0 + kc]
+    s3 = a[r0 + 3, p0:p0 + kc]
+    s4 = a[r0 + 4, p0:p0 + kc]
+    s5 = a[r0 + 5, p0:p0 + kc]
+    s6 = a[r0 + 6, p0:p0 + kc]
+    s7 = a[r0 + 7, p0:p0 + kc]
+    s8 = a[r0 + 8, p0:p0 + kc]
+    s9 = a[r0 + 9, p0:p0 + kc]
+    s10 = a[r0 + 10, p0:p0 + kc]
+    s11 = a[r0 + 11, p0:p0 + kc]
+    for p in range(kc):
+        d = dst[p]
+        d[0] = s0[p]
+        d[1] = s1[p]
+        d[2] = s2[p]
+        d[3] = s3[p]
+        d[4] = s4[p]
+        d[5] = s5[p]
+        d[6] = s6[p]
+        d[7] = s7[p]
+        d[8] = s8[p]
+        d[9] = s9[p]
+        d[10] = s10[p]
+        d[11] = s11[p]
+
+
+@numba.njit(cache=True)
 def pack_rows_14(a, r0, p0, kc, dst):
     """a[r0:r0 + 14, p0:p0 + kc] -> dst[p, r] (kc x 14)."""
     s0 = a[r0 + 0, p0:p0 + kc]
@@ -154,4 +185,4 @@ def pack_rows_14(a, r0, p0, kc, dst):
         d[13] = s13[p]
 
 
-PACK_ROWS = {2: pack_rows_2, 3: pack_rows_3, 4: pack_rows_4, 6: pack_rows_6, 8: pack_rows_8, 10: pack_rows_10, 14: pack_rows_14}
+PACK_ROWS = {2: pack_rows_2, 3: pack_rows_3, 4: pack_rows_4, 6: pack_rows_6, 8: pack_rows_8, 10: pack_rows_10, 12: pack_rows_12, 14: pack_rows_14}

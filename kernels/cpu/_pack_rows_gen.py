@@ -19,11 +19,12 @@ one per machine, measured (`numbanet tune`) or derived.
 from numbanet.kernels.cpu._unroll import header, main
 
 # (MR, NR): NR is a multiple of the vector width, so each accumulator row is whole
-# vectors. For AVX-512 (16 float32 lanes, 32 registers): 8x32, 4x64, 10x32, 14x16, 8x16;
-# for AVX2 (8 lanes, 16 registers): 6x16 (BLIS's Haswell shape), 4x16, 3x24, 2x32; 4x8
-# for 128-bit vectors (SSE, NEON). kernels/cpu/tiles.py's `fits` says which fit which
-# register file.
-TILES = ((8, 32), (4, 64), (10, 32), (14, 16), (8, 16), (6, 16), (4, 16), (3, 24), (2, 32), (4, 8))
+# vectors. For AVX-512 (16 float32 lanes, 32 registers): 8x32, 4x64, 10x32, 12x32 (BLIS's
+# Skylake-X shape, transposed), 14x16, 8x16; for AVX2 (8 lanes, 16 registers): 6x16
+# (BLIS's Haswell shape), 4x16, 3x24, 2x32; 4x8 for 128-bit vectors (SSE, NEON).
+# kernels/cpu/tiles.py's `fits` says which fit which register file; `numbanet tune`
+# measures the best-ranked ones on the machine.
+TILES = ((8, 32), (4, 64), (10, 32), (12, 32), (14, 16), (8, 16), (6, 16), (4, 16), (3, 24), (2, 32), (4, 8))
 
 
 def _pack_lines(mr):

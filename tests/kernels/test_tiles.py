@@ -29,6 +29,7 @@ def test_parse_and_errors():
 @pytest.mark.parametrize("name,lanes,registers,acc,fit", [
     ("8x32", 16, 32, 16, True),    # 16 accumulators + 2 B vectors + 1 broadcast = 19 of 32
     ("10x32", 16, 32, 20, True),   # 20 + 2 + 1 = 23
+    ("12x32", 16, 32, 24, True),   # 24 + 2 + 1 = 27
     ("14x16", 16, 32, 14, True),   # 14 + 1 + 1 = 16
     ("4x64", 16, 32, 16, True),    # 16 + 4 + 1 = 21
     ("6x16", 8, 16, 12, True),     # 12 + 2 + 1 = 15 of AVX2's 16
