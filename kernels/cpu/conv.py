@@ -12,7 +12,7 @@ y and dW come from register tiles that read a zero-padded copy of one image in p
 
 Each product runs on a tile of few rows (kernels/cpu/tuning.short_tile: at most 4 rows,
 as wide as fits the registers), shallow windows (KH*KW*C_in <= DIRECT_KDIM, as in a first
-layer) on the 16-wide strip tile (tuning.strip_tile(16)): a first layer's few output
+layer) on a strip tile 16 or 32 wide (tuning.strip_tile): a first layer's few output
 channels would fill only part of a wide tile. The weights are packed once per call, dy
 and dP's operands per image.
 
@@ -44,13 +44,18 @@ from numbanet.kernels.cpu.rows import copy_row, zero_row
 from numbanet.kernels.cpu.slp import plain_types
 from numbanet.kernels.cpu.threads import dynamic, work_items
 
-# Windows with KH*KW*C_in up to DIRECT_KDIM run on the tile SHALLOW_NR wide
-# (tuning.strip_tile): a first layer has few output channels (the article's 32 fill two
-# 16-wide panels but half of a 4x64 tile's one) and so few terms per output that a tile's
-# loads and stores weigh more than its FMAs. Deeper windows run on tuning.short_tile().
-# Measure: numbanet bench --ops conv with DIRECT_KDIM below and above the case's depth.
-SHALLOW_NR = 16
+# Windows with KH*KW*C_in up to DIRECT_KDIM run on a strip tile (tuning.strip_tile) 16
+# or 32 wide, whichever pads C_out less (the wider on a tie: _shallow_tile): a first
+# layer has few output channels (the article's 32 fill half of a 4x64 tile's panel) and
+# so few terms per output that a tile's loads and stores weigh more than its FMAs, and
+# each tile sets up its MR window addresses once for its NR channels. Deeper windows run
+# on tuning.short_tile(). Measure: numbanet bench --ops conv with DIRECT_KDIM below and
+# above the case's depth; the widths with conv.SHALLOW_WIDTHS reordered.
+SHALLOW_WIDTHS = (32, 16)
 DIRECT_KDIM = 64
+# dP = dy_n @ W^T runs on the 16-wide strip tile where it pads KH*KW*C_in less than the
+# short tile does (_dx_tile).
+NARROW_DX_NR = 16
 
 
 @numba.njit(cache=True)
@@ -245,8 +250,19 @@ def _dx_tile(kdim):
     """(the 16-wide tile, whether dP = dy_n @ W^T (kdim columns) runs on it): the short
     tile pads a shallow window's columns to its NR (a first layer's 9 to 32 or 64, the
     product 3.5-7x the work), the 16-wide one (kernels/cpu/tuning.strip_tile) to 16."""
-    wide, narrow = tuning.short_tile(), tuning.strip_tile(SHALLOW_NR)
+    wide, narrow = tuning.short_tile(), tuning.strip_tile(NARROW_DX_NR)
     return narrow, _panels(kdim, narrow.nr) * narrow.nr < _panels(kdim, wide.nr) * wide.nr
+
+
+def _shallow_tile(w):
+    """The register tile of a shallow window's forward and dW (see SHALLOW_WIDTHS); a deep
+    window's kernels never run it, so they get one fixed tile, and one compiled kernel."""
+    kdim = w.shape[0] * w.shape[1] * w.shape[2]
+    if kdim > DIRECT_KDIM:
+        return tuning.strip_tile(NARROW_DX_NR)
+    c_out = w.shape[3]
+    width = min(SHALLOW_WIDTHS, key=lambda nr: -(-c_out // nr) * nr)   # the first on a tie
+    return tuning.strip_tile(width)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -303,7 +319,7 @@ def _conv2d_forward(tile, narrow, x, w, bias, y, sh, sw, dil_h, dil_w, pad_top, 
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil_h, dil_w,
+def _conv2d_backward(tile, narrow, dwtile, narrow_dx, x, w, dy, y, act, dx, compute_dx, dw, db, sh, sw, dil_h, dil_w,
                      pad_top, pad_left, nchunks):
     n_, oh_, ow_, c_out = dy.shape
     kh_, kw_, c_in = w.shape[0], w.shape[1], w.shape[2]
@@ -322,10 +338,10 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
     # Not np.zeros (a parfor each under parallel=True): each chunk clears its own below.
     dw_part = np.empty((nchunks, kdim, c_out), dtype=w.dtype)
     db_part = np.empty((nchunks, c_out), dtype=w.dtype)
-    # dW's register tile, as the forward's: the 16-wide one for a shallow window.
+    # dW's register tile, as the forward's: a strip tile for a shallow window (dwtile).
     shallow = kdim <= DIRECT_KDIM
-    dmr = narrow.mr if shallow else mrw
-    dnr = narrow.nr if shallow else nrw
+    dmr = dwtile.mr if shallow else mrw
+    dnr = dwtile.nr if shallow else nrw
     wp = (ow_ - 1) * sw + (kw_ - 1) * dil_w + 1
     offs = _cell_offsets(kh_, kw_, c_in, wp, dil_h, dil_w)
     pix = np.empty(rows, dtype=np.intp)
@@ -342,7 +358,7 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
     none3 = np.empty((0, 0, 0), dtype=x.dtype)
     none1 = np.empty(0, dtype=x.dtype)
     noidx = np.empty(0, dtype=np.intp)
-    dw_narrow = address_apart(_dw_image, narrow, x0, none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
+    dw_narrow = address_apart(_dw_image, dwtile, x0, none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
                               noidx, none2)
     dw_tile = address_apart(_dw_image, tile, x0, none3, offs, pix, zero, dw_part[0], pad_top, pad_left, none2,
                             noidx, none2)
@@ -356,7 +372,7 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
         dyapack_n = np.empty((_panels(rows, narrow.mr) if narrow_dx else 0, c_out, narrow.mr), dtype=x.dtype)
         dpatches = np.empty((rows, kdim), dtype=x.dtype)
         # for dW's tiles and the dP GEMMs' edge tiles
-        scratch = np.empty((max(mrw, narrow.mr), max(nrw, narrow.nr)), dtype=x.dtype)
+        scratch = np.empty((max(mrw, narrow.mr, dwtile.mr), max(nrw, narrow.nr, dwtile.nr)), dtype=x.dtype)
         nobias = np.empty(0, dtype=x.dtype)
         xp = np.empty(((oh_ - 1) * sh + (kh_ - 1) * dil_h + 1, wp * c_in), dtype=x.dtype)
         cells = np.empty(dmr, dtype=np.intp)
@@ -379,7 +395,7 @@ def _conv2d_backward(tile, narrow, narrow_dx, x, w, dy, y, act, dx, compute_dx, 
                 dyn = dzn
             _pack_dy_and_sum(dyn, dybpack, dbt)
             if shallow:
-                call_apart(dw_narrow, _dw_image, narrow, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp,
+                call_apart(dw_narrow, _dw_image, dwtile, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp,
                            cells, scratch)
             else:
                 call_apart(dw_tile, _dw_image, tile, x[n], dybpack, offs, pix, zero, dwt, pad_top, pad_left, xp,
@@ -428,15 +444,16 @@ def conv2d_backward(x, w, dy, dx, dwdb, sh, sw, pad_top, pad_left, y=None, activ
         dx = np.empty((0, 0, 0, 0), dtype=x.dtype)
     # dy stands in for y when there is no activation (never read): one compiled kernel.
     narrow, narrow_dx = _dx_tile(w.shape[0] * w.shape[1] * w.shape[2])
-    dynamic(_conv2d_backward, tuning.short_tile(), narrow, narrow_dx, x, w, dy, dy if y is None else y,
-            CODES[activation], dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left, nchunks)
+    dynamic(_conv2d_backward, tuning.short_tile(), narrow, _shallow_tile(w), narrow_dx, x, w, dy,
+            dy if y is None else y, CODES[activation], dx, compute_dx, dw, db, sh, sw, dil_h, dil_w, pad_top, pad_left,
+            nchunks)
 
 
 def conv2d_forward(x, w, bias, y, sh, sw, pad_top, pad_left, activation="linear", dil_h=1, dil_w=1):
     """y = act(conv(x, w) (+ bias)), window cells dil_h rows and dil_w columns apart (the
     dilation); arrays validated and C-contiguous, y allocated."""
     # One image per prange item, handed out one at a time (threads.dynamic).
-    dynamic(_conv2d_forward, tuning.short_tile(), tuning.strip_tile(SHALLOW_NR), x, w,
+    dynamic(_conv2d_forward, tuning.short_tile(), _shallow_tile(w), x, w,
             no_bias(y.dtype) if bias is None else bias, y, sh, sw, dil_h, dil_w, pad_top, pad_left, CODES[activation])
 
 
