@@ -34,7 +34,7 @@ class _ShareOnImport(importlib.abc.MetaPathFinder):
 
 
 _waiting = []   # modules loaded before precompile itself was
-_installers = []
+_install = []   # precompile.install, once imported
 
 
 def _share(module):
@@ -43,16 +43,15 @@ def _share(module):
 
 
 def _install_waiting():
-    if _installers:
+    if _install:
         modules = _waiting[:]
         del _waiting[:]
-        for install in _installers:
-            install(modules)
+        _install[0](modules)
 
 
 sys.meta_path.insert(0, _ShareOnImport())
 from numbanet.kernels.cpu import precompile as _precompile   # noqa: E402  (after the hook)
-_installers.append(_precompile.install)
+_install.append(_precompile.install)
 _install_waiting()
 
 

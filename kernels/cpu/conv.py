@@ -261,7 +261,7 @@ def _shallow_tile(w):
     if kdim > DIRECT_KDIM:
         return tuning.strip_tile(NARROW_DX_NR)
     c_out = w.shape[3]
-    width = min(SHALLOW_WIDTHS, key=lambda nr: -(-c_out // nr) * nr)   # the first on a tie
+    width = min(SHALLOW_WIDTHS, key=lambda nr: _panels(c_out, nr) * nr)   # the first on a tie
     return tuning.strip_tile(width)
 
 

@@ -159,11 +159,12 @@ def test_narrow_index_arrays_read_as_their_own_type():
     np.testing.assert_array_equal(out, ref)
 
 
-_PLAIN = """
+_TILES_RUN = """
 import json, sys, warnings
 from numbanet.kernels import numba_internals
-numba_internals.TESTED_NUMBA = ((0, 0), (0, 1))   # what the installed Numba is not
-warnings.simplefilter("ignore")
+if sys.argv[1] == "plain":
+    numba_internals.TESTED_NUMBA = ((0, 0), (0, 1))   # what the installed Numba is not
+    warnings.simplefilter("ignore")
 import numpy as np
 import numba
 from numbanet.kernels.cpu.tiles import Tile
@@ -187,19 +188,15 @@ print(json.dumps({"vector_code": hasattr(microkernel, "_micro_ir"), "micro": cp.
 
 
 def test_without_the_internals_the_tiles_are_the_reference_loops(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBANET_BACKGROUND_COMPILE="0")
-    proc = subprocess.run([sys.executable, "-c", _PLAIN], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.splitlines()[-1])
-    assert got["vector_code"] is False
-    # The same operands through this process's vector code: the same bits.
-    t = Tile(4, 16)
-    rng = np.random.default_rng(5)
-    ap, bp = rng.standard_normal((7, 4)).astype(np.float32), rng.standard_normal((7, 16)).astype(np.float32)
-    cp = np.ones((4, 16), np.float32)
-    _micro(t, ap, 0, bp, 0, 7, cp, 0)
-    xf = rng.standard_normal(40).astype(np.float32)
-    out = np.zeros((4, 16), np.float32)
-    _direct(t, xf, np.arange(4) * 3, np.arange(5) * 2, 5, bp[:5].copy(), bp[6].copy(), out, 0, 0)
-    np.testing.assert_array_equal(np.array(got["micro"], np.float32), cp)
-    np.testing.assert_array_equal(np.array(got["direct"], np.float32), out)
+    """The same operands in a process told its Numba is untested (the reference loops) and
+    in one that is not (the vector code): the same bits."""
+    def run(kind):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / kind), NUMBANET_BACKGROUND_COMPILE="0")
+        proc = subprocess.run([sys.executable, "-c", _TILES_RUN, kind], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    plain, vector = run("plain"), run("vector")
+    assert plain["vector_code"] is False and vector["vector_code"] is True
+    assert plain["micro"] == vector["micro"] and plain["direct"] == vector["direct"]
